@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Installs the system packages faasd needs on Debian 12 and builds CRIU >= 4.2 when missing.
+# Idempotent: each step checks first and says what it does. Run as root.
+set -euo pipefail
+
+say() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
+die() { printf '\033[1;31m[setup] error:\033[0m %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "run as root (faasd drives runc, CRIU, mounts and namespaces)"
+. /etc/os-release
+[ "${ID:-}" = debian ] || say "warning: tested on Debian 12, this is ${PRETTY_NAME:-unknown}"
+
+APT_PACKAGES=(
+  runc umoci skopeo debootstrap iproute2 zstd tar util-linux e2fsprogs
+  podman uidmap libseccomp2 python3-venv python3-dev ca-certificates
+  nodejs gcc libc6-dev postgresql
+  # CRIU runtime libraries
+  libprotobuf-c1 libnl-3-200 libnet1 libcap2 libbsd0 libgnutls30 libnftables1 libuuid1
+)
+CRIU_BUILD_DEPS=(
+  build-essential pkg-config protobuf-c-compiler libprotobuf-c-dev protobuf-compiler
+  libprotobuf-dev libnl-3-dev libnet1-dev libcap-dev libbsd-dev libgnutls28-dev
+  libnftables-dev uuid-dev python3-protobuf
+)
+export DEBIAN_FRONTEND=noninteractive
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing apt packages: ${missing[*]}"
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  say "apt packages present"
+fi
+
+criu_ok() {
+  local bin=${1:-criu}
+  command -v "$bin" >/dev/null 2>&1 || return 1
+  local v; v=$("$bin" --version 2>/dev/null | awk '/^Version:/{print $2}')
+  [ -n "$v" ] || return 1
+  local major=${v%%.*} rest=${v#*.}; local minor=${rest%%.*}
+  { [ "$major" -gt 4 ] || { [ "$major" -eq 4 ] && [ "$minor" -ge 2 ]; }; } || return 1
+  "$bin" check >/dev/null 2>&1
+}
+
+if criu_ok /usr/local/sbin/criu || criu_ok criu; then
+  say "criu $(criu --version | awk '/^Version:/{print $2}') present and 'criu check' passes"
+else
+  say "building CRIU >= 4.2 from Debian's forky source package (Debian 12's criu 3.17 fails on this kernel)"
+  missing=()
+  for p in "${CRIU_BUILD_DEPS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  mirror=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+  [ -n "$mirror" ] || mirror=$(awk '/^deb /{print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+  [ -n "$mirror" ] || die "cannot find the Debian mirror in the apt sources"
+  srcfile=/etc/apt/sources.list.d/faasd-criu-forky-src.list
+  work=$(mktemp -d /tmp/faasd-criu.XXXXXX)
+  cleanup() { rm -f "$srcfile"; rm -rf "$work"; apt-get update -qq >/dev/null 2>&1 || true; }
+  trap cleanup EXIT
+  echo "deb-src $mirror forky main" > "$srcfile"
+  apt-get update -qq -o Acquire::Check-Valid-Until=false
+  if [ ${#missing[@]} -gt 0 ]; then
+    say "installing CRIU build dependencies: ${missing[*]}"
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+  chmod 755 "$work"; chown _apt "$work" 2>/dev/null || true
+  cd "$work"
+  # Only the upstream .orig tarball is needed (and is all that some mirrors serve): ignore the rest.
+  apt-get source --download-only criu/forky >/dev/null 2>&1 || true
+  orig=$(ls criu_*.orig.tar.* 2>/dev/null | head -n1 || true)
+  [ -n "$orig" ] || die "criu source tarball did not download"
+  want=$(apt-cache showsrc criu 2>/dev/null | awk -v f="$orig" '/^Checksums-Sha256:/{s=1;next} /^[A-Z]/{s=0} s && $3==f {print $1; exit}')
+  got=$(sha256sum "$orig" | awk '{print $1}')
+  [ -n "$want" ] || die "no sha256 for $orig in apt-cache showsrc"
+  [ "$want" = "$got" ] || die "sha256 mismatch for $orig: want $want got $got"
+  say "verified $orig (sha256 $got)"
+  tar -xf "$orig"
+  cd criu-*/
+  say "compiling criu (about 20-60 s)"
+  make -j"$(nproc)" criu >/dev/null 2>&1 || { make criu 2>&1 | tail -30; die "criu build failed"; }
+  make install-criu PREFIX=/usr/local >/dev/null
+  hash -r
+  criu_ok /usr/local/sbin/criu || die "built criu does not pass 'criu check'"
+  say "installed $(/usr/local/sbin/criu --version | awk '/^Version:/{print $2}') to /usr/local/sbin/criu"
+fi

@@ -1,0 +1,96 @@
+"""Exception types shared by every layer.
+
+Each error carries a machine-readable ``code`` and the HTTP status the API answers with, so that a
+failure deep in the image store reaches the user as a clear 4xx/5xx JSON body instead of a bare 500.
+Messages are written for the user: say what was wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class FaasdError(Exception):
+    """Base class of every error faasd raises on purpose."""
+
+    code: str = "internal_error"
+    status: int = 500
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": self.code, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+class InvalidInputError(FaasdError):
+    """The caller sent something malformed or unacceptable (bad JSON, bad tarball, bad name)."""
+
+    code = "invalid_input"
+    status = 400
+
+
+class NotFoundError(FaasdError):
+    """A named thing (function, image, snapshot, execution, instance) does not exist."""
+
+    code = "not_found"
+    status = 404
+
+
+class ConflictError(FaasdError):
+    """The request conflicts with current state (name taken, image in use, merge conflict)."""
+
+    code = "conflict"
+    status = 409
+
+
+class PayloadTooLargeError(InvalidInputError):
+    code = "payload_too_large"
+    status = 413
+
+
+class CapacityError(FaasdError):
+    """No capacity right now (pool saturated, queue full): retry later."""
+
+    code = "capacity_exhausted"
+    status = 429
+
+    def __init__(self, message: str, retry_after_s: float = 1.0, **details: Any) -> None:
+        super().__init__(message, retry_after_s=retry_after_s, **details)
+        self.retry_after_s = retry_after_s
+
+
+class AuthError(FaasdError):
+    code = "unauthorized"
+    status = 401
+
+
+class ForbiddenError(FaasdError):
+    code = "forbidden"
+    status = 403
+
+
+class ResourceLimitError(FaasdError):
+    """A sandbox hit one of its limits (memory, pids, disk, wall-clock)."""
+
+    code = "resource_limit"
+    status = 422
+
+
+class StorageFullError(FaasdError):
+    """The data directory ran out of space; the operation was rolled back."""
+
+    code = "storage_full"
+    status = 507
+
+
+class RuntimeFailure(FaasdError):
+    """An external runtime tool (runc, CRIU, debootstrap, umoci) failed; the message carries its stderr."""
+
+    code = "runtime_failure"
+    status = 500
