@@ -1,0 +1,78 @@
+"""Fixtures shared by every test package.
+
+Each test gets its own data/run/cache dirs (unique, removed afterwards), so tests never see each
+other's images, sandboxes or databases. Integration tests need root and real runc; they are skipped
+with a reason when run unprivileged (CI runs as root, so there they always run).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from faasd.config import Settings
+
+DEV_ROOTFS_DIR = Path(os.environ.get("FAASD_TEST_ROOTFS_DIR", "/var/lib/faasd-dev"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    needs_root = pytest.mark.skip(reason="needs root and runc (CI runs these as root)")
+    is_root = os.geteuid() == 0 and shutil.which("runc") is not None
+    for item in items:
+        if not is_root and any(m in item.keywords for m in ("integration", "chaos", "security", "stress")):
+            item.add_marker(needs_root)
+        if "stress" in item.keywords and os.environ.get("FAASD_STRESS") != "1":
+            item.add_marker(pytest.mark.skip(reason="stress/soak runs only with FAASD_STRESS=1"))
+
+
+@pytest.fixture
+def unique_id() -> str:
+    return "t" + uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """Settings pointing at private, empty directories (on the root ext4 fs, so overlayfs works)."""
+    base = Path(tmp_path_factory.mktemp("faasd"))
+    s = Settings(
+        data_dir=base / "data",
+        run_dir=base / "run",
+        cache_dir=Path(os.environ.get("FAASD_TEST_CACHE_DIR", "/var/cache/faasd")),
+        auth=False,
+    )
+    for d in (s.data_dir, s.run_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    yield s
+    subprocess.run(["umount", "-R", "-l", str(base)], capture_output=True, check=False)
+
+
+def _debootstrap(target: Path, include: str) -> None:
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    subprocess.run(
+        ["debootstrap", "--variant=minbase", f"--include={include}", "bookworm", str(tmp),
+         "http://deb.debian.org/debian"],
+        check=True, capture_output=True,
+    )
+    tmp.rename(target)
+
+
+@pytest.fixture(scope="session")
+def python_rootfs() -> Path:
+    """A plain Debian bookworm minbase + python3 rootfs directory, built once and cached.
+
+    Lower layers for runtime tests that do not exercise the image store.
+    """
+    target = DEV_ROOTFS_DIR / "rootfs-python"
+    if not (target / "usr/bin/python3").exists():
+        if os.geteuid() != 0:
+            pytest.skip("building a rootfs needs root")
+        DEV_ROOTFS_DIR.mkdir(parents=True, exist_ok=True)
+        _debootstrap(target, "python3")
+    return target
