@@ -24,7 +24,15 @@ DEV_ROOTFS_DIR = Path(os.environ.get("FAASD_TEST_ROOTFS_DIR", "/var/lib/faasd-de
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     needs_root = pytest.mark.skip(reason="needs root and runc (CI runs these as root)")
     is_root = os.geteuid() == 0 and shutil.which("runc") is not None
+    tests_dir = Path(__file__).parent
     for item in items:
+        # The folder a test lives in is its default marker (tests/unit -> unit, tests/chaos -> chaos, ...).
+        try:
+            area = Path(str(item.fspath)).relative_to(tests_dir).parts[0]
+        except ValueError:
+            area = ""
+        if area in ("unit", "integration", "chaos", "security", "stress") and area not in item.keywords:
+            item.add_marker(getattr(pytest.mark, area))
         if not is_root and any(m in item.keywords for m in ("integration", "chaos", "security", "stress")):
             item.add_marker(needs_root)
         if "stress" in item.keywords and os.environ.get("FAASD_STRESS") != "1":
@@ -56,9 +64,16 @@ def _debootstrap(target: Path, include: str) -> None:
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     subprocess.run(
-        ["debootstrap", "--variant=minbase", f"--include={include}", "bookworm", str(tmp),
-         "http://deb.debian.org/debian"],
-        check=True, capture_output=True,
+        [
+            "debootstrap",
+            "--variant=minbase",
+            f"--include={include}",
+            "bookworm",
+            str(tmp),
+            "http://deb.debian.org/debian",
+        ],
+        check=True,
+        capture_output=True,
     )
     tmp.rename(target)
 
