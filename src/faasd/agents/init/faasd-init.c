@@ -1,0 +1,202 @@
+/*
+ * faasd-init: the smallest possible PID 1 (and per-request runner) for exec-mode sandboxes.
+ *
+ * Exec-mode images may contain nothing but one static binary (no shell, no python), so this program is
+ * bind-mounted read-only from the host and used twice:
+ *
+ *   faasd-init                                  the container's main process: reaps every child that
+ *                                               gets re-parented to it, exits 0 on SIGTERM/SIGINT/SIGHUP.
+ *   faasd-init --exec TIMEOUT_MS -- CMD ARGS... run by `runc exec` for each request: runs CMD in its own
+ *                                               process group with our stdin/stdout/stderr, waits for it,
+ *                                               kills the whole group when it is done or when TIMEOUT_MS
+ *                                               (0 = none) passed, and exits with CMD's status (128+signal
+ *                                               when killed). On timeout it writes the line
+ *                                               "faasd-init: timeout" to stderr and exits 124.
+ *
+ *   faasd-init --main -- CMD ARGS...            PID 1 for a runtime that does not reap orphans itself (the
+ *                                               Node agent): runs CMD as its child, forwards SIGTERM/SIGINT/
+ *                                               SIGHUP to it, reaps every orphan, exits with CMD's status.
+ *
+ * Doing the timeout in here means `runc exec` always ends by itself and reaps its child; a host that
+ * killed `runc exec` instead would orphan the request process outside the container's pid namespace.
+ *
+ * Built by faasd with `gcc -static -Os`; depends on nothing but libc.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define TIMEOUT_EXIT 124
+
+static void reap_all(void) {
+    for (;;) {
+        pid_t pid = waitpid(-1, NULL, WNOHANG);
+        if (pid <= 0) {
+            return; /* 0: children still running; -1/ECHILD: none left */
+        }
+    }
+}
+
+static void blocked_set(sigset_t *set) {
+    sigemptyset(set);
+    sigaddset(set, SIGCHLD);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGHUP);
+}
+
+static int as_exit_code(int status) {
+    if (WIFEXITED(status)) {
+        return WEXITSTATUS(status);
+    }
+    if (WIFSIGNALED(status)) {
+        return 128 + WTERMSIG(status);
+    }
+    return 1;
+}
+
+static long now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int run_command(long timeout_ms, char **argv) {
+    sigset_t set, empty;
+    blocked_set(&set);
+    sigemptyset(&empty);
+    if (sigprocmask(SIG_BLOCK, &set, NULL) != 0) {
+        perror("faasd-init: sigprocmask");
+        return 126;
+    }
+    long deadline = timeout_ms > 0 ? now_ms() + timeout_ms : 0;
+    pid_t pid = fork();
+    if (pid < 0) {
+        perror("faasd-init: fork");
+        return 126;
+    }
+    if (pid == 0) {
+        sigprocmask(SIG_SETMASK, &empty, NULL);
+        setpgid(0, 0);
+        execvp(argv[0], argv);
+        int err = errno;
+        fprintf(stderr, "faasd-init: cannot run %s: %s\n", argv[0], strerror(err));
+        _exit(err == ENOENT ? 127 : 126);
+    }
+    setpgid(pid, pid);
+    for (;;) {
+        int status;
+        pid_t got = waitpid(pid, &status, WNOHANG);
+        if (got == pid) {
+            kill(-pid, SIGKILL); /* background processes do not outlive the request */
+            return as_exit_code(status);
+        }
+        siginfo_t info;
+        int sig;
+        if (deadline) {
+            long left = deadline - now_ms();
+            if (left <= 0) {
+                kill(-pid, SIGKILL);
+                waitpid(pid, &status, 0);
+                fprintf(stderr, "\nfaasd-init: timeout\n");
+                return TIMEOUT_EXIT;
+            }
+            struct timespec ts = {left / 1000, (left % 1000) * 1000000L};
+            sig = sigtimedwait(&set, &info, &ts);
+        } else {
+            sig = sigwaitinfo(&set, &info);
+        }
+        if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP) {
+            kill(-pid, sig);
+        }
+        /* SIGCHLD, EAGAIN (deadline) or EINTR: loop and re-check */
+    }
+}
+
+static int run_main(char **argv) {
+    sigset_t set, empty;
+    blocked_set(&set);
+    sigemptyset(&empty);
+    if (sigprocmask(SIG_BLOCK, &set, NULL) != 0) {
+        perror("faasd-init: sigprocmask");
+        return 126;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        perror("faasd-init: fork");
+        return 126;
+    }
+    if (pid == 0) {
+        sigprocmask(SIG_SETMASK, &empty, NULL);
+        execvp(argv[0], argv);
+        int err = errno;
+        fprintf(stderr, "faasd-init: cannot run %s: %s\n", argv[0], strerror(err));
+        _exit(err == ENOENT ? 127 : 126);
+    }
+    for (;;) {
+        int sig;
+        if (sigwait(&set, &sig) != 0) {
+            continue;
+        }
+        if (sig != SIGCHLD) {
+            kill(pid, sig);
+            continue;
+        }
+        for (;;) {
+            int status;
+            pid_t got = waitpid(-1, &status, WNOHANG);
+            if (got <= 0) {
+                break;
+            }
+            if (got == pid) {
+                reap_all();
+                return as_exit_code(status);
+            }
+        }
+    }
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "--version") == 0) {
+        puts("faasd-init 2");
+        return 0;
+    }
+    if (argc > 1 && strcmp(argv[1], "--exec") == 0) {
+        if (argc < 5 || strcmp(argv[3], "--") != 0) {
+            fprintf(stderr, "usage: faasd-init --exec TIMEOUT_MS -- COMMAND [ARGS...]\n");
+            return 126;
+        }
+        return run_command(strtol(argv[2], NULL, 10), argv + 4);
+    }
+
+    if (argc > 1 && strcmp(argv[1], "--main") == 0) {
+        if (argc < 4 || strcmp(argv[2], "--") != 0) {
+            fprintf(stderr, "usage: faasd-init --main -- COMMAND [ARGS...]\n");
+            return 126;
+        }
+        return run_main(argv + 3);
+    }
+
+    sigset_t set;
+    int sig;
+    blocked_set(&set);
+    if (sigprocmask(SIG_BLOCK, &set, NULL) != 0) {
+        perror("faasd-init: sigprocmask");
+        return 1;
+    }
+    for (;;) {
+        if (sigwait(&set, &sig) != 0) {
+            continue;
+        }
+        reap_all();
+        if (sig != SIGCHLD) {
+            return 0;
+        }
+    }
+}
