@@ -1,0 +1,468 @@
+"""CRIU checkpoint/restore of sandboxes through runc.
+
+``checkpoint`` captures a running sandbox *consistently*: the container is frozen (``runc pause``),
+dumped with ``runc checkpoint --leave-running`` (CRIU keeps the cgroup frozen because it found it
+frozen), its overlay upper is copied while still frozen, then it is thawed. Files therefore match
+what the dumped processes had open -- CRIU refuses to restore when an open file changed size after
+the dump.
+
+``restore`` starts a *new* sandbox from such a capture: a fresh overlay whose read-only lowers are
+the image layers plus the snapshot's upper dir(s) (copy-on-write: every copy gets its own empty
+upper, nothing is copied; a branch of a branch just adds one more lower), a fresh network namespace
+(runc does not save it; one per copy), the dumped config.json with this sandbox's paths, stdio on
+pipes (CRIU cannot restore a host file as stdout), then ``runc restore --detach``. If the sandbox
+runs a faasd agent (``io/agent.sock`` exists), the agent is told it was restored (it reseeds PRNGs
+and runs ``after_restore`` hooks): every copy of one image starts with identical memory, including
+``random``'s state.
+
+Layout of a capture directory (what ``faasd.snapshots`` stores)::
+
+    criu/            CRIU image dir (pages-*.img, core-*.img, descriptors.json, ...)
+    upper/           copy of the overlay upper at the instant of the dump
+    bundle/config.json
+    checkpoint.json  sandbox id, lowers, timings
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import os
+import shutil
+import stat
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from faasd.errors import ConflictError, FaasdError, InvalidInputError, RuntimeFailure, StorageFullError
+from faasd.rootfs import mounts
+from faasd.rootfs.overlay import OverlayRootfs
+from faasd.runtime import network
+from faasd.runtime import sandbox as sandbox_mod
+from faasd.runtime.models import SANDBOX_ID_RE, Limits, SandboxSpec
+from faasd.runtime.runc import OciRuntime
+from faasd.runtime.sandbox import Sandbox, SandboxManager
+
+CRIU_OPTS: dict[str, bool] = {"tcp_established": True, "file_locks": True, "ext_unix_sk": True}
+"""CRIU options used for both dump and restore (they must match)."""
+
+IO_DIR_NAME = "io"
+AGENT_SOCKET = "agent.sock"
+
+
+@dataclass
+class CheckpointSource:
+    """What :func:`checkpoint` needs to know about a sandbox."""
+
+    id: str
+    bundle: Path
+    upper: Path | None
+    runtime: OciRuntime
+    lowers: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class Checkpoint:
+    """A consistent capture of one sandbox, as directories under ``root``."""
+
+    root: Path
+    criu: Path
+    upper: Path
+    bundle: Path
+    sandbox_id: str
+    lowers: list[Path]
+    timings_ms: dict[str, float]
+    leave_running: bool
+
+    @property
+    def config(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((self.bundle / "config.json").read_text())
+        return data
+
+
+def source_of(sandbox: Any) -> CheckpointSource:
+    """Adapt a sandbox object (``faasd.runtime.sandbox.Sandbox``, created or restored)."""
+    if isinstance(sandbox, CheckpointSource):
+        return sandbox
+    rootfs = getattr(sandbox, "rootfs", None)
+    upper = getattr(sandbox, "upper", None)
+    if upper is None and rootfs is not None:
+        upper = getattr(rootfs, "upper", None)
+    runtime = getattr(sandbox, "runtime", None) or getattr(sandbox, "runc", None)
+    if not isinstance(runtime, OciRuntime):
+        raise InvalidInputError(
+            f"sandbox {getattr(sandbox, 'id', sandbox)!r} has no runc driver to checkpoint with"
+        )
+    bundle = Path(getattr(sandbox, "bundle", None) or sandbox.bundle_dir)
+    lowers = list(getattr(rootfs, "lowers", []) or [])
+    if not lowers:
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            lowers = [Path(p) for p in json.loads((bundle / "rootfs.json").read_text())["lowers"]]
+    return CheckpointSource(
+        id=sandbox.id, bundle=bundle, upper=Path(upper) if upper else None, runtime=runtime, lowers=lowers
+    )
+
+
+def _is_enospc_text(text: str) -> bool:
+    return "No space left on device" in text or "ENOSPC" in text
+
+
+def _free_bytes(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+async def checkpoint(
+    sandbox: Any, dest: Path, *, leave_running: bool = True, criu_opts: dict[str, bool] | None = None
+) -> Checkpoint:
+    """Freeze, dump with CRIU, copy the overlay upper, thaw. ``dest`` must not exist yet.
+
+    On any failure ``dest`` is removed and the sandbox is thawed again (it keeps running when
+    ``leave_running``). A full disk raises :class:`StorageFullError`.
+    """
+    src = source_of(sandbox)
+    if src.upper is None:
+        raise InvalidInputError(
+            f"sandbox {src.id} has no overlay upper (flat-copy rootfs): it cannot be "
+            "snapshotted; check that overlayfs works on the data dir"
+        )
+    dest = Path(dest)
+    if dest.exists():
+        raise InvalidInputError(f"checkpoint destination {dest} already exists")
+    opts = dict(CRIU_OPTS if criu_opts is None else criu_opts)
+    criu_dir, upper_dir, bundle_dir = dest / "criu", dest / "upper", dest / "bundle"
+    # CRIU's work dir (logs) lives in the sandbox bundle (run_dir), not on the possibly full data disk
+    work = src.bundle / f"criu-dump-{os.getpid()}-{time.monotonic_ns()}"
+    timings: dict[str, float] = {}
+    state = (await src.runtime.state(src.id)).get("status")
+    if state not in ("running", "paused"):
+        raise ConflictError(
+            f"sandbox {src.id} is {state}; only a running or paused sandbox can be snapshotted"
+        )
+    paused_by_us = False
+    t0 = time.perf_counter()
+    try:
+        dest.mkdir(parents=True)
+        criu_dir.mkdir()
+        work.mkdir()
+        if state == "running":
+            await src.runtime.pause(src.id)
+            paused_by_us = True
+        t1 = time.perf_counter()
+        timings["freeze"] = (t1 - t0) * 1000
+        try:
+            await src.runtime.checkpoint(
+                src.id, criu_dir, work_path=work, leave_running=leave_running,
+                tcp_established=opts.get("tcp_established", False), file_locks=opts.get("file_locks", False),
+                ext_unix_sk=opts.get("ext_unix_sk", False),
+            )
+        except RuntimeFailure as exc:
+            log = _read(work / "dump.log")
+            if _is_enospc_text(log) or _is_enospc_text(str(exc)) or _free_bytes(dest) < 1024 * 1024:
+                raise StorageFullError(
+                    f"no space left in {dest.parent} while checkpointing sandbox {src.id}; the sandbox "
+                    "keeps running. Free space (delete snapshots, gc) or enlarge the data dir.",
+                    sandbox=src.id,
+                ) from exc
+            raise RuntimeFailure(
+                f"CRIU checkpoint of sandbox {src.id} failed: {exc.message}\n{_tail(log)}", sandbox=src.id
+            ) from exc
+        t2 = time.perf_counter()
+        timings["dump"] = (t2 - t1) * 1000
+        await asyncio.to_thread(copy_upper, src.upper, upper_dir)
+        bundle_dir.mkdir()
+        shutil.copy2(src.bundle / "config.json", bundle_dir / "config.json")
+        t3 = time.perf_counter()
+        timings["copy_upper"] = (t3 - t2) * 1000
+    except BaseException as exc:
+        shutil.rmtree(dest, ignore_errors=True)
+        if paused_by_us and leave_running:
+            with contextlib.suppress(RuntimeFailure):
+                await src.runtime.resume(src.id)
+        shutil.rmtree(work, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StorageFullError(
+                f"no space left in {dest.parent} while copying the upper of sandbox {src.id}; the sandbox "
+                "keeps running. Free space (delete snapshots, gc) or enlarge the data dir.",
+                sandbox=src.id,
+            ) from exc
+        raise
+    shutil.rmtree(work, ignore_errors=True)
+    if paused_by_us and leave_running:
+        await src.runtime.resume(src.id)
+    timings["thaw"] = (time.perf_counter() - t3) * 1000
+    timings["total"] = (time.perf_counter() - t0) * 1000
+    info = {
+        "sandbox": src.id,
+        "lowers": [str(p) for p in src.lowers],
+        "timings_ms": timings,
+        "leave_running": leave_running,
+    }
+    (dest / "checkpoint.json").write_text(json.dumps(info))
+    return Checkpoint(
+        root=dest,
+        criu=criu_dir,
+        upper=upper_dir,
+        bundle=bundle_dir,
+        sandbox_id=src.id,
+        lowers=list(src.lowers),
+        timings_ms=timings,
+        leave_running=leave_running,
+    )
+
+
+def copy_upper(upper: Path, dest: Path) -> None:
+    """Exact copy of an overlay upper: whiteouts (char 0/0), opaque xattrs, owners, hard links, mtimes."""
+    res = subprocess.run(
+        ["cp", "-a", "--preserve=all", "--no-target-directory", str(upper), str(dest)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if res.returncode != 0:
+        if _is_enospc_text(res.stderr):
+            raise OSError(errno.ENOSPC, f"no space left copying {upper}: {res.stderr.strip()}")
+        raise RuntimeFailure(f"copying the overlay upper {upper} failed: {res.stderr.strip()}")
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _tail(text: str, lines: int = 15) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+# ------------------------------------------------------------------------------------------- restore
+@dataclass
+class SnapshotDirs:
+    """Directories of a snapshot to restore: the CRIU image, the dumped config.json, and the read-only
+    lowers of the new sandbox (image layers, then the snapshot upper chain, lowest first)."""
+
+    criu: Path
+    config_json: Path
+    lowers: list[Path]
+
+
+@dataclass
+class Restored:
+    """A sandbox started by ``runc restore`` (a regular :class:`~faasd.runtime.sandbox.Sandbox`, owned
+    by its manager: destroy it with ``sandbox.destroy()``), plus how the restore went."""
+
+    sandbox: Sandbox
+    timings_ms: dict[str, float]
+    agent_ack: dict[str, Any] | None = None
+
+
+def rewrite_config(
+    config: dict[str, Any],
+    *,
+    old_bundle: str | None,
+    new_bundle: Path,
+    new_id: str,
+    rootfs: Path,
+    netns: Path,
+) -> dict[str, Any]:
+    """The dumped config.json with the paths of the new sandbox (pure: unit-tested)."""
+    cfg = json.loads(json.dumps(config))
+    cfg["root"]["path"] = str(rootfs)
+    linux = cfg.setdefault("linux", {})
+    namespaces = [n for n in linux.get("namespaces", []) if n.get("type") != "network"]
+    namespaces.append({"type": "network", "path": str(netns)})
+    linux["namespaces"] = namespaces
+    linux["cgroupsPath"] = f"/faasd/{new_id}"
+    for m in cfg.get("mounts", []):
+        src = m.get("source", "")
+        if old_bundle and m.get("type") == "bind" and (src == old_bundle or src.startswith(old_bundle + "/")):
+            m["source"] = str(new_bundle) + src[len(old_bundle) :]
+    ann = cfg.setdefault("annotations", {})
+    ann["faasd.sandbox.id"] = new_id
+    return cfg
+
+
+async def restore(
+    manager: SandboxManager,
+    snapshot: SnapshotDirs,
+    new_id: str,
+    *,
+    limits: Limits | None = None,
+    notify_agent: bool = True,
+    agent_timeout_s: float = 10.0,
+    criu_opts: dict[str, bool] | None = None,
+    output_limit: int = sandbox_mod.OUTPUT_LIMIT_BYTES,
+    timeout_s: float = 60.0,
+) -> Restored:
+    """Start sandbox ``new_id`` of ``manager`` running from a snapshot (``runc restore --detach``).
+
+    The new sandbox gets a fresh overlay (``snapshot.lowers`` read-only + its own empty upper bounded
+    by ``limits.disk_mb``), a fresh netns with ``lo`` up, its own cgroup, stdio on pipes (collected
+    like any sandbox's: ``sandbox.stdout()``), and is registered with the manager like a created one.
+    If any step fails, everything is undone.
+    """
+    if not SANDBOX_ID_RE.match(new_id):
+        raise InvalidInputError(f"sandbox id {new_id!r} must match {SANDBOX_ID_RE.pattern}")
+    for p in (snapshot.criu, snapshot.config_json, *snapshot.lowers):
+        if not p.exists():
+            raise InvalidInputError(f"snapshot part {p} does not exist")
+    opts = dict(CRIU_OPTS if criu_opts is None else criu_opts)
+    dumped: dict[str, Any] = json.loads(snapshot.config_json.read_text())
+    limits = limits or Limits()
+    spec = SandboxSpec(
+        id=new_id,
+        lowers=list(snapshot.lowers),
+        args=list(dumped["process"]["args"]),
+        limits=limits,
+        annotations={"faasd.restored": "true"},
+    )
+    runtime = manager.runtime(spec.runtime)
+    runtime.require()
+    manager.sandboxes_dir.mkdir(parents=True, exist_ok=True)
+    runtime.root.mkdir(parents=True, exist_ok=True)
+    bundle = manager.sandboxes_dir / new_id
+    # --- the part below mirrors SandboxManager.create(); see docs/notes/snapshots-needs.md
+    live_key = (str(manager.settings.run_dir), new_id)
+    if manager.get(new_id) is not None or live_key in sandbox_mod._LIVE:
+        raise ConflictError(f"sandbox {new_id} already exists; destroy it first or pick another id")
+    try:
+        bundle.mkdir()
+    except FileExistsError as exc:
+        raise ConflictError(
+            f"sandbox dir {bundle} already exists; pick another id or run cleanup_orphans()"
+        ) from exc
+    sb = Sandbox(manager, spec, bundle, runtime)
+    manager._sandboxes[new_id] = sb
+    sandbox_mod._LIVE[live_key] = sb
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    fds: list[int] = []
+    loop = asyncio.get_running_loop()
+    try:
+        sb.io_dir.mkdir()
+        sb.rootfs = await asyncio.to_thread(
+            OverlayRootfs.mount, spec.lowers, bundle, limits.disk_mb, allow_copy_fallback=False
+        )
+        user = dumped.get("process", {}).get("user", {})
+        os.chown(sb.io_dir, int(user.get("uid", 0)), int(user.get("gid", 0)))
+        sb.io_dir.chmod(0o770)
+        if network.netns_path(new_id).exists():
+            raise ConflictError(f"network namespace {new_id} already exists; is sandbox id {new_id} in use?")
+        sb.netns = await network.acreate_netns(new_id)
+        cfg = rewrite_config(
+            dumped,
+            old_bundle=_old_bundle(dumped),
+            new_bundle=bundle,
+            new_id=new_id,
+            rootfs=sb.rootfs.path,
+            netns=sb.netns,
+        )
+        sb.config_path.write_text(json.dumps(cfg, indent=1))
+        t1 = time.perf_counter()
+        timings["prepare"] = (t1 - t0) * 1000
+        work = bundle / "criu-restore"
+        work.mkdir()
+        devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        fds.append(devnull)
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        fds += [out_r, out_w, err_r, err_w]
+        for name, fd in (("stdout", out_r), ("stderr", err_r)):
+            col = sandbox_mod._Collector(name, output_limit, None)
+            transport, _ = await loop.connect_read_pipe(
+                sandbox_mod._factory(col), os.fdopen(fd, "rb", buffering=0)
+            )
+            fds.remove(fd)  # owned by the transport now
+            sb._collectors[name] = col
+            sb._transports.append(transport)
+        pid_file = bundle / "init.pid"
+        try:
+            await runtime.restore(
+                new_id,
+                bundle,
+                snapshot.criu,
+                work_path=work,
+                detach=True,
+                pid_file=pid_file,
+                stdin=devnull,
+                stdout=out_w,
+                stderr=err_w,
+                tcp_established=opts.get("tcp_established", False),
+                file_locks=opts.get("file_locks", False),
+                ext_unix_sk=opts.get("ext_unix_sk", False),
+                timeout_s=timeout_s,
+            )
+        except RuntimeFailure as exc:
+            log = _read(work / "restore.log")
+            raise RuntimeFailure(
+                f"CRIU restore of sandbox {new_id} failed: {exc.message}\n{_tail(log)}", sandbox=new_id
+            ) from exc
+        finally:
+            for fd in (devnull, out_w, err_w):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+                if fd in fds:
+                    fds.remove(fd)
+        sb.pid = int(pid_file.read_text().strip())
+        sb.started_at = time.monotonic()
+        sb._status = "running"
+        sb._waiter = asyncio.ensure_future(sb._watch())
+        t2 = time.perf_counter()
+        timings["runc_restore"] = (t2 - t1) * 1000
+        shutil.rmtree(work, ignore_errors=True)
+        _publish_agent_socket(sb.io_dir)
+        ack = None
+        if notify_agent and (sb.io_dir / AGENT_SOCKET).exists():
+            ack = await notify_restored(sb.io_dir / AGENT_SOCKET, agent_timeout_s)
+            timings["notify_agent"] = (time.perf_counter() - t2) * 1000
+    except BaseException as exc:
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        with contextlib.suppress(Exception):
+            await asyncio.shield(sb.destroy())
+        # a failed `runc restore` can leave its CRIU root bind-mounted in runc's state dir
+        state_dir = runtime.root / new_id
+        if state_dir.exists():
+            await asyncio.to_thread(mounts.unmount_all_under, state_dir)
+            shutil.rmtree(state_dir, ignore_errors=True)
+        if isinstance(exc, OSError) and not isinstance(exc, FaasdError):
+            raise RuntimeFailure(f"restoring sandbox {new_id} failed: {exc}") from exc
+        raise
+    timings["total"] = (time.perf_counter() - t0) * 1000
+    return Restored(sandbox=sb, timings_ms=timings, agent_ack=ack)
+
+
+def _publish_agent_socket(io_dir: Path) -> None:
+    """Put the agent's restored listening socket back at ``io/agent.sock``.
+
+    CRIU re-binds a unix socket at the path it was *bound* to; an agent that binds a temporary name
+    and renames it into place (so the host never sees a half-ready socket) comes back under the
+    temporary name. The io dir is ours, so rename it again.
+    """
+    final = io_dir / AGENT_SOCKET
+    if final.exists():
+        return
+    for p in sorted(io_dir.glob(AGENT_SOCKET + ".*")):
+        with contextlib.suppress(OSError):
+            if stat.S_ISSOCK(p.lstat().st_mode):
+                os.rename(p, final)
+                return
+
+
+def _old_bundle(config: dict[str, Any]) -> str | None:
+    """The bundle dir of the dumped sandbox (parent of its rootfs mount point)."""
+    root = config.get("root", {}).get("path")
+    return str(Path(root).parent) if root else None
+
+
+async def notify_restored(socket_path: Path, timeout_s: float = 10.0) -> dict[str, Any]:
+    """Send the agent a ``restored`` control frame; returns its ``ack`` header."""
+    from faasd.runtime.agent_client import AgentClient
+
+    return await AgentClient(socket_path).notify_restored(timeout_s=timeout_s)
