@@ -11,7 +11,7 @@ die() { printf '\033[1;31m[setup] error:\033[0m %s\n' "$*" >&2; exit 1; }
 [ "${ID:-}" = debian ] || say "warning: tested on Debian 12, this is ${PRETTY_NAME:-unknown}"
 
 APT_PACKAGES=(
-  runc umoci skopeo debootstrap iproute2 zstd tar util-linux e2fsprogs
+  runc runsc umoci skopeo debootstrap iproute2 iptables zstd tar util-linux e2fsprogs
   podman uidmap libseccomp2 python3-venv python3-dev ca-certificates
   nodejs gcc libc6-dev postgresql
   # CRIU runtime libraries

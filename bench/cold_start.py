@@ -1,0 +1,204 @@
+"""Cold start of a Python hello: ``SandboxManager.run`` vs raw ``runc run`` on the same rootfs.
+
+Usage (root): ``.venv/bin/python bench/cold_start.py [-n 20] [--rootfs DIR] [--json PATH]``
+
+* ``faasd``: ``SandboxManager.run`` end to end: overlay (tmpfs upper) + netns + config.json (seccomp,
+  limits) + runc create/start + wait + destroy (runc delete, cgroups, netns, unmount, rm bundle).
+* ``faasd phases``: the same split into create / start / wait(exit) / destroy.
+* ``raw runc``: ``runc run`` of a minimal hand-written bundle (read-only rootfs dir directly, new
+  namespaces, no seccomp, no limits), foreground, plus ``runc delete`` — the floor for runc itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from faasd.config import Settings
+from faasd.runtime import Limits, SandboxManager, SandboxSpec
+
+HELLO = ["python3", "-c", 'print("hello")']
+
+
+def _stats(ms: list[float]) -> dict[str, float]:
+    s = sorted(ms)
+    q = statistics.quantiles(s, n=10) if len(s) >= 2 else [s[0]] * 9
+    return {
+        "n": len(s),
+        "p50": statistics.median(s),
+        "p90": q[8],
+        "mean": statistics.fmean(s),
+        "min": s[0],
+        "max": s[-1],
+    }
+
+
+def _raw_bundle(bundle: Path, rootfs: Path) -> None:
+    config = {
+        "ociVersion": "1.0.2-dev",
+        "process": {
+            "terminal": False,
+            "user": {"uid": 0, "gid": 0},
+            "args": HELLO,
+            "env": ["PATH=/usr/local/bin:/usr/bin:/bin"],
+            "cwd": "/",
+            "capabilities": {"bounding": ["CAP_KILL"], "effective": ["CAP_KILL"], "permitted": ["CAP_KILL"]},
+            "noNewPrivileges": True,
+        },
+        "root": {"path": str(rootfs), "readonly": True},
+        "hostname": "raw",
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=755"]},
+            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev"]},
+        ],
+        "linux": {"namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount", "network")]},
+    }
+    bundle.mkdir(parents=True)
+    (bundle / "config.json").write_text(json.dumps(config))
+
+
+def bench_raw(n: int, rootfs: Path, work: Path) -> list[float]:
+    root = work / "raw-runc-root"
+    bundle = work / "raw-bundle"
+    _raw_bundle(bundle, rootfs)
+    out = []
+    for i in range(n):
+        cid = f"fd-bench-raw-{uuid.uuid4().hex[:8]}-{i}"
+        t0 = time.perf_counter()
+        res = subprocess.run(
+            ["runc", "--root", str(root), "run", "--bundle", str(bundle), cid],
+            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+        subprocess.run(
+            ["runc", "--root", str(root), "delete", "--force", cid], capture_output=True, check=False
+        )
+        out.append((time.perf_counter() - t0) * 1000)
+        if res.stdout.strip() != b"hello":
+            raise SystemExit(f"raw runc run failed: {res.stdout!r} {res.stderr!r}")
+    return out
+
+
+async def bench_loop(n: int, rootfs: Path, settings: Settings) -> list[float]:
+    """SandboxManager.run with the loop-mounted ext4 upper (disk_backend="loop")."""
+    manager = SandboxManager(settings)
+    out = []
+    for _ in range(n):
+        spec = SandboxSpec(
+            id=f"fd-bench-{uuid.uuid4().hex[:10]}",
+            lowers=[rootfs],
+            args=HELLO,
+            limits=Limits(disk_backend="loop"),
+        )
+        t0 = time.perf_counter()
+        res = await manager.run(spec, timeout_s=30)
+        out.append((time.perf_counter() - t0) * 1000)
+        if res.exit_code != 0:
+            raise SystemExit(f"faasd run (loop) failed: {res}")
+    return out
+
+
+async def bench_faasd(n: int, rootfs: Path, settings: Settings) -> tuple[list[float], dict[str, list[float]]]:
+    manager = SandboxManager(settings)
+    totals = []
+    for _ in range(n):
+        spec = SandboxSpec(id=f"fd-bench-{uuid.uuid4().hex[:10]}", lowers=[rootfs], args=HELLO)
+        t0 = time.perf_counter()
+        res = await manager.run(spec, timeout_s=30)
+        totals.append((time.perf_counter() - t0) * 1000)
+        if res.exit_code != 0 or res.stdout.strip() != b"hello":
+            raise SystemExit(f"faasd run failed: {res}")
+    phases: dict[str, list[float]] = {"create": [], "start": [], "wait": [], "destroy": []}
+    for _ in range(n):
+        spec = SandboxSpec(id=f"fd-bench-{uuid.uuid4().hex[:10]}", lowers=[rootfs], args=HELLO)
+        t0 = time.perf_counter()
+        sb = await manager.create(spec)
+        t1 = time.perf_counter()
+        await sb.start()
+        t2 = time.perf_counter()
+        await sb.wait(30)
+        t3 = time.perf_counter()
+        await sb.destroy()
+        t4 = time.perf_counter()
+        for k, v in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+            phases[k].append(v * 1000)
+    return totals, phases
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-n", type=int, default=20)
+    ap.add_argument(
+        "--rootfs",
+        type=Path,
+        default=Path(os.environ.get("FAASD_TEST_ROOTFS_DIR", "/var/lib/faasd-dev")) / "rootfs-python",
+    )
+    ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "cold_start.json")
+    args = ap.parse_args()
+    if os.geteuid() != 0 or shutil.which("runc") is None:
+        raise SystemExit("needs root and runc")
+    if not (args.rootfs / "usr/bin/python3").exists():
+        raise SystemExit(f"{args.rootfs} is not a python rootfs (run the test suite once to build it)")
+    work = Path(tempfile.mkdtemp(prefix="faasd-bench-"))
+    settings = Settings(data_dir=work / "data", run_dir=work / "run", cache_dir=work / "cache")
+    try:
+        # warm-up (page cache, imports), not counted
+        bench_raw(2, args.rootfs, work / "warm")
+        asyncio.run(bench_faasd(2, args.rootfs, settings))
+        raw = bench_raw(args.n, args.rootfs, work)
+        faasd_ms, phases = asyncio.run(bench_faasd(args.n, args.rootfs, settings))
+        loop_ms = asyncio.run(bench_loop(args.n, args.rootfs, settings))
+    finally:
+        subprocess.run(["umount", "-R", "-l", str(work)], capture_output=True, check=False)
+        shutil.rmtree(work, ignore_errors=True)
+    rows: dict[str, dict[str, float]] = {
+        "faasd SandboxManager.run": _stats(faasd_ms),
+        "raw runc run": _stats(raw),
+        "faasd run, disk_backend=loop": _stats(loop_ms),
+    }
+    for k, v in phases.items():
+        rows[f"  faasd phase: {k}"] = _stats(v)
+    ratio = {
+        "p50": rows["faasd SandboxManager.run"]["p50"] / rows["raw runc run"]["p50"],
+        "mean": rows["faasd SandboxManager.run"]["mean"] / rows["raw runc run"]["mean"],
+    }
+    print(f"cold start of {' '.join(HELLO)!r}, n={args.n} each (ms)")
+    print(f"{'':34} {'p50':>8} {'p90':>8} {'mean':>8} {'min':>8} {'max':>8}")
+    for name, st in rows.items():
+        print(
+            f"{name:34} {st['p50']:8.1f} {st['p90']:8.1f} {st['mean']:8.1f} {st['min']:8.1f} {st['max']:8.1f}"
+        )
+    print(f"ratio faasd/raw: p50 {ratio['p50']:.2f}x, mean {ratio['mean']:.2f}x")
+    result: dict[str, Any] = {
+        "benchmark": "cold_start",
+        "command": HELLO,
+        "n": args.n,
+        "rootfs": str(args.rootfs),
+        "host": {"kernel": platform.release(), "cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "runc": subprocess.run(["runc", "--version"], capture_output=True, text=True).stdout.splitlines()[0],
+        "ms": rows,
+        "ratio_faasd_over_raw": ratio,
+        "samples_ms": {"faasd": faasd_ms, "raw": raw, "faasd_loop": loop_ms},
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""Host-side view of sandbox cgroups (``/faasd/<id>``) on v1, v2 and hybrid hosts.
+
+runc creates and configures them from config.json; we read counters (OOM kills, usage), and remove
+the directories in *every* hierarchy on cleanup (runc leaves some behind when killed mid-way).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from functools import lru_cache
+from pathlib import Path
+
+PARENT = "faasd"
+
+
+@lru_cache(maxsize=1)
+def hierarchies() -> tuple[tuple[str, Path], ...]:
+    """(kind, mount point) for every cgroup hierarchy: kind is the v1 controller list or ``unified``."""
+    found: list[tuple[str, Path]] = []
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fields = left.split()
+            rfields = right.split()
+            if len(rfields) < 3 or len(fields) < 5:
+                continue
+            fstype, opts = rfields[0], rfields[2]
+            mnt = Path(fields[4])
+            if fstype == "cgroup2":
+                found.append(("unified", mnt))
+            elif fstype == "cgroup":
+                ctrls = [
+                    o
+                    for o in opts.split(",")
+                    if o not in ("rw", "ro", "relatime", "nosuid", "nodev", "noexec", "clone_children")
+                ]
+                found.append((",".join(ctrls), mnt))
+    # de-duplicate (bind mounts of the same hierarchy)
+    seen: set[str] = set()
+    unique = []
+    for kind, mnt in found:
+        if kind not in seen:
+            seen.add(kind)
+            unique.append((kind, mnt))
+    return tuple(unique)
+
+
+def _mount_of(controller: str) -> Path | None:
+    for kind, mnt in hierarchies():
+        if controller in kind.split(","):
+            return mnt
+    return None
+
+
+def is_v2_only() -> bool:
+    return all(kind == "unified" for kind, _ in hierarchies())
+
+
+def dirs(sandbox_id: str) -> list[Path]:
+    """Existing cgroup dirs of ``sandbox_id`` in every hierarchy."""
+    out = []
+    for _, mnt in hierarchies():
+        p = mnt / PARENT / sandbox_id
+        if p.is_dir():
+            out.append(p)
+    return out
+
+
+def controller_dir(sandbox_id: str, controller: str) -> Path | None:
+    """Dir of ``sandbox_id`` for a v1 controller (``memory``, ``cpu``, ``pids``…), or the v2 dir."""
+    mnt = _mount_of(controller)
+    if mnt is None:
+        mnt = _mount_of("unified")
+    return mnt / PARENT / sandbox_id if mnt is not None else None
+
+
+def read(sandbox_id: str, controller: str, name: str) -> str | None:
+    d = controller_dir(sandbox_id, controller)
+    if d is None:
+        return None
+    try:
+        return (d / name).read_text()
+    except OSError:
+        return None
+
+
+def _kv(text: str | None) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for line in (text or "").splitlines():
+        k, _, v = line.partition(" ")
+        with contextlib.suppress(ValueError):
+            out[k] = int(v)
+    return out
+
+
+def oom_kills(sandbox_id: str) -> int:
+    """How many processes the kernel OOM-killed in the sandbox's memory cgroup (0 if unknown)."""
+    v1 = _kv(read(sandbox_id, "memory", "memory.oom_control"))
+    if "oom_kill" in v1:
+        return v1["oom_kill"]
+    return _kv(read(sandbox_id, "memory", "memory.events")).get("oom_kill", 0)
+
+
+def pids_events_max(sandbox_id: str) -> int:
+    """How often fork failed because of the pids limit (v2 ``pids.events``; v1 has no counter → 0)."""
+    return _kv(read(sandbox_id, "pids", "pids.events")).get("max", 0)
+
+
+def procs(sandbox_id: str) -> list[int]:
+    pids: set[int] = set()
+    for d in dirs(sandbox_id):
+        for sub, _, _ in os.walk(d):
+            with contextlib.suppress(OSError), open(os.path.join(sub, "cgroup.procs")) as f:
+                pids.update(int(x) for x in f.read().split())
+    return sorted(pids)
+
+
+def remove(sandbox_id: str, *, timeout_s: float = 2.0) -> list[Path]:
+    """Remove the sandbox's cgroup dirs everywhere (children first), killing stragglers.
+
+    Returns the dirs that could not be removed (empty on success).
+    """
+    deadline = time.monotonic() + timeout_s
+    left: list[Path] = []
+    while True:
+        left = []
+        for d in dirs(sandbox_id):
+            subdirs = sorted((Path(s) for s, _, _ in os.walk(d)), key=lambda p: len(p.parts), reverse=True)
+            for sub in subdirs:
+                try:
+                    sub.rmdir()
+                except FileNotFoundError:
+                    pass
+                except OSError:
+                    left.append(sub)
+        if not left or time.monotonic() > deadline:
+            return left
+        # a frozen cgroup cannot be emptied: thaw it; then kill what is left
+        thaw = controller_dir(sandbox_id, "freezer")
+        if thaw is not None:
+            with contextlib.suppress(OSError):
+                (thaw / "freezer.state").write_text("THAWED")
+        for pid in procs(sandbox_id):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, 9)
+        time.sleep(0.02)
+
+
+def list_ids(prefix: str = "fd-") -> set[str]:
+    ids: set[str] = set()
+    for _, mnt in hierarchies():
+        parent = mnt / PARENT
+        with contextlib.suppress(OSError):
+            ids.update(p.name for p in parent.iterdir() if p.is_dir() and p.name.startswith(prefix))
+    return ids

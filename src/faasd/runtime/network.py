@@ -1,0 +1,261 @@
+"""Network namespaces of sandboxes.
+
+Every sandbox gets its own netns, created by us and pinned at ``/run/netns/fd-<id>`` (the same place
+``ip netns`` uses, so ``ip netns exec`` works for debugging), passed to runc by path. Keeping it
+outside the container's lifetime lets CRIU restore rejoin the same namespace.
+
+* ``none`` / ``loopback-proxy``: only ``lo``, up.
+* ``egress``: additionally a veth pair; the sandbox end is ``eth0`` with the 2nd address of a private
+  /30 from ``10.211.0.0/16`` (allocated host-wide through lock files in ``/run/faasd-net/alloc``), the
+  host end has the 1st; default route via the host end; MASQUERADE for traffic leaving the /30; new
+  connections from the sandbox to the host itself are dropped (the host can still connect in).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import hashlib
+import ipaddress
+import os
+import socket
+import struct
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from faasd.errors import CapacityError, RuntimeFailure
+from faasd.rootfs import mounts
+from faasd.runtime import nsutil
+
+NETNS_DIR = Path("/run/netns")
+ALLOC_DIR = Path("/run/faasd-net/alloc")
+EGRESS_POOL = ipaddress.ip_network("10.211.0.0/16")
+
+_SIOCGIFFLAGS = 0x8913
+_SIOCSIFFLAGS = 0x8914
+_IFF_UP = 0x1
+
+
+def netns_path(sandbox_id: str) -> Path:
+    return NETNS_DIR / sandbox_id
+
+
+_netns_dir_ready = False
+
+
+def _ensure_netns_dir() -> None:
+    global _netns_dir_ready
+    if _netns_dir_ready and NETNS_DIR.is_dir():
+        return
+    NETNS_DIR.mkdir(parents=True, exist_ok=True)
+    if mounts.is_mountpoint(NETNS_DIR):
+        _netns_dir_ready = True
+        return
+    # like iproute2: make /run/netns a shared mount point so pins propagate to later mount namespaces
+    lock = os.open(str(NETNS_DIR.parent / ".faasd-netns.lock"), os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not mounts.is_mountpoint(NETNS_DIR):
+            mounts.mount(str(NETNS_DIR), NETNS_DIR, None, mounts.MS_BIND | mounts.MS_REC)
+            with contextlib.suppress(OSError):
+                mounts.mount("none", NETNS_DIR, None, (1 << 20) | mounts.MS_REC)  # MS_SHARED
+        _netns_dir_ready = True
+    finally:
+        os.close(lock)
+
+
+def _lo_up() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        req = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), _SIOCGIFFLAGS, req))[1]
+        fcntl.ioctl(s.fileno(), _SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | _IFF_UP))
+
+
+def create_netns(sandbox_id: str) -> Path:
+    """Create and pin a fresh netns with ``lo`` up. Blocking (~1 ms); run in a worker thread."""
+    _ensure_netns_dir()
+    path = netns_path(sandbox_id)
+    fd = os.open(str(path), os.O_CREAT | os.O_EXCL | os.O_RDONLY | os.O_CLOEXEC, 0o444)
+    os.close(fd)
+
+    def pin() -> None:
+        mounts.mount("/proc/thread-self/ns/net", path, None, mounts.MS_BIND)
+        _lo_up()
+
+    try:
+        nsutil.in_new_netns(pin)
+    except BaseException:
+        delete_netns(sandbox_id)
+        raise
+    return path
+
+
+def delete_netns(sandbox_id: str) -> None:
+    """Unpin and remove the netns file. Idempotent. The netns dies with its last user."""
+    path = netns_path(sandbox_id)
+    try:
+        mounts.umount(path, mounts.MNT_DETACH)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOENT):  # not mounted / not there: nothing to unpin
+            raise RuntimeFailure(f"could not unpin network namespace {path}: {exc}") from exc
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def list_netns(prefix: str = "fd-") -> list[str]:
+    try:
+        return sorted(p.name for p in NETNS_DIR.iterdir() if p.name.startswith(prefix))
+    except FileNotFoundError:
+        return []
+
+
+def interfaces_in(netns: Path) -> list[str]:
+    """Interface names inside ``netns`` (diagnostics/tests)."""
+    return nsutil.call_in_netns(netns, lambda: [name for _, name in socket.if_nameindex()])
+
+
+# --------------------------------------------------------------------- egress
+@dataclass(frozen=True)
+class EgressLink:
+    sandbox_id: str
+    index: int
+    host_if: str
+    host_ip: str
+    sandbox_ip: str
+    subnet: str
+
+
+def _ifnames(sandbox_id: str) -> tuple[str, str]:
+    h = hashlib.sha256(sandbox_id.encode()).hexdigest()[:10]
+    return f"fdh{h}", f"fdp{h}"
+
+
+def _allocate(sandbox_id: str) -> int:
+    ALLOC_DIR.mkdir(parents=True, exist_ok=True)
+    n = EGRESS_POOL.num_addresses // 4
+    start = int(hashlib.sha256(sandbox_id.encode()).hexdigest()[:8], 16) % n
+    for k in range(n):
+        i = (start + k) % n
+        try:
+            fd = os.open(str(ALLOC_DIR / str(i)), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(sandbox_id)
+        (ALLOC_DIR / f"{sandbox_id}.idx").write_text(str(i))
+        return i
+    raise CapacityError("no free /30 left for sandbox networking; destroy idle sandboxes")
+
+
+def _release(sandbox_id: str) -> None:
+    marker = ALLOC_DIR / f"{sandbox_id}.idx"
+    with contextlib.suppress(OSError, ValueError):
+        slot = ALLOC_DIR / str(int(marker.read_text()))
+        if slot.read_text() == sandbox_id:
+            slot.unlink()
+    with contextlib.suppress(FileNotFoundError):
+        marker.unlink()
+
+
+def has_egress(sandbox_id: str) -> bool:
+    host_if, _ = _ifnames(sandbox_id)
+    return (ALLOC_DIR / f"{sandbox_id}.idx").exists() or Path(f"/sys/class/net/{host_if}").exists()
+
+
+def _run(argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if check and res.returncode != 0:
+        raise RuntimeFailure(f"{' '.join(argv)} failed: {res.stderr.strip()}")
+    return res
+
+
+def _iptables_rules(link: EgressLink) -> list[list[str]]:
+    tag = ["-m", "comment", "--comment", f"faasd:{link.sandbox_id}"]
+    return [
+        ["-t", "nat", "POSTROUTING", "-s", link.subnet, "!", "-d", link.subnet, "-j", "MASQUERADE", *tag],
+        [
+            "-t",
+            "filter",
+            "INPUT",
+            "-i",
+            link.host_if,
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "NEW",
+            "-j",
+            "DROP",
+            *tag,
+        ],
+    ]
+
+
+def setup_egress(sandbox_id: str, netns: Path) -> EgressLink:
+    """veth pair + /30 + default route + NAT for one sandbox. Blocking; undone by :func:`teardown_egress`."""
+    from pyroute2 import IPRoute
+
+    index = _allocate(sandbox_id)
+    base = int(EGRESS_POOL.network_address) + index * 4
+    host_ip, sb_ip = str(ipaddress.ip_address(base + 1)), str(ipaddress.ip_address(base + 2))
+    subnet = f"{ipaddress.ip_address(base)}/30"
+    host_if, peer_if = _ifnames(sandbox_id)
+    link = EgressLink(sandbox_id, index, host_if, host_ip, sb_ip, subnet)
+    try:
+        ns_fd = os.open(str(netns), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            with IPRoute() as ipr:
+                ipr.link("add", ifname=host_if, kind="veth", peer=peer_if)
+                peer = ipr.link_lookup(ifname=peer_if)[0]
+                ipr.link("set", index=peer, net_ns_fd=ns_fd)
+                hidx = ipr.link_lookup(ifname=host_if)[0]
+                ipr.addr("add", index=hidx, address=host_ip, prefixlen=30)
+                ipr.link("set", index=hidx, state="up")
+        finally:
+            os.close(ns_fd)
+
+        def inside() -> None:
+            with IPRoute() as ipr:
+                idx = ipr.link_lookup(ifname=peer_if)[0]
+                ipr.link("set", index=idx, ifname="eth0")
+                ipr.addr("add", index=idx, address=sb_ip, prefixlen=30)
+                ipr.link("set", index=idx, state="up")
+                ipr.route("add", dst="0.0.0.0/0", gateway=host_ip)
+
+        nsutil.call_in_netns(netns, inside)
+        Path("/proc/sys/net/ipv4/ip_forward").write_text("1")
+        for rule in _iptables_rules(link):
+            table, chain, rest = rule[1], rule[2], rule[3:]
+            _run(["iptables", "-w", "-t", table, "-A", chain, *rest])
+    except BaseException:
+        teardown_egress(sandbox_id)
+        raise
+    return link
+
+
+def teardown_egress(sandbox_id: str) -> None:
+    """Remove the veth, NAT rules and the /30 of ``sandbox_id``. Idempotent (cheap no-op without egress)."""
+    if not has_egress(sandbox_id):
+        return
+    host_if, _ = _ifnames(sandbox_id)
+    for table in ("nat", "filter"):
+        res = _run(["iptables", "-w", "-t", table, "-S"], check=False)
+        for line in res.stdout.splitlines():
+            if f"faasd:{sandbox_id}" in line and line.startswith("-A "):
+                args = line.split()
+                args[0] = "-D"
+                _run(["iptables", "-w", "-t", table, *[a.strip('"') for a in args]], check=False)
+    with contextlib.suppress(Exception):
+        from pyroute2 import IPRoute
+
+        with IPRoute() as ipr:
+            idx = ipr.link_lookup(ifname=host_if)
+            if idx:
+                ipr.link("del", index=idx[0])
+    _release(sandbox_id)
+
+
+async def acreate_netns(sandbox_id: str) -> Path:
+    return await asyncio.get_running_loop().run_in_executor(nsutil.executor(), create_netns, sandbox_id)

@@ -1,0 +1,498 @@
+"""Async driver for OCI runtimes with runc's CLI: ``runc`` and gVisor's ``runsc``.
+
+Every method builds an argument list (pure ``*_args`` methods, unit-tested) and runs the binary with
+``--root``. A non-zero exit becomes :class:`faasd.errors.RuntimeFailure` carrying runc's stderr (or the
+``error`` lines of its JSON log). ``create`` hands the container's stdio to caller-owned pipe fds, so
+the container keeps them after ``runc create`` exits (runc's "pass-through" mode).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from faasd.errors import NotFoundError, RuntimeFailure
+
+DEFAULT_CALL_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class CallResult:
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+
+class OciRuntime:
+    """runc-compatible CLI driver. Use :class:`Runc` or :class:`Runsc`."""
+
+    name = "oci"
+
+    def __init__(self, binary: str, root: Path, *, debug: bool = False) -> None:
+        self.binary = binary
+        self.root = Path(root)
+        self.debug = debug
+
+    # ------------------------------------------------------------ availability
+    def available(self) -> bool:
+        return shutil.which(self.binary) is not None
+
+    def require(self) -> None:
+        if not self.available():
+            raise RuntimeFailure(f"{self.name} binary {self.binary!r} not found in PATH; install it")
+
+    # ------------------------------------------------------------ arg builders
+    def global_args(self, log_file: Path | None = None) -> list[str]:
+        args = [self.binary, "--root", str(self.root)]
+        if log_file is not None:
+            args += ["--log", str(log_file), "--log-format", "json"]
+        if self.debug:
+            args.append("--debug")
+        return args
+
+    def create_args(
+        self,
+        container_id: str,
+        bundle: Path,
+        *,
+        pid_file: Path | None = None,
+        console_socket: Path | None = None,
+        no_pivot: bool = False,
+    ) -> list[str]:
+        args = ["create", "--bundle", str(bundle)]
+        if pid_file is not None:
+            args += ["--pid-file", str(pid_file)]
+        if console_socket is not None:
+            args += ["--console-socket", str(console_socket)]
+        if no_pivot:
+            args.append("--no-pivot")
+        return [*args, container_id]
+
+    def start_args(self, container_id: str) -> list[str]:
+        return ["start", container_id]
+
+    def run_args(
+        self, container_id: str, bundle: Path, *, detach: bool = False, pid_file: Path | None = None
+    ) -> list[str]:
+        args = ["run", "--bundle", str(bundle)]
+        if detach:
+            args.append("--detach")
+        if pid_file is not None:
+            args += ["--pid-file", str(pid_file)]
+        return [*args, container_id]
+
+    def exec_args(
+        self,
+        container_id: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        user: str | None = None,
+        detach: bool = False,
+        pid_file: Path | None = None,
+        process_json: Path | None = None,
+    ) -> list[str]:
+        args = ["exec"]
+        if process_json is not None:
+            args += ["--process", str(process_json)]
+        for k, v in (env or {}).items():
+            args += ["--env", f"{k}={v}"]
+        if cwd:
+            args += ["--cwd", cwd]
+        if user:
+            args += ["--user", user]
+        if detach:
+            args.append("--detach")
+        if pid_file is not None:
+            args += ["--pid-file", str(pid_file)]
+        args.append(container_id)
+        if process_json is None:
+            args += list(argv)
+        return args
+
+    def kill_args(
+        self, container_id: str, signal: str | int = "KILL", *, all_processes: bool = False
+    ) -> list[str]:
+        args = ["kill"]
+        if all_processes:
+            args.append("--all")
+        return [*args, container_id, str(signal)]
+
+    def delete_args(self, container_id: str, *, force: bool = False) -> list[str]:
+        return ["delete", *(["--force"] if force else []), container_id]
+
+    def state_args(self, container_id: str) -> list[str]:
+        return ["state", container_id]
+
+    def list_args(self) -> list[str]:
+        return ["list", "--format", "json"]
+
+    def pause_args(self, container_id: str) -> list[str]:
+        return ["pause", container_id]
+
+    def resume_args(self, container_id: str) -> list[str]:
+        return ["resume", container_id]
+
+    def events_args(
+        self, container_id: str, *, stats: bool = False, interval_s: float | None = None
+    ) -> list[str]:
+        args = ["events"]
+        if stats:
+            args.append("--stats")
+        if interval_s is not None:
+            args += ["--interval", f"{interval_s:g}s"]
+        return [*args, container_id]
+
+    def checkpoint_args(
+        self,
+        container_id: str,
+        image_path: Path,
+        *,
+        work_path: Path | None = None,
+        parent_path: str | None = None,
+        leave_running: bool = False,
+        tcp_established: bool = False,
+        ext_unix_sk: bool = False,
+        shell_job: bool = False,
+        file_locks: bool = False,
+        pre_dump: bool = False,
+        manage_cgroups_mode: str | None = None,
+        auto_dedup: bool = False,
+        extra: Sequence[str] = (),
+    ) -> list[str]:
+        args = ["checkpoint", "--image-path", str(image_path)]
+        if work_path is not None:
+            args += ["--work-path", str(work_path)]
+        if parent_path is not None:
+            args += ["--parent-path", parent_path]
+        for flag, on in (
+            ("--leave-running", leave_running),
+            ("--tcp-established", tcp_established),
+            ("--ext-unix-sk", ext_unix_sk),
+            ("--shell-job", shell_job),
+            ("--file-locks", file_locks),
+            ("--pre-dump", pre_dump),
+            ("--auto-dedup", auto_dedup),
+        ):
+            if on:
+                args.append(flag)
+        if manage_cgroups_mode is not None:
+            args += ["--manage-cgroups-mode", manage_cgroups_mode]
+        return [*args, *extra, container_id]
+
+    def restore_args(
+        self,
+        container_id: str,
+        bundle: Path,
+        image_path: Path,
+        *,
+        work_path: Path | None = None,
+        detach: bool = True,
+        pid_file: Path | None = None,
+        tcp_established: bool = False,
+        ext_unix_sk: bool = False,
+        shell_job: bool = False,
+        file_locks: bool = False,
+        manage_cgroups_mode: str | None = None,
+        no_pivot: bool = False,
+        extra: Sequence[str] = (),
+    ) -> list[str]:
+        args = ["restore", "--bundle", str(bundle), "--image-path", str(image_path)]
+        if work_path is not None:
+            args += ["--work-path", str(work_path)]
+        if detach:
+            args.append("--detach")
+        if pid_file is not None:
+            args += ["--pid-file", str(pid_file)]
+        for flag, on in (
+            ("--tcp-established", tcp_established),
+            ("--ext-unix-sk", ext_unix_sk),
+            ("--shell-job", shell_job),
+            ("--file-locks", file_locks),
+            ("--no-pivot", no_pivot),
+        ):
+            if on:
+                args.append(flag)
+        if manage_cgroups_mode is not None:
+            args += ["--manage-cgroups-mode", manage_cgroups_mode]
+        return [*args, *extra, container_id]
+
+    # --------------------------------------------------------------- execution
+    async def call(
+        self,
+        args: Sequence[str],
+        *,
+        input: bytes | None = None,
+        timeout_s: float = DEFAULT_CALL_TIMEOUT_S,
+        check: bool = True,
+        log_file: Path | None = None,
+        stdin: int | None = None,
+        stdout: int | None = None,
+        stderr: int | None = None,
+    ) -> CallResult:
+        """Run ``<binary> --root ROOT <args>``; RuntimeFailure (with stderr) when ``check`` and rc != 0.
+
+        ``stdin``/``stdout``/``stderr`` may be caller-owned fds (then that stream is not captured).
+        """
+        self.require()
+        argv = [*self.global_args(log_file), *args]
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=stdin
+            if stdin is not None
+            else (asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL),
+            stdout=stdout if stdout is not None else asyncio.subprocess.PIPE,
+            stderr=stderr if stderr is not None else asyncio.subprocess.PIPE,
+        )
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(input), timeout_s)
+        except TimeoutError as exc:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            raise RuntimeFailure(f"{self.name} {args[0]} timed out after {timeout_s:g} s") from exc
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            raise
+        result = CallResult(proc.returncode if proc.returncode is not None else -1, out or b"", err or b"")
+        if check and result.returncode != 0:
+            raise self._failure(args, result, log_file)
+        return result
+
+    def _failure(self, args: Sequence[str], result: CallResult, log_file: Path | None) -> RuntimeFailure:
+        msg = result.stderr.decode(errors="replace").strip()
+        if log_file is not None:
+            logged = read_log_errors(log_file)
+            if logged:
+                msg = logged
+        verb = args[0] if args else "?"
+        text = f"{self.name} {verb} failed (exit {result.returncode}): {msg or 'no error output'}"
+        if "does not exist" in msg or "container not found" in msg.lower():
+            return _NotFoundFailure(text, stderr=msg, returncode=result.returncode)
+        return RuntimeFailure(text, stderr=msg, returncode=result.returncode)
+
+    # -------------------------------------------------------------- operations
+    async def create(
+        self,
+        container_id: str,
+        bundle: Path,
+        *,
+        stdin: int,
+        stdout: int,
+        stderr: int,
+        pid_file: Path,
+        log_file: Path | None = None,
+        timeout_s: float = DEFAULT_CALL_TIMEOUT_S,
+    ) -> int:
+        """``runc create`` with the container's stdio on the given fds; returns the init pid."""
+        await self.call(
+            self.create_args(container_id, bundle, pid_file=pid_file),
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            log_file=log_file,
+            timeout_s=timeout_s,
+        )
+        return int(pid_file.read_text().strip())
+
+    async def start(self, container_id: str) -> None:
+        await self.call(self.start_args(container_id))
+
+    async def run(
+        self,
+        container_id: str,
+        bundle: Path,
+        *,
+        input: bytes | None = None,
+        timeout_s: float = DEFAULT_CALL_TIMEOUT_S,
+    ) -> CallResult:
+        """Foreground ``runc run``: returns the container's exit code and output (no check)."""
+        return await self.call(
+            self.run_args(container_id, bundle),
+            input=input if input is not None else b"",
+            timeout_s=timeout_s,
+            check=False,
+        )
+
+    async def exec(
+        self,
+        container_id: str,
+        argv: Sequence[str],
+        *,
+        input: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        user: str | None = None,
+        timeout_s: float = DEFAULT_CALL_TIMEOUT_S,
+        pid_file: Path | None = None,
+    ) -> CallResult:
+        """Foreground ``runc exec``; the result carries the process's exit code (no check)."""
+        return await self.call(
+            self.exec_args(container_id, argv, env=env, cwd=cwd, user=user, pid_file=pid_file),
+            input=input if input is not None else b"",
+            timeout_s=timeout_s,
+            check=False,
+        )
+
+    async def kill(
+        self, container_id: str, signal: str | int = "KILL", *, all_processes: bool = False
+    ) -> None:
+        await self.call(self.kill_args(container_id, signal, all_processes=all_processes))
+
+    async def delete(self, container_id: str, *, force: bool = False) -> None:
+        await self.call(self.delete_args(container_id, force=force))
+
+    async def state(self, container_id: str) -> dict[str, Any]:
+        res = await self.call(self.state_args(container_id))
+        data: dict[str, Any] = json.loads(res.stdout)
+        return data
+
+    async def list(self) -> list[dict[str, Any]]:
+        if not self.root.exists():
+            return []
+        res = await self.call(self.list_args())
+        items = json.loads(res.stdout or b"null")
+        return list(items or [])
+
+    async def pause(self, container_id: str) -> None:
+        await self.call(self.pause_args(container_id))
+
+    async def resume(self, container_id: str) -> None:
+        await self.call(self.resume_args(container_id))
+
+    async def stats(self, container_id: str) -> dict[str, Any]:
+        """One ``runc events --stats`` sample (cgroup counters)."""
+        res = await self.call(self.events_args(container_id, stats=True))
+        data: dict[str, Any] = json.loads(res.stdout)
+        return data
+
+    async def events(self, container_id: str, *, interval_s: float = 5.0) -> AsyncIterator[dict[str, Any]]:
+        """Stream ``runc events`` (``{"type": "oom"}``, stats every ``interval_s``); cancel to stop."""
+        self.require()
+        proc = await asyncio.create_subprocess_exec(
+            *self.global_args(),
+            *self.events_args(container_id, interval_s=interval_s),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        assert proc.stdout is not None
+        try:
+            async for line in proc.stdout:
+                with contextlib.suppress(ValueError):
+                    yield json.loads(line)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+
+    async def checkpoint(
+        self,
+        container_id: str,
+        image_path: Path,
+        *,
+        log_file: Path | None = None,
+        timeout_s: float = 120.0,
+        **opts: Any,
+    ) -> None:
+        await self.call(
+            self.checkpoint_args(container_id, image_path, **opts), log_file=log_file, timeout_s=timeout_s
+        )
+
+    async def restore(
+        self,
+        container_id: str,
+        bundle: Path,
+        image_path: Path,
+        *,
+        stdin: int | None = None,
+        stdout: int | None = None,
+        stderr: int | None = None,
+        log_file: Path | None = None,
+        timeout_s: float = 120.0,
+        **opts: Any,
+    ) -> CallResult:
+        return await self.call(
+            self.restore_args(container_id, bundle, image_path, **opts),
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            log_file=log_file,
+            timeout_s=timeout_s,
+        )
+
+
+class _NotFoundFailure(RuntimeFailure):
+    """runc says the container does not exist (callers treat it as 'already gone')."""
+
+    code = NotFoundError.code
+    status = NotFoundError.status
+
+
+ContainerNotFound = _NotFoundFailure
+
+
+class Runc(OciRuntime):
+    name = "runc"
+
+
+class Runsc(OciRuntime):
+    """gVisor. Same CLI as runc; needs ``--network=sandbox`` semantics from the netns in config.json."""
+
+    name = "runsc"
+
+    def require(self) -> None:
+        if not self.available():
+            raise RuntimeFailure(
+                f"runsc is not installed ({self.binary!r} not in PATH): install gVisor "
+                "(Debian: apt-get install runsc) or use runtime='runc'"
+            )
+
+    def global_args(self, log_file: Path | None = None) -> list[str]:
+        # --network=none: the sentry's own netstack with loopback only (gVisor cannot adopt a netns
+        # that has no external interface); --oci-seccomp: apply the spec's seccomp inside the sentry
+        args = [self.binary, "--root", str(self.root), "--network=none", "--oci-seccomp"]
+        if log_file is not None:
+            args += ["--log", str(log_file), "--log-format", "json"]
+        return args
+
+
+def read_log_errors(log_file: Path) -> str:
+    """The ``error``/``fatal`` messages of a runc JSON log file, joined."""
+    try:
+        lines = log_file.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    msgs = []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("level") in ("error", "fatal"):
+            msgs.append(str(entry.get("msg", "")).strip())
+    return "; ".join(m for m in msgs if m)
+
+
+def make_runtime(name: str, *, runc_binary: str, runsc_binary: str, root: Path) -> OciRuntime:
+    if name == "runc":
+        return Runc(runc_binary, root)
+    if name == "runsc":
+        return Runsc(runsc_binary, root)
+    raise RuntimeFailure(f"unknown OCI runtime {name!r}; use 'runc' or 'runsc'")
+
+
+def pipe_pair() -> tuple[int, int]:
+    """A close-on-exec pipe (read, write)."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    return r, w

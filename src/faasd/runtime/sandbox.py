@@ -1,0 +1,765 @@
+"""Sandboxes: one runc container on an overlay rootfs in its own netns and cgroup, with cleanup on every path.
+
+::
+
+    manager = SandboxManager(settings)
+    sb = await manager.create(spec)          # overlay + netns + bundle + runc create (undone on failure)
+    await sb.start()
+    status = await sb.wait()                 # ExitStatus(exit_code, oom_killed, timed_out, signal)
+    await sb.destroy()                       # idempotent
+
+    result = await manager.run(spec, stdin=b"", timeout_s=5)   # all of the above in one call
+
+Bundle layout (``run_dir/sandboxes/<id>/``): ``config.json``, ``rootfs/`` (merged overlay), ``scratch/``
+(size-bounded fs with ``upper/`` and ``work/``), ``io/`` (bind-mounted read-write at ``/run/faasd-io``),
+``init.pid``, ``runc.log``.
+
+The container's stdio are pipes owned by the :class:`Sandbox`; stdout/stderr are drained continuously
+into bounded buffers (and passed to ``on_output`` if given) so a chatty process never blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal as _signal
+import time
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from faasd.config import Settings
+from faasd.errors import ConflictError, FaasdError, InvalidInputError, ResourceLimitError, RuntimeFailure
+from faasd.rootfs import OverlayRootfs
+from faasd.rootfs import mounts as _mounts
+from faasd.runtime import cgroups, network, reaper
+from faasd.runtime.models import (
+    AGENT_DIR_IN_CONTAINER,
+    IO_DIR_IN_CONTAINER,
+    SECRETS_DIR_IN_CONTAINER,
+    BindMount,
+    ExecResult,
+    ExitStatus,
+    Limits,
+    NetworkSpec,
+    RunResult,
+    SandboxInfo,
+    SandboxSpec,
+)
+from faasd.runtime.proxy import LoopbackProxy, open_connection_in_netns
+from faasd.runtime.runc import ContainerNotFound, OciRuntime, make_runtime, read_log_errors
+from faasd.runtime.spec import ContainerPaths, ProcessUser, build_config, resolve_user
+
+__all__ = [
+    "AGENT_DIR_IN_CONTAINER",
+    "IO_DIR_IN_CONTAINER",
+    "SECRETS_DIR_IN_CONTAINER",
+    "BindMount",
+    "ExecResult",
+    "ExitStatus",
+    "Limits",
+    "NetworkSpec",
+    "RunResult",
+    "Sandbox",
+    "SandboxInfo",
+    "SandboxManager",
+    "SandboxSpec",
+    "raise_for_limits",
+]
+
+log = logging.getLogger(__name__)
+
+OUTPUT_LIMIT_BYTES = 16 * 1024 * 1024
+"""Per stream; output beyond it is dropped (``Sandbox.output_truncated`` tells)."""
+
+OutputCallback = Callable[[str, bytes], None]
+
+# (run_dir, id) -> live Sandbox, across managers of this process (cleanup_orphans must not touch them)
+_LIVE: weakref.WeakValueDictionary[tuple[str, str], Sandbox] = weakref.WeakValueDictionary()
+
+
+def raise_for_limits(status: ExitStatus | RunResult, limits: Limits) -> None:
+    """Raise :class:`ResourceLimitError` naming the limit the sandbox hit (memory or wall-clock)."""
+    if status.oom_killed:
+        mem = f"{limits.memory_mb} MiB" if limits.memory_mb is not None else "the host's memory"
+        raise ResourceLimitError(
+            f"memory limit of {mem} exceeded: the process was killed by the OOM killer; "
+            "raise the memory limit or reduce the function's memory use",
+            limit="memory",
+            memory_mb=limits.memory_mb,
+        )
+    if status.timed_out:
+        t = f"{limits.timeout_s:g} s" if limits.timeout_s is not None else "the deadline"
+        raise ResourceLimitError(
+            f"wall-clock timeout of {t} exceeded: the process was killed; "
+            "raise the timeout or make it faster",
+            limit="timeout",
+            timeout_s=limits.timeout_s,
+        )
+
+
+class _Collector(asyncio.Protocol):
+    def __init__(self, name: str, limit: int, on_output: OutputCallback | None) -> None:
+        self.name = name
+        self.limit = limit
+        self.on_output = on_output
+        self.buf = bytearray()
+        self.truncated = False
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        if self.on_output is not None:
+            try:
+                self.on_output(self.name, data)
+            except Exception:  # a broken callback must not stop the draining
+                log.exception("on_output callback failed")
+        room = self.limit - len(self.buf)
+        if room > 0:
+            self.buf += data[:room]
+        if len(data) > room:
+            self.truncated = True
+
+    def eof_received(self) -> None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+def _factory(col: _Collector) -> Callable[[], _Collector]:
+    return lambda: col
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    with contextlib.suppress(BrokenPipeError, OSError):
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+
+
+@dataclass
+class _RestoreJob:
+    image_path: Path
+    config: Mapping[str, Any] | Callable[[Sandbox], Mapping[str, Any]]
+    work_path: Path | None
+    criu_opts: dict[str, bool]
+
+
+class Sandbox:
+    """A created container. Obtain from :meth:`SandboxManager.create`; always :meth:`destroy` it."""
+
+    def __init__(self, manager: SandboxManager, spec: SandboxSpec, bundle: Path, runtime: OciRuntime) -> None:
+        self.manager = manager
+        self.spec = spec
+        self.id = spec.id
+        self.bundle = bundle
+        self.runtime = runtime
+        self.io_dir = bundle / "io"
+        self.rootfs: OverlayRootfs | None = None
+        self.netns: Path | None = None
+        self.egress: network.EgressLink | None = None
+        self.user: ProcessUser | None = None
+        self.pid: int | None = None
+        self.created_at = time.monotonic()
+        self.started_at: float | None = None
+        self.exited_at: float | None = None
+        self._status = "creating"
+        self._paused = False
+        self._timed_out = False
+        self._exit: ExitStatus | None = None
+        self._waiter: asyncio.Task[ExitStatus] | None = None
+        self._stdin_fd: int | None = None
+        self._collectors: dict[str, _Collector] = {}
+        self._transports: list[asyncio.BaseTransport] = []
+        self._destroyed = False
+        self._destroy_lock = asyncio.Lock()
+        self._proxies: list[LoopbackProxy] = []
+        self._helper_pids: list[int] = []
+
+    # ------------------------------------------------------------------ state
+    @property
+    def status(self) -> str:
+        """creating | created | running | paused | stopped | destroyed."""
+        if self._destroyed:
+            return "destroyed"
+        if self._exit is not None:
+            return "stopped"
+        if self._paused:
+            return "paused"
+        return self._status
+
+    @property
+    def config_path(self) -> Path:
+        return self.bundle / "config.json"
+
+    @property
+    def exit_status(self) -> ExitStatus | None:
+        return self._exit
+
+    def stdout(self) -> bytes:
+        c = self._collectors.get("stdout")
+        return bytes(c.buf) if c else b""
+
+    def stderr(self) -> bytes:
+        c = self._collectors.get("stderr")
+        return bytes(c.buf) if c else b""
+
+    @property
+    def output_truncated(self) -> bool:
+        return any(c.truncated for c in self._collectors.values())
+
+    def oom_kills(self) -> int:
+        return cgroups.oom_kills(self.id)
+
+    def cgroup_read(self, controller: str, name: str) -> str | None:
+        """A file of the sandbox's cgroup, e.g. ``("memory", "memory.max_usage_in_bytes")``."""
+        return cgroups.read(self.id, controller, name)
+
+    async def state(self) -> dict[str, Any]:
+        """``runc state`` of the container."""
+        return await self.runtime.state(self.id)
+
+    # -------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        """Start the container's process (``runc start``)."""
+        if self._status != "created":
+            raise ConflictError(f"sandbox {self.id} is {self.status}; only a created sandbox can be started")
+        self.started_at = time.monotonic()
+        await self.runtime.start(self.id)
+        self._status = "running"
+
+    async def write_stdin(self, data: bytes) -> None:
+        if self._stdin_fd is None:
+            raise ConflictError(f"stdin of sandbox {self.id} is closed")
+        await asyncio.get_running_loop().run_in_executor(None, _write_all, self._stdin_fd, data)
+
+    def close_stdin(self) -> None:
+        if self._stdin_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._stdin_fd)
+            self._stdin_fd = None
+
+    async def wait(
+        self, timeout: float | None = None, *, use_default_timeout: bool = True, kill_on_timeout: bool = True
+    ) -> ExitStatus:
+        """Wait for the main process to exit.
+
+        ``timeout`` defaults to ``limits.timeout_s`` (unless ``use_default_timeout=False``). On timeout the
+        sandbox is SIGKILLed (within a few ms of the deadline) and the status has ``timed_out=True``; with
+        ``kill_on_timeout=False`` a :class:`TimeoutError` is raised instead.
+        """
+        if self._waiter is None:
+            raise ConflictError(f"sandbox {self.id} has no process to wait for")
+        if timeout is None and use_default_timeout:
+            timeout = self.spec.limits.timeout_s
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._waiter), timeout)
+        except TimeoutError:
+            if not kill_on_timeout:
+                raise
+            self._timed_out = True
+            await self.kill()
+            return await self._waiter
+
+    async def _watch(self) -> ExitStatus:
+        assert self.pid is not None
+        ended = await reaper.wait_pid(self.pid)
+        self.exited_at = time.monotonic()
+        oom = cgroups.oom_kills(self.id) > 0
+        code = ended.exit_code
+        if not ended.reaped:
+            # not our child (subreaper unavailable): best effort from the cgroup
+            code = 137 if oom else code
+        # let the pipes reach EOF (all container processes are gone with init)
+        waits = [c.closed for c in self._collectors.values()]
+        if waits:
+            await asyncio.wait(waits, timeout=1.0)
+        self._exit = ExitStatus(code, oom_killed=oom, timed_out=self._timed_out, signal=ended.signal)
+        return self._exit
+
+    async def kill(self, sig: int = _signal.SIGKILL) -> None:
+        """Signal the container's init (SIGKILL of init kills the whole pid namespace). No-op once ended."""
+        if self.pid is None or self._exit is not None:
+            return
+        reaper.kill(self.pid, sig)
+        if self._paused and sig == _signal.SIGKILL:
+            # frozen tasks only die once thawed
+            fz = cgroups.controller_dir(self.id, "freezer")
+            if fz is not None:
+                with contextlib.suppress(OSError):
+                    (fz / "freezer.state").write_text("THAWED")
+            self._paused = False
+
+    async def pause(self) -> None:
+        """Freeze every process of the sandbox (cgroup freezer)."""
+        await self.runtime.pause(self.id)
+        self._paused = True
+
+    async def resume(self) -> None:
+        await self.runtime.resume(self.id)
+        self._paused = False
+
+    async def exec(
+        self,
+        args: Sequence[str],
+        *,
+        stdin: bytes = b"",
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        user: str | None = None,
+    ) -> ExecResult:
+        """Run another process in the running sandbox (same namespaces, limits, seccomp, user)."""
+        if self.status not in ("running",):
+            raise ConflictError(f"sandbox {self.id} is {self.status}; exec needs a running sandbox")
+        pid_file = self.bundle / f"exec-{time.monotonic_ns()}.pid"
+        argv = [
+            *self.runtime.global_args(),
+            *self.runtime.exec_args(self.id, args, env=env, cwd=cwd, user=user, pid_file=pid_file),
+        ]
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        comm = asyncio.ensure_future(proc.communicate(stdin))
+        timed_out = False
+        try:
+            out, err = await asyncio.wait_for(asyncio.shield(comm), timeout)
+        except TimeoutError:
+            timed_out = True
+            # kill the process in the container and let runc reap it; killing runc first would orphan it
+            exec_pid: int | None = None
+            with contextlib.suppress(OSError, ValueError):
+                exec_pid = int(pid_file.read_text().strip())
+                reaper.kill(exec_pid)
+            try:
+                out, err = await asyncio.wait_for(asyncio.shield(comm), 2.0)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                out, err = await comm
+                await asyncio.sleep(0.05)
+                reaper.reap_orphans(self.manager._live_pids())
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                pid_file.unlink()
+        rc = proc.returncode if proc.returncode is not None else -1
+        return ExecResult(137 if timed_out else rc, out, err, timed_out)
+
+    # ---------------------------------------------------------------- network
+    async def open_connection(
+        self, port: int, host: str = "127.0.0.1", timeout_s: float = 5.0
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """TCP connection to ``host:port`` inside the sandbox's netns (no bridge, setns)."""
+        if self.netns is None:
+            raise ConflictError(f"sandbox {self.id} has no network namespace")
+        return await open_connection_in_netns(self.netns, port, host, timeout_s=timeout_s)
+
+    async def proxy(self, port: int, listen_port: int = 0) -> LoopbackProxy:
+        """A started :class:`LoopbackProxy` from host 127.0.0.1 to ``port`` inside (closed on destroy)."""
+        if self.netns is None:
+            raise ConflictError(f"sandbox {self.id} has no network namespace")
+        p = await LoopbackProxy(self.netns, port, listen_port=listen_port).start()
+        self._proxies.append(p)
+        return p
+
+    # ---------------------------------------------------------------- destroy
+    async def destroy(self) -> None:
+        """Kill, ``runc delete``, remove cgroups, netns, mounts and the bundle. Idempotent, never half-done
+        silently: raises RuntimeFailure listing what could not be removed."""
+        async with self._destroy_lock:
+            if self._destroyed:
+                return
+            for p in self._proxies:
+                await p.close()
+            self._proxies.clear()
+            if self.pid is not None and self._exit is None:
+                await self.kill()
+            if self._waiter is not None:
+                for _ in range(2):
+                    try:
+                        await asyncio.wait_for(asyncio.shield(self._waiter), 2.5)
+                        break
+                    except TimeoutError:
+                        # init cannot finish while an inherited zombie of its pid namespace exists
+                        reaper.reap_orphans(self.manager._live_pids())
+                    except Exception:
+                        break
+                if not self._waiter.done():
+                    self._waiter.cancel()
+            self.close_stdin()
+            for t in self._transports:
+                t.close()
+            self._transports.clear()
+            if self._helper_pids:
+                # gVisor's gofer/sandbox helpers are re-parented to us; runsc delete waits for them to vanish
+                await self._reap_helpers()
+            await self.manager._teardown(self.id, self.bundle, self.runtime, self.rootfs)
+            self._destroyed = True
+            self.manager._forget(self)
+
+    async def _reap_helpers(self) -> None:
+        for pid in self._helper_pids:
+            try:
+                await asyncio.wait_for(reaper.wait_pid(pid), 3.0)
+            except TimeoutError:
+                reaper.kill(pid)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(reaper.wait_pid(pid), 2.0)
+        self._helper_pids = []
+
+    async def __aenter__(self) -> Sandbox:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.destroy()
+
+
+class SandboxManager:
+    """Creates, tracks and reconciles sandboxes under ``settings.run_dir``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.sandboxes_dir = settings.sandboxes_dir
+        self.runc_root = settings.runc_root
+        self._sandboxes: dict[str, Sandbox] = {}
+        with contextlib.suppress(OSError):
+            reaper.enable_subreaper()
+
+    def runtime(self, name: str = "runc") -> OciRuntime:
+        root = self.runc_root if name == "runc" else self.settings.run_dir / "runsc"
+        return make_runtime(
+            name, runc_binary=self.settings.runc_binary, runsc_binary=self.settings.runsc_binary, root=root
+        )
+
+    def get(self, sandbox_id: str) -> Sandbox | None:
+        return self._sandboxes.get(sandbox_id)
+
+    def _live_pids(self) -> set[int]:
+        return {sb.pid for sb in list(_LIVE.values()) if sb.pid is not None and sb._exit is None}
+
+    def _forget(self, sb: Sandbox) -> None:
+        self._sandboxes.pop(sb.id, None)
+        _LIVE.pop((str(self.settings.run_dir), sb.id), None)
+
+    # ----------------------------------------------------------------- create
+    async def create(
+        self,
+        spec: SandboxSpec,
+        *,
+        stdin_pipe: bool = True,
+        on_output: OutputCallback | None = None,
+        output_limit: int = OUTPUT_LIMIT_BYTES,
+    ) -> Sandbox:
+        """Mount the rootfs, create the netns, write the bundle and ``runc create`` (process not started).
+
+        If any step fails (or the task is cancelled) everything done so far is undone and the error
+        propagates. ``stdin_pipe=False`` gives the process /dev/null as stdin.
+        """
+        return await self._make(spec, stdin_pipe, on_output, output_limit, None)
+
+    async def restore(
+        self,
+        spec: SandboxSpec,
+        image_path: Path,
+        config: Mapping[str, Any] | Callable[[Sandbox], Mapping[str, Any]],
+        *,
+        work_path: Path | None = None,
+        criu_opts: Mapping[str, bool] | None = None,
+        on_output: OutputCallback | None = None,
+        output_limit: int = OUTPUT_LIMIT_BYTES,
+    ) -> Sandbox:
+        """A *running* sandbox restored from a CRIU image (``runc restore --detach``).
+
+        Same steps and cleanup-on-failure as :meth:`create`, except: the overlay has no copy fallback (a
+        snapshot needs an upper), ``config`` (the dumped config.json with bundle/rootfs/netns/io paths
+        rewritten for this sandbox, or a callable that builds it from the prepared :class:`Sandbox`:
+        ``sb.rootfs.path``, ``sb.netns``, ``sb.io_dir``) is written instead of a generated one, the io dir is
+        chowned to its ``process.user``, stdin is /dev/null, and ``runc restore`` replaces ``runc create``.
+        ``criu_opts``: ``tcp_established``, ``file_locks``, ``ext_unix_sk``, ``shell_job`` (booleans).
+        """
+        job = _RestoreJob(Path(image_path), config, work_path, dict(criu_opts or {}))
+        return await self._make(spec, False, on_output, output_limit, job)
+
+    async def _make(
+        self,
+        spec: SandboxSpec,
+        stdin_pipe: bool,
+        on_output: OutputCallback | None,
+        output_limit: int,
+        restore: _RestoreJob | None,
+    ) -> Sandbox:
+        spec.validate()
+        if spec.runtime == "runsc" and spec.network.mode != "none":
+            raise InvalidInputError(
+                "runsc sandboxes have gVisor's own loopback-only network; "
+                "use network mode 'none' or runtime 'runc'"
+            )
+        runtime = self.runtime(spec.runtime)
+        runtime.require()
+        self.sandboxes_dir.mkdir(parents=True, exist_ok=True)
+        runtime.root.mkdir(parents=True, exist_ok=True)
+        bundle = self.sandboxes_dir / spec.id
+        if spec.id in self._sandboxes or (str(self.settings.run_dir), spec.id) in _LIVE:
+            raise ConflictError(f"sandbox {spec.id} already exists; destroy it first or pick another id")
+        if network.netns_path(spec.id).exists():
+            raise ConflictError(
+                f"network namespace {spec.id} already exists (sandbox ids must be unique on the host); "
+                "pick another id or run cleanup_orphans() in the run_dir that owns it"
+            )
+        try:
+            bundle.mkdir()
+        except FileExistsError as exc:
+            raise ConflictError(
+                f"sandbox dir {bundle} already exists (left over from a crash?); run cleanup_orphans()"
+            ) from exc
+        sb = Sandbox(self, spec, bundle, runtime)
+        self._sandboxes[spec.id] = sb
+        _LIVE[(str(self.settings.run_dir), spec.id)] = sb
+        fds: list[int] = []
+        try:
+            await self._create_steps(sb, fds, stdin_pipe, on_output, output_limit, restore)
+        except BaseException as exc:
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            try:
+                await asyncio.shield(sb.destroy())
+            except Exception as cleanup_exc:
+                log.error("cleanup after failed create of %s failed: %s", spec.id, cleanup_exc)
+            if isinstance(exc, OSError) and not isinstance(exc, FaasdError):
+                verb = "restoring" if restore else "creating"
+                raise RuntimeFailure(f"{verb} sandbox {spec.id} failed: {exc}") from exc
+            raise
+        return sb
+
+    async def _create_steps(
+        self,
+        sb: Sandbox,
+        fds: list[int],
+        stdin_pipe: bool,
+        on_output: OutputCallback | None,
+        output_limit: int,
+        restore: _RestoreJob | None = None,
+    ) -> None:
+        spec, bundle, loop = sb.spec, sb.bundle, asyncio.get_running_loop()
+        sb.io_dir.mkdir()
+        fallback = restore is None
+        sb.rootfs = await loop.run_in_executor(
+            None,
+            lambda: OverlayRootfs.mount(
+                spec.lowers, bundle, spec.limits.disk_mb, backend=spec.limits.disk_backend,
+                allow_copy_fallback=fallback, image_dir=self.settings.data_dir / "scratch",
+            ),
+        )
+        sb.netns = await network.acreate_netns(spec.id)
+        if spec.network.mode == "egress":
+            sb.egress = await loop.run_in_executor(None, network.setup_egress, spec.id, sb.netns)
+        if restore is None:
+            sb.user = resolve_user(sb.rootfs.path, spec.resolved_user())
+            config: Mapping[str, Any] = build_config(
+                spec, ContainerPaths(rootfs=sb.rootfs.path, io_dir=sb.io_dir, netns=sb.netns), sb.user
+            )
+        else:
+            config = restore.config(sb) if callable(restore.config) else restore.config
+            user = config.get("process", {}).get("user", {})
+            sb.user = ProcessUser(int(user.get("uid", 0)), int(user.get("gid", 0)))
+        os.chown(sb.io_dir, sb.user.uid, sb.user.gid)
+        sb.io_dir.chmod(0o770)
+        sb.config_path.write_text(json.dumps(config, indent=1))
+        # stdio: pipes we own; the container keeps its ends after `runc create` exits
+        if stdin_pipe:
+            in_r, in_w = os.pipe2(os.O_CLOEXEC)
+            fds += [in_r, in_w]
+        else:
+            in_r, in_w = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), -1
+            fds.append(in_r)
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        fds += [out_r, out_w, err_r, err_w]
+        for name, fd in (("stdout", out_r), ("stderr", err_r)):
+            col = _Collector(name, output_limit, on_output)
+            transport, _ = await loop.connect_read_pipe(_factory(col), os.fdopen(fd, "rb", buffering=0))
+            fds.remove(fd)  # owned by the transport now
+            sb._collectors[name] = col
+            sb._transports.append(transport)
+        log_file = bundle / "runc.log"
+        pid_file = bundle / "init.pid"
+        try:
+            if restore is None:
+                sb.pid = await sb.runtime.create(
+                    spec.id, bundle, stdin=in_r, stdout=out_w, stderr=err_w, pid_file=pid_file,
+                    log_file=log_file,
+                )
+            else:
+                work = restore.work_path or bundle / "criu-restore"
+                work.mkdir(parents=True, exist_ok=True)
+                opts = restore.criu_opts
+                await sb.runtime.restore(
+                    spec.id, bundle, restore.image_path, stdin=in_r, stdout=out_w, stderr=err_w,
+                    log_file=log_file, work_path=work, detach=True, pid_file=pid_file,
+                    tcp_established=opts.get("tcp_established", False),
+                    file_locks=opts.get("file_locks", False), ext_unix_sk=opts.get("ext_unix_sk", False),
+                    shell_job=opts.get("shell_job", False),
+                )
+                sb.pid = int(pid_file.read_text().strip())
+        except RuntimeFailure as exc:
+            logged = read_log_errors(log_file)
+            if logged and logged not in exc.message:
+                exc.message = f"{exc.message} ({logged})"
+            raise
+        finally:
+            for fd in (in_r, out_w, err_w):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+                if fd in fds:
+                    fds.remove(fd)
+        if stdin_pipe:
+            sb._stdin_fd = in_w
+            fds.remove(in_w)
+        if sb.runtime.name == "runsc":
+            sb._helper_pids = [p for p in reaper.children_with_arg(str(bundle)) if p != sb.pid]
+        if restore is None:
+            sb._status = "created"
+        else:
+            sb._status = "running"
+            sb.started_at = time.monotonic()
+        sb._waiter = asyncio.ensure_future(sb._watch())
+
+    # -------------------------------------------------------------------- run
+    async def run(
+        self,
+        spec: SandboxSpec,
+        stdin: bytes = b"",
+        timeout_s: float | None = None,
+        *,
+        output_limit: int = OUTPUT_LIMIT_BYTES,
+    ) -> RunResult:
+        """Create, start, feed ``stdin``, wait (killing at ``timeout_s``, default ``limits.timeout_s``) and
+        destroy. ``duration_ms`` is the process's run time (start → exit)."""
+        timeout = timeout_s if timeout_s is not None else spec.limits.timeout_s
+        sb = await self.create(spec, output_limit=output_limit)
+        try:
+            await sb.start()
+            t0 = time.monotonic()
+            feeder = asyncio.ensure_future(self._feed(sb, stdin))
+            status = await sb.wait(timeout, use_default_timeout=False)
+            feeder.cancel()
+            duration_ms = ((sb.exited_at or time.monotonic()) - t0) * 1000
+            return RunResult(
+                exit_code=status.exit_code,
+                stdout=sb.stdout(),
+                stderr=sb.stderr(),
+                duration_ms=duration_ms,
+                oom_killed=status.oom_killed,
+                timed_out=status.timed_out,
+                signal=status.signal,
+                memory_limit_mb=spec.limits.memory_mb,
+                timeout_s=timeout,
+                pids_limit=spec.limits.pids,
+            )
+        finally:
+            await asyncio.shield(sb.destroy())
+
+    @staticmethod
+    async def _feed(sb: Sandbox, data: bytes) -> None:
+        try:
+            if data:
+                await sb.write_stdin(data)
+        finally:
+            sb.close_stdin()
+
+    # ------------------------------------------------------------ teardown
+    async def _teardown(
+        self, sandbox_id: str, bundle: Path, runtime: OciRuntime, rootfs: OverlayRootfs | None
+    ) -> None:
+        """Remove every trace of ``sandbox_id``; collects errors and raises one RuntimeFailure at the end."""
+        problems: list[str] = []
+        try:
+            await runtime.delete(sandbox_id, force=True)
+        except ContainerNotFound:
+            pass
+        except RuntimeFailure as exc:
+            # force-delete can fail for a half-created container: kill its processes via the cgroup
+            await asyncio.get_running_loop().run_in_executor(None, cgroups.remove, sandbox_id)
+            try:
+                await runtime.delete(sandbox_id, force=True)
+            except ContainerNotFound:
+                pass
+            except RuntimeFailure:
+                problems.append(str(exc))
+                # runc's state dir would keep a dead container listed: remove it
+                shutil.rmtree(runtime.root / sandbox_id, ignore_errors=True)
+        loop = asyncio.get_running_loop()
+        left = await loop.run_in_executor(None, cgroups.remove, sandbox_id)
+        if left:
+            problems.append(f"cgroup dirs {', '.join(map(str, left))} could not be removed")
+        try:
+            await loop.run_in_executor(None, network.teardown_egress, sandbox_id)
+            network.delete_netns(sandbox_id)
+        except Exception as exc:
+            problems.append(str(exc))
+        try:
+            if rootfs is not None:
+                rootfs.unmount()
+            else:
+                OverlayRootfs.unmount_dir(bundle)
+        except Exception as exc:
+            problems.append(str(exc))
+        if not _mounts.mounts_under(bundle):
+            shutil.rmtree(bundle, ignore_errors=True)
+        else:
+            problems.append(f"mounts left under {bundle}")
+        if problems:
+            raise RuntimeFailure(f"cleanup of sandbox {sandbox_id} incomplete: {'; '.join(problems)}")
+
+    # --------------------------------------------------------- reconciliation
+    async def list(self) -> list[SandboxInfo]:
+        """Sandboxes under this run_dir: runc containers and bundle dirs (owned or left over)."""
+        infos: dict[str, SandboxInfo] = {}
+        for runtime_name in ("runc", "runsc"):
+            rt = self.runtime(runtime_name)
+            if not rt.root.exists() or not rt.available():
+                continue
+            for c in await rt.list():
+                cid = c.get("id", "")
+                if not cid.startswith("fd-"):
+                    continue
+                infos[cid] = SandboxInfo(cid, c.get("status", "unknown"), c.get("pid") or None,
+                                         Path(c.get("bundle") or self.sandboxes_dir / cid), self._owns(cid),
+                                         runtime_name)
+        if self.sandboxes_dir.exists():
+            for d in self.sandboxes_dir.iterdir():
+                if d.name.startswith("fd-") and d.name not in infos:
+                    infos[d.name] = SandboxInfo(d.name, "unknown", None, d, self._owns(d.name))
+        return sorted(infos.values(), key=lambda i: i.id)
+
+    def _owns(self, sandbox_id: str) -> bool:
+        return sandbox_id in self._sandboxes or (str(self.settings.run_dir), sandbox_id) in _LIVE
+
+    async def cleanup_orphans(self) -> builtins.list[str]:
+        """Destroy every ``fd-*`` sandbox under this run_dir that no live :class:`Sandbox` owns (containers,
+        mounts, cgroups, netns, bundles). Returns the ids cleaned. Used after a crash."""
+        cleaned = []
+        for info in await self.list():
+            if info.owned:
+                continue
+            rt = self.runtime(info.runtime)
+            try:
+                await self._teardown(info.id, self.sandboxes_dir / info.id, rt, None)
+            except RuntimeFailure as exc:
+                log.error("orphan %s: %s", info.id, exc)
+                continue
+            cleaned.append(info.id)
+        return cleaned
