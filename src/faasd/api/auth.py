@@ -1,0 +1,65 @@
+"""Authentication (Bearer or Basic with the key as password), scopes and per-key rate limits."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Awaitable, Callable
+
+from fastapi import Request
+
+from faasd.errors import AuthError
+from faasd.platform.core import Platform
+from faasd.platform.keys import KeyInfo
+
+ANONYMOUS = KeyInfo(
+    "anonymous", "anonymous (auth disabled)", frozenset({"admin", "deploy", "invoke"}), None, None
+)
+
+
+def _token(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    value = value.strip()
+    if scheme.lower() == "bearer":
+        return value or None
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(value, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            raise AuthError("malformed Basic credentials; send base64(user:key)") from None
+        _user, _, password = decoded.partition(":")
+        return password or None
+    raise AuthError(f"unsupported authorization scheme {scheme!r}; use 'Bearer <key>'")
+
+
+def authenticate(request: Request) -> KeyInfo:
+    platform: Platform = request.app.state.platform
+    cached = getattr(request.state, "key", None)
+    if isinstance(cached, KeyInfo):
+        return cached
+    if not platform.settings.auth:
+        key = ANONYMOUS
+    else:
+        token = _token(request)
+        if token is None:
+            raise AuthError(
+                "authentication required: send 'Authorization: Bearer <API key>' "
+                "(the bootstrap admin key is in <data_dir>/admin.key)"
+            )
+        key = platform.keys.verify(token)
+        platform.rate_limiter.check(key)
+    request.state.key = key
+    return key
+
+
+def require(scope: str) -> Callable[[Request], Awaitable[KeyInfo]]:
+    async def dependency(request: Request) -> KeyInfo:
+        key = authenticate(request)
+        key.require(scope)
+        return key
+
+    dependency.__name__ = f"require_{scope}"
+    return dependency

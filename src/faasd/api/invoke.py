@@ -1,0 +1,87 @@
+"""Shared helpers for invocation routes: build an :class:`Invocation`, shape the function's response."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import Request, Response
+
+from faasd.errors import PayloadTooLargeError
+from faasd.platform.executions import Outcome
+from faasd.platform.workers import Invocation
+
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "content-length",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "server",
+    "date",
+}
+
+
+async def read_body(request: Request) -> bytes:
+    limit: int = request.app.state.platform.settings.max_payload_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(
+            f"request body of {declared} bytes exceeds the limit of {limit} bytes (FAASD_MAX_PAYLOAD_BYTES)",
+            limit=limit,
+        )
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise PayloadTooLargeError(
+                f"request body exceeds the limit of {limit} bytes (FAASD_MAX_PAYLOAD_BYTES)", limit=limit
+            )
+    return bytes(body)
+
+
+async def invocation_from(request: Request, path: str = "/") -> Invocation:
+    body = await read_body(request)
+    return Invocation(
+        body=body,
+        headers=dict(request.headers),
+        path=path if path.startswith("/") else "/" + path,
+        method=request.method,
+        query=request.url.query,
+    )
+
+
+def function_response(
+    outcome: Outcome, runtime: str, extra_headers: dict[str, str] | None = None
+) -> Response:
+    r = outcome.result
+    headers = {k: v for k, v in r.headers.items() if k.lower() not in HOP_BY_HOP}
+    headers["X-Execution-Id"] = outcome.execution_id
+    headers["X-Cold-Start"] = "true" if outcome.cold else "false"
+    headers["X-Duration-Ms"] = f"{outcome.duration_ms:.3f}"
+    if extra_headers:
+        headers.update(extra_headers)
+    if r.error is not None and runtime != "http":
+        details: dict[str, Any] = {"execution_id": outcome.execution_id}
+        if r.exit_code is not None:
+            details["exit_code"] = r.exit_code
+        if r.traceback:
+            details["traceback"] = r.traceback[-8192:]
+        if r.stderr:
+            details["stderr"] = r.stderr[-8192:].decode("utf-8", "replace")
+        if r.body:
+            details["output"] = r.body[:8192].decode("utf-8", "replace")
+        headers.pop("content-type", None)
+        headers.pop("Content-Type", None)
+        return Response(
+            json.dumps({"error": "function_error", "message": r.error, "details": details}),
+            status_code=r.status if r.status >= 400 else 500,
+            headers=headers,
+            media_type="application/json",
+        )
+    media = None if any(k.lower() == "content-type" for k in headers) else "application/octet-stream"
+    return Response(r.body, status_code=r.status, headers=headers, media_type=media)

@@ -1,0 +1,375 @@
+"""OpenFaaS gateway-compatible routes (``faas-cli`` works unchanged)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import platform as pyplatform
+import re
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from faasd import __version__
+from faasd.api.auth import require
+from faasd.api.invoke import function_response, invocation_from, read_body
+from faasd.errors import InvalidInputError
+from faasd.platform.core import Platform
+from faasd.platform.functions import FunctionSpec, LimitsModel, ScaleModel
+from faasd.platform.keys import KeyInfo
+from faasd.platform.logs import LogEntry
+from faasd.state import Function
+
+router = APIRouter()
+invoke_scope = Depends(require("invoke"))
+deploy_scope = Depends(require("deploy"))
+NAMESPACE = "openfaas-fn"
+
+
+class FunctionDeployment(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    service: str
+    image: str
+    namespace: str | None = None
+    envProcess: str | None = None
+    envVars: dict[str, str] | None = None
+    constraints: list[str] | None = None
+    secrets: list[str] | None = None
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+    limits: dict[str, str] | None = None
+    requests: dict[str, str] | None = None
+    readOnlyRootFilesystem: bool = False
+
+
+class ScaleServiceRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    serviceName: str | None = None
+    replicas: int = Field(ge=0, le=100)
+
+
+class DeleteFunctionRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    functionName: str
+
+
+class SecretRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str
+    value: str | None = None
+    rawValue: str | None = None
+
+    def bytes_value(self) -> bytes:
+        if self.rawValue is not None:
+            try:
+                return base64.b64decode(self.rawValue, validate=True)
+            except binascii.Error:
+                raise InvalidInputError("secret rawValue must be base64") from None
+        if self.value is None:
+            raise InvalidInputError("secret needs a 'value' (or base64 'rawValue')")
+        return self.value.encode()
+
+
+_MEM_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?|[kmgt]|)?\s*[bB]?\s*$")
+_MEM_UNITS = {
+    "": 1 / (1024 * 1024),
+    "K": 1000 / 1048576,
+    "Ki": 1 / 1024,
+    "M": 1e6 / 1048576,
+    "Mi": 1.0,
+    "G": 1e9 / 1048576,
+    "Gi": 1024.0,
+    "T": 1e12 / 1048576,
+    "Ti": 1024.0 * 1024,
+}
+
+
+def parse_memory_mb(value: str) -> int:
+    m = _MEM_RE.match(value)
+    if not m:
+        raise InvalidInputError(f"memory limit {value!r} is not understood; use e.g. '128Mi' or '1Gi'")
+    unit = m.group(2) or ""
+    unit = unit[0].upper() + unit[1:] if unit else ""
+    return max(16, round(float(m.group(1)) * _MEM_UNITS[unit]))
+
+
+def parse_cpu(value: str) -> float:
+    v = value.strip()
+    try:
+        return float(v[:-1]) / 1000 if v.endswith("m") else float(v)
+    except ValueError:
+        raise InvalidInputError(f"cpu limit {value!r} is not understood; use e.g. '500m' or '0.5'") from None
+
+
+def deployment_to_spec(d: FunctionDeployment) -> FunctionSpec:
+    labels = dict(d.labels or {})
+    annotations = dict(d.annotations or {})
+    meta = {**labels, **annotations}
+    runtime = meta.get("faasd.runtime")
+    command: list[str] | None = None
+    if runtime is None:
+        runtime = "exec" if d.envProcess else "http"
+    if runtime == "exec":
+        command = ["/bin/sh", "-c", d.envProcess] if d.envProcess else None
+    elif runtime == "http" and d.envProcess:
+        command = ["/bin/sh", "-c", d.envProcess]
+    limits = LimitsModel()
+    if d.limits and d.limits.get("memory"):
+        limits.memory_mb = parse_memory_mb(d.limits["memory"])
+    if d.limits and d.limits.get("cpu"):
+        limits.cpu_cores = max(0.05, parse_cpu(d.limits["cpu"]))
+    scale = ScaleModel(
+        min=int(meta.get("com.openfaas.scale.min", "0")),
+        max=int(meta.get("com.openfaas.scale.max", "4")),
+    )
+    return FunctionSpec(
+        name=d.service,
+        image=d.image,
+        runtime=runtime,  # type: ignore[arg-type]
+        handler=meta.get("faasd.handler"),
+        command=command,
+        port=int(meta["faasd.port"]) if "faasd.port" in meta else None,
+        env=dict(d.envVars or {}),
+        secrets=list(d.secrets or []),
+        limits=limits,
+        scale=scale,
+        mode=meta.get("faasd.mode", "cached"),
+        labels=labels,
+        annotations=annotations,
+    )
+
+
+def function_status(p: Platform, fn: Function) -> dict[str, Any]:
+    st = p.runner.status(fn)
+    env_process = None
+    if fn.runtime == "exec" and fn.command and fn.command[:2] == ["/bin/sh", "-c"]:
+        env_process = fn.command[2]
+    return {
+        "name": fn.name,
+        "image": fn.image,
+        "namespace": NAMESPACE,
+        "envProcess": env_process,
+        "envVars": dict(fn.env),
+        "labels": dict(fn.labels),
+        "annotations": dict(fn.annotations or {}),
+        "secrets": list(fn.secrets),
+        "limits": {"memory": f"{fn.memory_mb}Mi", "cpu": f"{round(fn.cpu_cores * 1000)}m"},
+        "requests": None,
+        "constraints": [],
+        "readOnlyRootFilesystem": False,
+        "replicas": st["replicas"],
+        "availableReplicas": st["replicas"],
+        "invocationCount": float(fn.invocation_count or 0),
+        "createdAt": fn.created_at.isoformat().replace("+00:00", "Z"),
+    }
+
+
+def _p(request: Request) -> Platform:
+    p: Platform = request.app.state.platform
+    return p
+
+
+async def _json(request: Request, model: type[BaseModel]) -> Any:
+    raw = await read_body(request)
+    try:
+        data = json.loads(raw or b"null")
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInputError(f"request body is not valid JSON: {exc}") from None
+    return model.model_validate(data)
+
+
+@router.get("/system/info")
+async def system_info(_k: KeyInfo = invoke_scope) -> dict[str, Any]:
+    return {
+        "provider": {
+            "provider": "faasd",
+            "orchestration": "runc",
+            "version": {"sha": "", "release": __version__},
+        },
+        "version": {"release": __version__, "sha": "", "commit_message": ""},
+        "arch": pyplatform.machine(),
+    }
+
+
+@router.get("/system/namespaces")
+async def system_namespaces(_k: KeyInfo = invoke_scope) -> list[str]:
+    return [NAMESPACE]
+
+
+@router.get("/system/functions")
+async def system_functions(request: Request, _k: KeyInfo = invoke_scope) -> list[dict[str, Any]]:
+    p = _p(request)
+    return [function_status(p, fn) for fn in p.functions.list()]
+
+
+@router.post("/system/functions")
+async def system_deploy(request: Request, _k: KeyInfo = deploy_scope) -> Response:
+    d: FunctionDeployment = await _json(request, FunctionDeployment)
+    await _p(request).deploy(deployment_to_spec(d))
+    return Response(status_code=202)
+
+
+@router.put("/system/functions")
+async def system_update(request: Request, _k: KeyInfo = deploy_scope) -> Response:
+    d: FunctionDeployment = await _json(request, FunctionDeployment)
+    await _p(request).update(d.service, deployment_to_spec(d))
+    return Response(status_code=202)
+
+
+@router.delete("/system/functions")
+async def system_delete(request: Request, _k: KeyInfo = deploy_scope) -> Response:
+    d: DeleteFunctionRequest = await _json(request, DeleteFunctionRequest)
+    await _p(request).delete(d.functionName)
+    return Response(status_code=202)
+
+
+@router.get("/system/function/{name}")
+async def system_function(name: str, request: Request, _k: KeyInfo = invoke_scope) -> dict[str, Any]:
+    p = _p(request)
+    return function_status(p, p.functions.get(name))
+
+
+@router.post("/system/scale-function/{name}")
+async def system_scale(name: str, request: Request, _k: KeyInfo = deploy_scope) -> Response:
+    body: ScaleServiceRequest = await _json(request, ScaleServiceRequest)
+    if body.serviceName and body.serviceName != name:
+        raise InvalidInputError(f"serviceName {body.serviceName!r} does not match the URL name {name!r}")
+    await _p(request).scale(name, replicas=body.replicas)
+    return Response(status_code=202)
+
+
+@router.get("/system/secrets")
+async def system_secrets(request: Request, _k: KeyInfo = deploy_scope) -> list[dict[str, str]]:
+    return [{"name": s.name, "namespace": NAMESPACE} for s in _p(request).secrets.list()]
+
+
+@router.post("/system/secrets", status_code=201)
+async def system_secret_create(request: Request, _k: KeyInfo = deploy_scope) -> Response:
+    body: SecretRequest = await _json(request, SecretRequest)
+    _p(request).secrets.create(body.name, body.bytes_value())
+    return Response(status_code=201)
+
+
+@router.put("/system/secrets")
+async def system_secret_update(request: Request, _k: KeyInfo = deploy_scope) -> Response:
+    body: SecretRequest = await _json(request, SecretRequest)
+    _p(request).secrets.update(body.name, body.bytes_value())
+    return Response(status_code=200)
+
+
+@router.delete("/system/secrets")
+async def system_secret_delete(request: Request, _k: KeyInfo = deploy_scope) -> Response:
+    body: SecretRequest = await _json(request, SecretRequest)
+    _p(request).secrets.delete(body.name)
+    return Response(status_code=204)
+
+
+def _log_line(e: LogEntry) -> bytes:
+    return (
+        json.dumps(
+            {
+                "name": e.function,
+                "namespace": NAMESPACE,
+                "instance": e.instance or e.execution_id or "",
+                "timestamp": e.timestamp.isoformat().replace("+00:00", "Z"),
+                "text": e.text,
+            }
+        )
+        + "\n"
+    ).encode()
+
+
+@router.get("/system/logs")
+async def system_logs(
+    request: Request,
+    name: str,
+    tail: int | None = Query(None, ge=0),
+    follow: bool = False,
+    since: datetime | None = None,
+    _k: KeyInfo = deploy_scope,
+) -> StreamingResponse:
+    p = _p(request)
+    p.functions.get(name)
+    history = p.logs.query(name, tail=tail if tail is not None and tail > 0 else None, since=since)
+    follower = p.logs.follow(name) if follow else None
+
+    async def lines() -> AsyncIterator[bytes]:
+        for e in history:
+            yield _log_line(e)
+        if follower is None:
+            return
+        try:
+            while True:
+                if await request.is_disconnected():
+                    return
+                try:
+                    e = await asyncio.wait_for(anext(follower), timeout=1.0)
+                except TimeoutError:
+                    continue
+                yield _log_line(e)
+        finally:
+            await follower.aclose()
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+# -- invocation ---------------------------------------------------------------------------------
+_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+
+def _strip_namespace(name: str) -> str:
+    """faas-cli may address ``<name>.<namespace>``; there is one namespace."""
+    suffix = "." + NAMESPACE
+    return name[: -len(suffix)] if name.endswith(suffix) else name
+
+
+async def _invoke(name: str, path: str, request: Request) -> Response:
+    name = _strip_namespace(name)
+    p = _p(request)
+    inv = await invocation_from(request, "/" + path)
+    outcome = await p.executions.invoke(name, inv)
+    return function_response(outcome, p.functions.get(name).runtime, {"X-Call-Id": outcome.execution_id})
+
+
+@router.api_route("/function/{name}", methods=_METHODS, include_in_schema=False)
+async def function_root(name: str, request: Request, _k: KeyInfo = invoke_scope) -> Response:
+    return await _invoke(name, "", request)
+
+
+@router.api_route("/function/{name}/{path:path}", methods=_METHODS, include_in_schema=False)
+async def function_path(name: str, path: str, request: Request, _k: KeyInfo = invoke_scope) -> Response:
+    return await _invoke(name, path, request)
+
+
+async def _invoke_async(name: str, path: str, request: Request) -> Response:
+    name = _strip_namespace(name)
+    p = _p(request)
+    inv = await invocation_from(request, "/" + path)
+    ex = p.executions.submit(name, inv, callback_url=request.headers.get("x-callback-url") or None)
+    return Response(status_code=202, headers={"X-Call-Id": ex.id, "X-Execution-Id": ex.id})
+
+
+@router.api_route(
+    "/async-function/{name}", methods=["POST", "PUT", "PATCH", "DELETE", "GET"], include_in_schema=False
+)
+async def async_root(name: str, request: Request, _k: KeyInfo = invoke_scope) -> Response:
+    return await _invoke_async(name, "", request)
+
+
+@router.api_route(
+    "/async-function/{name}/{path:path}",
+    methods=["POST", "PUT", "PATCH", "DELETE", "GET"],
+    include_in_schema=False,
+)
+async def async_path(name: str, path: str, request: Request, _k: KeyInfo = invoke_scope) -> Response:
+    return await _invoke_async(name, path, request)
+
+
+__all__ = ["deployment_to_spec", "router"]

@@ -1,0 +1,329 @@
+"""Native API ``/api/v1``."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sse_starlette import EventSourceResponse
+
+from faasd import __version__
+from faasd.api.auth import require
+from faasd.api.invoke import function_response, invocation_from
+from faasd.errors import FaasdError, InvalidInputError
+from faasd.platform.core import Platform
+from faasd.platform.errors import UnavailableError
+from faasd.platform.execute import ExecuteRequest
+from faasd.platform.executions import Outcome, StreamStart, encode_body, execution_dict
+from faasd.platform.functions import MODES, RUNTIMES, FunctionSpec
+from faasd.platform.keys import KeyInfo
+from faasd.platform.workers import StreamChunk
+
+router = APIRouter(prefix="/api/v1")
+
+invoke_scope = Depends(require("invoke"))
+deploy_scope = Depends(require("deploy"))
+admin_scope = Depends(require("admin"))
+
+
+def platform_of(request: Request) -> Platform:
+    p: Platform = request.app.state.platform
+    return p
+
+
+def _iso(dt: datetime | None) -> str | None:
+    return dt.isoformat().replace("+00:00", "Z") if dt is not None else None
+
+
+class ScaleRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    min: int | None = Field(default=None, ge=0, le=100)
+    max: int | None = Field(default=None, ge=1, le=100)
+    replicas: int | None = Field(default=None, ge=0, le=100)
+
+
+class SecretCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=253)
+    value: str
+
+
+class SecretUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    value: str
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=128)
+    scopes: list[str] = Field(min_length=1)
+    rate_limit_rps: float | None = Field(default=None, gt=0)
+    burst: int | None = Field(default=None, ge=1)
+
+
+async def _json_body(request: Request) -> Any:
+    from faasd.api.invoke import read_body
+
+    raw = await read_body(request)
+    try:
+        return json.loads(raw or b"null")
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInputError(f"request body is not valid JSON: {exc}") from None
+
+
+@router.get("/info")
+async def info(request: Request, _k: KeyInfo = invoke_scope) -> dict[str, Any]:
+    p = platform_of(request)
+    return {
+        "version": __version__,
+        "auth": p.settings.auth,
+        "max_payload_bytes": p.settings.max_payload_bytes,
+        "runtimes": list(RUNTIMES),
+        "modes": list(MODES),
+        "execute": p.execute is not None,
+    }
+
+
+# -- functions ----------------------------------------------------------------------------------
+@router.get("/functions")
+async def list_functions(request: Request, _k: KeyInfo = invoke_scope) -> dict[str, Any]:
+    p = platform_of(request)
+    return {"functions": [p.view(fn) for fn in p.functions.list()]}
+
+
+@router.post("/functions", status_code=201)
+async def create_function(request: Request, _k: KeyInfo = deploy_scope) -> JSONResponse:
+    p = platform_of(request)
+    spec = FunctionSpec.model_validate(await _json_body(request))
+    fn = await p.deploy(spec)
+    return JSONResponse(p.view(fn), status_code=201)
+
+
+@router.get("/functions/{name}")
+async def get_function(name: str, request: Request, _k: KeyInfo = invoke_scope) -> dict[str, Any]:
+    p = platform_of(request)
+    return p.view(p.functions.get(name))
+
+
+@router.put("/functions/{name}")
+async def update_function(name: str, request: Request, _k: KeyInfo = deploy_scope) -> dict[str, Any]:
+    p = platform_of(request)
+    data = await _json_body(request)
+    if isinstance(data, dict):
+        data.setdefault("name", name)
+    spec = FunctionSpec.model_validate(data)
+    fn = await p.update(name, spec)
+    return p.view(fn)
+
+
+@router.delete("/functions/{name}", status_code=204)
+async def delete_function(name: str, request: Request, _k: KeyInfo = deploy_scope) -> Response:
+    await platform_of(request).delete(name)
+    return Response(status_code=204)
+
+
+@router.post("/functions/{name}/scale")
+async def scale_function(
+    name: str, body: ScaleRequest, request: Request, _k: KeyInfo = deploy_scope
+) -> dict[str, Any]:
+    p = platform_of(request)
+    if body.min is None and body.max is None and body.replicas is None:
+        raise InvalidInputError("give at least one of 'min', 'max' or 'replicas'")
+    fn = await p.scale(name, min=body.min, max=body.max, replicas=body.replicas)
+    st = p.runner.status(fn)
+    return {"name": fn.name, "min": fn.scale_min, "max": fn.scale_max, "replicas": st["replicas"]}
+
+
+@router.get("/functions/{name}/logs")
+async def function_logs(
+    name: str,
+    request: Request,
+    tail: int = Query(100, ge=0, le=100000),
+    since: datetime | None = None,
+    _k: KeyInfo = deploy_scope,
+) -> dict[str, Any]:
+    p = platform_of(request)
+    p.functions.get(name)
+    return {"lines": [e.to_dict() for e in p.logs.query(name, tail=tail, since=since)]}
+
+
+# -- invocation ---------------------------------------------------------------------------------
+def _accepted(execution_id: str) -> JSONResponse:
+    return JSONResponse(
+        {
+            "execution_id": execution_id,
+            "status": "queued",
+            "status_url": f"/api/v1/executions/{execution_id}",
+        },
+        status_code=202,
+        headers={"X-Execution-Id": execution_id, "X-Call-Id": execution_id},
+    )
+
+
+async def _submit(name: str, request: Request, callback_url: str | None) -> JSONResponse:
+    p = platform_of(request)
+    inv = await invocation_from(request)
+    cb = callback_url or request.headers.get("x-callback-url") or None
+    ex = p.executions.submit(name, inv, callback_url=cb)
+    return _accepted(ex.id)
+
+
+@router.post("/functions/{name}/invoke")
+async def invoke(
+    name: str,
+    request: Request,
+    async_: bool = Query(False, alias="async"),
+    callback_url: str | None = None,
+    _k: KeyInfo = invoke_scope,
+) -> Response:
+    if async_:
+        return await _submit(name, request, callback_url)
+    p = platform_of(request)
+    inv = await invocation_from(request)
+    outcome = await p.executions.invoke(name, inv)
+    return function_response(outcome, p.functions.get(name).runtime)
+
+
+@router.post("/functions/{name}/invoke-async")
+async def invoke_async(
+    name: str, request: Request, callback_url: str | None = None, _k: KeyInfo = invoke_scope
+) -> Response:
+    return await _submit(name, request, callback_url)
+
+
+def _outcome_event(o: Outcome) -> dict[str, Any]:
+    body, enc = encode_body(o.result.body)
+    return {
+        "execution_id": o.execution_id,
+        "status": o.status,
+        "http_status": o.result.status,
+        "headers": dict(o.result.headers),
+        "body": body,
+        "body_encoding": enc,
+        "error": o.result.error,
+        "exit_code": o.result.exit_code,
+        "duration_ms": round(o.duration_ms, 3),
+    }
+
+
+@router.post("/functions/{name}/invoke-stream")
+async def invoke_stream(name: str, request: Request, _k: KeyInfo = invoke_scope) -> EventSourceResponse:
+    p = platform_of(request)
+    inv = await invocation_from(request)
+    session = await p.executions.open_stream(name, inv)
+
+    async def events() -> Any:
+        try:
+            async for ev in session.events():
+                if isinstance(ev, StreamStart):
+                    yield {
+                        "event": "start",
+                        "data": json.dumps({"execution_id": ev.execution_id, "cold_start": ev.cold}),
+                    }
+                elif isinstance(ev, StreamChunk):
+                    yield {"event": ev.stream, "data": ev.data.decode("utf-8", "replace")}
+                else:
+                    yield {"event": "result", "data": json.dumps(_outcome_event(ev))}
+        except FaasdError as exc:
+            yield {"event": "error", "data": json.dumps(exc.to_dict(), default=str)}
+
+    return EventSourceResponse(events(), headers={"X-Execution-Id": session.execution_id})
+
+
+# -- executions ---------------------------------------------------------------------------------
+@router.get("/executions")
+async def list_executions(
+    request: Request,
+    function: str | None = None,
+    status: str | None = None,
+    limit: int = Query(50, ge=1, le=1000),
+    _k: KeyInfo = invoke_scope,
+) -> dict[str, Any]:
+    p = platform_of(request)
+    return {"executions": [execution_dict(e) for e in p.executions.list(function, status, limit)]}
+
+
+@router.get("/executions/{execution_id}")
+async def get_execution(execution_id: str, request: Request, _k: KeyInfo = invoke_scope) -> dict[str, Any]:
+    return execution_dict(platform_of(request).executions.get(execution_id))
+
+
+@router.get("/executions/{execution_id}/logs")
+async def execution_logs(execution_id: str, request: Request, _k: KeyInfo = invoke_scope) -> dict[str, Any]:
+    ex = platform_of(request).executions.get(execution_id)
+    return {"execution_id": ex.id, "stdout": ex.stdout, "stderr": ex.stderr}
+
+
+@router.post("/execute")
+async def execute(body: ExecuteRequest, request: Request, _k: KeyInfo = deploy_scope) -> dict[str, Any]:
+    p = platform_of(request)
+    if p.execute is None:
+        raise UnavailableError(
+            "one-off execution is not available: the daemon runs without an image store or sandbox manager"
+        )
+    return await p.execute.execute(body)
+
+
+# -- secrets ------------------------------------------------------------------------------------
+def _secret_view(s: Any) -> dict[str, Any]:
+    return {"name": s.name, "created_at": _iso(s.created_at), "updated_at": _iso(s.updated_at)}
+
+
+@router.get("/secrets")
+async def list_secrets(request: Request, _k: KeyInfo = deploy_scope) -> dict[str, Any]:
+    return {"secrets": [_secret_view(s) for s in platform_of(request).secrets.list()]}
+
+
+@router.post("/secrets", status_code=201)
+async def create_secret(body: SecretCreate, request: Request, _k: KeyInfo = deploy_scope) -> JSONResponse:
+    sec = platform_of(request).secrets.create(body.name, body.value.encode())
+    return JSONResponse(_secret_view(sec), status_code=201)
+
+
+@router.put("/secrets/{name}")
+async def update_secret(
+    name: str, body: SecretUpdate, request: Request, _k: KeyInfo = deploy_scope
+) -> dict[str, Any]:
+    return _secret_view(platform_of(request).secrets.update(name, body.value.encode()))
+
+
+@router.delete("/secrets/{name}", status_code=204)
+async def delete_secret(name: str, request: Request, _k: KeyInfo = deploy_scope) -> Response:
+    platform_of(request).secrets.delete(name)
+    return Response(status_code=204)
+
+
+# -- API keys -----------------------------------------------------------------------------------
+def _key_view(k: Any) -> dict[str, Any]:
+    return {
+        "id": k.id,
+        "name": k.name,
+        "scopes": list(k.scopes),
+        "rate_limit_rps": k.rate_limit_rps,
+        "burst": k.burst,
+        "created_at": _iso(k.created_at),
+        "last_used_at": _iso(k.last_used_at),
+    }
+
+
+@router.get("/keys")
+async def list_keys(request: Request, _k: KeyInfo = admin_scope) -> dict[str, Any]:
+    return {"keys": [_key_view(k) for k in platform_of(request).keys.list()]}
+
+
+@router.post("/keys", status_code=201)
+async def create_key(body: KeyCreate, request: Request, _k: KeyInfo = admin_scope) -> JSONResponse:
+    row, token = platform_of(request).keys.create(body.name, body.scopes, body.rate_limit_rps, body.burst)
+    return JSONResponse({**_key_view(row), "key": token}, status_code=201)
+
+
+@router.delete("/keys/{key_id}", status_code=204)
+async def delete_key(key_id: str, request: Request, _k: KeyInfo = admin_scope) -> Response:
+    p = platform_of(request)
+    p.keys.delete(key_id)
+    p.rate_limiter.forget(key_id)
+    return Response(status_code=204)

@@ -1,0 +1,132 @@
+"""``faasd``: the platform daemon.
+
+Start-up: settings → directories → database → image store (+ base images) → sandbox manager →
+platform (reconciliation: re-queue interrupted async executions, remove orphaned sandboxes) → HTTP
+server. SIGTERM/SIGINT shut down gracefully: the async loop stops, pools close, no sandbox is left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import uvicorn
+
+from faasd import __version__
+from faasd.api.app import create_app
+from faasd.api.logging import setup_logging
+from faasd.config import Settings
+from faasd.platform.core import Platform
+from faasd.platform.runtime_adapter import RuntimeWorkerFactory
+from faasd.state import Database
+
+log = logging.getLogger("faasd.daemon")
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="faasd", description="faasd platform daemon (settings also from FAASD_*)"
+    )
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--data-dir", type=Path)
+    p.add_argument("--run-dir", type=Path)
+    p.add_argument("--cache-dir", type=Path)
+    p.add_argument("--database-url")
+    p.add_argument("--no-auth", action="store_true", help="accept unauthenticated requests (local use only)")
+    p.add_argument(
+        "--base-images",
+        default=os.environ.get("FAASD_BASE_IMAGES", "python,node"),
+        help="base images to ensure at start-up (comma-separated; 'none' to skip)",
+    )
+    p.add_argument("--log-level", default=os.environ.get("FAASD_LOG_LEVEL", "INFO"))
+    p.add_argument("--version", action="version", version=f"faasd {__version__}")
+    return p.parse_args(argv)
+
+
+def build_settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, object] = {}
+    for field in ("host", "port", "data_dir", "run_dir", "cache_dir", "database_url"):
+        v = getattr(args, field)
+        if v is not None:
+            overrides[field] = v
+    if args.no_auth:
+        overrides["auth"] = False
+    return Settings(**overrides)  # type: ignore[arg-type]
+
+
+def ensure_dirs(settings: Settings) -> None:
+    for d, mode in ((settings.data_dir, 0o700), (settings.run_dir, 0o700), (settings.cache_dir, 0o755)):
+        d.mkdir(parents=True, exist_ok=True)
+        os.chmod(d, mode)
+
+
+def build_platform(settings: Settings, base_images: Sequence[str] = ()) -> Platform:
+    from faasd.images.store import ImageStore
+    from faasd.runtime.sandbox import SandboxManager
+
+    db = Database(settings.db_url)
+    db.create_all()
+    store = ImageStore(settings)
+    if base_images:
+        try:
+            from faasd.images.base import ensure_base_images
+        except ImportError:
+            log.warning("faasd.images.base.ensure_base_images is not available; skipping base images")
+        else:
+            try:
+                images = ensure_base_images(
+                    store,
+                    list(base_images),
+                    settings=settings,
+                    progress=lambda phase, msg: log.info("base image %s: %s", phase, msg),
+                )
+                log.info("base images ready: %s", {k: v.id for k, v in images.items()})
+            except Exception:
+                log.exception("could not prepare the base images; functions on them will fail to start")
+    manager = SandboxManager(settings)
+    factory = RuntimeWorkerFactory(settings, manager, store)
+    return Platform(settings, factory, db=db, images=store, sandboxes=manager)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse(argv)
+    setup_logging(args.log_level)
+    settings = build_settings(args)
+    ensure_dirs(settings)
+    base = (
+        [] if args.base_images.strip() in ("", "none") else [n.strip() for n in args.base_images.split(",")]
+    )
+    platform = build_platform(settings, base)
+    if settings.auth:
+        key_file = settings.data_dir / "admin.key"
+        if platform.keys.bootstrap_admin(key_file):
+            log.info("created the bootstrap admin API key in %s (mode 0600)", key_file)
+    else:
+        log.warning(
+            "authentication is DISABLED (auth=false): anyone who can reach %s:%d controls faasd",
+            settings.host,
+            settings.port,
+        )
+    app = create_app(settings, platform)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+        access_log=False,
+    )
+    server = uvicorn.Server(config)
+    log.info("faasd %s listening on http://%s:%d", __version__, settings.host, settings.port)
+    server.run()
+    platform.db.dispose()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,151 @@
+"""The platform: every service wired together, plus start-up reconciliation and shutdown."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from faasd.config import Settings
+from faasd.errors import FaasdError, InvalidInputError, NotFoundError
+from faasd.platform.execute import ExecuteService, ImageStoreLike, SandboxRunner
+from faasd.platform.executions import ExecutionService, ReconcileReport
+from faasd.platform.functions import FunctionService, FunctionSpec, function_dict
+from faasd.platform.keys import ApiKeyService, RateLimiter
+from faasd.platform.logs import LogService
+from faasd.platform.metrics import Metrics
+from faasd.platform.runner import FunctionRunner
+from faasd.platform.secrets import SecretService
+from faasd.platform.workers import WorkerFactory
+from faasd.state import Database, Function
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PlatformOptions:
+    reaper_interval_s: float | None = None
+    poll_interval_s: float = 1.0
+    max_async_concurrency: int = 16
+    shutdown_grace_s: float = 5.0
+
+
+class Platform:
+    def __init__(
+        self,
+        settings: Settings,
+        worker_factory: WorkerFactory,
+        *,
+        db: Database | None = None,
+        images: ImageStoreLike | None = None,
+        sandboxes: SandboxRunner | None = None,
+        options: PlatformOptions | None = None,
+    ) -> None:
+        self.settings = settings
+        self.options = options or PlatformOptions()
+        self.db = db or Database(settings.db_url)
+        self.db.create_all()
+        self.images = images
+        self.worker_factory = worker_factory
+        self.metrics = Metrics()
+        self.secrets = SecretService(self.db)
+        self.functions = FunctionService(
+            self.db,
+            image_check=self._check_image if images is not None else None,
+            secret_check=self.secrets.require,
+        )
+        self.keys = ApiKeyService(self.db)
+        self.rate_limiter = RateLimiter()
+        self.logs = LogService(self.db)
+        self.runner = FunctionRunner(
+            worker_factory, self.secrets, self.metrics, reaper_interval_s=self.options.reaper_interval_s
+        )
+        self.executions = ExecutionService(
+            self.db,
+            self.functions,
+            self.runner,
+            self.logs,
+            self.metrics,
+            max_async_concurrency=self.options.max_async_concurrency,
+            poll_interval_s=self.options.poll_interval_s,
+            max_payload_bytes=settings.max_payload_bytes,
+        )
+        self.execute = (
+            ExecuteService(images, sandboxes) if images is not None and sandboxes is not None else None
+        )
+        self.started = False
+
+    def _check_image(self, ref: str) -> None:
+        assert self.images is not None
+        try:
+            self.images.get(ref)
+        except NotFoundError:
+            raise InvalidInputError(
+                f"image {ref!r} is not in the image store; import it first (faas images import) "
+                "or use a base image such as faasd/python:latest",
+                image=ref,
+            ) from None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def reconcile(self) -> ReconcileReport:
+        report = self.executions.reconcile()
+        try:
+            report.orphans_removed = list(await self.worker_factory.cleanup_orphans())
+        except FaasdError as exc:
+            log.error("cleaning up orphaned sandboxes failed: %s", exc.message)
+        if report.orphans_removed:
+            log.info(
+                "removed %d orphaned sandbox(es): %s", len(report.orphans_removed), report.orphans_removed
+            )
+        return report
+
+    async def start(self) -> ReconcileReport:
+        report = await self.reconcile()
+        for fn in self.functions.list():
+            if fn.mode == "cached" and fn.scale_min > 0:
+                await self.runner.pool_for(fn)  # pre-warms in the background
+        self.executions.start()
+        self.started = True
+        return report
+
+    async def close(self) -> None:
+        await self.executions.stop(self.options.shutdown_grace_s)
+        await self.runner.close()
+        self.started = False
+
+    # -- function operations ------------------------------------------------------------------
+    def view(self, fn: Function) -> dict[str, Any]:
+        return function_dict(fn, self.runner.status(fn))
+
+    async def deploy(self, spec: FunctionSpec) -> Function:
+        fn = self.functions.create(spec)
+        if fn.mode == "cached" and fn.scale_min > 0:
+            await self.runner.pool_for(fn)
+        return fn
+
+    async def update(self, name: str, spec: FunctionSpec) -> Function:
+        fn = self.functions.update(name, spec)
+        await self.runner.drop(name)
+        if fn.mode == "cached" and fn.scale_min > 0:
+            await self.runner.pool_for(fn)
+        return fn
+
+    async def delete(self, name: str) -> None:
+        self.functions.delete(name)
+        await self.runner.drop(name)
+        self.logs.delete_function(name)
+
+    async def scale(
+        self, name: str, *, min: int | None = None, max: int | None = None, replicas: int | None = None
+    ) -> Function:
+        fn = self.functions.get(name)
+        if replicas is not None:
+            if replicas < 0 or replicas > 100:
+                raise InvalidInputError(f"replicas must be between 0 and 100, got {replicas}")
+            min, max = replicas, builtin_max(fn.scale_max if max is None else max, replicas, 1)
+        fn = self.functions.set_scale(name, min=min, max=max)
+        await self.runner.scale(fn, min=fn.scale_min, max=fn.scale_max, replicas=replicas)
+        return fn
+
+
+builtin_max = max

@@ -1,0 +1,107 @@
+"""One-off execution: run a command or a code snippet in a fresh sandbox on an image, then destroy it."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from faasd.errors import InvalidInputError
+from faasd.runtime.models import Limits, RunResult, SandboxSpec
+
+DEFAULT_IMAGES = {
+    "python": "faasd/python:latest",
+    "shell": "faasd/python:latest",
+    "node": "faasd/node:latest",
+}
+MAX_OUTPUT_BYTES = 4 * 1024 * 1024
+
+
+class ImageStoreLike(Protocol):
+    def get(self, ref: str) -> Any: ...
+    def layer_dirs(self, image: Any) -> list[Path]: ...
+
+
+class SandboxRunner(Protocol):
+    async def run(
+        self, spec: SandboxSpec, stdin: bytes = b"", timeout_s: float | None = None
+    ) -> RunResult: ...
+
+
+class ExecuteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    command: list[str] | str | None = None
+    code: str | None = Field(default=None, max_length=1024 * 1024)
+    language: Literal["python", "node", "shell"] | None = None
+    image: str | None = Field(default=None, max_length=512)
+    env_vars: dict[str, str] = Field(default_factory=dict)
+    timeout_ms: int = Field(default=30000, ge=1, le=3_600_000)
+    memory_mb: int = Field(default=256, ge=16, le=65536)
+    cpu_cores: float = Field(default=1.0, ge=0.05, le=64)
+    working_dir: str | None = Field(default=None, max_length=4096)
+    stdin: str | None = None
+    mode: str = "ephemeral"
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ExecuteRequest:
+        if (self.command is None) == (self.code is None):
+            raise ValueError("give exactly one of 'command' or 'code' (+ 'language')")
+        if self.code is not None and self.language is None:
+            raise ValueError("'code' needs a 'language': python, node or shell")
+        if isinstance(self.command, list) and not self.command:
+            raise ValueError("'command' must not be empty")
+        return self
+
+    def args(self) -> list[str]:
+        if self.code is not None:
+            return {
+                "python": ["python3", "-c", self.code],
+                "node": ["node", "-e", self.code],
+                "shell": ["/bin/sh", "-c", self.code],
+            }[self.language or "shell"]
+        if isinstance(self.command, str):
+            return ["/bin/sh", "-c", self.command]
+        return list(self.command or [])
+
+    def image_ref(self) -> str:
+        if self.image:
+            return self.image
+        return DEFAULT_IMAGES[self.language or "shell"]
+
+
+class ExecuteService:
+    def __init__(self, images: ImageStoreLike, sandboxes: SandboxRunner) -> None:
+        self.images = images
+        self.sandboxes = sandboxes
+
+    async def execute(self, req: ExecuteRequest) -> dict[str, Any]:
+        if req.mode != "ephemeral":
+            raise InvalidInputError(f"execute mode {req.mode!r} is not implemented; use 'ephemeral'")
+        if req.working_dir is not None and not req.working_dir.startswith("/"):
+            raise InvalidInputError(f"working_dir {req.working_dir!r} must be an absolute path")
+        image = self.images.get(req.image_ref())
+        lowers = self.images.layer_dirs(image)
+        request_id = "rq_" + secrets.token_hex(10)
+        timeout_s = req.timeout_ms / 1000
+        spec = SandboxSpec(
+            id="fd-x" + secrets.token_hex(8),
+            lowers=lowers,
+            args=req.args(),
+            image_config=image.config,
+            env=dict(req.env_vars),
+            cwd=req.working_dir,
+            limits=Limits(memory_mb=req.memory_mb, cpu_cores=req.cpu_cores, timeout_s=timeout_s),
+        )
+        result = await self.sandboxes.run(spec, stdin=(req.stdin or "").encode(), timeout_s=timeout_s)
+        return {
+            "request_id": request_id,
+            "exit_code": result.exit_code,
+            "stdout": result.stdout[:MAX_OUTPUT_BYTES].decode("utf-8", "replace"),
+            "stderr": result.stderr[:MAX_OUTPUT_BYTES].decode("utf-8", "replace"),
+            "duration_ms": round(result.duration_ms, 3),
+            "timed_out": result.timed_out,
+            "oom_killed": result.oom_killed,
+        }

@@ -1,0 +1,284 @@
+"""Function records: validation (pydantic) and CRUD on the database."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from sqlalchemy import select
+
+from faasd.errors import ConflictError, InvalidInputError, NotFoundError
+from faasd.state import Database, Function
+
+NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SECRET_NAME_RE = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9._-]{0,251}[a-zA-Z0-9])?$")
+RUNTIMES = ("python", "node", "exec", "http")
+MODES = ("ephemeral", "cached")
+RESERVED_MODES = ("checkpointed", "branched", "persistent")
+
+
+def check_name(name: str, what: str = "function") -> str:
+    if not NAME_RE.match(name):
+        raise InvalidInputError(
+            f"{what} name {name!r} is invalid: use 1-63 lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit",
+            name=name,
+        )
+    return name
+
+
+class LimitsModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    memory_mb: int = Field(default=256, ge=16, le=65536)
+    cpu_cores: float = Field(default=1.0, ge=0.05, le=64)
+    pids: int = Field(default=256, ge=8, le=65536)
+    timeout_s: float = Field(default=30.0, ge=0.1, le=3600)
+    disk_mb: int = Field(default=1024, ge=16, le=1048576)
+
+
+class ScaleModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    min: int = Field(default=0, ge=0, le=100)
+    max: int = Field(default=4, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ScaleModel:
+        if self.min > self.max:
+            raise ValueError(f"scale.min ({self.min}) must not exceed scale.max ({self.max})")
+        return self
+
+
+class FunctionSpec(BaseModel):
+    """The user-facing description of a function (request body of create/update)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=63)
+    image: str = Field(min_length=1, max_length=512)
+    runtime: Literal["python", "node", "exec", "http"] = "python"
+    handler: str | None = Field(default=None, max_length=256)
+    command: list[str] | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    env: dict[str, str] = Field(default_factory=dict)
+    secrets: list[str] = Field(default_factory=list)
+    limits: LimitsModel = Field(default_factory=LimitsModel)
+    scale: ScaleModel = Field(default_factory=ScaleModel)
+    concurrency: int = Field(default=1, ge=1, le=1000)
+    queue_size: int = Field(default=100, ge=0, le=10000)
+    idle_ttl_s: float = Field(default=300.0, ge=0, le=7 * 86400)
+    mode: str = "cached"
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("env")
+    @classmethod
+    def _env_keys(cls, v: dict[str, str]) -> dict[str, str]:
+        for k in v:
+            if not ENV_KEY_RE.match(k):
+                raise ValueError(f"environment variable name {k!r} is invalid")
+        return v
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and not v:
+            raise ValueError("command must be a non-empty list of arguments (or null)")
+        return v
+
+    def check(self) -> FunctionSpec:
+        """Semantic checks that pydantic cannot express; raise :class:`InvalidInputError` (400)."""
+        check_name(self.name)
+        if self.mode in RESERVED_MODES:
+            raise InvalidInputError(
+                f"execution mode {self.mode!r} is reserved and not implemented yet; "
+                "use 'ephemeral' or 'cached'",
+                mode=self.mode,
+            )
+        if self.mode not in MODES:
+            raise InvalidInputError(f"unknown execution mode {self.mode!r}; use 'ephemeral' or 'cached'")
+        for s in self.secrets:
+            if not SECRET_NAME_RE.match(s):
+                raise InvalidInputError(f"secret name {s!r} is invalid", secret=s)
+        if self.runtime in ("python", "node") and self.command is not None:
+            raise InvalidInputError(
+                f"runtime {self.runtime!r} runs a handler, not a command: set 'handler' or use runtime 'exec'"
+            )
+        if (
+            self.runtime == "python"
+            and self.handler is not None
+            and not re.match(r"^[A-Za-z_][\w.]*[.:][A-Za-z_]\w*$", self.handler)
+        ):
+            raise InvalidInputError(
+                f"python handler {self.handler!r} must look like 'module:function' (or 'module.function')"
+            )
+        return self
+
+
+def default_handler(runtime: str) -> str | None:
+    return {"python": "handler:handle", "node": "handler.js"}.get(runtime)
+
+
+def to_spec(fn: Function) -> FunctionSpec:
+    return FunctionSpec(
+        name=fn.name,
+        image=fn.image,
+        runtime=fn.runtime,  # type: ignore[arg-type]
+        handler=fn.handler,
+        command=fn.command,
+        port=fn.port,
+        env=dict(fn.env),
+        secrets=list(fn.secrets),
+        limits=LimitsModel(
+            memory_mb=fn.memory_mb,
+            cpu_cores=fn.cpu_cores,
+            pids=fn.pids,
+            timeout_s=fn.timeout_s,
+            disk_mb=fn.disk_mb,
+        ),
+        scale=ScaleModel.model_construct(min=fn.scale_min, max=fn.scale_max),
+        concurrency=fn.concurrency,
+        queue_size=fn.queue_size,
+        idle_ttl_s=fn.idle_ttl_s,
+        mode=fn.mode,
+        labels=dict(fn.labels),
+        annotations=dict(fn.annotations or {}),
+    )
+
+
+def _apply(fn: Function, spec: FunctionSpec) -> None:
+    fn.image = spec.image
+    fn.runtime = spec.runtime
+    fn.handler = spec.handler if spec.handler is not None else default_handler(spec.runtime)
+    fn.command = spec.command
+    fn.port = spec.port if spec.port is not None else (8080 if spec.runtime == "http" else None)
+    fn.env = dict(spec.env)
+    fn.secrets = list(spec.secrets)
+    fn.memory_mb = spec.limits.memory_mb
+    fn.cpu_cores = spec.limits.cpu_cores
+    fn.pids = spec.limits.pids
+    fn.timeout_s = spec.limits.timeout_s
+    fn.disk_mb = spec.limits.disk_mb
+    fn.scale_min = spec.scale.min
+    fn.scale_max = spec.scale.max
+    fn.concurrency = spec.concurrency
+    fn.queue_size = spec.queue_size
+    fn.idle_ttl_s = spec.idle_ttl_s
+    fn.mode = spec.mode
+    fn.labels = dict(spec.labels)
+    fn.annotations = dict(spec.annotations)
+
+
+ImageCheck = Callable[[str], None]
+"""Raises :class:`InvalidInputError` when the image ref does not exist."""
+SecretCheck = Callable[[list[str]], None]
+
+
+class FunctionService:
+    def __init__(
+        self, db: Database, *, image_check: ImageCheck | None = None, secret_check: SecretCheck | None = None
+    ) -> None:
+        self.db = db
+        self.image_check = image_check
+        self.secret_check = secret_check
+
+    def _validate(self, spec: FunctionSpec) -> None:
+        spec.check()
+        if self.image_check is not None:
+            self.image_check(spec.image)
+        if self.secret_check is not None and spec.secrets:
+            self.secret_check(spec.secrets)
+
+    def create(self, spec: FunctionSpec) -> Function:
+        self._validate(spec)
+        with self.db.session() as s:
+            if s.get(Function, spec.name) is not None:
+                raise ConflictError(
+                    f"function {spec.name!r} already exists; update it with PUT or delete it first",
+                    name=spec.name,
+                )
+            fn = Function(name=spec.name)
+            _apply(fn, spec)
+            s.add(fn)
+            s.flush()
+            s.refresh(fn)
+            return fn
+
+    def update(self, name: str, spec: FunctionSpec) -> Function:
+        if spec.name != name:
+            raise InvalidInputError(f"body name {spec.name!r} does not match the URL name {name!r}")
+        self._validate(spec)
+        with self.db.session() as s:
+            fn = s.get(Function, name)
+            if fn is None:
+                raise NotFoundError(f"function {name!r} does not exist; create it first", name=name)
+            _apply(fn, spec)
+            s.flush()
+            s.refresh(fn)
+            return fn
+
+    def get(self, name: str) -> Function:
+        with self.db.session() as s:
+            fn = s.get(Function, name)
+            if fn is None:
+                raise NotFoundError(f"function {name!r} does not exist; deploy it first", name=name)
+            return fn
+
+    def list(self) -> list[Function]:
+        with self.db.session() as s:
+            return list(s.scalars(select(Function).order_by(Function.name)))
+
+    def delete(self, name: str) -> None:
+        with self.db.session() as s:
+            fn = s.get(Function, name)
+            if fn is None:
+                raise NotFoundError(f"function {name!r} does not exist", name=name)
+            s.delete(fn)
+
+    def set_scale(self, name: str, *, min: int | None = None, max: int | None = None) -> Function:
+        with self.db.session() as s:
+            fn = s.get(Function, name)
+            if fn is None:
+                raise NotFoundError(f"function {name!r} does not exist", name=name)
+            new_min = fn.scale_min if min is None else min
+            new_max = fn.scale_max if max is None else max
+            if new_min < 0 or new_max < 1 or new_min > new_max or new_max > 100:
+                raise InvalidInputError(
+                    "scale bounds must satisfy 0 <= min <= max <= 100 and max >= 1, "
+                    f"got min={new_min} max={new_max}"
+                )
+            fn.scale_min, fn.scale_max = new_min, new_max
+            s.flush()
+            s.refresh(fn)
+            return fn
+
+    def count_invocation(self, name: str) -> None:
+        with self.db.session() as s:
+            fn = s.get(Function, name)
+            if fn is not None:
+                fn.invocation_count = (fn.invocation_count or 0) + 1
+
+
+def function_dict(fn: Function, status: dict[str, Any] | None = None) -> dict[str, Any]:
+    spec = to_spec(fn)
+    out = spec.model_dump()
+    out["created_at"] = _iso(fn.created_at)
+    out["updated_at"] = _iso(fn.updated_at)
+    out["invocation_count"] = fn.invocation_count
+    out["status"] = status or {
+        "replicas": 0,
+        "busy": 0,
+        "queued": 0,
+        "min": fn.scale_min,
+        "max": fn.scale_max,
+    }
+    return out
+
+
+def _iso(dt: datetime | None) -> str | None:
+    return dt.isoformat().replace("+00:00", "Z") if dt is not None else None

@@ -1,0 +1,58 @@
+"""Prometheus metrics, one private registry per platform instance (tests build many apps)."""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.invocations = Counter(
+            "faasd_invocations_total",
+            "Function invocations by final status",
+            ["function", "status"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "faasd_invocation_duration_seconds",
+            "Invocation wall time (init+wait+run)",
+            ["function"],
+            registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+        )
+        self.cold_starts = Counter(
+            "faasd_cold_starts_total", "Invocations that had to start a worker", ["function"], registry=r
+        )
+        self.warm_starts = Counter(
+            "faasd_warm_starts_total", "Invocations served by a warm worker", ["function"], registry=r
+        )
+        self.pool_workers = Gauge(
+            "faasd_pool_workers", "Workers in a warm pool", ["function", "state"], registry=r
+        )
+        self.pool_queue = Gauge(
+            "faasd_pool_queue_depth", "Requests waiting for a worker", ["function"], registry=r
+        )
+        self.errors = Counter("faasd_errors_total", "Errors by kind (error code)", ["kind"], registry=r)
+        self.queued = Gauge("faasd_executions_queued", "Async executions waiting to run", registry=r)
+        self.snapshot_ops = Counter(
+            "faasd_snapshot_operations_total",
+            "Snapshot operations (snapshot layer)",
+            ["op", "result"],
+            registry=r,
+        )
+        self.http_requests = Counter(
+            "faasd_http_requests_total", "HTTP requests", ["method", "route", "status"], registry=r
+        )
+
+    def forget_function(self, name: str) -> None:
+        for g, labels in (
+            (self.pool_workers, [(name, "idle"), (name, "busy")]),
+            (self.pool_queue, [(name,)]),
+        ):
+            for lv in labels:
+                with contextlib.suppress(KeyError):
+                    g.remove(*lv)

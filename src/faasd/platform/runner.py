@@ -1,0 +1,219 @@
+"""Where an invocation runs: a warm-pool worker (mode ``cached``) or a fresh one (mode ``ephemeral``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from faasd.errors import CapacityError
+from faasd.platform.metrics import Metrics
+from faasd.platform.pools import Lease, PoolConfig, WarmPool
+from faasd.platform.secrets import SecretService
+from faasd.platform.workers import PoolWorker, WorkerConfig, WorkerFactory
+from faasd.state import Function
+
+log = logging.getLogger(__name__)
+
+
+def worker_config(fn: Function, secrets: dict[str, bytes]) -> WorkerConfig:
+    return WorkerConfig(
+        function=fn.name,
+        image=fn.image,
+        runtime=fn.runtime,
+        handler=fn.handler,
+        command=fn.command,
+        port=fn.port,
+        env=dict(fn.env),
+        secrets=secrets,
+        memory_mb=fn.memory_mb,
+        cpu_cores=fn.cpu_cores,
+        pids=fn.pids,
+        timeout_s=fn.timeout_s,
+        disk_mb=fn.disk_mb,
+        concurrency=fn.concurrency,
+    )
+
+
+def pool_config(fn: Function) -> PoolConfig:
+    return PoolConfig(
+        min=fn.scale_min,
+        max=fn.scale_max,
+        concurrency=fn.concurrency,
+        queue_size=fn.queue_size,
+        idle_ttl_s=fn.idle_ttl_s,
+    )
+
+
+@dataclass
+class Handle:
+    """A worker reserved for one invocation; call :meth:`release` exactly once."""
+
+    worker: PoolWorker
+    cold: bool
+    wait_ms: float
+    init_ms: float
+    _pool: WarmPool | None = None
+    _lease: Lease | None = None
+    _eph: _Ephemeral | None = None
+    _released: bool = False
+
+    async def release(self, *, broken: bool = False) -> None:
+        if self._released:
+            return
+        self._released = True
+        if self._pool is not None and self._lease is not None:
+            await self._pool.release(self._lease, broken=broken)
+        else:
+            try:
+                await self.worker.close()
+            finally:
+                if self._eph is not None:
+                    self._eph.done()
+
+
+@dataclass
+class _Ephemeral:
+    limit: int
+    queue_size: int
+    inflight: int = 0
+    sem: asyncio.Semaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sem = asyncio.Semaphore(self.limit)
+
+    def done(self) -> None:
+        self.inflight -= 1
+        self.sem.release()
+
+
+class FunctionRunner:
+    def __init__(
+        self,
+        factory: WorkerFactory,
+        secrets: SecretService,
+        metrics: Metrics,
+        *,
+        reaper_interval_s: float | None = None,
+    ) -> None:
+        self.factory = factory
+        self.secrets = secrets
+        self.metrics = metrics
+        self.reaper_interval_s = reaper_interval_s
+        self.pools: dict[str, WarmPool] = {}
+        self._ephemeral: dict[str, _Ephemeral] = {}
+        self._lock = asyncio.Lock()
+        self._retired: list[WarmPool] = []
+
+    def _on_pool_change(self, pool: WarmPool) -> None:
+        st = pool.stats()
+        self.metrics.pool_workers.labels(pool.name, "busy").set(st.busy)
+        self.metrics.pool_workers.labels(pool.name, "idle").set(st.idle)
+        self.metrics.pool_queue.labels(pool.name).set(st.queued)
+
+    def _starter(self, fn: Function) -> WorkerConfig:
+        return worker_config(fn, self.secrets.values(list(fn.secrets)) if fn.secrets else {})
+
+    async def pool_for(self, fn: Function) -> WarmPool:
+        async with self._lock:
+            pool = self.pools.get(fn.name)
+            if pool is None or pool.closed:
+                snapshot = fn
+
+                async def start() -> PoolWorker:
+                    # Secrets are read at every start: a worker started after a secret update sees it.
+                    return await self.factory.start(self._starter(snapshot))
+
+                pool = WarmPool(fn.name, pool_config(fn), start, on_change=self._on_pool_change)
+                self.pools[fn.name] = pool
+                pool.start_background(self.reaper_interval_s)
+            return pool
+
+    async def acquire(self, fn: Function, timeout_s: float) -> Handle:
+        if fn.mode == "cached":
+            pool = await self.pool_for(fn)
+            lease = await pool.acquire(timeout_s)
+            return Handle(lease.worker, lease.cold, lease.wait_ms, lease.init_ms, _pool=pool, _lease=lease)
+        eph = self._ephemeral.get(fn.name)
+        if eph is None or eph.limit != fn.scale_max or eph.queue_size != fn.queue_size:
+            eph = self._ephemeral[fn.name] = _Ephemeral(fn.scale_max, fn.queue_size)
+        if eph.inflight >= eph.limit + eph.queue_size:
+            raise CapacityError(
+                f"function {fn.name!r} is saturated: {eph.inflight} invocation(s) running or queued "
+                f"(scale.max {fn.scale_max} + queue_size {fn.queue_size}); retry later",
+                retry_after_s=1.0,
+                function=fn.name,
+            )
+        t0 = time.monotonic()
+        eph.inflight += 1
+        try:
+            async with asyncio.timeout(timeout_s):
+                await eph.sem.acquire()
+        except TimeoutError:
+            eph.inflight -= 1
+            raise CapacityError(
+                f"function {fn.name!r}: no capacity within {timeout_s:g} s; retry later",
+                retry_after_s=1.0,
+                function=fn.name,
+            ) from None
+        except BaseException:
+            eph.inflight -= 1
+            raise
+        t1 = time.monotonic()
+        try:
+            worker = await self.factory.start(self._starter(fn))
+        except BaseException:
+            eph.done()
+            raise
+        return Handle(worker, True, (t1 - t0) * 1000, (time.monotonic() - t1) * 1000, _eph=eph)
+
+    def status(self, fn: Function) -> dict[str, int]:
+        pool = self.pools.get(fn.name)
+        if pool is not None and not pool.closed:
+            st = pool.stats()
+            return {
+                "replicas": st.replicas,
+                "busy": st.busy,
+                "queued": st.queued,
+                "starting": st.starting,
+                "min": st.min,
+                "max": st.max,
+            }
+        eph = self._ephemeral.get(fn.name)
+        running = eph.inflight if eph is not None else 0
+        return {
+            "replicas": running if fn.mode == "ephemeral" else 0,
+            "busy": running,
+            "queued": 0,
+            "starting": 0,
+            "min": fn.scale_min,
+            "max": fn.scale_max,
+        }
+
+    async def scale(
+        self, fn: Function, *, min: int | None = None, max: int | None = None, replicas: int | None = None
+    ) -> None:
+        if fn.mode != "cached":
+            return
+        pool = await self.pool_for(fn)
+        await pool.scale(min=min, max=max, replicas=replicas)
+
+    async def drop(self, name: str) -> None:
+        """Retire a function's pool (update/delete): idle workers stop now, busy ones after their request."""
+        async with self._lock:
+            pool = self.pools.pop(name, None)
+            self._ephemeral.pop(name, None)
+        if pool is not None:
+            await pool.close(drain=True)
+            self._retired = [p for p in self._retired if p.draining]
+            if pool.draining:
+                self._retired.append(pool)
+        self.metrics.forget_function(name)
+
+    async def close(self) -> None:
+        async with self._lock:
+            pools, self.pools = list(self.pools.values()), {}
+            pools += self._retired
+            self._retired = []
+        await asyncio.gather(*(p.close() for p in pools), return_exceptions=True)

@@ -1,0 +1,205 @@
+"""The real worker factory: :func:`faasd.runtime.workers.start_worker` on image layers from the store.
+
+Translates between the platform's :mod:`faasd.platform.workers` types and the runtime's; writes the
+function's secrets to a private directory (0700/0400) bind-mounted read-only at ``/run/secrets``;
+leases the image in the store while the worker lives so it cannot be removed under it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from faasd.config import Settings
+from faasd.errors import ResourceLimitError
+from faasd.platform.workers import (
+    Invocation,
+    InvocationResult,
+    PoolWorker,
+    StreamChunk,
+    StreamEvent,
+    WorkerConfig,
+)
+from faasd.runtime.models import SECRETS_DIR_IN_CONTAINER, BindMount, Limits
+from faasd.runtime.sandbox import SandboxManager
+from faasd.runtime.workers import InvokeRequest, InvokeResult, Worker, WorkerSpec, start_worker
+from faasd.runtime.workers import StreamChunk as RuntimeChunk
+
+log = logging.getLogger(__name__)
+
+
+def runtime_handler(runtime: str, handler: str | None) -> str | None:
+    """Accept ``module.function`` for python (the runtime wants ``module:function``)."""
+    if handler is None or runtime != "python" or ":" in handler:
+        return handler
+    module, _, func = handler.rpartition(".")
+    return f"{module}:{func}" if module else handler
+
+
+def _headers(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in pairs:
+        k = k.lower()
+        out[k] = f"{out[k]}, {v}" if k in out else v
+    return out
+
+
+def to_result(r: InvokeResult) -> InvocationResult:
+    err = r.error
+    return InvocationResult(
+        status=r.status,
+        body=r.body,
+        headers=_headers(r.headers),
+        stdout=r.stdout,
+        stderr=r.stderr,
+        exit_code=r.exit_code,
+        error=err.message if err is not None else None,
+        traceback=(err.traceback or None) if err is not None else None,
+        run_ms=r.timings.run_ms if r.timings.run_ms is not None else r.timings.total_ms,
+    )
+
+
+def _limit_result(exc: ResourceLimitError) -> InvocationResult:
+    timed_out = exc.details.get("limit") == "timeout"
+    return InvocationResult(
+        status=504 if timed_out else 500, error=exc.message, timed_out=timed_out, body=b"", headers={}
+    )
+
+
+class RuntimeWorker:
+    """:class:`PoolWorker` over a real :class:`faasd.runtime.workers.Worker`."""
+
+    def __init__(self, worker: Worker, on_close: list[Any]) -> None:
+        self._worker = worker
+        self._on_close = on_close
+
+    @property
+    def id(self) -> str:
+        return self._worker.id
+
+    @property
+    def alive(self) -> bool:
+        return self._worker.alive
+
+    @property
+    def init_ms(self) -> float | None:
+        v = getattr(self._worker, "init_ms", None)
+        return float(v) if v is not None else None
+
+    @staticmethod
+    def _request(inv: Invocation) -> InvokeRequest:
+        return InvokeRequest(
+            body=inv.body,
+            headers=dict(inv.headers),
+            method=inv.method,
+            path=inv.path,
+            query=inv.query,
+            timeout_s=inv.timeout_s,
+            request_id=inv.execution_id or os.urandom(8).hex(),
+        )
+
+    async def invoke(self, invocation: Invocation) -> InvocationResult:
+        try:
+            return to_result(await self._worker.invoke(self._request(invocation)))
+        except ResourceLimitError as exc:
+            return _limit_result(exc)
+
+    async def invoke_stream(self, invocation: Invocation) -> AsyncIterator[StreamEvent]:
+        try:
+            async for ev in self._worker.invoke_stream(self._request(invocation)):
+                if isinstance(ev, RuntimeChunk):
+                    yield StreamChunk(ev.stream, ev.data)
+                else:
+                    yield to_result(ev)
+        except ResourceLimitError as exc:
+            yield _limit_result(exc)
+
+    async def close(self) -> None:
+        try:
+            await self._worker.close()
+        finally:
+            for cb in self._on_close:
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(cb)
+            self._on_close = []
+
+
+class RuntimeWorkerFactory:
+    def __init__(self, settings: Settings, manager: SandboxManager, images: Any) -> None:
+        self.settings = settings
+        self.manager = manager
+        self.images = images
+        self.secrets_root = settings.run_dir / "secrets"
+
+    def _write_secrets(self, sandbox_id: str, secrets: dict[str, bytes]) -> Path:
+        self.secrets_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        d = self.secrets_root / sandbox_id
+        d.mkdir(mode=0o700)
+        for name, value in secrets.items():
+            fd = os.open(d / name, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o400)
+            try:
+                os.write(fd, value)
+            finally:
+                os.close(fd)
+        os.chmod(d, 0o500)
+        return d
+
+    def _remove_secrets(self, sandbox_id: str) -> None:
+        d = self.secrets_root / sandbox_id
+        if d.exists():
+            os.chmod(d, 0o700)
+            shutil.rmtree(d, ignore_errors=True)
+
+    async def start(self, config: WorkerConfig) -> PoolWorker:
+        image = await asyncio.to_thread(self.images.get, config.image)
+        lowers = await asyncio.to_thread(self.images.layer_dirs, image)
+        spec = WorkerSpec(
+            function=config.function,
+            lowers=lowers,
+            mode=config.runtime,  # type: ignore[arg-type]
+            image_config=image.config,
+            handler=runtime_handler(config.runtime, config.handler),
+            command=list(config.command) if config.command else None,
+            port=config.port or 8080,
+            env=dict(config.env),
+            limits=Limits(
+                memory_mb=config.memory_mb,
+                cpu_cores=config.cpu_cores,
+                pids=config.pids,
+                disk_mb=config.disk_mb,
+                timeout_s=config.timeout_s,
+            ),
+        )
+        sandbox_id = spec.new_sandbox_id()
+        spec.sandbox_id = sandbox_id
+        cleanups: list[Any] = []
+        try:
+            if config.secrets:
+                d = await asyncio.to_thread(self._write_secrets, sandbox_id, dict(config.secrets))
+                cleanups.append(lambda: self._remove_secrets(sandbox_id))
+                spec.mounts.append(BindMount(source=d, target=SECRETS_DIR_IN_CONTAINER, readonly=True))
+            if hasattr(self.images, "lease"):
+                await asyncio.to_thread(self.images.lease, image.id, sandbox_id)
+                cleanups.append(lambda: self.images.release(image.id, sandbox_id))
+            worker = await start_worker(self.manager, spec)
+        except BaseException:
+            for cb in cleanups:
+                with contextlib.suppress(Exception):
+                    cb()
+            raise
+        return RuntimeWorker(worker, cleanups)
+
+    async def cleanup_orphans(self) -> list[str]:
+        removed = list(await self.manager.cleanup_orphans())
+        if self.secrets_root.exists():
+            live = {s.id for s in await self.manager.list()}
+            for d in self.secrets_root.iterdir():
+                if d.name not in live:
+                    await asyncio.to_thread(self._remove_secrets, d.name)
+        return removed

@@ -1,0 +1,88 @@
+"""Database handle: engine from ``Settings.db_url``, session factory, schema creation.
+
+SQLite (default) runs in WAL mode with a busy timeout so the API and the background execution loop
+can write concurrently; PostgreSQL is used through psycopg 3 (``postgresql+psycopg://...``; a plain
+``postgresql://`` URL is rewritten to the psycopg 3 driver).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from faasd.errors import RuntimeFailure
+from faasd.state.models import Base
+
+
+def _normalise_url(url: str) -> str:
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+class Database:
+    """Owns the engine and hands out sessions (``with db.session() as s: ...`` commits on success)."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = _normalise_url(url)
+        parsed = make_url(self.url)
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        kwargs: dict[str, Any] = {"echo": echo, "future": True}
+        if self.is_sqlite:
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            db_path = parsed.database
+            if db_path and db_path != ":memory:":
+                Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+                if not Path(db_path).exists():
+                    # Created with 0600: secrets and key hashes live here.
+                    fd = os.open(db_path, os.O_CREAT | os.O_WRONLY, 0o600)
+                    os.close(fd)
+        else:
+            kwargs["pool_pre_ping"] = True
+        self.engine: Engine = create_engine(self.url, **kwargs)
+        if self.is_sqlite:
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def create_all(self) -> None:
+        try:
+            Base.metadata.create_all(self.engine)
+        except OperationalError as exc:
+            raise RuntimeFailure(
+                f"cannot open the database at {make_url(self.url).render_as_string(hide_password=True)}: "
+                f"{exc.orig}; check FAASD_DATABASE_URL and that the server is reachable"
+            ) from exc
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions() as s:
+            try:
+                yield s
+                s.commit()
+            except BaseException:
+                s.rollback()
+                raise
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()

@@ -1,0 +1,93 @@
+"""Test doubles for the worker seam (:class:`faasd.platform.workers.PoolWorker` / ``WorkerFactory``).
+
+Unit tests of orchestration logic only: integration tests use the real runtime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Callable
+
+from faasd.platform.workers import Invocation, InvocationResult, StreamChunk, StreamEvent, WorkerConfig
+
+_ids = itertools.count(1)
+
+
+class FakeWorker:
+    def __init__(self, factory: FakeFactory, config: WorkerConfig) -> None:
+        self.id = f"fake-{next(_ids)}"
+        self.factory = factory
+        self.config = config
+        self.closed = False
+        self.calls = 0
+
+    async def invoke(self, invocation: Invocation) -> InvocationResult:
+        assert not self.closed, "invoke on a closed worker"
+        self.calls += 1
+        self.factory.active += 1
+        self.factory.peak = max(self.factory.peak, self.factory.active)
+        try:
+            if self.factory.gate is not None:
+                await self.factory.gate.wait()
+            return self.factory.behaviour(self, invocation)
+        finally:
+            self.factory.active -= 1
+
+    async def invoke_stream(self, invocation: Invocation) -> AsyncIterator[StreamEvent]:
+        for part in invocation.body.split(b" "):
+            yield StreamChunk("stdout", part + b"\n")
+        yield StreamChunk("stderr", b"done\n")
+        yield InvocationResult(
+            status=200, body=invocation.body.upper(), headers={"content-type": "text/plain"}
+        )
+
+    async def close(self) -> None:
+        self.closed = True
+        self.factory.closed.append(self.id)
+
+
+def echo(worker: FakeWorker, inv: Invocation) -> InvocationResult:
+    if inv.body == b"raise":
+        return InvocationResult(
+            status=500, error="ValueError: boom", stderr=b"Traceback...\nValueError: boom\n"
+        )
+    if inv.body == b"slow":
+        return InvocationResult(status=504, timed_out=True, error="timed out")
+    return InvocationResult(
+        status=200,
+        body=b"echo:" + inv.body,
+        headers={"content-type": "text/plain"},
+        stdout=b"line1\nline2\n",
+        stderr=b"warn\n",
+    )
+
+
+class FakeFactory:
+    def __init__(self) -> None:
+        self.started: list[FakeWorker] = []
+        self.closed: list[str] = []
+        self.active = 0
+        self.peak = 0
+        self.gate: asyncio.Event | None = None
+        self.behaviour: Callable[[FakeWorker, Invocation], InvocationResult] = echo
+        self.fail_start: Exception | None = None
+        self.orphans: list[str] = []
+        self.start_delay = 0.0
+
+    async def start(self, config: WorkerConfig) -> FakeWorker:
+        if self.fail_start is not None:
+            raise self.fail_start
+        if self.start_delay:
+            await asyncio.sleep(self.start_delay)
+        w = FakeWorker(self, config)
+        self.started.append(w)
+        return w
+
+    async def cleanup_orphans(self) -> list[str]:
+        out, self.orphans = self.orphans, []
+        return out
+
+    @property
+    def live(self) -> int:
+        return len(self.started) - len(self.closed)
