@@ -1,0 +1,125 @@
+"""Printing: rich tables for people, ``--json`` for machines, errors in red on stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+JsonOption = typer.Option("--json", help="Print machine-readable JSON instead of a table.")
+
+
+def stdout() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+def stderr() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def to_jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return value
+
+
+def print_json(value: Any, *, compact: bool = False) -> None:
+    text = json.dumps(to_jsonable(value), indent=None if compact else 2, default=str)
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def print_table(
+    columns: Sequence[str], rows: Iterable[Sequence[Any]], *, empty: str = "nothing here"
+) -> None:
+    rows = list(rows)
+    if not rows:
+        stderr().print(Text(empty, style="dim"))
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(Text(cell_text(v)) for v in row))
+    stdout().print(table)
+
+
+def cell_text(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value) or "-"
+    return str(value)
+
+
+def success(message: str) -> None:
+    stderr().print(Text(message, style="green"))
+
+
+def info(message: str) -> None:
+    stderr().print(Text(message, style="dim"))
+
+
+def error(message: str) -> None:
+    line = Text("error: ", style="bold red")
+    line.append(message, style="red")
+    stderr().print(line)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    error(message)
+    raise typer.Exit(code)
+
+
+def write_bytes(data: bytes, *, newline: bool = False) -> None:
+    sys.stdout.buffer.write(data)
+    if newline and data and not data.endswith(b"\n") and sys.stdout.isatty():
+        sys.stdout.buffer.write(b"\n")
+    sys.stdout.buffer.flush()
+
+
+def read_data(value: str | None) -> bytes | None:
+    """``@path`` → the file's bytes, ``-`` → stdin, anything else → the text itself."""
+    if value is None:
+        return None
+    if value == "-":
+        return sys.stdin.buffer.read()
+    if value.startswith("@"):
+        path = Path(value[1:])
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            fail(f"cannot read {path}: {exc.strerror or exc}")
+    return value.encode()
+
+
+def parse_pairs(values: Sequence[str] | None, what: str) -> dict[str, str]:
+    """``["K=V", ...]`` → dict; raises a usage error naming the bad item."""
+    out: dict[str, str] = {}
+    for item in values or ():
+        key, sep, val = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint=what)
+        out[key] = val
+    return out

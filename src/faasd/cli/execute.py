@@ -1,0 +1,76 @@
+"""``faas exec``: one-off runs in a fresh sandbox (``POST /api/v1/execute``)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from faasd.cli import _output as out
+from faasd.cli._context import client
+from faasd.sdk import ExecuteOptions
+
+
+def exec_(
+    ctx: typer.Context,
+    command: Annotated[
+        list[str] | None, typer.Argument(help="Command and arguments (after --).", show_default=False)
+    ] = None,
+    image: Annotated[
+        str | None,
+        typer.Option("--image", "-i", help="Image to run in (default: the language's base image)."),
+    ] = None,
+    language: Annotated[str | None, typer.Option("--language", "-l", help="python | node | shell")] = None,
+    code: Annotated[str | None, typer.Option("--code", "-c", help="Source to run: text or @file.")] = None,
+    env: Annotated[list[str] | None, typer.Option("--env", "-e", help="KEY=VALUE, repeatable.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Time-out in seconds.")] = None,
+    memory: Annotated[int | None, typer.Option("--memory", "-m", help="Memory limit in MB.")] = None,
+    cpu: Annotated[float | None, typer.Option(help="CPU cores.")] = None,
+    workdir: Annotated[str | None, typer.Option("--workdir", "-w", help="Working directory.")] = None,
+    stdin: Annotated[str | None, typer.Option(help="Text passed on stdin: text, @file or -.")] = None,
+    json_: Annotated[bool, out.JsonOption] = False,
+) -> None:
+    """Run a command or a code snippet once; exits with its exit code.
+
+    Examples: faas exec --image faasd/python:latest -- python3 -c 'print(1)';
+    faas exec --language python --code 'print(1)'
+    """
+    if bool(command) == (code is not None):
+        raise typer.BadParameter("give either a command after -- or --code", param_hint="COMMAND/--code")
+    if code is not None and not language:
+        raise typer.BadParameter("--code needs --language python|node|shell", param_hint="--language")
+    source = out.read_data(code)
+    stdin_data = out.read_data(stdin)
+    options: ExecuteOptions = {}
+    if image is not None:
+        options["image"] = image
+    if env:
+        options["env_vars"] = out.parse_pairs(env, "--env")
+    if timeout is not None:
+        options["timeout_ms"] = int(timeout * 1000)
+    if memory is not None:
+        options["memory_mb"] = memory
+    if cpu is not None:
+        options["cpu_cores"] = cpu
+    if workdir is not None:
+        options["working_dir"] = workdir
+    if stdin_data is not None:
+        options["stdin"] = stdin_data.decode(errors="replace")
+    with client(ctx) as c:
+        result = c.execute(command or None, code=source.decode() if source is not None else None,
+                           language=language, **options)
+    if json_:
+        out.print_json(result)
+    else:
+        sys.stdout.write(result.stdout)
+        sys.stdout.flush()
+        sys.stderr.write(result.stderr)
+        sys.stderr.flush()
+        if result.timed_out:
+            out.error(f"timed out after {result.duration_ms or 0:.0f} ms (request {result.request_id})")
+        elif result.oom_killed:
+            out.error(f"killed: out of memory (request {result.request_id})")
+    code_ = result.exit_code if result.exit_code is not None else 1
+    if code_ != 0:
+        raise typer.Exit(code_ if 0 < code_ < 256 else 1)

@@ -1,0 +1,590 @@
+"""``Client`` (blocking) and ``AsyncClient``: thin senders of the operations defined in ``_api``.
+
+Both take the same arguments; the base URL and key default to ``FAAS_URL``/``FAAS_API_KEY`` (or the
+admin key file). The SDK never retries on its own: a 429 raises ``RateLimited``/``CapacityExhausted``
+carrying ``retry_after``, so the caller decides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypeVar, Unpack
+
+import httpx
+
+from faasd import __version__
+from faasd.sdk import _api
+from faasd.sdk._api import Body, Call, DeployOptions, ExecuteOptions, StreamCall
+from faasd.sdk._config import resolve_api_key, resolve_base_url
+from faasd.sdk.errors import Conflict, ExecutionWaitTimeout, error_from_response, request_error
+from faasd.sdk.models import (
+    ApiKey,
+    CreatedApiKey,
+    ExecuteResult,
+    Execution,
+    ExecutionLogs,
+    Function,
+    FunctionSpec,
+    Health,
+    Info,
+    InvokeResult,
+    LogLine,
+    ScaleResult,
+    Secret,
+    StreamEvent,
+)
+
+T = TypeVar("T")
+DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+
+
+class _Base:
+    def __init__(
+        self,
+        base_url: str | None,
+        api_key: str | None,
+        timeout: float | httpx.Timeout | None,
+        headers: Mapping[str, str] | None,
+        key_file: Path | None,
+    ) -> None:
+        self.base_url = resolve_base_url(base_url)
+        self.api_key = resolve_api_key(api_key, key_file=key_file)
+        self.timeout = DEFAULT_TIMEOUT if timeout is None else httpx.Timeout(timeout)
+        self.headers: dict[str, str] = {"user-agent": f"faasd-sdk/{__version__}", **(headers or {})}
+        if self.api_key:
+            self.headers["authorization"] = f"Bearer {self.api_key}"
+
+    def _request(
+        self,
+        http: httpx.Client | httpx.AsyncClient,
+        call: Call[Any] | StreamCall[Any],
+    ) -> httpx.Request:
+        return http.build_request(
+            call.method,
+            call.path,
+            params=call.params,
+            headers=call.headers,
+            content=call.content,
+            json=call.json,
+            files=call.files,
+            timeout=call.timeout if call.timeout is not None else httpx.USE_CLIENT_DEFAULT,
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.base_url!r})"
+
+
+class ExecutionHandle:
+    """An accepted async invocation: poll with ``get()``, block with ``wait()``."""
+
+    def __init__(self, client: Client, execution_id: str, status_url: str | None = None) -> None:
+        self.client, self.id, self.status_url = client, execution_id, status_url
+
+    def get(self) -> Execution:
+        return self.client.get_execution(self.id)
+
+    def logs(self) -> ExecutionLogs:
+        return self.client.execution_logs(self.id)
+
+    def wait(self, timeout: float | None = 300.0) -> Execution:
+        """Poll until the execution finished (succeeded, failed or timeout) and return it."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay: float | None = None
+        while True:
+            execution = self.get()
+            if execution.done:
+                return execution
+            delay = _api.next_poll_delay(delay)
+            if deadline is not None and time.monotonic() + delay > deadline:
+                raise ExecutionWaitTimeout(self.id, timeout or 0.0, execution.status)
+            time.sleep(delay)
+
+    def __repr__(self) -> str:
+        return f"ExecutionHandle({self.id!r})"
+
+
+class AsyncExecutionHandle:
+    """The ``AsyncClient`` twin of :class:`ExecutionHandle`."""
+
+    def __init__(self, client: AsyncClient, execution_id: str, status_url: str | None = None) -> None:
+        self.client, self.id, self.status_url = client, execution_id, status_url
+
+    async def get(self) -> Execution:
+        return await self.client.get_execution(self.id)
+
+    async def logs(self) -> ExecutionLogs:
+        return await self.client.execution_logs(self.id)
+
+    async def wait(self, timeout: float | None = 300.0) -> Execution:
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        delay: float | None = None
+        while True:
+            execution = await self.get()
+            if execution.done:
+                return execution
+            delay = _api.next_poll_delay(delay)
+            if deadline is not None and loop.time() + delay > deadline:
+                raise ExecutionWaitTimeout(self.id, timeout or 0.0, execution.status)
+            await asyncio.sleep(delay)
+
+    def __repr__(self) -> str:
+        return f"AsyncExecutionHandle({self.id!r})"
+
+
+class Client(_Base):
+    """Blocking client of the faasd API.
+
+    >>> with Client() as faas:
+    ...     faas.deploy("hello", image="faasd/python:latest", handler="handler.handle")
+    ...     print(faas.invoke("hello", {"name": "x"}).text)
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        api_key: str | None = None,
+        timeout: float | httpx.Timeout | None = None,
+        headers: Mapping[str, str] | None = None,
+        transport: httpx.BaseTransport | None = None,
+        key_file: Path | None = None,
+    ) -> None:
+        super().__init__(base_url, api_key, timeout, headers, key_file)
+        self._http = httpx.Client(
+            base_url=self.base_url, headers=self.headers, timeout=self.timeout, transport=transport
+        )
+
+    # -- plumbing
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _call(self, call: Call[T]) -> T:
+        try:
+            response = self._http.send(self._request(self._http, call))
+        except httpx.RequestError as exc:
+            raise request_error(self.base_url, exc) from exc
+        call.check(response)
+        return call.parse(response)
+
+    def _stream(self, call: StreamCall[T]) -> Iterator[T]:
+        try:
+            response = self._http.send(self._request(self._http, call), stream=True)
+        except httpx.RequestError as exc:
+            raise request_error(self.base_url, exc) from exc
+        try:
+            if response.is_error:
+                response.read()
+                raise error_from_response(response)
+            decoder = call.decoder()
+            try:
+                for line in response.iter_lines():
+                    yield from decoder.feed(line)
+                    if decoder.done:
+                        return
+            except httpx.RequestError as exc:
+                raise request_error(self.base_url, exc) from exc
+            yield from decoder.end()
+        finally:
+            response.close()
+
+    # -- functions
+    def deploy(
+        self,
+        name: str,
+        image: str | None = None,
+        *,
+        source: Path | None = None,
+        spec: FunctionSpec | None = None,
+        replace: bool = False,
+        **options: Unpack[DeployOptions],
+    ) -> Function:
+        """Create a function; with ``replace=True`` update it instead when the name is taken.
+
+        ``source``: a directory uploaded as a layer on top of ``image`` (default: the runtime's base
+        image) and mounted at ``/function``.
+        """
+        full, tar = _api.deploy_request(name, image, source, options, spec)
+        try:
+            return self._call(_api.create_function(full, tar))
+        except Conflict:
+            if not replace:
+                raise
+            return self._call(_api.update_function(full, tar))
+
+    def update(self, name: str, *, image: str | None = None, **options: Unpack[DeployOptions]) -> Function:
+        """Change some fields of a deployed function (read-modify-write of its full spec)."""
+        current = self.get_function(name).spec()
+        return self._call(_api.update_function(_api.function_spec(name, image, options, current)))
+
+    def get_function(self, name: str) -> Function:
+        return self._call(_api.get_function(name))
+
+    def list_functions(self) -> list[Function]:
+        return self._call(_api.list_functions())
+
+    def delete_function(self, name: str) -> None:
+        self._call(_api.delete_function(name))
+
+    def scale(
+        self, name: str, replicas: int | None = None, *, min: int | None = None, max: int | None = None
+    ) -> ScaleResult:
+        return self._call(_api.scale_function(name, replicas, min, max))
+
+    def function_logs(self, name: str, *, tail: int | None = None, since: str | None = None) -> list[LogLine]:
+        return self._call(_api.function_logs(name, tail, since))
+
+    def logs(
+        self, name: str, *, follow: bool = True, tail: int | None = None, since: str | None = None
+    ) -> Iterator[LogLine]:
+        """Log lines of a function from the NDJSON stream; with ``follow`` it waits for new lines."""
+        return self._stream(_api.follow_logs(name, tail, since, follow))
+
+    # -- invoke
+    def invoke(
+        self,
+        name: str,
+        data: Body = None,
+        *,
+        content_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        query: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> InvokeResult:
+        """Run the function and return its response. A failing function is a result, not an exception
+        (see ``InvokeResult.raise_for_status``); platform failures raise :class:`FaasdAPIError`."""
+        return self._call(
+            _api.invoke(name, data, content_type=content_type, headers=headers, query=query, timeout=timeout)
+        )
+
+    def invoke_async(
+        self,
+        name: str,
+        data: Body = None,
+        *,
+        content_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        query: Mapping[str, str] | None = None,
+        callback_url: str | None = None,
+    ) -> ExecutionHandle:
+        accepted = self._call(
+            _api.invoke_async(
+                name, data, content_type=content_type, headers=headers, query=query, callback_url=callback_url
+            )
+        )
+        return ExecutionHandle(self, accepted.execution_id, accepted.status_url)
+
+    def invoke_stream(
+        self,
+        name: str,
+        data: Body = None,
+        *,
+        content_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        query: Mapping[str, str] | None = None,
+    ) -> Iterator[StreamEvent]:
+        """Yield ``StreamStart``, then ``StreamOutput`` chunks, then one ``StreamResult``."""
+        return self._stream(
+            _api.invoke_stream(name, data, content_type=content_type, headers=headers, query=query)
+        )
+
+    # -- executions
+    def get_execution(self, execution_id: str) -> Execution:
+        return self._call(_api.get_execution(execution_id))
+
+    def list_executions(
+        self, *, function: str | None = None, status: str | None = None, limit: int | None = None
+    ) -> list[Execution]:
+        return self._call(_api.list_executions(function, status, limit))
+
+    def execution_logs(self, execution_id: str) -> ExecutionLogs:
+        return self._call(_api.execution_logs(execution_id))
+
+    def execution(self, execution_id: str) -> ExecutionHandle:
+        """A handle on an existing execution id (e.g. from ``X-Execution-Id``)."""
+        return ExecutionHandle(self, execution_id)
+
+    # -- one-off execute
+    def execute(
+        self,
+        command: list[str] | str | None = None,
+        *,
+        code: str | None = None,
+        language: str | None = None,
+        **options: Unpack[ExecuteOptions],
+    ) -> ExecuteResult:
+        return self._call(_api.execute(command, code, language, options))
+
+    # -- secrets
+    def list_secrets(self) -> list[Secret]:
+        return self._call(_api.list_secrets())
+
+    def create_secret(self, name: str, value: str) -> Secret:
+        return self._call(_api.create_secret(name, value))
+
+    def update_secret(self, name: str, value: str) -> Secret:
+        return self._call(_api.update_secret(name, value))
+
+    def delete_secret(self, name: str) -> None:
+        self._call(_api.delete_secret(name))
+
+    # -- API keys
+    def list_api_keys(self) -> list[ApiKey]:
+        return self._call(_api.list_api_keys())
+
+    def create_api_key(
+        self,
+        name: str,
+        scopes: list[str] | None = None,
+        *,
+        rate_limit_rps: float | None = None,
+        burst: int | None = None,
+    ) -> CreatedApiKey:
+        return self._call(_api.create_api_key(name, scopes or ["invoke"], rate_limit_rps, burst))
+
+    def delete_api_key(self, key_id: str) -> None:
+        self._call(_api.delete_api_key(key_id))
+
+    # -- system
+    def health(self) -> Health:
+        return self._call(_api.health())
+
+    def info(self) -> Info:
+        return self._call(_api.info())
+
+    def metrics(self) -> str:
+        return self._call(_api.metrics())
+
+
+class AsyncClient(_Base):
+    """Asynchronous client of the faasd API; same methods as :class:`Client`, awaitable."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        api_key: str | None = None,
+        timeout: float | httpx.Timeout | None = None,
+        headers: Mapping[str, str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        key_file: Path | None = None,
+    ) -> None:
+        super().__init__(base_url, api_key, timeout, headers, key_file)
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, headers=self.headers, timeout=self.timeout, transport=transport
+        )
+
+    # -- plumbing
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def _call(self, call: Call[T]) -> T:
+        try:
+            response = await self._http.send(self._request(self._http, call))
+        except httpx.RequestError as exc:
+            raise request_error(self.base_url, exc) from exc
+        call.check(response)
+        return call.parse(response)
+
+    async def _stream(self, call: StreamCall[T]) -> AsyncIterator[T]:
+        try:
+            response = await self._http.send(self._request(self._http, call), stream=True)
+        except httpx.RequestError as exc:
+            raise request_error(self.base_url, exc) from exc
+        try:
+            if response.is_error:
+                await response.aread()
+                raise error_from_response(response)
+            decoder = call.decoder()
+            try:
+                async for line in response.aiter_lines():
+                    for item in decoder.feed(line):
+                        yield item
+                    if decoder.done:
+                        return
+            except httpx.RequestError as exc:
+                raise request_error(self.base_url, exc) from exc
+            for item in decoder.end():
+                yield item
+        finally:
+            await response.aclose()
+
+    # -- functions
+    async def deploy(
+        self,
+        name: str,
+        image: str | None = None,
+        *,
+        source: Path | None = None,
+        spec: FunctionSpec | None = None,
+        replace: bool = False,
+        **options: Unpack[DeployOptions],
+    ) -> Function:
+        full, tar = _api.deploy_request(name, image, source, options, spec)
+        try:
+            return await self._call(_api.create_function(full, tar))
+        except Conflict:
+            if not replace:
+                raise
+            return await self._call(_api.update_function(full, tar))
+
+    async def update(
+        self, name: str, *, image: str | None = None, **options: Unpack[DeployOptions]
+    ) -> Function:
+        current = (await self.get_function(name)).spec()
+        return await self._call(_api.update_function(_api.function_spec(name, image, options, current)))
+
+    async def get_function(self, name: str) -> Function:
+        return await self._call(_api.get_function(name))
+
+    async def list_functions(self) -> list[Function]:
+        return await self._call(_api.list_functions())
+
+    async def delete_function(self, name: str) -> None:
+        await self._call(_api.delete_function(name))
+
+    async def scale(
+        self, name: str, replicas: int | None = None, *, min: int | None = None, max: int | None = None
+    ) -> ScaleResult:
+        return await self._call(_api.scale_function(name, replicas, min, max))
+
+    async def function_logs(
+        self, name: str, *, tail: int | None = None, since: str | None = None
+    ) -> list[LogLine]:
+        return await self._call(_api.function_logs(name, tail, since))
+
+    def logs(
+        self, name: str, *, follow: bool = True, tail: int | None = None, since: str | None = None
+    ) -> AsyncIterator[LogLine]:
+        return self._stream(_api.follow_logs(name, tail, since, follow))
+
+    # -- invoke
+    async def invoke(
+        self,
+        name: str,
+        data: Body = None,
+        *,
+        content_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        query: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> InvokeResult:
+        return await self._call(
+            _api.invoke(name, data, content_type=content_type, headers=headers, query=query, timeout=timeout)
+        )
+
+    async def invoke_async(
+        self,
+        name: str,
+        data: Body = None,
+        *,
+        content_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        query: Mapping[str, str] | None = None,
+        callback_url: str | None = None,
+    ) -> AsyncExecutionHandle:
+        accepted = await self._call(
+            _api.invoke_async(
+                name, data, content_type=content_type, headers=headers, query=query, callback_url=callback_url
+            )
+        )
+        return AsyncExecutionHandle(self, accepted.execution_id, accepted.status_url)
+
+    def invoke_stream(
+        self,
+        name: str,
+        data: Body = None,
+        *,
+        content_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        query: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[StreamEvent]:
+        return self._stream(
+            _api.invoke_stream(name, data, content_type=content_type, headers=headers, query=query)
+        )
+
+    # -- executions
+    async def get_execution(self, execution_id: str) -> Execution:
+        return await self._call(_api.get_execution(execution_id))
+
+    async def list_executions(
+        self, *, function: str | None = None, status: str | None = None, limit: int | None = None
+    ) -> list[Execution]:
+        return await self._call(_api.list_executions(function, status, limit))
+
+    async def execution_logs(self, execution_id: str) -> ExecutionLogs:
+        return await self._call(_api.execution_logs(execution_id))
+
+    def execution(self, execution_id: str) -> AsyncExecutionHandle:
+        return AsyncExecutionHandle(self, execution_id)
+
+    # -- one-off execute
+    async def execute(
+        self,
+        command: list[str] | str | None = None,
+        *,
+        code: str | None = None,
+        language: str | None = None,
+        **options: Unpack[ExecuteOptions],
+    ) -> ExecuteResult:
+        return await self._call(_api.execute(command, code, language, options))
+
+    # -- secrets
+    async def list_secrets(self) -> list[Secret]:
+        return await self._call(_api.list_secrets())
+
+    async def create_secret(self, name: str, value: str) -> Secret:
+        return await self._call(_api.create_secret(name, value))
+
+    async def update_secret(self, name: str, value: str) -> Secret:
+        return await self._call(_api.update_secret(name, value))
+
+    async def delete_secret(self, name: str) -> None:
+        await self._call(_api.delete_secret(name))
+
+    # -- API keys
+    async def list_api_keys(self) -> list[ApiKey]:
+        return await self._call(_api.list_api_keys())
+
+    async def create_api_key(
+        self,
+        name: str,
+        scopes: list[str] | None = None,
+        *,
+        rate_limit_rps: float | None = None,
+        burst: int | None = None,
+    ) -> CreatedApiKey:
+        return await self._call(_api.create_api_key(name, scopes or ["invoke"], rate_limit_rps, burst))
+
+    async def delete_api_key(self, key_id: str) -> None:
+        await self._call(_api.delete_api_key(key_id))
+
+    # -- system
+    async def health(self) -> Health:
+        return await self._call(_api.health())
+
+    async def info(self) -> Info:
+        return await self._call(_api.info())
+
+    async def metrics(self) -> str:
+        return await self._call(_api.metrics())

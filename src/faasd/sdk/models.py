@@ -1,0 +1,306 @@
+"""Typed request and response objects of the faasd API (see ``docs/API.md``).
+
+Response models accept unknown fields (``extra="allow"``) so an older SDK keeps working against a
+newer daemon; request models drop ``None`` fields when serialised so the server's defaults apply.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+
+Runtime = Literal["python", "node", "exec", "http"]
+Mode = Literal["ephemeral", "cached", "checkpointed", "branched", "persistent"]
+ExecutionStatus = Literal["queued", "running", "succeeded", "failed", "timeout"]
+TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "timeout"})
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    def to_json(self) -> dict[str, Any]:
+        """The request/response body as JSON-ready data, without unset optional fields."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+class Limits(_Model):
+    memory_mb: int | None = None
+    cpu_cores: float | None = None
+    pids: int | None = None
+    timeout_s: float | None = None
+    disk_mb: int | None = None
+
+
+class ScaleBounds(_Model):
+    min: int | None = None
+    max: int | None = None
+
+
+class PoolStatus(_Model):
+    replicas: int = 0
+    busy: int = 0
+    queued: int = 0
+    min: int | None = None
+    max: int | None = None
+
+
+class FunctionSpec(_Model):
+    """What you deploy. Only ``name`` and ``image`` are required; the daemon fills in the rest."""
+
+    name: str
+    image: str
+    runtime: str | None = None
+    handler: str | None = None
+    command: list[str] | None = None
+    port: int | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    secrets: list[str] = Field(default_factory=list)
+    limits: Limits | None = None
+    scale: ScaleBounds | None = None
+    concurrency: int | None = None
+    queue_size: int | None = None
+    idle_ttl_s: float | None = None
+    mode: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class Function(FunctionSpec):
+    """A deployed function as the daemon reports it."""
+
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    invocation_count: int | None = None
+    status: PoolStatus | None = None
+
+    def spec(self) -> FunctionSpec:
+        """The deployable part, e.g. to change a field and ``update()``."""
+        return FunctionSpec.model_validate(self.model_dump(include=set(FunctionSpec.model_fields)))
+
+
+class ScaleResult(_Model):
+    name: str
+    min: int | None = None
+    max: int | None = None
+    replicas: int | None = None
+
+
+class Execution(_Model):
+    id: str
+    function: str | None = None
+    kind: str | None = None
+    status: str
+    http_status: int | None = None
+    result: str | None = None
+    result_encoding: str | None = None
+    error: str | None = None
+    exit_code: int | None = None
+    cold_start: bool | None = None
+    init_ms: float | None = None
+    wait_ms: float | None = None
+    run_ms: float | None = None
+    callback_url: str | None = None
+    attempts: int | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "succeeded"
+
+    @property
+    def body(self) -> bytes:
+        """The function's response body, decoded from ``result``/``result_encoding``."""
+        if self.result is None:
+            return b""
+        if self.result_encoding == "base64":
+            return base64.b64decode(self.result)
+        return self.result.encode()
+
+
+class ExecutionAccepted(_Model):
+    execution_id: str
+    status: str = "queued"
+    status_url: str | None = None
+
+
+class ExecutionLogs(_Model):
+    execution_id: str
+    stdout: str = ""
+    stderr: str = ""
+
+
+class ExecuteRequest(_Model):
+    """A one-off run: either ``command`` (argv list or shell string) or ``code`` + ``language``."""
+
+    command: list[str] | str | None = None
+    code: str | None = None
+    language: str | None = None
+    image: str | None = None
+    env_vars: dict[str, str] | None = None
+    timeout_ms: int | None = None
+    memory_mb: int | None = None
+    cpu_cores: float | None = None
+    working_dir: str | None = None
+    stdin: str | None = None
+    mode: str | None = None
+
+
+class ExecuteResult(_Model):
+    request_id: str
+    exit_code: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    duration_ms: float | None = None
+    timed_out: bool = False
+    oom_killed: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+
+class Secret(_Model):
+    name: str
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class ApiKey(_Model):
+    id: str
+    name: str | None = None
+    scopes: list[str] = Field(default_factory=list)
+    rate_limit_rps: float | None = None
+    burst: int | None = None
+    created_at: datetime | None = None
+    last_used_at: datetime | None = None
+
+
+class CreatedApiKey(ApiKey):
+    key: str
+    """The plaintext key: shown once, store it now."""
+
+
+class LogLine(_Model):
+    function: str | None = None
+    execution_id: str | None = None
+    stream: str | None = None
+    text: str = ""
+    timestamp: datetime | None = None
+    instance: str | None = None
+
+
+class Health(_Model):
+    status: str
+    version: str | None = None
+
+
+class Info(_Model):
+    version: str | None = None
+    auth: bool | None = None
+    max_payload_bytes: int | None = None
+    runtimes: list[str] = Field(default_factory=list)
+    modes: list[str] = Field(default_factory=list)
+    execute: bool | None = None
+    source_deploy: bool = False
+    """True when deploy requests may carry a source directory (multipart upload)."""
+
+
+@dataclass(frozen=True)
+class InvokeResult:
+    """The function's own HTTP response to a sync invocation, plus the platform's headers."""
+
+    status_code: int
+    headers: httpx.Headers
+    content: bytes
+    execution_id: str | None = None
+    cold_start: bool | None = None
+    duration_ms: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code < 400
+
+    @property
+    def text(self) -> str:
+        return self.content.decode(errors="replace")
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+    @property
+    def error(self) -> dict[str, Any] | None:
+        """The ``function_error`` body when the handler raised / exited non-zero, else None."""
+        if self.ok:
+            return None
+        try:
+            body = self.json()
+        except ValueError:
+            return None
+        return body if isinstance(body, dict) and "error" in body else None
+
+    def raise_for_status(self) -> InvokeResult:
+        """Raise :class:`faasd.sdk.errors.FunctionError` when the function failed; return self otherwise."""
+        from faasd.sdk.errors import FunctionError
+
+        if self.ok:
+            return self
+        err = self.error or {}
+        message = str(err.get("message") or self.text[:500] or f"function answered HTTP {self.status_code}")
+        raise FunctionError(
+            message,
+            status=self.status_code,
+            code=str(err.get("error") or "function_error"),
+            details=err.get("details") if isinstance(err.get("details"), dict) else None,
+            execution_id=self.execution_id,
+        )
+
+
+# Events of ``invoke_stream``.
+@dataclass(frozen=True)
+class StreamStart:
+    execution_id: str
+    cold_start: bool | None = None
+    kind: Literal["start"] = "start"
+
+
+@dataclass(frozen=True)
+class StreamOutput:
+    stream: Literal["stdout", "stderr"]
+    text: str
+    kind: Literal["output"] = "output"
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    execution_id: str | None
+    status: str
+    http_status: int | None
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    duration_ms: float | None = None
+    error: str | None = None
+    exit_code: int | None = None
+    kind: Literal["result"] = "result"
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "succeeded"
+
+    @property
+    def text(self) -> str:
+        return self.body.decode(errors="replace")
+
+
+StreamEvent = StreamStart | StreamOutput | StreamResult

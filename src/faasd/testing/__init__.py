@@ -1,0 +1,1 @@
+"""Test helpers for users of faasd: a pytest plugin with a real platform fixture (``.plugin``)."""
