@@ -14,7 +14,11 @@ fi
 if ! .venv/bin/python -c 'import faasd, pytest, fastapi' >/dev/null 2>&1 \
    || [ pyproject.toml -nt .venv/.faasd-installed ]; then
   say "installing faasd and its dependencies into .venv"
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+  if ! .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' > .venv/pip-install.log 2>&1; then
+    tail -n 40 .venv/pip-install.log >&2
+    echo "[setup] error: pip install failed (full log: .venv/pip-install.log)" >&2
+    exit 1
+  fi
   touch .venv/.faasd-installed
 else
   say "venv up to date"

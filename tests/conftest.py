@@ -18,6 +18,10 @@ import pytest
 
 from faasd.config import Settings
 
+# The user-facing plugin (faasd_platform fixture ...) is loaded here rather than through its entry point
+# ("-p no:faasd" in pyproject), so that coverage is already measuring when faasd is first imported.
+pytest_plugins = ("faasd.testing.plugin",)
+
 DEV_ROOTFS_DIR = Path(os.environ.get("FAASD_TEST_ROOTFS_DIR", "/var/lib/faasd-dev"))
 
 
