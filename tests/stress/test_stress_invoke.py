@@ -1,0 +1,155 @@
+"""Load and soak through a real daemon over loopback (runs only with ``FAASD_STRESS=1``).
+
+* 1000 invocations in flight at once against a warm function (pool max 4, queue large enough):
+  every one answers 200 with its own payload, the pool never exceeds its max, nothing is left queued.
+* soak: invoke continuously at a bounded rate for ``FAASD_SOAK_S`` seconds (default 600) and sample
+  the daemon's RSS (``/proc/<pid>/status`` VmRSS); after a warm-up it may grow by at most 10 %.
+
+No timing is asserted: the bounds below only stop a hung run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from stress_helpers import daemon_rss_kib, delete_function, deploy_echo
+
+from faasd.testing.server import FaasdServer
+
+pytestmark = [pytest.mark.stress, pytest.mark.slow]
+
+CONCURRENT = int(os.environ.get("FAASD_STRESS_CONCURRENT", "1000"))
+POOL_MAX = 4
+SOAK_S = float(os.environ.get("FAASD_SOAK_S", "600"))
+SOAK_RPS = float(os.environ.get("FAASD_SOAK_RPS", "20"))
+RSS_GROWTH_MAX = 0.10
+KEEPALIVE_S = 1.0
+"""Client keep-alive expiry, below uvicorn's 5 s server-side idle timeout (httpx defaults to 5 s too, and
+reusing a connection the server is closing at that moment fails with RemoteProtocolError)."""
+
+
+def _auth(server: FaasdServer) -> dict[str, str]:
+    return {"Authorization": f"Bearer {server.api_key}"}
+
+
+async def _invoke(client: httpx.AsyncClient, name: str, i: int) -> str | None:
+    """One invocation; None when it answered 200 with its own payload, else what went wrong."""
+    try:
+        resp = await client.post(f"/api/v1/functions/{name}/invoke", content=json.dumps({"i": i}))
+    except httpx.HTTPError as exc:
+        return f"#{i}: {type(exc).__name__}: {exc}"
+    if resp.status_code != 200:
+        return f"#{i}: HTTP {resp.status_code}: {resp.text[:300]}"
+    try:
+        got = resp.json()
+    except ValueError:
+        return f"#{i}: not JSON: {resp.text[:300]!r}"
+    return None if got == {"i": i} else f"#{i}: wrong payload {got!r}"
+
+
+@pytest.mark.timeout(1200)
+async def test_stress_1000_concurrent_invocations(stress_server: FaasdServer, tmp_path: Path) -> None:
+    name = deploy_echo(
+        stress_server, tmp_path, mode="cached", min_replicas=1, max_replicas=POOL_MAX,
+        queue_size=CONCURRENT + 100, timeout_s=300, idle_ttl_s=3600,
+    )
+    limits = httpx.Limits(
+        max_connections=CONCURRENT, max_keepalive_connections=CONCURRENT, keepalive_expiry=KEEPALIVE_S
+    )
+    timeout = httpx.Timeout(600.0, connect=120.0, pool=600.0)
+    async with httpx.AsyncClient(
+        base_url=stress_server.url, headers=_auth(stress_server), limits=limits, timeout=timeout
+    ) as client:
+        first = await _invoke(client, name, -1)  # the warm worker answers before the storm
+        assert first is None, first
+        max_replicas_seen = 0
+        done = asyncio.Event()
+
+        async def watch_pool() -> None:
+            nonlocal max_replicas_seen
+            while not done.is_set():
+                # a new connection per poll: no keep-alive race with the server's idle timeout
+                async with httpx.AsyncClient(base_url=stress_server.url, headers=_auth(stress_server)) as c:
+                    r = await c.get(f"/api/v1/functions/{name}", timeout=60.0)
+                assert r.status_code == 200, r.text
+                max_replicas_seen = max(max_replicas_seen, r.json()["status"]["replicas"])
+                await asyncio.sleep(0.5)
+
+        watcher = asyncio.create_task(watch_pool())
+        t0 = time.monotonic()
+        results = await asyncio.wait_for(
+            asyncio.gather(*(_invoke(client, name, i) for i in range(CONCURRENT))), timeout=900
+        )
+        elapsed = time.monotonic() - t0
+        done.set()
+        await watcher
+    # fresh connection: the storm's pooled connections may have idled past uvicorn's keep-alive timeout
+    async with httpx.AsyncClient(base_url=stress_server.url, headers=_auth(stress_server)) as c:
+        status = (await c.get(f"/api/v1/functions/{name}", timeout=60.0)).json()
+    errors = [r for r in results if r is not None]
+    print(f"{CONCURRENT} concurrent invocations: {len(errors)} errors in {elapsed:.1f} s; "
+          f"max replicas seen {max_replicas_seen}; load {os.getloadavg()}")
+    assert not errors, f"{len(errors)} of {CONCURRENT} invocations failed, e.g. {errors[:5]}"
+    assert max_replicas_seen <= POOL_MAX, max_replicas_seen
+    assert status["status"]["queued"] == 0, status["status"]
+    assert status["invocation_count"] >= CONCURRENT + 1, status["invocation_count"]
+    delete_function(stress_server, name)
+
+
+@pytest.mark.timeout(int(SOAK_S) + 900)
+async def test_stress_soak_daemon_rss_bounded(stress_server: FaasdServer, tmp_path: Path) -> None:
+    name = deploy_echo(
+        stress_server, tmp_path, mode="cached", min_replicas=1, max_replicas=2, queue_size=1000,
+        timeout_s=60, idle_ttl_s=3600,
+    )
+    warmup_s = min(60.0, SOAK_S / 4)
+    samples: list[tuple[float, int]] = []  # (seconds since start, RSS kB)
+    errors: list[str] = []
+    sent = 0
+    in_flight = asyncio.Semaphore(8)
+    async with httpx.AsyncClient(
+        base_url=stress_server.url, headers=_auth(stress_server), timeout=120.0,
+        limits=httpx.Limits(keepalive_expiry=KEEPALIVE_S),
+    ) as client:
+
+        async def one(i: int) -> None:
+            async with in_flight:
+                err = await _invoke(client, name, i)
+            if err is not None:
+                errors.append(err)
+
+        tasks: set[asyncio.Task[None]] = set()
+        t0 = time.monotonic()
+        next_sample = 0.0
+        while (now := time.monotonic() - t0) < SOAK_S:
+            if now >= next_sample:
+                samples.append((now, daemon_rss_kib(stress_server)))
+                next_sample += 5.0
+            task = asyncio.create_task(one(sent))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            sent += 1
+            # bounded rate: the n-th request is not sent before n / rate seconds
+            await asyncio.sleep(max(0.0, sent / SOAK_RPS - (time.monotonic() - t0)))
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout=300)
+        samples.append((time.monotonic() - t0, daemon_rss_kib(stress_server)))
+    after = [kb for t, kb in samples if t >= warmup_s]
+    assert len(after) >= 6, f"soak too short to judge memory: {len(after)} samples after warm-up"
+    baseline = statistics.median(after[:3])
+    final = statistics.median(after[-3:])
+    growth = (final - baseline) / baseline
+    print(f"soak {SOAK_S:g} s at {SOAK_RPS:g} req/s: {sent} requests, {len(errors)} errors; daemon RSS "
+          f"{baseline / 1024:.1f} MiB after {warmup_s:g} s warm-up -> {final / 1024:.1f} MiB at the end "
+          f"({growth:+.1%}), peak {max(kb for _, kb in samples) / 1024:.1f} MiB; load {os.getloadavg()}")
+    assert not errors, f"{len(errors)} of {sent} invocations failed, e.g. {errors[:5]}"
+    assert growth <= RSS_GROWTH_MAX, (
+        f"daemon RSS grew {growth:.1%} after warm-up ({baseline} kB -> {final} kB); samples: {samples}"
+    )
+    delete_function(stress_server, name)
