@@ -17,6 +17,9 @@ from faasd import __version__
 from faasd.api import routes_openfaas, routes_v1
 from faasd.api.auth import require
 from faasd.api.errors import install_error_handlers
+from faasd.api.routes_instances import router as instances_router
+from faasd.api.routes_jobs import router as jobs_router
+from faasd.api.routes_snapshots import router as snapshots_router
 from faasd.config import Settings
 from faasd.platform.core import Platform
 from faasd.platform.keys import KeyInfo
@@ -192,5 +195,8 @@ def create_app(
         return Response(generate_latest(plat.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(routes_v1.router)
+    app.include_router(snapshots_router)
+    app.include_router(instances_router)
+    app.include_router(jobs_router)
     app.include_router(routes_openfaas.router)
     return app

@@ -15,6 +15,8 @@ import typer.core
 from faasd import __version__
 from faasd.cli import _context, execute, functions, resources, system
 from faasd.cli import _output as out
+from faasd.cli.instances import instance_app, job_app
+from faasd.cli.snapshots import branch, merge, sandbox_app, snapshot_app
 from faasd.errors import FaasdError
 
 EXIT_API_ERROR = 1
@@ -93,6 +95,13 @@ app.command("exec", rich_help_panel=_fn)(execute.exec_)
 app.add_typer(resources.executions_app, name="executions", rich_help_panel=_fn)
 app.add_typer(resources.secrets_app, name="secrets", rich_help_panel="Access")
 app.add_typer(resources.keys_app, name="keys", rich_help_panel="Access")
+_snap = "Snapshots"
+app.add_typer(snapshot_app, name="snapshot", rich_help_panel=_snap)
+app.add_typer(sandbox_app, name="sandbox", rich_help_panel=_snap)
+app.command(rich_help_panel=_snap)(branch)
+app.command(rich_help_panel=_snap)(merge)
+app.add_typer(instance_app, name="instance", rich_help_panel="Instances")
+app.add_typer(job_app, name="job", rich_help_panel="Instances")
 app.command(rich_help_panel="Platform")(system.up)
 app.command(rich_help_panel="Platform")(system.health)
 app.command(rich_help_panel="Platform")(system.metrics)

@@ -11,12 +11,16 @@ from faasd.errors import FaasdError, InvalidInputError, NotFoundError
 from faasd.platform.execute import ExecuteService, ImageStoreLike, SandboxRunner
 from faasd.platform.executions import ExecutionService, ReconcileReport
 from faasd.platform.functions import FunctionService, FunctionSpec, function_dict
+from faasd.platform.instances import InstanceService
+from faasd.platform.jobs import JobService
 from faasd.platform.keys import ApiKeyService, RateLimiter
 from faasd.platform.logs import LogService
 from faasd.platform.metrics import Metrics
-from faasd.platform.runner import FunctionRunner
+from faasd.platform.runner import POOLED_MODES, FunctionRunner
 from faasd.platform.secrets import SecretService
+from faasd.platform.snapshots import SnapshotService
 from faasd.platform.workers import WorkerFactory
+from faasd.runtime.sandbox import SandboxManager
 from faasd.state import Database, Function
 
 log = logging.getLogger(__name__)
@@ -73,6 +77,19 @@ class Platform:
         self.execute = (
             ExecuteService(images, sandboxes) if images is not None and sandboxes is not None else None
         )
+        self.snapshots: SnapshotService | None = SnapshotService.for_platform(
+            settings, worker_factory, self.runner, self.functions, self.metrics
+        )
+        """Snapshots/branches/merges and the checkpointed/branched modes (None without real sandboxes)."""
+        self.instances: InstanceService | None = (
+            InstanceService(
+                self.db, settings, images, sandboxes, self.snapshots.store if self.snapshots else None
+            )
+            if images is not None and isinstance(sandboxes, SandboxManager)
+            else None
+        )
+        """Persistent instances (None without real sandboxes)."""
+        self.jobs = JobService(self)
         self.started = False
 
     def _check_image(self, ref: str) -> None:
@@ -89,6 +106,8 @@ class Platform:
     # -- lifecycle ----------------------------------------------------------------------------
     async def reconcile(self) -> ReconcileReport:
         report = self.executions.reconcile()
+        if self.instances is not None:
+            self.instances.reconcile()
         try:
             report.orphans_removed = list(await self.worker_factory.cleanup_orphans())
         except FaasdError as exc:
@@ -102,15 +121,21 @@ class Platform:
     async def start(self) -> ReconcileReport:
         report = await self.reconcile()
         for fn in self.functions.list():
-            if fn.mode == "cached" and fn.scale_min > 0:
+            if fn.mode in POOLED_MODES and fn.scale_min > 0:
                 await self.runner.pool_for(fn)  # pre-warms in the background
         self.executions.start()
+        if self.instances is not None:
+            self.instances.start_background()
         self.started = True
         return report
 
     async def close(self) -> None:
         await self.executions.stop(self.options.shutdown_grace_s)
+        if self.instances is not None:
+            await self.instances.close()
         await self.runner.close()
+        if self.snapshots is not None:
+            await self.snapshots.close()
         self.started = False
 
     # -- function operations ------------------------------------------------------------------
@@ -119,20 +144,24 @@ class Platform:
 
     async def deploy(self, spec: FunctionSpec) -> Function:
         fn = self.functions.create(spec)
-        if fn.mode == "cached" and fn.scale_min > 0:
+        if fn.mode in POOLED_MODES and fn.scale_min > 0:
             await self.runner.pool_for(fn)
         return fn
 
     async def update(self, name: str, spec: FunctionSpec) -> Function:
         fn = self.functions.update(name, spec)
         await self.runner.drop(name)
-        if fn.mode == "cached" and fn.scale_min > 0:
+        if self.snapshots is not None:
+            await self.snapshots.invalidate(name)
+        if fn.mode in POOLED_MODES and fn.scale_min > 0:
             await self.runner.pool_for(fn)
         return fn
 
     async def delete(self, name: str) -> None:
         self.functions.delete(name)
         await self.runner.drop(name)
+        if self.snapshots is not None:
+            await self.snapshots.invalidate(name)
         self.logs.delete_function(name)
 
     async def scale(

@@ -11,14 +11,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from sqlalchemy import select
 
 from faasd.errors import ConflictError, InvalidInputError, NotFoundError
+from faasd.runtime.models import check_env_names
 from faasd.state import Database, Function
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SECRET_NAME_RE = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9._-]{0,251}[a-zA-Z0-9])?$")
 RUNTIMES = ("python", "node", "exec", "http")
-MODES = ("ephemeral", "cached")
-RESERVED_MODES = ("checkpointed", "branched", "persistent")
+MODES = ("ephemeral", "cached", "checkpointed", "branched")
+RESERVED_MODES = ("persistent",)
+BRANCH_FROM_ANNOTATION = "faasd.branch_from"
+"""Where a ``branched`` function's snapshot id is kept (annotations of the function record)."""
 
 
 def check_name(name: str, what: str = "function") -> str:
@@ -73,15 +75,15 @@ class FunctionSpec(BaseModel):
     queue_size: int = Field(default=100, ge=0, le=10000)
     idle_ttl_s: float = Field(default=300.0, ge=0, le=7 * 86400)
     mode: str = "cached"
+    branch_from: str | None = Field(default=None, max_length=128)
+    """mode ``branched``: the snapshot every worker of the function is restored from."""
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("env")
     @classmethod
     def _env_keys(cls, v: dict[str, str]) -> dict[str, str]:
-        for k in v:
-            if not ENV_KEY_RE.match(k):
-                raise ValueError(f"environment variable name {k!r} is invalid")
+        check_env_names(v)
         return v
 
     @field_validator("command")
@@ -96,12 +98,22 @@ class FunctionSpec(BaseModel):
         check_name(self.name)
         if self.mode in RESERVED_MODES:
             raise InvalidInputError(
-                f"execution mode {self.mode!r} is reserved and not implemented yet; "
-                "use 'ephemeral' or 'cached'",
+                f"execution mode {self.mode!r} is not a function mode; persistent sandboxes are "
+                "instances (POST /api/v1/instances, 'faas instance start'); for functions use "
+                "'ephemeral', 'cached', 'checkpointed' or 'branched'",
                 mode=self.mode,
             )
         if self.mode not in MODES:
-            raise InvalidInputError(f"unknown execution mode {self.mode!r}; use 'ephemeral' or 'cached'")
+            raise InvalidInputError(
+                f"unknown execution mode {self.mode!r}; "
+                "use 'ephemeral', 'cached', 'checkpointed' or 'branched'"
+            )
+        if self.mode == "branched" and not self.branch_from:
+            raise InvalidInputError(
+                "mode 'branched' needs 'branch_from': the id of the snapshot its workers are restored from"
+            )
+        if self.branch_from is not None and self.mode != "branched":
+            raise InvalidInputError(f"'branch_from' is only valid with mode 'branched', not {self.mode!r}")
         for s in self.secrets:
             if not SECRET_NAME_RE.match(s):
                 raise InvalidInputError(f"secret name {s!r} is invalid", secret=s)
@@ -146,8 +158,9 @@ def to_spec(fn: Function) -> FunctionSpec:
         queue_size=fn.queue_size,
         idle_ttl_s=fn.idle_ttl_s,
         mode=fn.mode,
+        branch_from=(fn.annotations or {}).get(BRANCH_FROM_ANNOTATION) if fn.mode == "branched" else None,
         labels=dict(fn.labels),
-        annotations=dict(fn.annotations or {}),
+        annotations={k: v for k, v in (fn.annotations or {}).items() if k != BRANCH_FROM_ANNOTATION},
     )
 
 
@@ -172,6 +185,8 @@ def _apply(fn: Function, spec: FunctionSpec) -> None:
     fn.mode = spec.mode
     fn.labels = dict(spec.labels)
     fn.annotations = dict(spec.annotations)
+    if spec.branch_from is not None:
+        fn.annotations[BRANCH_FROM_ANNOTATION] = spec.branch_from
 
 
 ImageCheck = Callable[[str], None]
@@ -186,6 +201,8 @@ class FunctionService:
         self.db = db
         self.image_check = image_check
         self.secret_check = secret_check
+        self.snapshot_check: Callable[[str], None] | None = None
+        """Raises when a ``branch_from`` snapshot does not exist (set by the snapshot service)."""
 
     def _validate(self, spec: FunctionSpec) -> None:
         spec.check()
@@ -193,6 +210,8 @@ class FunctionService:
             self.image_check(spec.image)
         if self.secret_check is not None and spec.secrets:
             self.secret_check(spec.secrets)
+        if spec.branch_from is not None and self.snapshot_check is not None:
+            self.snapshot_check(spec.branch_from)
 
     def create(self, spec: FunctionSpec) -> Function:
         self._validate(spec)

@@ -282,6 +282,43 @@ class WarmPool:
         finally:
             await self.release(lease, broken=broken)
 
+    def worker_ids(self) -> list[str]:
+        return [s.worker.id for s in self._slots]
+
+    @contextlib.asynccontextmanager
+    async def hold(self, worker_id: str, timeout_s: float) -> AsyncIterator[PoolWorker]:
+        """Exclusive use of one worker (e.g. to snapshot it): waits until it has no request in flight
+        and keeps new requests off it until the block ends."""
+        deadline = time.monotonic() + timeout_s
+        async with self._cond:
+            while True:
+                slot = next((s for s in self._slots if s.worker.id == worker_id), None)
+                if slot is None or slot.broken:
+                    raise NotFoundError(f"worker {worker_id} is not in the pool of {self.name!r}")
+                if slot.inflight == 0:
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise CapacityError(
+                        f"worker {worker_id} of {self.name!r} stayed busy for {timeout_s:g} s; retry later",
+                        retry_after_s=1.0,
+                        function=self.name,
+                    )
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(remaining):
+                        await self._cond.wait()
+            hold = builtin_max(1, self.config.concurrency)
+            slot.inflight += hold
+            self._changed()
+        try:
+            yield slot.worker
+        finally:
+            async with self._cond:
+                slot.inflight -= hold
+                slot.last_used = self._clock()
+                self._cond.notify_all()
+                self._changed()
+
     # -- scaling -------------------------------------------------------------------------------
     async def ensure_min(self, wait: bool = True) -> int:
         """Start workers until ``min`` exist (pre-warm). Returns how many this call started.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from faasd.errors import CapacityError
@@ -15,6 +16,11 @@ from faasd.platform.workers import PoolWorker, WorkerConfig, WorkerFactory
 from faasd.state import Function
 
 log = logging.getLogger(__name__)
+
+POOLED_MODES = ("cached", "checkpointed", "branched")
+"""Modes served by a warm pool (checkpointed/branched workers are CRIU restores, see platform.snapshots)."""
+
+ModeStarter = Callable[[Function, WorkerConfig], Awaitable[PoolWorker]]
 
 
 def worker_config(fn: Function, secrets: dict[str, bytes]) -> WorkerConfig:
@@ -105,6 +111,8 @@ class FunctionRunner:
         self._ephemeral: dict[str, _Ephemeral] = {}
         self._lock = asyncio.Lock()
         self._retired: list[WarmPool] = []
+        self.starters: dict[str, ModeStarter] = {}
+        """Per-mode worker start (``checkpointed``/``branched``: set by the snapshot service)."""
 
     def _on_pool_change(self, pool: WarmPool) -> None:
         st = pool.stats()
@@ -123,6 +131,9 @@ class FunctionRunner:
 
                 async def start() -> PoolWorker:
                     # Secrets are read at every start: a worker started after a secret update sees it.
+                    mode_start = self.starters.get(snapshot.mode)
+                    if mode_start is not None:
+                        return await mode_start(snapshot, self._starter(snapshot))
                     return await self.factory.start(self._starter(snapshot))
 
                 pool = WarmPool(fn.name, pool_config(fn), start, on_change=self._on_pool_change)
@@ -131,7 +142,7 @@ class FunctionRunner:
             return pool
 
     async def acquire(self, fn: Function, timeout_s: float) -> Handle:
-        if fn.mode == "cached":
+        if fn.mode in POOLED_MODES:
             pool = await self.pool_for(fn)
             lease = await pool.acquire(timeout_s)
             return Handle(lease.worker, lease.cold, lease.wait_ms, lease.init_ms, _pool=pool, _lease=lease)
@@ -194,7 +205,7 @@ class FunctionRunner:
     async def scale(
         self, fn: Function, *, min: int | None = None, max: int | None = None, replicas: int | None = None
     ) -> None:
-        if fn.mode != "cached":
+        if fn.mode not in POOLED_MODES:
             return
         pool = await self.pool_for(fn)
         await pool.scale(min=min, max=max, replicas=replicas)

@@ -88,6 +88,11 @@ class RuntimeWorker:
         return self._worker.alive
 
     @property
+    def worker(self) -> Worker:
+        """The runtime worker (its ``sandbox`` is what snapshots checkpoint)."""
+        return self._worker
+
+    @property
     def init_ms(self) -> float | None:
         v = getattr(self._worker, "init_ms", None)
         return float(v) if v is not None else None

@@ -20,6 +20,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import TypeAdapter, ValidationError
 
+from faasd.sdk import models as sm
 from faasd.sdk._streams import SSEDecoder, decode_ndjson_line
 from faasd.sdk.errors import ProtocolError, error_from_response
 from faasd.sdk.models import (
@@ -666,3 +667,259 @@ def follow_logs(name: str, tail: int | None, since: str | None, follow: bool) ->
         headers={"accept": "application/x-ndjson"},
         timeout=httpx.Timeout(None, connect=10.0),
     )
+
+
+# ---------------------------------------------------------------------------------------------- snapshots
+
+SNAPSHOT_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
+"""Checkpoint/restore/branch/merge move whole process images: allow much longer than the default."""
+
+
+def create_snapshot(
+    sandbox_id: str | None, function: str | None, labels: Mapping[str, str] | None, timeout_s: float | None
+) -> Call[sm.Snapshot]:
+    if (sandbox_id is None) == (function is None):
+        raise ValueError("snapshot needs exactly one of sandbox_id or function")
+    body: dict[str, Any] = {"labels": dict(labels or {})}
+    if sandbox_id is not None:
+        body["sandbox_id"] = sandbox_id
+    if function is not None:
+        body["function"] = function
+    if timeout_s is not None:
+        body["timeout_s"] = timeout_s
+    return Call(
+        "POST", f"{API}/snapshots", _model(TypeAdapter(sm.Snapshot)), json=body, timeout=SNAPSHOT_TIMEOUT
+    )
+
+
+def list_snapshots(function: str | None) -> Call[list[sm.Snapshot]]:
+    params = {"function": function} if function is not None else None
+    return Call(
+        "GET", f"{API}/snapshots", _model(TypeAdapter(list[sm.Snapshot]), "snapshots"), params=params
+    )
+
+
+def get_snapshot(snapshot_id: str) -> Call[sm.Snapshot]:
+    return Call("GET", f"{API}/snapshots/{_p(snapshot_id)}", _model(TypeAdapter(sm.Snapshot)))
+
+
+def delete_snapshot(snapshot_id: str, force: bool) -> Call[None]:
+    params = {"force": "true"} if force else None
+    return Call("DELETE", f"{API}/snapshots/{_p(snapshot_id)}", _none, params=params)
+
+
+def gc_snapshots() -> Call[sm.SnapshotGcReport]:
+    return Call(
+        "POST", f"{API}/snapshots/gc", _model(TypeAdapter(sm.SnapshotGcReport)), timeout=SNAPSHOT_TIMEOUT
+    )
+
+
+def restore_snapshot(snapshot_id: str) -> Call[sm.RestoredSandbox]:
+    return Call(
+        "POST",
+        f"{API}/snapshots/{_p(snapshot_id)}/restore",
+        _model(TypeAdapter(sm.RestoredSandbox)),
+        timeout=SNAPSHOT_TIMEOUT,
+    )
+
+
+def branch_snapshot(snapshot_id: str, count: int) -> Call[list[sm.RestoredSandbox]]:
+    return Call(
+        "POST",
+        f"{API}/snapshots/{_p(snapshot_id)}/branch",
+        _model(TypeAdapter(list[sm.RestoredSandbox]), "sandboxes"),
+        json={"count": count},
+        timeout=SNAPSHOT_TIMEOUT,
+    )
+
+
+def merge(
+    snapshot_ids: Sequence[str], sandbox_ids: Sequence[str], strategy: str, labels: Mapping[str, str] | None
+) -> Call[sm.MergeResult]:
+    body = {
+        "snapshot_ids": list(snapshot_ids),
+        "sandbox_ids": list(sandbox_ids),
+        "strategy": strategy,
+        "labels": dict(labels or {}),
+    }
+    return Call(
+        "POST", f"{API}/merges", _model(TypeAdapter(sm.MergeResult)), json=body, timeout=SNAPSHOT_TIMEOUT
+    )
+
+
+def list_sandboxes() -> Call[list[sm.RestoredSandbox]]:
+    return Call("GET", f"{API}/sandboxes", _model(TypeAdapter(list[sm.RestoredSandbox]), "sandboxes"))
+
+
+def get_sandbox(sandbox_id: str) -> Call[sm.RestoredSandbox]:
+    return Call("GET", f"{API}/sandboxes/{_p(sandbox_id)}", _model(TypeAdapter(sm.RestoredSandbox)))
+
+
+def delete_sandbox(sandbox_id: str) -> Call[None]:
+    return Call("DELETE", f"{API}/sandboxes/{_p(sandbox_id)}", _none)
+
+
+def _check_sandbox_invoke(response: httpx.Response) -> None:
+    """A response carrying ``X-Sandbox-Id`` is the function's own (even 4xx/5xx), unless a platform error."""
+    if not response.is_error:
+        return
+    if "x-sandbox-id" not in response.headers or _error_code(response) in _PLATFORM_INVOKE_ERRORS:
+        raise error_from_response(response)
+
+
+def invoke_sandbox(
+    sandbox_id: str,
+    data: Body,
+    *,
+    content_type: str | None,
+    headers: Mapping[str, str] | None,
+    timeout: float | None,
+) -> Call[InvokeResult]:
+    content, hdrs = _invoke_headers(data, content_type, headers)
+    return Call(
+        "POST",
+        f"{API}/sandboxes/{_p(sandbox_id)}/invoke",
+        _parse_invoke,
+        content=content,
+        headers=hdrs,
+        timeout=httpx.Timeout(timeout or INVOKE_TIMEOUT_S, connect=10.0),
+        check=_check_sandbox_invoke,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- instances
+
+INSTANCE_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
+"""Starting/stopping an instance stores or restores a filesystem (and maybe a CRIU image)."""
+
+
+def start_instance(body: Mapping[str, Any]) -> Call[sm.Instance]:
+    return Call(
+        "POST",
+        f"{API}/instances",
+        _model(TypeAdapter(sm.Instance)),
+        json=dict(body),
+        timeout=INSTANCE_TIMEOUT,
+    )
+
+
+def list_instances() -> Call[list[sm.Instance]]:
+    return Call("GET", f"{API}/instances", _model(TypeAdapter(list[sm.Instance]), "instances"))
+
+
+def get_instance(instance_id: str) -> Call[sm.Instance]:
+    return Call("GET", f"{API}/instances/{_p(instance_id)}", _model(TypeAdapter(sm.Instance)))
+
+
+def delete_instance(instance_id: str) -> Call[None]:
+    return Call("DELETE", f"{API}/instances/{_p(instance_id)}", _none, timeout=INSTANCE_TIMEOUT)
+
+
+def instance_action(instance_id: str, action: str) -> Call[sm.Instance]:
+    if action not in ("start", "stop", "pause", "resume"):
+        raise ValueError(f"unknown instance action {action!r}")
+    return Call(
+        "POST",
+        f"{API}/instances/{_p(instance_id)}/{action}",
+        _model(TypeAdapter(sm.Instance)),
+        timeout=INSTANCE_TIMEOUT,
+    )
+
+
+def exec_instance(
+    instance_id: str,
+    command: Sequence[str] | str,
+    *,
+    stdin: bytes | str | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    timeout_s: float = 60.0,
+) -> Call[sm.InstanceExecResult]:
+    import base64
+
+    body: dict[str, Any] = {
+        "command": command if isinstance(command, str) else list(command),
+        "env": dict(env or {}),
+        "timeout_s": timeout_s,
+    }
+    if isinstance(stdin, bytes):
+        body["stdin_base64"] = base64.b64encode(stdin).decode()
+    elif stdin is not None:
+        body["stdin"] = stdin
+    if cwd is not None:
+        body["cwd"] = cwd
+    return Call(
+        "POST",
+        f"{API}/instances/{_p(instance_id)}/exec",
+        _model(TypeAdapter(sm.InstanceExecResult)),
+        json=body,
+        timeout=httpx.Timeout(timeout_s + 60.0, connect=10.0),
+    )
+
+
+def upload_instance_tar(instance_id: str, path: str, archive: bytes) -> Call[sm.UploadResult]:
+    return Call(
+        "PUT",
+        f"{API}/instances/{_p(instance_id)}/files",
+        _model(TypeAdapter(sm.UploadResult)),
+        params={"path": path},
+        content=archive,
+        headers={"content-type": "application/x-tar"},
+        timeout=INSTANCE_TIMEOUT,
+    )
+
+
+def upload_instance_files(
+    instance_id: str, target_path: str, files: Mapping[str, bytes]
+) -> Call[sm.UploadResult]:
+    import base64
+
+    body = {
+        "target_path": target_path,
+        "files": [{"path": p, "content": base64.b64encode(c).decode()} for p, c in files.items()],
+    }
+    return Call(
+        "PUT",
+        f"{API}/instances/{_p(instance_id)}/files",
+        _model(TypeAdapter(sm.UploadResult)),
+        json=body,
+        timeout=INSTANCE_TIMEOUT,
+    )
+
+
+def download_instance(instance_id: str, path: str) -> Call[bytes]:
+    return Call(
+        "GET",
+        f"{API}/instances/{_p(instance_id)}/files",
+        lambda r: r.content,
+        params={"path": path},
+        timeout=INSTANCE_TIMEOUT,
+    )
+
+
+def expose_instance_port(
+    instance_id: str, internal_port: int, protocol: str = "http", subdomain: str | None = None
+) -> Call[sm.InstancePort]:
+    body: dict[str, Any] = {"internal_port": internal_port, "protocol": protocol}
+    if subdomain is not None:
+        body["subdomain"] = subdomain
+    return Call(
+        "POST", f"{API}/instances/{_p(instance_id)}/ports", _model(TypeAdapter(sm.InstancePort)), json=body
+    )
+
+
+# ---------------------------------------------------------------------------------------------- jobs
+
+
+def run_job(type_: int | str, args: Mapping[str, Any]) -> Call[sm.Job]:
+    return Call(
+        "POST",
+        f"{API}/jobs",
+        _model(TypeAdapter(sm.Job)),
+        json={"type": type_, "args": dict(args)},
+        timeout=httpx.Timeout(3600.0 + 60.0, connect=10.0),
+    )
+
+
+def get_job(job_id: str) -> Call[sm.Job]:
+    return Call("GET", f"{API}/jobs/{_p(job_id)}", _model(TypeAdapter(sm.Job)))

@@ -18,6 +18,7 @@ import httpx
 
 from faasd import __version__
 from faasd.sdk import _api
+from faasd.sdk import models as sm
 from faasd.sdk._api import Body, Call, DeployOptions, ExecuteOptions, StreamCall
 from faasd.sdk._config import resolve_api_key, resolve_base_url
 from faasd.sdk.errors import Conflict, ExecutionWaitTimeout, error_from_response, request_error
@@ -368,6 +369,149 @@ class Client(_Base):
         return self._call(_api.metrics())
 
 
+    # -- snapshots, restored sandboxes, branches, merges
+    def snapshot(
+        self,
+        *,
+        sandbox_id: str | None = None,
+        function: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        timeout_s: float | None = None,
+    ) -> sm.Snapshot:
+        """Checkpoint a running sandbox, or an idle worker of ``function``; it keeps running."""
+        return self._call(_api.create_snapshot(sandbox_id, function, labels, timeout_s))
+
+    def list_snapshots(self, *, function: str | None = None) -> list[sm.Snapshot]:
+        return self._call(_api.list_snapshots(function))
+
+    def get_snapshot(self, snapshot_id: str) -> sm.Snapshot:
+        return self._call(_api.get_snapshot(snapshot_id))
+
+    def delete_snapshot(self, snapshot_id: str, *, force: bool = False) -> None:
+        self._call(_api.delete_snapshot(snapshot_id, force))
+
+    def gc_snapshots(self) -> sm.SnapshotGcReport:
+        return self._call(_api.gc_snapshots())
+
+    def restore(self, snapshot_id: str) -> sm.RestoredSandbox:
+        """Start a new sandbox from a snapshot; invoke it with :meth:`invoke_sandbox`."""
+        return self._call(_api.restore_snapshot(snapshot_id))
+
+    def branch(self, snapshot_id: str, count: int = 2) -> list[sm.RestoredSandbox]:
+        return self._call(_api.branch_snapshot(snapshot_id, count))
+
+    def merge(
+        self,
+        snapshot_ids: list[str] | None = None,
+        *,
+        sandbox_ids: list[str] | None = None,
+        strategy: str = "fail",
+        labels: Mapping[str, str] | None = None,
+    ) -> sm.MergeResult:
+        """Merge branches' file changes; ``strategy="fail"`` raises ``Conflict`` (``details["report"]``)."""
+        return self._call(_api.merge(snapshot_ids or [], sandbox_ids or [], strategy, labels))
+
+    def list_sandboxes(self) -> list[sm.RestoredSandbox]:
+        return self._call(_api.list_sandboxes())
+
+    def get_sandbox(self, sandbox_id: str) -> sm.RestoredSandbox:
+        return self._call(_api.get_sandbox(sandbox_id))
+
+    def delete_sandbox(self, sandbox_id: str) -> None:
+        self._call(_api.delete_sandbox(sandbox_id))
+
+    def invoke_sandbox(
+        self,
+        sandbox_id: str,
+        data: Body = None,
+        *,
+        content_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> InvokeResult:
+        return self._call(
+            _api.invoke_sandbox(sandbox_id, data, content_type=content_type, headers=headers, timeout=timeout)
+        )
+
+    # -- persistent instances and jobs
+    def start_instance(
+        self,
+        image: str | None = None,
+        *,
+        snapshot_id: str | None = None,
+        name: str | None = None,
+        cpu_cores: float = 1.0,
+        memory_mb: int = 512,
+        disk_gb: float = 1.0,
+        ttl_s: float | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> sm.Instance:
+        """Start a persistent instance from an image (default faasd/python:latest) or a snapshot."""
+        body = {
+            "image": image,
+            "snapshot_id": snapshot_id,
+            "name": name,
+            "cpu_cores": cpu_cores,
+            "memory_mb": memory_mb,
+            "disk_gb": disk_gb,
+            "ttl_s": ttl_s,
+            "env": dict(env or {}),
+        }
+        return self._call(_api.start_instance({k: v for k, v in body.items() if v is not None}))
+
+    def list_instances(self) -> list[sm.Instance]:
+        return self._call(_api.list_instances())
+
+    def get_instance(self, instance_id: str) -> sm.Instance:
+        return self._call(_api.get_instance(instance_id))
+
+    def delete_instance(self, instance_id: str) -> None:
+        self._call(_api.delete_instance(instance_id))
+
+    def instance_action(self, instance_id: str, action: str) -> sm.Instance:
+        """``action``: start | stop | pause | resume."""
+        return self._call(_api.instance_action(instance_id, action))
+
+    def exec_instance(
+        self,
+        instance_id: str,
+        command: list[str] | str,
+        *,
+        stdin: bytes | str | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        timeout_s: float = 60.0,
+    ) -> sm.InstanceExecResult:
+        return self._call(
+            _api.exec_instance(instance_id, command, stdin=stdin, env=env, cwd=cwd, timeout_s=timeout_s)
+        )
+
+    def upload_to_instance(
+        self, instance_id: str, target_path: str, files: Mapping[str, bytes]
+    ) -> sm.UploadResult:
+        return self._call(_api.upload_instance_files(instance_id, target_path, files))
+
+    def upload_tar_to_instance(
+        self, instance_id: str, target_path: str, archive: bytes
+    ) -> sm.UploadResult:
+        return self._call(_api.upload_instance_tar(instance_id, target_path, archive))
+
+    def download_from_instance(self, instance_id: str, path: str) -> bytes:
+        """A tar archive of ``path`` inside the instance."""
+        return self._call(_api.download_instance(instance_id, path))
+
+    def expose_port(
+        self, instance_id: str, internal_port: int, *, protocol: str = "http", subdomain: str | None = None
+    ) -> sm.InstancePort:
+        return self._call(_api.expose_instance_port(instance_id, internal_port, protocol, subdomain))
+
+    def run_job(self, type: int | str, args: Mapping[str, Any] | None = None) -> sm.Job:
+        return self._call(_api.run_job(type, args or {}))
+
+    def get_job(self, job_id: str) -> sm.Job:
+        return self._call(_api.get_job(job_id))
+
+
 class AsyncClient(_Base):
     """Asynchronous client of the faasd API; same methods as :class:`Client`, awaitable."""
 
@@ -588,3 +732,145 @@ class AsyncClient(_Base):
 
     async def metrics(self) -> str:
         return await self._call(_api.metrics())
+
+    # -- snapshots, restored sandboxes, branches, merges
+    async def snapshot(
+        self,
+        *,
+        sandbox_id: str | None = None,
+        function: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        timeout_s: float | None = None,
+    ) -> sm.Snapshot:
+        """Checkpoint a running sandbox, or an idle worker of ``function``; it keeps running."""
+        return await self._call(_api.create_snapshot(sandbox_id, function, labels, timeout_s))
+
+    async def list_snapshots(self, *, function: str | None = None) -> list[sm.Snapshot]:
+        return await self._call(_api.list_snapshots(function))
+
+    async def get_snapshot(self, snapshot_id: str) -> sm.Snapshot:
+        return await self._call(_api.get_snapshot(snapshot_id))
+
+    async def delete_snapshot(self, snapshot_id: str, *, force: bool = False) -> None:
+        await self._call(_api.delete_snapshot(snapshot_id, force))
+
+    async def gc_snapshots(self) -> sm.SnapshotGcReport:
+        return await self._call(_api.gc_snapshots())
+
+    async def restore(self, snapshot_id: str) -> sm.RestoredSandbox:
+        """Start a new sandbox from a snapshot; invoke it with :meth:`invoke_sandbox`."""
+        return await self._call(_api.restore_snapshot(snapshot_id))
+
+    async def branch(self, snapshot_id: str, count: int = 2) -> list[sm.RestoredSandbox]:
+        return await self._call(_api.branch_snapshot(snapshot_id, count))
+
+    async def merge(
+        self,
+        snapshot_ids: list[str] | None = None,
+        *,
+        sandbox_ids: list[str] | None = None,
+        strategy: str = "fail",
+        labels: Mapping[str, str] | None = None,
+    ) -> sm.MergeResult:
+        """Merge branches' file changes; ``strategy="fail"`` raises ``Conflict`` (``details["report"]``)."""
+        return await self._call(_api.merge(snapshot_ids or [], sandbox_ids or [], strategy, labels))
+
+    async def list_sandboxes(self) -> list[sm.RestoredSandbox]:
+        return await self._call(_api.list_sandboxes())
+
+    async def get_sandbox(self, sandbox_id: str) -> sm.RestoredSandbox:
+        return await self._call(_api.get_sandbox(sandbox_id))
+
+    async def delete_sandbox(self, sandbox_id: str) -> None:
+        await self._call(_api.delete_sandbox(sandbox_id))
+
+    async def invoke_sandbox(
+        self,
+        sandbox_id: str,
+        data: Body = None,
+        *,
+        content_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> InvokeResult:
+        return await self._call(
+            _api.invoke_sandbox(sandbox_id, data, content_type=content_type, headers=headers, timeout=timeout)
+        )
+
+    # -- persistent instances and jobs
+    async def start_instance(
+        self,
+        image: str | None = None,
+        *,
+        snapshot_id: str | None = None,
+        name: str | None = None,
+        cpu_cores: float = 1.0,
+        memory_mb: int = 512,
+        disk_gb: float = 1.0,
+        ttl_s: float | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> sm.Instance:
+        """Start a persistent instance from an image (default faasd/python:latest) or a snapshot."""
+        body = {
+            "image": image,
+            "snapshot_id": snapshot_id,
+            "name": name,
+            "cpu_cores": cpu_cores,
+            "memory_mb": memory_mb,
+            "disk_gb": disk_gb,
+            "ttl_s": ttl_s,
+            "env": dict(env or {}),
+        }
+        return await self._call(_api.start_instance({k: v for k, v in body.items() if v is not None}))
+
+    async def list_instances(self) -> list[sm.Instance]:
+        return await self._call(_api.list_instances())
+
+    async def get_instance(self, instance_id: str) -> sm.Instance:
+        return await self._call(_api.get_instance(instance_id))
+
+    async def delete_instance(self, instance_id: str) -> None:
+        await self._call(_api.delete_instance(instance_id))
+
+    async def instance_action(self, instance_id: str, action: str) -> sm.Instance:
+        """``action``: start | stop | pause | resume."""
+        return await self._call(_api.instance_action(instance_id, action))
+
+    async def exec_instance(
+        self,
+        instance_id: str,
+        command: list[str] | str,
+        *,
+        stdin: bytes | str | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        timeout_s: float = 60.0,
+    ) -> sm.InstanceExecResult:
+        return await self._call(
+            _api.exec_instance(instance_id, command, stdin=stdin, env=env, cwd=cwd, timeout_s=timeout_s)
+        )
+
+    async def upload_to_instance(
+        self, instance_id: str, target_path: str, files: Mapping[str, bytes]
+    ) -> sm.UploadResult:
+        return await self._call(_api.upload_instance_files(instance_id, target_path, files))
+
+    async def upload_tar_to_instance(
+        self, instance_id: str, target_path: str, archive: bytes
+    ) -> sm.UploadResult:
+        return await self._call(_api.upload_instance_tar(instance_id, target_path, archive))
+
+    async def download_from_instance(self, instance_id: str, path: str) -> bytes:
+        """A tar archive of ``path`` inside the instance."""
+        return await self._call(_api.download_instance(instance_id, path))
+
+    async def expose_port(
+        self, instance_id: str, internal_port: int, *, protocol: str = "http", subdomain: str | None = None
+    ) -> sm.InstancePort:
+        return await self._call(_api.expose_instance_port(instance_id, internal_port, protocol, subdomain))
+
+    async def run_job(self, type: int | str, args: Mapping[str, Any] | None = None) -> sm.Job:
+        return await self._call(_api.run_job(type, args or {}))
+
+    async def get_job(self, job_id: str) -> sm.Job:
+        return await self._call(_api.get_job(job_id))

@@ -304,3 +304,119 @@ class StreamResult:
 
 
 StreamEvent = StreamStart | StreamOutput | StreamResult
+
+
+# -- snapshots, restored sandboxes, merges ------------------------------------------------------------
+class Snapshot(_Model):
+    id: str
+    created_at: str | None = None
+    parent: str | None = None
+    function: str | None = None
+    source_sandbox: str | None = None
+    kind: str = "process"
+    """``process`` (CRIU image + files: restorable) or ``filesystem`` (files only, e.g. a merge)."""
+    restorable: bool = True
+    labels: dict[str, str] = Field(default_factory=dict)
+    sizes: dict[str, int] = Field(default_factory=dict)
+    merge: dict[str, Any] | None = None
+    children: list[str] = Field(default_factory=list)
+    in_use_by: list[str] = Field(default_factory=list)
+
+
+class RestoredSandbox(_Model):
+    id: str
+    snapshot_id: str
+    function: str | None = None
+    alive: bool = True
+    restore_ms: float | None = None
+    invocations: int = 0
+    created_at: str | None = None
+
+
+class MergeConflict(_Model):
+    path: str
+    kind: str
+    sides: dict[str, str] = Field(default_factory=dict)
+    resolution: str = ""
+    kept_copies: dict[str, str] = Field(default_factory=dict)
+
+
+class MergeReport(_Model):
+    strategy: str
+    branches: list[str] = Field(default_factory=list)
+    taken: dict[str, list[str]] = Field(default_factory=dict)
+    identical: list[str] = Field(default_factory=list)
+    conflicts: list[MergeConflict] = Field(default_factory=list)
+    dropped: dict[str, list[str]] = Field(default_factory=dict)
+    result: str = ""
+
+
+class MergeResult(_Model):
+    snapshot: Snapshot
+    report: MergeReport
+
+
+class SnapshotGcReport(_Model):
+    removed_blobs: int = 0
+    freed_bytes: int = 0
+    kept_blobs: int = 0
+    removed_tmp: int = 0
+    removed_materialized: int = 0
+
+
+# ------------------------------------------------------------------------------------- instances, jobs
+
+
+class InstancePort(_Model):
+    internal_port: int
+    protocol: str = "http"
+    subdomain: str | None = None
+    host_port: int | None = None
+    url: str | None = None
+
+
+class Instance(_Model):
+    id: str
+    name: str | None = None
+    image: str | None = None
+    source_snapshot: str | None = None
+    fs_snapshot: str | None = None
+    status: str
+    auto_paused: bool = False
+    sandbox_id: str | None = None
+    cpu_cores: float = 1.0
+    memory_mb: int = 512
+    disk_gb: float = 1.0
+    ttl_s: float | None = None
+    env: dict[str, str] = {}
+    ports: list[InstancePort] = []
+    error: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+    last_active_at: str | None = None
+
+
+class InstanceExecResult(_Model):
+    exit_code: int
+    stdout: str = ""
+    stderr: str = ""
+    timed_out: bool = False
+    duration_ms: float = 0.0
+
+
+class UploadResult(_Model):
+    target_path: str
+    files: int
+    bytes: int
+
+
+class Job(_Model):
+    job_id: str
+    type: int
+    type_name: str
+    status: str
+    args: dict[str, Any] = {}
+    result: Any = None
+    error: dict[str, Any] | None = None
+    created_at: str | None = None
+    finished_at: str | None = None

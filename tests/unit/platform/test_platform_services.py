@@ -31,8 +31,8 @@ async def test_function_crud_and_validation(platform: Platform) -> None:
     assert fn.handler == "handler:handle" and fn.env == {"A": "1"}
     with pytest.raises(ConflictError):
         await platform.deploy(spec())
-    with pytest.raises(InvalidInputError, match="reserved"):
-        await platform.deploy(spec("other", mode="checkpointed"))
+    with pytest.raises(InvalidInputError, match="not a function mode"):
+        await platform.deploy(spec("other", mode="persistent"))
     with pytest.raises(InvalidInputError, match="invalid"):
         await platform.deploy(spec("Bad_Name"))
     with pytest.raises(InvalidInputError, match="do not exist"):

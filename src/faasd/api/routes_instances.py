@@ -1,0 +1,176 @@
+"""Persistent instances ``/api/v1/instances`` (see docs/API.md, "Instances")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+
+from faasd.api.auth import require
+from faasd.api.errors import loads_json
+from faasd.api.invoke import read_body
+from faasd.errors import RuntimeFailure
+from faasd.platform.errors import UnavailableError
+from faasd.platform.instances import (
+    ExecRequest,
+    ExposeRequest,
+    InstanceService,
+    StartInstanceRequest,
+    UploadRequest,
+    instance_dict,
+)
+from faasd.platform.keys import KeyInfo
+
+router = APIRouter(prefix="/api/v1/instances")
+
+invoke_scope = Depends(require("invoke"))
+deploy_scope = Depends(require("deploy"))
+
+# hop-by-hop headers (RFC 9110 7.6.1) and our own auth never cross the port proxy
+_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "authorization",
+    "cookie",
+    "content-length",
+}
+
+
+def instances_of(request: Request) -> InstanceService:
+    svc: InstanceService | None = getattr(request.app.state.platform, "instances", None)
+    if svc is None:
+        raise UnavailableError(
+            "instances are not available: the daemon runs without an image store or sandbox manager"
+        )
+    return svc
+
+
+@router.post("", status_code=201)
+async def start_instance(
+    body: StartInstanceRequest, request: Request, _k: KeyInfo = deploy_scope
+) -> dict[str, Any]:
+    return instance_dict(await instances_of(request).create(body))
+
+
+@router.get("")
+async def list_instances(request: Request, _k: KeyInfo = invoke_scope) -> dict[str, Any]:
+    return {"instances": [instance_dict(i) for i in instances_of(request).list()]}
+
+
+@router.get("/{instance_id}")
+async def get_instance(instance_id: str, request: Request, _k: KeyInfo = invoke_scope) -> dict[str, Any]:
+    return instance_dict(instances_of(request).get(instance_id))
+
+
+@router.delete("/{instance_id}", status_code=204)
+async def delete_instance(instance_id: str, request: Request, _k: KeyInfo = deploy_scope) -> Response:
+    await instances_of(request).delete(instance_id)
+    return Response(status_code=204)
+
+
+@router.post("/{instance_id}/start")
+async def start_again(instance_id: str, request: Request, _k: KeyInfo = deploy_scope) -> dict[str, Any]:
+    return instance_dict(await instances_of(request).start(instance_id))
+
+
+@router.post("/{instance_id}/stop")
+async def stop_instance(instance_id: str, request: Request, _k: KeyInfo = deploy_scope) -> dict[str, Any]:
+    return instance_dict(await instances_of(request).stop(instance_id))
+
+
+@router.post("/{instance_id}/pause")
+async def pause_instance(instance_id: str, request: Request, _k: KeyInfo = deploy_scope) -> dict[str, Any]:
+    return instance_dict(await instances_of(request).pause(instance_id))
+
+
+@router.post("/{instance_id}/resume")
+async def resume_instance(instance_id: str, request: Request, _k: KeyInfo = deploy_scope) -> dict[str, Any]:
+    return instance_dict(await instances_of(request).resume(instance_id))
+
+
+@router.post("/{instance_id}/exec")
+async def exec_instance(
+    instance_id: str, body: ExecRequest, request: Request, _k: KeyInfo = deploy_scope
+) -> dict[str, Any]:
+    return await instances_of(request).exec(instance_id, body)
+
+
+@router.put("/{instance_id}/files")
+async def upload_files(
+    instance_id: str,
+    request: Request,
+    path: str = Query(default="/", max_length=4096),
+    _k: KeyInfo = deploy_scope,
+) -> dict[str, Any]:
+    """A tar archive body (any content type but JSON) is extracted under ``?path=``; a JSON body is
+    an :class:`UploadRequest` (``{"target_path", "files": [{"path", "content" (base64), "mode"}]}``)."""
+    svc = instances_of(request)
+    raw = await read_body(request)
+    if request.headers.get("content-type", "").split(";")[0].strip() == "application/json":
+        try:
+            req = UploadRequest.model_validate(loads_json(raw))
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors()) from None
+        return await svc.upload_files(instance_id, req)
+    return await svc.upload_tar(instance_id, path, raw)
+
+
+@router.get("/{instance_id}/files")
+async def download_files(
+    instance_id: str,
+    request: Request,
+    path: str = Query(max_length=4096),
+    _k: KeyInfo = deploy_scope,
+) -> Response:
+    data = await instances_of(request).download(instance_id, path)
+    return Response(data, media_type="application/x-tar")
+
+
+@router.post("/{instance_id}/ports")
+async def expose_port(
+    instance_id: str, body: ExposeRequest, request: Request, _k: KeyInfo = deploy_scope
+) -> dict[str, Any]:
+    return await instances_of(request).expose(instance_id, body)
+
+
+async def forward_http(
+    instance_id: str, port: int, path: str, request: Request, _k: KeyInfo = invoke_scope
+) -> Response:
+    """Forward one HTTP request to an exposed port of the instance (through its host listener, which
+    resumes an auto-paused instance)."""
+    host_port = instances_of(request).host_port(instance_id, port)
+    body = await read_body(request)
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
+    url = f"http://127.0.0.1:{host_port}/{path}"
+    if request.url.query:
+        url += "?" + request.url.query
+    try:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0)) as client:
+            resp = await client.request(request.method, url, content=body, headers=headers)
+    except httpx.HTTPError as exc:
+        raise RuntimeFailure(
+            f"forwarding to port {port} of instance {instance_id} failed: {type(exc).__name__}: {exc}; "
+            "is a server listening on that port inside the instance?",
+            port=port,
+        ) from None
+    out_headers = {k: v for k, v in resp.headers.items() if k.lower() not in _HOP | {"content-encoding"}}
+    return Response(resp.content, status_code=resp.status_code, headers=out_headers)
+
+
+for _method in ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"):
+    router.add_api_route(
+        "/{instance_id}/ports/{port}/{path:path}",
+        forward_http,
+        methods=[_method],
+        operation_id=f"forward_http_{_method.lower()}",
+    )

@@ -1,0 +1,158 @@
+"""Snapshots, restored sandboxes, branches and merges: ``/api/v1/snapshots``, ``/sandboxes``, ``/merges``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from faasd.api.auth import require
+from faasd.api.invoke import HOP_BY_HOP, invocation_from
+from faasd.platform.core import Platform
+from faasd.platform.errors import UnavailableError
+from faasd.platform.keys import KeyInfo
+from faasd.platform.snapshots import MERGE_STRATEGIES, SnapshotService
+
+router = APIRouter(prefix="/api/v1")
+
+invoke_scope = Depends(require("invoke"))
+deploy_scope = Depends(require("deploy"))
+
+
+def service_of(request: Request) -> SnapshotService:
+    p: Platform = request.app.state.platform
+    svc = getattr(p, "snapshots", None)
+    if svc is None:
+        raise UnavailableError("this daemon runs without a sandbox runtime; snapshots are not available")
+    return svc
+
+
+class SnapshotCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sandbox_id: str | None = Field(default=None, min_length=1, max_length=128)
+    function: str | None = Field(default=None, min_length=1, max_length=63)
+    labels: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float = Field(default=30.0, gt=0, le=3600)
+
+
+class BranchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    count: int = Field(default=2, ge=1, le=64)
+
+
+class MergeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    snapshot_ids: list[str] = Field(default_factory=list, max_length=32)
+    sandbox_ids: list[str] = Field(default_factory=list, max_length=32)
+    strategy: str = Field(default="fail", pattern="^(" + "|".join(MERGE_STRATEGIES) + ")$")
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+# -- snapshots ----------------------------------------------------------------------------------
+@router.post("/snapshots", status_code=201)
+async def create_snapshot(body: SnapshotCreate, request: Request, _k: KeyInfo = deploy_scope) -> JSONResponse:
+    svc = service_of(request)
+    snap = await svc.create(
+        sandbox_id=body.sandbox_id, function=body.function, labels=body.labels, timeout_s=body.timeout_s
+    )
+    return JSONResponse(svc.view(snap), status_code=201)
+
+
+@router.get("/snapshots")
+async def list_snapshots(
+    request: Request, function: str | None = Query(default=None), _k: KeyInfo = invoke_scope
+) -> dict[str, Any]:
+    svc = service_of(request)
+    return {"snapshots": [svc.view(s) for s in svc.list(function)]}
+
+
+@router.post("/snapshots/gc")
+async def gc_snapshots(request: Request, _k: KeyInfo = deploy_scope) -> dict[str, Any]:
+    return asdict(await service_of(request).gc())
+
+
+@router.get("/snapshots/{snapshot_id}")
+async def get_snapshot(snapshot_id: str, request: Request, _k: KeyInfo = invoke_scope) -> dict[str, Any]:
+    svc = service_of(request)
+    return svc.view(svc.get(snapshot_id))
+
+
+@router.delete("/snapshots/{snapshot_id}", status_code=204)
+async def delete_snapshot(
+    snapshot_id: str, request: Request, force: bool = Query(default=False), _k: KeyInfo = deploy_scope
+) -> Response:
+    await service_of(request).delete(snapshot_id, force=force)
+    return Response(status_code=204)
+
+
+@router.post("/snapshots/{snapshot_id}/restore", status_code=201)
+async def restore_snapshot(snapshot_id: str, request: Request, _k: KeyInfo = deploy_scope) -> JSONResponse:
+    entry = await service_of(request).restore(snapshot_id)
+    return JSONResponse(entry.to_dict(), status_code=201)
+
+
+@router.post("/snapshots/{snapshot_id}/branch", status_code=201)
+async def branch_snapshot(
+    snapshot_id: str, body: BranchRequest, request: Request, _k: KeyInfo = deploy_scope
+) -> JSONResponse:
+    entries = await service_of(request).branch(snapshot_id, body.count)
+    return JSONResponse({"sandboxes": [e.to_dict() for e in entries]}, status_code=201)
+
+
+# -- merges -------------------------------------------------------------------------------------
+@router.post("/merges")
+async def merge(body: MergeRequest, request: Request, _k: KeyInfo = deploy_scope) -> dict[str, Any]:
+    svc = service_of(request)
+    snap, report = await svc.merge(
+        body.snapshot_ids, sandbox_ids=body.sandbox_ids, strategy=body.strategy, labels=body.labels
+    )
+    return {"snapshot": svc.view(snap), "report": report.to_dict()}
+
+
+# -- restored sandboxes -------------------------------------------------------------------------
+@router.get("/sandboxes")
+async def list_sandboxes(request: Request, _k: KeyInfo = invoke_scope) -> dict[str, Any]:
+    svc = service_of(request)
+    return {"sandboxes": [e.to_dict() for e in svc.sandboxes.values()]}
+
+
+@router.get("/sandboxes/{sandbox_id}")
+async def get_sandbox(sandbox_id: str, request: Request, _k: KeyInfo = invoke_scope) -> dict[str, Any]:
+    return service_of(request).sandbox(sandbox_id).to_dict()
+
+
+@router.delete("/sandboxes/{sandbox_id}", status_code=204)
+async def delete_sandbox(sandbox_id: str, request: Request, _k: KeyInfo = deploy_scope) -> Response:
+    await service_of(request).destroy(sandbox_id)
+    return Response(status_code=204)
+
+
+@router.post("/sandboxes/{sandbox_id}/invoke")
+async def invoke_sandbox(sandbox_id: str, request: Request, _k: KeyInfo = invoke_scope) -> Response:
+    """The function's own response, like a function invoke (no execution record)."""
+    svc = service_of(request)
+    result = await svc.invoke(sandbox_id, await invocation_from(request))
+    headers = {k: v for k, v in result.headers.items() if k.lower() not in HOP_BY_HOP}
+    headers["X-Sandbox-Id"] = sandbox_id
+    if result.error is not None:
+        details: dict[str, Any] = {"sandbox_id": sandbox_id}
+        if result.traceback:
+            details["traceback"] = result.traceback[-8192:]
+        if result.stderr:
+            details["stderr"] = result.stderr[-8192:].decode("utf-8", "replace")
+        if result.exit_code is not None:
+            details["exit_code"] = result.exit_code
+        headers.pop("content-type", None)
+        return JSONResponse(
+            {
+                "error": "timeout" if result.timed_out else "function_error",
+                "message": result.error,
+                "details": details,
+            },
+            status_code=504 if result.timed_out else result.status if result.status >= 400 else 500,
+            headers=headers,
+        )
+    return Response(result.body, status_code=result.status, headers=headers)

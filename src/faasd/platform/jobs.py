@@ -1,0 +1,412 @@
+"""Jobs: twelve typed operations behind one endpoint (``POST /api/v1/jobs``), run synchronously.
+
+Each job type has a pydantic argument model (unknown or malformed arguments are a 422
+``validation_error`` naming the fields) and returns a JSON result. Every job is recorded (arguments,
+status, result or error) and can be read back with ``GET /api/v1/jobs/{id}``.
+
+==  =================  =======================================================================
+ 0  execute_function   run ``command`` on ``image`` in a fresh sandbox; ``payload`` on stdin
+ 1  execute_advanced   as 0, plus ``timeout_secs``; ``checkpoint_id``/``branch_from`` run it in a
+                       sandbox restored from that snapshot (mode ``restore``); mode ``checkpoint``
+                       also snapshots the sandbox after the run (result ``snapshot_id``)
+ 2  create_snapshot    CRIU snapshot of an instance (or of a worker/restored sandbox by id)
+ 3  restore_snapshot   start a new instance from a snapshot
+ 4  create_branch      start a new instance (named ``branch_name``) from a snapshot
+ 5  merge_branches     three-way merge of branch snapshots (or instances, snapshotted now)
+ 6  start_instance     start a persistent instance
+ 7  stop_instance      stop it (files kept)
+ 8  pause_instance     freeze it
+ 9  resume_instance    thaw it
+10  expose_port        host loopback port -> port inside the instance
+11  upload_files       write files (base64) into the instance
+==  =================  =======================================================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from sqlalchemy import select
+
+from faasd.errors import FaasdError, InvalidInputError, NotFoundError
+from faasd.platform.errors import UnavailableError
+from faasd.platform.execute import ExecuteRequest
+from faasd.platform.instances import (
+    ExecRequest,
+    ExposeRequest,
+    InstanceService,
+    StartInstanceRequest,
+    UploadFile,
+    UploadRequest,
+    instance_dict,
+)
+from faasd.state import Database
+from faasd.state.instance_models import Job
+from faasd.state.models import utcnow
+
+if TYPE_CHECKING:
+    from faasd.platform.core import Platform
+
+JOB_TYPES: tuple[str, ...] = (
+    "execute_function",
+    "execute_advanced",
+    "create_snapshot",
+    "restore_snapshot",
+    "create_branch",
+    "merge_branches",
+    "start_instance",
+    "stop_instance",
+    "pause_instance",
+    "resume_instance",
+    "expose_port",
+    "upload_files",
+)
+
+
+class JobValidationError(FaasdError):
+    """Job arguments do not match the job type's schema (same shape as a request validation error)."""
+
+    code = "validation_error"
+    status = 422
+
+
+# ------------------------------------------------------------------------------- arguments
+class _Args(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ExecuteFunctionArgs(_Args):
+    image: str = Field(default="faasd/python:latest", max_length=512)
+    command: list[str] | str
+    env_vars: dict[str, str] = Field(default_factory=dict)
+    payload: str | None = None
+
+
+class ExecuteAdvancedArgs(ExecuteFunctionArgs):
+    mode: Literal["ephemeral", "restore", "checkpoint"] = "ephemeral"
+    checkpoint_id: str | None = Field(default=None, max_length=64)
+    branch_from: str | None = Field(default=None, max_length=64)
+    timeout_secs: float = Field(default=30.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _check(self) -> ExecuteAdvancedArgs:
+        if self.checkpoint_id is not None and self.branch_from is not None:
+            raise ValueError("give at most one of 'checkpoint_id' and 'branch_from'")
+        if self.mode == "restore" and self.snapshot is None:
+            raise ValueError("mode 'restore' needs 'checkpoint_id' or 'branch_from'")
+        if self.mode == "ephemeral" and self.snapshot is not None:
+            self.mode = "restore"
+        return self
+
+    @property
+    def snapshot(self) -> str | None:
+        return self.checkpoint_id or self.branch_from
+
+
+class CreateSnapshotArgs(_Args):
+    container_id: str = Field(min_length=1, max_length=64)
+    name: str | None = Field(default=None, max_length=128)
+    description: str | None = Field(default=None, max_length=1024)
+
+
+class RestoreSnapshotArgs(_Args):
+    snapshot_id: str = Field(min_length=1, max_length=64)
+
+
+class CreateBranchArgs(_Args):
+    parent_snapshot_id: str = Field(min_length=1, max_length=64)
+    branch_name: str = Field(min_length=1, max_length=128)
+
+
+class MergeBranchesArgs(_Args):
+    branch_ids: list[str] = Field(min_length=2)
+    merge_strategy: str = "fail"
+
+
+class StartInstanceArgs(_Args):
+    snapshot_id: str | None = Field(default=None, max_length=64)
+    image: str | None = Field(default=None, max_length=512)
+    cpu_cores: float = Field(default=1.0, ge=0.05, le=64)
+    memory_mb: int = Field(default=512, ge=16, le=65536)
+    disk_gb: float = Field(default=1.0, gt=0, le=1024)
+    enable_ssh: bool = False
+    name: str | None = Field(default=None, max_length=128)
+    ttl_s: float | None = Field(default=None, gt=0)
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class InstanceArgs(_Args):
+    instance_id: str = Field(min_length=1, max_length=40)
+
+
+class ExposePortArgs(InstanceArgs):
+    internal_port: int = Field(ge=1, le=65535)
+    protocol: Literal["http", "tcp"] = "http"
+    subdomain: str | None = None
+
+
+class UploadFilesArgs(InstanceArgs):
+    target_path: str = Field(default="/", min_length=1, max_length=4096)
+    files_data: list[UploadFile] = Field(min_length=1)
+
+
+ARG_MODELS: dict[str, type[_Args]] = {
+    "execute_function": ExecuteFunctionArgs,
+    "execute_advanced": ExecuteAdvancedArgs,
+    "create_snapshot": CreateSnapshotArgs,
+    "restore_snapshot": RestoreSnapshotArgs,
+    "create_branch": CreateBranchArgs,
+    "merge_branches": MergeBranchesArgs,
+    "start_instance": StartInstanceArgs,
+    "stop_instance": InstanceArgs,
+    "pause_instance": InstanceArgs,
+    "resume_instance": InstanceArgs,
+    "expose_port": ExposePortArgs,
+    "upload_files": UploadFilesArgs,
+}
+
+
+def job_type(value: int | str) -> tuple[int, str]:
+    """``(number, name)`` of a job type given as either."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if 0 <= value < len(JOB_TYPES):
+            return value, JOB_TYPES[value]
+    elif isinstance(value, str):
+        if value.isdigit() and int(value) < len(JOB_TYPES):
+            return int(value), JOB_TYPES[int(value)]
+        if value in JOB_TYPES:
+            return JOB_TYPES.index(value), value
+    raise InvalidInputError(
+        f"unknown job type {value!r}; use 0-{len(JOB_TYPES) - 1} or one of {', '.join(JOB_TYPES)}",
+        types=list(JOB_TYPES),
+    )
+
+
+def parse_args(name: str, args: dict[str, Any]) -> _Args:
+    try:
+        return ARG_MODELS[name].model_validate(args)
+    except ValidationError as exc:
+        errors = [
+            {"loc": ["args", *e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+            for e in exc.errors()
+        ]
+        raise JobValidationError(
+            f"invalid arguments for job {name}: "
+            + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors),
+            errors=errors,
+        ) from None
+
+
+def _recorded(args: dict[str, Any]) -> dict[str, Any]:
+    """Arguments as stored with the job: uploaded file contents are replaced by their size."""
+    files = args.get("files_data")
+    if not isinstance(files, list):
+        return dict(args)
+    slim = [
+        {**f, "content": f"<{len(str(f.get('content', '')))} base64 chars>"} if isinstance(f, dict) else f
+        for f in files
+    ]
+    return {**args, "files_data": slim}
+
+
+def _iso(dt: datetime | None) -> str | None:
+    return dt.isoformat().replace("+00:00", "Z") if dt is not None else None
+
+
+def job_dict(job: Job) -> dict[str, Any]:
+    return {
+        "job_id": job.id,
+        "type": job.type,
+        "type_name": job.type_name,
+        "status": job.status,
+        "args": job.args,
+        "result": job.result,
+        "error": job.error,
+        "created_at": _iso(job.created_at),
+        "finished_at": _iso(job.finished_at),
+    }
+
+
+# ---------------------------------------------------------------------------------- service
+class JobService:
+    def __init__(self, platform: Platform, db: Database | None = None) -> None:
+        self.platform = platform
+        self.db = db or platform.db
+        self._handlers: dict[str, Callable[[Any], Awaitable[dict[str, Any]]]] = {
+            "execute_function": self._execute_function,
+            "execute_advanced": self._execute_advanced,
+            "create_snapshot": self._create_snapshot,
+            "restore_snapshot": self._restore_snapshot,
+            "create_branch": self._create_branch,
+            "merge_branches": self._merge_branches,
+            "start_instance": self._start_instance,
+            "stop_instance": self._stop_instance,
+            "pause_instance": self._pause_instance,
+            "resume_instance": self._resume_instance,
+            "expose_port": self._expose_port,
+            "upload_files": self._upload_files,
+        }
+
+    @property
+    def instances(self) -> InstanceService:
+        svc: InstanceService | None = getattr(self.platform, "instances", None)
+        if svc is None:
+            raise UnavailableError("this daemon runs without real sandboxes: instance jobs are unavailable")
+        return svc
+
+    def get(self, job_id: str) -> Job:
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+            if job is None:
+                raise NotFoundError(f"job {job_id!r} does not exist", job=job_id)
+            return job
+
+    def list(self, limit: int = 50) -> list[Job]:
+        with self.db.session() as s:
+            return list(s.scalars(select(Job).order_by(Job.created_at.desc()).limit(limit)))
+
+    async def run(self, type_: int | str, args: dict[str, Any]) -> Job:
+        """Validate, record, run and record the outcome. Argument errors are raised before recording;
+        a job that fails while running is recorded as ``failed`` and its error re-raised."""
+        number, name = job_type(type_)
+        parsed = parse_args(name, args)
+        job_id = "job_" + secrets.token_hex(10)
+        with self.db.session() as s:
+            s.add(Job(id=job_id, type=number, type_name=name, status="running", args=_recorded(args)))
+        try:
+            result = await self._handlers[name](parsed)
+        except BaseException as exc:
+            err = (
+                exc.to_dict()
+                if isinstance(exc, FaasdError)
+                else {"error": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
+            )
+            with contextlib.suppress(Exception), self.db.session() as s:
+                job = s.get(Job, job_id)
+                if job is not None:
+                    job.status, job.error, job.finished_at = "failed", err, utcnow()
+            raise
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+            assert job is not None
+            job.status, job.result, job.finished_at = "succeeded", result, utcnow()
+            return job
+
+    # ------------------------------------------------------------------------------ handlers
+    async def _execute_function(self, a: ExecuteFunctionArgs) -> dict[str, Any]:
+        if self.platform.execute is None:
+            raise UnavailableError("this daemon runs without an image store: execute is unavailable")
+        req = ExecuteRequest(command=a.command, image=a.image, env_vars=a.env_vars, stdin=a.payload)
+        return await self.platform.execute.execute(req)
+
+    async def _execute_advanced(self, a: ExecuteAdvancedArgs) -> dict[str, Any]:
+        if a.mode == "ephemeral":
+            if self.platform.execute is None:
+                raise UnavailableError("this daemon runs without an image store: execute is unavailable")
+            req = ExecuteRequest(
+                command=a.command,
+                image=a.image,
+                env_vars=a.env_vars,
+                stdin=a.payload,
+                timeout_ms=int(a.timeout_secs * 1000),
+            )
+            return {"mode": "ephemeral", **await self.platform.execute.execute(req)}
+        # restore / checkpoint: a temporary instance (from the snapshot, or the image), removed after
+        svc = self.instances
+        start = StartInstanceRequest(
+            snapshot_id=a.snapshot, image=None if a.snapshot else a.image, env=dict(a.env_vars)
+        )
+        inst = await svc.create(start)
+        try:
+            result = await svc.exec(
+                inst.id,
+                ExecRequest(command=a.command, stdin=a.payload, timeout_s=a.timeout_secs),
+            )
+            out: dict[str, Any] = {"mode": a.mode, "restored_from": a.snapshot, **result}
+            if a.mode == "checkpoint":
+                snap = await svc.snapshot(inst.id, labels={"job": "execute_advanced"})
+                out["snapshot_id"] = snap.id
+            return out
+        finally:
+            await svc.delete(inst.id)
+
+    async def _create_snapshot(self, a: CreateSnapshotArgs) -> dict[str, Any]:
+        labels = {k: v for k, v in (("name", a.name), ("description", a.description)) if v}
+        svc = self.instances
+        inst_id = svc.find(a.container_id)
+        if inst_id is None:
+            other = getattr(self.platform, "snapshots", None)
+            if other is None or not hasattr(other, "create"):
+                raise NotFoundError(
+                    f"{a.container_id!r} is not an instance (or an instance's sandbox) of this daemon",
+                    container_id=a.container_id,
+                )
+            snap = await other.create(sandbox_id=a.container_id, labels=labels)
+            return {"snapshot_id": snap.id, "container_id": a.container_id, "parent": snap.meta.parent}
+        snap = await svc.snapshot(inst_id, labels=labels)
+        return {
+            "snapshot_id": snap.id,
+            "container_id": inst_id,
+            "parent": snap.meta.parent,
+            "name": a.name,
+            "description": a.description,
+        }
+
+    async def _restore_snapshot(self, a: RestoreSnapshotArgs) -> dict[str, Any]:
+        inst = await self.instances.create(StartInstanceRequest(snapshot_id=a.snapshot_id))
+        return {"instance": instance_dict(inst), "instance_id": inst.id, "snapshot_id": a.snapshot_id}
+
+    async def _create_branch(self, a: CreateBranchArgs) -> dict[str, Any]:
+        inst = await self.instances.create(
+            StartInstanceRequest(snapshot_id=a.parent_snapshot_id, name=a.branch_name)
+        )
+        return {
+            "branch_name": a.branch_name,
+            "instance_id": inst.id,
+            "parent_snapshot_id": a.parent_snapshot_id,
+            "instance": instance_dict(inst),
+        }
+
+    async def _merge_branches(self, a: MergeBranchesArgs) -> dict[str, Any]:
+        svc = self.instances
+        ids: list[str] = []
+        for b in a.branch_ids:
+            inst_id = svc.find(b)
+            if inst_id is not None:  # a live branch: snapshot it now
+                ids.append((await svc.snapshot(inst_id, labels={"job": "merge_branches"})).id)
+            else:
+                ids.append(b)
+        snap, report = await svc.merge(ids, strategy=a.merge_strategy)
+        return {
+            "snapshot_id": snap.id,
+            "base": snap.meta.parent,
+            "branches": ids,
+            "strategy": a.merge_strategy,
+            "report": report.to_dict(),
+        }
+
+    async def _start_instance(self, a: StartInstanceArgs) -> dict[str, Any]:
+        req = StartInstanceRequest(**a.model_dump())
+        return instance_dict(await self.instances.create(req))
+
+    async def _stop_instance(self, a: InstanceArgs) -> dict[str, Any]:
+        return instance_dict(await self.instances.stop(a.instance_id))
+
+    async def _pause_instance(self, a: InstanceArgs) -> dict[str, Any]:
+        return instance_dict(await self.instances.pause(a.instance_id))
+
+    async def _resume_instance(self, a: InstanceArgs) -> dict[str, Any]:
+        return instance_dict(await self.instances.resume(a.instance_id))
+
+    async def _expose_port(self, a: ExposePortArgs) -> dict[str, Any]:
+        req = ExposeRequest(internal_port=a.internal_port, protocol=a.protocol, subdomain=a.subdomain)
+        return {"instance_id": a.instance_id, **await self.instances.expose(a.instance_id, req)}
+
+    async def _upload_files(self, a: UploadFilesArgs) -> dict[str, Any]:
+        req = UploadRequest(target_path=a.target_path, files=a.files_data)
+        return {"instance_id": a.instance_id, **await self.instances.upload_files(a.instance_id, req)}
