@@ -83,7 +83,7 @@ class ResourceLimitError(FaasdError):
 
 
 class StorageFullError(FaasdError):
-    """The data directory ran out of space; the operation was rolled back."""
+    """The data directory (or run_dir) ran out of space; the operation was rolled back."""
 
     code = "storage_full"
     status = 507

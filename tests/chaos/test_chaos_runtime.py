@@ -325,13 +325,6 @@ async def test_disk_full_run_dir_during_create_leaves_nothing(
     assert any(m is None for m in outcomes.values()), "never enough room to run: test setup is wrong"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="UNCLEAR ERROR: when run_dir fills up while runc writes its own state, the error is "
-    "'runc create failed (exit 1): no error output' or '... unable to store init state: %!w(<nil>)' "
-    "(RuntimeFailure), not a StorageFullError naming run_dir; ENOSPC in faasd's own writes is reported "
-    "as RuntimeFailure '[Errno 28] No space left on device' (clear, but not StorageFullError)",
-)
 async def test_disk_full_run_dir_error_names_the_cause(
     settings: Settings, full_run_dir: Path, ids: Ids
 ) -> None:

@@ -759,12 +759,6 @@ async def test_host_shadow_and_data_dir_not_readable(
     assert r["marker_at_path"] is False and r["var_lib_faasd"] is False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="NOT CONTAINED: /run/faasd-io is a read-write bind mount of run_dir/sandboxes/<id>/io on the host "
-    "filesystem with no size bound, so a sandbox can write past disk_mb/tmp_mb onto the host's run_dir fs "
-    "(in production /run, a host-wide tmpfs)",
-)
 async def test_io_dir_cannot_be_used_to_fill_host_disk(attacks: Attacks, manager: SandboxManager) -> None:
     """``/run/faasd-io`` is a read-write bind of a host dir: writes there must be bounded like disk_mb."""
     code = (

@@ -139,12 +139,6 @@ async def test_disk_fill_under_default_limits_is_contained(attacks: Attacks) -> 
     host_is_fine()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="MIS-REPORTED LIMIT: with the default limits (disk_mb=512, memory_mb=256) the writable layer is a "
-    "tmpfs charged to the memory cgroup, so filling the disk OOM-kills the sandbox at ~256 MiB "
-    "(RunResult says 'memory limit exceeded') instead of failing the write with ENOSPC at disk_mb",
-)
 async def test_disk_fill_of_writable_layer_hits_enospc(attacks: Attacks) -> None:
     res = await attacks.run(FILL.format(path="/fill.bin", cap=2048), timeout_s=120)
     assert not res.oom_killed, "filling the writable layer OOM-killed the sandbox instead of ENOSPC"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import secrets
@@ -13,10 +14,21 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from faasd.errors import AuthError, CapacityError, FaasdError
+from faasd.errors import AuthError, CapacityError, FaasdError, InvalidInputError
 from faasd.platform.errors import RateLimitedError
 
 log = logging.getLogger("faasd.api")
+
+
+def loads_json(raw: bytes, what: str = "request body") -> Any:
+    """``json.loads`` for every JSON body the routes parse themselves: any undecodable input (bad UTF-8,
+    bad syntax, nesting deeper than the parser's recursion limit) is the caller's mistake, a 400."""
+    try:
+        return json.loads(raw or b"null")
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInputError(f"{what} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidInputError(f"{what} is nested too deeply to parse; flatten it") from None
 
 
 def error_response(

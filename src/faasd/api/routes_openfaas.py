@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
@@ -18,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from faasd import __version__
 from faasd.api.auth import require
+from faasd.api.errors import loads_json
 from faasd.api.invoke import function_response, invocation_from, read_body
 from faasd.errors import InvalidInputError
 from faasd.platform.core import Platform
@@ -177,12 +177,7 @@ def _p(request: Request) -> Platform:
 
 
 async def _json(request: Request, model: type[BaseModel]) -> Any:
-    raw = await read_body(request)
-    try:
-        data = json.loads(raw or b"null")
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidInputError(f"request body is not valid JSON: {exc}") from None
-    return model.model_validate(data)
+    return model.model_validate(loads_json(await read_body(request)))
 
 
 @router.get("/system/info")
@@ -280,6 +275,8 @@ def _log_line(e: LogEntry) -> bytes:
                 "instance": e.instance or e.execution_id or "",
                 "timestamp": e.timestamp.isoformat().replace("+00:00", "Z"),
                 "text": e.text,
+                "stream": e.stream,  # extensions: OpenFaaS clients ignore unknown fields
+                "execution_id": e.execution_id,
             }
         )
         + "\n"
@@ -297,25 +294,35 @@ async def system_logs(
 ) -> StreamingResponse:
     p = _p(request)
     p.functions.get(name)
-    history = p.logs.query(name, tail=tail if tail is not None and tail > 0 else None, since=since)
+    # Subscribe before reading the history: a line stored in between is then queued (and, if the
+    # query saw it too, skipped by id), never lost.
     follower = p.logs.follow(name) if follow else None
+    try:
+        history = p.logs.query(name, tail=tail if tail is not None and tail > 0 else None, since=since)
+    except BaseException:
+        if follower is not None:
+            follower.close()
+        raise
+    if follower is not None:
+        follower.skip([e.id for e in history])
 
     async def lines() -> AsyncIterator[bytes]:
-        for e in history:
-            yield _log_line(e)
-        if follower is None:
-            return
         try:
-            while True:
-                if await request.is_disconnected():
-                    return
-                try:
-                    e = await asyncio.wait_for(anext(follower), timeout=1.0)
-                except TimeoutError:
-                    continue
+            for e in history:
                 yield _log_line(e)
+            if follower is None:
+                return
+            while True:
+                # get() returns None after a quiet second (it cancels nothing), so a client that went
+                # away is noticed even when no line comes.
+                line = await follower.get(timeout=1.0)
+                if line is not None:
+                    yield _log_line(line)
+                elif await request.is_disconnected():
+                    return
         finally:
-            await follower.aclose()
+            if follower is not None:
+                follower.close()
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+from collections.abc import AsyncGenerator
 from datetime import datetime
 from typing import Any
 
@@ -10,17 +13,21 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 from faasd import __version__
 from faasd.api.auth import require
-from faasd.api.invoke import function_response, invocation_from
-from faasd.errors import FaasdError, InvalidInputError
+from faasd.api.errors import loads_json
+from faasd.api.invoke import function_response, invocation_from, read_body
+from faasd.errors import ConflictError, FaasdError, InvalidInputError, NotFoundError
 from faasd.platform.core import Platform
 from faasd.platform.errors import UnavailableError
 from faasd.platform.execute import ExecuteRequest
 from faasd.platform.executions import Outcome, StreamStart, encode_body, execution_dict
 from faasd.platform.functions import MODES, RUNTIMES, FunctionSpec
 from faasd.platform.keys import KeyInfo
+from faasd.platform.source_deploy import build_source_image, default_base_image, source_ref
 from faasd.platform.workers import StreamChunk
 
 router = APIRouter(prefix="/api/v1")
@@ -68,11 +75,7 @@ class KeyCreate(BaseModel):
 async def _json_body(request: Request) -> Any:
     from faasd.api.invoke import read_body
 
-    raw = await read_body(request)
-    try:
-        return json.loads(raw or b"null")
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidInputError(f"request body is not valid JSON: {exc}") from None
+    return loads_json(await read_body(request))
 
 
 @router.get("/info")
@@ -85,6 +88,7 @@ async def info(request: Request, _k: KeyInfo = invoke_scope) -> dict[str, Any]:
         "runtimes": list(RUNTIMES),
         "modes": list(MODES),
         "execute": p.execute is not None,
+        "source_deploy": _source_store(p) is not None,
     }
 
 
@@ -95,11 +99,100 @@ async def list_functions(request: Request, _k: KeyInfo = invoke_scope) -> dict[s
     return {"functions": [p.view(fn) for fn in p.functions.list()]}
 
 
+# Source deploy: create/update also take multipart/form-data with a `function` part (the Function JSON,
+# `image` optional: the runtime's base image) and a `source` part (tar.gz of the code directory).
+def _source_store(p: Platform) -> Any | None:
+    images = p.images
+    return images if images is not None and hasattr(images, "add_layer") else None
+
+
+async def _multipart_function(request: Request) -> tuple[Any, bytes]:
+    body = await read_body(request)  # bounded by max_payload_bytes
+
+    async def chunks() -> AsyncGenerator[bytes, None]:
+        yield body
+
+    parser = MultiPartParser(request.headers, chunks(), max_files=2, max_fields=2)
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise InvalidInputError(f"malformed multipart body: {exc.message}") from None
+    try:
+        parts: dict[str, bytes] = {}
+        for key, value in form.multi_items():
+            if key not in ("function", "source") or key in parts:
+                raise InvalidInputError(
+                    f"unexpected multipart part {key!r}: send exactly one 'function' (JSON) and one "
+                    "'source' (tar.gz of the function's directory)"
+                )
+            parts[key] = await value.read() if isinstance(value, UploadFile) else value.encode()
+    finally:
+        await form.close()
+    if "function" not in parts or "source" not in parts:
+        raise InvalidInputError("a source deploy needs a 'function' part (JSON) and a 'source' part (tar.gz)")
+    data = loads_json(parts["function"], "the 'function' part")
+    if isinstance(data, dict) and not data.get("image"):
+        runtime = data.get("runtime")
+        data["image"] = default_base_image(runtime if isinstance(runtime, str) else None)
+    return data, parts["source"]
+
+
+async def _function_request(request: Request, name: str | None = None) -> tuple[FunctionSpec, bytes | None]:
+    """The FunctionSpec of a create/update request (JSON, or multipart with a source archive)."""
+    if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        data, archive = await _multipart_function(request)
+    else:
+        data, archive = await _json_body(request), None
+    if name is not None and isinstance(data, dict):
+        data.setdefault("name", name)
+    return FunctionSpec.model_validate(data), archive
+
+
+async def _with_source_image(
+    p: Platform, spec: FunctionSpec, archive: bytes
+) -> tuple[FunctionSpec, str | None]:
+    """Build the source layer on ``spec.image``; returns the spec using it, and the ref if it is new."""
+    store = _source_store(p)
+    if store is None:
+        raise InvalidInputError("this daemon has no image store for source deploys; deploy an image instead")
+    ref = source_ref(spec.name, archive)
+    existed = bool(getattr(store, "exists", lambda _r: True)(ref))
+    tmp_root = p.settings.data_dir / "tmp" / "source-deploy"
+    built = await asyncio.to_thread(build_source_image, store, spec.name, spec.image, archive, tmp_root)
+    return spec.model_copy(update={"image": built}), (None if existed else built)
+
+
+def _exists(p: Platform, name: str) -> bool:
+    try:
+        p.functions.get(name)
+    except NotFoundError:
+        return False
+    return True
+
+
+def _drop_image(p: Platform, ref: str | None) -> None:
+    store = _source_store(p)
+    if ref is not None and store is not None:
+        with contextlib.suppress(Exception):
+            store.remove(ref)
+
+
 @router.post("/functions", status_code=201)
 async def create_function(request: Request, _k: KeyInfo = deploy_scope) -> JSONResponse:
     p = platform_of(request)
-    spec = FunctionSpec.model_validate(await _json_body(request))
-    fn = await p.deploy(spec)
+    spec, archive = await _function_request(request)
+    new_ref = None
+    if archive is not None:
+        if _exists(p, spec.name):  # 409 before building anything
+            raise ConflictError(
+                f"function {spec.name!r} already exists; update it with PUT", function=spec.name
+            )
+        spec, new_ref = await _with_source_image(p, spec, archive)
+    try:
+        fn = await p.deploy(spec)
+    except BaseException:
+        _drop_image(p, new_ref)
+        raise
     return JSONResponse(p.view(fn), status_code=201)
 
 
@@ -112,11 +205,16 @@ async def get_function(name: str, request: Request, _k: KeyInfo = invoke_scope) 
 @router.put("/functions/{name}")
 async def update_function(name: str, request: Request, _k: KeyInfo = deploy_scope) -> dict[str, Any]:
     p = platform_of(request)
-    data = await _json_body(request)
-    if isinstance(data, dict):
-        data.setdefault("name", name)
-    spec = FunctionSpec.model_validate(data)
-    fn = await p.update(name, spec)
+    spec, archive = await _function_request(request, name)
+    new_ref = None
+    if archive is not None:
+        p.functions.get(name)  # 404 before building anything
+        spec, new_ref = await _with_source_image(p, spec, archive)
+    try:
+        fn = await p.update(name, spec)
+    except BaseException:
+        _drop_image(p, new_ref)
+        raise
     return p.view(fn)
 
 

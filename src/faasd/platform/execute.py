@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from faasd.errors import InvalidInputError
-from faasd.runtime.models import Limits, RunResult, SandboxSpec
+from faasd.errors import InvalidInputError, RuntimeFailure
+from faasd.runtime.models import Limits, RunResult, SandboxSpec, check_env_names, check_working_dir
 
 DEFAULT_IMAGES = {
     "python": "faasd/python:latest",
@@ -17,6 +18,11 @@ DEFAULT_IMAGES = {
     "node": "faasd/node:latest",
 }
 MAX_OUTPUT_BYTES = 4 * 1024 * 1024
+_BAD_COMMAND_RE = re.compile(
+    r'exec: "(?P<cmd>[^"]*)": (?P<why>executable file not found in \$PATH|stat [^:]*: no such file or '
+    r"directory|permission denied|exec format error|is a directory)"
+)
+"""How ``runc create`` reports that the process to run does not exist or is not executable."""
 
 
 class ImageStoreLike(Protocol):
@@ -44,6 +50,19 @@ class ExecuteRequest(BaseModel):
     working_dir: str | None = Field(default=None, max_length=4096)
     stdin: str | None = None
     mode: str = "ephemeral"
+
+    @field_validator("env_vars")
+    @classmethod
+    def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
+        check_env_names(v)
+        return v
+
+    @field_validator("working_dir")
+    @classmethod
+    def _working_dir(cls, v: str | None) -> str | None:
+        if v is not None:
+            check_working_dir(v)
+        return v
 
     @model_validator(mode="after")
     def _one_of(self) -> ExecuteRequest:
@@ -80,8 +99,6 @@ class ExecuteService:
     async def execute(self, req: ExecuteRequest) -> dict[str, Any]:
         if req.mode != "ephemeral":
             raise InvalidInputError(f"execute mode {req.mode!r} is not implemented; use 'ephemeral'")
-        if req.working_dir is not None and not req.working_dir.startswith("/"):
-            raise InvalidInputError(f"working_dir {req.working_dir!r} must be an absolute path")
         image = self.images.get(req.image_ref())
         lowers = self.images.layer_dirs(image)
         request_id = "rq_" + secrets.token_hex(10)
@@ -95,7 +112,18 @@ class ExecuteService:
             cwd=req.working_dir,
             limits=Limits(memory_mb=req.memory_mb, cpu_cores=req.cpu_cores, timeout_s=timeout_s),
         )
-        result = await self.sandboxes.run(spec, stdin=(req.stdin or "").encode(), timeout_s=timeout_s)
+        try:
+            result = await self.sandboxes.run(spec, stdin=(req.stdin or "").encode(), timeout_s=timeout_s)
+        except RuntimeFailure as exc:
+            bad = _BAD_COMMAND_RE.search(exc.message)
+            if bad is None:
+                raise
+            # the caller's mistake (runc create refuses to start it), not a failure of the platform
+            raise InvalidInputError(
+                f"command {bad['cmd']!r} cannot be run in image {req.image_ref()!r}: {bad['why']}; "
+                "check the command name and the image's PATH",
+                command=bad["cmd"],
+            ) from None
         return {
             "request_id": request_id,
             "exit_code": result.exit_code,

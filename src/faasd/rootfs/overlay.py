@@ -12,11 +12,14 @@ Layout inside ``sandbox_dir`` (the sandbox bundle)::
 Size bound. The upper lives on its own filesystem so that writing past ``size_mb`` fails with ENOSPC
 inside the sandbox and the host disk is unaffected. Two backends:
 
-* ``tmpfs`` (default up to ``TMPFS_MAX_MB``): one mount(2) (< 1 ms). Pages written there are charged to
-  the memory cgroup of the *writing* task, i.e. the container, so files in the upper also count against
-  the sandbox's memory limit (as Docker's tmpfs mounts do).
-* ``loop`` (larger limits): a sparse file formatted ext4 without journal and loop-mounted (~25 ms). Data
-  goes to the host disk and page cache is reclaimable, so big disk limits do not pin memory.
+* ``tmpfs``: one mount(2) (< 1 ms). Pages written there are charged to the memory cgroup of the
+  *writing* task, i.e. the container, so files in the upper also count against the sandbox's memory
+  limit (as Docker's tmpfs mounts do): filling it past the free memory is an OOM kill, not ENOSPC.
+* ``loop``: a sparse file formatted ext4 without journal and loop-mounted (~20-25 ms). Data goes to the
+  host disk and page cache is reclaimable, so the disk limit is really a disk limit (ENOSPC at size_mb).
+
+``backend="auto"`` (:func:`choose_backend`) takes tmpfs only when the whole disk fits comfortably in the
+memory the pages are charged to (``size_mb <= memory_mb / 2`` and ``<= TMPFS_MAX_MB``), loop otherwise.
 
 Fallback. If the overlay mount fails (e.g. lowers on a filesystem overlayfs refuses), the lowers are
 flat-copied (``cp -a --reflink=auto``, lowest first, applying whiteouts and opaque dirs) into
@@ -44,7 +47,25 @@ log = logging.getLogger(__name__)
 
 Backend = Literal["tmpfs", "loop", "auto"]
 TMPFS_MAX_MB = 1024
-"""``backend="auto"`` uses tmpfs up to this size and a loop-mounted ext4 file above it."""
+"""``backend="auto"`` never uses tmpfs above this size (a loop-mounted ext4 file instead)."""
+
+
+def choose_backend(
+    size_mb: int | None, backend: Backend = "auto", memory_mb: int | None = None
+) -> Literal["tmpfs", "loop", "none"]:
+    """The backend :meth:`OverlayRootfs.mount` uses: ``"none"`` (unbounded), ``"tmpfs"`` or ``"loop"``.
+
+    ``auto`` picks tmpfs only if filling the whole disk cannot crowd out the process: ``size_mb`` at most
+    half of ``memory_mb`` (the memory limit its pages are charged to; ``None`` = no memory limit) and at
+    most ``TMPFS_MAX_MB``. Otherwise a full disk would be reported as an OOM kill instead of ENOSPC.
+    """
+    if size_mb is None:
+        return "none"
+    if backend == "tmpfs" or backend == "loop":
+        return backend
+    if size_mb > TMPFS_MAX_MB or (memory_mb is not None and size_mb * 2 > memory_mb):
+        return "loop"
+    return "tmpfs"
 
 _OPAQUE_XATTR = "trusted.overlay.opaque"
 _MOUNT_DATA_MAX = 3800  # mount(2) data is limited to one page; keep a margin
@@ -77,11 +98,14 @@ class OverlayRootfs:
         backend: Backend = "auto",
         allow_copy_fallback: bool = True,
         image_dir: Path | None = None,
+        memory_mb: int | None = None,
     ) -> OverlayRootfs:
         """Mount ``lowers`` (lowest first) read-only with a writable upper bounded to ``size_mb`` MiB.
 
-        ``size_mb=None`` leaves the upper unbounded (on the host filesystem of ``sandbox_dir``). On any
-        failure everything done so far is undone before the exception propagates.
+        ``size_mb=None`` leaves the upper unbounded (on the host filesystem of ``sandbox_dir``).
+        ``memory_mb``: the memory limit of the processes that will write the upper (for ``backend="auto"``,
+        see :func:`choose_backend`). On any failure everything done so far is undone before the exception
+        propagates.
         """
         lowers = [Path(p) for p in lowers]
         if not lowers:
@@ -95,13 +119,7 @@ class OverlayRootfs:
         sandbox_dir.mkdir(parents=True, exist_ok=True)
         merged = sandbox_dir / "rootfs"
         scratch = sandbox_dir / "scratch"
-        chosen: Literal["tmpfs", "loop", "none"]
-        if size_mb is None:
-            chosen = "none"
-        elif backend == "auto":
-            chosen = "tmpfs" if size_mb <= TMPFS_MAX_MB else "loop"
-        else:
-            chosen = backend
+        chosen = choose_backend(size_mb, backend, memory_mb)
         merged.mkdir(exist_ok=True)
         scratch.mkdir(exist_ok=True)
         try:

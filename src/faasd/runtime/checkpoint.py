@@ -40,8 +40,6 @@ from typing import Any
 
 from faasd.errors import ConflictError, FaasdError, InvalidInputError, RuntimeFailure, StorageFullError
 from faasd.rootfs import mounts
-from faasd.rootfs.overlay import OverlayRootfs
-from faasd.runtime import network
 from faasd.runtime import sandbox as sandbox_mod
 from faasd.runtime.models import SANDBOX_ID_RE, Limits, SandboxSpec
 from faasd.runtime.runc import OciRuntime
@@ -313,124 +311,65 @@ async def restore(
             raise InvalidInputError(f"snapshot part {p} does not exist")
     opts = dict(CRIU_OPTS if criu_opts is None else criu_opts)
     dumped: dict[str, Any] = json.loads(snapshot.config_json.read_text())
-    limits = limits or Limits()
     spec = SandboxSpec(
         id=new_id,
         lowers=list(snapshot.lowers),
         args=list(dumped["process"]["args"]),
-        limits=limits,
+        limits=limits or Limits(),
         annotations={"faasd.restored": "true"},
     )
-    runtime = manager.runtime(spec.runtime)
-    runtime.require()
-    manager.sandboxes_dir.mkdir(parents=True, exist_ok=True)
-    runtime.root.mkdir(parents=True, exist_ok=True)
-    bundle = manager.sandboxes_dir / new_id
-    # --- the part below mirrors SandboxManager.create(); see docs/notes/snapshots-needs.md
-    live_key = (str(manager.settings.run_dir), new_id)
-    if manager.get(new_id) is not None or live_key in sandbox_mod._LIVE:
-        raise ConflictError(f"sandbox {new_id} already exists; destroy it first or pick another id")
-    try:
-        bundle.mkdir()
-    except FileExistsError as exc:
-        raise ConflictError(
-            f"sandbox dir {bundle} already exists; pick another id or run cleanup_orphans()"
-        ) from exc
-    sb = Sandbox(manager, spec, bundle, runtime)
-    manager._sandboxes[new_id] = sb
-    sandbox_mod._LIVE[live_key] = sb
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    fds: list[int] = []
-    loop = asyncio.get_running_loop()
-    try:
-        sb.io_dir.mkdir()
-        sb.rootfs = await asyncio.to_thread(
-            OverlayRootfs.mount, spec.lowers, bundle, limits.disk_mb, allow_copy_fallback=False
-        )
-        user = dumped.get("process", {}).get("user", {})
-        os.chown(sb.io_dir, int(user.get("uid", 0)), int(user.get("gid", 0)))
-        sb.io_dir.chmod(0o770)
-        if network.netns_path(new_id).exists():
-            raise ConflictError(f"network namespace {new_id} already exists; is sandbox id {new_id} in use?")
-        sb.netns = await network.acreate_netns(new_id)
-        cfg = rewrite_config(
+
+    def config_for(sb: Sandbox) -> dict[str, Any]:
+        # called by the manager once the overlay and the fresh netns exist
+        assert sb.rootfs is not None and sb.netns is not None
+        timings["prepare"] = (time.perf_counter() - t0) * 1000
+        return rewrite_config(
             dumped,
             old_bundle=_old_bundle(dumped),
-            new_bundle=bundle,
+            new_bundle=sb.bundle,
             new_id=new_id,
             rootfs=sb.rootfs.path,
             netns=sb.netns,
         )
-        sb.config_path.write_text(json.dumps(cfg, indent=1))
-        t1 = time.perf_counter()
-        timings["prepare"] = (t1 - t0) * 1000
-        work = bundle / "criu-restore"
-        work.mkdir()
-        devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-        fds.append(devnull)
-        out_r, out_w = os.pipe2(os.O_CLOEXEC)
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        fds += [out_r, out_w, err_r, err_w]
-        for name, fd in (("stdout", out_r), ("stderr", err_r)):
-            col = sandbox_mod._Collector(name, output_limit, None)
-            transport, _ = await loop.connect_read_pipe(
-                sandbox_mod._factory(col), os.fdopen(fd, "rb", buffering=0)
-            )
-            fds.remove(fd)  # owned by the transport now
-            sb._collectors[name] = col
-            sb._transports.append(transport)
-        pid_file = bundle / "init.pid"
-        try:
-            await runtime.restore(
-                new_id,
-                bundle,
-                snapshot.criu,
-                work_path=work,
-                detach=True,
-                pid_file=pid_file,
-                stdin=devnull,
-                stdout=out_w,
-                stderr=err_w,
-                tcp_established=opts.get("tcp_established", False),
-                file_locks=opts.get("file_locks", False),
-                ext_unix_sk=opts.get("ext_unix_sk", False),
-                timeout_s=timeout_s,
-            )
-        except RuntimeFailure as exc:
+
+    # CRIU's work dir (restore.log) lives outside the bundle so that it can be quoted after the
+    # manager has undone a failed restore
+    work = manager.settings.run_dir / "criu-work" / f"{new_id}-{time.monotonic_ns()}"
+    work.mkdir(parents=True)
+    runtime = manager.runtime(spec.runtime)
+    try:
+        sb = await manager.restore(
+            spec, snapshot.criu, config_for, work_path=work, criu_opts=opts, output_limit=output_limit,
+            timeout_s=timeout_s,
+        )
+    except BaseException as exc:
+        # the manager undid its steps; a failed `runc restore` can also leave its CRIU root
+        # bind-mounted in runc's state dir
+        state_dir = runtime.root / new_id
+        if state_dir.exists() and manager.get(new_id) is None:
+            await asyncio.to_thread(mounts.unmount_all_under, state_dir)
+            shutil.rmtree(state_dir, ignore_errors=True)
+        if isinstance(exc, RuntimeFailure):
             log = _read(work / "restore.log")
             raise RuntimeFailure(
                 f"CRIU restore of sandbox {new_id} failed: {exc.message}\n{_tail(log)}", sandbox=new_id
             ) from exc
-        finally:
-            for fd in (devnull, out_w, err_w):
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-                if fd in fds:
-                    fds.remove(fd)
-        sb.pid = int(pid_file.read_text().strip())
-        sb.started_at = time.monotonic()
-        sb._status = "running"
-        sb._waiter = asyncio.ensure_future(sb._watch())
-        t2 = time.perf_counter()
-        timings["runc_restore"] = (t2 - t1) * 1000
+        raise
+    finally:
         shutil.rmtree(work, ignore_errors=True)
+    t2 = time.perf_counter()
+    timings["runc_restore"] = (t2 - t0) * 1000 - timings.get("prepare", 0.0)
+    ack = None
+    try:
         _publish_agent_socket(sb.io_dir)
-        ack = None
         if notify_agent and (sb.io_dir / AGENT_SOCKET).exists():
             ack = await notify_restored(sb.io_dir / AGENT_SOCKET, agent_timeout_s)
             timings["notify_agent"] = (time.perf_counter() - t2) * 1000
     except BaseException as exc:
-        for fd in fds:
-            with contextlib.suppress(OSError):
-                os.close(fd)
         with contextlib.suppress(Exception):
             await asyncio.shield(sb.destroy())
-        # a failed `runc restore` can leave its CRIU root bind-mounted in runc's state dir
-        state_dir = runtime.root / new_id
-        if state_dir.exists():
-            await asyncio.to_thread(mounts.unmount_all_under, state_dir)
-            shutil.rmtree(state_dir, ignore_errors=True)
         if isinstance(exc, OSError) and not isinstance(exc, FaasdError):
             raise RuntimeFailure(f"restoring sandbox {new_id} failed: {exc}") from exc
         raise

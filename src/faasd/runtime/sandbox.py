@@ -11,8 +11,9 @@
     result = await manager.run(spec, stdin=b"", timeout_s=5)   # all of the above in one call
 
 Bundle layout (``run_dir/sandboxes/<id>/``): ``config.json``, ``rootfs/`` (merged overlay), ``scratch/``
-(size-bounded fs with ``upper/`` and ``work/``), ``io/`` (bind-mounted read-write at ``/run/faasd-io``),
-``init.pid``, ``runc.log``.
+(size-bounded fs with ``upper/`` and ``work/``), ``io/`` (a 1 MiB tmpfs bind-mounted read-write at
+``/run/faasd-io``), ``init.pid``, ``runc.log``. Every mount under the bundle is undone on teardown
+(``OverlayRootfs.unmount_dir(bundle)``, also used by :meth:`SandboxManager.cleanup_orphans`).
 
 The container's stdio are pipes owned by the :class:`Sandbox`; stdout/stderr are drained continuously
 into bounded buffers (and passed to ``on_output`` if given) so a chatty process never blocks.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -36,7 +38,14 @@ from pathlib import Path
 from typing import Any
 
 from faasd.config import Settings
-from faasd.errors import ConflictError, FaasdError, InvalidInputError, ResourceLimitError, RuntimeFailure
+from faasd.errors import (
+    ConflictError,
+    FaasdError,
+    InvalidInputError,
+    ResourceLimitError,
+    RuntimeFailure,
+    StorageFullError,
+)
 from faasd.rootfs import OverlayRootfs
 from faasd.rootfs import mounts as _mounts
 from faasd.runtime import cgroups, network, reaper
@@ -138,6 +147,30 @@ def _factory(col: _Collector) -> Callable[[], _Collector]:
     return lambda: col
 
 
+IO_DIR_TMPFS_OPTIONS = "size=1m,nr_inodes=64,mode=0755"
+"""The bundle's ``io/`` dir (read-write at ``/run/faasd-io``, holds only the agent's Unix socket) is its own
+tiny tmpfs, so a sandbox cannot write past disk_mb/tmp_mb onto the host's run_dir filesystem through it."""
+
+
+def _mount_io_dir(io_dir: Path) -> None:
+    _mounts.mount(
+        "faasd-io", io_dir, "tmpfs", _mounts.MS_NOSUID | _mounts.MS_NODEV | _mounts.MS_NOEXEC,
+        IO_DIR_TMPFS_OPTIONS,
+    )
+
+
+_RUN_DIR_NEARLY_FULL = 1 << 20
+"""Free bytes in run_dir below which a failing ``runc create``/``restore`` is a StorageFullError."""
+
+
+def _free_bytes(path: Path) -> int:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return 1 << 62  # cannot tell: not "full"
+    return st.f_bavail * st.f_frsize
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     with contextlib.suppress(BrokenPipeError, OSError):
@@ -152,6 +185,7 @@ class _RestoreJob:
     config: Mapping[str, Any] | Callable[[Sandbox], Mapping[str, Any]]
     work_path: Path | None
     criu_opts: dict[str, bool]
+    timeout_s: float | None = None
 
 
 class Sandbox:
@@ -338,13 +372,14 @@ class Sandbox:
             out, err = await asyncio.wait_for(asyncio.shield(comm), timeout)
         except TimeoutError:
             timed_out = True
-            # kill the process in the container and let runc reap it; killing runc first would orphan it
-            exec_pid: int | None = None
-            with contextlib.suppress(OSError, ValueError):
-                exec_pid = int(pid_file.read_text().strip())
-                reaper.kill(exec_pid)
+            # Kill the exec'd process *group* in the container (runc makes the process a session leader,
+            # so its background children share its pgid and would otherwise keep running and hold the
+            # stdio pipes open), then let `runc exec` reap it and exit by itself: killing runc first
+            # would hand an unreaped child to us (subreaper), and a zombie of the container's pid
+            # namespace keeps its init from ever exiting on destroy.
+            await self._kill_exec_group(pid_file, proc, group=self.runtime.name == "runc")
             try:
-                out, err = await asyncio.wait_for(asyncio.shield(comm), 2.0)
+                out, err = await asyncio.wait_for(asyncio.shield(comm), 5.0)
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
@@ -356,6 +391,24 @@ class Sandbox:
                 pid_file.unlink()
         rc = proc.returncode if proc.returncode is not None else -1
         return ExecResult(137 if timed_out else rc, out, err, timed_out)
+
+    @staticmethod
+    async def _kill_exec_group(pid_file: Path, proc: asyncio.subprocess.Process, group: bool) -> None:
+        """SIGKILL the process (``group``: its process group) that ``runc exec --pid-file`` started."""
+        exec_pid: int | None = None
+        for _ in range(100):  # runc writes the pid file right after starting the process
+            with contextlib.suppress(OSError, ValueError):
+                exec_pid = int(pid_file.read_text().strip())
+            if exec_pid is not None or proc.returncode is not None:
+                break
+            await asyncio.sleep(0.02)
+        if exec_pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            # runc setsid()s the process: its group is the whole tree it started
+            if group and os.getpgid(exec_pid) == exec_pid:
+                os.killpg(exec_pid, _signal.SIGKILL)
+        reaper.kill(exec_pid)
 
     # ---------------------------------------------------------------- network
     async def open_connection(
@@ -479,6 +532,7 @@ class SandboxManager:
         criu_opts: Mapping[str, bool] | None = None,
         on_output: OutputCallback | None = None,
         output_limit: int = OUTPUT_LIMIT_BYTES,
+        timeout_s: float | None = None,
     ) -> Sandbox:
         """A *running* sandbox restored from a CRIU image (``runc restore --detach``).
 
@@ -488,8 +542,9 @@ class SandboxManager:
         ``sb.rootfs.path``, ``sb.netns``, ``sb.io_dir``) is written instead of a generated one, the io dir is
         chowned to its ``process.user``, stdin is /dev/null, and ``runc restore`` replaces ``runc create``.
         ``criu_opts``: ``tcp_established``, ``file_locks``, ``ext_unix_sk``, ``shell_job`` (booleans).
+        ``timeout_s`` bounds ``runc restore`` (default: the runtime driver's).
         """
-        job = _RestoreJob(Path(image_path), config, work_path, dict(criu_opts or {}))
+        job = _RestoreJob(Path(image_path), config, work_path, dict(criu_opts or {}), timeout_s)
         return await self._make(spec, False, on_output, output_limit, job)
 
     async def _make(
@@ -531,6 +586,8 @@ class SandboxManager:
         try:
             await self._create_steps(sb, fds, stdin_pipe, on_output, output_limit, restore)
         except BaseException as exc:
+            verb = "restoring" if restore else "creating"
+            full = self._storage_full_error(exc, f"{verb} sandbox {spec.id}")  # before cleanup frees space
             for fd in fds:
                 with contextlib.suppress(OSError):
                     os.close(fd)
@@ -538,11 +595,43 @@ class SandboxManager:
                 await asyncio.shield(sb.destroy())
             except Exception as cleanup_exc:
                 log.error("cleanup after failed create of %s failed: %s", spec.id, cleanup_exc)
+            if full is not None:
+                raise full from exc
             if isinstance(exc, OSError) and not isinstance(exc, FaasdError):
-                verb = "restoring" if restore else "creating"
                 raise RuntimeFailure(f"{verb} sandbox {spec.id} failed: {exc}") from exc
             raise
         return sb
+
+    def _storage_full_error(self, exc: BaseException, what: str) -> StorageFullError | None:
+        """A :class:`StorageFullError` naming the full directory if ``exc`` was caused by a full disk.
+
+        ENOSPC/EDQUOT in our own writes is recognised by errno. runc does not always say so (``unable to
+        store init state: %!w(<nil>)``, or no output at all when it cannot even write its log), so a
+        runtime failure while run_dir has (almost) no space left is attributed to the full run_dir.
+        """
+        if isinstance(exc, StorageFullError):
+            return None
+        run_dir, data_dir = self.settings.run_dir, self.settings.data_dir
+        where = run_dir
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            filename = str(exc.filename or "")
+            if filename.startswith(str(data_dir) + "/") and not filename.startswith(str(run_dir) + "/"):
+                where = data_dir
+        elif isinstance(exc, RuntimeFailure):
+            text = exc.message.lower()
+            if "no space left" in text or "enospc" in text:
+                where = min((run_dir, data_dir), key=_free_bytes)  # runc/CRIU do not say where
+            elif _free_bytes(run_dir) >= _RUN_DIR_NEARLY_FULL:
+                return None
+        else:
+            return None
+        free_kib = _free_bytes(where) >> 10
+        return StorageFullError(
+            f"{what} failed: no space left on the filesystem of {where} ({free_kib} KiB free); "
+            f"free space there (or point {'data_dir' if where == data_dir else 'run_dir'} at a larger "
+            f"filesystem) and retry. Cause: {exc}",
+            path=str(where),
+        )
 
     async def _create_steps(
         self,
@@ -555,12 +644,14 @@ class SandboxManager:
     ) -> None:
         spec, bundle, loop = sb.spec, sb.bundle, asyncio.get_running_loop()
         sb.io_dir.mkdir()
+        _mount_io_dir(sb.io_dir)  # unmounted with everything under the bundle on teardown
         fallback = restore is None
         sb.rootfs = await loop.run_in_executor(
             None,
             lambda: OverlayRootfs.mount(
                 spec.lowers, bundle, spec.limits.disk_mb, backend=spec.limits.disk_backend,
                 allow_copy_fallback=fallback, image_dir=self.settings.data_dir / "scratch",
+                memory_mb=spec.limits.memory_mb,
             ),
         )
         sb.netns = await network.acreate_netns(spec.id)
@@ -612,6 +703,7 @@ class SandboxManager:
                     tcp_established=opts.get("tcp_established", False),
                     file_locks=opts.get("file_locks", False), ext_unix_sk=opts.get("ext_unix_sk", False),
                     shell_job=opts.get("shell_job", False),
+                    **({} if restore.timeout_s is None else {"timeout_s": restore.timeout_s}),
                 )
                 sb.pid = int(pid_file.read_text().strip())
         except RuntimeFailure as exc:

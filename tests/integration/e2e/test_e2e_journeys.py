@@ -331,8 +331,6 @@ def test_cli_images_lists_the_base_images(faas: Faas) -> None:
     assert _ok(faas("image", "ls")) == listed
 
 
-@pytest.mark.xfail(strict=True, reason="API bug: /system/logs?follow=true closes after 1 s without new lines "
-                   "(docs/notes/sdk-needs.md item 7); remove this marker with the fix")
 def test_cli_logs_follow_streams_until_ctrl_c(faas: Faas, faasd_server: FaasdServer, source: Path,
                                                name: str) -> None:
     import queue

@@ -54,15 +54,6 @@ MALFORMED = [
 ]
 DEEP = b'{"a":' * 5000 + b"1" + b"}" * 5000  # 30 KB, below the payload limit
 
-# routes that parse the body with json.loads themselves: RecursionError is not caught -> 500
-DEEP_NESTING_500 = {
-    ("POST", "/api/v1/functions"),
-    ("PUT", "/api/v1/functions/echo"),
-    ("POST", "/system/functions"),
-    ("PUT", "/system/functions"),
-    ("POST", "/system/secrets"),
-    ("POST", "/system/scale-function/echo"),
-}
 
 
 @pytest.mark.parametrize(("method", "path"), JSON_ROUTES)
@@ -75,24 +66,7 @@ def test_malformed_json_is_a_4xx_json_error(client: httpx.Client, method: str, p
     assert not bad, bad
 
 
-@pytest.mark.parametrize(
-    ("method", "path"),
-    [
-        pytest.param(
-            m,
-            p,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG (api): deeply nested JSON (5000 levels, 30 KB) raises RecursionError in the "
-                "route's own json.loads (routes_v1._json_body / routes_openfaas), which is not caught -> 500 "
-                "internal_error instead of 400",
-            ),
-        )
-        if (m, p) in DEEP_NESTING_500
-        else (m, p)
-        for m, p in JSON_ROUTES
-    ],
-)
+@pytest.mark.parametrize(("method", "path"), JSON_ROUTES)
 def test_deeply_nested_json_is_a_4xx(client: httpx.Client, method: str, path: str) -> None:
     r = client.request(method, path, content=DEEP, headers={"content-type": "application/json"})
     json_error(r, 400, 413, 422)
@@ -122,11 +96,6 @@ def test_wrong_types_are_422_or_400(client: httpx.Client, method: str, path: str
         json_error(r, 400, 404, 422)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (platform execute / runtime): a command missing from the image makes runc create fail and "
-    "the API answers 500 runtime_failure; it is the caller's mistake and should be 400 invalid_input",
-)
 def test_execute_with_missing_command_is_a_4xx(client: httpx.Client) -> None:
     r = client.post("/api/v1/execute", json={"image": "faasd/python:latest", "command": ["no-such-binary"]})
     json_error(r, 400, 404, 422)
@@ -151,11 +120,6 @@ def test_execute_with_hostile_working_dir_never_escapes(client: httpx.Client) ->
             assert r.json()["error"] in ("invalid_input", "validation_error", "runtime_failure"), r.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (platform execute): working_dir=/proc/self/fd/N is refused by runc (patched for "
-    "CVE-2024-21626) but the API answers 500 runtime_failure; it should be validated up front -> 400",
-)
 def test_execute_with_fd_working_dir_is_a_4xx(client: httpx.Client) -> None:
     r = client.post(
         "/api/v1/execute",
@@ -164,37 +128,13 @@ def test_execute_with_fd_working_dir_is_a_4xx(client: httpx.Client) -> None:
     json_error(r, 400, 422)
 
 
-_EMPTY_ENV = pytest.mark.xfail(
-    strict=True,
-    reason="BUG (platform instances/execute): an empty env var name is not validated; runc rejects it and "
-    "the API answers 500 runtime_failure instead of 422",
-)
-_EQ_ENV = pytest.mark.xfail(
-    strict=True,
-    reason="BUG (platform instances/execute): an env var name containing '=' is accepted (201/200) and "
-    "silently sets a different variable ('A=B': 'x' becomes A='B=x'); FunctionSpec rejects it, these don't",
-)
-
-
 @pytest.mark.parametrize(
     ("path", "body"),
     [
-        pytest.param(
-            "/api/v1/instances", {"image": "faasd/python:latest", "env": {"": "x"}}, marks=_EMPTY_ENV
-        ),
-        pytest.param(
-            "/api/v1/instances", {"image": "faasd/python:latest", "env": {"A=B": "x"}}, marks=_EQ_ENV
-        ),
-        pytest.param(
-            "/api/v1/execute",
-            {"image": "faasd/python:latest", "command": ["true"], "env_vars": {"": "x"}},
-            marks=_EMPTY_ENV,
-        ),
-        pytest.param(
-            "/api/v1/execute",
-            {"image": "faasd/python:latest", "command": ["true"], "env_vars": {"A=B": "x"}},
-            marks=_EQ_ENV,
-        ),
+        ("/api/v1/instances", {"image": "faasd/python:latest", "env": {"": "x"}}),
+        ("/api/v1/instances", {"image": "faasd/python:latest", "env": {"A=B": "x"}}),
+        ("/api/v1/execute", {"image": "faasd/python:latest", "command": ["true"], "env_vars": {"": "x"}}),
+        ("/api/v1/execute", {"image": "faasd/python:latest", "command": ["true"], "env_vars": {"A=B": "x"}}),
     ],
 )
 def test_invalid_env_names_are_a_4xx(client: httpx.Client, path: str, body: dict[str, object]) -> None:

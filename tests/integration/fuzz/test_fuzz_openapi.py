@@ -22,12 +22,7 @@ EXAMPLES_PER_OPERATION = 25
 
 # Operations with a 5xx we know about (bug reported; each has a deterministic strict-xfail test in
 # test_fuzz_bad_input.py, which turns red once the bug is fixed). A 5xx on any other operation fails.
-KNOWN_5XX: dict[str, str] = {
-    "POST /api/v1/execute": "a command that does not exist in the image, or an empty env var name -> 500 "
-    "runtime_failure from runc create; it is the caller's error (400/422)",
-    "POST /api/v1/instances": "an empty env var name -> 500 runtime_failure ('environment variable name "
-    "can't be empty') instead of 422",
-}
+KNOWN_5XX: dict[str, str] = {}
 
 
 def _with_existing_name(pair: tuple[Any, bool]) -> Any:
