@@ -37,6 +37,7 @@ from faasd.errors import ConflictError, FaasdError, InvalidInputError, NotFoundE
 from faasd.platform.execute import ImageStoreLike
 from faasd.runtime.agent_files import INIT_DIR_IN_CONTAINER, init_mount
 from faasd.runtime.models import Limits, NetworkSpec, SandboxSpec, check_env_names
+from faasd.runtime.proxy import pipe
 from faasd.runtime.sandbox import Sandbox, SandboxManager
 from faasd.snapshots.merge import STRATEGIES as MERGE_STRATEGIES
 from faasd.snapshots.merge import MergeReport
@@ -773,7 +774,7 @@ class InstanceService:
                 async with self.use(instance_id) as sb:
                     up_r, up_w = await sb.open_connection(port)
                     try:
-                        await asyncio.gather(_pipe(reader, up_w), _pipe(up_r, writer))
+                        await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
                     finally:
                         up_w.close()
             except Exception as exc:  # a client of the proxy: log, never crash the listener
@@ -788,20 +789,6 @@ class InstanceService:
         live.servers[port] = server
         scheme = "http" if entry.get("protocol", "http") == "http" else "tcp"
         return {**entry, "host_port": bound, "url": f"{scheme}://127.0.0.1:{bound}"}
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while True:
-            data = await reader.read(65536)
-            if not data:
-                break
-            writer.write(data)
-            await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
-    except (ConnectionError, OSError):
-        pass
 
 
 def tar_members(data: bytes) -> list[str]:

@@ -55,7 +55,8 @@ async def open_connection_in_netns(
     return await asyncio.open_connection(sock=sock, limit=limit)
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Copy ``reader`` to ``writer`` until EOF, then half-close ``writer``; connection errors end it."""
     try:
         while True:
             data = await reader.read(65536)
@@ -122,7 +123,7 @@ class LoopbackProxy:
                 if sock is not None:
                     with contextlib.suppress(OSError):
                         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            await asyncio.gather(_pipe(client_r, up_w), _pipe(up_r, client_w))
+            await asyncio.gather(pipe(client_r, up_w), pipe(up_r, client_w))
         except asyncio.CancelledError:
             # close() cancels open splices; end quietly (asyncio's server callback would log a cancelled task)
             pass
