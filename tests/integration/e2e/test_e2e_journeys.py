@@ -185,6 +185,10 @@ def test_cli_exec_one_off(faas: Faas) -> None:
         'echo "$A $(pwd)"; echo to-stderr >&2',
     )
     assert _ok(result) == "from-env /tmp\n" and "to-stderr" in result.stderr
+    node = json.loads(
+        _ok(faas("exec", "--language", "node", "--code", "console.log(6 * 7, process.version)", "--json"))
+    )
+    assert node["exit_code"] == 0 and node["stdout"].startswith("42 v18.")
     shell = json.loads(_ok(faas("exec", "--language", "shell", "--code", "echo hi; exit 0", "--json")))
     assert shell["exit_code"] == 0 and shell["stdout"] == "hi\n" and shell["request_id"]
     missing = faas("exec", "--image", "no/such-image:1", "--", "true")
