@@ -14,4 +14,19 @@ set +e
 rc=$?
 set -e
 # pytest exit 5 means no test was collected: that is a failure of the suite, not a pass.
-exit $rc
+[ $rc -eq 0 ] || exit $rc
+
+# Coverage gates (issue: line >= 85 %, branch >= 70 %), read from the XML report of this run.
+# Only a full run is gated: a run narrowed by extra arguments covers less on purpose.
+if [ $# -eq 0 ]; then
+  .venv/bin/python - <<'PY'
+import sys
+import xml.etree.ElementTree as ET
+
+root = ET.parse("coverage.xml").getroot()
+line, branch = float(root.get("line-rate", 0)) * 100, float(root.get("branch-rate", 0)) * 100
+print(f"coverage: line {line:.1f} % (gate 85 %), branch {branch:.1f} % (gate 70 %)")
+if line < 85 or branch < 70:
+    sys.exit("coverage below the gate")
+PY
+fi
