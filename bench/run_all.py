@@ -52,6 +52,8 @@ def _snapshot_rows(doc: dict[str, Any]) -> list[Row]:
         rows += [
             Row(f"snapshot restore to first output ({program}) p50",
                 sc["restore_to_first_output"]["median_ms"], cold, "ms", "cold start"),
+            Row(f"branch-{n}, all copies running ({program}) p50", sc[branch_key]["median_ms"],
+                round(cold * n, 1), "ms", f"{n} x cold start p50"),
             Row(f"branch-{n} per copy ({program}) p50", round(sc[branch_key]["median_ms"] / n, 1), cold, "ms",
                 "cold start"),
             Row(f"snapshot, leave running ({program}) p50", sc["snapshot_total"]["median_ms"], cold, "ms",
@@ -65,7 +67,7 @@ BENCHMARKS: dict[str, tuple[list[str], str, Callable[[dict[str, Any]], list[Row]
     "cold_start": (["-n", "10", "--json", "{json}"], "cold_start.json", _cold_rows),
     "warm_invoke": (["-n", "600", "-c", "8", "--seq-n", "200", "--cold-n", "10", "--json", "{json}"],
                     "warm_invoke.json", rows_from_json),
-    "snapshots": (["--rounds", "3", "--programs", "light", "--branch", "5", "--out", "{json}"],
+    "snapshots": (["--rounds", "3", "--programs", "light", "--branch", "10", "--out", "{json}"],
                   "snapshots.json", _snapshot_rows),
     "image_import": (["--rounds", "2", "--run-n", "5", "--json", "{json}"], "image_import.json",
                      rows_from_json),
@@ -122,8 +124,8 @@ def main() -> None:
         f"Command: `{command}` (from the repository root, as root), {info['date']}, {total_s} s.",
         "",
         f"Machine: {info['nproc']} cores, kernel {info['kernel']}, {info['runc']}, CRIU {info['criu']}, "
-        f"{info['podman']}. **Shared machine**: load average (1/5/15 min) {load_start} at the start, "
-        f"{load_end} at the end; other contributors were running tests, so absolute numbers are noisy. "
+        f"{info['podman']}. Load average (1/5/15 min) {load_start} at the start, {load_end} at the end: "
+        "with other work on the machine absolute numbers drift, the same-run ratios much less. "
         "Each faasd number is measured next to its baseline in the same run; the ratio is faasd / "
         "baseline (for throughput, lower than 1 means faasd serves fewer requests per second).",
         "",
