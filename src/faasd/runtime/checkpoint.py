@@ -181,7 +181,7 @@ async def checkpoint(
         if paused_by_us and leave_running:
             with contextlib.suppress(RuntimeFailure):
                 await src.runtime.resume(src.id)
-        shutil.rmtree(work, ignore_errors=True)
+        _remove_work_dir(work)
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise StorageFullError(
                 f"no space left in {dest.parent} while copying the upper of sandbox {src.id}; the sandbox "
@@ -189,7 +189,7 @@ async def checkpoint(
                 sandbox=src.id,
             ) from exc
         raise
-    shutil.rmtree(work, ignore_errors=True)
+    _remove_work_dir(work)
     if paused_by_us and leave_running:
         await src.runtime.resume(src.id)
     timings["thaw"] = (time.perf_counter() - t3) * 1000
@@ -225,6 +225,16 @@ def copy_upper(upper: Path, dest: Path) -> None:
         if _is_enospc_text(res.stderr):
             raise OSError(errno.ENOSPC, f"no space left copying {upper}: {res.stderr.strip()}")
         raise RuntimeFailure(f"copying the overlay upper {upper} failed: {res.stderr.strip()}")
+
+
+def _remove_work_dir(work: Path) -> None:
+    """Remove a CRIU work dir, unmounting first what CRIU may have left mounted in it.
+
+    A failed or killed restore can leave CRIU's cgroup yard (``.criu.cgyard.*``) mounted there;
+    removing the directory alone would leak those mounts.
+    """
+    mounts.unmount_all_under(work)
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def _read(path: Path) -> str:
@@ -358,7 +368,7 @@ async def restore(
             ) from exc
         raise
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        _remove_work_dir(work)
     t2 = time.perf_counter()
     timings["runc_restore"] = (t2 - t0) * 1000 - timings.get("prepare", 0.0)
     ack = None

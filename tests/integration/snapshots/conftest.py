@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -24,6 +25,9 @@ def leaks(settings: Settings, sandbox_id: str) -> list[str]:
     found += [f"mount {m}" for m in mounts.mounts_under(settings.runc_root / sandbox_id)]
     bundle = settings.sandboxes_dir / sandbox_id
     found += [f"mount {m}" for m in mounts.mounts_under(bundle)]
+    # CRIU's work dirs of this id (a failed restore can leave its cgroup yard mounted there)
+    found += [f"mount {m}" for m in mounts.mounts_under(settings.run_dir / "criu-work")
+              if Path(m).relative_to(settings.run_dir / "criu-work").parts[0].startswith(sandbox_id)]
     if bundle.exists():
         found.append(f"bundle {bundle}")
     for _, mnt in cg.hierarchies():
