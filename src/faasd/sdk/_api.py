@@ -793,12 +793,14 @@ INSTANCE_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
 """Starting/stopping an instance stores or restores a filesystem (and maybe a CRIU image)."""
 
 
-def start_instance(body: Mapping[str, Any]) -> Call[sm.Instance]:
+def start_instance(**fields: Any) -> Call[sm.Instance]:
+    """``fields`` as in the clients' ``start_instance``; ``None`` values are left to the server's defaults."""
+    body = {k: v for k, v in fields.items() if v is not None}
     return Call(
         "POST",
         f"{API}/instances",
         _model(TypeAdapter(sm.Instance)),
-        json=dict(body),
+        json=body,
         timeout=INSTANCE_TIMEOUT,
     )
 

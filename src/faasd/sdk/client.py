@@ -447,17 +447,10 @@ class Client(_Base):
         env: Mapping[str, str] | None = None,
     ) -> sm.Instance:
         """Start a persistent instance from an image (default faasd/python:latest) or a snapshot."""
-        body = {
-            "image": image,
-            "snapshot_id": snapshot_id,
-            "name": name,
-            "cpu_cores": cpu_cores,
-            "memory_mb": memory_mb,
-            "disk_gb": disk_gb,
-            "ttl_s": ttl_s,
-            "env": dict(env or {}),
-        }
-        return self._call(_api.start_instance({k: v for k, v in body.items() if v is not None}))
+        return self._call(_api.start_instance(
+            image=image, snapshot_id=snapshot_id, name=name, cpu_cores=cpu_cores, memory_mb=memory_mb,
+            disk_gb=disk_gb, ttl_s=ttl_s, env=dict(env or {}),
+        ))
 
     def list_instances(self) -> list[sm.Instance]:
         return self._call(_api.list_instances())
@@ -811,17 +804,10 @@ class AsyncClient(_Base):
         env: Mapping[str, str] | None = None,
     ) -> sm.Instance:
         """Start a persistent instance from an image (default faasd/python:latest) or a snapshot."""
-        body = {
-            "image": image,
-            "snapshot_id": snapshot_id,
-            "name": name,
-            "cpu_cores": cpu_cores,
-            "memory_mb": memory_mb,
-            "disk_gb": disk_gb,
-            "ttl_s": ttl_s,
-            "env": dict(env or {}),
-        }
-        return await self._call(_api.start_instance({k: v for k, v in body.items() if v is not None}))
+        return await self._call(_api.start_instance(
+            image=image, snapshot_id=snapshot_id, name=name, cpu_cores=cpu_cores, memory_mb=memory_mb,
+            disk_gb=disk_gb, ttl_s=ttl_s, env=dict(env or {}),
+        ))
 
     async def list_instances(self) -> list[sm.Instance]:
         return await self._call(_api.list_instances())
