@@ -60,7 +60,16 @@ def deploy(
     min_replicas: Annotated[int | None, typer.Option("--min", help="Warm workers kept ready.")] = None,
     max_replicas: Annotated[int | None, typer.Option("--max", help="Most workers at once.")] = None,
     concurrency: Annotated[int | None, typer.Option(help="Concurrent requests per worker.")] = None,
-    mode: Annotated[str | None, typer.Option(help="cached | ephemeral")] = None,
+    mode: Annotated[
+        str | None, typer.Option(help="cached | ephemeral | checkpointed | branched")
+    ] = None,
+    branch_from: Annotated[
+        str | None, typer.Option("--branch-from", help="mode branched: the snapshot workers start from.")
+    ] = None,
+    network: Annotated[
+        str | None,
+        typer.Option(help="none (only the sandbox's own loopback) | egress (outgoing connections)."),
+    ] = None,
     create_only: Annotated[
         bool, typer.Option("--create-only", help="Fail if the function exists instead of updating it.")
     ] = False,
@@ -79,6 +88,8 @@ def deploy(
         "max_replicas": max_replicas,
         "concurrency": concurrency,
         "mode": mode,
+        "branch_from": branch_from,
+        "network": network,
         "command": shlex.split(command) if command else None,
         "env": out.parse_pairs(env, "--env") or None,
         "labels": out.parse_pairs(label, "--label") or None,

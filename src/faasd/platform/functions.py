@@ -21,6 +21,10 @@ MODES = ("ephemeral", "cached", "checkpointed", "branched")
 RESERVED_MODES = ("persistent",)
 BRANCH_FROM_ANNOTATION = "faasd.branch_from"
 """Where a ``branched`` function's snapshot id is kept (annotations of the function record)."""
+NETWORK_ANNOTATION = "faasd.network"
+"""Where a function's network mode is kept when it is not the default ``none``."""
+INTERNAL_ANNOTATIONS = (BRANCH_FROM_ANNOTATION, NETWORK_ANNOTATION)
+NETWORK_MODES = ("none", "egress")
 
 
 def check_name(name: str, what: str = "function") -> str:
@@ -77,6 +81,9 @@ class FunctionSpec(BaseModel):
     mode: str = "cached"
     branch_from: str | None = Field(default=None, max_length=128)
     """mode ``branched``: the snapshot every worker of the function is restored from."""
+    network: Literal["none", "egress"] = "none"
+    """``none``: the sandbox has only its own loopback (default). ``egress``: it may open connections
+    out (a private veth with NAT), but never to the host itself."""
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
 
@@ -114,6 +121,13 @@ class FunctionSpec(BaseModel):
             )
         if self.branch_from is not None and self.mode != "branched":
             raise InvalidInputError(f"'branch_from' is only valid with mode 'branched', not {self.mode!r}")
+        for key in self.annotations:
+            if key in INTERNAL_ANNOTATIONS:
+                raise InvalidInputError(
+                    f"annotation {key!r} is reserved for faasd; set the field "
+                    f"{key.removeprefix('faasd.')!r} instead",
+                    annotation=key,
+                )
         for s in self.secrets:
             if not SECRET_NAME_RE.match(s):
                 raise InvalidInputError(f"secret name {s!r} is invalid", secret=s)
@@ -159,9 +173,16 @@ def to_spec(fn: Function) -> FunctionSpec:
         idle_ttl_s=fn.idle_ttl_s,
         mode=fn.mode,
         branch_from=(fn.annotations or {}).get(BRANCH_FROM_ANNOTATION) if fn.mode == "branched" else None,
+        network=network_of(fn),  # type: ignore[arg-type]
         labels=dict(fn.labels),
-        annotations={k: v for k, v in (fn.annotations or {}).items() if k != BRANCH_FROM_ANNOTATION},
+        annotations={k: v for k, v in (fn.annotations or {}).items() if k not in INTERNAL_ANNOTATIONS},
     )
+
+
+def network_of(fn: Function) -> str:
+    """The network mode of a function record (``none`` unless it was deployed with ``egress``)."""
+    mode = (fn.annotations or {}).get(NETWORK_ANNOTATION, "none")
+    return mode if mode in NETWORK_MODES else "none"
 
 
 def _apply(fn: Function, spec: FunctionSpec) -> None:
@@ -187,6 +208,8 @@ def _apply(fn: Function, spec: FunctionSpec) -> None:
     fn.annotations = dict(spec.annotations)
     if spec.branch_from is not None:
         fn.annotations[BRANCH_FROM_ANNOTATION] = spec.branch_from
+    if spec.network != "none":
+        fn.annotations[NETWORK_ANNOTATION] = spec.network
 
 
 ImageCheck = Callable[[str], None]

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from faasd.errors import CapacityError
+from faasd.platform.functions import network_of
 from faasd.platform.metrics import Metrics
 from faasd.platform.pools import Lease, PoolConfig, WarmPool
 from faasd.platform.secrets import SecretService
@@ -39,6 +40,7 @@ def worker_config(fn: Function, secrets: dict[str, bytes]) -> WorkerConfig:
         timeout_s=fn.timeout_s,
         disk_mb=fn.disk_mb,
         concurrency=fn.concurrency,
+        network=network_of(fn),
     )
 
 

@@ -26,7 +26,7 @@ from faasd.platform.workers import (
     StreamEvent,
     WorkerConfig,
 )
-from faasd.runtime.models import SECRETS_DIR_IN_CONTAINER, BindMount, Limits
+from faasd.runtime.models import SECRETS_DIR_IN_CONTAINER, BindMount, Limits, NetworkSpec
 from faasd.runtime.sandbox import SandboxManager
 from faasd.runtime.workers import InvokeRequest, InvokeResult, Worker, WorkerSpec, start_worker
 from faasd.runtime.workers import StreamChunk as RuntimeChunk
@@ -180,6 +180,7 @@ class RuntimeWorkerFactory:
                 disk_mb=config.disk_mb,
                 timeout_s=config.timeout_s,
             ),
+            network=NetworkSpec(mode="egress" if config.network == "egress" else "none"),
         )
         sandbox_id = spec.new_sandbox_id()
         spec.sandbox_id = sandbox_id

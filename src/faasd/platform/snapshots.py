@@ -34,7 +34,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from faasd.config import Settings
 from faasd.errors import ConflictError, FaasdError, InvalidInputError, NotFoundError
@@ -43,7 +43,7 @@ from faasd.platform.metrics import Metrics
 from faasd.platform.runner import POOLED_MODES, FunctionRunner
 from faasd.platform.runtime_adapter import RuntimeWorker
 from faasd.platform.workers import Invocation, InvocationResult, PoolWorker, WorkerConfig
-from faasd.runtime.models import Limits
+from faasd.runtime.models import Limits, NetworkSpec
 from faasd.runtime.sandbox import SandboxManager
 from faasd.runtime.workers import Worker, WorkerSpec
 from faasd.snapshots.merge import MergeReport
@@ -101,6 +101,7 @@ def worker_info(worker: Worker, image: str | None = None, image_id: str | None =
         "port": spec.port,
         "code_dir": spec.code_dir,
         "fork_per_request": spec.fork_per_request,
+        "network": "egress" if spec.network.mode == "egress" else "none",
         "image": image,
         "image_id": image_id,
     }
@@ -117,7 +118,14 @@ def version_key(config: WorkerConfig, image_id: str) -> str:
         "env": dict(config.env),
         "limits": [config.memory_mb, config.cpu_cores, config.pids, config.disk_mb, config.timeout_s],
     }
+    if config.network != "none":  # keeps the keys of existing checkpoints of functions without network
+        data["network"] = config.network
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _network_mode(mode: object) -> Literal["none", "egress"]:
+    """The network a restored copy gets: the one its worker had (``egress`` or ``none``)."""
+    return "egress" if mode == "egress" else "none"
 
 
 def _function_of(snap: Snapshot) -> str | None:
@@ -363,6 +371,9 @@ class SnapshotService:
             port=int(info.get("port") or 8080),
             code_dir=info.get("code_dir") or "/function",
             fork_per_request=bool(info.get("fork_per_request")),
+            network=NetworkSpec(
+                mode=_network_mode(config.network if config is not None else info.get("network"))
+            ),
         )
 
     async def _attach(
@@ -406,7 +417,8 @@ class SnapshotService:
         new_id = spec.new_sandbox_id()
         started = time.perf_counter()
         restored = await restore_snapshot(
-            self.store, snap.id, new_id, manager=self.manager, limits=self._limits(config), notify_agent=False
+            self.store, snap.id, new_id, manager=self.manager, limits=self._limits(config),
+            notify_agent=False, network=spec.network,
         )
         return await self._attach(snap, restored, spec, started)
 
@@ -428,7 +440,9 @@ class SnapshotService:
             spec = self._worker_spec(snap)
             ids = [spec.new_sandbox_id() for _ in range(count)]
             started = time.perf_counter()
-            copies = await branch_snapshot(self.store, snap.id, ids, manager=self.manager, notify_agent=False)
+            copies = await branch_snapshot(
+                self.store, snap.id, ids, manager=self.manager, notify_agent=False, network=spec.network
+            )
             results = await asyncio.gather(
                 *(self._attach(snap, r, spec, started) for r in copies), return_exceptions=True
             )

@@ -71,6 +71,8 @@ class WorkerConfig:
     timeout_s: float
     disk_mb: int
     concurrency: int = 1
+    network: str = "none"
+    """``none`` (own loopback only) or ``egress`` (outgoing connections through NAT)."""
 
 
 @runtime_checkable

@@ -41,7 +41,7 @@ from typing import Any
 from faasd.errors import ConflictError, FaasdError, InvalidInputError, RuntimeFailure, StorageFullError
 from faasd.rootfs import mounts
 from faasd.runtime import sandbox as sandbox_mod
-from faasd.runtime.models import SANDBOX_ID_RE, Limits, SandboxSpec
+from faasd.runtime.models import SANDBOX_ID_RE, Limits, NetworkSpec, SandboxSpec
 from faasd.runtime.runc import OciRuntime
 from faasd.runtime.sandbox import Sandbox, SandboxManager
 
@@ -301,6 +301,7 @@ async def restore(
     new_id: str,
     *,
     limits: Limits | None = None,
+    network: NetworkSpec | None = None,
     notify_agent: bool = True,
     agent_timeout_s: float = 10.0,
     criu_opts: dict[str, bool] | None = None,
@@ -310,8 +311,10 @@ async def restore(
     """Start sandbox ``new_id`` of ``manager`` running from a snapshot (``runc restore --detach``).
 
     The new sandbox gets a fresh overlay (``snapshot.lowers`` read-only + its own empty upper bounded
-    by ``limits.disk_mb``), a fresh netns with ``lo`` up, its own cgroup, stdio on pipes (collected
-    like any sandbox's: ``sandbox.stdout()``), and is registered with the manager like a created one.
+    by ``limits.disk_mb``), a fresh netns with ``lo`` up (plus a fresh egress link when ``network`` asks
+    for one: connections the process had open before the snapshot do not survive), its own cgroup,
+    stdio on pipes (collected like any sandbox's: ``sandbox.stdout()``), and is registered with the
+    manager like a created one.
     If any step fails, everything is undone.
     """
     if not SANDBOX_ID_RE.match(new_id):
@@ -326,6 +329,7 @@ async def restore(
         lowers=list(snapshot.lowers),
         args=list(dumped["process"]["args"]),
         limits=limits or Limits(),
+        network=network or NetworkSpec(),
         annotations={"faasd.restored": "true"},
     )
     timings: dict[str, float] = {}

@@ -167,6 +167,8 @@ class DeployOptions(TypedDict, total=False):
     queue_size: int
     idle_ttl_s: float
     mode: str
+    branch_from: str
+    network: str
     labels: Mapping[str, str]
 
 

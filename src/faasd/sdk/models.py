@@ -67,6 +67,10 @@ class FunctionSpec(_Model):
     queue_size: int | None = None
     idle_ttl_s: float | None = None
     mode: str | None = None
+    branch_from: str | None = None
+    """mode ``branched``: the snapshot every worker is restored from."""
+    network: str | None = None
+    """``none`` (only the sandbox's own loopback, the default) or ``egress`` (outgoing connections)."""
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
 

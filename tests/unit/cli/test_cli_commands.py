@@ -108,6 +108,8 @@ def test_deploy_image_builds_the_spec_and_upserts(api: Api) -> None:
         "3",
         "--mode",
         "cached",
+        "--network",
+        "egress",
         "--json",
     )
     assert code == 0, err
@@ -115,7 +117,7 @@ def test_deploy_image_builds_the_spec_and_upserts(api: Api) -> None:
     assert api.last.method == "PUT"
     assert sent["env"] == {"A": "1", "B": "x=y"} and sent["secrets"] == ["db"]
     assert sent["limits"] == {"memory_mb": 128} and sent["scale"] == {"min": 1, "max": 3}
-    assert sent["handler"] == "main.handle" and sent["mode"] == "cached"
+    assert sent["handler"] == "main.handle" and sent["mode"] == "cached" and sent["network"] == "egress"
     assert json.loads(out)["name"] == "hello"
 
 

@@ -312,3 +312,23 @@ async def test_prune_deletes_only_old_finished_executions(platform: Platform) ->
         )
     assert platform.executions.prune() == 1
     assert {e.id for e in platform.executions.list(limit=10)} == {"ex_oldq", "ex_new"}
+
+
+async def test_network_option_is_kept_and_reaches_the_worker(
+    platform: Platform, fake_factory: FakeFactory
+) -> None:
+    from faasd.platform.functions import to_spec
+
+    fn = await platform.deploy(spec("outbound", network="egress", annotations={"team": "a"}))
+    assert to_spec(fn).network == "egress" and to_spec(fn).annotations == {"team": "a"}
+    out = await platform.executions.invoke("outbound", Invocation(body=b"x"))
+    assert out.status == "succeeded"
+    assert fake_factory.started[-1].config.network == "egress"
+    # the default stays "none", and an update can take egress away again
+    fn = await platform.update("outbound", spec("outbound"))
+    assert to_spec(fn).network == "none" and "faasd.network" not in fn.annotations
+    with pytest.raises(ValidationError):
+        spec("x", network="host")
+    with pytest.raises(InvalidInputError, match="reserved"):
+        await platform.deploy(spec("sneaky", annotations={"faasd.network": "egress"}))
+    await platform.close()
