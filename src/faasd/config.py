@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     """When false the API accepts unauthenticated requests (local use only)."""
 
     max_payload_bytes: int = 6 * 1024 * 1024
+    keep_alive_s: float = 75.0
+    """How long the API keeps an idle HTTP connection open. Longer than clients keep theirs idle (the SDK:
+    5 s, httpx and Node: 5 s), so a client never sends a request on a connection the server is closing
+    at that moment (the client would see "server disconnected without sending a response")."""
     runc_binary: str = "runc"
     runsc_binary: str = "runsc"
     criu_binary: str = "criu"

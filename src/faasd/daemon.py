@@ -119,6 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_config=None,
         lifespan="on",
         timeout_graceful_shutdown=10,
+        timeout_keep_alive=max(1, round(settings.keep_alive_s)),
         access_log=False,
     )
     server = uvicorn.Server(config)

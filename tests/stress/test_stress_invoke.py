@@ -30,9 +30,6 @@ POOL_MAX = 4
 SOAK_S = float(os.environ.get("FAASD_SOAK_S", "600"))
 SOAK_RPS = float(os.environ.get("FAASD_SOAK_RPS", "20"))
 RSS_GROWTH_MAX = 0.10
-KEEPALIVE_S = 1.0
-"""Client keep-alive expiry, below uvicorn's 5 s server-side idle timeout (httpx defaults to 5 s too, and
-reusing a connection the server is closing at that moment fails with RemoteProtocolError)."""
 
 
 def _auth(server: FaasdServer) -> dict[str, str]:
@@ -60,9 +57,8 @@ async def test_stress_1000_concurrent_invocations(stress_server: FaasdServer, tm
         stress_server, tmp_path, mode="cached", min_replicas=1, max_replicas=POOL_MAX,
         queue_size=CONCURRENT + 100, timeout_s=300, idle_ttl_s=3600,
     )
-    limits = httpx.Limits(
-        max_connections=CONCURRENT, max_keepalive_connections=CONCURRENT, keepalive_expiry=KEEPALIVE_S
-    )
+    # httpx's default keep-alive expiry (5 s): the daemon keeps idle connections longer (keep_alive_s)
+    limits = httpx.Limits(max_connections=CONCURRENT + 10, max_keepalive_connections=CONCURRENT + 10)
     timeout = httpx.Timeout(600.0, connect=120.0, pool=600.0)
     async with httpx.AsyncClient(
         base_url=stress_server.url, headers=_auth(stress_server), limits=limits, timeout=timeout
@@ -75,9 +71,7 @@ async def test_stress_1000_concurrent_invocations(stress_server: FaasdServer, tm
         async def watch_pool() -> None:
             nonlocal max_replicas_seen
             while not done.is_set():
-                # a new connection per poll: no keep-alive race with the server's idle timeout
-                async with httpx.AsyncClient(base_url=stress_server.url, headers=_auth(stress_server)) as c:
-                    r = await c.get(f"/api/v1/functions/{name}", timeout=60.0)
+                r = await client.get(f"/api/v1/functions/{name}", timeout=60.0)
                 assert r.status_code == 200, r.text
                 max_replicas_seen = max(max_replicas_seen, r.json()["status"]["replicas"])
                 await asyncio.sleep(0.5)
@@ -90,9 +84,8 @@ async def test_stress_1000_concurrent_invocations(stress_server: FaasdServer, tm
         elapsed = time.monotonic() - t0
         done.set()
         await watcher
-    # fresh connection: the storm's pooled connections may have idled past uvicorn's keep-alive timeout
-    async with httpx.AsyncClient(base_url=stress_server.url, headers=_auth(stress_server)) as c:
-        status = (await c.get(f"/api/v1/functions/{name}", timeout=60.0)).json()
+        # the storm's pooled connections, idle for a while now, are reused
+        status = (await client.get(f"/api/v1/functions/{name}", timeout=60.0)).json()
     errors = [r for r in results if r is not None]
     print(f"{CONCURRENT} concurrent invocations: {len(errors)} errors in {elapsed:.1f} s; "
           f"max replicas seen {max_replicas_seen}; load {os.getloadavg()}")
@@ -115,8 +108,7 @@ async def test_stress_soak_daemon_rss_bounded(stress_server: FaasdServer, tmp_pa
     sent = 0
     in_flight = asyncio.Semaphore(8)
     async with httpx.AsyncClient(
-        base_url=stress_server.url, headers=_auth(stress_server), timeout=120.0,
-        limits=httpx.Limits(keepalive_expiry=KEEPALIVE_S),
+        base_url=stress_server.url, headers=_auth(stress_server), timeout=120.0
     ) as client:
 
         async def one(i: int) -> None:

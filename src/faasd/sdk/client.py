@@ -41,6 +41,9 @@ from faasd.sdk.models import (
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0)
+"""Idle connections are dropped after 5 s, well before the daemon closes them (``keep_alive_s``, 75 s):
+a request is never sent on a connection the server is closing at that moment."""
 
 
 class _Base:
@@ -157,7 +160,8 @@ class Client(_Base):
     ) -> None:
         super().__init__(base_url, api_key, timeout, headers, key_file)
         self._http = httpx.Client(
-            base_url=self.base_url, headers=self.headers, timeout=self.timeout, transport=transport
+            base_url=self.base_url, headers=self.headers, timeout=self.timeout, transport=transport,
+            limits=DEFAULT_LIMITS,
         )
 
     # -- plumbing
@@ -520,7 +524,8 @@ class AsyncClient(_Base):
     ) -> None:
         super().__init__(base_url, api_key, timeout, headers, key_file)
         self._http = httpx.AsyncClient(
-            base_url=self.base_url, headers=self.headers, timeout=self.timeout, transport=transport
+            base_url=self.base_url, headers=self.headers, timeout=self.timeout, transport=transport,
+            limits=DEFAULT_LIMITS,
         )
 
     # -- plumbing
