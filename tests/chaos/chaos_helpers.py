@@ -1,49 +1,17 @@
-"""Helpers for the chaos suite: leak checks that look only at the ids a test created."""
+"""Helpers for the chaos suite: fresh ids (leak-checked by faasd.testing.leaks), liveness, a runc stand-in."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import uuid
 from pathlib import Path
 
-from faasd.config import Settings
-from faasd.rootfs import mounts
 from faasd.runtime import SandboxSpec
-from faasd.runtime import cgroups as cg
-from faasd.runtime import network as net
 
 
 def new_id() -> str:
     return "fd-chaos" + uuid.uuid4().hex[:10]
-
-
-def runc_ids(settings: Settings) -> set[str]:
-    res = subprocess.run(
-        ["runc", "--root", str(settings.runc_root), "list", "-q"], capture_output=True, text=True, check=False
-    )
-    return set(res.stdout.split())
-
-
-def leaks(settings: Settings, sandbox_id: str) -> list[str]:
-    """Every trace of ``sandbox_id`` still on the host (empty = clean)."""
-    found: list[str] = []
-    if sandbox_id in runc_ids(settings):
-        found.append(f"runc container {sandbox_id}")
-    if (settings.runc_root / sandbox_id).exists():
-        found.append(f"runc state dir {settings.runc_root / sandbox_id}")
-    bundle = settings.sandboxes_dir / sandbox_id
-    found += [f"mount {m}" for m in mounts.mounts_under(bundle)]
-    if bundle.exists():
-        found.append(f"bundle dir {bundle}")
-    for _, mnt in cg.hierarchies():
-        p = mnt / "faasd" / sandbox_id
-        if p.exists():
-            found.append(f"cgroup {p}")
-    if (net.NETNS_DIR / sandbox_id).exists():
-        found.append(f"netns {sandbox_id}")
-    return found
 
 
 def alive(pid: int) -> bool:

@@ -6,29 +6,25 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from chaos_helpers import Ids, leaks
+from chaos_helpers import Ids
 
 from faasd.config import Settings
 from faasd.runtime import SandboxManager
+from faasd.testing.leaks import find_leaks, sandbox_manager
 
 
 @pytest.fixture
 async def manager(settings: Settings) -> AsyncIterator[SandboxManager]:
-    m = SandboxManager(settings)
-    yield m
-    for sb in list(m._sandboxes.values()):
-        try:
-            await sb.destroy()
-        except Exception as exc:  # reported, not hidden
-            print(f"cleanup of {sb.id} failed: {exc}")
+    async with sandbox_manager(settings) as m:
+        yield m
 
 
 @pytest.fixture
 async def ids(python_rootfs: Path, settings: Settings, manager: SandboxManager) -> AsyncIterator[Ids]:
     i = Ids(python_rootfs)
     yield i
-    left = {sid: leaks(settings, sid) for sid in i.used}
-    if any(left.values()):
+    left = find_leaks(settings, i.used)
+    if left:
         # clean up for the next tests, but still fail this one
         await SandboxManager(settings).cleanup_orphans()
-    assert not any(left.values()), left
+    assert not left, left

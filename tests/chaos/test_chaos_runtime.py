@@ -14,13 +14,14 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from chaos_helpers import Ids, alive, leaks, reap, runc_ids, write_runc_wrapper
+from chaos_helpers import Ids, alive, reap, write_runc_wrapper
 
 from faasd.config import Settings
 from faasd.errors import FaasdError, RuntimeFailure
 from faasd.rootfs import mounts
 from faasd.runtime import SandboxManager
 from faasd.runtime import network as net
+from faasd.testing.leaks import runc_ids, sandbox_leaks
 
 pytestmark = [pytest.mark.chaos]
 
@@ -112,7 +113,7 @@ async def test_runc_killed_after_create_is_a_clear_error_and_nothing_left(
     spec = ids.spec("sleep", "600")
     with pytest.raises(RuntimeFailure, match="create"):
         await asyncio.wait_for(m.create(spec), HANG_GUARD_S)
-    assert leaks(settings, spec.id) == []
+    assert sandbox_leaks(settings, spec.id) == []
 
 
 async def test_runc_killed_on_start_run_fails_clearly_and_nothing_left(
@@ -123,7 +124,7 @@ async def test_runc_killed_on_start_run_fails_clearly_and_nothing_left(
     spec = ids.spec("echo", "never")
     with pytest.raises(RuntimeFailure, match="start"):
         await asyncio.wait_for(m.run(spec, timeout_s=30), HANG_GUARD_S)
-    assert leaks(settings, spec.id) == []
+    assert sandbox_leaks(settings, spec.id) == []
 
 
 async def test_runc_killed_during_delete_then_cleanup_orphans_removes_all(
@@ -142,10 +143,10 @@ async def test_runc_killed_during_delete_then_cleanup_orphans_removes_all(
         destroyed_cleanly = False
         assert sb.id in exc.message  # names what could not be removed
     # whatever destroy managed, a fresh manager with a working runc reconciles the rest
-    if not destroyed_cleanly or leaks(settings, sb.id):
+    if not destroyed_cleanly or sandbox_leaks(settings, sb.id):
         await SandboxManager(settings).cleanup_orphans()
     reap([init_pid])
-    assert leaks(settings, sb.id) == []
+    assert sandbox_leaks(settings, sb.id) == []
     assert not alive(init_pid)
 
 
@@ -232,11 +233,11 @@ async def test_cleanup_orphans_after_daemon_kill9(
         line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), HANG_GUARD_S)  # type: ignore[union-attr]
         assert line, proc.stderr.read().decode()  # type: ignore[union-attr]
         pids = [int(x) for x in line.split()]
-        assert {running_id, created_id} <= runc_ids(settings)
+        assert {running_id, created_id} <= runc_ids(settings.runc_root)
     finally:
         proc.kill()  # the "daemon" dies with SIGKILL: no cleanup code runs
         proc.wait()
-    assert all(leaks(settings, sid) for sid in (running_id, created_id))  # really left behind
+    assert all(sandbox_leaks(settings, sid) for sid in (running_id, created_id))  # really left behind
     fresh = SandboxManager(settings)
     listed = {i.id: i for i in await fresh.list()}
     assert not listed[running_id].owned and not listed[created_id].owned
@@ -255,7 +256,7 @@ async def test_cleanup_orphans_leaves_live_sandboxes_alone(
         await sb.start()
         cleaned = await SandboxManager(settings).cleanup_orphans()
         assert sb.id not in cleaned
-        assert sb.id in runc_ids(settings)
+        assert sb.id in runc_ids(settings.runc_root)
         assert (await sb.state())["status"] == "running"
     finally:
         await sb.destroy()
@@ -306,7 +307,7 @@ async def _create_on_full_fs(settings: Settings, run_dir: Path, ids: Ids, room_k
         message = exc.message
     else:
         assert res.exit_code == 0 and res.stdout == b"hello\n"  # enough room after all: it really ran
-    assert leaks(s, spec.id) == [], (room_kb, message)
+    assert sandbox_leaks(s, spec.id) == [], (room_kb, message)
     assert sorted(p.name for p in run_dir.iterdir()) == ["filler", "runc", "sandboxes"]
     assert list((run_dir / "sandboxes").iterdir()) == [] and list((run_dir / "runc").iterdir()) == []
     return message

@@ -6,22 +6,17 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from security_helpers import Attacks, leaks
+from security_helpers import Attacks
 
 from faasd.config import Settings
 from faasd.runtime import SandboxManager
+from faasd.testing.leaks import find_leaks, sandbox_manager
 
 
 @pytest.fixture
 async def manager(settings: Settings) -> AsyncIterator[SandboxManager]:
-    m = SandboxManager(settings)
-    yield m
-    for sb in list(m._sandboxes.values()):
-        try:
-            await sb.destroy()
-        except Exception as exc:  # reported, not hidden
-            print(f"cleanup of {sb.id} failed: {exc}")
-    await m.cleanup_orphans()
+    async with sandbox_manager(settings) as m:
+        yield m
 
 
 @pytest.fixture
@@ -30,5 +25,5 @@ async def attacks(manager: SandboxManager, python_rootfs: Path, settings: Settin
     yield a
     for sb in list(manager._sandboxes.values()):
         await sb.destroy()
-    left = {sid: leaks(settings, sid) for sid in a.ids}
-    assert not any(left.values()), left
+    left = find_leaks(settings, a.ids)
+    assert not left, left

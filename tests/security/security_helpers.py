@@ -1,18 +1,13 @@
-"""Helpers for the security suite: attack-script prelude, result parsing, leak checks for our own ids."""
+"""Helpers for the security suite: attack-script prelude, result parsing, fresh ids for the leak check."""
 
 from __future__ import annotations
 
 import json
-import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
 
-from faasd.config import Settings
-from faasd.rootfs import mounts
 from faasd.runtime import RunResult, SandboxManager, SandboxSpec
-from faasd.runtime import cgroups as cg
-from faasd.runtime import network as net
 
 # Helpers every attack script starts with: `call` runs a raw syscall/libc function and returns "ok" or the
 # errno name; `io` runs a Python callable and returns "ok"/errno name; results go in R, printed as JSON.
@@ -34,27 +29,6 @@ def io(f):
         return errno.errorcode.get(e.errno, str(e.errno))
 """
 EPILOGUE = "\nprint('@@RESULT@@' + json.dumps(R), flush=True)\n"
-
-
-def leaks(settings: Settings, sandbox_id: str) -> list[str]:
-    """Every trace of ``sandbox_id`` still on the host (empty = clean)."""
-    found: list[str] = []
-    res = subprocess.run(
-        ["runc", "--root", str(settings.runc_root), "list", "-q"], capture_output=True, text=True, check=False
-    )
-    if sandbox_id in res.stdout.split():
-        found.append(f"runc container {sandbox_id}")
-    bundle = settings.sandboxes_dir / sandbox_id
-    found += [f"mount {m}" for m in mounts.mounts_under(bundle)]
-    if bundle.exists():
-        found.append(f"bundle dir {bundle}")
-    for _, mnt in cg.hierarchies():
-        p = mnt / "faasd" / sandbox_id
-        if p.exists():
-            found.append(f"cgroup {p}")
-    if (net.NETNS_DIR / sandbox_id).exists():
-        found.append(f"netns {sandbox_id}")
-    return found
 
 
 def parse(res: RunResult) -> dict[str, Any]:

@@ -11,17 +11,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from faasd.testing.server import FaasdServer, PlatformUnavailable
+from faasd.testing.leaks import leak_checked_server
+from faasd.testing.server import FaasdServer
 
 
 @pytest.fixture
 def stress_server() -> Iterator[FaasdServer]:
-    try:
-        server = FaasdServer.start(env={"FAASD_BASE_IMAGES": "python"})
-    except PlatformUnavailable as exc:
-        pytest.fail(f"the faasd daemon did not start: {exc}")
-    try:
+    with leak_checked_server(env={"FAASD_BASE_IMAGES": "python"}) as server:
         yield server
-    finally:
-        leaked = server.stop()
-        assert not leaked, f"the daemon left sandboxes running after a clean stop: {leaked}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -59,6 +59,59 @@ def print_table(
     for row in rows:
         table.add_row(*(Text(cell_text(v)) for v in row))
     stdout().print(table)
+
+
+def print_listing(
+    value: Any,
+    json_: bool,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    *,
+    empty: str = "nothing here",
+) -> None:
+    """``value`` as JSON with ``--json``, else ``rows`` as a table (``empty`` on stderr if there are none)."""
+    if json_:
+        print_json(value)
+    else:
+        print_table(columns, rows, empty=empty)
+
+
+def print_done(value: Any, json_: bool, message: str, *, result: str | None = None) -> None:
+    """``value`` as JSON with ``--json``, else ``message`` as a success line on stderr and then ``result``
+    (e.g. the new object's id, for scripts) on stdout."""
+    if json_:
+        print_json(value)
+        return
+    success(message)
+    if result is not None:
+        typer.echo(result)
+
+
+def for_each(items: Iterable[str], action: Callable[[str], object], done: str) -> None:
+    """``action(item)`` for each item in order, printing ``done.format(item)`` after each one succeeded."""
+    for item in items:
+        action(item)
+        success(done.format(item))
+
+
+def print_process_result(result: Any, json_: bool, problem: str | None = None) -> None:
+    """A finished process (``.stdout``/``.stderr`` text): as JSON with ``--json``, else its stdout and stderr
+    written to ours (each flushed, so they do not interleave), then ``problem`` (if any) as an error line."""
+    if json_:
+        print_json(result)
+        return
+    sys.stdout.write(result.stdout)
+    sys.stdout.flush()
+    sys.stderr.write(result.stderr)
+    sys.stderr.flush()
+    if problem:
+        error(problem)
+
+
+def exit_with(code: int) -> None:
+    """Exit the command with a process's exit code (nothing for 0; 1 when it does not fit a shell status)."""
+    if code != 0:
+        raise typer.Exit(code if 0 < code < 256 else 1)
 
 
 def cell_text(value: Any) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated
 
 import typer
@@ -60,17 +59,10 @@ def exec_(
     with client(ctx) as c:
         result = c.execute(command or None, code=source.decode() if source is not None else None,
                            language=language, **options)
-    if json_:
-        out.print_json(result)
-    else:
-        sys.stdout.write(result.stdout)
-        sys.stdout.flush()
-        sys.stderr.write(result.stderr)
-        sys.stderr.flush()
-        if result.timed_out:
-            out.error(f"timed out after {result.duration_ms or 0:.0f} ms (request {result.request_id})")
-        elif result.oom_killed:
-            out.error(f"killed: out of memory (request {result.request_id})")
-    code_ = result.exit_code if result.exit_code is not None else 1
-    if code_ != 0:
-        raise typer.Exit(code_ if 0 < code_ < 256 else 1)
+    problem = None
+    if result.timed_out:
+        problem = f"timed out after {result.duration_ms or 0:.0f} ms (request {result.request_id})"
+    elif result.oom_killed:
+        problem = f"killed: out of memory (request {result.request_id})"
+    out.print_process_result(result, json_, problem)
+    out.exit_with(result.exit_code if result.exit_code is not None else 1)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 import tarfile
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,10 +25,7 @@ def _row(i: Any) -> list[Any]:
 
 
 def _show(inst: Any, json_: bool) -> None:
-    if json_:
-        out.print_json(inst)
-    else:
-        out.print_table(_COLUMNS, [_row(inst)])
+    out.print_listing(inst, json_, _COLUMNS, [_row(inst)])
 
 
 @instance_app.command("start")
@@ -71,10 +67,7 @@ def ls(ctx: typer.Context, json_: Annotated[bool, out.JsonOption] = False) -> No
     """List instances."""
     with client(ctx) as c:
         items = c.list_instances()
-    if json_:
-        out.print_json(items)
-    else:
-        out.print_table(_COLUMNS, [_row(i) for i in items], empty="no instances")
+    out.print_listing(items, json_, _COLUMNS, [_row(i) for i in items], empty="no instances")
 
 
 @instance_app.command("get")
@@ -102,9 +95,7 @@ _action("resume", "Thaw a paused instance.")
 def rm(ctx: typer.Context, instance_ids: list[str]) -> None:
     """Delete instances (the sandbox and the files)."""
     with client(ctx) as c:
-        for i in instance_ids:
-            c.delete_instance(i)
-            out.success(f"deleted {i}")
+        out.for_each(instance_ids, c.delete_instance, "deleted {}")
 
 
 @instance_app.command("exec")
@@ -128,17 +119,8 @@ def exec_(
             cwd=workdir,
             timeout_s=timeout,
         )
-    if json_:
-        out.print_json(res)
-    else:
-        sys.stdout.write(res.stdout)
-        sys.stdout.flush()
-        sys.stderr.write(res.stderr)
-        sys.stderr.flush()
-        if res.timed_out:
-            out.error(f"timed out after {timeout:g} s")
-    if res.exit_code != 0:
-        raise typer.Exit(res.exit_code if 0 < res.exit_code < 256 else 1)
+    out.print_process_result(res, json_, f"timed out after {timeout:g} s" if res.timed_out else None)
+    out.exit_with(res.exit_code)
 
 
 def _split(ref: str) -> tuple[str, str] | None:

@@ -47,10 +47,7 @@ def secrets_create(
     secret_value = _secret_value(value, from_file)
     with client(ctx) as c:
         secret = c.update_secret(name, secret_value) if update else c.create_secret(name, secret_value)
-    if json_:
-        out.print_json(secret)
-    else:
-        out.success(f"{'updated' if update else 'created'} secret {secret.name}")
+    out.print_done(secret, json_, f"{'updated' if update else 'created'} secret {secret.name}")
 
 
 @secrets_app.command("ls")
@@ -58,23 +55,15 @@ def secrets_ls(ctx: typer.Context, json_: Json = False) -> None:
     """List secrets (names only; values are never returned)."""
     with client(ctx) as c:
         secrets = c.list_secrets()
-    if json_:
-        out.print_json(secrets)
-    else:
-        out.print_table(
-            ["NAME", "CREATED", "UPDATED"],
-            [(s.name, s.created_at, s.updated_at) for s in secrets],
-            empty="no secrets",
-        )
+    rows = [(s.name, s.created_at, s.updated_at) for s in secrets]
+    out.print_listing(secrets, json_, ["NAME", "CREATED", "UPDATED"], rows, empty="no secrets")
 
 
 @secrets_app.command("rm")
 def secrets_rm(ctx: typer.Context, names: list[str]) -> None:
     """Delete secrets (refused while a function uses one)."""
     with client(ctx) as c:
-        for name in names:
-            c.delete_secret(name)
-            out.success(f"deleted secret {name}")
+        out.for_each(names, c.delete_secret, "deleted secret {}")
 
 
 @keys_app.command("create")
@@ -103,23 +92,16 @@ def keys_ls(ctx: typer.Context, json_: Json = False) -> None:
     """List API keys (without their secrets)."""
     with client(ctx) as c:
         keys = c.list_api_keys()
-    if json_:
-        out.print_json(keys)
-    else:
-        out.print_table(
-            ["ID", "NAME", "SCOPES", "RATE", "BURST", "CREATED", "LAST USED"],
-            [(k.id, k.name, k.scopes, k.rate_limit_rps, k.burst, k.created_at, k.last_used_at) for k in keys],
-            empty="no API keys",
-        )
+    rows = [(k.id, k.name, k.scopes, k.rate_limit_rps, k.burst, k.created_at, k.last_used_at) for k in keys]
+    columns = ["ID", "NAME", "SCOPES", "RATE", "BURST", "CREATED", "LAST USED"]
+    out.print_listing(keys, json_, columns, rows, empty="no API keys")
 
 
 @keys_app.command("rm")
 def keys_rm(ctx: typer.Context, ids: list[str]) -> None:
     """Revoke API keys by id."""
     with client(ctx) as c:
-        for key_id in ids:
-            c.delete_api_key(key_id)
-            out.success(f"revoked key {key_id}")
+        out.for_each(ids, c.delete_api_key, "revoked key {}")
 
 
 @executions_app.command("ls")
@@ -135,17 +117,12 @@ def executions_ls(
     """List recent executions, newest first."""
     with client(ctx) as c:
         executions = c.list_executions(function=function, status=status, limit=limit)
-    if json_:
-        out.print_json(executions)
-    else:
-        out.print_table(
-            ["ID", "FUNCTION", "KIND", "STATUS", "HTTP", "COLD", "RUN MS", "CREATED"],
-            [
-                (e.id, e.function, e.kind, e.status, e.http_status, e.cold_start, e.run_ms, e.created_at)
-                for e in executions
-            ],
-            empty="no executions",
-        )
+    rows = [
+        (e.id, e.function, e.kind, e.status, e.http_status, e.cold_start, e.run_ms, e.created_at)
+        for e in executions
+    ]
+    columns = ["ID", "FUNCTION", "KIND", "STATUS", "HTTP", "COLD", "RUN MS", "CREATED"]
+    out.print_listing(executions, json_, columns, rows, empty="no executions")
 
 
 @executions_app.command("get")

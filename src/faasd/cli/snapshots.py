@@ -55,11 +55,8 @@ def snapshot_create(
         raise typer.BadParameter("give a SANDBOX_ID or --function, not both", param_hint="SANDBOX_ID")
     with client(ctx) as c:
         snap = c.snapshot(sandbox_id=sandbox_id, function=function, labels=out.parse_pairs(label, "label"))
-    if json_:
-        out.print_json(snap)
-    else:
-        out.success(f"created snapshot {snap.id} ({_size(snap.sizes.get('stored_bytes'))} stored)")
-        typer.echo(snap.id)
+    stored = _size(snap.sizes.get("stored_bytes"))
+    out.print_done(snap, json_, f"created snapshot {snap.id} ({stored} stored)", result=snap.id)
 
 
 @snapshot_app.command("ls")
@@ -71,25 +68,12 @@ def snapshot_ls(
     """List snapshots (oldest first)."""
     with client(ctx) as c:
         snaps = c.list_snapshots(function=function)
-    if json_:
-        out.print_json(snaps)
-        return
-    out.print_table(
-        ["ID", "FUNCTION", "KIND", "PARENT", "CREATED", "STORED", "IN USE BY"],
-        [
-            (
-                s.id,
-                s.function,
-                s.kind,
-                s.parent,
-                s.created_at,
-                _size(s.sizes.get("stored_bytes")),
-                s.in_use_by,
-            )
-            for s in snaps
-        ],
-        empty="no snapshots",
-    )
+    rows = [
+        (s.id, s.function, s.kind, s.parent, s.created_at, _size(s.sizes.get("stored_bytes")), s.in_use_by)
+        for s in snaps
+    ]
+    columns = ["ID", "FUNCTION", "KIND", "PARENT", "CREATED", "STORED", "IN USE BY"]
+    out.print_listing(snaps, json_, columns, rows, empty="no snapshots")
 
 
 @snapshot_app.command("inspect")
@@ -132,9 +116,7 @@ def snapshot_rm(
 ) -> None:
     """Delete snapshots (refused while sandboxes, functions or child snapshots use one, unless --force)."""
     with client(ctx) as c:
-        for sid in snapshot_ids:
-            c.delete_snapshot(sid, force=force)
-            out.success(f"deleted snapshot {sid}")
+        out.for_each(snapshot_ids, lambda sid: c.delete_snapshot(sid, force=force), "deleted snapshot {}")
 
 
 @snapshot_app.command("gc")
@@ -142,10 +124,8 @@ def snapshot_gc(ctx: typer.Context, json_: Json = False) -> None:
     """Free the storage of deleted snapshots."""
     with client(ctx) as c:
         report = c.gc_snapshots()
-    if json_:
-        out.print_json(report)
-    else:
-        out.success(f"removed {report.removed_blobs} blob(s), freed {_size(report.freed_bytes)}")
+    freed = _size(report.freed_bytes)
+    out.print_done(report, json_, f"removed {report.removed_blobs} blob(s), freed {freed}")
 
 
 @snapshot_app.command("restore")
@@ -153,11 +133,8 @@ def snapshot_restore(ctx: typer.Context, snapshot_id: str, json_: Json = False) 
     """Start a new sandbox from a snapshot (invoke it with `faas sandbox invoke`)."""
     with client(ctx) as c:
         sb = c.restore(snapshot_id)
-    if json_:
-        out.print_json(sb)
-    else:
-        out.success(f"restored {snapshot_id} as sandbox {sb.id} in {sb.restore_ms:g} ms")
-        typer.echo(sb.id)
+    message = f"restored {snapshot_id} as sandbox {sb.id} in {sb.restore_ms:g} ms"
+    out.print_done(sb, json_, message, result=sb.id)
 
 
 def branch(
@@ -169,10 +146,7 @@ def branch(
     """Start N independent copies of a snapshot (each reseeds its random generators)."""
     with client(ctx) as c:
         copies = c.branch(snapshot_id, count)
-    if json_:
-        out.print_json(copies)
-    else:
-        out.print_table(_SANDBOX_COLUMNS, _sandbox_rows(copies))
+    out.print_listing(copies, json_, _SANDBOX_COLUMNS, _sandbox_rows(copies))
 
 
 def print_merge_report(report: Any) -> None:
@@ -238,10 +212,8 @@ def sandbox_ls(ctx: typer.Context, json_: Json = False) -> None:
     """List restored sandboxes."""
     with client(ctx) as c:
         sandboxes = c.list_sandboxes()
-    if json_:
-        out.print_json(sandboxes)
-    else:
-        out.print_table(_SANDBOX_COLUMNS, _sandbox_rows(sandboxes), empty="no restored sandboxes")
+    rows = _sandbox_rows(sandboxes)
+    out.print_listing(sandboxes, json_, _SANDBOX_COLUMNS, rows, empty="no restored sandboxes")
 
 
 @sandbox_app.command("invoke")
@@ -262,6 +234,4 @@ def sandbox_invoke(
 def sandbox_rm(ctx: typer.Context, sandbox_ids: list[str]) -> None:
     """Destroy restored sandboxes."""
     with client(ctx) as c:
-        for sid in sandbox_ids:
-            c.delete_sandbox(sid)
-            out.success(f"removed sandbox {sid}")
+        out.for_each(sandbox_ids, c.delete_sandbox, "removed sandbox {}")

@@ -17,10 +17,7 @@ def health(ctx: typer.Context, json_: Annotated[bool, out.JsonOption] = False) -
     with client(ctx) as c:
         result = c.health()
         url = c.base_url
-    if json_:
-        out.print_json(result)
-    else:
-        out.success(f"{url}: {result.status} (faasd {result.version})")
+    out.print_done(result, json_, f"{url}: {result.status} (faasd {result.version})")
 
 
 def metrics(ctx: typer.Context) -> None:

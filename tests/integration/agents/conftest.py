@@ -6,49 +6,23 @@ import shutil
 import subprocess
 import textwrap
 from collections.abc import AsyncIterator, Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from faasd.config import Settings
-from faasd.rootfs import mounts
 from faasd.runtime import SandboxManager
-from faasd.runtime import cgroups as cg
-from faasd.runtime import network as net
 from faasd.runtime.workers import Worker, WorkerSpec, start_worker
+from faasd.testing.leaks import sandbox_leaks, sandbox_manager
 
 DEV_ROOTFS_DIR = Path("/var/lib/faasd-dev")
 
 
-def sandbox_leaks(settings: Settings, sandbox_id: str) -> list[str]:
-    """Every trace of ``sandbox_id`` still on the host (empty list = clean)."""
-    found: list[str] = []
-    res = subprocess.run(
-        ["runc", "--root", str(settings.runc_root), "list", "-q"], capture_output=True, text=True, check=False
-    )
-    if sandbox_id in res.stdout.split():
-        found.append(f"runc container {sandbox_id}")
-    bundle = settings.sandboxes_dir / sandbox_id
-    found += [f"mount {m}" for m in mounts.mounts_under(bundle)]
-    if bundle.exists():
-        found.append(f"bundle dir {bundle}")
-    for _, mnt in cg.hierarchies():
-        if (mnt / "faasd" / sandbox_id).exists():
-            found.append(f"cgroup {mnt / 'faasd' / sandbox_id}")
-    if (net.NETNS_DIR / sandbox_id).exists():
-        found.append(f"netns {sandbox_id}")
-    return found
-
-
 @pytest.fixture
 async def manager(settings: Settings) -> AsyncIterator[SandboxManager]:
-    m = SandboxManager(settings)
-    yield m
-    for sb in list(m._sandboxes.values()):
-        try:
-            await sb.destroy()
-        except Exception as exc:  # reported, not hidden
-            print(f"cleanup of {sb.id} failed: {exc}")
+    async with sandbox_manager(settings) as m:
+        yield m
 
 
 @pytest.fixture
@@ -172,4 +146,4 @@ def static_binaries(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[s
 @pytest.fixture
 def leaks(settings: Settings) -> Callable[[str], list[str]]:
     """``leaks(sandbox_id)`` -> what of that sandbox is still on the host (empty = clean)."""
-    return lambda sandbox_id: sandbox_leaks(settings, sandbox_id)
+    return partial(sandbox_leaks, settings)

@@ -9,28 +9,14 @@ import pytest
 from platform_real_helpers import assert_no_leaks, build_function_image
 
 from faasd.config import Settings
-from faasd.platform.core import Platform, PlatformOptions
+from faasd.platform.core import Platform
+from faasd.testing.leaks import leak_checked_platform
 
 
 @pytest.fixture
 async def real_platform(settings: Settings, unique_id: str, tmp_path: Path) -> AsyncIterator[Platform]:
-    from faasd.platform.runtime_adapter import RuntimeWorkerFactory
-    from faasd.runtime.sandbox import SandboxManager
-
     store = build_function_image(settings, f"{unique_id}:1", tmp_path)
-    manager = SandboxManager(settings)
-    p = Platform(
-        settings,
-        RuntimeWorkerFactory(settings, manager, store),
-        images=store,
-        sandboxes=manager,
-        options=PlatformOptions(poll_interval_s=0.1, reaper_interval_s=0.2),
-    )
-    await p.start()
-    try:
-        yield p
-    finally:
-        await p.close()
-        await manager.cleanup_orphans()
-        p.db.dispose()
+    # every sandbox the platform created is checked by id on exit; then nothing may be left in run_dir
+    async with leak_checked_platform(settings, store) as env:  # type: ignore[arg-type]
+        yield env.platform
     assert_no_leaks(settings)

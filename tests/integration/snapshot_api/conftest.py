@@ -7,10 +7,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from snapshot_api_helpers import HANDLER, SnapEnv, leaks
+from snapshot_api_helpers import HANDLER, SnapEnv
 
 from faasd.config import Settings
-from faasd.platform.core import Platform, PlatformOptions
+from faasd.testing.leaks import leak_checked_platform
 
 
 @pytest.fixture
@@ -18,8 +18,6 @@ async def snap_env(settings: Settings, unique_id: str, tmp_path: Path) -> AsyncI
     from faasd.api.app import create_app
     from faasd.images.base import ensure_base_images
     from faasd.images.store import ImageStore
-    from faasd.platform.runtime_adapter import RuntimeWorkerFactory
-    from faasd.runtime.sandbox import SandboxManager
 
     store = ImageStore(settings)
     ensure_base_images(store, ["python"], settings=settings)
@@ -28,32 +26,23 @@ async def snap_env(settings: Settings, unique_id: str, tmp_path: Path) -> AsyncI
     (src / "handler.py").write_text(HANDLER)
     image = f"{unique_id}:1"
     store.add_layer("faasd/python:latest", src, ref=image)
-    manager = SandboxManager(settings)
-    p = Platform(
-        settings,
-        RuntimeWorkerFactory(settings, manager, store),
-        images=store,
-        sandboxes=manager,
-        options=PlatformOptions(poll_interval_s=0.1, reaper_interval_s=0.2),
-    )
-    await p.start()
-    app = create_app(settings, p, manage_platform=False)
-    client = httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://faasd.test", timeout=180
-    )
-    env = SnapEnv(p, client, settings, image)
-    try:
-        yield env
-    finally:
-        assert p.snapshots is not None
-        env.sandbox_ids |= set(p.snapshots.sandboxes) | set(p.snapshots.restored_workers)
-        for pool in p.runner.pools.values():
-            env.sandbox_ids |= set(pool.worker_ids())
-        await client.aclose()
-        await p.close()
-        await manager.cleanup_orphans()
-        p.db.dispose()
-    assert leaks(settings, env.sandbox_ids) == []
+    # every id in env.sandbox_ids (all the platform created or restored, plus the ones added below) is
+    # leak-checked after the platform is closed
+    async with leak_checked_platform(settings, store) as penv:
+        p = penv.platform
+        app = create_app(settings, p, manage_platform=False)
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://faasd.test", timeout=180
+        )
+        env = SnapEnv(p, client, settings, image, penv.sandbox_ids)
+        try:
+            yield env
+        finally:
+            assert p.snapshots is not None
+            env.sandbox_ids |= set(p.snapshots.sandboxes) | set(p.snapshots.restored_workers)
+            for pool in p.runner.pools.values():
+                env.sandbox_ids |= set(pool.worker_ids())
+            await client.aclose()
 
 
 def pytest_configure(config: pytest.Config) -> None:
