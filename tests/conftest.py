@@ -11,12 +11,14 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from faasd.config import Settings
+from faasd.runtime import SandboxManager
+from faasd.testing.leaks import sandbox_manager
 
 # The user-facing plugin (faasd_platform fixture ...) is loaded here rather than through its entry point
 # ("-p no:faasd" in pyproject), so that coverage is already measuring when faasd is first imported.
@@ -62,6 +64,13 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         d.mkdir(parents=True, exist_ok=True)
     yield s
     subprocess.run(["umount", "-R", "-l", str(base)], capture_output=True, check=False)
+
+
+@pytest.fixture
+async def manager(settings: Settings) -> AsyncIterator[SandboxManager]:
+    """A SandboxManager over ``settings``; sandboxes a test left open are destroyed on exit."""
+    async with sandbox_manager(settings) as m:
+        yield m
 
 
 def _debootstrap(target: Path, include: str) -> None:

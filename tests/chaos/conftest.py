@@ -10,13 +10,7 @@ from chaos_helpers import Ids
 
 from faasd.config import Settings
 from faasd.runtime import SandboxManager
-from faasd.testing.leaks import find_leaks, sandbox_manager
-
-
-@pytest.fixture
-async def manager(settings: Settings) -> AsyncIterator[SandboxManager]:
-    async with sandbox_manager(settings) as m:
-        yield m
+from faasd.testing.leaks import find_leaks
 
 
 @pytest.fixture

@@ -18,7 +18,8 @@ import pytest
 
 from faasd.sdk import Client, FaasdAPIError
 from faasd.testing.helpers import deploy_function, unique_name
-from faasd.testing.server import FaasdServer, PlatformUnavailable
+from faasd.testing.leaks import leak_checked_server
+from faasd.testing.server import FaasdServer
 from faasd.testing.upstream import Upstream
 
 pytestmark = [pytest.mark.chaos]
@@ -39,15 +40,8 @@ def handle(event, context):
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[FaasdServer]:
-    try:
-        srv = FaasdServer.start(env={"FAASD_BASE_IMAGES": "python"})
-    except PlatformUnavailable as exc:
-        pytest.fail(f"the faasd daemon did not start: {exc}")
-    try:
+    with leak_checked_server(env={"FAASD_BASE_IMAGES": "python"}) as srv:
         yield srv
-    finally:
-        leaked = srv.stop()
-        assert not leaked, f"the daemon left sandboxes running after a clean stop: {leaked}"
 
 
 @pytest.fixture

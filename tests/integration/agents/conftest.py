@@ -14,15 +14,9 @@ import pytest
 from faasd.config import Settings
 from faasd.runtime import SandboxManager
 from faasd.runtime.workers import Worker, WorkerSpec, start_worker
-from faasd.testing.leaks import sandbox_leaks, sandbox_manager
+from faasd.testing.leaks import sandbox_leaks
 
 DEV_ROOTFS_DIR = Path("/var/lib/faasd-dev")
-
-
-@pytest.fixture
-async def manager(settings: Settings) -> AsyncIterator[SandboxManager]:
-    async with sandbox_manager(settings) as m:
-        yield m
 
 
 @pytest.fixture

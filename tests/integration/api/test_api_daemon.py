@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from faasd.config import Settings
+from faasd.testing.leaks import runc_ids
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -39,18 +40,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def runc_ids(settings: Settings) -> set[str]:
-    out = subprocess.run(
-        ["runc", "--root", str(settings.runc_root), "list", "--format", "json"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if out.returncode != 0 or out.stdout.strip() in ("", "null"):
-        return set()
-    return {c["id"] for c in json.loads(out.stdout)}
 
 
 class Daemon:
@@ -244,7 +233,7 @@ def test_http_api_end_to_end(daemon_env: tuple[Daemon, str], unique_id: str) -> 
     finally:
         srv.shutdown()
     d.stop_gracefully()
-    assert runc_ids(d.settings) == set()
+    assert runc_ids(d.settings.runc_root) == set()
 
 
 def test_kill9_during_async_then_restart_completes(daemon_env: tuple[Daemon, str], unique_id: str) -> None:
@@ -261,7 +250,7 @@ def test_kill9_during_async_then_restart_completes(daemon_env: tuple[Daemon, str
         ex_id = r.json()["execution_id"]
         wait_status(c, ex_id, {"running"})
         deadline = time.monotonic() + 30
-        while not runc_ids(d.settings) and time.monotonic() < deadline:
+        while not runc_ids(d.settings.runc_root) and time.monotonic() < deadline:
             time.sleep(0.05)
 
         # A sync caller waiting behind it (max=1): its connection dies with the daemon.
@@ -280,11 +269,11 @@ def test_kill9_during_async_then_restart_completes(daemon_env: tuple[Daemon, str
             sync_ids = [e["id"] for e in running["executions"] if e["kind"] == "sync"]
             time.sleep(0.05)
         assert sync_ids
-    before = runc_ids(d.settings)
+    before = runc_ids(d.settings.runc_root)
     assert before, "the async invocation should be running in a sandbox"
     d.kill9()
     caller.join(30)
-    assert runc_ids(d.settings) == before  # the dead daemon's sandbox is left behind...
+    assert runc_ids(d.settings.runc_root) == before  # the dead daemon's sandbox is left behind...
 
     d.port = free_port()
     d.start()  # ...and reconciliation removes it and re-queues the execution
@@ -293,6 +282,6 @@ def test_kill9_during_async_then_restart_completes(daemon_env: tuple[Daemon, str
         assert ex["status"] == "succeeded" and ex["result"] == "echo:nap-1" and ex["attempts"] == 2
         lost = c.get(f"/api/v1/executions/{sync_ids[0]}").json()
         assert lost["status"] == "failed" and "daemon stopped" in lost["error"]
-    assert not (before & runc_ids(d.settings)), "orphaned sandbox of the killed daemon survived"
+    assert not (before & runc_ids(d.settings.runc_root)), "orphaned sandbox of the killed daemon survived"
     d.stop_gracefully()
-    assert runc_ids(d.settings) == set()
+    assert runc_ids(d.settings.runc_root) == set()

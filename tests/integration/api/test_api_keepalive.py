@@ -15,21 +15,16 @@ from collections.abc import Iterator
 import pytest
 
 from faasd.sdk.client import DEFAULT_LIMITS
-from faasd.testing.server import FaasdServer, PlatformUnavailable
+from faasd.testing.leaks import leak_checked_server
+from faasd.testing.server import FaasdServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[FaasdServer]:
-    try:
-        srv = FaasdServer.start(env={"FAASD_BASE_IMAGES": "none"})
-    except PlatformUnavailable as exc:
-        pytest.fail(f"the faasd daemon did not start: {exc}")
-    try:
+    with leak_checked_server(env={"FAASD_BASE_IMAGES": "none"}) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def _get(sock: socket.socket, host: str) -> bytes:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
 
 from faasd.config import Settings
+from faasd.testing.leaks import runc_ids
 
 HANDLER = """\
 import json, os, sys, time
@@ -29,15 +28,7 @@ def handle(event, context=None):
 
 
 def runc_containers(settings: Settings) -> list[str]:
-    out = subprocess.run(
-        ["runc", "--root", str(settings.runc_root), "list", "--format", "json"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if out.returncode != 0 or not out.stdout.strip() or out.stdout.strip() == "null":
-        return []
-    return [c["id"] for c in json.loads(out.stdout)]
+    return sorted(runc_ids(settings.runc_root))
 
 
 def assert_no_leaks(settings: Settings) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -10,20 +10,13 @@ from typing import Any
 import pytest
 
 from faasd.config import Settings
-from faasd.runtime import SandboxManager, SandboxSpec
-from faasd.testing.leaks import sandbox_leaks, sandbox_manager
+from faasd.runtime import SandboxSpec
+from faasd.testing.leaks import sandbox_leaks
 
 
 @pytest.fixture
 def sid(unique_id: str) -> str:
     return f"fd-{unique_id}"
-
-
-@pytest.fixture
-async def manager(settings: Settings) -> AsyncIterator[SandboxManager]:
-    # anything a test left behind (e.g. after a failed assertion) is destroyed on exit
-    async with sandbox_manager(settings) as m:
-        yield m
 
 
 @pytest.fixture

@@ -1,11 +1,8 @@
-"""Helpers for the snapshot API tests: the stateful handler, the test environment, leak checks."""
+"""Helpers for the snapshot API tests: the stateful handler and the test environment."""
 
 from __future__ import annotations
 
-import json
-import subprocess
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 
@@ -39,28 +36,3 @@ class SnapEnv:
     settings: Settings
     image: str
     sandbox_ids: set[str] = field(default_factory=set)
-
-
-def runc_ids(runc_root: Path) -> list[str]:
-    out = subprocess.run(
-        ["runc", "--root", str(runc_root), "list", "--format", "json"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if out.returncode != 0 or out.stdout.strip() in ("", "null"):
-        return []
-    return [c["id"] for c in json.loads(out.stdout)]
-
-
-def leaks(settings: Settings, ids: set[str]) -> list[str]:
-    found = [f"runc {i}" for i in set(runc_ids(settings.runc_root)) & ids]
-    mounts = Path("/proc/self/mounts").read_text()
-    for sid in ids:
-        if (settings.sandboxes_dir / sid).exists():
-            found.append(f"bundle {sid}")
-        if Path(f"/run/netns/{sid}").exists():
-            found.append(f"netns {sid}")
-        if sid in mounts:
-            found.append(f"mount {sid}")
-    return found

@@ -10,11 +10,12 @@ import uuid
 from pathlib import Path
 
 import pytest
-from snapshot_api_helpers import HANDLER, runc_ids
+from snapshot_api_helpers import HANDLER
 
 from faasd.sdk import Client
 from faasd.sdk.errors import Conflict
 from faasd.testing.helpers import deploy_function
+from faasd.testing.leaks import runc_ids
 from faasd.testing.server import FaasdServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
