@@ -8,6 +8,16 @@ layers a fresh upper over that chain. ``pause``/``resume`` use the cgroup freeze
 files, proxied connection). Exposed ports are host listeners on ``127.0.0.1`` that connect into the
 sandbox's network namespace per connection (so a use resumes an auto-paused instance first).
 
+Every stop adds one snapshot (one overlay lower) to the chain; once the chain is longer than
+:data:`~faasd.snapshots.service.MAX_CHAIN_LENGTH` the stop flattens it (same files, one lower): the
+stop snapshots above the snapshot the instance was started from are merged into one child of it (so
+it stays a common base of the instance's snapshots), or, if that snapshot's own chain is longer than
+half the bound, the whole chain is merged into one parentless snapshot. An instance's sandbox thus
+has a bounded number of lowers however often it is stopped. Stop snapshots of the instance that
+nothing references any more (no instance record, no function's ``branch_from``, no child snapshot --
+e.g. a user's snapshot of the instance keeps its ancestors) are then deleted; ``gc`` frees their
+blobs.
+
 Instances do not survive a daemon restart as processes: at start-up instances whose sandbox is gone
 become ``stopped`` (their files are those of the last stop).
 """
@@ -35,15 +45,23 @@ from sqlalchemy import select
 from faasd.config import Settings
 from faasd.errors import ConflictError, FaasdError, InvalidInputError, NotFoundError
 from faasd.platform.execute import ImageStoreLike
+from faasd.platform.functions import BRANCH_FROM_ANNOTATION
 from faasd.runtime.agent_files import INIT_DIR_IN_CONTAINER, init_mount
 from faasd.runtime.models import Limits, NetworkSpec, SandboxSpec, check_env_names
 from faasd.runtime.proxy import pipe
 from faasd.runtime.sandbox import Sandbox, SandboxManager
 from faasd.snapshots.merge import STRATEGIES as MERGE_STRATEGIES
 from faasd.snapshots.merge import MergeReport
-from faasd.snapshots.service import merge_snapshots, restore_snapshot, snapshot_lowers, snapshot_sandbox
+from faasd.snapshots.service import (
+    MAX_CHAIN_LENGTH,
+    flatten_snapshot,
+    merge_snapshots,
+    restore_snapshot,
+    snapshot_lowers,
+    snapshot_sandbox,
+)
 from faasd.snapshots.store import Snapshot, SnapshotMeta, SnapshotStore
-from faasd.state import Database
+from faasd.state import Database, Function
 from faasd.state.instance_models import Instance
 from faasd.state.models import utcnow
 
@@ -53,6 +71,7 @@ INIT_ARGS = [f"{INIT_DIR_IN_CONTAINER}/faasd-init"]
 MAX_OUTPUT_BYTES = 4 * 1024 * 1024
 MAX_DOWNLOAD_BYTES = 256 * 1024 * 1024
 LABEL = "faasd.instance"
+STOP_KIND = "instance-stop"
 _ACTIVE = ("running", "paused")
 
 
@@ -483,9 +502,96 @@ class InstanceService:
                     new_base = snap.id
             finally:
                 await live.sandbox.destroy()
-            return self._update(
+            flattened = False
+            if new_base is not None and new_base != inst.fs_snapshot:
+                top = new_base
+                new_base = await self._bound_chain(inst, new_base)
+                flattened = new_base != top
+            inst = self._update(
                 instance_id, status="stopped", auto_paused=False, sandbox_id=None, fs_snapshot=new_base
             )
+            if flattened:
+                await self._drop_unused_stop_snapshots(instance_id)
+            return inst
+
+    async def _bound_chain(self, inst: Instance, top: str) -> str:
+        """``top``, or a flattened copy of it when its chain is longer than ``MAX_CHAIN_LENGTH``.
+
+        A failed flattening is logged and leaves the (correct, only longer) chain: the next stop
+        tries again."""
+        chain = await asyncio.to_thread(self.store.chain, top)
+        if len(chain) <= MAX_CHAIN_LENGTH:
+            return top
+        ids = [s.id for s in chain]
+        # keep the snapshot the instance was started from as the parent (a common base for merges of
+        # its branches) when its own chain is short; otherwise flatten everything
+        onto = inst.source_snapshot
+        if onto not in ids[:-1] or ids.index(onto) + 1 > MAX_CHAIN_LENGTH // 2:
+            onto = None
+        tip = chain[-1]
+        meta = SnapshotMeta(
+            source_sandbox=tip.meta.source_sandbox,
+            image_ref=tip.meta.image_ref or inst.image,
+            limits={},
+            labels={LABEL: inst.id, "kind": STOP_KIND},
+        )
+        try:
+            flat = await asyncio.to_thread(flatten_snapshot, self.store, top, meta, onto=onto)
+        except (FaasdError, OSError) as exc:
+            log.warning(
+                "flattening the %d snapshots of instance %s failed (kept): %s", len(chain), inst.id, exc
+            )
+            return top
+        log.info("instance %s: flattened a chain of %d snapshots into %s", inst.id, len(chain), flat.id)
+        return flat.id
+
+    def _snapshot_refs(self) -> set[str]:
+        """Snapshot ids instance records and functions' ``branch_from`` name."""
+        refs: set[str] = set()
+        with self.db.session() as s:
+            for row in s.scalars(select(Instance)):
+                refs.update(x for x in (row.source_snapshot, row.fs_snapshot) if x)
+            for fn in s.scalars(select(Function)):
+                ref = (fn.annotations or {}).get(BRANCH_FROM_ANNOTATION)
+                if ref:
+                    refs.add(str(ref))
+        return refs
+
+    async def _drop_unused_stop_snapshots(self, instance_id: str) -> builtins.list[str]:
+        """Delete the stop snapshots of ``instance_id`` that nothing references (see
+        :meth:`_delete_unreferenced`). Returns the ids deleted."""
+        refs = self._snapshot_refs()
+        return await asyncio.to_thread(self._delete_unreferenced, instance_id, refs)
+
+    def _delete_unreferenced(self, instance_id: str, refs: set[str]) -> builtins.list[str]:
+        """Delete the stop snapshots of ``instance_id`` that are not in ``refs``, not an ancestor of one
+        and have no child (leaves first, so a chain goes link by link). Blocking (store I/O)."""
+        deleted: builtins.list[str] = []
+        try:
+            referenced: set[str] = set()
+            for ref in refs:
+                referenced.add(ref)
+                with contextlib.suppress(FaasdError):
+                    referenced.update(s.id for s in self.store.chain(ref))
+            while True:
+                progress = False
+                for snap in self.store.list():
+                    labels = snap.meta.labels
+                    if labels.get(LABEL) != instance_id or labels.get("kind") != STOP_KIND:
+                        continue
+                    if snap.id in referenced:
+                        continue
+                    try:
+                        self.store.delete(snap.id)
+                    except (ConflictError, NotFoundError):
+                        continue
+                    deleted.append(snap.id)
+                    progress = True
+                if not progress:
+                    return deleted
+        except FaasdError as exc:
+            log.warning("dropping old snapshots of instance %s failed: %s", instance_id, exc)
+            return deleted
 
     async def pause(self, instance_id: str, *, auto: bool = False) -> Instance:
         async with self._lock(instance_id):
@@ -513,26 +619,13 @@ class InstanceService:
     async def delete(self, instance_id: str) -> None:
         self.get(instance_id)
         await self.stop(instance_id, keep_files=False)
-        inst = self.get(instance_id)
         with self.db.session() as s:
             row = s.get(Instance, instance_id)
             if row is not None:
                 s.delete(row)
         self._locks.pop(instance_id, None)
-        # drop the snapshots its stops created (newest first); keep any another snapshot builds on
-        cur = inst.fs_snapshot
-        while cur is not None and cur != inst.source_snapshot:
-            try:
-                snap = await asyncio.to_thread(self.store.get, cur)
-            except NotFoundError:
-                break
-            if snap.meta.labels.get(LABEL) != instance_id:
-                break
-            try:
-                await asyncio.to_thread(self.store.delete, cur)
-            except ConflictError:
-                break
-            cur = snap.meta.parent
+        # drop the snapshots its stops created; keep any another snapshot, instance or function uses
+        await self._drop_unused_stop_snapshots(instance_id)
 
     # --------------------------------------------------------------------------- use / ttl
     @contextlib.asynccontextmanager

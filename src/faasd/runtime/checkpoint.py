@@ -21,6 +21,13 @@ Layout of a capture directory (what ``faasd.snapshots`` stores)::
     upper/           copy of the overlay upper at the instant of the dump
     bundle/config.json
     checkpoint.json  sandbox id, lowers, timings
+
+CRIU work dirs (logs; a failed or killed CRIU can leave its cgroup yard mounted in one):
+``<run_dir>/criu-work/<sandbox-id>-<n>/`` during a restore, ``<bundle>/criu-dump-<pid>-<n>/`` during a
+dump. The operation holds an exclusive ``flock`` on the directory itself while it uses it (it is
+created as ``.new-<name>``, locked, then renamed, so it never appears unlocked under its name), so
+:func:`remove_stale_work_dirs` (called by ``SandboxManager.cleanup_orphans``) can tell the work dir of a
+live operation (locked) from one a crashed daemon left behind (unlocked: unmounted and removed).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import shutil
@@ -134,7 +142,8 @@ async def checkpoint(
     opts = dict(CRIU_OPTS if criu_opts is None else criu_opts)
     criu_dir, upper_dir, bundle_dir = dest / "criu", dest / "upper", dest / "bundle"
     # CRIU's work dir (logs) lives in the sandbox bundle (run_dir), not on the possibly full data disk
-    work = src.bundle / f"criu-dump-{os.getpid()}-{time.monotonic_ns()}"
+    work = src.bundle / f"{DUMP_WORK_PREFIX}{os.getpid()}-{time.monotonic_ns()}"
+    work_fd: int | None = None
     timings: dict[str, float] = {}
     state = (await src.runtime.state(src.id)).get("status")
     if state not in ("running", "paused"):
@@ -146,7 +155,7 @@ async def checkpoint(
     try:
         dest.mkdir(parents=True)
         criu_dir.mkdir()
-        work.mkdir()
+        work_fd = make_work_dir(work)
         if state == "running":
             await src.runtime.pause(src.id)
             paused_by_us = True
@@ -181,7 +190,7 @@ async def checkpoint(
         if paused_by_us and leave_running:
             with contextlib.suppress(RuntimeFailure):
                 await src.runtime.resume(src.id)
-        _remove_work_dir(work)
+        _remove_work_dir(work, work_fd)
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise StorageFullError(
                 f"no space left in {dest.parent} while copying the upper of sandbox {src.id}; the sandbox "
@@ -189,7 +198,7 @@ async def checkpoint(
                 sandbox=src.id,
             ) from exc
         raise
-    _remove_work_dir(work)
+    _remove_work_dir(work, work_fd)
     if paused_by_us and leave_running:
         await src.runtime.resume(src.id)
     timings["thaw"] = (time.perf_counter() - t3) * 1000
@@ -227,14 +236,115 @@ def copy_upper(upper: Path, dest: Path) -> None:
         raise RuntimeFailure(f"copying the overlay upper {upper} failed: {res.stderr.strip()}")
 
 
-def _remove_work_dir(work: Path) -> None:
-    """Remove a CRIU work dir, unmounting first what CRIU may have left mounted in it.
+DUMP_WORK_PREFIX = "criu-dump-"
+RESTORE_WORK_DIR = "criu-work"
+
+
+_NEW_PREFIX = ".new-"
+_NEW_GRACE_S = 600.0
+"""A ``.new-*`` dir (created, not yet locked and renamed) older than this was left by a crash."""
+
+
+def make_work_dir(work: Path) -> int:
+    """Create the CRIU work dir ``work`` (must not exist) locked by an exclusive ``flock`` on the
+    directory for the duration of one operation. Returns the fd holding the lock (released by
+    :func:`_remove_work_dir`).
+
+    The directory is created as ``.new-<name>``, locked, then renamed: under its real name it is never
+    unlocked while the operation lives, so :func:`remove_stale_work_dirs` cannot take it."""
+    work.parent.mkdir(parents=True, exist_ok=True)
+    tmp = work.parent / f"{_NEW_PREFIX}{work.name}"
+    tmp.mkdir()
+    fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.rename(tmp, work)
+    except BaseException:
+        os.close(fd)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return fd
+
+
+def _remove_work_dir(work: Path, fd: int | None = None) -> None:
+    """Remove a CRIU work dir, unmounting first what CRIU may have left mounted in it; then release
+    its lock (``fd`` from :func:`make_work_dir`).
 
     A failed or killed restore can leave CRIU's cgroup yard (``.criu.cgyard.*``) mounted there;
-    removing the directory alone would leak those mounts.
+    removing the directory alone would leak those mounts (and deleting through a mount would empty
+    the mounted filesystem), so the tree is only removed once nothing is mounted below it.
     """
-    mounts.unmount_all_under(work)
-    shutil.rmtree(work, ignore_errors=True)
+    try:
+        failed = mounts.unmount_all_under(work)
+        if not failed and not mounts.mounts_under(work):
+            shutil.rmtree(work, ignore_errors=True)
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def work_dir_locked(work: Path) -> bool:
+    """Whether a live operation holds the lock of work dir ``work`` (see :func:`make_work_dir`)."""
+    try:
+        fd = os.open(work, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def _remove_if_stale(work: Path) -> bool:
+    try:
+        fd = os.open(work, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return False  # a live operation's
+    _remove_work_dir(work, fd)  # removed while holding its lock
+    return not os.path.lexists(work)
+
+
+def stale_work_dirs(run_dir: Path, sandboxes_dir: Path) -> list[Path]:
+    """CRIU work dirs under ``run_dir`` (restores) and sandbox bundles (dumps) no operation holds."""
+    candidates: list[Path] = []
+
+    def scan(parent: Path, prefix: str) -> None:
+        with contextlib.suppress(OSError):
+            for p in parent.iterdir():
+                if p.name.startswith(prefix):
+                    candidates.append(p)
+                elif p.name.startswith(_NEW_PREFIX + prefix):
+                    # mid-creation (not locked yet) unless it has been there far too long
+                    with contextlib.suppress(OSError):
+                        if p.lstat().st_mtime < time.time() - _NEW_GRACE_S:
+                            candidates.append(p)
+
+    scan(run_dir / RESTORE_WORK_DIR, "fd-")
+    if sandboxes_dir.is_dir():
+        for bundle in sandboxes_dir.iterdir():
+            if bundle.name.startswith("fd-") and bundle.is_dir() and not bundle.is_symlink():
+                scan(bundle, DUMP_WORK_PREFIX)
+    return sorted(
+        p for p in candidates if p.is_dir() and not p.is_symlink() and not work_dir_locked(p)
+    )
+
+
+def remove_stale_work_dirs(run_dir: Path, sandboxes_dir: Path) -> list[Path]:
+    """Unmount and remove every CRIU work dir a crashed or killed operation left behind (those no
+    live operation holds the lock of). Returns the dirs removed."""
+    removed: list[Path] = []
+    for work in stale_work_dirs(run_dir, sandboxes_dir):
+        if _remove_if_stale(work):
+            removed.append(work)
+    return removed
 
 
 def _read(path: Path) -> str:
@@ -350,8 +460,8 @@ async def restore(
 
     # CRIU's work dir (restore.log) lives outside the bundle so that it can be quoted after the
     # manager has undone a failed restore
-    work = manager.settings.run_dir / "criu-work" / f"{new_id}-{time.monotonic_ns()}"
-    work.mkdir(parents=True)
+    work = manager.settings.run_dir / RESTORE_WORK_DIR / f"{new_id}-{time.monotonic_ns()}"
+    work_fd = make_work_dir(work)
     runtime = manager.runtime(spec.runtime)
     try:
         sb = await manager.restore(
@@ -372,7 +482,7 @@ async def restore(
             ) from exc
         raise
     finally:
-        _remove_work_dir(work)
+        _remove_work_dir(work, work_fd)
     t2 = time.perf_counter()
     timings["runc_restore"] = (t2 - t0) * 1000 - timings.get("prepare", 0.0)
     ack = None

@@ -842,7 +842,8 @@ class SandboxManager:
 
     async def cleanup_orphans(self) -> builtins.list[str]:
         """Destroy every ``fd-*`` sandbox under this run_dir that no live :class:`Sandbox` owns (containers,
-        mounts, cgroups, netns, bundles). Returns the ids cleaned. Used after a crash."""
+        mounts, cgroups, netns, bundles), then remove the CRIU work dirs no live checkpoint/restore holds
+        (:meth:`cleanup_criu_work_dirs`). Returns the sandbox ids cleaned. Used after a crash."""
         cleaned = []
         for info in await self.list():
             if info.owned:
@@ -854,4 +855,17 @@ class SandboxManager:
                 log.error("orphan %s: %s", info.id, exc)
                 continue
             cleaned.append(info.id)
+        await self.cleanup_criu_work_dirs()
         return cleaned
+
+    async def cleanup_criu_work_dirs(self) -> builtins.list[Path]:
+        """Unmount and remove CRIU work dirs (``run_dir/criu-work/*``, ``<bundle>/criu-dump-*``) left by
+        a checkpoint or restore that crashed. A live operation holds a lock on its work dir (see
+        :mod:`faasd.runtime.checkpoint`), so those are kept. Returns the dirs removed."""
+        # checkpoint builds on this module: imported here, not at the top, to avoid an import cycle
+        from faasd.runtime.checkpoint import remove_stale_work_dirs
+
+        removed = await asyncio.to_thread(remove_stale_work_dirs, self.settings.run_dir, self.sandboxes_dir)
+        for work in removed:
+            log.warning("removed the CRIU work dir %s left by a crashed checkpoint/restore", work)
+        return removed

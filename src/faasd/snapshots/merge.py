@@ -510,7 +510,11 @@ def _ensure_parents(root: Path, rel: str, base: LayeredView, chosen: dict[str, t
 # ---------------------------------------------------------------------------------------------- flatten
 def flatten_uppers(base_layers: Sequence[Path], uppers: Sequence[Path], dest: Path) -> None:
     """Write into ``dest`` (must not exist) one upper equivalent to ``uppers`` (lowest first) stacked on
-    ``base_layers``: what a nested branch changed relative to an older ancestor, in a single layer."""
+    ``base_layers``: what a nested branch changed relative to an older ancestor, in a single layer.
+
+    The result has no opaque directories: what a replaced directory hid is written as explicit
+    whiteouts. Names that are hard links of one file in the uppers stay hard links in the result
+    (unless one of them is unchanged from the base, which then keeps providing it)."""
     if dest.exists():
         raise InvalidInputError(f"flatten destination {dest} already exists")
     base = LayeredView(base_layers)
@@ -530,6 +534,7 @@ def flatten_uppers(base_layers: Sequence[Path], uppers: Sequence[Path], dest: Pa
         apply_metadata(tmp, root[1].st_mode, root[1].st_uid, root[1].st_gid, {}, None, False)
     chosen: dict[str, tuple[int, Change]] = {}
     gone: set[str] = set()
+    links: dict[tuple[int, int], Path] = {}  # (dev, ino) of a source file -> its first copy
     dir_meta: list[tuple[Path, Path]] = []
     for rel in sorted(touched, key=lambda p: p.split("/")):
         if any(a in gone for a in _ancestors(rel)):
@@ -561,6 +566,12 @@ def flatten_uppers(base_layers: Sequence[Path], uppers: Sequence[Path], dest: Pa
             continue
         _ensure_parents(tmp, rel, base, chosen)
         gone.add(rel)  # nothing below a non-directory
+        if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+            first = links.get((st.st_dev, st.st_ino))
+            if first is not None:  # another name of a file already in the result: link it
+                os.link(first, target)
+                continue
+            links[(st.st_dev, st.st_ino)] = target
         if stat.S_ISREG(st.st_mode):
             shutil.copyfile(src, target, follow_symlinks=False)
         elif stat.S_ISLNK(st.st_mode):

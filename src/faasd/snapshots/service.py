@@ -5,6 +5,9 @@
   snapshot's ``parent`` is that snapshot (nested branches = a chain of uppers).
 * :func:`restore_snapshot` / :func:`branch` -- start one / several new sandboxes from a snapshot; each
   gets its own empty upper over the shared, read-only materialised snapshot uppers (copy-on-write).
+* :func:`flatten_snapshot` -- the same filesystem (and process image) as a snapshot, with the
+  links of its chain (above an ancestor, or all of them) merged into one upper: bounds the overlay
+  lowers of long chains (persistent instances stopped and started many times; :data:`MAX_CHAIN_LENGTH`).
 * :func:`merge_snapshots` -- three-way merge of the uppers of branch snapshots taken from sandboxes
   restored from the same base; the result is a filesystem-only snapshot (no CRIU image) whose parent
   is the base.
@@ -24,6 +27,10 @@ from faasd.runtime import Limits, SandboxManager
 from faasd.runtime.checkpoint import Restored, SnapshotDirs, checkpoint, restore
 from faasd.snapshots.merge import MergeReport, flatten_uppers, merge_uppers
 from faasd.snapshots.store import Snapshot, SnapshotMeta, SnapshotStore
+
+MAX_CHAIN_LENGTH = 8
+"""Longest snapshot chain (snapshots, each adding one overlay lower) a persistent instance keeps; a
+longer one is flattened into a single snapshot (:func:`flatten_snapshot`)."""
 
 
 async def snapshot_sandbox(
@@ -80,6 +87,63 @@ def snapshot_lowers(store: SnapshotStore, snapshot_id: str) -> list[Path]:
         if mat.upper is not None:
             lowers.append(mat.upper)
     return lowers
+
+
+def flatten_snapshot(
+    store: SnapshotStore, snapshot_id: str, meta: SnapshotMeta | None = None, *, onto: str | None = None
+) -> Snapshot:
+    """A new snapshot with the filesystem of ``snapshot_id`` whose chain is at most two long.
+
+    Its upper is the chain's uppers merged into one (:func:`flatten_uppers`: a path a later upper
+    deleted stays deleted, a replaced (opaque) directory hides older content, hard links within the
+    merged result are kept), so restoring it needs one lower instead of one per ancestor. Without
+    ``onto`` the whole chain is merged onto the image layers and the result has no parent; with
+    ``onto`` (an ancestor of ``snapshot_id``) only the links above it are merged and the result is a
+    child of ``onto`` (it stays a common base, e.g. for merges of branches started from it).
+
+    The process image (``criu`` + ``bundle``) of ``snapshot_id`` is carried over when it has one.
+    ``meta`` defaults to a copy of the snapshot's own; ``parent`` and ``layers`` are set here and
+    ``extra["flattened_from"]`` lists the snapshots merged. The old snapshots are left alone:
+    deleting those nothing references any more is the caller's decision.
+    """
+    chain = store.chain(snapshot_id)
+    ids = [s.id for s in chain]
+    tip = chain[-1]
+    if onto is None:
+        links = chain
+        base_layers = [Path(p) for p in chain[0].meta.layers]
+    else:
+        if onto not in ids[:-1]:
+            raise InvalidInputError(
+                f"snapshot {onto} is not a proper ancestor of {snapshot_id} (its chain is {ids})"
+            )
+        links = chain[ids.index(onto) + 1 :]
+        base_layers = snapshot_lowers(store, onto)
+    if meta is None:
+        meta = SnapshotMeta(**{f.name: getattr(tip.meta, f.name) for f in fields(SnapshotMeta)})
+        meta.labels, meta.extra, meta.limits = dict(meta.labels), dict(meta.extra), dict(meta.limits)
+    meta.parent = onto
+    meta.layers = list(chain[0].meta.layers) if onto is None else []
+    meta.extra = {**meta.extra, "flattened_from": [s.id for s in links]}
+    uppers: list[Path] = []
+    for snap in links:
+        upper = store.materialized(snap.id).upper
+        if upper is not None:
+            uppers.append(upper)
+    stage = store.staging_dir("flatten")
+    try:
+        trees: dict[str, Path] = {"upper": stage / "upper"}
+        if uppers:
+            flatten_uppers(base_layers, uppers, trees["upper"])
+        else:
+            trees["upper"].mkdir()
+        if "criu" in tip.trees and "bundle" in tip.trees:
+            mat = store.materialized(tip.id)
+            assert mat.criu is not None and mat.bundle is not None
+            trees["criu"], trees["bundle"] = mat.criu, mat.bundle
+        return store.create(trees, meta)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def _limits(snap: Snapshot, overrides: Limits | None) -> Limits:
