@@ -223,10 +223,16 @@ class OverlayRootfs:
         (self.sandbox_dir / "rootfs.json").write_text(json.dumps(state))
 
 
+OVERLAY_FEATURES = "redirect_dir=off,metacopy=off"
+"""Pinned whatever the kernel's defaults: snapshots, merges and flattening read uppers as plain trees, so a
+renamed directory must be copied up whole (no redirect xattr) and a chmod must copy up the data too (no
+metadata-only copy)."""
+
+
 def _mount_overlay(lowers: list[Path], upper: Path, work: Path, merged: Path) -> None:
     # overlayfs wants lowerdir topmost first; callers give lowest first.
     ordered = [str(p) for p in reversed(lowers)]
-    data = f"lowerdir={':'.join(ordered)},upperdir={upper},workdir={work}"
+    data = f"lowerdir={':'.join(ordered)},upperdir={upper},workdir={work},{OVERLAY_FEATURES}"
     needs_fds = len(data) > _MOUNT_DATA_MAX or any(
         c in s for s in [*ordered, str(upper), str(work)] for c in _UNSAFE
     )
@@ -240,7 +246,7 @@ def _mount_overlay(lowers: list[Path], upper: Path, work: Path, merged: Path) ->
         for p in [*ordered, str(upper), str(work)]:
             fds.append(os.open(p, os.O_PATH | os.O_DIRECTORY))
         names = [f"/proc/self/fd/{fd}" for fd in fds]
-        data = f"lowerdir={':'.join(names[:-2])},upperdir={names[-2]},workdir={names[-1]}"
+        data = f"lowerdir={':'.join(names[:-2])},upperdir={names[-2]},workdir={names[-1]},{OVERLAY_FEATURES}"
         if len(data) > 4000:
             raise InvalidInputError(
                 f"too many layers ({len(lowers)}) for one overlay mount; flatten the image"

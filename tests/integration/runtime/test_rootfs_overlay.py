@@ -110,3 +110,22 @@ def test_invalid_lowers(tmp_path: Path) -> None:
         OverlayRootfs.mount([], tmp_path / "sb", 8)
     with pytest.raises(InvalidInputError, match="not a directory"):
         OverlayRootfs.mount([tmp_path / "missing"], tmp_path / "sb", 8)
+
+
+def test_uppers_stay_plain_trees_whatever_the_kernel_defaults(tmp_path: Path) -> None:
+    """redirect_dir and metacopy are off: snapshots, merges and flattening read uppers as plain trees."""
+    sandbox = tmp_path / "sb"
+    fs = OverlayRootfs.mount(_layers(tmp_path), sandbox, 16, backend="tmpfs")
+    try:
+        assert fs.upper is not None
+        # a lower directory cannot be renamed in place (that would need a redirect xattr); mv copies it
+        with pytest.raises(OSError) as exc:
+            os.rename(fs.path / "etc", fs.path / "etc2")
+        assert exc.value.errno == errno.EXDEV
+        # a chmod of a lower file copies its data up too (no metadata-only copy)
+        os.chmod(fs.path / "etc/keep", 0o600)
+        assert (fs.upper / "etc/keep").read_text() == "base"
+        xattrs = os.listxattr(fs.upper / "etc/keep")
+        assert "trusted.overlay.metacopy" not in xattrs and "trusted.overlay.redirect" not in xattrs
+    finally:
+        fs.unmount()
