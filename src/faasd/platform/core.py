@@ -136,6 +136,8 @@ class Platform:
         await self.runner.close()
         if self.snapshots is not None:
             await self.snapshots.close()
+        # invocations cancelled while the pools closed record their failure after executions.stop()
+        self.executions.journal.flush()
         self.started = False
 
     # -- function operations ------------------------------------------------------------------

@@ -3,6 +3,11 @@
 Every invocation gets an ``executions`` row. Async rows are written with the full request before the
 caller gets its 202, so a crash loses nothing: :meth:`ExecutionService.reconcile` re-queues rows a dead
 daemon left ``running`` (and fails sync ones with a clear reason).
+
+Sync and stream rows (and ``functions.invocation_count``) are written behind the hot path by
+:class:`ExecutionJournal`: batched, in order, at most :data:`JOURNAL_DELAY_S` later, before any database
+session is opened (so every read sees them) and at shutdown. A daemon crash can lose only the last
+:data:`JOURNAL_DELAY_S` of sync/stream records, whose callers lose their connection anyway.
 """
 
 from __future__ import annotations
@@ -13,14 +18,16 @@ import builtins
 import contextlib
 import logging
 import secrets
+import threading
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import httpx
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import Table, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
 
 from faasd.errors import CapacityError, FaasdError, InvalidInputError, NotFoundError
 from faasd.platform.errors import InvocationTimeoutError
@@ -108,6 +115,204 @@ def execution_dict(ex: Execution) -> dict[str, Any]:
     }
 
 
+# -- write-behind journal for sync/stream execution records -----------------------------------------
+JOURNAL_DELAY_S = 0.05
+"""How long a sync/stream execution record may wait in memory before it is written (batched)."""
+JOURNAL_MAX_PENDING = 512
+"""Pending operations that trigger an immediate write."""
+JOURNAL_MAX_BYTES = 8 * 1024 * 1024
+"""Pending request/result bodies (bytes) that trigger an immediate write (bounds the buffer's memory)."""
+JOURNAL_RETRY_S = 1.0
+JOURNAL_MAX_BUFFER = 100_000
+"""Beyond this many unwritten operations (database down for a long time) the oldest are dropped."""
+
+_FINISH_DEFAULTS: dict[str, Any] = {
+    "finished_at": None,
+    "http_status": None,
+    "result_body": None,
+    "result_truncated": False,
+    "result_headers": {},
+    "error": None,
+    "exit_code": None,
+    "stdout": "",
+    "stderr": "",
+    "cold_start": None,
+    "init_ms": None,
+    "wait_ms": None,
+    "run_ms": None,
+}
+"""Columns a finish may set, with the model's defaults (every inserted row carries all of them so that
+one ``executemany`` INSERT fits a whole batch)."""
+
+
+class ExecutionJournal:
+    """Write-behind buffer for the ``executions`` rows of **sync and stream** invocations.
+
+    The sync hot path only appends to an in-memory list; the rows are written in batches (one
+    transaction, Core ``executemany``) at most :data:`JOURNAL_DELAY_S` later, and a create and a finish
+    of the same execution that meet in one batch become a single INSERT of the final row. Per function,
+    ``invocation_count`` is bumped once per batch by the number of finished invocations.
+
+    Guarantees:
+
+    * **Order and read-your-writes.** Operations are written in the order they were recorded. The
+      journal is registered as a :meth:`Database.add_before_session` hook, so *every* ORM session
+      (the API's execution/function reads, direct writes such as async records, prune, tests) first
+      writes whatever is pending: nobody reading through a session sees a stale record or count.
+    * **Shutdown.** :meth:`close` (called by :meth:`ExecutionService.stop`, and ``Platform.close``
+      flushes again at its very end) writes everything; records made after ``close`` are written at
+      once.
+    * **Crash.** A daemon crash loses at most the last :data:`JOURNAL_DELAY_S` of *sync/stream*
+      records (their callers lose their connection anyway; rows already written ``running`` are failed
+      by :meth:`ExecutionService.reconcile` as before). **Async invocations never go through the
+      journal**: their rows are written (and committed) before the 202, and their results are written
+      directly, as before.
+    """
+
+    def __init__(self, db: Database, *, delay_s: float = JOURNAL_DELAY_S) -> None:
+        self.db = db
+        self.delay_s = delay_s
+        self._ops: builtins.list[tuple[str, str, dict[str, Any]]] = []
+        self._bytes = 0
+        self._lock = threading.RLock()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+        self.batches_written = 0
+        table = cast(Table, Execution.__table__)
+        self._insert = insert(table)
+        self._updates: dict[tuple[str, ...], Any] = {}
+        self._table = table
+        ft = cast(Table, Function.__table__)
+        self._count = (
+            update(ft)
+            .where(ft.c.name == bindparam("_name"))
+            .values(invocation_count=func.coalesce(ft.c.invocation_count, 0) + bindparam("_n"))
+        )
+        db.add_before_session(self._before_session)
+
+    @property
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._ops)
+
+    # -- recording (event loop or any thread) --------------------------------------------------
+    def create(self, row: dict[str, Any]) -> None:
+        self._record(("create", str(row["id"]), row))
+
+    def finish(self, ex_id: str, function: str, values: dict[str, Any]) -> None:
+        self._record(("finish", ex_id, {**values, "_function": function}))
+
+    def _record(self, op: tuple[str, str, dict[str, Any]]) -> None:
+        values = op[2]
+        size = len(values.get("request_body") or b"") + len(values.get("result_body") or b"")
+        with self._lock:
+            self._ops.append(op)
+            self._bytes += size
+            n, total = len(self._ops), self._bytes
+        if self._closed or n >= JOURNAL_MAX_PENDING or total >= JOURNAL_MAX_BYTES:
+            self.flush()
+            return
+        self._schedule(self.delay_s)
+
+    def _schedule(self, delay: float) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not in an event loop thread: write now
+            self.flush()
+            return
+        if self._timer is not None and self._timer_loop is loop:
+            return
+        self._timer_loop = loop
+        self._timer = loop.call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if not self.flush() and not self._closed:
+            self._timer = asyncio.get_running_loop().call_later(JOURNAL_RETRY_S, self._on_timer)
+
+    def _before_session(self) -> None:
+        self.flush()
+
+    # -- writing ---------------------------------------------------------------------------------
+    def flush(self) -> bool:
+        """Write everything recorded so far (synchronously, in the caller's thread). Returns False when
+        the database refused the batch: it is kept (in order) and retried by the timer or next flush."""
+        with self._lock:  # held while writing: a concurrent reader waits until the rows are there
+            if not self._ops:
+                return True
+            ops, self._ops = self._ops, []
+            self._bytes = 0
+            try:
+                try:
+                    self._write(ops)
+                except IntegrityError:
+                    self._write_one_by_one(ops)
+            except Exception:
+                log.exception("writing %d execution record(s) failed; will retry", len(ops))
+                self._ops[:0] = ops
+                if len(self._ops) > JOURNAL_MAX_BUFFER:
+                    dropped = len(self._ops) - JOURNAL_MAX_BUFFER
+                    del self._ops[:dropped]
+                    log.error("dropped the %d oldest unwritten execution record(s)", dropped)
+                return False
+            return True
+
+    def _write_one_by_one(self, ops: builtins.list[tuple[str, str, dict[str, Any]]]) -> None:
+        for op in ops:
+            try:
+                self._write([op])
+            except Exception:
+                log.exception("cannot write execution record %s (%s); dropped", op[1], op[0])
+
+    def _write(self, ops: builtins.list[tuple[str, str, dict[str, Any]]]) -> None:
+        inserts: dict[str, dict[str, Any]] = {}
+        updates: builtins.list[dict[str, Any]] = []
+        counts: dict[str, int] = {}
+        for kind, ex_id, values in ops:
+            if kind == "create":
+                inserts[ex_id] = {**_FINISH_DEFAULTS, **values}
+                continue
+            vals = dict(values)
+            fn_name = vals.pop("_function")
+            counts[fn_name] = counts.get(fn_name, 0) + 1
+            row = inserts.get(ex_id)
+            if row is not None:
+                row.update(vals)
+            else:
+                updates.append({"_id": ex_id, **vals})
+        t = self._table
+        with self.db.engine.begin() as conn:
+            if inserts:
+                conn.execute(self._insert, list(inserts.values()))
+            by_shape: dict[tuple[str, ...], builtins.list[dict[str, Any]]] = {}
+            for u in updates:
+                by_shape.setdefault(tuple(sorted(k for k in u if k != "_id")), []).append(u)
+            for shape, params in by_shape.items():
+                stmt = self._updates.get(shape)
+                if stmt is None:
+                    stmt = self._updates[shape] = (
+                        update(t).where(t.c.id == bindparam("_id")).values({k: bindparam(k) for k in shape})
+                    )
+                conn.execute(stmt, params)
+            if counts:
+                conn.execute(self._count, [{"_name": k, "_n": n} for k, n in counts.items()])
+        self.batches_written += 1
+
+    def reopen(self) -> None:
+        """Buffer again after :meth:`close` (the service was restarted)."""
+        self._closed = False
+
+    def close(self) -> None:
+        """Write everything and write later records at once. Idempotent; keeps the session hook (so a
+        record made after close is still visible to readers)."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.flush()
+
+
 async def _release(handle: Handle, broken: bool) -> None:
     """Release even when the caller is being cancelled (client gone, shutdown): closing a broken worker must
     not be interrupted halfway, or its sandbox would outlive the pool."""
@@ -138,6 +343,8 @@ class Outcome:
     init_ms: float
     wait_ms: float
     run_ms: float
+    runtime: str = ""
+    """The function's runtime (``python``, ``http``, ...): how the API shapes the response."""
 
     @property
     def duration_ms(self) -> float:
@@ -184,6 +391,9 @@ class ExecutionService:
         self._loop_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self.journal = ExecutionJournal(db)
+        """Write-behind for sync/stream execution records (see :class:`ExecutionJournal`)."""
+        self._fn_query = select(Function.__table__).where(Function.__table__.c.name == bindparam("name"))
 
     # -- records ------------------------------------------------------------------------------
     def get(self, execution_id: str) -> Execution:
@@ -206,28 +416,35 @@ class ExecutionService:
 
     def _create(
         self, fn: Function, inv: Invocation, kind: str, *, status: str, callback_url: str | None = None
-    ) -> Execution:
+    ) -> Execution | None:
+        """Record a new execution. Async rows are committed before this returns (the 202 promises
+        durability) and returned; sync/stream rows go through the write-behind :attr:`journal`."""
         if kind == "async":
             body, truncated = inv.body, False
         else:
             body, truncated = _cut(inv.body, STORED_BODY_LIMIT)
         now = utcnow()
-        ex = Execution(
-            id=inv.execution_id or new_execution_id(),
-            function=fn.name,
-            kind=kind,
-            status=status,
-            request_body=body,
-            request_truncated=truncated,
-            request_headers=dict(inv.headers),
-            request_path=inv.path,
-            request_method=inv.method,
-            request_query=inv.query,
-            callback_url=callback_url,
-            created_at=now,
-            attempts=1 if status == "running" else 0,
-            started_at=now if status == "running" else None,
-        )
+        row: dict[str, Any] = {
+            "id": inv.execution_id or new_execution_id(),
+            "function": fn.name,
+            "kind": kind,
+            "status": status,
+            "request_body": body,
+            "request_truncated": truncated,
+            "request_headers": dict(inv.headers),
+            "request_path": inv.path,
+            "request_method": inv.method,
+            "request_query": inv.query,
+            "callback_url": callback_url,
+            "created_at": now,
+            "attempts": 1 if status == "running" else 0,
+            "started_at": now if status == "running" else None,
+            "not_before": None,
+        }
+        if kind != "async":
+            self.journal.create(row)
+            return None
+        ex = Execution(**row)
         with self.db.session() as s:
             s.add(ex)
         return ex
@@ -240,32 +457,44 @@ class ExecutionService:
         *,
         status: str | None = None,
         error: str | None = None,
+        durable: bool = False,
     ) -> None:
-        with self.db.session() as s:
-            ex = s.get(Execution, ex_id)
-            if ex is None:
-                return
-            ex.finished_at = utcnow()
-            if outcome is not None:
-                r = outcome.result
-                ex.status = outcome.status
-                ex.http_status = r.status
-                ex.result_body, ex.result_truncated = _cut(r.body, STORED_BODY_LIMIT)
-                ex.result_headers = dict(r.headers)
-                ex.error = r.error
-                ex.exit_code = r.exit_code
-                ex.stdout = _text(r.stdout)
-                ex.stderr = _text(r.stderr)
-                ex.cold_start = outcome.cold
-                ex.init_ms, ex.wait_ms, ex.run_ms = outcome.init_ms, outcome.wait_ms, outcome.run_ms
-            else:
-                ex.status = status or "failed"
-                ex.error = error
-            fn = s.get(Function, fn_name)
-            if fn is not None:
-                fn.invocation_count = (fn.invocation_count or 0) + 1
+        """Record the end of an execution and count the invocation. ``durable`` (async executions):
+        committed before this returns; otherwise through the write-behind :attr:`journal`."""
+        values: dict[str, Any] = {"finished_at": utcnow()}
         if outcome is not None:
+            r = outcome.result
+            values["result_body"], values["result_truncated"] = _cut(r.body, STORED_BODY_LIMIT)
+            values.update(
+                status=outcome.status,
+                http_status=r.status,
+                result_headers=dict(r.headers),
+                error=r.error,
+                exit_code=r.exit_code,
+                stdout=_text(r.stdout),
+                stderr=_text(r.stderr),
+                cold_start=outcome.cold,
+                init_ms=outcome.init_ms,
+                wait_ms=outcome.wait_ms,
+                run_ms=outcome.run_ms,
+            )
+        else:
+            values.update(status=status or "failed", error=error)
+        if durable:
+            with self.db.session() as s:
+                ex = s.get(Execution, ex_id)
+                if ex is None:
+                    return
+                for k, v in values.items():
+                    setattr(ex, k, v)
+                fn = s.get(Function, fn_name)
+                if fn is not None:
+                    fn.invocation_count = (fn.invocation_count or 0) + 1
+        else:
+            self.journal.finish(ex_id, fn_name, values)
+        if outcome is not None and (outcome.result.stdout or outcome.result.stderr):
             try:
+                # a session: the journal writes the execution row first (log lines reference it)
                 self.logs.append(
                     fn_name,
                     ex_id,
@@ -275,6 +504,18 @@ class ExecutionService:
                 )
             except Exception:
                 log.exception("storing log lines of %s failed", ex_id)
+
+    def _function(self, name: str) -> Function:
+        """The function record for an invocation, read with one Core ``SELECT`` (a fraction of an ORM
+        session's cost) into a detached :class:`Function`. Not through a session on purpose: that would
+        flush the journal on every request and defeat its batching (only ``invocation_count`` /
+        ``updated_at`` may lag here, and an invocation reads neither). Unknown names go through
+        :meth:`FunctionService.get`, which raises the 404."""
+        with self.db.engine.connect() as conn:
+            row = conn.execute(self._fn_query, {"name": name}).first()
+        if row is None:
+            return self.functions.get(name)
+        return Function(**row._mapping)
 
     # -- the invocation itself ----------------------------------------------------------------
     async def _invoke_on(self, handle: Handle, inv: Invocation) -> tuple[InvocationResult, float]:
@@ -301,7 +542,9 @@ class ExecutionService:
             await _release(handle, broken)
         status = final_status(result)
         self._observe(fn.name, status, handle.cold, handle.init_ms + handle.wait_ms + run_ms)
-        return Outcome(inv.execution_id, status, result, handle.cold, handle.init_ms, handle.wait_ms, run_ms)
+        return Outcome(
+            inv.execution_id, status, result, handle.cold, handle.init_ms, handle.wait_ms, run_ms, fn.runtime
+        )
 
     def _observe(self, name: str, status: str, cold: bool, duration_ms: float) -> None:
         self.metrics.invocations.labels(name, status).inc()
@@ -323,7 +566,7 @@ class ExecutionService:
 
     async def invoke(self, name: str, inv: Invocation) -> Outcome:
         """Synchronous invocation. Raises :class:`InvocationTimeoutError` (504) after recording a time-out."""
-        fn = self.functions.get(name)
+        fn = self._function(name)
         inv = self._invocation(fn, inv, inv.execution_id or new_execution_id())
         self._create(fn, inv, "sync", status="running")
         try:
@@ -355,7 +598,7 @@ class ExecutionService:
     # -- streaming ----------------------------------------------------------------------------
     async def open_stream(self, name: str, inv: Invocation) -> StreamSession:
         """Reserve a worker (so 404/429 surface before the stream starts) and return the session."""
-        fn = self.functions.get(name)
+        fn = self._function(name)
         inv = self._invocation(fn, inv, inv.execution_id or new_execution_id())
         self._create(fn, inv, "stream", status="running")
         try:
@@ -374,6 +617,7 @@ class ExecutionService:
             raise InvalidInputError(f"callback URL {callback_url!r} must be an http:// or https:// URL")
         inv = self._invocation(fn, inv, inv.execution_id or new_execution_id())
         ex = self._create(fn, inv, "async", status="queued", callback_url=callback_url)
+        assert ex is not None
         self._wakeup.set()
         return ex
 
@@ -455,6 +699,7 @@ class ExecutionService:
                 None,
                 status="failed",
                 error=f"function {ex.function!r} was deleted before this invocation ran",
+                durable=True,
             )
             await self._callback(ex.id)
             return
@@ -480,14 +725,16 @@ class ExecutionService:
             return
         except FaasdError as exc:
             self.metrics.errors.labels(exc.code).inc()
-            self._finish(ex.id, ex.function, None, status="failed", error=exc.message)
+            self._finish(ex.id, ex.function, None, status="failed", error=exc.message, durable=True)
         except asyncio.CancelledError:
             raise  # shutdown: stays 'running', reconcile() re-queues it on the next start
         except Exception as exc:
             log.exception("async execution %s failed unexpectedly", ex.id)
-            self._finish(ex.id, ex.function, None, status="failed", error=f"internal error: {exc!r}")
+            self._finish(
+                ex.id, ex.function, None, status="failed", error=f"internal error: {exc!r}", durable=True
+            )
         else:
-            self._finish(ex.id, ex.function, outcome)
+            self._finish(ex.id, ex.function, outcome, durable=True)
         await self._callback(ex.id)
 
     async def _callback(self, ex_id: str) -> None:
@@ -554,6 +801,7 @@ class ExecutionService:
     def start(self) -> None:
         if self._loop_task is None:
             self._stopping = False
+            self.journal.reopen()
             self._loop_task = asyncio.get_running_loop().create_task(self._loop())
 
     async def wait_idle(self, timeout_s: float = 30.0) -> None:
@@ -583,6 +831,7 @@ class ExecutionService:
             for t in pending:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
+        self.journal.close()
 
 
 class StreamSession:
@@ -630,7 +879,14 @@ class StreamSession:
             status = final_status(result)
             broken = result.timed_out or not getattr(handle.worker, "alive", True)
             outcome = Outcome(
-                inv.execution_id, status, result, handle.cold, handle.init_ms, handle.wait_ms, run_ms
+                inv.execution_id,
+                status,
+                result,
+                handle.cold,
+                handle.init_ms,
+                handle.wait_ms,
+                run_ms,
+                fn.runtime,
             )
             svc._observe(fn.name, status, handle.cold, outcome.duration_ms)
             yield outcome

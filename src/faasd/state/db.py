@@ -7,8 +7,9 @@ can write concurrently; PostgreSQL is used through psycopg 3 (``postgresql+psyco
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,16 @@ class Database:
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._before_session: list[Callable[[], None]] = []
+
+    def add_before_session(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` before every :meth:`session` is handed out (write-behind buffers flush there, so
+        whatever reads through a session sees every write queued before it). Hooks must not raise."""
+        self._before_session.append(hook)
+
+    def remove_before_session(self, hook: Callable[[], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._before_session.remove(hook)
 
     def create_all(self) -> None:
         try:
@@ -63,6 +74,8 @@ class Database:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
+        for hook in self._before_session:
+            hook()
         with self._sessions() as s:
             try:
                 yield s

@@ -1,0 +1,252 @@
+"""The write-behind journal of sync/stream execution records (``ExecutionJournal``).
+
+Real SQLite database, worker test double (orchestration logic only). What must hold: every read through a
+session sees the buffered rows; records are written in order and flushed on shutdown; async invocations
+are still committed before ``submit`` returns; a failed write is retried, not lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from faasd.config import Settings
+from faasd.errors import NotFoundError
+from faasd.platform.core import Platform, PlatformOptions
+from faasd.platform.functions import FunctionSpec
+from faasd.platform.workers import Invocation, InvocationResult, StreamChunk, StreamEvent, WorkerConfig
+
+pytestmark = pytest.mark.unit
+
+_ids = itertools.count(1)
+
+
+class _Worker:
+    def __init__(self, gate: asyncio.Event | None) -> None:
+        self.id = f"perf-fake-{next(_ids)}"
+        self.gate = gate
+
+    async def invoke(self, invocation: Invocation) -> InvocationResult:
+        if self.gate is not None:
+            await self.gate.wait()
+        out = b"printed\n" if invocation.body == b"print" else b""
+        return InvocationResult(status=200, body=b"echo:" + invocation.body, stdout=out)
+
+    async def invoke_stream(self, invocation: Invocation) -> AsyncIterator[StreamEvent]:
+        yield StreamChunk("stdout", b"chunk\n")
+        yield InvocationResult(status=200, body=invocation.body.upper())
+
+    async def close(self) -> None:
+        return None
+
+
+class _Factory:
+    def __init__(self) -> None:
+        self.gate: asyncio.Event | None = None
+
+    async def start(self, config: WorkerConfig) -> _Worker:
+        return _Worker(self.gate)
+
+    async def cleanup_orphans(self) -> list[str]:
+        return []
+
+
+@pytest.fixture
+def factory() -> _Factory:
+    return _Factory()
+
+
+@pytest.fixture
+def plat(tmp_path: Path, factory: _Factory) -> Platform:
+    s = Settings(
+        data_dir=tmp_path / "data", run_dir=tmp_path / "run", cache_dir=tmp_path / "cache", auth=False
+    )
+    s.data_dir.mkdir(parents=True)
+    return Platform(s, factory, options=PlatformOptions(poll_interval_s=0.05))
+
+
+def _raw(plat: Platform, sql: str, *args: object) -> list[tuple[object, ...]]:
+    """Read the database file with a separate sqlite3 connection: no session, so no journal flush."""
+    path = plat.db.engine.url.database
+    assert path
+    with sqlite3.connect(path) as conn:
+        return list(conn.execute(sql, args))
+
+
+async def _deploy(plat: Platform, name: str = "hello", **kw: object) -> None:
+    await plat.deploy(
+        FunctionSpec.model_validate(
+            {"name": name, "image": "faasd/python:latest", "scale": {"min": 0, "max": 4}, **kw}
+        )
+    )
+
+
+async def test_sync_records_are_buffered_and_every_session_sees_them(plat: Platform) -> None:
+    plat.executions.journal.delay_s = 60.0  # only an explicit read may write them here
+    await _deploy(plat)
+    out = await plat.executions.invoke("hello", Invocation(body=b"hi"))
+    assert plat.executions.journal.pending == 2  # create + finish, nothing written yet
+    assert _raw(plat, "SELECT id FROM executions WHERE id = ?", out.execution_id) == []
+    # any read through a session writes the pending rows first
+    ex = plat.executions.get(out.execution_id)
+    assert plat.executions.journal.pending == 0
+    assert ex.status == "succeeded" and ex.result_body == b"echo:hi" and ex.kind == "sync"
+    assert ex.request_body == b"hi" and ex.started_at is not None and ex.finished_at is not None
+    assert ex.cold_start is True and ex.http_status == 200 and ex.run_ms is not None
+    assert plat.functions.get("hello").invocation_count == 1
+    await plat.close()
+
+
+async def test_running_row_is_visible_while_the_invocation_runs(plat: Platform, factory: _Factory) -> None:
+    plat.executions.journal.delay_s = 60.0
+    await _deploy(plat)
+    factory.gate = asyncio.Event()
+    task = asyncio.create_task(plat.executions.invoke("hello", Invocation(body=b"slow")))
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if plat.executions.journal.pending:
+            break
+    running = plat.executions.list("hello", status="running")
+    assert len(running) == 1 and running[0].finished_at is None
+    factory.gate.set()
+    out = await task
+    assert plat.executions.get(out.execution_id).status == "succeeded"
+    assert out.execution_id == running[0].id
+    assert plat.functions.get("hello").invocation_count == 1
+    await plat.close()
+
+
+async def test_concurrent_invocations_are_written_in_batches(plat: Platform) -> None:
+    await _deploy(plat)
+    before = plat.executions.journal.batches_written
+    outs = await asyncio.gather(
+        *(plat.executions.invoke("hello", Invocation(body=b"%d" % i)) for i in range(40))
+    )
+    await asyncio.sleep(plat.executions.journal.delay_s * 3)  # the timer writes them, no session needed
+    assert plat.executions.journal.pending == 0
+    rows = dict(_raw(plat, "SELECT id, status FROM executions"))  # type: ignore[arg-type]
+    assert {o.execution_id for o in outs} <= set(rows) and set(rows.values()) == {"succeeded"}
+    assert _raw(plat, "SELECT invocation_count FROM functions WHERE name = 'hello'") == [(40,)]
+    assert plat.executions.journal.batches_written - before < 40  # batched, not one write per request
+    await plat.close()
+
+
+async def test_close_flushes_everything(plat: Platform) -> None:
+    plat.executions.journal.delay_s = 60.0
+    await _deploy(plat)
+    outs = [await plat.executions.invoke("hello", Invocation(body=b"x")) for _ in range(3)]
+    assert plat.executions.journal.pending == 6  # (the async loop is not started: it reads through sessions)
+    await plat.close()
+    assert plat.executions.journal.pending == 0
+    got = _raw(plat, "SELECT status FROM executions WHERE kind = 'sync'")
+    assert [r[0] for r in got] == ["succeeded"] * 3 and len(outs) == 3
+    assert _raw(plat, "SELECT invocation_count FROM functions WHERE name = 'hello'") == [(3,)]
+    # after shutdown a record is written at once
+    out = await plat.executions.invoke("hello", Invocation(body=b"late"))
+    assert _raw(plat, "SELECT status FROM executions WHERE id = ?", out.execution_id) == [("succeeded",)]
+    await plat.close()
+
+
+async def test_async_submit_is_committed_before_it_returns(plat: Platform) -> None:
+    plat.executions.journal.delay_s = 60.0
+    await _deploy(plat)
+    ex = plat.executions.submit("hello", Invocation(body=b"later"))
+    # visible to another connection at once: durable before the 202, not in the journal
+    assert _raw(plat, "SELECT status, request_body FROM executions WHERE id = ?", ex.id) == [
+        ("queued", b"later")
+    ]
+    assert plat.executions.journal.pending == 0
+    plat.executions.start()
+    await plat.executions.wait_idle(10)
+    # the async result is written directly too
+    assert _raw(plat, "SELECT status FROM executions WHERE id = ?", ex.id) == [("succeeded",)]
+    await plat.close()
+
+
+async def test_log_lines_are_stored_after_their_execution_row(plat: Platform) -> None:
+    plat.executions.journal.delay_s = 60.0
+    await _deploy(plat)
+    out = await plat.executions.invoke("hello", Invocation(body=b"print"))
+    entries = plat.logs.for_execution(out.execution_id)
+    assert [e.text for e in entries] == ["printed"]
+    assert plat.executions.get(out.execution_id).stdout == "printed\n"
+    await plat.close()
+
+
+async def test_stream_records_go_through_the_journal(plat: Platform) -> None:
+    plat.executions.journal.delay_s = 60.0
+    await _deploy(plat)
+    session = await plat.executions.open_stream("hello", Invocation(body=b"abc"))
+    events = [e async for e in session.events()]
+    assert events[-1].result.body == b"ABC"  # type: ignore[union-attr]
+    ex = plat.executions.get(session.execution_id)
+    assert ex.kind == "stream" and ex.status == "succeeded" and ex.stdout == "chunk\n"
+    await plat.close()
+
+
+async def test_a_failed_write_is_kept_and_retried_in_order(
+    plat: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = plat.executions.journal
+    journal.delay_s = 60.0
+    await _deploy(plat)
+    first = await plat.executions.invoke("hello", Invocation(body=b"1"))
+    real_write = journal._write
+    calls: list[int] = []
+
+    def failing(ops: list[tuple[str, str, dict[str, object]]]) -> None:
+        calls.append(len(ops))
+        raise OperationalError("INSERT", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(journal, "_write", failing)
+    assert journal.flush() is False
+    assert journal.pending == 2 and calls == [2]
+    second = await plat.executions.invoke("hello", Invocation(body=b"2"))
+    monkeypatch.setattr(journal, "_write", real_write)
+    assert journal.flush() is True
+    for out in (first, second):
+        assert plat.executions.get(out.execution_id).status == "succeeded"
+    assert plat.functions.get("hello").invocation_count == 2
+    await plat.close()
+
+
+async def test_unknown_function_is_a_404_and_records_nothing(plat: Platform) -> None:
+    with pytest.raises(NotFoundError, match="deploy it first"):
+        await plat.executions.invoke("nope", Invocation(body=b""))
+    assert plat.executions.journal.pending == 0
+    await plat.close()
+
+
+async def test_function_update_is_seen_by_the_next_invocation(plat: Platform) -> None:
+    await _deploy(plat, env={"A": "1"}, limits={"timeout_s": 5})
+    out = await plat.executions.invoke("hello", Invocation(body=b"a"))
+    assert out.runtime == "python"
+    await plat.update(
+        "hello",
+        FunctionSpec.model_validate(
+            {"name": "hello", "image": "faasd/python:latest", "limits": {"timeout_s": 7}}
+        ),
+    )
+    assert plat.executions._function("hello").timeout_s == 7
+    await plat.close()
+
+
+async def test_large_bodies_are_written_at_once(plat: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    from faasd.platform import executions
+
+    monkeypatch.setattr(executions, "JOURNAL_MAX_BYTES", 1000)
+    plat.executions.journal.delay_s = 60.0
+    await _deploy(plat)
+    small = await plat.executions.invoke("hello", Invocation(body=b"s"))
+    assert plat.executions.journal.pending == 2
+    big = await plat.executions.invoke("hello", Invocation(body=b"b" * 2000))
+    assert plat.executions.journal.pending == 0  # the buffer's memory is bounded
+    got = dict(_raw(plat, "SELECT id, length(request_body) FROM executions"))  # type: ignore[arg-type]
+    assert got == {small.execution_id: 1, big.execution_id: 2000}
+    await plat.close()
