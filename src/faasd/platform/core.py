@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
+
+from sqlalchemy import select
 
 from faasd.config import Settings
 from faasd.errors import FaasdError, InvalidInputError, NotFoundError
@@ -19,9 +22,11 @@ from faasd.platform.metrics import Metrics
 from faasd.platform.runner import POOLED_MODES, FunctionRunner
 from faasd.platform.secrets import SecretService
 from faasd.platform.snapshots import SnapshotService
+from faasd.platform.source_deploy import SOURCE_REF_PREFIX
 from faasd.platform.workers import WorkerFactory
 from faasd.runtime.sandbox import SandboxManager
 from faasd.state import Database, Function
+from faasd.state.instance_models import Instance
 
 log = logging.getLogger(__name__)
 
@@ -151,20 +156,60 @@ class Platform:
         return fn
 
     async def update(self, name: str, spec: FunctionSpec) -> Function:
+        old_image = self.functions.get(name).image
         fn = self.functions.update(name, spec)
         await self.runner.drop(name)
         if self.snapshots is not None:
             await self.snapshots.invalidate(name)
+        await self._forget_source_image(name, old_image)
         if fn.mode in POOLED_MODES and fn.scale_min > 0:
             await self.runner.pool_for(fn)
         return fn
 
     async def delete(self, name: str) -> None:
+        old_image = self.functions.get(name).image
         self.functions.delete(name)
         await self.runner.drop(name)
         if self.snapshots is not None:
             await self.snapshots.invalidate(name)
+        await self._forget_source_image(name, old_image)
         self.logs.delete_function(name)
+
+    async def _forget_source_image(self, name: str, image: str) -> None:
+        """Untag ``faasd-fn/<name>:<hash>``, the image a source deploy built, once nothing uses it any more.
+
+        Kept while a function, an instance or a snapshot still names it (snapshots keep using its
+        layers). Workers still draining hold leases: the image disappears with the last one. Its blobs
+        and layers are freed by the next image ``gc``.
+        """
+        if self.images is None or not image.startswith(f"{SOURCE_REF_PREFIX}{name}:"):
+            return
+        remove = getattr(self.images, "remove", None)
+        if remove is None or self._image_in_use(image):
+            return
+        try:
+            await asyncio.to_thread(remove, image, True)
+        except FaasdError as exc:
+            log.warning("could not remove %s (function %s no longer uses it): %s", image, name, exc.message)
+        else:
+            log.info("removed %s: function %s no longer uses it", image, name)
+
+    def _image_in_use(self, image: str) -> bool:
+        if any(fn.image == image for fn in self.functions.list()):
+            return True
+        with self.db.session() as s:
+            if s.scalar(select(Instance.id).where(Instance.image == image).limit(1)) is not None:
+                return True
+        if self.snapshots is not None and self.images is not None:
+            try:
+                own_layer = str(self.images.layer_dirs(self.images.get(image))[-1])  # the source layer
+            except (FaasdError, IndexError):
+                return False
+            for snap in self.snapshots.list():
+                named = (snap.meta.image_ref, (snap.meta.extra.get("worker") or {}).get("image"))
+                if image in named or own_layer in map(str, snap.meta.layers):
+                    return True
+        return False
 
     async def scale(
         self, name: str, *, min: int | None = None, max: int | None = None, replicas: int | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import tarfile
@@ -13,7 +14,7 @@ import httpx
 import pytest
 
 from faasd.config import Settings
-from faasd.sdk import Client
+from faasd.sdk import Client, NotFound
 from faasd.testing.server import FaasdServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -94,6 +95,8 @@ def test_source_deploy_create_invoke_and_update(
         assert r.status_code == 200, r.text
         assert r.json()["image"].startswith(f"faasd-fn/{name}:") and r.json()["image"] != fn.image
         assert faasd_platform.invoke(name).text == "v2 extra=False"
+        # the v1 build is no longer used by anything: its ref is gone, only v2's is left
+        assert _source_refs(faasd_server, name) == [r.json()["image"]]
         # creating it again is a conflict that builds nothing
         before = _source_refs(faasd_server, name)
         r = api.post("/api/v1/functions", **_multipart({"name": name, "runtime": "python"}, v2 + b""))
@@ -102,6 +105,28 @@ def test_source_deploy_create_invoke_and_update(
     finally:
         faasd_platform.delete_function(name)
     assert _leftover_tmp(faasd_server) == []
+    assert _source_refs(faasd_server, name) == []  # deleting the function removes its source build
+
+
+def test_source_image_kept_while_a_snapshot_uses_it(
+    faasd_server: FaasdServer, faasd_platform: Client, tmp_path: Path, name: str
+) -> None:
+    src = tmp_path / "v1"
+    src.mkdir()
+    (src / "handler.py").write_text(HANDLER.format(version="v1"))
+    fn = faasd_platform.deploy(name, source=src, runtime="python", handler="handler.handle")
+    snap = None
+    try:
+        assert faasd_platform.invoke(name).text == "v1 extra=False"
+        snap = faasd_platform.snapshot(function=name)
+        faasd_platform.delete_function(name)
+        # the snapshot's filesystem is built on the image's layers: the image stays
+        assert _source_refs(faasd_server, name) == [fn.image]
+    finally:
+        with contextlib.suppress(NotFound):
+            faasd_platform.delete_function(name)
+        if snap is not None:
+            faasd_platform.delete_snapshot(snap.id)
 
 
 def _dotdot(tar: tarfile.TarFile) -> None:
