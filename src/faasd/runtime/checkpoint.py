@@ -283,31 +283,33 @@ def _remove_work_dir(work: Path, fd: int | None = None) -> None:
             os.close(fd)
 
 
-def work_dir_locked(work: Path) -> bool:
-    """Whether a live operation holds the lock of work dir ``work`` (see :func:`make_work_dir`)."""
+def _lock_if_free(work: Path) -> int | None:
+    """An fd of ``work`` holding its lock, or None when it is gone or a live operation holds the lock."""
     try:
         fd = os.open(work, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
-        return False
+        return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        return True
-    finally:
         os.close(fd)
+        return None
+    return fd
+
+
+def work_dir_locked(work: Path) -> bool:
+    """Whether a live operation holds the lock of work dir ``work`` (see :func:`make_work_dir`)."""
+    fd = _lock_if_free(work)
+    if fd is None:
+        return os.path.lexists(work)
+    os.close(fd)
     return False
 
 
 def _remove_if_stale(work: Path) -> bool:
-    try:
-        fd = os.open(work, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return False  # a live operation's
+    fd = _lock_if_free(work)
+    if fd is None:
+        return False  # gone, or a live operation's
     _remove_work_dir(work, fd)  # removed while holding its lock
     return not os.path.lexists(work)
 
