@@ -95,12 +95,69 @@ def _kv(text: str | None) -> dict[str, int]:
     return out
 
 
+OOM_COUNTER_FILES = ("memory.oom_control", "memory.events")
+"""Where the memory cgroup counts OOM kills (``oom_kill N``): v1 (kernel >= 4.13), then v2."""
+
+
 def oom_kills(sandbox_id: str) -> int:
     """How many processes the kernel OOM-killed in the sandbox's memory cgroup (0 if unknown)."""
-    v1 = _kv(read(sandbox_id, "memory", "memory.oom_control"))
-    if "oom_kill" in v1:
-        return v1["oom_kill"]
-    return _kv(read(sandbox_id, "memory", "memory.events")).get("oom_kill", 0)
+    for name in OOM_COUNTER_FILES:
+        counters = _kv(read(sandbox_id, "memory", name))
+        if "oom_kill" in counters:
+            return counters["oom_kill"]
+    return 0
+
+
+class OomCounter:
+    """:func:`oom_kills` for one sandbox, for reading before every request of a warm worker.
+
+    Keeps the counter file open and re-reads it with ``pread`` at offset 0 (a cgroup file is regenerated
+    on every read): ~2 us instead of ~50-150 us for path lookup + open + read + close. Falls back to
+    :func:`oom_kills` when the file cannot be opened or read. :meth:`close` releases the descriptor.
+    """
+
+    def __init__(self, sandbox_id: str) -> None:
+        self.sandbox_id = sandbox_id
+        self._fd: int | None = None
+        self._opened = False
+        self._closed = False
+
+    def _open(self) -> None:
+        self._opened = True
+        d = controller_dir(self.sandbox_id, "memory")
+        if d is None:
+            return
+        for name in OOM_COUNTER_FILES:
+            try:
+                fd = os.open(d / name, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                if "oom_kill" in _kv(os.pread(fd, 4096, 0).decode()):
+                    self._fd = fd
+                    return
+            except OSError:
+                pass
+            os.close(fd)
+
+    def read(self) -> int:
+        if not self._closed and not self._opened:
+            self._open()
+        if self._closed or self._fd is None:
+            return oom_kills(self.sandbox_id)
+        try:
+            data = os.pread(self._fd, 4096, 0)
+        except OSError:  # the cgroup went away: no descriptor to keep
+            self.close()
+            return oom_kills(self.sandbox_id)
+        return _kv(data.decode()).get("oom_kill", 0)
+
+    def close(self) -> None:
+        self._closed = True
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def pids_events_max(sandbox_id: str) -> int:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 import time
 import uuid
@@ -280,7 +279,7 @@ class Worker:
         self._closed = False
         self._dead_reason: str | None = None
         self._lock = asyncio.Lock()
-        self._oom = _OomCounter(sandbox.id)
+        self._oom = cgroups.OomCounter(sandbox.id)
         self._client: AgentClient | None = None
         self._http: httpx.AsyncClient | None = None
         if spec.mode in ("python", "node"):
@@ -668,65 +667,6 @@ class Worker:
 
 
 # ------------------------------------------------------------------------------------- helpers
-class _OomCounter:
-    """The sandbox's OOM-kill counter (what :func:`cgroups.oom_kills` reads), read before every request.
-
-    Keeps the cgroup file open and re-reads it with ``pread`` at offset 0 (a cgroup file is regenerated
-    on every read from the start): ~2 µs instead of ~50-150 µs for path lookup + open + read + close on
-    the warm invoke path. Falls back to :func:`cgroups.oom_kills` when the file cannot be opened or read.
-    :meth:`close` (from :meth:`Worker.close`) releases the descriptor.
-    """
-
-    def __init__(self, sandbox_id: str) -> None:
-        self.sandbox_id = sandbox_id
-        self._fd: int | None = None
-        self._opened = False
-        self._closed = False
-
-    def _open(self) -> None:
-        self._opened = True
-        d = cgroups.controller_dir(self.sandbox_id, "memory")
-        if d is None:
-            return
-        for name in ("memory.oom_control", "memory.events"):  # v1 (kernel >= 4.13), then v2
-            try:
-                fd = os.open(d / name, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError:
-                continue
-            try:
-                if b"oom_kill " in os.pread(fd, 4096, 0):
-                    self._fd = fd
-                    return
-            except OSError:
-                pass
-            os.close(fd)
-
-    def read(self) -> int:
-        if self._closed:
-            return cgroups.oom_kills(self.sandbox_id)
-        if not self._opened:
-            self._open()
-        if self._fd is None:
-            return cgroups.oom_kills(self.sandbox_id)
-        try:
-            data = os.pread(self._fd, 4096, 0)
-        except OSError:  # the cgroup went away: no descriptor to keep
-            self.close()
-            return cgroups.oom_kills(self.sandbox_id)
-        for line in data.splitlines():
-            key, _, value = line.partition(b" ")
-            if key == b"oom_kill" and value.strip().isdigit():
-                return int(value)
-        return 0
-
-    def close(self) -> None:
-        self._closed = True
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-
 def _io_dir(sandbox: Sandbox) -> Path:
     io_dir = getattr(sandbox, "io_dir", None)
     return Path(io_dir) if io_dir is not None else Path(sandbox.bundle) / "io"
