@@ -306,16 +306,8 @@ def work_dir_locked(work: Path) -> bool:
     return False
 
 
-def _remove_if_stale(work: Path) -> bool:
-    fd = _lock_if_free(work)
-    if fd is None:
-        return False  # gone, or a live operation's
-    _remove_work_dir(work, fd)  # removed while holding its lock
-    return not os.path.lexists(work)
-
-
-def stale_work_dirs(run_dir: Path, sandboxes_dir: Path) -> list[Path]:
-    """CRIU work dirs under ``run_dir`` (restores) and sandbox bundles (dumps) no operation holds."""
+def _work_dir_candidates(run_dir: Path, sandboxes_dir: Path) -> list[Path]:
+    """CRIU work dirs under ``run_dir`` (restores) and sandbox bundles (dumps), locked or not."""
     candidates: list[Path] = []
 
     def scan(parent: Path, prefix: str) -> None:
@@ -334,17 +326,19 @@ def stale_work_dirs(run_dir: Path, sandboxes_dir: Path) -> list[Path]:
         for bundle in sandboxes_dir.iterdir():
             if bundle.name.startswith("fd-") and bundle.is_dir() and not bundle.is_symlink():
                 scan(bundle, DUMP_WORK_PREFIX)
-    return sorted(
-        p for p in candidates if p.is_dir() and not p.is_symlink() and not work_dir_locked(p)
-    )
+    return sorted(p for p in candidates if p.is_dir() and not p.is_symlink())
 
 
 def remove_stale_work_dirs(run_dir: Path, sandboxes_dir: Path) -> list[Path]:
     """Unmount and remove every CRIU work dir a crashed or killed operation left behind (those no
     live operation holds the lock of). Returns the dirs removed."""
     removed: list[Path] = []
-    for work in stale_work_dirs(run_dir, sandboxes_dir):
-        if _remove_if_stale(work):
+    for work in _work_dir_candidates(run_dir, sandboxes_dir):
+        fd = _lock_if_free(work)
+        if fd is None:
+            continue  # gone, or a live operation's
+        _remove_work_dir(work, fd)  # removed while holding its lock
+        if not os.path.lexists(work):
             removed.append(work)
     return removed
 
