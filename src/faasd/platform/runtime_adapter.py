@@ -34,6 +34,12 @@ from faasd.runtime.workers import StreamChunk as RuntimeChunk
 log = logging.getLogger(__name__)
 
 
+def function_network(mode: object) -> NetworkSpec:
+    """The sandbox network of a function's worker: ``egress`` when asked for, otherwise ``none``
+    (functions never get the other runtime modes)."""
+    return NetworkSpec(mode="egress" if mode == "egress" else "none")
+
+
 def runtime_handler(runtime: str, handler: str | None) -> str | None:
     """Accept ``module.function`` for python (the runtime wants ``module:function``)."""
     if handler is None or runtime != "python" or ":" in handler:
@@ -180,7 +186,7 @@ class RuntimeWorkerFactory:
                 disk_mb=config.disk_mb,
                 timeout_s=config.timeout_s,
             ),
-            network=NetworkSpec(mode="egress" if config.network == "egress" else "none"),
+            network=function_network(config.network),
         )
         sandbox_id = spec.new_sandbox_id()
         spec.sandbox_id = sandbox_id

@@ -34,16 +34,16 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from faasd.config import Settings
 from faasd.errors import ConflictError, FaasdError, InvalidInputError, NotFoundError
 from faasd.platform.functions import BRANCH_FROM_ANNOTATION, FunctionService
 from faasd.platform.metrics import Metrics
 from faasd.platform.runner import POOLED_MODES, FunctionRunner
-from faasd.platform.runtime_adapter import RuntimeWorker
+from faasd.platform.runtime_adapter import RuntimeWorker, function_network
 from faasd.platform.workers import Invocation, InvocationResult, PoolWorker, WorkerConfig
-from faasd.runtime.models import Limits, NetworkSpec
+from faasd.runtime.models import Limits
 from faasd.runtime.sandbox import SandboxManager
 from faasd.runtime.workers import Worker, WorkerSpec
 from faasd.snapshots.merge import MergeReport
@@ -101,7 +101,7 @@ def worker_info(worker: Worker, image: str | None = None, image_id: str | None =
         "port": spec.port,
         "code_dir": spec.code_dir,
         "fork_per_request": spec.fork_per_request,
-        "network": "egress" if spec.network.mode == "egress" else "none",
+        "network": function_network(spec.network.mode).mode,
         "image": image,
         "image_id": image_id,
     }
@@ -121,11 +121,6 @@ def version_key(config: WorkerConfig, image_id: str) -> str:
     if config.network != "none":  # keeps the keys of existing checkpoints of functions without network
         data["network"] = config.network
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _network_mode(mode: object) -> Literal["none", "egress"]:
-    """The network a restored copy gets: the one its worker had (``egress`` or ``none``)."""
-    return "egress" if mode == "egress" else "none"
 
 
 def _function_of(snap: Snapshot) -> str | None:
@@ -371,9 +366,7 @@ class SnapshotService:
             port=int(info.get("port") or 8080),
             code_dir=info.get("code_dir") or "/function",
             fork_per_request=bool(info.get("fork_per_request")),
-            network=NetworkSpec(
-                mode=_network_mode(config.network if config is not None else info.get("network"))
-            ),
+            network=function_network(config.network if config is not None else info.get("network")),
         )
 
     async def _attach(
