@@ -7,8 +7,22 @@ outside the container's lifetime lets CRIU restore rejoin the same namespace.
 * ``none`` / ``loopback-proxy``: only ``lo``, up.
 * ``egress``: additionally a veth pair; the sandbox end is ``eth0`` with the 2nd address of a private
   /30 from ``10.211.0.0/16`` (allocated host-wide through lock files in ``/run/faasd-net/alloc``), the
-  host end has the 1st; default route via the host end; MASQUERADE for traffic leaving the /30; new
-  connections from the sandbox to the host itself are dropped (the host can still connect in).
+  host end has the 1st; default route via the host end; MASQUERADE for traffic leaving the /30.
+
+Egress means *out*, never sideways and never to the host. Per sandbox, at the top of the filter chains
+(so no other rule of the host's firewall can accept first), tagged ``faasd:<id>``:
+
+* INPUT from the sandbox's veth: only replies (``ESTABLISHED,RELATED``); nothing the sandbox starts
+  reaches the host, whatever host address it aims at (its own gateway, another sandbox's gateway, any
+  other address of the host).
+* FORWARD from the veth to anything in the egress pool: dropped (no sandbox reaches another sandbox),
+  and from the veth with a source other than the sandbox's own address: dropped (no spoofing).
+* FORWARD into the veth: only replies (nothing routed through the host opens a connection to a sandbox;
+  the host itself still can, through OUTPUT).
+* IPv6 is off on both ends of the veth (no link-local path around the IPv4 rules); ``rp_filter`` is
+  strict on the host end.
+
+All rules of one sandbox are applied in one ``iptables-restore --noflush`` transaction.
 """
 
 from __future__ import annotations
@@ -172,25 +186,36 @@ def _run(argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str
     return res
 
 
-def _iptables_rules(link: EgressLink) -> list[list[str]]:
-    tag = ["-m", "comment", "--comment", f"faasd:{link.sandbox_id}"]
-    return [
-        ["-t", "nat", "POSTROUTING", "-s", link.subnet, "!", "-d", link.subnet, "-j", "MASQUERADE", *tag],
-        [
-            "-t",
-            "filter",
-            "INPUT",
-            "-i",
-            link.host_if,
-            "-m",
-            "conntrack",
-            "--ctstate",
-            "NEW",
-            "-j",
-            "DROP",
-            *tag,
+def _iptables_rules(link: EgressLink) -> dict[str, list[str]]:
+    """The rules of one egress link, per table, in ``iptables-restore`` syntax (``-I`` = at the top)."""
+    tag = f'-m comment --comment "faasd:{link.sandbox_id}"'
+    replies = "-m conntrack --ctstate ESTABLISHED,RELATED"
+    h, pool = link.host_if, str(EGRESS_POOL)
+    return {
+        "filter": [
+            # the order of -I lines is reversed in the chain: the last one inserted ends up first
+            f"-I INPUT -i {h} {tag} -j DROP",
+            f"-I INPUT -i {h} {replies} {tag} -j ACCEPT",
+            f"-I FORWARD -o {h} {tag} -j DROP",
+            f"-I FORWARD -o {h} {replies} {tag} -j ACCEPT",
+            f"-I FORWARD -i {h} -d {pool} {tag} -j DROP",
+            f"-I FORWARD -i {h} ! -s {link.sandbox_ip}/32 {tag} -j DROP",
         ],
-    ]
+        "nat": [f"-A POSTROUTING -s {link.subnet} ! -d {link.subnet} {tag} -j MASQUERADE"],
+    }
+
+
+def _iptables_restore(tables: dict[str, list[str]]) -> None:
+    payload = "".join(f"*{table}\n" + "\n".join(rules) + "\nCOMMIT\n" for table, rules in tables.items())
+    res = subprocess.run(
+        ["iptables-restore", "-w", "--noflush"], input=payload, capture_output=True, text=True, check=False
+    )
+    if res.returncode != 0:
+        raise RuntimeFailure(f"iptables-restore failed: {res.stderr.strip()}\n{payload}")
+
+
+def _sysctl(path: str, value: str) -> None:
+    Path("/proc/sys/net", path).write_text(value)
 
 
 def setup_egress(sandbox_id: str, netns: Path) -> EgressLink:
@@ -216,7 +241,13 @@ def setup_egress(sandbox_id: str, netns: Path) -> EgressLink:
         finally:
             os.close(ns_fd)
 
+        _sysctl(f"ipv6/conf/{host_if}/disable_ipv6", "1")
+        _sysctl(f"ipv4/conf/{host_if}/rp_filter", "1")
+
         def inside() -> None:
+            # /proc/sys/net is the calling thread's netns: this turns IPv6 off inside the sandbox
+            _sysctl("ipv6/conf/all/disable_ipv6", "1")
+            _sysctl("ipv6/conf/default/disable_ipv6", "1")
             with IPRoute() as ipr:
                 idx = ipr.link_lookup(ifname=peer_if)[0]
                 ipr.link("set", index=idx, ifname="eth0")
@@ -226,9 +257,7 @@ def setup_egress(sandbox_id: str, netns: Path) -> EgressLink:
 
         nsutil.call_in_netns(netns, inside)
         Path("/proc/sys/net/ipv4/ip_forward").write_text("1")
-        for rule in _iptables_rules(link):
-            table, chain, rest = rule[1], rule[2], rule[3:]
-            _run(["iptables", "-w", "-t", table, "-A", chain, *rest])
+        _iptables_restore(_iptables_rules(link))
     except BaseException:
         teardown_egress(sandbox_id)
         raise
@@ -240,13 +269,15 @@ def teardown_egress(sandbox_id: str) -> None:
     if not has_egress(sandbox_id):
         return
     host_if, _ = _ifnames(sandbox_id)
+    tag = f'"faasd:{sandbox_id}"'
+    doomed: dict[str, list[str]] = {}
     for table in ("nat", "filter"):
         res = _run(["iptables", "-w", "-t", table, "-S"], check=False)
-        for line in res.stdout.splitlines():
-            if f"faasd:{sandbox_id}" in line and line.startswith("-A "):
-                args = line.split()
-                args[0] = "-D"
-                _run(["iptables", "-w", "-t", table, *[a.strip('"') for a in args]], check=False)
+        lines = [ln for ln in res.stdout.splitlines() if ln.startswith("-A ") and tag in ln]
+        if lines:
+            doomed[table] = ["-D " + ln[3:] for ln in lines]
+    if doomed:
+        _iptables_restore(doomed)
     with contextlib.suppress(Exception):
         from pyroute2 import IPRoute
 
