@@ -1,150 +1,22 @@
-"""A real ``faasd`` daemon process on a dynamic port: HTTP API end to end, crash recovery (kill -9)."""
+"""A real ``faasd`` daemon process on a dynamic port: the HTTP API end to end (its crash recovery after a
+kill -9 is in tests/chaos/test_chaos_daemon.py)."""
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import http.server
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from faasd.config import Settings
 from faasd.testing.leaks import runc_ids
+from fixtures.daemon import Daemon, daemon_env, wait_status
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-HANDLER = """\
-import os, time
-
-def handle(event, context=None):
-    body = event.body.decode() if hasattr(event, "body") else str(event)
-    print("got", body)
-    if body.startswith("nap"):
-        time.sleep(4)
-    return "echo:" + body
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Daemon:
-    def __init__(self, settings: Settings, log_path: Path) -> None:
-        self.settings = settings
-        self.port = free_port()
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "faasd.daemon",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--data-dir",
-                str(self.settings.data_dir),
-                "--run-dir",
-                str(self.settings.run_dir),
-                "--cache-dir",
-                str(self.settings.cache_dir),
-                "--base-images",
-                "python",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "FAASD_LOG_LEVEL": "INFO"},
-        )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"daemon exited early:\n{self.log_path.read_text()[-4000:]}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise AssertionError("daemon did not become healthy in time")
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(30)
-
-    def stop_gracefully(self) -> None:
-        """SIGTERM; uvicorn shuts down (lifespan closes pools) and re-raises the signal, so -15 is normal."""
-        code = self.stop()
-        assert code in (0, -signal.SIGTERM), (
-            f"daemon exited with {code}:\n{self.log_path.read_text()[-3000:]}"
-        )
-        assert "Application shutdown complete" in self.log_path.read_text()
-
-    def stop(self) -> int:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else 0
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-            return -9
-
-
-@pytest.fixture
-def daemon_env(settings: Settings, unique_id: str, tmp_path: Path) -> Iterator[tuple[Daemon, str]]:
-    from faasd.images.base import ensure_base_images
-    from faasd.images.store import ImageStore
-
-    store = ImageStore(settings)
-    ensure_base_images(store, ["python"], settings=settings)
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "handler.py").write_text(HANDLER)
-    store.add_layer("faasd/python:latest", src, ref=f"{unique_id}:1")
-    d = Daemon(settings, tmp_path / "daemon.log")
-    try:
-        yield d, f"{unique_id}:1"
-    finally:
-        d.stop()
-        # Whatever happened, remove what the test's daemons left (only this test's private run_dir).
-        import asyncio
-
-        from faasd.runtime.sandbox import SandboxManager
-
-        asyncio.run(SandboxManager(settings).cleanup_orphans())
-
-
-def wait_status(c: httpx.Client, ex_id: str, want: set[str], timeout: float = 60) -> dict:  # type: ignore[type-arg]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ex = c.get(f"/api/v1/executions/{ex_id}").json()
-        if ex["status"] in want:
-            return ex  # type: ignore[no-any-return]
-        time.sleep(0.1)
-    raise AssertionError(f"execution {ex_id} never reached {want}: {ex}")
+__all__ = ["daemon_env"]  # the fixture, imported to be found by pytest
 
 
 def test_http_api_end_to_end(daemon_env: tuple[Daemon, str], unique_id: str) -> None:
@@ -232,56 +104,5 @@ def test_http_api_end_to_end(daemon_env: tuple[Daemon, str], unique_id: str) -> 
             assert c.get(f"/system/function/{unique_id}").status_code == 404
     finally:
         srv.shutdown()
-    d.stop_gracefully()
-    assert runc_ids(d.settings.runc_root) == set()
-
-
-def test_kill9_during_async_then_restart_completes(daemon_env: tuple[Daemon, str], unique_id: str) -> None:
-    d, image = daemon_env
-    d.start()
-    admin = (d.settings.data_dir / "admin.key").read_text().strip()
-    h = {"Authorization": f"Bearer {admin}"}
-    with httpx.Client(base_url=d.url, headers=h, timeout=60) as c:
-        r = c.post(
-            "/api/v1/functions", json={"name": unique_id, "image": image, "scale": {"min": 0, "max": 1}}
-        )
-        assert r.status_code == 201, r.text
-        r = c.post(f"/api/v1/functions/{unique_id}/invoke-async", content=b"nap-1")
-        ex_id = r.json()["execution_id"]
-        wait_status(c, ex_id, {"running"})
-        deadline = time.monotonic() + 30
-        while not runc_ids(d.settings.runc_root) and time.monotonic() < deadline:
-            time.sleep(0.05)
-
-        # A sync caller waiting behind it (max=1): its connection dies with the daemon.
-        def sync_call() -> None:
-            with contextlib.suppress(httpx.HTTPError):
-                httpx.post(
-                    f"{d.url}/api/v1/functions/{unique_id}/invoke", content=b"nap-sync", headers=h, timeout=60
-                )
-
-        caller = threading.Thread(target=sync_call)
-        caller.start()
-        sync_ids: list[str] = []
-        deadline = time.monotonic() + 30
-        while not sync_ids and time.monotonic() < deadline:
-            running = c.get("/api/v1/executions", params={"function": unique_id, "status": "running"}).json()
-            sync_ids = [e["id"] for e in running["executions"] if e["kind"] == "sync"]
-            time.sleep(0.05)
-        assert sync_ids
-    before = runc_ids(d.settings.runc_root)
-    assert before, "the async invocation should be running in a sandbox"
-    d.kill9()
-    caller.join(30)
-    assert runc_ids(d.settings.runc_root) == before  # the dead daemon's sandbox is left behind...
-
-    d.port = free_port()
-    d.start()  # ...and reconciliation removes it and re-queues the execution
-    with httpx.Client(base_url=d.url, headers=h, timeout=60) as c:
-        ex = wait_status(c, ex_id, {"succeeded", "failed", "timeout"}, timeout=90)
-        assert ex["status"] == "succeeded" and ex["result"] == "echo:nap-1" and ex["attempts"] == 2
-        lost = c.get(f"/api/v1/executions/{sync_ids[0]}").json()
-        assert lost["status"] == "failed" and "daemon stopped" in lost["error"]
-    assert not (before & runc_ids(d.settings.runc_root)), "orphaned sandbox of the killed daemon survived"
     d.stop_gracefully()
     assert runc_ids(d.settings.runc_root) == set()
