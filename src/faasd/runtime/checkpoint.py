@@ -413,8 +413,11 @@ async def restore(
     criu_opts: dict[str, bool] | None = None,
     output_limit: int = sandbox_mod.OUTPUT_LIMIT_BYTES,
     timeout_s: float = 60.0,
+    seed: str | None = None,
 ) -> Restored:
     """Start sandbox ``new_id`` of ``manager`` running from a snapshot (``runc restore --detach``).
+
+    ``seed`` (with ``notify_agent``): the agent reseeds its PRNGs from it instead of the kernel.
 
     The new sandbox gets a fresh overlay (``snapshot.lowers`` read-only + its own empty upper bounded
     by ``limits.disk_mb``), a fresh netns with ``lo`` up (plus a fresh egress link when ``network`` asks
@@ -485,7 +488,7 @@ async def restore(
     try:
         _publish_agent_socket(sb.io_dir)
         if notify_agent and (sb.io_dir / AGENT_SOCKET).exists():
-            ack = await notify_restored(sb.io_dir / AGENT_SOCKET, agent_timeout_s)
+            ack = await notify_restored(sb.io_dir / AGENT_SOCKET, agent_timeout_s, seed=seed)
             timings["notify_agent"] = (time.perf_counter() - t2) * 1000
     except BaseException as exc:
         with contextlib.suppress(Exception):
@@ -520,8 +523,10 @@ def _old_bundle(config: dict[str, Any]) -> str | None:
     return str(Path(root).parent) if root else None
 
 
-async def notify_restored(socket_path: Path, timeout_s: float = 10.0) -> dict[str, Any]:
-    """Send the agent a ``restored`` control frame; returns its ``ack`` header."""
+async def notify_restored(
+    socket_path: Path, timeout_s: float = 10.0, *, seed: str | None = None
+) -> dict[str, Any]:
+    """Send the agent a ``restored`` control frame (with ``seed`` if given); returns its ``ack`` header."""
     from faasd.runtime.agent_client import AgentClient
 
-    return await AgentClient(socket_path).notify_restored(timeout_s=timeout_s)
+    return await AgentClient(socket_path).notify_restored(timeout_s=timeout_s, seed=seed)

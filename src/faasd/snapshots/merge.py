@@ -515,12 +515,41 @@ def flatten_uppers(base_layers: Sequence[Path], uppers: Sequence[Path], dest: Pa
     The result has no opaque directories: what a replaced directory hid is written as explicit
     whiteouts. Names that are hard links of one file in the uppers stay hard links in the result
     (unless one of them is unchanged from the base, which then keeps providing it)."""
+    diff_layers(base_layers, [*base_layers, *uppers], dest, touched_in=uppers)
+
+
+def rebase_upper(
+    lowers: Sequence[Path], upper: Path, onto: Sequence[Path], dest: Path
+) -> None:
+    """Write into ``dest`` (must not exist) the upper that, stacked on ``onto``, shows the same tree as
+    ``upper`` stacked on ``lowers`` (both lowest first).
+
+    Used when a running sandbox was snapshotted and that snapshot became its new base: the sandbox's
+    overlay still has its old ``lowers``, the next snapshot is stored relative to the new base's
+    lowers (``onto``). Only the paths in ``upper`` and in the layers of ``onto`` that ``lowers`` lacks
+    can differ, so only those are compared.
+    """
+    common = set(map(str, lowers))
+    extra = [Path(p) for p in onto if str(p) not in common]
+    diff_layers(onto, [*lowers, upper], dest, touched_in=[upper, *extra])
+
+
+def diff_layers(
+    base_layers: Sequence[Path], top_layers: Sequence[Path], dest: Path, *, touched_in: Sequence[Path]
+) -> None:
+    """Write into ``dest`` (must not exist) one upper that turns the view of ``base_layers`` into the
+    view of ``top_layers``. Only paths present in one of the ``touched_in`` layers are compared (the
+    layers in which the two views can differ).
+
+    The result has no opaque directories: what a replaced directory hid is written as explicit
+    whiteouts. Names that are hard links of one file stay hard links in the result (unless one of
+    them is unchanged from the base, which then keeps providing it)."""
     if dest.exists():
         raise InvalidInputError(f"flatten destination {dest} already exists")
     base = LayeredView(base_layers)
-    top = LayeredView([*base_layers, *uppers])
+    top = LayeredView(top_layers)
     touched: set[str] = set()
-    for u in uppers:
+    for u in touched_in:
         for dirpath, dirnames, filenames in os.walk(u):
             rel_dir = os.path.relpath(dirpath, u)
             for name in dirnames + filenames:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest import InstanceEnv
-from faasd.snapshots.service import MAX_CHAIN_LENGTH
+from faasd.snapshots.service import MAX_CHAIN_LENGTH, merge_branches
 from faasd.snapshots.store import SnapshotStore
 
 CYCLES = 20
@@ -267,7 +267,7 @@ async def test_instance_from_a_snapshot_keeps_it_as_base_through_flattening(
     sibling = r.json()["id"]
     await _exec(ie, sibling, "echo sib > /data/sibling")
     snaps = [(await service.snapshot(x)).id for x in (iid, sibling)]
-    merged, report = await service.merge(snaps, strategy="fail")
+    merged, report = merge_branches(service.store, snaps, strategy="fail")
     assert merged.meta.parent == source and not report.conflicts
     r = await ie.client.post("/api/v1/instances", json={"snapshot_id": merged.id, "disk_gb": 0.25})
     assert r.status_code == 201, r.text

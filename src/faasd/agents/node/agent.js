@@ -201,9 +201,12 @@ function errorInfo(err) {
   return { exception: typeof err, message: `thrown value: ${String(err)}`, traceback: '' };
 }
 
-// xorshift128+ seeded from the kernel; replaces Math.random after a restore so copies differ.
-function reseedMathRandom() {
-  const seed = crypto.randomBytes(16);
+// xorshift128+ seeded from the kernel (or, for a seeded branch copy, from sha256 of the seed the
+// host derived for it); replaces Math.random after a restore so copies differ -- or repeat exactly.
+function reseedMathRandom(seedText) {
+  const seed = typeof seedText === 'string' && seedText
+    ? crypto.createHash('sha256').update(seedText).digest()
+    : crypto.randomBytes(16);
   let s0 = seed.readBigUInt64LE(0) | 1n;
   let s1 = seed.readBigUInt64LE(8) | 1n;
   const mask = (1n << 64n) - 1n;
@@ -287,7 +290,7 @@ class Agent {
           await this.invoke(header, body, send);
         }
       } else if (header.type === 'restored') {
-        reseedMathRandom();
+        reseedMathRandom(header.seed);
         const errors = [];
         for (const fn of afterRestoreHooks) {
           try { await fn(); } catch (e) { errors.push(errorInfo(e).traceback); }
