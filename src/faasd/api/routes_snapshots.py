@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from faasd.api.auth import require
 from faasd.api.invoke import HOP_BY_HOP, invocation_from
+from faasd.errors import NotFoundError
 from faasd.platform.core import Platform
 from faasd.platform.errors import UnavailableError
 from faasd.platform.keys import KeyInfo
@@ -34,8 +35,12 @@ def service_of(request: Request) -> SnapshotService:
 
 
 class SnapshotCreate(BaseModel):
+    """What to snapshot: a sandbox (a worker, a restored sandbox, or an instance's sandbox), an
+    instance, or an idle worker of a function."""
+
     model_config = ConfigDict(extra="forbid")
     sandbox_id: str | None = Field(default=None, min_length=1, max_length=128)
+    instance_id: str | None = Field(default=None, min_length=1, max_length=40)
     function: str | None = Field(default=None, min_length=1, max_length=63)
     labels: dict[str, str] = Field(default_factory=dict)
     timeout_s: float = Field(default=30.0, gt=0, le=3600)
@@ -68,9 +73,18 @@ class MergeRequest(BaseModel):
 @router.post("/snapshots", status_code=201)
 async def create_snapshot(body: SnapshotCreate, request: Request, _k: KeyInfo = deploy_scope) -> JSONResponse:
     svc = service_of(request)
-    snap = await svc.create(
-        sandbox_id=body.sandbox_id, function=body.function, labels=body.labels, timeout_s=body.timeout_s
-    )
+    p: Platform = request.app.state.platform
+    ref = body.instance_id or body.sandbox_id
+    inst_id = p.instances.find(ref) if ref is not None and p.instances is not None else None
+    if body.instance_id is not None and inst_id is None:
+        raise NotFoundError(f"instance {body.instance_id!r} does not exist", instance=body.instance_id)
+    if inst_id is not None:
+        assert p.instances is not None
+        snap = await p.instances.snapshot(inst_id, labels=body.labels)
+    else:
+        snap = await svc.create(
+            sandbox_id=body.sandbox_id, function=body.function, labels=body.labels, timeout_s=body.timeout_s
+        )
     return JSONResponse(svc.view(snap), status_code=201)
 
 
