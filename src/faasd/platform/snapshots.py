@@ -77,7 +77,7 @@ class RestoredSandbox:
     worker: RuntimeWorker
     restore_ms: float
     seed: int | None = None
-    copy: int = 0
+    copy_index: int = 0
     """Index of this copy in its branch (0 for a single restore)."""
     created_at: str = field(default_factory=_now)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -92,7 +92,7 @@ class RestoredSandbox:
             "restore_ms": self.restore_ms,
             "invocations": self.invocations,
             "seed": self.seed,
-            "copy": self.copy,
+            "copy_index": self.copy_index,
             "created_at": self.created_at,
         }
 
@@ -495,7 +495,7 @@ class SnapshotService:
             out: builtins.list[RestoredSandbox] = []
             function = self._worker_spec_info(snap).get("function")
             for k, (rw, ms) in enumerate(workers):
-                entry = RestoredSandbox(rw.id, snap.id, function, rw, ms, seed=seed, copy=k)
+                entry = RestoredSandbox(rw.id, snap.id, function, rw, ms, seed=seed, copy_index=k)
                 self.sandboxes[entry.id] = entry
                 out.append(entry)
             return out
