@@ -190,7 +190,9 @@ async def test_many_stop_start_cycles_keep_chain_bounded_and_files_exact(
     sibling_fs = service.get(sibling).fs_snapshot
     assert sibling_fs is not None
     kept_for_sibling = {s.id for s in store.chain(sibling_fs)}
-    assert len(kept_for_sibling) == 5
+    # stops 1-5, plus the user's snapshot of cycle 3: a snapshot becomes the instance's new base, so
+    # stop 3 is its child (lineage)
+    assert len(kept_for_sibling) == 6 and user_snap in kept_for_sibling
     assert stop_snaps <= current | kept_for_user | kept_for_sibling
     assert len(stop_snaps) < CYCLES
     report = store.gc()
