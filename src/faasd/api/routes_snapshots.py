@@ -59,9 +59,11 @@ class BranchRequest(BaseModel):
 
 class MergeRequest(BaseModel):
     """Branches by snapshot id, by id of a restored sandbox / worker (``sandbox_ids``) or of an
-    instance (``instance_ids``; ``sandbox_ids`` accepts instance ids and their sandbox ids too)."""
+    instance (``instance_ids``; ``sandbox_ids`` accepts instance ids and their sandbox ids too), or
+    all kinds in one ordered list (``branches``). Order: ``branches``, then the other lists."""
 
     model_config = ConfigDict(extra="forbid")
+    branches: list[str] = Field(default_factory=list, max_length=MAX_BRANCHES)
     snapshot_ids: list[str] = Field(default_factory=list, max_length=MAX_BRANCHES)
     sandbox_ids: list[str] = Field(default_factory=list, max_length=MAX_BRANCHES)
     instance_ids: list[str] = Field(default_factory=list, max_length=MAX_BRANCHES)
@@ -138,7 +140,7 @@ async def merge(body: MergeRequest, request: Request, _k: KeyInfo = deploy_scope
     svc = service_of(request)
     p: Platform = request.app.state.platform
     merges = MergeService(svc, p.instances)
-    refs = [*body.snapshot_ids, *body.sandbox_ids, *body.instance_ids]
+    refs = [*body.branches, *body.snapshot_ids, *body.sandbox_ids, *body.instance_ids]
     result = await merges.merge(refs, strategy=body.strategy, labels=body.labels)
     return {
         "snapshot": svc.view(result.snapshot),

@@ -751,6 +751,7 @@ def merge(
     strategy: str,
     labels: Mapping[str, str] | None,
     instance_ids: Sequence[str] = (),
+    branches: Sequence[str] = (),
 ) -> Call[sm.MergeResult]:
     body: dict[str, Any] = {
         "snapshot_ids": list(snapshot_ids),
@@ -760,6 +761,8 @@ def merge(
     }
     if instance_ids:
         body["instance_ids"] = list(instance_ids)
+    if branches:
+        body["branches"] = list(branches)
     return Call(
         "POST", f"{API}/merges", _model(TypeAdapter(sm.MergeResult)), json=body, timeout=SNAPSHOT_TIMEOUT
     )

@@ -417,14 +417,17 @@ class Client(_Base):
         *,
         sandbox_ids: list[str] | None = None,
         instance_ids: list[str] | None = None,
+        branches: list[str] | None = None,
         strategy: str = "fail",
         labels: Mapping[str, str] | None = None,
     ) -> sm.MergeResult:
         """Merge branches' file changes (snapshots, restored sandboxes/workers or instances; live ones
         are snapshotted first) against their common base; ``strategy="fail"`` raises ``Conflict``
-        (``details["report"]``)."""
+        (``details["report"]``). ``branches``: any of these kinds, in order (``ours`` = the first)."""
         return self._call(
-            _api.merge(snapshot_ids or [], sandbox_ids or [], strategy, labels, instance_ids or [])
+            _api.merge(
+                snapshot_ids or [], sandbox_ids or [], strategy, labels, instance_ids or [], branches or []
+            )
         )
 
     def list_sandboxes(self) -> list[sm.RestoredSandbox]:
@@ -787,14 +790,17 @@ class AsyncClient(_Base):
         *,
         sandbox_ids: list[str] | None = None,
         instance_ids: list[str] | None = None,
+        branches: list[str] | None = None,
         strategy: str = "fail",
         labels: Mapping[str, str] | None = None,
     ) -> sm.MergeResult:
         """Merge branches' file changes (snapshots, restored sandboxes/workers or instances; live ones
         are snapshotted first) against their common base; ``strategy="fail"`` raises ``Conflict``
-        (``details["report"]``)."""
+        (``details["report"]``). ``branches``: any of these kinds, in order (``ours`` = the first)."""
         return await self._call(
-            _api.merge(snapshot_ids or [], sandbox_ids or [], strategy, labels, instance_ids or [])
+            _api.merge(
+                snapshot_ids or [], sandbox_ids or [], strategy, labels, instance_ids or [], branches or []
+            )
         )
 
     async def list_sandboxes(self) -> list[sm.RestoredSandbox]:
