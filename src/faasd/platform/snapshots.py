@@ -186,7 +186,7 @@ class SnapshotService:
         """Worker id -> what a restore of its snapshot needs (``worker_info``), for workers that were
         started or restored with more context than the worker itself knows (image, function name)."""
         runner.starters["checkpointed"] = self._start_checkpointed
-        runner.starters["branched"] = self._start_branched
+        runner.starters["branched"] = self._start_from_snapshot
         functions.snapshot_check = self._check_restorable
 
     @classmethod
@@ -621,7 +621,7 @@ class SnapshotService:
             log.info("function %s version %s checkpointed as %s", fn.name, version, snap.id)
         return pw
 
-    async def _start_branched(self, fn: Function, config: WorkerConfig) -> PoolWorker:
+    async def _start_from_snapshot(self, fn: Function, config: WorkerConfig) -> PoolWorker:
         snap_id = (fn.annotations or {}).get(BRANCH_FROM_ANNOTATION)
         if not snap_id:
             raise InvalidInputError(f"function {fn.name!r} is branched but has no branch_from snapshot")

@@ -190,5 +190,5 @@ def test_cli_merge_prints_conflicts_and_fails(monkeypatch: pytest.MonkeyPatch) -
     import json
 
     body = json.loads(sent[0].content)
-    assert body["snapshot_ids"] == ["snap-a"] and body["sandbox_ids"] == ["fd-x-1"]
+    assert body["branches"] == ["snap-a", "fd-x-1"]  # every kind of id, in the order given
     assert body["strategy"] == "fail"
