@@ -42,15 +42,15 @@ import shutil
 import stat
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from faasd.errors import ConflictError, FaasdError, InvalidInputError, RuntimeFailure, StorageFullError
 from faasd.rootfs import mounts
 from faasd.runtime import sandbox as sandbox_mod
+from faasd.runtime.checkpointable import Checkpointable, CheckpointSource, checkpoint_source
 from faasd.runtime.models import SANDBOX_ID_RE, Limits, NetworkSpec, SandboxSpec
-from faasd.runtime.runc import OciRuntime
 from faasd.runtime.sandbox import Sandbox, SandboxManager
 
 CRIU_OPTS: dict[str, bool] = {"tcp_established": True, "file_locks": True, "ext_unix_sk": True}
@@ -58,17 +58,6 @@ CRIU_OPTS: dict[str, bool] = {"tcp_established": True, "file_locks": True, "ext_
 
 IO_DIR_NAME = "io"
 AGENT_SOCKET = "agent.sock"
-
-
-@dataclass
-class CheckpointSource:
-    """What :func:`checkpoint` needs to know about a sandbox."""
-
-    id: str
-    bundle: Path
-    upper: Path | None
-    runtime: OciRuntime
-    lowers: list[Path] = field(default_factory=list)
 
 
 @dataclass
@@ -90,27 +79,12 @@ class Checkpoint:
         return data
 
 
-def source_of(sandbox: Any) -> CheckpointSource:
-    """Adapt a sandbox object (``faasd.runtime.sandbox.Sandbox``, created or restored)."""
+def source_of(sandbox: Checkpointable | CheckpointSource) -> CheckpointSource:
+    """Adapt a sandbox (``faasd.runtime.sandbox.Sandbox``, created or restored: a
+    :class:`~faasd.runtime.checkpointable.Checkpointable`)."""
     if isinstance(sandbox, CheckpointSource):
         return sandbox
-    rootfs = getattr(sandbox, "rootfs", None)
-    upper = getattr(sandbox, "upper", None)
-    if upper is None and rootfs is not None:
-        upper = getattr(rootfs, "upper", None)
-    runtime = getattr(sandbox, "runtime", None) or getattr(sandbox, "runc", None)
-    if not isinstance(runtime, OciRuntime):
-        raise InvalidInputError(
-            f"sandbox {getattr(sandbox, 'id', sandbox)!r} has no runc driver to checkpoint with"
-        )
-    bundle = Path(getattr(sandbox, "bundle", None) or sandbox.bundle_dir)
-    lowers = list(getattr(rootfs, "lowers", []) or [])
-    if not lowers:
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            lowers = [Path(p) for p in json.loads((bundle / "rootfs.json").read_text())["lowers"]]
-    return CheckpointSource(
-        id=sandbox.id, bundle=bundle, upper=Path(upper) if upper else None, runtime=runtime, lowers=lowers
-    )
+    return checkpoint_source(sandbox)
 
 
 def _is_enospc_text(text: str) -> bool:
@@ -123,7 +97,11 @@ def _free_bytes(path: Path) -> int:
 
 
 async def checkpoint(
-    sandbox: Any, dest: Path, *, leave_running: bool = True, criu_opts: dict[str, bool] | None = None
+    sandbox: Checkpointable | CheckpointSource,
+    dest: Path,
+    *,
+    leave_running: bool = True,
+    criu_opts: dict[str, bool] | None = None,
 ) -> Checkpoint:
     """Freeze, dump with CRIU, copy the overlay upper, thaw. ``dest`` must not exist yet.
 

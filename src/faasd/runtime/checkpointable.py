@@ -2,20 +2,31 @@
 
 :class:`Checkpointable` is what :mod:`faasd.snapshots` needs from a running sandbox (a
 :class:`~faasd.runtime.sandbox.Sandbox` satisfies it, created or restored); :func:`checkpoint_source`
-turns one into the :class:`~faasd.runtime.checkpoint.CheckpointSource` that
+turns one into the :class:`CheckpointSource` (re-exported by :mod:`faasd.runtime.checkpoint`) that
 :func:`~faasd.runtime.checkpoint.checkpoint` works on. No attribute probing: a sandbox without an
 overlay upper is reported as such.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from faasd.rootfs.overlay import OverlayRootfs
-from faasd.runtime.checkpoint import CheckpointSource
 from faasd.runtime.models import SandboxSpec
 from faasd.runtime.runc import OciRuntime
+
+
+@dataclass
+class CheckpointSource:
+    """What :func:`~faasd.runtime.checkpoint.checkpoint` needs to know about a sandbox."""
+
+    id: str
+    bundle: Path
+    upper: Path | None
+    runtime: OciRuntime
+    lowers: list[Path] = field(default_factory=list)
 
 
 @runtime_checkable
