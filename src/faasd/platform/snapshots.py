@@ -39,6 +39,7 @@ from faasd.config import Settings
 from faasd.errors import ConflictError, FaasdError, InvalidInputError, NotFoundError
 from faasd.platform.functions import BRANCH_FROM_ANNOTATION, FunctionService
 from faasd.platform.metrics import Metrics
+from faasd.platform.pools import WarmPool
 from faasd.platform.runner import POOLED_MODES, FunctionRunner
 from faasd.platform.runtime_adapter import RuntimeWorker, RuntimeWorkerFactory, function_network
 from faasd.platform.workers import Invocation, InvocationResult, PoolWorker, WorkerConfig, WorkerFactory
@@ -261,7 +262,7 @@ class SnapshotService:
     def view(self, snap: Snapshot) -> dict[str, Any]:
         return snapshot_dict(snap, children=self.children(snap.id), users=self.users(snap.id))
 
-    def _find_pool_worker(self, sandbox_id: str) -> tuple[Any, str] | None:
+    def _find_pool_worker(self, sandbox_id: str) -> tuple[WarmPool, str] | None:
         for pool in list(self.runner.pools.values()):
             if not pool.closed and sandbox_id in pool.worker_ids():
                 return pool, sandbox_id
