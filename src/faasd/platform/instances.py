@@ -54,6 +54,7 @@ from faasd.snapshots.seeds import SEED_ENV, copy_seed
 from faasd.snapshots.service import (
     MAX_CHAIN_LENGTH,
     flatten_snapshot,
+    forget_sandbox,
     restore_snapshot,
     snapshot_lowers,
     snapshot_sandbox,
@@ -513,6 +514,7 @@ class InstanceService:
                     new_base = snap.id
             finally:
                 await live.sandbox.destroy()
+                forget_sandbox(self.store, live.sandbox.id)
             flattened = False
             if new_base is not None and new_base != inst.fs_snapshot:
                 top = new_base

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -123,19 +124,25 @@ async def snapshot_sandbox(
     meta: SnapshotMeta | None = None,
     *,
     leave_running: bool = True,
+    lineage: bool = True,
 ) -> Snapshot:
     """Checkpoint ``sandbox`` and store it; returns the new snapshot (nothing stored on failure).
 
-    The snapshot's parent is the sandbox's previous snapshot if it has one (lineage), else the
-    snapshot it was restored from (or none: image layers)."""
+    The snapshot's parent is the sandbox's previous snapshot if it has one (lineage: its upper then
+    holds only the changes since, ``extra["rebase_ms"]`` the time that took), else the snapshot it was
+    restored from (or none: image layers). ``lineage=False``: neither look for nor become the
+    sandbox's head (a side capture, e.g. a benchmark's)."""
     meta = meta or SnapshotMeta()
     stage = store.staging_dir("ckpt")
     try:
         cp = await checkpoint(checkpoint_source(sandbox), stage / "c", leave_running=leave_running)
         mounted, image_layers = _mounted_base(store, cp.sandbox_id, cp.lowers)
-        parent, upper = await asyncio.to_thread(
-            _place_upper, store, cp.sandbox_id, cp.lowers, cp.upper, mounted, stage
-        )
+        t0 = time.perf_counter()
+        parent, upper = mounted, cp.upper
+        if lineage:
+            parent, upper = await asyncio.to_thread(
+                _place_upper, store, cp.sandbox_id, cp.lowers, cp.upper, mounted, stage
+            )
         if not meta.layers:
             meta.layers = image_layers
         if meta.parent is None:
@@ -147,11 +154,12 @@ async def snapshot_sandbox(
             meta.function = dict(sandbox.spec.annotations or {}).get("faasd.function")
         meta.extra = {**meta.extra, "checkpoint_ms": cp.timings_ms}
         if upper != cp.upper:
-            meta.extra["rebased_from"] = mounted
+            meta.extra["rebase_ms"] = round((time.perf_counter() - t0) * 1000, 3)
         snap = await asyncio.to_thread(
             store.create, {"criu": cp.criu, "upper": upper, "bundle": cp.bundle}, meta
         )
-        _set_head(store, cp.sandbox_id, snap.id)
+        if lineage:
+            _set_head(store, cp.sandbox_id, snap.id)
         return snap
     finally:
         shutil.rmtree(stage, ignore_errors=True)
