@@ -34,7 +34,8 @@ from faasd.errors import InvalidInputError, NotFoundError
 from faasd.runtime import Limits, SandboxManager
 from faasd.runtime.checkpoint import Restored, SnapshotDirs, checkpoint, restore
 from faasd.runtime.checkpointable import Checkpointable, checkpoint_source
-from faasd.snapshots.merge import STRATEGIES, MergeReport, flatten_uppers, merge_uppers, rebase_upper
+from faasd.snapshots.layers import flatten_uppers, rebase_upper
+from faasd.snapshots.merge import STRATEGIES, MergeReport, merge_uppers
 from faasd.snapshots.seeds import check_seed, copy_seeds
 from faasd.snapshots.store import Snapshot, SnapshotMeta, SnapshotStore
 
