@@ -11,10 +11,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from faasd.api.auth import require
 from faasd.api.invoke import HOP_BY_HOP, invocation_from
+from faasd.errors import NotFoundError
 from faasd.platform.core import Platform
 from faasd.platform.errors import UnavailableError
 from faasd.platform.keys import KeyInfo
-from faasd.platform.snapshots import MERGE_STRATEGIES, SnapshotService
+from faasd.platform.merges import MAX_BRANCHES, MergeService
+from faasd.platform.snapshots import SnapshotService
+from faasd.snapshots.merge import STRATEGIES
+from faasd.snapshots.seeds import SEED_MAX
 
 router = APIRouter(prefix="/api/v1")
 
@@ -31,23 +35,39 @@ def service_of(request: Request) -> SnapshotService:
 
 
 class SnapshotCreate(BaseModel):
+    """What to snapshot: a sandbox (a worker, a restored sandbox, or an instance's sandbox), an
+    instance, or an idle worker of a function."""
+
     model_config = ConfigDict(extra="forbid")
     sandbox_id: str | None = Field(default=None, min_length=1, max_length=128)
+    instance_id: str | None = Field(default=None, min_length=1, max_length=40)
     function: str | None = Field(default=None, min_length=1, max_length=63)
     labels: dict[str, str] = Field(default_factory=dict)
     timeout_s: float = Field(default=30.0, gt=0, le=3600)
 
 
+class RestoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seed: int | None = Field(default=None, ge=0, le=SEED_MAX)
+
+
 class BranchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     count: int = Field(default=2, ge=1, le=64)
+    seed: int | None = Field(default=None, ge=0, le=SEED_MAX)
 
 
 class MergeRequest(BaseModel):
+    """Branches by snapshot id, by id of a restored sandbox / worker (``sandbox_ids``) or of an
+    instance (``instance_ids``; ``sandbox_ids`` accepts instance ids and their sandbox ids too), or
+    all kinds in one ordered list (``branches``). Order: ``branches``, then the other lists."""
+
     model_config = ConfigDict(extra="forbid")
-    snapshot_ids: list[str] = Field(default_factory=list, max_length=32)
-    sandbox_ids: list[str] = Field(default_factory=list, max_length=32)
-    strategy: str = Field(default="fail", pattern="^(" + "|".join(MERGE_STRATEGIES) + ")$")
+    branches: list[str] = Field(default_factory=list, max_length=MAX_BRANCHES)
+    snapshot_ids: list[str] = Field(default_factory=list, max_length=MAX_BRANCHES)
+    sandbox_ids: list[str] = Field(default_factory=list, max_length=MAX_BRANCHES)
+    instance_ids: list[str] = Field(default_factory=list, max_length=MAX_BRANCHES)
+    strategy: str = Field(default="fail", pattern="^(" + "|".join(STRATEGIES) + ")$")
     labels: dict[str, str] = Field(default_factory=dict)
 
 
@@ -55,9 +75,18 @@ class MergeRequest(BaseModel):
 @router.post("/snapshots", status_code=201)
 async def create_snapshot(body: SnapshotCreate, request: Request, _k: KeyInfo = deploy_scope) -> JSONResponse:
     svc = service_of(request)
-    snap = await svc.create(
-        sandbox_id=body.sandbox_id, function=body.function, labels=body.labels, timeout_s=body.timeout_s
-    )
+    p: Platform = request.app.state.platform
+    ref = body.instance_id or body.sandbox_id
+    inst_id = p.instances.find(ref) if ref is not None and p.instances is not None else None
+    if body.instance_id is not None and inst_id is None:
+        raise NotFoundError(f"instance {body.instance_id!r} does not exist", instance=body.instance_id)
+    if inst_id is not None:
+        assert p.instances is not None
+        snap = await p.instances.snapshot(inst_id, labels=body.labels)
+    else:
+        snap = await svc.create(
+            sandbox_id=body.sandbox_id, function=body.function, labels=body.labels, timeout_s=body.timeout_s
+        )
     return JSONResponse(svc.view(snap), status_code=201)
 
 
@@ -89,8 +118,11 @@ async def delete_snapshot(
 
 
 @router.post("/snapshots/{snapshot_id}/restore", status_code=201)
-async def restore_snapshot(snapshot_id: str, request: Request, _k: KeyInfo = deploy_scope) -> JSONResponse:
-    entry = await service_of(request).restore(snapshot_id)
+async def restore_snapshot(
+    snapshot_id: str, request: Request, body: RestoreRequest | None = None, _k: KeyInfo = deploy_scope
+) -> JSONResponse:
+    seed = body.seed if body is not None else None
+    entry = await service_of(request).restore(snapshot_id, seed=seed)
     return JSONResponse(entry.to_dict(), status_code=201)
 
 
@@ -98,7 +130,7 @@ async def restore_snapshot(snapshot_id: str, request: Request, _k: KeyInfo = dep
 async def branch_snapshot(
     snapshot_id: str, body: BranchRequest, request: Request, _k: KeyInfo = deploy_scope
 ) -> JSONResponse:
-    entries = await service_of(request).branch(snapshot_id, body.count)
+    entries = await service_of(request).branch(snapshot_id, body.count, seed=body.seed)
     return JSONResponse({"sandboxes": [e.to_dict() for e in entries]}, status_code=201)
 
 
@@ -106,10 +138,16 @@ async def branch_snapshot(
 @router.post("/merges")
 async def merge(body: MergeRequest, request: Request, _k: KeyInfo = deploy_scope) -> dict[str, Any]:
     svc = service_of(request)
-    snap, report = await svc.merge(
-        body.snapshot_ids, sandbox_ids=body.sandbox_ids, strategy=body.strategy, labels=body.labels
-    )
-    return {"snapshot": svc.view(snap), "report": report.to_dict()}
+    p: Platform = request.app.state.platform
+    merges = MergeService(svc, p.instances)
+    refs = [*body.branches, *body.snapshot_ids, *body.sandbox_ids, *body.instance_ids]
+    result = await merges.merge(refs, strategy=body.strategy, labels=body.labels)
+    return {
+        "snapshot": svc.view(result.snapshot),
+        "report": result.report.to_dict(),
+        "base": result.base,
+        "branches": result.branches,
+    }
 
 
 # -- restored sandboxes -------------------------------------------------------------------------

@@ -42,7 +42,8 @@ _SANDBOX_COLUMNS = ["SANDBOX", "SNAPSHOT", "FUNCTION", "ALIVE", "RESTORE MS", "I
 def snapshot_create(
     ctx: typer.Context,
     sandbox_id: Annotated[
-        str | None, typer.Argument(help="Sandbox id (a worker or restored sandbox).")
+        str | None,
+        typer.Argument(help="Sandbox id (a worker, a restored sandbox or an instance's) or instance id."),
     ] = None,
     function: Annotated[
         str | None, typer.Option("--function", "-f", help="Snapshot an idle worker of this function.")
@@ -50,7 +51,8 @@ def snapshot_create(
     label: Annotated[list[str] | None, typer.Option("--label", "-l", help="KEY=VALUE (repeatable).")] = None,
     json_: Json = False,
 ) -> None:
-    """Checkpoint a running sandbox (it keeps running) into a new snapshot."""
+    """Checkpoint a running sandbox (it keeps running) into a new snapshot; the snapshot becomes the
+    sandbox's new base (its next snapshot is a child of this one)."""
     if (sandbox_id is None) == (function is None):
         raise typer.BadParameter("give a SANDBOX_ID or --function, not both", param_hint="SANDBOX_ID")
     with client(ctx) as c:
@@ -129,10 +131,17 @@ def snapshot_gc(ctx: typer.Context, json_: Json = False) -> None:
 
 
 @snapshot_app.command("restore")
-def snapshot_restore(ctx: typer.Context, snapshot_id: str, json_: Json = False) -> None:
+def snapshot_restore(
+    ctx: typer.Context,
+    snapshot_id: str,
+    seed: Annotated[
+        int | None, typer.Option(min=0, help="Seed its random generators (= copy 0 of a branch).")
+    ] = None,
+    json_: Json = False,
+) -> None:
     """Start a new sandbox from a snapshot (invoke it with `faas sandbox invoke`)."""
     with client(ctx) as c:
-        sb = c.restore(snapshot_id)
+        sb = c.restore(snapshot_id, seed=seed)
     message = f"restored {snapshot_id} as sandbox {sb.id} in {sb.restore_ms:g} ms"
     out.print_done(sb, json_, message, result=sb.id)
 
@@ -141,11 +150,15 @@ def branch(
     ctx: typer.Context,
     snapshot_id: str,
     count: Annotated[int, typer.Option("--count", "-n", min=1, max=64, help="How many copies.")] = 2,
+    seed: Annotated[
+        int | None, typer.Option(min=0, help="Copy k's random generators are seeded from (SEED, k).")
+    ] = None,
     json_: Json = False,
 ) -> None:
-    """Start N independent copies of a snapshot (each reseeds its random generators)."""
+    """Start N independent copies of a snapshot (each reseeds its random generators: from the kernel,
+    or from (--seed, k) for copy k, so the same command repeats the same random sequences)."""
     with client(ctx) as c:
-        copies = c.branch(snapshot_id, count)
+        copies = c.branch(snapshot_id, count, seed=seed)
     out.print_listing(copies, json_, _SANDBOX_COLUMNS, _sandbox_rows(copies))
 
 
@@ -173,7 +186,10 @@ def print_merge_report(report: Any) -> None:
 def merge(
     ctx: typer.Context,
     ids: Annotated[
-        list[str], typer.Argument(help="Snapshot ids (snap-...) or restored sandbox ids (fd-...).")
+        list[str],
+        typer.Argument(
+            help="Branches, in order: snapshot ids (snap-...), sandbox ids (fd-...) or instance ids (in-...)."
+        ),
     ],
     strategy: Annotated[
         str,
@@ -181,15 +197,14 @@ def merge(
     ] = "fail",
     json_: Json = False,
 ) -> None:
-    """Merge the file changes of branches of one snapshot into a new snapshot."""
+    """Merge the file changes of branches into a new snapshot, against their common base snapshot
+    (live sandboxes and instances are snapshotted first)."""
     from faasd.sdk.errors import Conflict
     from faasd.sdk.models import MergeReport
 
-    snapshot_ids = [i for i in ids if not i.startswith("fd-")]
-    sandbox_ids = [i for i in ids if i.startswith("fd-")]
     with client(ctx) as c:
         try:
-            result = c.merge(snapshot_ids, sandbox_ids=sandbox_ids, strategy=strategy)
+            result = c.merge(branches=ids, strategy=strategy)
         except Conflict as exc:
             report = exc.details.get("report")
             if report is None:

@@ -50,15 +50,15 @@ from faasd.runtime.agent_files import INIT_DIR_IN_CONTAINER, init_mount
 from faasd.runtime.models import Limits, NetworkSpec, SandboxSpec, check_env_names
 from faasd.runtime.proxy import pipe
 from faasd.runtime.sandbox import Sandbox, SandboxManager
-from faasd.snapshots.merge import STRATEGIES as MERGE_STRATEGIES
-from faasd.snapshots.merge import MergeReport
+from faasd.snapshots.seeds import SEED_ENV, copy_seed
 from faasd.snapshots.service import (
     MAX_CHAIN_LENGTH,
     flatten_snapshot,
-    merge_snapshots,
+    forget_sandbox,
     restore_snapshot,
     snapshot_lowers,
     snapshot_sandbox,
+    snapshot_upper,
 )
 from faasd.snapshots.store import Snapshot, SnapshotMeta, SnapshotStore
 from faasd.state import Database, Function
@@ -88,6 +88,10 @@ class StartInstanceRequest(BaseModel):
     ttl_s: float | None = Field(default=None, gt=0, le=30 * 86400)
     env: dict[str, str] = Field(default_factory=dict)
     enable_ssh: bool = False
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    """With ``snapshot_id``: the instance is copy 0 of a branch with this seed. Instances run no
+    agent, so restored processes keep their memory (PRNG state included) as captured; every command
+    exec'd in the instance gets ``FAASD_SEED`` (the copy's derived seed) in its environment."""
 
     @field_validator("env")
     @classmethod
@@ -99,6 +103,8 @@ class StartInstanceRequest(BaseModel):
     def _source(self) -> StartInstanceRequest:
         if self.image is None and self.snapshot_id is None:
             self.image = "faasd/python:latest"
+        if self.seed is not None and self.snapshot_id is None:
+            raise ValueError("'seed' needs 'snapshot_id' (it seeds a copy restored from a snapshot)")
         return self
 
 
@@ -359,6 +365,9 @@ class InstanceService:
         if req.image is not None:
             self.images.get(req.image)
         inst_id = "in-" + secrets.token_hex(8)
+        env = dict(req.env)
+        if req.seed is not None:
+            env[SEED_ENV] = copy_seed(req.seed, 0)
         with self.db.session() as s:
             s.add(
                 Instance(
@@ -372,7 +381,7 @@ class InstanceService:
                     memory_mb=req.memory_mb,
                     disk_gb=req.disk_gb,
                     ttl_s=req.ttl_s,
-                    env=dict(req.env),
+                    env=env,
                     ports=[],
                 )
             )
@@ -496,12 +505,16 @@ class InstanceService:
                         layers=[] if inst.fs_snapshot else [str(p) for p in sb.spec.lowers],
                         limits={},
                         parent=inst.fs_snapshot,
-                        labels={LABEL: inst.id, "kind": "instance-stop"},
+                        labels={LABEL: inst.id, "kind": STOP_KIND},
                     )
-                    snap = await asyncio.to_thread(self.store.create, {"upper": upper}, meta)
+                    # a child of the instance's newest snapshot if it was snapshotted while running
+                    snap = await asyncio.to_thread(
+                        snapshot_upper, self.store, sb.id, list(sb.spec.lowers), upper, meta
+                    )
                     new_base = snap.id
             finally:
                 await live.sandbox.destroy()
+                forget_sandbox(self.store, live.sandbox.id)
             flattened = False
             if new_base is not None and new_base != inst.fs_snapshot:
                 top = new_base
@@ -794,37 +807,12 @@ class InstanceService:
             return row.id if row is not None else None
 
     async def snapshot(self, instance_id: str, labels: dict[str, str] | None = None) -> Snapshot:
-        """CRIU snapshot (processes + filesystem) of a running instance; it keeps running."""
+        """CRIU snapshot (processes + filesystem) of a running instance; it keeps running. The snapshot
+        becomes the instance's new base: its next snapshot (or stop) is a child of it."""
         inst = self.get(instance_id)
         async with self.use(instance_id) as sb:
             meta = SnapshotMeta(image_ref=inst.image, labels={LABEL: inst.id, **(labels or {})})
             return await snapshot_sandbox(self.store, sb, meta)
-
-    async def merge(
-        self, snapshot_ids: Sequence[str], *, strategy: str = "fail"
-    ) -> tuple[Snapshot, MergeReport]:
-        """Three-way merge of branch snapshots of one common base into a new snapshot."""
-        ids = list(snapshot_ids)
-        if len(ids) < 2 or len(set(ids)) != len(ids):
-            raise InvalidInputError("a merge needs at least two distinct branch snapshots")
-        if strategy not in MERGE_STRATEGIES:
-            raise InvalidInputError(
-                f"unknown merge strategy {strategy!r}; use one of {', '.join(MERGE_STRATEGIES)}"
-            )
-        chains = [[s.id for s in await asyncio.to_thread(self.store.chain, b)] for b in ids]
-        base: str | None = None
-        for links in zip(*chains, strict=False):
-            if len(set(links)) != 1:
-                break
-            base = links[0]
-        if base is None or base in ids:
-            raise InvalidInputError(
-                f"snapshots {ids} have no common base snapshot below all of them; merge branches "
-                "(snapshots of instances started from one snapshot)",
-                snapshot_ids=ids,
-            )
-        meta = SnapshotMeta(labels={"kind": "merge"})
-        return await asyncio.to_thread(merge_snapshots, self.store, base, ids, strategy=strategy, meta=meta)
 
     # ---------------------------------------------------------------------------------- ports
     async def expose(self, instance_id: str, req: ExposeRequest) -> dict[str, Any]:

@@ -9,10 +9,12 @@ status, result or error) and can be read back with ``GET /api/v1/jobs/{id}``.
  1  execute_advanced   as 0, plus ``timeout_secs``; ``checkpoint_id``/``branch_from`` run it in a
                        sandbox restored from that snapshot (mode ``restore``); mode ``checkpoint``
                        also snapshots the sandbox after the run (result ``snapshot_id``)
- 2  create_snapshot    CRIU snapshot of an instance (or of a worker/restored sandbox by id)
- 3  restore_snapshot   start a new instance from a snapshot
- 4  create_branch      start a new instance (named ``branch_name``) from a snapshot
- 5  merge_branches     three-way merge of branch snapshots (or instances, snapshotted now)
+ 2  create_snapshot    CRIU snapshot of an instance (or of a worker/restored sandbox by id); it
+                       becomes the source's new base (the next snapshot of it is a child)
+ 3  restore_snapshot   start a new instance from a snapshot (optional ``seed``)
+ 4  create_branch      the same, naming the instance ``branch_name`` (optional ``seed``)
+ 5  merge_branches     three-way merge of branches: snapshot, instance or sandbox ids (live ones
+                       are snapshotted now); :class:`faasd.platform.merges.MergeService`
  6  start_instance     start a persistent instance
  7  stop_instance      stop it (files kept)
  8  pause_instance     freeze it
@@ -45,6 +47,8 @@ from faasd.platform.instances import (
     UploadRequest,
     instance_dict,
 )
+from faasd.platform.merges import MAX_BRANCHES, MergeService
+from faasd.snapshots.seeds import SEED_MAX
 from faasd.state import Database
 from faasd.state.instance_models import Job
 from faasd.state.models import utcnow
@@ -116,16 +120,18 @@ class CreateSnapshotArgs(_Args):
 
 class RestoreSnapshotArgs(_Args):
     snapshot_id: str = Field(min_length=1, max_length=64)
+    seed: int | None = Field(default=None, ge=0, le=SEED_MAX)
 
 
 class CreateBranchArgs(_Args):
     parent_snapshot_id: str = Field(min_length=1, max_length=64)
     branch_name: str = Field(min_length=1, max_length=128)
+    seed: int | None = Field(default=None, ge=0, le=SEED_MAX)
 
 
 class MergeBranchesArgs(_Args):
-    branch_ids: list[str] = Field(min_length=2)
-    merge_strategy: str = "fail"
+    branch_ids: list[str] = Field(min_length=2, max_length=MAX_BRANCHES)
+    merge_strategy: str = Field(default="fail", max_length=32)
 
 
 class StartInstanceArgs(_Args):
@@ -254,7 +260,7 @@ class JobService:
 
     @property
     def instances(self) -> InstanceService:
-        svc: InstanceService | None = getattr(self.platform, "instances", None)
+        svc = self.platform.instances
         if svc is None:
             raise UnavailableError("this daemon runs without real sandboxes: instance jobs are unavailable")
         return svc
@@ -340,8 +346,8 @@ class JobService:
         svc = self.instances
         inst_id = svc.find(a.container_id)
         if inst_id is None:
-            other = getattr(self.platform, "snapshots", None)
-            if other is None or not hasattr(other, "create"):
+            other = self.platform.snapshots
+            if other is None:
                 raise NotFoundError(
                     f"{a.container_id!r} is not an instance (or an instance's sandbox) of this daemon",
                     container_id=a.container_id,
@@ -358,36 +364,38 @@ class JobService:
         }
 
     async def _restore_snapshot(self, a: RestoreSnapshotArgs) -> dict[str, Any]:
-        inst = await self.instances.create(StartInstanceRequest(snapshot_id=a.snapshot_id))
-        return {"instance": instance_dict(inst), "instance_id": inst.id, "snapshot_id": a.snapshot_id}
+        inst = await self.instances.create(StartInstanceRequest(snapshot_id=a.snapshot_id, seed=a.seed))
+        return {
+            "instance": instance_dict(inst),
+            "instance_id": inst.id,
+            "snapshot_id": a.snapshot_id,
+            "seed": a.seed,
+        }
 
     async def _create_branch(self, a: CreateBranchArgs) -> dict[str, Any]:
+        # a named instance restored from a snapshot (job 3 with a name): "branch" in the job's name only
         inst = await self.instances.create(
-            StartInstanceRequest(snapshot_id=a.parent_snapshot_id, name=a.branch_name)
+            StartInstanceRequest(snapshot_id=a.parent_snapshot_id, name=a.branch_name, seed=a.seed)
         )
         return {
             "branch_name": a.branch_name,
             "instance_id": inst.id,
             "parent_snapshot_id": a.parent_snapshot_id,
+            "seed": a.seed,
             "instance": instance_dict(inst),
         }
 
     async def _merge_branches(self, a: MergeBranchesArgs) -> dict[str, Any]:
-        svc = self.instances
-        ids: list[str] = []
-        for b in a.branch_ids:
-            inst_id = svc.find(b)
-            if inst_id is not None:  # a live branch: snapshot it now
-                ids.append((await svc.snapshot(inst_id, labels={"job": "merge_branches"})).id)
-            else:
-                ids.append(b)
-        snap, report = await svc.merge(ids, strategy=a.merge_strategy)
+        if self.platform.snapshots is None:
+            raise UnavailableError("this daemon runs without real sandboxes: merges are unavailable")
+        merges = MergeService(self.platform.snapshots, self.platform.instances)
+        result = await merges.merge(a.branch_ids, strategy=a.merge_strategy, labels={"job": "merge_branches"})
         return {
-            "snapshot_id": snap.id,
-            "base": snap.meta.parent,
-            "branches": ids,
+            "snapshot_id": result.snapshot.id,
+            "base": result.base,
+            "branches": result.branches,
             "strategy": a.merge_strategy,
-            "report": report.to_dict(),
+            "report": result.report.to_dict(),
         }
 
     async def _start_instance(self, a: StartInstanceArgs) -> dict[str, Any]:

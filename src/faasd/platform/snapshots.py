@@ -8,10 +8,9 @@ and the platform's pools:
   own invocations. The sandbox keeps running.
 * :meth:`~SnapshotService.restore` / :meth:`~SnapshotService.branch` start new sandboxes from a
   snapshot; they are kept in a registry (``sandboxes``) and can be invoked, snapshotted again (nested
-  branches) and destroyed. Each copy is told it was restored (PRNGs reseeded, after-restore hooks).
-* :meth:`~SnapshotService.merge` merges the filesystem changes of branches (snapshots or live restored
-  sandboxes, which are snapshotted first) into a new snapshot; the base is their nearest common
-  ancestor.
+  branches) and destroyed. Each copy is told it was restored (PRNGs reseeded -- from
+  ``copy_seed(seed, k)`` for copy ``k`` when a ``seed`` is given --, after-restore hooks).
+* Merges (of these sandboxes, instances or snapshots) are :mod:`faasd.platform.merges`.
 * Function modes ``checkpointed`` (the first worker of a function version is checkpointed right after
   its init; later cold starts restore from it) and ``branched`` (every worker is a restore of the
   function's ``branch_from`` snapshot) plug into :class:`FunctionRunner` as per-mode starters.
@@ -40,15 +39,17 @@ from faasd.config import Settings
 from faasd.errors import ConflictError, FaasdError, InvalidInputError, NotFoundError
 from faasd.platform.functions import BRANCH_FROM_ANNOTATION, FunctionService
 from faasd.platform.metrics import Metrics
+from faasd.platform.pools import WarmPool
 from faasd.platform.runner import POOLED_MODES, FunctionRunner
-from faasd.platform.runtime_adapter import RuntimeWorker, function_network
-from faasd.platform.workers import Invocation, InvocationResult, PoolWorker, WorkerConfig
+from faasd.platform.runtime_adapter import RuntimeWorker, RuntimeWorkerFactory, function_network
+from faasd.platform.workers import Invocation, InvocationResult, PoolWorker, WorkerConfig, WorkerFactory
+from faasd.runtime.checkpoint import Restored
 from faasd.runtime.models import Limits
 from faasd.runtime.sandbox import SandboxManager
 from faasd.runtime.workers import Worker, WorkerSpec
-from faasd.snapshots.merge import MergeReport
+from faasd.snapshots.seeds import check_seed, copy_seeds
 from faasd.snapshots.service import branch as branch_snapshot
-from faasd.snapshots.service import merge_snapshots, restore_snapshot, snapshot_sandbox
+from faasd.snapshots.service import forget_sandbox, restore_snapshot, snapshot_sandbox
 from faasd.snapshots.store import GcReport, Snapshot, SnapshotMeta, SnapshotStore
 from faasd.state import Function
 
@@ -59,7 +60,8 @@ FUNCTION_LABEL = "faasd.function"
 VERSION_LABEL = "faasd.version"
 CHECKPOINT_KIND = "checkpoint"
 SNAPSHOT_ID_RE = re.compile(r"^snap-[A-Za-z0-9_-]{1,64}$")
-MERGE_STRATEGIES = ("union", "intersection", "latest", "ours", "theirs", "fail")
+AGENT_MODES = ("python", "node")
+"""Worker modes whose agent reseeds PRNGs after a restore (a ``seed`` needs one of them)."""
 
 
 def _now() -> str:
@@ -75,6 +77,9 @@ class RestoredSandbox:
     function: str | None
     worker: RuntimeWorker
     restore_ms: float
+    seed: int | None = None
+    copy_index: int = 0
+    """Index of this copy in its branch (0 for a single restore)."""
     created_at: str = field(default_factory=_now)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     invocations: int = 0
@@ -87,6 +92,8 @@ class RestoredSandbox:
             "alive": self.worker.alive,
             "restore_ms": self.restore_ms,
             "invocations": self.invocations,
+            "seed": self.seed,
+            "copy_index": self.copy_index,
             "created_at": self.created_at,
         }
 
@@ -154,7 +161,7 @@ class SnapshotService:
         settings: Settings,
         store: SnapshotStore,
         manager: SandboxManager,
-        factory: Any,
+        factory: RuntimeWorkerFactory,
         runner: FunctionRunner,
         functions: FunctionService,
         metrics: Metrics,
@@ -176,28 +183,30 @@ class SnapshotService:
         self.restore_count: dict[str, int] = {}
         """Per function: cold starts served by a restore."""
         self._fn_locks: dict[str, asyncio.Lock] = {}
+        self._info: dict[str, dict[str, Any]] = {}
+        """Worker id -> what a restore of its snapshot needs (``worker_info``), for workers that were
+        started or restored with more context than the worker itself knows (image, function name)."""
         runner.starters["checkpointed"] = self._start_checkpointed
-        runner.starters["branched"] = self._start_branched
+        runner.starters["branched"] = self._start_from_snapshot
         functions.snapshot_check = self._check_restorable
 
     @classmethod
     def for_platform(
         cls,
         settings: Settings,
-        factory: Any,
+        factory: WorkerFactory,
         runner: FunctionRunner,
         functions: FunctionService,
         metrics: Metrics,
     ) -> SnapshotService | None:
-        """The service when the platform runs real sandboxes (a factory with a ``manager``), else None."""
-        manager = getattr(factory, "manager", None)
-        if not isinstance(manager, SandboxManager):
+        """The service when the platform runs real sandboxes (a :class:`RuntimeWorkerFactory`), else None."""
+        if not isinstance(factory, RuntimeWorkerFactory):
             return None
-        return cls(settings, SnapshotStore(settings), manager, factory, runner, functions, metrics)
+        return cls(settings, SnapshotStore(settings), factory.manager, factory, runner, functions, metrics)
 
     # ------------------------------------------------------------------ helpers
     @contextlib.asynccontextmanager
-    async def _op(self, op: str) -> AsyncIterator[None]:
+    async def op(self, op: str) -> AsyncIterator[None]:
         try:
             yield
         except BaseException:
@@ -253,7 +262,7 @@ class SnapshotService:
     def view(self, snap: Snapshot) -> dict[str, Any]:
         return snapshot_dict(snap, children=self.children(snap.id), users=self.users(snap.id))
 
-    def _find_pool_worker(self, sandbox_id: str) -> tuple[Any, str] | None:
+    def _find_pool_worker(self, sandbox_id: str) -> tuple[WarmPool, str] | None:
         for pool in list(self.runner.pools.values()):
             if not pool.closed and sandbox_id in pool.worker_ids():
                 return pool, sandbox_id
@@ -265,7 +274,7 @@ class SnapshotService:
         worker = pw.worker
         if not worker.alive:
             raise ConflictError(f"sandbox {worker.id} is not running; it cannot be snapshotted")
-        info = dict(getattr(pw, "snapshot_info", None) or worker_info(worker))
+        info = dict(self._info.get(pw.id) or worker_info(worker))
         meta = SnapshotMeta(
             function=function or info.get("function"),
             image_ref=info.get("image"),
@@ -287,7 +296,7 @@ class SnapshotService:
         pool is empty). Waits up to ``timeout_s`` for the worker to finish its request in flight."""
         timeout = self.hold_timeout_s if timeout_s is None else timeout_s
         labels = dict(labels or {})
-        async with self._op("checkpoint"):
+        async with self.op("checkpoint"):
             if sandbox_id is None and function is None:
                 raise InvalidInputError("give 'sandbox_id' or 'function' to snapshot")
             if sandbox_id is not None:
@@ -331,7 +340,7 @@ class SnapshotService:
                 return await self._checkpoint(pw, labels, fn.name)
 
     async def delete(self, snapshot_id: str, *, force: bool = False) -> None:
-        async with self._op("delete"):
+        async with self.op("delete"):
             self.get(snapshot_id)
             users = self.users(snapshot_id)
             kids = self.children(snapshot_id)
@@ -344,7 +353,7 @@ class SnapshotService:
             await asyncio.to_thread(self.store.delete, snapshot_id, force=True)
 
     async def gc(self) -> GcReport:
-        async with self._op("gc"):
+        async with self.op("gc"):
             return await asyncio.to_thread(self.store.gc)
 
     # ------------------------------------------------------------------ restore / branch
@@ -370,20 +379,34 @@ class SnapshotService:
         )
 
     async def _attach(
-        self, snap: Snapshot, restored: Any, spec: WorkerSpec, started: float
+        self, snap: Snapshot, restored: Restored, spec: WorkerSpec, started: float, seed: str | None = None
     ) -> tuple[RuntimeWorker, float]:
         try:
-            worker = await Worker.attach(restored.sandbox, spec, restored=True)
+            worker = await Worker.attach(restored.sandbox, spec, restored=True, seed=seed)
         except BaseException:
             with contextlib.suppress(Exception):
                 await asyncio.shield(restored.sandbox.destroy())
             raise
         ms = round((time.perf_counter() - started) * 1000, 3)
         worker.init_ms = ms
-        info = dict(self._worker_spec_info(snap))
         rw = RuntimeWorker(worker, [])
-        rw.snapshot_info = info  # type: ignore[attr-defined]
+        self._remember(rw, dict(self._worker_spec_info(snap)))
         return rw, ms
+
+    def _remember(self, rw: RuntimeWorker, info: dict[str, Any]) -> None:
+        wid = rw.id
+        self._info[wid] = info
+
+        def forget() -> None:
+            self._info.pop(wid, None)
+            forget_sandbox(self.store, wid)
+
+        rw._on_close.append(forget)
+
+    def function_of_base(self, snapshot_id: str) -> str | None:
+        """The function a snapshot's chain was taken from (None: e.g. an instance's)."""
+        fn = self._worker_spec_info(self.store.get(snapshot_id)).get("function")
+        return str(fn) if fn else None
 
     def _worker_spec_info(self, snap: Snapshot) -> dict[str, Any]:
         for link in reversed(self.store.chain(snap.id)):
@@ -404,40 +427,65 @@ class SnapshotService:
         )
 
     async def _restore_worker(
-        self, snap: Snapshot, config: WorkerConfig | None
+        self, snap: Snapshot, config: WorkerConfig | None, seed: int | None = None
     ) -> tuple[RuntimeWorker, float]:
         spec = self._worker_spec(snap, config)
+        self._check_seedable(snap, spec, seed)
         new_id = spec.new_sandbox_id()
         started = time.perf_counter()
         restored = await restore_snapshot(
             self.store, snap.id, new_id, manager=self.manager, limits=self._limits(config),
             notify_agent=False, network=spec.network,
         )
-        return await self._attach(snap, restored, spec, started)
+        [copy_seed] = copy_seeds(seed, 1)
+        return await self._attach(snap, restored, spec, started, copy_seed)
 
-    async def restore(self, snapshot_id: str) -> RestoredSandbox:
-        """Start a new sandbox from ``snapshot_id``; it is registered in :attr:`sandboxes`."""
-        async with self._op("restore"):
+    @staticmethod
+    def _check_seedable(snap: Snapshot, spec: WorkerSpec, seed: int | None) -> None:
+        check_seed(seed)
+        if seed is not None and spec.mode not in AGENT_MODES:
+            raise InvalidInputError(
+                f"snapshot {snap.id} runs a function in mode {spec.mode!r}, which has no faasd agent to "
+                "reseed its random generators; a seed needs a python or node function (restore or "
+                "branch it without 'seed')",
+                snapshot=snap.id,
+                mode=spec.mode,
+            )
+
+    async def restore(self, snapshot_id: str, *, seed: int | None = None) -> RestoredSandbox:
+        """Start a new sandbox from ``snapshot_id``; it is registered in :attr:`sandboxes`. With
+        ``seed`` it is copy 0 of a branch with that seed (same PRNG state)."""
+        async with self.op("restore"):
             snap = self.require(snapshot_id)
-            rw, ms = await self._restore_worker(snap, None)
-            entry = RestoredSandbox(rw.id, snap.id, self._worker_spec_info(snap).get("function"), rw, ms)
+            rw, ms = await self._restore_worker(snap, None, seed)
+            function = self._worker_spec_info(snap).get("function")
+            entry = RestoredSandbox(rw.id, snap.id, function, rw, ms, seed=seed)
             self.sandboxes[entry.id] = entry
             return entry
 
-    async def branch(self, snapshot_id: str, count: int) -> builtins.list[RestoredSandbox]:
-        """``count`` independent copies of ``snapshot_id`` (all or nothing)."""
+    async def branch(
+        self, snapshot_id: str, count: int, *, seed: int | None = None
+    ) -> builtins.list[RestoredSandbox]:
+        """``count`` independent copies of ``snapshot_id`` (all or nothing), in copy order. With
+        ``seed``, copy ``k`` reseeds its PRNGs from ``copy_seed(seed, k)`` (a repeatable branch)."""
         if not 1 <= count <= 64:
             raise InvalidInputError(f"branch count must be between 1 and 64, got {count}")
-        async with self._op("branch"):
+        async with self.op("branch"):
             snap = self.require(snapshot_id)
             spec = self._worker_spec(snap)
+            self._check_seedable(snap, spec, seed)
             ids = [spec.new_sandbox_id() for _ in range(count)]
             started = time.perf_counter()
             copies = await branch_snapshot(
                 self.store, snap.id, ids, manager=self.manager, notify_agent=False, network=spec.network
             )
+            seeds = copy_seeds(seed, count)
             results = await asyncio.gather(
-                *(self._attach(snap, r, spec, started) for r in copies), return_exceptions=True
+                *(
+                    self._attach(snap, r, spec, started, k_seed)
+                    for r, k_seed in zip(copies, seeds, strict=True)
+                ),
+                return_exceptions=True,
             )
             errors = [r for r in results if isinstance(r, BaseException)]
             workers = [r for r in results if not isinstance(r, BaseException)]
@@ -447,8 +495,8 @@ class SnapshotService:
                 raise errors[0]
             out: builtins.list[RestoredSandbox] = []
             function = self._worker_spec_info(snap).get("function")
-            for rw, ms in workers:
-                entry = RestoredSandbox(rw.id, snap.id, function, rw, ms)
+            for k, (rw, ms) in enumerate(workers):
+                entry = RestoredSandbox(rw.id, snap.id, function, rw, ms, seed=seed, copy_index=k)
                 self.sandboxes[entry.id] = entry
                 out.append(entry)
             return out
@@ -478,53 +526,7 @@ class SnapshotService:
         async with entry.lock:
             self.sandboxes.pop(sandbox_id, None)
             await entry.worker.close()
-
-    # ------------------------------------------------------------------ merge
-    def _common_base(self, branch_ids: Sequence[str]) -> str:
-        chains = [[s.id for s in self.store.chain(b)] for b in branch_ids]
-        base: str | None = None
-        for links in zip(*chains, strict=False):
-            if len(set(links)) != 1:
-                break
-            base = links[0]
-        if base is None or base in branch_ids:
-            raise InvalidInputError(
-                f"snapshots {list(branch_ids)} have no common base snapshot below all of them "
-                "(snapshot restored copies of one snapshot, or branches of it)",
-                snapshot_ids=list(branch_ids),
-            )
-        return base
-
-    async def merge(
-        self,
-        snapshot_ids: Sequence[str] = (),
-        *,
-        sandbox_ids: Sequence[str] = (),
-        strategy: str = "fail",
-        labels: dict[str, str] | None = None,
-    ) -> tuple[Snapshot, MergeReport]:
-        """Merge branches (snapshots, or live restored sandboxes snapshotted now) into a new snapshot.
-
-        ``strategy="fail"`` raises :class:`ConflictError` (409) with ``details["report"]`` on conflicts."""
-        if strategy not in MERGE_STRATEGIES:
-            raise InvalidInputError(
-                f"unknown merge strategy {strategy!r}; use one of {', '.join(MERGE_STRATEGIES)}"
-            )
-        ids = list(snapshot_ids)
-        for sid in sandbox_ids:
-            ids.append((await self.create(sandbox_id=sid)).id)
-        if len(ids) < 2 or len(set(ids)) != len(ids):
-            raise InvalidInputError("a merge needs at least two distinct snapshots or sandboxes")
-        async with self._op("merge"):
-            for sid in ids:
-                self.get(sid)
-            base = self._common_base(ids)
-            meta = SnapshotMeta(labels=dict(labels or {}))
-            info = self._worker_spec_info(self.store.get(base))
-            meta.function = info.get("function")
-            return await asyncio.to_thread(
-                merge_snapshots, self.store, base, ids, strategy=strategy, meta=meta
-            )
+            forget_sandbox(self.store, sandbox_id)
 
     # ------------------------------------------------------------------ function modes
     def _lock_for(self, name: str) -> asyncio.Lock:
@@ -552,15 +554,15 @@ class SnapshotService:
             self.restored_workers.pop(wid, None)
 
         cleanups: builtins.list[Callable[[], None]] = [forget]
-        images = getattr(self.factory, "images", None)
-        if image_id is not None and images is not None and hasattr(images, "lease"):
+        images = self.factory.images
+        if image_id is not None and images is not None:
             images.lease(image_id, wid)
             cleanups.append(lambda: images.release(image_id, wid))
         rw._on_close.extend(cleanups)
         return rw
 
     async def _image_id(self, ref: str) -> str | None:
-        images = getattr(self.factory, "images", None)
+        images = self.factory.images
         if images is None:
             return None
         image = await asyncio.to_thread(images.get, ref)
@@ -580,7 +582,7 @@ class SnapshotService:
             if snap is None:
                 return await self._first_start(fn, config, version, image_id)
         try:
-            async with self._op("restore"):
+            async with self.op("restore"):
                 rw, ms = await self._restore_worker(snap, config)
         except FaasdError as exc:
             if not self.children(snap.id):
@@ -609,10 +611,10 @@ class SnapshotService:
             return pw
         info = worker_info(pw.worker, image=config.image, image_id=image_id)
         info["function"] = fn.name
-        pw.snapshot_info = info  # type: ignore[attr-defined]
+        self._remember(pw, info)
         labels = {KIND_LABEL: CHECKPOINT_KIND, FUNCTION_LABEL: fn.name, VERSION_LABEL: version}
         try:
-            async with self._op("checkpoint"):
+            async with self.op("checkpoint"):
                 snap = await self._checkpoint(pw, labels, fn.name)
         except FaasdError as exc:
             log.warning("checkpointing function %s failed (%s); later starts stay cold", fn.name, exc.message)
@@ -620,11 +622,11 @@ class SnapshotService:
             log.info("function %s version %s checkpointed as %s", fn.name, version, snap.id)
         return pw
 
-    async def _start_branched(self, fn: Function, config: WorkerConfig) -> PoolWorker:
+    async def _start_from_snapshot(self, fn: Function, config: WorkerConfig) -> PoolWorker:
         snap_id = (fn.annotations or {}).get(BRANCH_FROM_ANNOTATION)
         if not snap_id:
             raise InvalidInputError(f"function {fn.name!r} is branched but has no branch_from snapshot")
-        async with self._op("restore"):
+        async with self.op("restore"):
             snap = self.require(snap_id)
             rw, _ = await self._restore_worker(snap, config)
         image_id = self._worker_spec_info(snap).get("image_id")

@@ -288,9 +288,13 @@ class AgentClient:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.025)
 
-    async def notify_restored(self, timeout_s: float = 30.0) -> dict[str, Any]:
-        """Tell the agent it was restored from a snapshot: it reseeds PRNGs and runs user hooks."""
-        return await self._exchange({"type": "restored"}, b"", timeout_s)
+    async def notify_restored(self, timeout_s: float = 30.0, *, seed: str | None = None) -> dict[str, Any]:
+        """Tell the agent it was restored from a snapshot: it reseeds PRNGs (from ``seed`` when given:
+        a reproducible copy) and runs user hooks."""
+        header: dict[str, Any] = {"type": "restored"}
+        if seed is not None:
+            header["seed"] = seed
+        return await self._exchange(header, b"", timeout_s)
 
     async def invoke(self, request: InvokeRequest, *, fork: bool | None = None) -> InvokeResult:
         result: InvokeResult | None = None

@@ -42,15 +42,15 @@ import shutil
 import stat
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from faasd.errors import ConflictError, FaasdError, InvalidInputError, RuntimeFailure, StorageFullError
 from faasd.rootfs import mounts
 from faasd.runtime import sandbox as sandbox_mod
+from faasd.runtime.checkpointable import Checkpointable, CheckpointSource, checkpoint_source
 from faasd.runtime.models import SANDBOX_ID_RE, Limits, NetworkSpec, SandboxSpec
-from faasd.runtime.runc import OciRuntime
 from faasd.runtime.sandbox import Sandbox, SandboxManager
 
 CRIU_OPTS: dict[str, bool] = {"tcp_established": True, "file_locks": True, "ext_unix_sk": True}
@@ -58,17 +58,6 @@ CRIU_OPTS: dict[str, bool] = {"tcp_established": True, "file_locks": True, "ext_
 
 IO_DIR_NAME = "io"
 AGENT_SOCKET = "agent.sock"
-
-
-@dataclass
-class CheckpointSource:
-    """What :func:`checkpoint` needs to know about a sandbox."""
-
-    id: str
-    bundle: Path
-    upper: Path | None
-    runtime: OciRuntime
-    lowers: list[Path] = field(default_factory=list)
 
 
 @dataclass
@@ -90,27 +79,12 @@ class Checkpoint:
         return data
 
 
-def source_of(sandbox: Any) -> CheckpointSource:
-    """Adapt a sandbox object (``faasd.runtime.sandbox.Sandbox``, created or restored)."""
+def source_of(sandbox: Checkpointable | CheckpointSource) -> CheckpointSource:
+    """Adapt a sandbox (``faasd.runtime.sandbox.Sandbox``, created or restored: a
+    :class:`~faasd.runtime.checkpointable.Checkpointable`)."""
     if isinstance(sandbox, CheckpointSource):
         return sandbox
-    rootfs = getattr(sandbox, "rootfs", None)
-    upper = getattr(sandbox, "upper", None)
-    if upper is None and rootfs is not None:
-        upper = getattr(rootfs, "upper", None)
-    runtime = getattr(sandbox, "runtime", None) or getattr(sandbox, "runc", None)
-    if not isinstance(runtime, OciRuntime):
-        raise InvalidInputError(
-            f"sandbox {getattr(sandbox, 'id', sandbox)!r} has no runc driver to checkpoint with"
-        )
-    bundle = Path(getattr(sandbox, "bundle", None) or sandbox.bundle_dir)
-    lowers = list(getattr(rootfs, "lowers", []) or [])
-    if not lowers:
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            lowers = [Path(p) for p in json.loads((bundle / "rootfs.json").read_text())["lowers"]]
-    return CheckpointSource(
-        id=sandbox.id, bundle=bundle, upper=Path(upper) if upper else None, runtime=runtime, lowers=lowers
-    )
+    return checkpoint_source(sandbox)
 
 
 def _is_enospc_text(text: str) -> bool:
@@ -123,7 +97,11 @@ def _free_bytes(path: Path) -> int:
 
 
 async def checkpoint(
-    sandbox: Any, dest: Path, *, leave_running: bool = True, criu_opts: dict[str, bool] | None = None
+    sandbox: Checkpointable | CheckpointSource,
+    dest: Path,
+    *,
+    leave_running: bool = True,
+    criu_opts: dict[str, bool] | None = None,
 ) -> Checkpoint:
     """Freeze, dump with CRIU, copy the overlay upper, thaw. ``dest`` must not exist yet.
 
@@ -413,8 +391,11 @@ async def restore(
     criu_opts: dict[str, bool] | None = None,
     output_limit: int = sandbox_mod.OUTPUT_LIMIT_BYTES,
     timeout_s: float = 60.0,
+    seed: str | None = None,
 ) -> Restored:
     """Start sandbox ``new_id`` of ``manager`` running from a snapshot (``runc restore --detach``).
+
+    ``seed`` (with ``notify_agent``): the agent reseeds its PRNGs from it instead of the kernel.
 
     The new sandbox gets a fresh overlay (``snapshot.lowers`` read-only + its own empty upper bounded
     by ``limits.disk_mb``), a fresh netns with ``lo`` up (plus a fresh egress link when ``network`` asks
@@ -485,7 +466,7 @@ async def restore(
     try:
         _publish_agent_socket(sb.io_dir)
         if notify_agent and (sb.io_dir / AGENT_SOCKET).exists():
-            ack = await notify_restored(sb.io_dir / AGENT_SOCKET, agent_timeout_s)
+            ack = await notify_restored(sb.io_dir / AGENT_SOCKET, agent_timeout_s, seed=seed)
             timings["notify_agent"] = (time.perf_counter() - t2) * 1000
     except BaseException as exc:
         with contextlib.suppress(Exception):
@@ -520,8 +501,10 @@ def _old_bundle(config: dict[str, Any]) -> str | None:
     return str(Path(root).parent) if root else None
 
 
-async def notify_restored(socket_path: Path, timeout_s: float = 10.0) -> dict[str, Any]:
-    """Send the agent a ``restored`` control frame; returns its ``ack`` header."""
+async def notify_restored(
+    socket_path: Path, timeout_s: float = 10.0, *, seed: str | None = None
+) -> dict[str, Any]:
+    """Send the agent a ``restored`` control frame (with ``seed`` if given); returns its ``ack`` header."""
     from faasd.runtime.agent_client import AgentClient
 
-    return await AgentClient(socket_path).notify_restored(timeout_s=timeout_s)
+    return await AgentClient(socket_path).notify_restored(timeout_s=timeout_s, seed=seed)

@@ -292,7 +292,9 @@ class Worker:
             self._http = httpx.AsyncClient(transport=NetnsTransport(sandbox), timeout=None)
 
     @classmethod
-    async def attach(cls, sandbox: Sandbox, spec: WorkerSpec, *, restored: bool = True) -> Worker:
+    async def attach(
+        cls, sandbox: Sandbox, spec: WorkerSpec, *, restored: bool = True, seed: str | None = None
+    ) -> Worker:
         """A worker around an already running sandbox (e.g. one restored from a CRIU snapshot).
 
         Waits until the function answers; with ``restored`` the agent is told it was restored (it reseeds
@@ -303,7 +305,7 @@ class Worker:
         worker = cls(spec, sandbox)
         await worker._wait_ready(spec.ready_timeout_s)
         if restored and worker._client is not None:
-            await worker.notify_restored()
+            await worker.notify_restored(seed=seed)
         worker.init_ms = round((time.perf_counter() - started) * 1000, 3)
         return worker
 
@@ -628,15 +630,16 @@ class Worker:
         )
 
     # --------------------------------------------------------------- control
-    async def notify_restored(self) -> dict[str, Any]:
-        """Tell the agent it runs in a copy restored from a snapshot (reseed PRNGs, run hooks).
+    async def notify_restored(self, *, seed: str | None = None) -> dict[str, Any]:
+        """Tell the agent it runs in a copy restored from a snapshot (reseed PRNGs -- from ``seed`` when
+        given, see :func:`faasd.snapshots.seeds.copy_seed` -- and run hooks).
 
         Returns the agent's ack (``hooks_run``, ``hook_errors``)."""
         self._check_usable()
         if self._client is None:
             return {"type": "ack", "of": "restored", "hooks_run": 0, "hook_errors": []}
         async with self._lock:
-            return await self._client.notify_restored()
+            return await self._client.notify_restored(seed=seed)
 
     async def ping(self) -> dict[str, Any]:
         self._check_usable()

@@ -678,13 +678,19 @@ SNAPSHOT_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
 
 
 def create_snapshot(
-    sandbox_id: str | None, function: str | None, labels: Mapping[str, str] | None, timeout_s: float | None
+    sandbox_id: str | None,
+    function: str | None,
+    labels: Mapping[str, str] | None,
+    timeout_s: float | None,
+    instance_id: str | None = None,
 ) -> Call[sm.Snapshot]:
-    if (sandbox_id is None) == (function is None):
-        raise ValueError("snapshot needs exactly one of sandbox_id or function")
+    if [sandbox_id, function, instance_id].count(None) != 2:
+        raise ValueError("snapshot needs exactly one of sandbox_id, instance_id or function")
     body: dict[str, Any] = {"labels": dict(labels or {})}
     if sandbox_id is not None:
         body["sandbox_id"] = sandbox_id
+    if instance_id is not None:
+        body["instance_id"] = instance_id
     if function is not None:
         body["function"] = function
     if timeout_s is not None:
@@ -716,34 +722,47 @@ def gc_snapshots() -> Call[sm.SnapshotGcReport]:
     )
 
 
-def restore_snapshot(snapshot_id: str) -> Call[sm.RestoredSandbox]:
+def restore_snapshot(snapshot_id: str, seed: int | None = None) -> Call[sm.RestoredSandbox]:
     return Call(
         "POST",
         f"{API}/snapshots/{_p(snapshot_id)}/restore",
         _model(TypeAdapter(sm.RestoredSandbox)),
+        json={"seed": seed} if seed is not None else None,
         timeout=SNAPSHOT_TIMEOUT,
     )
 
 
-def branch_snapshot(snapshot_id: str, count: int) -> Call[list[sm.RestoredSandbox]]:
+def branch_snapshot(snapshot_id: str, count: int, seed: int | None = None) -> Call[list[sm.RestoredSandbox]]:
+    body: dict[str, Any] = {"count": count}
+    if seed is not None:
+        body["seed"] = seed
     return Call(
         "POST",
         f"{API}/snapshots/{_p(snapshot_id)}/branch",
         _model(TypeAdapter(list[sm.RestoredSandbox]), "sandboxes"),
-        json={"count": count},
+        json=body,
         timeout=SNAPSHOT_TIMEOUT,
     )
 
 
 def merge(
-    snapshot_ids: Sequence[str], sandbox_ids: Sequence[str], strategy: str, labels: Mapping[str, str] | None
+    snapshot_ids: Sequence[str],
+    sandbox_ids: Sequence[str],
+    strategy: str,
+    labels: Mapping[str, str] | None,
+    instance_ids: Sequence[str] = (),
+    branches: Sequence[str] = (),
 ) -> Call[sm.MergeResult]:
-    body = {
+    body: dict[str, Any] = {
         "snapshot_ids": list(snapshot_ids),
         "sandbox_ids": list(sandbox_ids),
         "strategy": strategy,
         "labels": dict(labels or {}),
     }
+    if instance_ids:
+        body["instance_ids"] = list(instance_ids)
+    if branches:
+        body["branches"] = list(branches)
     return Call(
         "POST", f"{API}/merges", _model(TypeAdapter(sm.MergeResult)), json=body, timeout=SNAPSHOT_TIMEOUT
     )

@@ -381,9 +381,11 @@ class Client(_Base):
         function: str | None = None,
         labels: Mapping[str, str] | None = None,
         timeout_s: float | None = None,
+        instance_id: str | None = None,
     ) -> sm.Snapshot:
-        """Checkpoint a running sandbox, or an idle worker of ``function``; it keeps running."""
-        return self._call(_api.create_snapshot(sandbox_id, function, labels, timeout_s))
+        """Checkpoint a running sandbox, an instance, or an idle worker of ``function``; it keeps
+        running, and the snapshot becomes its new base (its next snapshot is a child of this one)."""
+        return self._call(_api.create_snapshot(sandbox_id, function, labels, timeout_s, instance_id))
 
     def list_snapshots(self, *, function: str | None = None) -> list[sm.Snapshot]:
         return self._call(_api.list_snapshots(function))
@@ -397,23 +399,36 @@ class Client(_Base):
     def gc_snapshots(self) -> sm.SnapshotGcReport:
         return self._call(_api.gc_snapshots())
 
-    def restore(self, snapshot_id: str) -> sm.RestoredSandbox:
-        """Start a new sandbox from a snapshot; invoke it with :meth:`invoke_sandbox`."""
-        return self._call(_api.restore_snapshot(snapshot_id))
+    def restore(self, snapshot_id: str, *, seed: int | None = None) -> sm.RestoredSandbox:
+        """Start a new sandbox from a snapshot; invoke it with :meth:`invoke_sandbox`. With ``seed``
+        it is copy 0 of :meth:`branch` with that seed."""
+        return self._call(_api.restore_snapshot(snapshot_id, seed))
 
-    def branch(self, snapshot_id: str, count: int = 2) -> list[sm.RestoredSandbox]:
-        return self._call(_api.branch_snapshot(snapshot_id, count))
+    def branch(
+        self, snapshot_id: str, count: int = 2, *, seed: int | None = None
+    ) -> list[sm.RestoredSandbox]:
+        """``count`` copies of a snapshot, in copy order. With ``seed`` copy ``k``'s random generators
+        are seeded from (seed, k): the same call repeats the same random sequences per copy."""
+        return self._call(_api.branch_snapshot(snapshot_id, count, seed))
 
     def merge(
         self,
         snapshot_ids: list[str] | None = None,
         *,
         sandbox_ids: list[str] | None = None,
+        instance_ids: list[str] | None = None,
+        branches: list[str] | None = None,
         strategy: str = "fail",
         labels: Mapping[str, str] | None = None,
     ) -> sm.MergeResult:
-        """Merge branches' file changes; ``strategy="fail"`` raises ``Conflict`` (``details["report"]``)."""
-        return self._call(_api.merge(snapshot_ids or [], sandbox_ids or [], strategy, labels))
+        """Merge branches' file changes (snapshots, restored sandboxes/workers or instances; live ones
+        are snapshotted first) against their common base; ``strategy="fail"`` raises ``Conflict``
+        (``details["report"]``). ``branches``: any of these kinds, in order (``ours`` = the first)."""
+        return self._call(
+            _api.merge(
+                snapshot_ids or [], sandbox_ids or [], strategy, labels, instance_ids or [], branches or []
+            )
+        )
 
     def list_sandboxes(self) -> list[sm.RestoredSandbox]:
         return self._call(_api.list_sandboxes())
@@ -739,9 +754,11 @@ class AsyncClient(_Base):
         function: str | None = None,
         labels: Mapping[str, str] | None = None,
         timeout_s: float | None = None,
+        instance_id: str | None = None,
     ) -> sm.Snapshot:
-        """Checkpoint a running sandbox, or an idle worker of ``function``; it keeps running."""
-        return await self._call(_api.create_snapshot(sandbox_id, function, labels, timeout_s))
+        """Checkpoint a running sandbox, an instance, or an idle worker of ``function``; it keeps
+        running, and the snapshot becomes its new base (its next snapshot is a child of this one)."""
+        return await self._call(_api.create_snapshot(sandbox_id, function, labels, timeout_s, instance_id))
 
     async def list_snapshots(self, *, function: str | None = None) -> list[sm.Snapshot]:
         return await self._call(_api.list_snapshots(function))
@@ -755,23 +772,36 @@ class AsyncClient(_Base):
     async def gc_snapshots(self) -> sm.SnapshotGcReport:
         return await self._call(_api.gc_snapshots())
 
-    async def restore(self, snapshot_id: str) -> sm.RestoredSandbox:
-        """Start a new sandbox from a snapshot; invoke it with :meth:`invoke_sandbox`."""
-        return await self._call(_api.restore_snapshot(snapshot_id))
+    async def restore(self, snapshot_id: str, *, seed: int | None = None) -> sm.RestoredSandbox:
+        """Start a new sandbox from a snapshot; invoke it with :meth:`invoke_sandbox`. With ``seed``
+        it is copy 0 of :meth:`branch` with that seed."""
+        return await self._call(_api.restore_snapshot(snapshot_id, seed))
 
-    async def branch(self, snapshot_id: str, count: int = 2) -> list[sm.RestoredSandbox]:
-        return await self._call(_api.branch_snapshot(snapshot_id, count))
+    async def branch(
+        self, snapshot_id: str, count: int = 2, *, seed: int | None = None
+    ) -> list[sm.RestoredSandbox]:
+        """``count`` copies of a snapshot, in copy order. With ``seed`` copy ``k``'s random generators
+        are seeded from (seed, k): the same call repeats the same random sequences per copy."""
+        return await self._call(_api.branch_snapshot(snapshot_id, count, seed))
 
     async def merge(
         self,
         snapshot_ids: list[str] | None = None,
         *,
         sandbox_ids: list[str] | None = None,
+        instance_ids: list[str] | None = None,
+        branches: list[str] | None = None,
         strategy: str = "fail",
         labels: Mapping[str, str] | None = None,
     ) -> sm.MergeResult:
-        """Merge branches' file changes; ``strategy="fail"`` raises ``Conflict`` (``details["report"]``)."""
-        return await self._call(_api.merge(snapshot_ids or [], sandbox_ids or [], strategy, labels))
+        """Merge branches' file changes (snapshots, restored sandboxes/workers or instances; live ones
+        are snapshotted first) against their common base; ``strategy="fail"`` raises ``Conflict``
+        (``details["report"]``). ``branches``: any of these kinds, in order (``ours`` = the first)."""
+        return await self._call(
+            _api.merge(
+                snapshot_ids or [], sandbox_ids or [], strategy, labels, instance_ids or [], branches or []
+            )
+        )
 
     async def list_sandboxes(self) -> list[sm.RestoredSandbox]:
         return await self._call(_api.list_sandboxes())

@@ -334,6 +334,10 @@ class RestoredSandbox(_Model):
     alive: bool = True
     restore_ms: float | None = None
     invocations: int = 0
+    seed: int | None = None
+    """The branch/restore seed this copy was started with (None: reseeded from the kernel)."""
+    copy_index: int = 0
+    """Index of this copy in its branch (0 for a restore)."""
     created_at: str | None = None
 
 
@@ -358,6 +362,10 @@ class MergeReport(_Model):
 class MergeResult(_Model):
     snapshot: Snapshot
     report: MergeReport
+    base: str | None = None
+    """The common base snapshot the branches were merged against."""
+    branches: list[str] = Field(default_factory=list)
+    """The snapshot each branch was resolved to (live sandboxes/instances are snapshotted)."""
 
 
 class SnapshotGcReport(_Model):

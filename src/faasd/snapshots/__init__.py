@@ -1,7 +1,8 @@
 """Snapshots: content-addressed storage of CRIU images + overlay uppers, branching and merging.
 
-``store`` (storage, pure fs), ``merge`` (three-way merge of uppers, pure fs) and ``service``
-(checkpoint/restore of sandboxes through :mod:`faasd.runtime.checkpoint`).
+``store`` (storage, pure fs), ``layers`` (layered views, flatten/rebase of uppers, pure fs), ``merge``
+(three-way merge of uppers, pure fs), ``seeds`` (branch seeds) and ``service`` (lineage, checkpoint/
+restore/branch/merge of sandboxes and snapshots through :mod:`faasd.runtime.checkpoint`).
 """
 
 from faasd.snapshots.merge import Conflict, MergeReport, merge_uppers

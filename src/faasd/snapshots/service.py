@@ -1,31 +1,42 @@
 """Snapshot, restore, branch and merge sandboxes: the runtime's checkpoint/restore plus the store.
 
-* :func:`snapshot_sandbox` -- checkpoint a running sandbox (it keeps running) into the store. If the
-  sandbox itself was restored from a snapshot, its upper holds only the changes since then: the new
-  snapshot's ``parent`` is that snapshot (nested branches = a chain of uppers).
+This module is the one home of snapshot *lineage* (which snapshot a new one is a child of) and of the
+merge of branches; the platform, the API, the jobs and the CLI all go through it.
+
+* :func:`snapshot_sandbox` -- checkpoint a running sandbox (it keeps running) into the store. The new
+  snapshot becomes the sandbox's *head*, its new base (git-like): the next snapshot of the same
+  sandbox is a child of it, holding only the changes since (:func:`head_of`, :func:`rebase_upper`).
+  A sandbox restored from a snapshot starts with that snapshot as its base (nested branches = a
+  chain of uppers).
+* :func:`snapshot_upper` -- the same for the filesystem alone (an instance's stop).
 * :func:`restore_snapshot` / :func:`branch` -- start one / several new sandboxes from a snapshot; each
   gets its own empty upper over the shared, read-only materialised snapshot uppers (copy-on-write).
+  ``seed``: copy ``k`` gets PRNG seed :func:`~faasd.snapshots.seeds.copy_seed` ``(seed, k)``.
 * :func:`flatten_snapshot` -- the same filesystem (and process image) as a snapshot, with the
   links of its chain (above an ancestor, or all of them) merged into one upper: bounds the overlay
   lowers of long chains (persistent instances stopped and started many times; :data:`MAX_CHAIN_LENGTH`).
-* :func:`merge_snapshots` -- three-way merge of the uppers of branch snapshots taken from sandboxes
-  restored from the same base; the result is a filesystem-only snapshot (no CRIU image) whose parent
-  is the base.
+* :func:`common_base` / :func:`merge_branches` / :func:`merge_snapshots` -- three-way merge of the
+  uppers of snapshots that share a base (their nearest common ancestor); the result is a
+  filesystem-only snapshot (no CRIU image) whose parent is the base.
 """
 
 from __future__ import annotations
 
 import asyncio
 import shutil
+import time
 from collections.abc import Sequence
-from dataclasses import asdict, fields, is_dataclass
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-from faasd.errors import InvalidInputError
+from faasd.errors import InvalidInputError, NotFoundError
 from faasd.runtime import Limits, SandboxManager
 from faasd.runtime.checkpoint import Restored, SnapshotDirs, checkpoint, restore
-from faasd.snapshots.merge import MergeReport, flatten_uppers, merge_uppers
+from faasd.runtime.checkpointable import Checkpointable, checkpoint_source
+from faasd.snapshots.layers import flatten_uppers, rebase_upper
+from faasd.snapshots.merge import STRATEGIES, MergeReport, merge_uppers
+from faasd.snapshots.seeds import check_seed, copy_seeds
 from faasd.snapshots.store import Snapshot, SnapshotMeta, SnapshotStore
 
 MAX_CHAIN_LENGTH = 8
@@ -33,46 +44,145 @@ MAX_CHAIN_LENGTH = 8
 longer one is flattened into a single snapshot (:func:`flatten_snapshot`)."""
 
 
+# ------------------------------------------------------------------------------------- lineage
+_HEADS: dict[tuple[str, str], list[str]] = {}
+"""(store root, sandbox id) -> snapshots taken of that running sandbox, oldest first. In memory: a
+sandbox does not outlive the daemon process, and neither does its lineage."""
+
+
+def head_of(store: SnapshotStore, sandbox_id: str) -> Snapshot | None:
+    """The newest (still existing) snapshot taken of the running sandbox ``sandbox_id``: its current
+    base, the parent of its next snapshot. None if it was never snapshotted."""
+    for sid in reversed(_HEADS.get((str(store.root), sandbox_id), [])):
+        if _exists(store, sid):
+            return store.get(sid)
+    return None
+
+
+def _exists(store: SnapshotStore, snapshot_id: str) -> bool:
+    try:
+        store.get(snapshot_id)
+    except NotFoundError:
+        return False
+    return True
+
+
+def _set_head(store: SnapshotStore, sandbox_id: str, snapshot_id: str) -> None:
+    _HEADS.setdefault((str(store.root), sandbox_id), []).append(snapshot_id)
+
+
+def forget_sandbox(store: SnapshotStore, sandbox_id: str) -> None:
+    """Drop the lineage of a sandbox that is gone (its snapshots stay)."""
+    _HEADS.pop((str(store.root), sandbox_id), None)
+
+
+def _mounted_base(
+    store: SnapshotStore, sandbox_id: str, lowers: Sequence[Path]
+) -> tuple[str | None, list[str]]:
+    """The snapshot a sandbox's overlay lowers end with (None: image layers only) and its image layers."""
+    image_layers: list[str] = []
+    parent: str | None = None
+    for low in lowers:
+        sid = store.snapshot_of_lower(low)
+        if sid is None:
+            if parent is not None:
+                raise InvalidInputError(
+                    f"sandbox {sandbox_id} has image layer {low} above snapshot "
+                    f"{parent}; cannot describe it as a snapshot chain"
+                )
+            image_layers.append(str(low))
+        else:
+            parent = sid
+    return parent, image_layers
+
+
+def _place_upper(
+    store: SnapshotStore,
+    sandbox_id: str,
+    lowers: Sequence[Path],
+    upper: Path,
+    mounted: str | None,
+    stage: Path,
+) -> tuple[str | None, Path]:
+    """Parent and upper for a new snapshot of ``sandbox_id`` whose overlay is ``lowers`` + ``upper``.
+
+    Without an earlier snapshot of this sandbox: ``mounted`` and ``upper`` as they are. Otherwise the
+    newest one (its head) is the parent and ``upper`` is rebased onto it (only the changes since)."""
+    head = head_of(store, sandbox_id)
+    if head is None or head.id == mounted:
+        return mounted, upper
+    chain = [s.id for s in store.chain(head.id)]
+    if mounted is not None and mounted not in chain:
+        return mounted, upper  # not a descendant of what the sandbox runs on (should not happen)
+    rebased = stage / "rebased"
+    rebase_upper(lowers, upper, snapshot_lowers(store, head.id), rebased)
+    return head.id, rebased
+
+
 async def snapshot_sandbox(
-    store: SnapshotStore, sandbox: Any, meta: SnapshotMeta | None = None, *, leave_running: bool = True
+    store: SnapshotStore,
+    sandbox: Checkpointable,
+    meta: SnapshotMeta | None = None,
+    *,
+    leave_running: bool = True,
+    lineage: bool = True,
 ) -> Snapshot:
-    """Checkpoint ``sandbox`` and store it; returns the new snapshot (nothing stored on failure)."""
+    """Checkpoint ``sandbox`` and store it; returns the new snapshot (nothing stored on failure).
+
+    The snapshot's parent is the sandbox's previous snapshot if it has one (lineage: its upper then
+    holds only the changes since, ``extra["rebase_ms"]`` the time that took), else the snapshot it was
+    restored from (or none: image layers). ``lineage=False``: neither look for nor become the
+    sandbox's head (a side capture, e.g. a benchmark's)."""
     meta = meta or SnapshotMeta()
     stage = store.staging_dir("ckpt")
     try:
-        cp = await checkpoint(sandbox, stage / "c", leave_running=leave_running)
-        image_layers: list[str] = []
-        parent: str | None = None
-        for low in cp.lowers:
-            sid = store.snapshot_of_lower(low)
-            if sid is None:
-                if parent is not None:
-                    raise InvalidInputError(
-                        f"sandbox {cp.sandbox_id} has image layer {low} above snapshot "
-                        f"{parent}; cannot describe it as a snapshot chain"
-                    )
-                image_layers.append(str(low))
-            else:
-                parent = sid
+        cp = await checkpoint(checkpoint_source(sandbox), stage / "c", leave_running=leave_running)
+        mounted, image_layers = _mounted_base(store, cp.sandbox_id, cp.lowers)
+        t0 = time.perf_counter()
+        parent, upper = mounted, cp.upper
+        if lineage:
+            parent, upper = await asyncio.to_thread(
+                _place_upper, store, cp.sandbox_id, cp.lowers, cp.upper, mounted, stage
+            )
         if not meta.layers:
             meta.layers = image_layers
         if meta.parent is None:
             meta.parent = parent
         meta.source_sandbox = meta.source_sandbox or cp.sandbox_id
-        spec = getattr(sandbox, "spec", None)
-        limits = getattr(spec, "limits", None)
-        if not meta.limits and is_dataclass(limits) and not isinstance(limits, type):
-            meta.limits = asdict(limits)
         if not meta.limits:
-            # a restored sandbox: keep the limits of the snapshot it came from
-            parent_limits = store.get(parent).meta.limits if parent else {}
-            meta.limits = dict(parent_limits)
-        if meta.function is None and spec is not None:
-            meta.function = dict(getattr(spec, "annotations", {}) or {}).get("faasd.function")
+            meta.limits = asdict(sandbox.spec.limits)
+        if meta.function is None:
+            meta.function = dict(sandbox.spec.annotations or {}).get("faasd.function")
         meta.extra = {**meta.extra, "checkpoint_ms": cp.timings_ms}
-        return await asyncio.to_thread(
-            store.create, {"criu": cp.criu, "upper": cp.upper, "bundle": cp.bundle}, meta
+        if upper != cp.upper:
+            meta.extra["rebase_ms"] = round((time.perf_counter() - t0) * 1000, 3)
+        snap = await asyncio.to_thread(
+            store.create, {"criu": cp.criu, "upper": upper, "bundle": cp.bundle}, meta
         )
+        if lineage:
+            _set_head(store, cp.sandbox_id, snap.id)
+        return snap
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def snapshot_upper(
+    store: SnapshotStore, sandbox_id: str, lowers: Sequence[Path], upper: Path, meta: SnapshotMeta
+) -> Snapshot:
+    """Store the filesystem changes of sandbox ``sandbox_id`` (``upper`` over ``lowers``) as a
+    filesystem-only snapshot, e.g. when an instance stops. ``meta.parent`` is the snapshot its lowers
+    reproduce; when the sandbox was snapshotted while it ran, the newest of those snapshots is the
+    parent instead (and the upper is rebased onto it). Blocking."""
+    stage = store.staging_dir("upper")
+    try:
+        parent, placed = _place_upper(store, sandbox_id, lowers, upper, meta.parent, stage)
+        if parent != meta.parent:
+            meta.parent = parent
+            meta.layers = []
+        meta.source_sandbox = meta.source_sandbox or sandbox_id
+        snap = store.create({"upper": placed}, meta)
+        forget_sandbox(store, sandbox_id)
+        return snap
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 
@@ -160,9 +270,15 @@ async def restore_snapshot(
     *,
     manager: SandboxManager,
     limits: Limits | None = None,
+    seed: int | None = None,
+    copy: int = 0,
     **kwargs: Any,
 ) -> Restored:
-    """Start sandbox ``new_id`` from snapshot ``snapshot_id`` (limits: the snapshot's, unless given)."""
+    """Start sandbox ``new_id`` from snapshot ``snapshot_id`` (limits: the snapshot's, unless given).
+
+    ``seed``: the agent (if any, and unless ``notify_agent=False``) reseeds its PRNGs from
+    ``copy_seed(seed, copy)`` instead of the kernel."""
+    check_seed(seed)
     snap = store.get(snapshot_id)
     if "criu" not in snap.trees or "bundle" not in snap.trees:
         raise InvalidInputError(
@@ -176,7 +292,8 @@ async def restore_snapshot(
     # keep the materialised uppers (our overlay lowers) through gc while the sandbox exists
     for link in store.chain(snapshot_id):
         store.lease(link.id, manager.sandboxes_dir / new_id)
-    return await restore(manager, dirs, new_id, limits=_limits(snap, limits), **kwargs)
+    [copy_seed_] = copy_seeds(seed, 1, first=copy)
+    return await restore(manager, dirs, new_id, limits=_limits(snap, limits), seed=copy_seed_, **kwargs)
 
 
 async def branch(
@@ -186,29 +303,84 @@ async def branch(
     *,
     manager: SandboxManager,
     concurrency: int = 2,
+    seed: int | None = None,
     **kwargs: Any,
 ) -> list[Restored]:
-    """Restore one snapshot into several new sandboxes. All or nothing: on a failure the copies
-    already started are destroyed."""
+    """Restore one snapshot into several new sandboxes (copy ``k`` is ``new_ids[k]``; with ``seed`` its
+    PRNGs are seeded from ``copy_seed(seed, k)``). All or nothing: on a failure the copies already
+    started are destroyed."""
+    check_seed(seed)
     if len(set(new_ids)) != len(new_ids):
         raise InvalidInputError("branch ids must be unique")
     await asyncio.to_thread(store.materialized, snapshot_id)  # once, before the copies race for it
     sem = asyncio.Semaphore(max(1, concurrency))
     started: list[Restored] = []
 
-    async def one(new_id: str) -> Restored:
+    async def one(k: int, new_id: str) -> Restored:
         async with sem:
-            r = await restore_snapshot(store, snapshot_id, new_id, manager=manager, **kwargs)
+            r = await restore_snapshot(
+                store, snapshot_id, new_id, manager=manager, seed=seed, copy=k, **kwargs
+            )
             started.append(r)
             return r
 
-    results = await asyncio.gather(*(one(i) for i in new_ids), return_exceptions=True)
+    results = await asyncio.gather(*(one(k, i) for k, i in enumerate(new_ids)), return_exceptions=True)
     errors = [r for r in results if isinstance(r, BaseException)]
     if errors:
         for r in started:
             await r.sandbox.destroy()
         raise errors[0]
     return [r for r in results if isinstance(r, Restored)]
+
+
+def common_base(store: SnapshotStore, snapshot_ids: Sequence[str]) -> str:
+    """The nearest common ancestor of ``snapshot_ids`` (the base their changes are merged against).
+
+    It must lie strictly below all of them: merging a snapshot with its own ancestor is refused."""
+    ids = list(snapshot_ids)
+    chains = [[s.id for s in store.chain(b)] for b in ids]
+    base: str | None = None
+    for links in zip(*chains, strict=False):
+        if len(set(links)) != 1:
+            break
+        base = links[0]
+    if base is None or base in ids:
+        if base is not None:
+            hint = f"{base} is an ancestor of the others; snapshot its source again and merge that"
+        else:
+            hint = (
+                "they share no ancestor; merge snapshots of sandboxes or instances restored from "
+                "one snapshot"
+            )
+        raise InvalidInputError(
+            f"snapshots {ids} have no common base snapshot below all of them: {hint}",
+            snapshot_ids=ids,
+            chains={b: c for b, c in zip(ids, chains, strict=True)},
+        )
+    return base
+
+
+def merge_branches(
+    store: SnapshotStore,
+    snapshot_ids: Sequence[str],
+    *,
+    strategy: str = "fail",
+    labels: Sequence[str] | None = None,
+    meta: SnapshotMeta | None = None,
+) -> tuple[Snapshot, MergeReport]:
+    """Merge snapshots against their :func:`common_base` (see :func:`merge_snapshots`). Blocking."""
+    check_strategy(strategy)
+    ids = list(snapshot_ids)
+    if len(ids) < 2 or len(set(ids)) != len(ids):
+        raise InvalidInputError("a merge needs at least two distinct snapshots (branches)")
+    base = common_base(store, ids)
+    return merge_snapshots(store, base, ids, strategy=strategy, labels=labels, meta=meta)
+
+
+def check_strategy(strategy: str) -> str:
+    if strategy not in STRATEGIES:
+        raise InvalidInputError(f"unknown merge strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
+    return strategy
 
 
 def merge_snapshots(

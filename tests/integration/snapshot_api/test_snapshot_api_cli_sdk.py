@@ -67,9 +67,14 @@ def test_cli_and_sdk_snapshot_journey(
         assert body["n"] == 2
 
         # branch via the CLI, write diverging files, merge with fail (exit 1 + report) then union
-        copies = json.loads(_ok(_faas(faasd_server, "branch", snap_id, "-n", "2", "--json")))
+        copies = json.loads(_ok(_faas(faasd_server, "branch", snap_id, "-n", "2", "--seed", "9", "--json")))
         ids = [c["id"] for c in copies]
         created += ids
+        assert [(c["seed"], c["copy_index"]) for c in copies] == [(9, 0), (9, 1)]
+        seeded = json.loads(_ok(_faas(faasd_server, "snapshot", "restore", snap_id, "--seed", "9", "--json")))
+        created.append(seeded["id"])
+        first = json.loads(_ok(_faas(faasd_server, "sandbox", "invoke", ids[0])))
+        assert json.loads(_ok(_faas(faasd_server, "sandbox", "invoke", seeded["id"])))["r"] == first["r"]
         _ok(_faas(faasd_server, "sandbox", "invoke", ids[0], "-d", "write:one.txt:1"))
         _ok(_faas(faasd_server, "sandbox", "invoke", ids[0], "-d", "write:both.txt:first"))
         _ok(_faas(faasd_server, "sandbox", "invoke", ids[1], "-d", "write:two.txt:2"))
@@ -94,6 +99,12 @@ def test_cli_and_sdk_snapshot_journey(
         assert result.report.conflicts[0].resolution == branch_snaps[0]
         assert {s.id for s in client.list_sandboxes()} >= set(created)
         assert client.invoke_sandbox(ids[1], b"").json()["n"] == 4
+        # the CLI merges mixed kinds in the order given: a live sandbox (snapshotted now) and a snapshot
+        cmd = ["merge", ids[1], branch_snaps[0], "--strategy", "ours", "--json"]
+        mixed = json.loads(_ok(_faas(faasd_server, *cmd)))
+        snaps += [*mixed["branches"][:1], mixed["snapshot"]["id"]]
+        assert mixed["base"] == snap_id and mixed["branches"][1] == branch_snaps[0]
+        assert mixed["report"]["conflicts"][0]["resolution"] == mixed["branches"][0]
 
         _ok(_faas(faasd_server, "sandbox", "rm", *created))
         assert not set(created) & {s.id for s in client.list_sandboxes()}

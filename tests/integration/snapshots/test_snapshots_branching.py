@@ -182,6 +182,12 @@ async def test_branch_three_copies_diverge_and_nested(env: dict) -> None:  # typ
     await asyncio.sleep(0.3)
     c0 = await snapshot_sandbox(store, copies[0])
     c2 = await snapshot_sandbox(store, copies[2])
+    # lineage: a copy's second snapshot is a child of its first, holding only what changed since
+    assert c0.meta.parent == snap_b0.id and c2.meta.parent == snap_b2.id
+    assert [e.path for e in c0.trees["upper"] if e.path.startswith("state/")] == ["state/same.txt"]
+    side = await snapshot_sandbox(store, copies[0], lineage=False)  # a side capture: not a new head
+    assert side.meta.parent == base.id
+    assert (await snapshot_sandbox(store, copies[0])).meta.parent == c0.id
     with pytest.raises(ConflictError) as info:
         merge_snapshots(store, base.id, [c0.id, c2.id], strategy="fail")
     kinds = {c["path"]: c["kind"] for c in info.value.details["report"]["conflicts"]}

@@ -43,6 +43,18 @@ def test_argument_errors_name_the_fields() -> None:
         parse_args("expose_port", {"instance_id": "in-1", "internal_port": 70000})
     with pytest.raises(JobValidationError):
         parse_args("merge_branches", {"branch_ids": ["only-one"]})
+    with pytest.raises(JobValidationError):
+        parse_args("merge_branches", {"branch_ids": [f"snap-{i}" for i in range(33)]})
+
+
+def test_restore_and_branch_jobs_take_an_optional_seed() -> None:
+    assert parse_args("restore_snapshot", {"snapshot_id": "snap-1"}).seed is None  # type: ignore[attr-defined]
+    args = parse_args("create_branch", {"parent_snapshot_id": "snap-1", "branch_name": "b", "seed": 3})
+    assert args.seed == 3  # type: ignore[attr-defined]
+    for bad in (-1, 2**63, "x", 1.5):
+        with pytest.raises(JobValidationError) as e:
+            parse_args("restore_snapshot", {"snapshot_id": "snap-1", "seed": bad})
+        assert e.value.details["errors"][0]["loc"] == ["args", "seed"]
 
 
 def test_execute_advanced_modes() -> None:

@@ -15,9 +15,10 @@ from faasd.cli.main import app
 from faasd.errors import CapacityError, InvalidInputError, NotFoundError
 from faasd.platform.functions import BRANCH_FROM_ANNOTATION, FunctionSpec, to_spec
 from faasd.platform.pools import PoolConfig, WarmPool
-from faasd.platform.snapshots import SnapshotService, version_key
+from faasd.platform.snapshots import version_key
 from faasd.platform.workers import Invocation, InvocationResult, StreamEvent, WorkerConfig
 from faasd.sdk import Client
+from faasd.snapshots.service import common_base
 from faasd.snapshots.store import SnapshotMeta, SnapshotStore
 from faasd.state import Function
 
@@ -136,14 +137,13 @@ def test_merge_base_is_the_nearest_common_ancestor(tmp_path: Path) -> None:
     b = _snap(store, tmp_path, "b", root)
     a2 = _snap(store, tmp_path, "a2", a)
     other = _snap(store, tmp_path, "other", None)
-    svc = SnapshotService.__new__(SnapshotService)
-    svc.store = store
-    assert svc._common_base([a, b]) == root
-    assert svc._common_base([a2, b]) == root
-    with pytest.raises(InvalidInputError, match="no common base"):
-        svc._common_base([a, other])
-    with pytest.raises(InvalidInputError, match="no common base"):
-        svc._common_base([a, a2])  # a is an ancestor of a2: not two branches of one base
+    assert common_base(store, [a, b]) == root
+    assert common_base(store, [a2, b]) == root
+    assert common_base(store, [a2, a, b][::2]) == root
+    with pytest.raises(InvalidInputError, match=r"no common base.*share no ancestor"):
+        common_base(store, [a, other])
+    with pytest.raises(InvalidInputError, match=r"no common base.*is an ancestor"):
+        common_base(store, [a, a2])  # a is an ancestor of a2: not two branches of one base
 
 
 REPORT = {
@@ -190,5 +190,5 @@ def test_cli_merge_prints_conflicts_and_fails(monkeypatch: pytest.MonkeyPatch) -
     import json
 
     body = json.loads(sent[0].content)
-    assert body["snapshot_ids"] == ["snap-a"] and body["sandbox_ids"] == ["fd-x-1"]
+    assert body["branches"] == ["snap-a", "fd-x-1"]  # every kind of id, in the order given
     assert body["strategy"] == "fail"

@@ -201,9 +201,26 @@ function errorInfo(err) {
   return { exception: typeof err, message: `thrown value: ${String(err)}`, traceback: '' };
 }
 
-// xorshift128+ seeded from the kernel; replaces Math.random after a restore so copies differ.
-function reseedMathRandom() {
-  const seed = crypto.randomBytes(16);
+// Straight from the kernel: crypto.randomBytes() draws from OpenSSL's in-process generator, whose
+// state CRIU restores identically in every copy of a snapshot (so copies would get the same bytes).
+function kernelRandomBytes(n) {
+  const buf = Buffer.alloc(n);
+  const fd = fs.openSync('/dev/urandom', 'r');
+  try {
+    let got = 0;
+    while (got < n) got += fs.readSync(fd, buf, got, n - got, null);
+  } finally {
+    fs.closeSync(fd);
+  }
+  return buf;
+}
+
+// xorshift128+ seeded from the kernel (or, for a seeded branch copy, from sha256 of the seed the
+// host derived for it); replaces Math.random after a restore so copies differ -- or repeat exactly.
+function reseedMathRandom(seedText) {
+  const seed = typeof seedText === 'string' && seedText
+    ? crypto.createHash('sha256').update(seedText).digest()
+    : kernelRandomBytes(16);
   let s0 = seed.readBigUInt64LE(0) | 1n;
   let s1 = seed.readBigUInt64LE(8) | 1n;
   const mask = (1n << 64n) - 1n;
@@ -287,7 +304,7 @@ class Agent {
           await this.invoke(header, body, send);
         }
       } else if (header.type === 'restored') {
-        reseedMathRandom();
+        reseedMathRandom(header.seed);
         const errors = [];
         for (const fn of afterRestoreHooks) {
           try { await fn(); } catch (e) { errors.push(errorInfo(e).traceback); }

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import hashlib
 import importlib
 import io
 import json
@@ -264,6 +265,25 @@ class _Child:
             os.waitpid(self.pid, 0)
 
 
+
+def seed_prngs(seed: str | None) -> None:
+    """Reseed the PRNGs of this process: ``random`` and, if the handler imported it, numpy's global
+    generator. ``seed`` None: from the kernel (copies differ); a string: deterministically from it."""
+    if seed is None:
+        random.seed()
+    else:
+        random.seed(seed)
+    np = sys.modules.get("numpy")
+    nprandom = getattr(np, "random", None) if np is not None else None
+    if nprandom is not None and hasattr(nprandom, "seed"):
+        try:
+            if seed is None:
+                nprandom.seed()
+            else:
+                nprandom.seed(int.from_bytes(hashlib.sha256(seed.encode()).digest()[:4], "big"))
+        except Exception:
+            pass
+
 class Agent:
     def __init__(self, socket_path: str, handler: str, code_dir: str, function_name: str, fork: bool) -> None:
         self.socket_path = socket_path
@@ -281,6 +301,8 @@ class Agent:
         self._reap_after_response: list[int] = []
         self._spare: _Child | None = None
         self.requests = 0
+        self.seed: str | None = None  # set by a seeded `restored` frame (reproducible branch copy)
+        self._forks = 0
 
     # -- startup
     def load(self) -> None:
@@ -382,7 +404,7 @@ class Agent:
             else:
                 self.invoke_inprocess(conn, header, body)
         elif kind == "restored":
-            self._restored(conn)
+            self._restored(conn, header)
         else:
             _send_quiet(
                 conn,
@@ -407,10 +429,14 @@ class Agent:
             pong["error"] = self.load_error
         _send_quiet(conn, encode_frame(pong))
 
-    def _restored(self, conn: socket.socket) -> None:
+    def _restored(self, conn: socket.socket, header: dict) -> None:
         # Every copy restored from one snapshot starts with the same PRNG state: reseed from the
-        # kernel (os.urandom), then let user code fix up its own state.
-        random.seed()
+        # kernel (os.urandom), or from the seed the host derived for this copy (a reproducible
+        # branch), then let user code fix up its own state.
+        seed = header.get("seed")
+        self.seed = str(seed) if isinstance(seed, str) and seed else None
+        self._forks = 0
+        seed_prngs(self.seed)
         try:
             import tempfile
 
@@ -597,8 +623,13 @@ class Agent:
             with contextlib.suppress(Exception):
                 if stream is not None:
                     stream.flush()
+        self._forks += 1
         pid = os.fork()
         if pid == 0:  # ------------------------------------------------------------------ child
+            if self.seed is not None:
+                # CPython reseeds `random` from the kernel in every child; a seeded copy's n-th child
+                # gets a state derived from (seed, n) instead, so its requests repeat exactly
+                seed_prngs(f"{self.seed}:{self._forks}")
             code = 0
             try:
                 os.setpgid(0, 0)
