@@ -94,3 +94,24 @@ class RuntimeFailure(FaasdError):
 
     code = "runtime_failure"
     status = 500
+
+
+class RegistryError(FaasdError):
+    """A container registry could not be reached or answered with something unusable (pull/push)."""
+
+    code = "registry_error"
+    status = 502
+
+
+class RegistryAuthError(RegistryError):
+    """A registry refused the credentials faasd sent (or wants credentials faasd does not have)."""
+
+    code = "registry_unauthorized"
+    status = 502
+
+
+class DigestMismatchError(RegistryError):
+    """Content from a registry does not hash to the digest that names it; nothing of it was kept."""
+
+    code = "digest_mismatch"
+    status = 502

@@ -1,0 +1,74 @@
+"""``ensure_image``: the seam deploy, execute and instances call so a missing image is pulled on demand.
+
+An image already in the store is used as is. A missing one is pulled from its registry (Docker's
+naming: ``alpine`` is ``docker.io/library/alpine:latest``; see ``registry_mirrors``) when
+``pull_missing_images`` is on; concurrent requests for the same image wait for one pull. Failures say
+which image and registry, and how to get the image offline (``faas image import FILE --ref REF``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from faasd.config import Settings
+from faasd.errors import NotFoundError, RegistryAuthError, RegistryError
+from faasd.images.registry import Puller, PullProgress, options_from_settings
+from faasd.images.registry.reference import parse
+from faasd.images.store import ImageStore
+
+log = logging.getLogger(__name__)
+
+
+class ImageEnsurer:
+    def __init__(self, settings: Settings, store: ImageStore | None) -> None:
+        self.settings = settings
+        self.store = store
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def _present(self, ref: str) -> bool:
+        assert self.store is not None
+        r = parse(ref)
+        key = r.digest if r.digest and not r.tag else ref
+        return self.store.exists(key) if key else False
+
+    def puller(self) -> Puller:
+        assert self.store is not None
+        return Puller(self.store, options_from_settings(self.settings))
+
+    async def pull(self, ref: str, progress: PullProgress | None = None) -> None:
+        """Pull ``ref`` (one pull per ref at a time in this process)."""
+        lock = self._locks.setdefault(ref, asyncio.Lock())
+        async with lock:
+            await self.puller().pull(ref, progress)
+
+    async def ensure(self, ref: str) -> None:
+        """Make sure ``ref`` is in the image store, pulling it when missing (see module docstring)."""
+        if self.store is None:
+            return  # no real image store (tests of orchestration): the caller's own lookup decides
+        if await asyncio.to_thread(self._present, ref):
+            return
+        if not self.settings.pull_missing_images:
+            raise NotFoundError(
+                f"image {ref!r} is not in the image store and pulling missing images is off "
+                f"(FAASD_PULL_MISSING_IMAGES): pull it (faas image pull {ref}) or import it "
+                f"(faas image import FILE --ref {ref})",
+                image=ref,
+            )
+        lock = self._locks.setdefault(ref, asyncio.Lock())
+        async with lock:
+            if await asyncio.to_thread(self._present, ref):
+                return
+            log.info("image %s is not in the store: pulling it", ref)
+            try:
+                await self.puller().pull(ref)
+            except RegistryAuthError:
+                raise
+            except RegistryError as exc:
+                if exc.details.get("status") is not None or "digest" in exc.details:
+                    raise  # the registry answered: its error says what is wrong
+                raise NotFoundError(
+                    f"image {ref!r} is not in the image store and could not be pulled: {exc.message}",
+                    image=ref,
+                    **{k: v for k, v in exc.details.items() if k != "image"},
+                ) from None
