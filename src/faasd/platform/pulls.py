@@ -13,9 +13,11 @@ import logging
 
 from faasd.config import Settings
 from faasd.errors import NotFoundError, RegistryAuthError, RegistryError
-from faasd.images.registry import Puller, PullProgress, options_from_settings
+from faasd.images.models import Image
+from faasd.images.registry import Puller, PullProgress, Pusher, PushResult, options_from_settings
 from faasd.images.registry.reference import parse
 from faasd.images.store import ImageStore
+from faasd.platform.errors import UnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -29,18 +31,27 @@ class ImageEnsurer:
     def _present(self, ref: str) -> bool:
         assert self.store is not None
         r = parse(ref)
-        key = r.digest if r.digest and not r.tag else ref
-        return self.store.exists(key) if key else False
+        return self.store.exists(r.digest if r.digest and not r.tag else ref)
+
+    def _real_store(self) -> ImageStore:
+        if self.store is None:
+            raise UnavailableError(
+                "pulling and pushing images needs the daemon's image store, which it runs without"
+            )
+        return self.store
 
     def puller(self) -> Puller:
-        assert self.store is not None
-        return Puller(self.store, options_from_settings(self.settings))
+        return Puller(self._real_store(), options_from_settings(self.settings))
 
-    async def pull(self, ref: str, progress: PullProgress | None = None) -> None:
+    async def pull(self, ref: str, progress: PullProgress | None = None) -> Image:
         """Pull ``ref`` (one pull per ref at a time in this process)."""
         lock = self._locks.setdefault(ref, asyncio.Lock())
         async with lock:
-            await self.puller().pull(ref, progress)
+            return await self.puller().pull(ref, progress)
+
+    async def push(self, ref: str, source: str | None = None) -> PushResult:
+        """Push the local image ``source`` (default: the one named ``ref``) to ``ref``."""
+        return await Pusher(self._real_store(), options_from_settings(self.settings)).push(ref, source)
 
     async def ensure(self, ref: str) -> None:
         """Make sure ``ref`` is in the image store, pulling it when missing (see module docstring)."""
