@@ -463,7 +463,7 @@ class Client(_Base):
         return self._call(_api.get_instance(instance_id))
 
     def pull_image(self, ref: str) -> sm.Image:
-        """Have the daemon pull ``ref`` from its registry (``alpine``: ``docker.io/library/alpine:latest``)."""
+        """Have the daemon pull ``ref`` from its registry (``alpine`` is docker.io/library/alpine:latest)."""
         return self._call(_api.pull_image(ref))
 
     def push_image(self, ref: str, *, source: str | None = None) -> sm.PushResult:
