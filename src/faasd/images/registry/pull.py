@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import httpx
 
 from faasd.content import ContentStore
-from faasd.errors import DigestMismatchError, FaasdError, InvalidInputError, RegistryError
+from faasd.errors import ConflictError, DigestMismatchError, FaasdError, InvalidInputError, RegistryError
 from faasd.images import models as m
 from faasd.images.archive import host_arch
 from faasd.images.models import Image, ProgressEvent
@@ -24,8 +24,6 @@ from faasd.images.registry.client import FetchedManifest, RegistryClient, Regist
 from faasd.images.registry.layout import ContentLayout
 from faasd.images.registry.reference import Reference, parse
 from faasd.images.store import ImageStore
-
-CHUNK = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -100,7 +98,10 @@ class Puller:
                         for desc in blobs:
                             tg.create_task(one(desc))
                 except BaseExceptionGroup as group:
-                    raise _first(group) from None
+                    error = _first(group)
+                    if isinstance(error, FaasdError) and not error.details.get("resumable"):
+                        self._discard_partials(blobs)  # not a network failure: nothing to resume
+                    raise error from None
 
                 def unpack_progress(ev: ProgressEvent) -> None:
                     _emit(progress, PullEvent("unpack", ev.description, None, ev.bytes_done, None))
@@ -111,6 +112,14 @@ class Puller:
                 )
         _emit(progress, PullEvent("done", f"pulled {r}", None, image.size, image.size))
         return image
+
+    def _discard_partials(self, blobs: list[m.Descriptor]) -> None:
+        for desc in blobs:
+            try:
+                writer = self.content.resumable_writer(desc.digest)
+            except ConflictError:
+                continue  # another pull is downloading it
+            writer.abort()
 
     async def _resolve(self, client: RegistryClient, fetched: FetchedManifest) -> FetchedManifest:
         """Follow an index / manifest list to the manifest for linux/<host arch>."""
@@ -172,7 +181,7 @@ class Puller:
                             writer.reset()  # the registry cannot continue there: start over
                         if not refused:
                             _emit(progress, PullEvent("download", what, desc.digest, writer.size, desc.size))
-                            async for chunk in resp.aiter_raw(CHUNK):
+                            async for chunk in resp.aiter_raw():  # unbuffered: a cut read keeps all it got
                                 writer.write(chunk)
                                 if writer.size > desc.size:
                                     break
@@ -203,6 +212,7 @@ class Puller:
                         "kept: pull again to continue where it stopped",
                         image=client.image,
                         registry=client.host,
+                        resumable=True,
                     ) from None
                 await asyncio.sleep(self.retry_delay_s * failures)
             except asyncio.CancelledError:
