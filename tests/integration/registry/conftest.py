@@ -24,3 +24,13 @@ def auth_registry() -> Iterator[Registry]:
         yield reg
     finally:
         reg.stop()
+
+
+@pytest.fixture(scope="session")
+def token_registry() -> Iterator[Registry]:
+    """A docker-registry with bearer-token auth (a token server on another loopback port)."""
+    reg = Registry(auth="token").start()
+    try:
+        yield reg
+    finally:
+        reg.stop()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import http.server
 import json
 import shutil
 import socket
@@ -11,6 +13,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,10 +32,14 @@ def free_port() -> int:
 
 
 class Registry:
-    """``docker-registry`` with filesystem storage in a temp dir; stopped and removed by ``stop``."""
+    """``docker-registry`` with filesystem storage in a temp dir; stopped and removed by ``stop``.
 
-    def __init__(self, auth: bool = False) -> None:
+    ``auth``: False (open), True (htpasswd: basic auth) or "token" (bearer tokens from a TokenServer).
+    """
+
+    def __init__(self, auth: bool | str = False) -> None:
         self.auth = auth
+        self.token_server: TokenServer | None = None
         self.dir = Path(tempfile.mkdtemp(prefix="faasd-test-registry-"))
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
@@ -53,7 +60,17 @@ class Registry:
             "http:",
             f"  addr: 127.0.0.1:{self.port}",
         ]
-        if self.auth:
+        if self.auth == "token":
+            self.token_server = TokenServer(self.dir).start()
+            cfg += [
+                "auth:",
+                "  token:",
+                f"    realm: {self.token_server.realm}",
+                f"    service: {TokenServer.SERVICE}",
+                f"    issuer: {TokenServer.ISSUER}",
+                f"    rootcertbundle: {self.token_server.cert}",
+            ]
+        elif self.auth:
             htpasswd = self.dir / "htpasswd"
             subprocess.run(
                 ["htpasswd", "-Bbc", str(htpasswd), USER, PASSWORD], check=True, capture_output=True
@@ -83,6 +100,8 @@ class Registry:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        if self.token_server is not None:
+            self.token_server.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def blob_file(self, digest: str) -> Path:
@@ -113,6 +132,113 @@ class Registry:
         r = httpx.get(f"http://{self.host}/v2/{repo}/manifests/{ref}", headers={"Accept": accept}, auth=auth)
         r.raise_for_status()
         return r.content, r.headers["Content-Type"]
+
+
+class TokenServer:
+    """A docker token-auth server (the protocol Docker Hub speaks): ``GET /token?service=&scope=`` with basic
+    credentials answers a JWT (RS256, signed with ``openssl``, its certificate in ``x5c``) granting the
+    requested scope. Records the scopes it was asked for."""
+
+    SERVICE = "faasd-test-registry"
+    ISSUER = "faasd-test-issuer"
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.key = directory / "token.key"
+        self.cert = directory / "token.crt"
+        self.port = free_port()
+        self.scopes: list[str] = []
+        self.refused = 0
+        self._server: http.server.ThreadingHTTPServer | None = None
+
+    @property
+    def realm(self) -> str:
+        return f"http://127.0.0.1:{self.port}/token"
+
+    def start(self) -> TokenServer:
+        subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                str(self.key),
+                "-out",
+                str(self.cert),
+                "-days",
+                "1",
+                "-subj",
+                "/CN=faasd-test-token",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        der = subprocess.run(
+            ["openssl", "x509", "-in", str(self.cert), "-outform", "DER"], check=True, capture_output=True
+        ).stdout
+        x5c = base64.b64encode(der).decode()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                query = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
+                expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+                if self.headers.get("Authorization") != expected:
+                    outer.refused += 1
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                access = []
+                for scope in query.get("scope", []):
+                    outer.scopes.append(scope)
+                    kind, _, rest = scope.partition(":")
+                    name, _, actions = rest.rpartition(":")
+                    access.append({"type": kind, "name": name, "actions": actions.split(",")})
+                now = int(time.time())
+                claims = {
+                    "iss": TokenServer.ISSUER,
+                    "sub": USER,
+                    "aud": TokenServer.SERVICE,
+                    "exp": now + 300,
+                    "nbf": now - 10,
+                    "iat": now,
+                    "jti": str(now) + str(len(outer.scopes)),
+                    "access": access,
+                }
+                body = json.dumps({"token": outer.sign({"typ": "JWT", "alg": "RS256", "x5c": [x5c]}, claims)})
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body.encode())
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def sign(self, header: dict[str, object], claims: dict[str, object]) -> str:
+        def b64(data: bytes) -> str:
+            return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+        signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}"
+        sig = subprocess.run(
+            ["openssl", "dgst", "-sha256", "-sign", str(self.key)],
+            input=signing_input.encode(),
+            check=True,
+            capture_output=True,
+        ).stdout
+        return f"{signing_input}.{b64(sig)}"
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
 
 
 def busybox_entries(marker: str) -> list[Entry]:
@@ -249,8 +375,6 @@ def sha256_file(path: Path) -> str:
 
 
 def docker_config(path: Path, host: str, user: str, password: str) -> Path:
-    import base64
-
     auth = base64.b64encode(f"{user}:{password}".encode()).decode()
     path.write_text(json.dumps({"auths": {host: {"auth": auth}}}))
     return path

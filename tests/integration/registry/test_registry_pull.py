@@ -292,3 +292,25 @@ async def test_interrupted_download_resumes_with_range(
         assert [rng for line, rng in proxy.requests if "/blobs/" in line and rng] == ["bytes=200000-"]
     finally:
         proxy.stop()
+
+
+async def test_bearer_token_auth(
+    token_registry: Registry, store: ImageStore, tmp_path: Path, unique_id: str
+) -> None:
+    _push_archive(token_registry, tmp_path, f"tok/{unique_id}:v1", "behind a token server")
+    ref = f"{token_registry.host}/tok/{unique_id}:v1"
+    server = token_registry.token_server
+    assert server is not None
+    refused = server.refused
+    with pytest.raises(RegistryAuthError) as err:  # anonymous: the token server refuses
+        await Puller(store, _opts()).pull(ref)
+    assert token_registry.host in err.value.message and "anonymous" in err.value.message
+    wrong = docker_config(tmp_path / "wrong.json", token_registry.host, USER, "wrong")
+    with pytest.raises(RegistryAuthError, match=f"refused user '{USER}'"):
+        await Puller(store, _opts([wrong])).pull(ref)
+    assert server.refused == refused + 2
+    good = docker_config(tmp_path / "good.json", token_registry.host, USER, PASSWORD)
+    server.scopes.clear()
+    image = await Puller(store, _opts([good])).pull(ref)
+    assert f"repository:tok/{unique_id}:pull" in server.scopes
+    assert _marker(store, ref) == "behind a token server" and image.refs == [ref]
