@@ -19,7 +19,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "invalid reference, or an image faasd cannot read"},
     404: {"description": "the image is not in the registry (pull) or the local store (push)"},
     409: {"description": "the same blob is being downloaded by another pull"},
-    502: {"description": "the registry is unreachable, refused the credentials, or sent corrupt content"},
+    424: {"description": "the registry is unreachable, refused the credentials, or sent corrupt content"},
     503: {"description": "the daemon runs without an image store"},
 }
 

@@ -12,7 +12,7 @@ import asyncio
 import logging
 
 from faasd.config import Settings
-from faasd.errors import NotFoundError, RegistryAuthError, RegistryError
+from faasd.errors import InvalidInputError, NotFoundError, RegistryAuthError, RegistryError
 from faasd.images.models import Image
 from faasd.images.registry import Puller, PullProgress, Pusher, PushResult, options_from_settings
 from faasd.images.registry.reference import parse
@@ -30,6 +30,8 @@ class ImageEnsurer:
 
     def _present(self, ref: str) -> bool:
         assert self.store is not None
+        if self.store.exists(ref):  # also finds images by id / short id
+            return True
         r = parse(ref)
         return self.store.exists(r.digest if r.digest and not r.tag else ref)
 
@@ -57,8 +59,11 @@ class ImageEnsurer:
         """Make sure ``ref`` is in the image store, pulling it when missing (see module docstring)."""
         if self.store is None:
             return  # no real image store (tests of orchestration): the caller's own lookup decides
-        if await asyncio.to_thread(self._present, ref):
-            return
+        try:
+            if await asyncio.to_thread(self._present, ref):
+                return
+        except InvalidInputError:
+            return  # not a registry reference: the caller's own lookup reports it
         if not self.settings.pull_missing_images:
             raise NotFoundError(
                 f"image {ref!r} is not in the image store and pulling missing images is off "
@@ -76,8 +81,9 @@ class ImageEnsurer:
             except RegistryAuthError:
                 raise
             except RegistryError as exc:
-                if exc.details.get("status") is not None or "digest" in exc.details:
-                    raise  # the registry answered: its error says what is wrong
+                answered = exc.details.get("status") is not None or "digest" in exc.details
+                if answered or exc.details.get("resumable"):
+                    raise  # the registry answered (or a download can be continued): its error says it
                 raise NotFoundError(
                     f"image {ref!r} is not in the image store and could not be pulled: {exc.message}",
                     image=ref,

@@ -139,15 +139,15 @@ class FunctionError(FaasdAPIError):
 class RegistryError(FaasdAPIError, core.RegistryError):
     """The daemon could not pull/push: the registry is unreachable or answered with an error."""
 
-    code, status = "registry_error", 502
+    code, status = "registry_error", 424
 
 
 class RegistryUnauthorized(RegistryError, core.RegistryAuthError):
-    code, status = "registry_unauthorized", 502
+    code, status = "registry_unauthorized", 424
 
 
 class DigestMismatch(RegistryError, core.DigestMismatchError):
-    code, status = "digest_mismatch", 502
+    code, status = "digest_mismatch", 424
 
 
 class FaasdConnectionError(core.FaasdError):

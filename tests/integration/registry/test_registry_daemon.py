@@ -57,7 +57,7 @@ def test_api_pull_push_and_on_demand_execute(
         assert f"api/{unique_id}:missing" in str(err.value)
         with pytest.raises(RegistryError) as err2:
             c.pull_image(f"127.0.0.1:1/x/{unique_id}:v1")
-        assert "127.0.0.1:1" in str(err2.value) and err2.value.status == 502
+        assert "127.0.0.1:1" in str(err2.value) and err2.value.status == 424
 
         # Docker naming + the mirror: 'NAME' is docker.io/library/NAME:latest, pulled on first use
         _push(registry, tmp_path, f"library/{unique_id}:latest", f"on demand {unique_id}")

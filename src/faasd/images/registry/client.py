@@ -96,7 +96,7 @@ class RegistryClient:
             auth=self.auth,
             follow_redirects=True,
             verify=not self.insecure,
-            timeout=httpx.Timeout(self._timeout, connect=min(self._timeout, 10.0)),
+            timeout=httpx.Timeout(self._timeout, connect=min(self._timeout, 5.0)),
         )
         try:
             await self._ping()
