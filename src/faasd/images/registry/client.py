@@ -82,9 +82,9 @@ class RegistryClient:
             DOCKER_HUB_API if ref.registry == DOCKER_HUB else ref.registry
         )
         self.insecure = is_loopback(self.host) or self.host in options.insecure
-        self.credentials = options.credentials.lookup(
-            ref.registry if self.host != ref.registry else self.host
-        )
+        # the credentials of the host contacted (a mirror has its own); Docker Hub's API host is docker.io
+        creds_host = ref.registry if self.host == DOCKER_HUB_API else self.host
+        self.credentials = options.credentials.lookup(creds_host)
         scope = f"repository:{ref.repository}:{'pull,push' if push else 'pull'}"
         self.auth = RegistryAuth(self.host, self.credentials, scope)
         self._timeout = options.timeout_s
