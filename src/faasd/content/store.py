@@ -4,6 +4,7 @@ Layout under ``root`` (``settings.content_dir``)::
 
     blobs/sha256/<hex>      committed blobs, read-only (0444)
     ingest/<random>         blobs being written; same filesystem, so commit is an atomic rename
+    ingest/<hex>.partial    a download of blob <hex> that was cut off; the next writer continues it
 
 A blob is only ever visible under its final name once its bytes were hashed, verified against the
 expected digest/size (when the caller knows them) and fsynced. Any failure, including ENOSPC,
