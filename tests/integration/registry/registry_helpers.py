@@ -46,7 +46,7 @@ class Registry:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Registry:
-        for tool in ("docker-registry", "skopeo", "htpasswd", "openssl"):
+        for tool in ("docker-registry", "skopeo", "htpasswd", "openssl", "busybox"):
             if shutil.which(tool) is None:
                 shutil.rmtree(self.dir, ignore_errors=True)
                 raise AssertionError(f"{tool} is not installed: run scripts/setup-system.sh")
