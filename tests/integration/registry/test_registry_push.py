@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from registry_helpers import PASSWORD, USER, Registry, busybox_image, docker_archive, docker_config
@@ -13,7 +14,7 @@ from faasd.config import Settings
 from faasd.errors import NotFoundError, RegistryAuthError
 from faasd.images import ImageStore
 from faasd.images import testbuild as tb
-from faasd.images.registry import CredentialStore, Puller, Pusher, RegistryOptions
+from faasd.images.registry import CredentialStore, Puller, Pusher, RegistryClient, RegistryOptions
 
 pytestmark = pytest.mark.integration
 
@@ -60,18 +61,29 @@ async def test_push_then_pull_round_trip(registry: Registry, tmp_path: Path, uni
 
 
 async def test_chunked_upload_and_cross_repository_mount(
-    registry: Registry, tmp_path: Path, unique_id: str
+    registry: Registry, tmp_path: Path, unique_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    methods: list[str] = []
+    real_request = RegistryClient._request
+
+    async def recording(self: RegistryClient, method: str, url: Any, what: str, **kw: Any) -> Any:
+        methods.append(method)
+        return await real_request(self, method, url, what, **kw)
+
+    monkeypatch.setattr(RegistryClient, "_request", recording)
     store = _fresh_store(tmp_path, "a")
     first = f"{registry.host}/chunked/{unique_id}:v1"
     _local_image(store, tmp_path, first, f"chunked {unique_id}")
     local = store.get(first)
     result = await Pusher(store, _opts(), chunk_size=64 * 1024).push(first)
     assert len(result.uploaded) == 3  # config + 2 layers, the big one in many PATCHes
+    big = max(x.size for x in local.layers)
+    assert methods.count("PATCH") >= big // (64 * 1024) and methods.count("PUT") == 4  # 3 blobs + manifest
+    methods.clear()
     store.tag(first, f"{registry.host}/mounted/{unique_id}:v2")
     second = await Pusher(store, _opts()).push(f"{registry.host}/mounted/{unique_id}:v2")
     assert sorted(second.mounted) == sorted({local.id, *(x.digest for x in local.layers)})
-    assert second.uploaded == []
+    assert second.uploaded == [] and "PATCH" not in methods
     for ref in (first, f"{registry.host}/mounted/{unique_id}:v2"):
         pulled = await Puller(_fresh_store(tmp_path, ref.rsplit("/", 1)[1]), _opts()).pull(ref)
         assert pulled.id == local.id
