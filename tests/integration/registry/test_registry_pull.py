@@ -172,6 +172,15 @@ async def test_manifest_list_resolves_to_linux_amd64(
         {image.manifest_digest, image.id, *(x.digest for x in image.layers)}
     )
 
+    # the same as a Docker manifest list (skopeo converts it)
+    registry.skopeo_copy(f"oci:{layout}:multi", f"multi/{unique_id}:docker", "--all", "--format", "v2s2")
+    data, ctype = registry.manifest(f"multi/{unique_id}", "docker", m.MT_DOCKER_LIST)
+    assert ctype == m.MT_DOCKER_LIST, ctype
+    other = ImageStore(Settings(data_dir=tmp_path / "d2", run_dir=tmp_path / "r2"))
+    docker_ref = f"{registry.host}/multi/{unique_id}:docker"
+    from_list = await Puller(other, _opts()).pull(docker_ref)
+    assert from_list.architecture == "amd64" and _marker(other, docker_ref) == "arch amd64"
+
     # an index without linux/amd64 says which platforms it has
     only_arm = {"schemaVersion": 2, "mediaType": m.MT_OCI_INDEX, "manifests": [descs[0], descs[2]]}
     raw = json.dumps(only_arm).encode()
