@@ -97,6 +97,11 @@ async def test_pull_by_host_keeps_layers_and_digests(
     last = {e.digest: e for e in downloads}
     assert all(e.done == e.total for e in last.values())
     assert tb.leftovers(store)["ingest"] == []
+    # pinned by digest: the same image, found by that digest (no name is added)
+    other = ImageStore(Settings(data_dir=tmp_path / "d2", run_dir=tmp_path / "r2"))
+    pinned = await Puller(other, _opts()).pull(f"{registry.host}/team/{unique_id}@{image.manifest_digest}")
+    assert pinned.manifest_digest == image.manifest_digest and pinned.refs == []
+    assert other.get(image.manifest_digest).id == image.id
     # pulling again is a no-op download-wise
     events.clear()
     await Puller(store, _opts()).pull(ref, events.append)
