@@ -14,6 +14,8 @@ APT_PACKAGES=(
   runc runsc umoci skopeo debootstrap iproute2 iptables zstd tar util-linux e2fsprogs
   podman uidmap libseccomp2 python3-venv python3-dev ca-certificates
   nodejs gcc libc6-dev postgresql
+  # registry tests: a real OCI registry (htpasswd from apache2-utils), a static busybox for test images
+  docker-registry apache2-utils busybox-static
   # CRIU runtime libraries
   libprotobuf-c1 libnl-3-200 libnet1 libcap2 libbsd0 libgnutls30 libnftables1 libuuid1
 )

@@ -34,6 +34,15 @@ class Settings(BaseSettings):
     5 s, httpx and Node: 5 s), so a client never sends a request on a connection the server is closing
     at that moment (the client would see "server disconnected without sending a response")."""
     runc_binary: str = "runc"
+    registry_auth_file: Path | None = None
+    """A docker-style ``config.json`` with registry credentials, read before ``$DOCKER_CONFIG/config.json``
+    and ``~/.docker/config.json``."""
+    registry_mirrors: dict[str, str] = {}
+    """Registry host -> mirror host (``{"docker.io": "mirror.local:5000"}``): pulls go to the mirror."""
+    insecure_registries: list[str] = []
+    """Registry hosts that may be reached over plain HTTP (loopback hosts always may)."""
+    pull_missing_images: bool = True
+    """Deploy, execute and instances pull an image that is not in the store from its registry."""
     runsc_binary: str = "runsc"
     criu_binary: str = "criu"
 

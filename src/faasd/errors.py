@@ -94,3 +94,27 @@ class RuntimeFailure(FaasdError):
 
     code = "runtime_failure"
     status = 500
+
+
+class RegistryError(FaasdError):
+    """A container registry could not be reached or answered with something unusable (pull/push).
+
+    424 (Failed Dependency), not 5xx: the daemon works, the registry the request names does not; the code
+    (``registry_error``, ``registry_unauthorized``, ``digest_mismatch``) says which way."""
+
+    code = "registry_error"
+    status = 424
+
+
+class RegistryAuthError(RegistryError):
+    """A registry refused the credentials faasd sent (or wants credentials faasd does not have)."""
+
+    code = "registry_unauthorized"
+    status = 424
+
+
+class DigestMismatchError(RegistryError):
+    """Content from a registry does not hash to the digest that names it; nothing of it was kept."""
+
+    code = "digest_mismatch"
+    status = 424

@@ -17,6 +17,7 @@ from faasd import __version__
 from faasd.api import routes_openfaas, routes_v1
 from faasd.api.auth import require
 from faasd.api.errors import install_error_handlers
+from faasd.api.routes_images import router as images_router
 from faasd.api.routes_instances import router as instances_router
 from faasd.api.routes_jobs import router as jobs_router
 from faasd.api.routes_snapshots import router as snapshots_router
@@ -197,6 +198,7 @@ def create_app(
     app.include_router(routes_v1.router)
     app.include_router(snapshots_router)
     app.include_router(instances_router)
+    app.include_router(images_router)
     app.include_router(jobs_router)
     app.include_router(routes_openfaas.router)
     return app

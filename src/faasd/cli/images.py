@@ -173,3 +173,6 @@ def build_base(
         raise _fail(exc) from None
     refs = ", ".join(getattr(image, "refs", []) or [])
     console.print(f"built [bold]{refs or name}[/bold]")
+
+
+from faasd.cli import image_registry as _image_registry  # noqa: E402, F401  (registers pull / push)

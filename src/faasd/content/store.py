@@ -4,6 +4,7 @@ Layout under ``root`` (``settings.content_dir``)::
 
     blobs/sha256/<hex>      committed blobs, read-only (0444)
     ingest/<random>         blobs being written; same filesystem, so commit is an atomic rename
+    ingest/<hex>.partial    a download of blob <hex> that was cut off; the next writer continues it
 
 A blob is only ever visible under its final name once its bytes were hashed, verified against the
 expected digest/size (when the caller knows them) and fsynced. Any failure, including ENOSPC,
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import os
 import secrets
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import BinaryIO, NoReturn
 
 from faasd.content import digest as dg
-from faasd.errors import InvalidInputError, NotFoundError, StorageFullError
+from faasd.errors import ConflictError, InvalidInputError, NotFoundError, StorageFullError
 
 CHUNK = 1024 * 1024
 BytesCallback = Callable[[int], None]
@@ -152,6 +154,60 @@ class BlobWriter:
         self.abort()
 
 
+class ResumableWriter(BlobWriter):
+    """A BlobWriter for a blob whose digest is known, that survives interruptions.
+
+    Its ingest file is named by the digest (``ingest/<hex>.partial``): a writer opened again for the
+    same digest continues after the bytes already there (``size``; e.g. an HTTP Range download).
+    ``suspend`` closes it keeping those bytes; ``abort``/``commit`` behave as in BlobWriter (a digest
+    mismatch removes the file). An exclusive flock keeps two writers off the same partial blob.
+    """
+
+    def __init__(self, store: ContentStore, digest: str, progress: BytesCallback | None = None) -> None:
+        self._store = store
+        self._progress = progress
+        self._hash = hashlib.sha256()
+        self.size = 0
+        self._done = False
+        self._fd = None
+        store.ingest_dir.mkdir(parents=True, exist_ok=True)
+        self._path = store.ingest_dir / f"{dg.hex_of(digest)}.partial"
+        try:
+            fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise_storage(exc, "a blob")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            self._done = True
+            raise ConflictError(
+                f"blob {digest} is being downloaded by another pull; retry when it is done"
+            ) from None
+        self._fd = fd
+        with open(self._path, "rb") as f:  # hash what an earlier, interrupted writer left
+            while chunk := f.read(CHUNK):
+                self._hash.update(chunk)
+                self.size += len(chunk)
+
+    def reset(self) -> None:
+        """Drop the bytes written so far (the source cannot continue where they end)."""
+        if self._fd is None:
+            raise ValueError("blob writer is closed")
+        os.ftruncate(self._fd, 0)
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def suspend(self) -> None:
+        """Close, keeping the bytes written so far for the next writer of this digest."""
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+        self._done = True
+
+
 class ContentStore:
     """Blobs by digest under ``root/blobs/sha256/<hex>``; see module docstring."""
 
@@ -208,6 +264,10 @@ class ContentStore:
     # --- writing ---------------------------------------------------------------------------
     def writer(self, progress: BytesCallback | None = None) -> BlobWriter:
         return BlobWriter(self, progress)
+
+    def resumable_writer(self, digest: str, progress: BytesCallback | None = None) -> ResumableWriter:
+        """A writer for ``digest`` that continues a partial blob an interrupted writer suspended."""
+        return ResumableWriter(self, digest, progress)
 
     def ingest(
         self,

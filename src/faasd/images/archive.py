@@ -39,6 +39,8 @@ def _norm(name: str) -> str:
 
 class Source(Protocol):
     description: str
+    in_store: bool
+    """True when ``blobs/sha256/<hex>`` are committed (so verified) content-store blobs: not copied again."""
 
     def exists(self, name: str) -> bool: ...
     def size(self, name: str) -> int: ...
@@ -47,6 +49,8 @@ class Source(Protocol):
 
 
 class DirSource:
+    in_store = False
+
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.description = f"OCI layout {root}"
@@ -71,6 +75,8 @@ class DirSource:
 
 
 class TarSource:
+    in_store = False
+
     def __init__(self, path: Path, description: str = "") -> None:
         self.path = Path(path)
         self.description = description or f"archive {path}"
@@ -260,6 +266,11 @@ def _ref_names(annotations: dict[str, str] | None) -> list[str]:
 def _platform_ok(desc: m.Descriptor) -> bool:
     p = desc.platform
     return p is None or ((p.os in ("", "linux")) and p.architecture in ("", host_arch()))
+
+
+def oci_candidates(src: Source) -> list[Candidate]:
+    """The linux/<host arch> images of an OCI layout ``src``."""
+    return _oci_candidates(src)
 
 
 def _oci_candidates(src: Source) -> list[Candidate]:

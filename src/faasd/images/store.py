@@ -437,6 +437,32 @@ class ImageStore:
             for ref in refs:
                 data["refs"][ref] = manifest_digest
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[_Txn]:
+        """An import transaction for callers that put blobs in first (a registry pull): record each blob
+        they create in ``txn.blobs``; all of it is rolled back if the block fails."""
+        with self._transaction() as txn:
+            yield txn
+
+    def import_source(
+        self,
+        src: ar.Source,
+        txn: _Txn,
+        ref: str | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> Image:
+        """Import the image of an OCI layout ``src`` inside ``txn`` (see ``transaction``), named ``ref``."""
+        refs = [normalize_ref(ref)] if ref else []
+        cands = ar.oci_candidates(src)
+        cand = self._select(cands, refs)
+        prog = _Progress(progress, 2 + 2 * len(cand.layers), self._source_bytes(src, cand))
+        contents = ar.ArchiveContents("oci-layout", src, cands)
+        image_id, manifest_digest = self._import_candidate(contents, cand, txn, prog)
+        self._commit(manifest_digest, image_id, refs)
+        prog.phase, prog.description, prog.step = "done", "imported", prog.total_steps
+        prog.emit()
+        return self.get(image_id)
+
     # ================================================================ import
     def import_archive(
         self, path: str | Path, ref: str | None = None, progress: ProgressCallback | None = None
@@ -502,8 +528,14 @@ class ImageStore:
             prog.start("blob", f"layer {i + 1}/{len(cand.layers)}")
             with src.open(lr.name) as f:
                 kind = compression.detect(f.read(4))
-            with src.open(lr.name) as f:
-                digest, size = self._ingest(txn, f, lr.digest, lr.size, prog, what)
+            if src.in_store and lr.digest is not None and self.content.exists(lr.digest):
+                digest, size = lr.digest, self.content.size(lr.digest)  # verified when it was committed
+                if lr.size is not None and size != lr.size:
+                    raise InvalidInputError(f"{what}: {size} bytes in the store, the manifest says {lr.size}")
+                prog.add(size)
+            else:
+                with src.open(lr.name) as f:
+                    digest, size = self._ingest(txn, f, lr.digest, lr.size, prog, what)
             blobs.append((digest, size, kind))
 
         prog.start("read", "image config")

@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from faasd.config import Settings
 from faasd.errors import FaasdError, InvalidInputError, NotFoundError
+from faasd.images.store import ImageStore
 from faasd.platform.execute import ExecuteService, ImageStoreLike, SandboxRunner
 from faasd.platform.executions import ExecutionService, ReconcileReport
 from faasd.platform.functions import FunctionService, FunctionSpec, function_dict
@@ -19,6 +20,7 @@ from faasd.platform.jobs import JobService
 from faasd.platform.keys import ApiKeyService, RateLimiter
 from faasd.platform.logs import LogService
 from faasd.platform.metrics import Metrics
+from faasd.platform.pulls import ImageEnsurer
 from faasd.platform.runner import POOLED_MODES, FunctionRunner
 from faasd.platform.secrets import SecretService
 from faasd.platform.snapshots import SnapshotService
@@ -55,6 +57,7 @@ class Platform:
         self.db = db or Database(settings.db_url)
         self.db.create_all()
         self.images = images
+        self.image_pulls = ImageEnsurer(settings, images if isinstance(images, ImageStore) else None)
         self.worker_factory = worker_factory
         self.metrics = Metrics()
         self.secrets = SecretService(self.db)
@@ -80,7 +83,9 @@ class Platform:
             max_payload_bytes=settings.max_payload_bytes,
         )
         self.execute = (
-            ExecuteService(images, sandboxes) if images is not None and sandboxes is not None else None
+            ExecuteService(images, sandboxes, ensure_image=self.ensure_image)
+            if images is not None and sandboxes is not None
+            else None
         )
         self.snapshots: SnapshotService | None = SnapshotService.for_platform(
             settings, worker_factory, self.runner, self.functions, self.metrics
@@ -88,7 +93,12 @@ class Platform:
         """Snapshots/branches/merges and the checkpointed/branched modes (None without real sandboxes)."""
         self.instances: InstanceService | None = (
             InstanceService(
-                self.db, settings, images, sandboxes, self.snapshots.store if self.snapshots else None
+                self.db,
+                settings,
+                images,
+                sandboxes,
+                self.snapshots.store if self.snapshots else None,
+                ensure_image=self.ensure_image,
             )
             if images is not None and isinstance(sandboxes, SandboxManager)
             else None
@@ -96,6 +106,10 @@ class Platform:
         """Persistent instances (None without real sandboxes)."""
         self.jobs = JobService(self)
         self.started = False
+
+    async def ensure_image(self, ref: str) -> None:
+        """Pull ``ref`` when it is not in the image store (see :mod:`faasd.platform.pulls`)."""
+        await self.image_pulls.ensure(ref)
 
     def _check_image(self, ref: str) -> None:
         assert self.images is not None
@@ -150,6 +164,7 @@ class Platform:
         return function_dict(fn, self.runner.status(fn))
 
     async def deploy(self, spec: FunctionSpec) -> Function:
+        await self.ensure_image(spec.image)
         fn = self.functions.create(spec)
         if fn.mode in POOLED_MODES and fn.scale_min > 0:
             await self.runner.pool_for(fn)
@@ -157,6 +172,7 @@ class Platform:
 
     async def update(self, name: str, spec: FunctionSpec) -> Function:
         old_image = self.functions.get(name).image
+        await self.ensure_image(spec.image)
         fn = self.functions.update(name, spec)
         await self.runner.drop(name)
         if self.snapshots is not None:

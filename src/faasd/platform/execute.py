@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -28,6 +29,10 @@ _BAD_COMMAND_RE = re.compile(
 class ImageStoreLike(Protocol):
     def get(self, ref: str) -> Any: ...
     def layer_dirs(self, image: Any) -> list[Path]: ...
+
+
+EnsureImage = Callable[[str], Awaitable[None]]
+"""Pulls an image that is not in the store (the platform's ``ensure_image``)."""
 
 
 class SandboxRunner(Protocol):
@@ -92,13 +97,18 @@ class ExecuteRequest(BaseModel):
 
 
 class ExecuteService:
-    def __init__(self, images: ImageStoreLike, sandboxes: SandboxRunner) -> None:
+    def __init__(
+        self, images: ImageStoreLike, sandboxes: SandboxRunner, *, ensure_image: EnsureImage | None = None
+    ) -> None:
         self.images = images
         self.sandboxes = sandboxes
+        self.ensure_image = ensure_image
 
     async def execute(self, req: ExecuteRequest) -> dict[str, Any]:
         if req.mode != "ephemeral":
             raise InvalidInputError(f"execute mode {req.mode!r} is not implemented; use 'ephemeral'")
+        if self.ensure_image is not None:
+            await self.ensure_image(req.image_ref())
         image = self.images.get(req.image_ref())
         lowers = self.images.layer_dirs(image)
         request_id = "rq_" + secrets.token_hex(10)

@@ -44,7 +44,7 @@ from sqlalchemy import select
 
 from faasd.config import Settings
 from faasd.errors import ConflictError, FaasdError, InvalidInputError, NotFoundError
-from faasd.platform.execute import ImageStoreLike
+from faasd.platform.execute import EnsureImage, ImageStoreLike
 from faasd.platform.functions import BRANCH_FROM_ANNOTATION
 from faasd.runtime.agent_files import INIT_DIR_IN_CONTAINER, init_mount
 from faasd.runtime.models import Limits, NetworkSpec, SandboxSpec, check_env_names
@@ -301,7 +301,9 @@ class InstanceService:
         snapshots: SnapshotStore | None = None,
         *,
         ttl_interval_s: float = 1.0,
+        ensure_image: EnsureImage | None = None,
     ) -> None:
+        self.ensure_image = ensure_image
         self.db = db
         self.settings = settings
         self.images = images
@@ -363,6 +365,8 @@ class InstanceService:
         if req.snapshot_id is not None:
             self.store.get(req.snapshot_id)  # 404 early
         if req.image is not None:
+            if self.ensure_image is not None:
+                await self.ensure_image(req.image)
             self.images.get(req.image)
         inst_id = "in-" + secrets.token_hex(8)
         env = dict(req.env)

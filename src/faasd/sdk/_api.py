@@ -946,3 +946,20 @@ def run_job(type_: int | str, args: Mapping[str, Any]) -> Call[sm.Job]:
 
 def get_job(job_id: str) -> Call[sm.Job]:
     return Call("GET", f"{API}/jobs/{_p(job_id)}", _model(TypeAdapter(sm.Job)))
+
+
+PULL_TIMEOUT = httpx.Timeout(1800.0, connect=10.0)
+"""Pulling or pushing moves whole images over the network."""
+
+
+def pull_image(ref: str) -> Call[sm.Image]:
+    return Call(
+        "POST", f"{API}/images/pull", _model(TypeAdapter(sm.Image)), json={"ref": ref}, timeout=PULL_TIMEOUT
+    )
+
+
+def push_image(ref: str, source: str | None) -> Call[sm.PushResult]:
+    body = {"ref": ref} if source is None else {"ref": ref, "source": source}
+    return Call(
+        "POST", f"{API}/images/push", _model(TypeAdapter(sm.PushResult)), json=body, timeout=PULL_TIMEOUT
+    )

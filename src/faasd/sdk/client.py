@@ -477,6 +477,14 @@ class Client(_Base):
     def get_instance(self, instance_id: str) -> sm.Instance:
         return self._call(_api.get_instance(instance_id))
 
+    def pull_image(self, ref: str) -> sm.Image:
+        """Have the daemon pull ``ref`` from its registry (``alpine`` is docker.io/library/alpine:latest)."""
+        return self._call(_api.pull_image(ref))
+
+    def push_image(self, ref: str, *, source: str | None = None) -> sm.PushResult:
+        """Have the daemon push its image ``source`` (default: the one named ``ref``) to ``ref``."""
+        return self._call(_api.push_image(ref, source))
+
     def delete_instance(self, instance_id: str) -> None:
         self._call(_api.delete_instance(instance_id))
 
@@ -849,6 +857,14 @@ class AsyncClient(_Base):
 
     async def get_instance(self, instance_id: str) -> sm.Instance:
         return await self._call(_api.get_instance(instance_id))
+
+    async def pull_image(self, ref: str) -> sm.Image:
+        """Have the daemon pull ``ref`` from its registry (see ``Client.pull_image``)."""
+        return await self._call(_api.pull_image(ref))
+
+    async def push_image(self, ref: str, *, source: str | None = None) -> sm.PushResult:
+        """Have the daemon push its image ``source`` (default: the one named ``ref``) to ``ref``."""
+        return await self._call(_api.push_image(ref, source))
 
     async def delete_instance(self, instance_id: str) -> None:
         await self._call(_api.delete_instance(instance_id))

@@ -136,6 +136,20 @@ class FunctionError(FaasdAPIError):
         self.execution_id = execution_id
 
 
+class RegistryError(FaasdAPIError, core.RegistryError):
+    """The daemon could not pull/push: the registry is unreachable or answered with an error."""
+
+    code, status = "registry_error", 424
+
+
+class RegistryUnauthorized(RegistryError, core.RegistryAuthError):
+    code, status = "registry_unauthorized", 424
+
+
+class DigestMismatch(RegistryError, core.DigestMismatchError):
+    code, status = "digest_mismatch", 424
+
+
 class FaasdConnectionError(core.FaasdError):
     """The daemon could not be reached (refused, DNS, TLS, timeout)."""
 
@@ -194,6 +208,9 @@ _BY_CODE: dict[str, type[FaasdAPIError]] = {
         RuntimeFailure,
         FunctionError,
         ServerError,
+        RegistryError,
+        RegistryUnauthorized,
+        DigestMismatch,
     )
 }
 _BY_STATUS: dict[int, type[FaasdAPIError]] = {

@@ -432,3 +432,38 @@ class Job(_Model):
     error: dict[str, Any] | None = None
     created_at: str | None = None
     finished_at: str | None = None
+
+
+class ImageLayer(_Model):
+    digest: str
+    diff_id: str
+    chain_id: str
+    media_type: str
+    size: int
+
+
+class Image(_Model):
+    """An image in the daemon's store (``pull_image``)."""
+
+    id: str
+    short_id: str
+    manifest_digest: str
+    refs: list[str] = Field(default_factory=list)
+    architecture: str | None = None
+    os: str | None = None
+    created: str | None = None
+    size: int = 0
+    config: dict[str, Any] = Field(default_factory=dict)
+    layers: list[ImageLayer] = Field(default_factory=list)
+    leases: list[str] = Field(default_factory=list)
+
+
+class PushResult(_Model):
+    """What ``push_image`` sent: the manifest digest the registry serves, and what happened to each blob."""
+
+    ref: str
+    digest: str
+    size: int
+    uploaded: list[str] = Field(default_factory=list)
+    mounted: list[str] = Field(default_factory=list)
+    existing: list[str] = Field(default_factory=list)
