@@ -303,6 +303,7 @@ def _outcome_event(o: Outcome) -> dict[str, Any]:
         "body": body,
         "body_encoding": enc,
         "error": o.result.error,
+        "error_code": o.result.error_code,
         "exit_code": o.result.exit_code,
         "duration_ms": round(o.duration_ms, 3),
     }

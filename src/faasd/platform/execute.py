@@ -9,7 +9,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from faasd.errors import InvalidInputError, RuntimeFailure
+from faasd.errors import InvalidInputError, RuntimeFailure, pids_exhausted
 from faasd.runtime.models import Limits, RunResult, SandboxSpec, check_env_names, check_working_dir
 
 DEFAULT_IMAGES = {
@@ -32,7 +32,12 @@ class ImageStoreLike(Protocol):
 
 class SandboxRunner(Protocol):
     async def run(
-        self, spec: SandboxSpec, stdin: bytes = b"", timeout_s: float | None = None
+        self,
+        spec: SandboxSpec,
+        stdin: bytes = b"",
+        timeout_s: float | None = None,
+        *,
+        output_limit: int = ...,
     ) -> RunResult: ...
 
 
@@ -113,7 +118,9 @@ class ExecuteService:
             limits=Limits(memory_mb=req.memory_mb, cpu_cores=req.cpu_cores, timeout_s=timeout_s),
         )
         try:
-            result = await self.sandboxes.run(spec, stdin=(req.stdin or "").encode(), timeout_s=timeout_s)
+            result = await self.sandboxes.run(
+                spec, stdin=(req.stdin or "").encode(), timeout_s=timeout_s, output_limit=MAX_OUTPUT_BYTES
+            )
         except RuntimeFailure as exc:
             bad = _BAD_COMMAND_RE.search(exc.message)
             if bad is None:
@@ -124,11 +131,22 @@ class ExecuteService:
                 "check the command name and the image's PATH",
                 command=bad["cmd"],
             ) from None
+        if result.pids_exhausted:
+            raise pids_exhausted(
+                result.pids_limit,
+                "the execution",
+                request_id=request_id,
+                detected_ms=result.pids_detected_ms,
+                stdout=result.stdout[-8192:].decode("utf-8", "replace"),
+                stderr=result.stderr[-8192:].decode("utf-8", "replace"),
+            )
         return {
             "request_id": request_id,
             "exit_code": result.exit_code,
             "stdout": result.stdout[:MAX_OUTPUT_BYTES].decode("utf-8", "replace"),
             "stderr": result.stderr[:MAX_OUTPUT_BYTES].decode("utf-8", "replace"),
+            "stdout_truncated": result.stdout_truncated or len(result.stdout) > MAX_OUTPUT_BYTES,
+            "stderr_truncated": result.stderr_truncated or len(result.stderr) > MAX_OUTPUT_BYTES,
             "duration_ms": round(result.duration_ms, 3),
             "timed_out": result.timed_out,
             "oom_killed": result.oom_killed,

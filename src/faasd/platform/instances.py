@@ -43,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from sqlalchemy import select
 
 from faasd.config import Settings
-from faasd.errors import ConflictError, FaasdError, InvalidInputError, NotFoundError
+from faasd.errors import ConflictError, FaasdError, InvalidInputError, NotFoundError, pids_exhausted
 from faasd.platform.execute import ImageStoreLike
 from faasd.platform.functions import BRANCH_FROM_ANNOTATION
 from faasd.runtime.agent_files import INIT_DIR_IN_CONTAINER, init_mount
@@ -85,6 +85,7 @@ class StartInstanceRequest(BaseModel):
     cpu_cores: float = Field(default=1.0, ge=0.05, le=64)
     memory_mb: int = Field(default=512, ge=16, le=65536)
     disk_gb: float = Field(default=1.0, gt=0, le=1024)
+    pids: int = Field(default=4096, ge=16, le=65536)
     ttl_s: float | None = Field(default=None, gt=0, le=30 * 86400)
     env: dict[str, str] = Field(default_factory=dict)
     enable_ssh: bool = False
@@ -275,6 +276,7 @@ def instance_dict(inst: Instance) -> dict[str, Any]:
         "cpu_cores": inst.cpu_cores,
         "memory_mb": inst.memory_mb,
         "disk_gb": inst.disk_gb,
+        "pids": inst.pids,
         "ttl_s": inst.ttl_s,
         "env": dict(inst.env or {}),
         "ports": list(inst.ports or []),
@@ -371,6 +373,7 @@ class InstanceService:
                     cpu_cores=req.cpu_cores,
                     memory_mb=req.memory_mb,
                     disk_gb=req.disk_gb,
+                    pids=req.pids,
                     ttl_s=req.ttl_s,
                     env=dict(req.env),
                     ports=[],
@@ -390,7 +393,7 @@ class InstanceService:
         return Limits(
             memory_mb=inst.memory_mb,
             cpu_cores=inst.cpu_cores,
-            pids=4096,
+            pids=inst.pids or 4096,
             disk_mb=disk_mb,
             tmp_mb=min(256, max(16, inst.memory_mb // 4)),
             timeout_s=None,
@@ -738,13 +741,26 @@ class InstanceService:
         async with self.use(instance_id) as sb:
             started = time.perf_counter()
             res = await sb.exec(
-                req.args(), stdin=req.stdin_bytes(), timeout=req.timeout_s, env=env, cwd=req.cwd
+                req.args(), stdin=req.stdin_bytes(), timeout=req.timeout_s, env=env, cwd=req.cwd,
+                output_limit=MAX_OUTPUT_BYTES, watch_pids=True,
+            )
+        if res.pids_exhausted:
+            raise pids_exhausted(
+                sb.spec.limits.pids,
+                "the exec's process group (the instance keeps running)",
+                instance=instance_id,
+                detected_ms=res.pids_detected_ms,
+                stdout=res.stdout[-8192:].decode("utf-8", "replace"),
+                stderr=res.stderr[-8192:].decode("utf-8", "replace"),
             )
         return {
             "exit_code": res.exit_code,
-            "stdout": res.stdout[:MAX_OUTPUT_BYTES].decode("utf-8", "replace"),
-            "stderr": res.stderr[:MAX_OUTPUT_BYTES].decode("utf-8", "replace"),
+            "stdout": res.stdout.decode("utf-8", "replace"),
+            "stderr": res.stderr.decode("utf-8", "replace"),
+            "stdout_truncated": res.stdout_truncated,
+            "stderr_truncated": res.stderr_truncated,
             "timed_out": res.timed_out,
+            "oom_killed": res.oom_killed,
             "duration_ms": round((time.perf_counter() - started) * 1000, 3),
         }
 
