@@ -10,17 +10,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from security_api_env import Env, api_env
 
-from faasd.api.app import create_app
 from faasd.config import Settings
-from faasd.platform.core import Platform
-from faasd.testing.leaks import leak_checked_platform
+from faasd.platform.capacity import disk_limit_room_mb, free_mb
 
 pytestmark = [pytest.mark.security]
 log = logging.getLogger(__name__)
@@ -45,32 +43,10 @@ def handle(event, context=None):
 """
 
 
-@dataclass
-class Env:
-    platform: Platform
-    client: httpx.AsyncClient
-    settings: Settings
-
-
 @pytest.fixture
 async def env(settings: Settings, tmp_path: Path, unique_id: str) -> AsyncIterator[Env]:
-    from faasd.images.base import ensure_base_images
-    from faasd.images.store import ImageStore
-
-    store = ImageStore(settings)
-    ensure_base_images(store, ["python"], settings=settings)
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "handler.py").write_text(HANDLER)
-    store.add_layer("faasd/python:latest", src, ref=f"{unique_id}:1")
-    async with leak_checked_platform(settings, store) as pe:
-        app = create_app(settings, pe.platform, manage_platform=False)
-        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://faasd.test",
-                                   timeout=180)
-        try:
-            yield Env(pe.platform, client, settings)
-        finally:
-            await client.aclose()
+    async with api_env(settings, tmp_path, f"{unique_id}:1", HANDLER) as e:
+        yield e
 
 
 def _pids_exhausted(r: httpx.Response, what: str, t0: float) -> dict[str, Any]:
@@ -176,3 +152,41 @@ async def test_cut_output_is_flagged(env: Env) -> None:
         assert out["stderr_truncated"] is False
     finally:
         await env.client.delete(f"/api/v1/instances/{iid}")
+
+
+async def test_disk_limit_larger_than_the_host_is_refused_before_anything_is_created(
+    env: Env, unique_id: str
+) -> None:
+    room = disk_limit_room_mb(env.settings)
+    too_big_mb = room + 1024
+    before = set(env.platform.instances.list()) if env.platform.instances else set()
+    r = await env.client.post("/api/v1/instances", json={"disk_gb": too_big_mb / 1024 + 1})
+    assert r.status_code == 400, r.text
+    body = r.json()
+    assert body["error"] == "disk_limit_too_large" and body["details"]["max_disk_mb"] == room
+    assert (await env.client.get("/api/v1/instances")).json()["instances"] == []
+    assert env.platform.instances is not None and set(env.platform.instances.list()) == before
+
+    r = await env.client.post("/api/v1/execute", json={"command": ["true"], "disk_mb": too_big_mb})
+    assert r.status_code == 400 and r.json()["error"] == "disk_limit_too_large", r.text
+
+    fn = {"name": unique_id, "image": f"{unique_id}:1", "limits": {"disk_mb": too_big_mb}}
+    r = await env.client.post("/api/v1/functions", json=fn)
+    assert r.status_code == 400 and r.json()["error"] == "disk_limit_too_large", r.text
+    assert (await env.client.get(f"/api/v1/functions/{unique_id}")).status_code == 404
+    # within the room: accepted
+    fn["limits"] = {"disk_mb": 64}
+    assert (await env.client.post("/api/v1/functions", json=fn)).status_code == 201
+    fn["limits"] = {"disk_mb": too_big_mb}
+    r = await env.client.put(f"/api/v1/functions/{unique_id}", json=fn)
+    assert r.status_code == 400 and r.json()["error"] == "disk_limit_too_large", r.text
+    assert (await env.client.get(f"/api/v1/functions/{unique_id}")).json()["limits"]["disk_mb"] == 64
+
+
+async def test_disk_reserve_is_configurable(env: Env) -> None:
+    free = free_mb(env.settings.data_dir)
+    env.settings.disk_reserve_mb = max(0, free - 100)  # leave room for exactly ~100 MiB
+    r = await env.client.post("/api/v1/execute", json={"command": ["true"], "disk_mb": 400})
+    assert r.status_code == 400 and r.json()["details"]["reserve_mb"] == env.settings.disk_reserve_mb
+    ok = await env.client.post("/api/v1/execute", json={"command": ["true"], "disk_mb": 32})
+    assert ok.status_code == 200, ok.text

@@ -9,7 +9,9 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from faasd.config import Settings
 from faasd.errors import InvalidInputError, RuntimeFailure, pids_exhausted
+from faasd.platform.capacity import check_disk_limit
 from faasd.runtime.models import Limits, RunResult, SandboxSpec, check_env_names, check_working_dir
 
 DEFAULT_IMAGES = {
@@ -52,6 +54,9 @@ class ExecuteRequest(BaseModel):
     timeout_ms: int = Field(default=30000, ge=1, le=3_600_000)
     memory_mb: int = Field(default=256, ge=16, le=65536)
     cpu_cores: float = Field(default=1.0, ge=0.05, le=64)
+    disk_mb: int = Field(default=512, ge=16, le=1048576)
+    pids: int = Field(default=256, ge=8, le=65536)
+    isolation: Literal["runc", "gvisor"] | None = None
     working_dir: str | None = Field(default=None, max_length=4096)
     stdin: str | None = None
     mode: str = "ephemeral"
@@ -97,13 +102,19 @@ class ExecuteRequest(BaseModel):
 
 
 class ExecuteService:
-    def __init__(self, images: ImageStoreLike, sandboxes: SandboxRunner) -> None:
+    def __init__(
+        self, images: ImageStoreLike, sandboxes: SandboxRunner, settings: Settings | None = None
+    ) -> None:
         self.images = images
         self.sandboxes = sandboxes
+        self.settings = settings
 
     async def execute(self, req: ExecuteRequest) -> dict[str, Any]:
         if req.mode != "ephemeral":
             raise InvalidInputError(f"execute mode {req.mode!r} is not implemented; use 'ephemeral'")
+        isolation = req.isolation or (self.settings.isolation if self.settings is not None else "runc")
+        if self.settings is not None:
+            check_disk_limit(self.settings, req.disk_mb, "the execution")
         image = self.images.get(req.image_ref())
         lowers = self.images.layer_dirs(image)
         request_id = "rq_" + secrets.token_hex(10)
@@ -115,7 +126,11 @@ class ExecuteService:
             image_config=image.config,
             env=dict(req.env_vars),
             cwd=req.working_dir,
-            limits=Limits(memory_mb=req.memory_mb, cpu_cores=req.cpu_cores, timeout_s=timeout_s),
+            limits=Limits(
+                memory_mb=req.memory_mb, cpu_cores=req.cpu_cores, disk_mb=req.disk_mb, pids=req.pids,
+                timeout_s=timeout_s,
+            ),
+            runtime="runsc" if isolation == "gvisor" else "runc",
         )
         try:
             result = await self.sandboxes.run(
@@ -150,4 +165,5 @@ class ExecuteService:
             "duration_ms": round(result.duration_ms, 3),
             "timed_out": result.timed_out,
             "oom_killed": result.oom_killed,
+            "isolation": isolation,
         }

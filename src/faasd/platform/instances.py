@@ -43,7 +43,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from sqlalchemy import select
 
 from faasd.config import Settings
-from faasd.errors import ConflictError, FaasdError, InvalidInputError, NotFoundError, pids_exhausted
+from faasd.errors import (
+    ConflictError,
+    FaasdError,
+    InvalidInputError,
+    IsolationUnsupportedError,
+    NotFoundError,
+    pids_exhausted,
+)
+from faasd.platform.capacity import check_disk_limit
 from faasd.platform.execute import ImageStoreLike
 from faasd.platform.functions import BRANCH_FROM_ANNOTATION
 from faasd.runtime.agent_files import INIT_DIR_IN_CONTAINER, init_mount
@@ -86,6 +94,9 @@ class StartInstanceRequest(BaseModel):
     memory_mb: int = Field(default=512, ge=16, le=65536)
     disk_gb: float = Field(default=1.0, gt=0, le=1024)
     pids: int = Field(default=4096, ge=16, le=65536)
+    isolation: Literal["runc", "gvisor"] | None = None
+    """Default: the daemon's ``FAASD_ISOLATION``. Under ``gvisor`` the instance has no network (ports cannot
+    be exposed) and cannot be snapshotted (CRIU)."""
     ttl_s: float | None = Field(default=None, gt=0, le=30 * 86400)
     env: dict[str, str] = Field(default_factory=dict)
     enable_ssh: bool = False
@@ -259,6 +270,10 @@ class _Live:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
+def _disk_mb(disk_gb: float) -> int:
+    return max(16, int(disk_gb * 1024))
+
+
 def _iso(dt: datetime | None) -> str | None:
     return dt.isoformat().replace("+00:00", "Z") if dt is not None else None
 
@@ -277,6 +292,7 @@ def instance_dict(inst: Instance) -> dict[str, Any]:
         "memory_mb": inst.memory_mb,
         "disk_gb": inst.disk_gb,
         "pids": inst.pids,
+        "isolation": inst.isolation or "runc",
         "ttl_s": inst.ttl_s,
         "env": dict(inst.env or {}),
         "ports": list(inst.ports or []),
@@ -356,10 +372,18 @@ class InstanceService:
     async def create(self, req: StartInstanceRequest) -> Instance:
         if req.enable_ssh:
             raise InvalidInputError("ssh is not supported; use exec (POST /api/v1/instances/{id}/exec)")
+        isolation = req.isolation or self.settings.isolation
         if req.snapshot_id is not None:
-            self.store.get(req.snapshot_id)  # 404 early
+            snap = self.store.get(req.snapshot_id)  # 404 early
+            if isolation == "gvisor" and "criu" in snap.trees:
+                raise IsolationUnsupportedError(
+                    f"snapshot {req.snapshot_id} holds a CRIU process image, which cannot be restored under "
+                    "gVisor; start the instance with isolation 'runc', or from a filesystem-only snapshot",
+                    isolation="gvisor",
+                )
         if req.image is not None:
             self.images.get(req.image)
+        check_disk_limit(self.settings, _disk_mb(req.disk_gb), "the instance")
         inst_id = "in-" + secrets.token_hex(8)
         with self.db.session() as s:
             s.add(
@@ -374,6 +398,7 @@ class InstanceService:
                     memory_mb=req.memory_mb,
                     disk_gb=req.disk_gb,
                     pids=req.pids,
+                    isolation=isolation,
                     ttl_s=req.ttl_s,
                     env=dict(req.env),
                     ports=[],
@@ -389,7 +414,7 @@ class InstanceService:
             raise
 
     def _limits(self, inst: Instance) -> Limits:
-        disk_mb = max(16, int(inst.disk_gb * 1024))
+        disk_mb = _disk_mb(inst.disk_gb)
         return Limits(
             memory_mb=inst.memory_mb,
             cpu_cores=inst.cpu_cores,
@@ -436,6 +461,7 @@ class InstanceService:
 
     async def _boot(self, inst: Instance, sb_id: str, limits: Limits) -> Sandbox:
         base = inst.fs_snapshot
+        gvisor = inst.isolation == "gvisor"
         image = self.images.get(inst.image) if inst.image else None
         if base is not None:
             snap = await asyncio.to_thread(self.store.get, base)
@@ -461,10 +487,11 @@ class InstanceService:
             image_config=image.config if image is not None else None,
             env=dict(inst.env or {}),
             limits=limits,
-            network=NetworkSpec(mode="loopback-proxy"),
+            network=NetworkSpec(mode="none" if gvisor else "loopback-proxy"),
             mounts=[mount],
             hostname=inst.id,
             annotations={LABEL: inst.id},
+            runtime="runsc" if gvisor else "runc",
         )
         sb = await self.manager.create(spec, stdin_pipe=False)
         try:
@@ -853,6 +880,12 @@ class InstanceService:
             for p in ports:
                 if p["internal_port"] == req.internal_port and req.internal_port in live.servers:
                     return p
+            if inst.isolation == "gvisor":
+                raise IsolationUnsupportedError(
+                    f"instance {instance_id} runs under gVisor, whose own network stack the host cannot "
+                    "connect into: ports cannot be exposed; use exec, or an instance with isolation 'runc'",
+                    isolation="gvisor",
+                )
             entry = {"internal_port": req.internal_port, "protocol": req.protocol, "subdomain": req.subdomain}
             entry = await self._listen(instance_id, live, entry, None)
             ports = [p for p in ports if p["internal_port"] != req.internal_port] + [entry]

@@ -18,6 +18,7 @@ from typing import Any
 
 from faasd.config import Settings
 from faasd.errors import PidsExhaustedError, ResourceLimitError
+from faasd.platform.functions import oci_runtime
 from faasd.platform.workers import (
     Invocation,
     InvocationResult,
@@ -196,6 +197,7 @@ class RuntimeWorkerFactory:
                 timeout_s=config.timeout_s,
             ),
             network=function_network(config.network),
+            runtime=oci_runtime(config.isolation),
         )
         sandbox_id = spec.new_sandbox_id()
         spec.sandbox_id = sandbox_id

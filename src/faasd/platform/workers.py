@@ -78,6 +78,8 @@ class WorkerConfig:
     concurrency: int = 1
     network: str = "none"
     """``none`` (own loopback only) or ``egress`` (outgoing connections through NAT)."""
+    isolation: str = "runc"
+    """``runc`` or ``gvisor`` (the worker's sandbox runs under runsc)."""
 
 
 @runtime_checkable
