@@ -12,6 +12,11 @@ Usage (root): ``.venv/bin/python bench/warm_invoke.py [-n 1000] [-c 8] [--seq-n 
   start, handler import, reply, teardown) invoked ``--cold-n`` times, next to ``runc run`` of
   ``python3 -c 'print("hello")'`` on a bare bundle (``bench/cold_start.py``'s floor).
 
+* **isolation** (``--isolation``, also part of a full run when runsc is installed): the same ``exec`` hello
+  (``printf hello``; gVisor runs only ``exec`` functions) deployed twice in one daemon, ``isolation: gvisor``
+  next to ``isolation: runc`` as the baseline: warm invokes one at a time (interleaved halves) and cold starts
+  (``ephemeral``). ``--isolation-only`` runs just this part (writes ``warm_invoke_isolation.json``).
+
 Prints a table (faasd, baseline, ratio) and writes ``bench/results/warm_invoke.json``.
 """
 
@@ -156,6 +161,83 @@ def cold_api(server: Any, name: str, n: int) -> tuple[list[float], list[float], 
     return client_ms, server_ms, errors
 
 
+EXEC_HELLO = ["printf", "hello"]
+
+
+def deploy_exec_hello(server: Any, name: str, isolation: str, mode: str) -> Any:
+    from faasd.testing.helpers import deploy_function
+
+    with server.client(timeout=300.0) as client:
+        return deploy_function(
+            client, name, image="faasd/python:latest", runtime="exec", command=EXEC_HELLO,
+            isolation=isolation, mode=mode, min_replicas=1 if mode == "cached" else 0, max_replicas=1,
+            queue_size=10000, idle_ttl_s=3600,
+        )
+
+
+def isolation_rows(server: Any, seq_n: int, cold_n: int) -> tuple[list[Row], dict[str, Any]]:
+    """gVisor vs runc for the same exec hello in one daemon: warm (sequential, interleaved) and cold."""
+    tag = uuid.uuid4().hex[:6]
+    names = {iso: (f"bench-{iso}-warm-{tag}", f"bench-{iso}-cold-{tag}") for iso in ("runc", "gvisor")}
+    for iso, (warm_name, cold_name) in names.items():
+        deploy_exec_hello(server, warm_name, iso, "cached")
+        deploy_exec_hello(server, cold_name, iso, "ephemeral")
+    headers = {"Authorization": f"Bearer {server.api_key}"}
+    url = {iso: f"{server.url}/api/v1/functions/{pair[0]}/invoke" for iso, pair in names.items()}
+    for iso in url:  # warm-up, not counted
+        if (w := asyncio.run(run_load(url[iso], 20, 1, headers))).errors:
+            raise SystemExit(f"{iso} warm-up failed: {w.errors[:3]}\n{server.log_tail()}")
+    g, r = asyncio.run(compare(url["gvisor"], url["runc"], headers, seq_n, 1))
+    cold: dict[str, tuple[list[float], list[float], list[str]]] = {iso: ([], [], []) for iso in names}
+    for iso in cold:  # warm-up (page cache), not counted
+        cold_api(server, names[iso][1], 1)
+    for iso in ("gvisor", "runc", "runc", "gvisor"):  # interleaved halves
+        c, srv, err = cold_api(server, names[iso][1], max(1, cold_n // 2))
+        cold[iso][0].extend(c)
+        cold[iso][1].extend(srv)
+        cold[iso][2].extend(err)
+    ws, wr = summarize(g.latencies_ms), summarize(r.latencies_ms)
+    cs, cr = summarize(cold["gvisor"][0]), summarize(cold["runc"][0])
+    rows = [
+        Row("exec hello warm p50, gvisor vs runc", ws.get("p50"), wr.get("p50"), "ms", "runc"),
+        Row("exec hello warm p99, gvisor vs runc", ws.get("p99"), wr.get("p99"), "ms", "runc"),
+        Row("exec hello cold (ephemeral) p50, gvisor vs runc", cs.get("p50"), cr.get("p50"), "ms", "runc"),
+    ]
+    data = {
+        "warm_ms": {"gvisor": ws, "runc": wr},
+        "cold_ms": {"gvisor": cs, "runc": cr},
+        "restore": "not supported under gVisor: snapshots are CRIU images of runc containers "
+                   "(400 isolation_unsupported; see bench/snapshots.py for runc restore)",
+        "errors": {"warm_gvisor": g.errors[:5], "warm_runc": r.errors[:5],
+                   "cold_gvisor": cold["gvisor"][2][:5], "cold_runc": cold["runc"][2][:5]},
+        "error_count": len(g.errors) + len(r.errors) + len(cold["gvisor"][2]) + len(cold["runc"][2]),
+    }
+    return rows, data
+
+
+def main_isolation_only(args: argparse.Namespace) -> None:
+    load_start = load_avg()
+    server = start_daemon()
+    try:
+        rows, data = isolation_rows(server, args.seq_n, args.cold_n)
+    finally:
+        leaked = server.stop()
+    print_table(f"exec hello, gVisor vs runc (load {load_start} -> {load_avg()}, shared 2 cores)", rows)
+    print(f"restore under gVisor: {data['restore']}")
+    if data["error_count"]:
+        print(f"ERRORS: {data['errors']}")
+    out = write_result(
+        "warm_invoke_isolation",
+        {"config": {"seq_n": args.seq_n, "cold_n": args.cold_n, "command": EXEC_HELLO},
+         "loadavg_start": load_start, "loadavg_end": load_avg(), "rows": rows, **data,
+         "leaked_sandboxes": leaked},
+        path=args.json,
+    )
+    print(f"wrote {out}")
+    if data["error_count"] or leaked:
+        raise SystemExit(1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", type=int, default=1000, help="requests of the concurrent run (per side)")
@@ -164,8 +246,13 @@ def main() -> None:
     ap.add_argument("--cold-n", type=int, default=10, help="cold starts (per side)")
     ap.add_argument("--max-replicas", type=int, default=2, help="warm pool max of the faasd function")
     ap.add_argument("--json", type=Path, default=None, help="default: bench/results/warm_invoke.json")
+    ap.add_argument("--isolation-only", action="store_true", help="only the gVisor vs runc exec hello part")
     args = ap.parse_args()
     require_root()
+    if args.isolation_only:
+        main_isolation_only(args)
+        return
+    with_gvisor = shutil.which("runsc") is not None
     if not (DEV_ROOTFS / "usr/bin/python3").exists():
         raise SystemExit(f"{DEV_ROOTFS} is missing (run the test suite once to build it)")
     load_start = load_avg()
@@ -193,6 +280,9 @@ def main() -> None:
         # cold: API ephemeral vs raw runc run
         cold_api(server, cold_name, 1)  # warm-up (page cache), not counted
         cold_client, cold_server, cold_errors = cold_api(server, cold_name, args.cold_n)
+        iso_rows, iso_data = (
+            isolation_rows(server, min(args.seq_n, 100), args.cold_n) if with_gvisor else ([], {})
+        )
     finally:
         leaked = server.stop() if server is not None else []
         uv_proc.terminate()
@@ -220,6 +310,7 @@ def main() -> None:
         Row(f"warm invoke p99, {args.c} in flight", s["faasd_conc"]["p99"], s["base_conc"]["p99"], "ms", uv),
         Row(f"warm throughput, {args.c} in flight", round(f_conc.rps, 1), round(b_conc.rps, 1), "req/s", uv),
         Row("cold start via API (ephemeral) p50", cold_s.get("p50"), raw_s.get("p50"), "ms", "runc run"),
+        *iso_rows,
     ]
     errors = {"faasd_seq": f_seq.errors, "base_seq": b_seq.errors, "faasd_conc": f_conc.errors,
               "base_conc": b_conc.errors, "cold": cold_errors}
@@ -245,6 +336,7 @@ def main() -> None:
             "cold_ms": {"api_client": cold_s, "api_x_duration_ms": cold_srv, "raw_runc_run": raw_s},
             "errors": {k: {"count": len(v), "examples": v[:5]} for k, v in errors.items()},
             "leaked_sandboxes": leaked,
+            "isolation": iso_data,
         },
         path=args.json,
     )

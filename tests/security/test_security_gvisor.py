@@ -52,6 +52,13 @@ async def test_execute_under_gvisor_runs_in_gvisor(env: Env) -> None:
     assert_host_kernel(plain["stdout"])
 
 
+async def test_execute_fork_bomb_under_gvisor_is_pids_exhausted(env: Env) -> None:
+    bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+    req = {"code": bomb, "language": "python", "isolation": "gvisor", "pids": 64, "timeout_ms": 60_000}
+    r = await env.client.post("/api/v1/execute", json=req)
+    assert r.status_code == 422 and r.json()["error"] == "pids_exhausted", r.text
+
+
 async def test_function_under_gvisor_runs_in_gvisor(env: Env, unique_id: str) -> None:
     fn = {"name": unique_id, "image": f"{unique_id}:1", "runtime": "exec", "command": ["sh", "-c", PROBE],
           "isolation": "gvisor"}
