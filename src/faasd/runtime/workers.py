@@ -494,7 +494,10 @@ class Worker:
             except Exception as exc:
                 queue.put_nowait((None, exc))
 
-        def exhausted(seen_at: float) -> ResourceLimitError:
+        async def exhausted(seen_at: float) -> ResourceLimitError:
+            # the fork bomb goes with its sandbox at once (SIGKILL of init ends the pid namespace); the
+            # worker is closed by the failure handling, which then need not wait for it to die
+            await self.sandbox.kill()
             return pids_exhausted(
                 self.spec.limits.pids, "the invocation", worker_usable=False,
                 detected_ms=round((seen_at - started) * 1000, 3),
@@ -509,16 +512,16 @@ class Worker:
                 done, _ = await asyncio.wait({getter, watcher}, return_when=asyncio.FIRST_COMPLETED)
                 if getter not in done:
                     getter.cancel()
-                    raise exhausted(watcher.result())
+                    raise await exhausted(watcher.result())
                 event, error = getter.result()
                 if error is not None:
                     if self._pids.read() > baseline:
-                        raise exhausted(time.monotonic()) from error
+                        raise await exhausted(time.monotonic()) from error
                     raise error
                 if event is None:
                     return
                 if isinstance(event, InvokeResult) and self._pids.read() > baseline:
-                    raise exhausted(time.monotonic())  # hit and over before the next poll
+                    raise await exhausted(time.monotonic())  # hit and over before the next poll
                 yield event
         finally:
             watcher.cancel()
