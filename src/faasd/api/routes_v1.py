@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 from collections.abc import AsyncGenerator
 from datetime import datetime
 from typing import Any
@@ -89,6 +90,8 @@ async def info(request: Request, _k: KeyInfo = invoke_scope) -> dict[str, Any]:
         "modes": list(MODES),
         "execute": p.execute is not None,
         "source_deploy": _source_store(p) is not None,
+        "isolation": p.settings.isolation,
+        "isolations": ["runc", "gvisor"] if shutil.which(p.settings.runsc_binary) else ["runc"],
     }
 
 

@@ -227,6 +227,10 @@ class Info(_Model):
     execute: bool | None = None
     source_deploy: bool = False
     """True when deploy requests may carry a source directory (multipart upload)."""
+    isolation: str | None = None
+    """The daemon's default isolation (``FAASD_ISOLATION``)."""
+    isolations: list[str] = Field(default_factory=list)
+    """Isolation backends this daemon can run (``gvisor`` only when runsc is installed)."""
 
 
 @dataclass(frozen=True)
