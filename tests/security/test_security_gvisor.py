@@ -7,6 +7,7 @@ import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 from security_api_env import Env, api_env
 
@@ -136,3 +137,30 @@ async def test_daemon_default_isolation_applies_and_is_shown(env: Env, unique_id
     ex = (await env.client.post("/api/v1/execute", json={"command": PROBE})).json()
     assert ex["isolation"] == "gvisor"
     assert_gvisor(ex["stdout"])
+
+
+async def _snapshot_job(env: Env, container_id: str) -> httpx.Response:
+    body = {"type": "create_snapshot", "args": {"container_id": container_id}}
+    return await env.client.post("/api/v1/jobs", json=body)
+
+
+async def test_gvisor_instance_cannot_be_snapshotted_nor_started_from_a_criu_snapshot(env: Env) -> None:
+    r = await env.client.post("/api/v1/instances", json={"isolation": "gvisor", "memory_mb": 256})
+    assert r.status_code == 201, r.text
+    gv = r.json()["id"]
+    r = await env.client.post("/api/v1/instances", json={"memory_mb": 256})
+    assert r.status_code == 201 and r.json()["isolation"] == "runc", r.text
+    rc = r.json()["id"]
+    try:
+        job = await _snapshot_job(env, gv)
+        assert job.status_code == 400 and job.json()["error"] == "isolation_unsupported", job.text
+        # a CRIU snapshot of a runc instance cannot be restored under gVisor
+        job = await _snapshot_job(env, rc)
+        assert job.status_code == 200, job.text
+        snap = job.json()["result"]["snapshot_id"]
+        r = await env.client.post("/api/v1/instances", json={"snapshot_id": snap, "isolation": "gvisor"})
+        assert r.status_code == 400 and r.json()["error"] == "isolation_unsupported", r.text
+        assert len((await env.client.get("/api/v1/instances")).json()["instances"]) == 2
+    finally:
+        for iid in (gv, rc):
+            await env.client.delete(f"/api/v1/instances/{iid}")
