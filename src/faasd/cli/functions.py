@@ -72,7 +72,7 @@ def deploy(
     ] = None,
     isolation: Annotated[
         str | None,
-        typer.Option(help="runc | gvisor (runsc, runtime exec only); default: the daemon's FAASD_ISOLATION."),
+        typer.Option(help="runc | gvisor (runsc; runtimes python, exec); default: FAASD_ISOLATION."),
     ] = None,
     create_only: Annotated[
         bool, typer.Option("--create-only", help="Fail if the function exists instead of updating it.")

@@ -29,10 +29,15 @@ INTERNAL_ANNOTATIONS = (BRANCH_FROM_ANNOTATION, NETWORK_ANNOTATION, ISOLATION_AN
 NETWORK_MODES = ("none", "egress")
 ISOLATIONS = ("runc", "gvisor")
 Isolation = Literal["runc", "gvisor"]
-GVISOR_RUNTIMES = ("exec",)
-"""Function runtimes that work under gVisor: the agent's Unix socket (python/node) and an http server's port
-live inside gVisor's own kernel (its netstack and socket table), where the host cannot connect; an exec
-function is run with ``runsc exec`` per request."""
+GVISOR_RUNTIMES = ("python", "exec")
+"""Function runtimes that work under gVisor: the python agent listens on a Unix socket that runsc creates on
+the host (``--host-uds=create``, in the sandbox's private io dir); an exec function is a ``runsc exec`` per
+request. Not ``http`` (the server's port lives in gVisor's own network stack, which the host cannot reach)
+and not ``node`` (on this host's runsc, node 18 aborts at start-up: its worker threads cannot be created)."""
+_GVISOR_WHY = {
+    "http": "the server's port lives in gVisor's own network stack, which the host cannot connect into",
+    "node": "node aborts at start-up under this host's gVisor (its worker threads cannot be created)",
+}
 
 
 def oci_runtime(isolation: str) -> Literal["runc", "runsc"]:
@@ -44,9 +49,8 @@ def check_gvisor_function(runtime: str, network: str, mode: str) -> None:
     """Raise :class:`IsolationUnsupportedError` (400) for what a gVisor function cannot do."""
     if runtime not in GVISOR_RUNTIMES:
         raise IsolationUnsupportedError(
-            f"isolation 'gvisor' supports only runtime 'exec' functions, not {runtime!r}: the {runtime} "
-            "runtime is reached through a socket inside the sandbox, which gVisor keeps in its own kernel "
-            "where the host cannot connect; use runtime 'exec' or isolation 'runc'",
+            f"isolation 'gvisor' does not support runtime {runtime!r}: "
+            f"{_GVISOR_WHY.get(runtime, 'untested')}; use runtime python or exec, or isolation 'runc'",
             isolation="gvisor",
             runtime=runtime,
         )

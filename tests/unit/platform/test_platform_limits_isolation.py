@@ -20,11 +20,11 @@ def test_oci_runtime_of_isolation() -> None:
     assert oci_runtime("runc") == "runc"
 
 
-def test_gvisor_functions_accept_exec_only() -> None:
+def test_gvisor_functions_accept_python_and_exec_only() -> None:
     check_gvisor_function("exec", "none", "cached")
     check_gvisor_function("exec", "none", "ephemeral")
+    check_gvisor_function("python", "none", "cached")
     for runtime, network, mode, field in [
-        ("python", "none", "cached", "runtime"),
         ("node", "none", "cached", "runtime"),
         ("http", "none", "cached", "runtime"),
         ("exec", "egress", "cached", "network"),
