@@ -12,10 +12,10 @@ Usage (root): ``.venv/bin/python bench/warm_invoke.py [-n 1000] [-c 8] [--seq-n 
   start, handler import, reply, teardown) invoked ``--cold-n`` times, next to ``runc run`` of
   ``python3 -c 'print("hello")'`` on a bare bundle (``bench/cold_start.py``'s floor).
 
-* **isolation** (``--isolation``, also part of a full run when runsc is installed): the same ``exec`` hello
-  (``printf hello``; gVisor runs only ``exec`` functions) deployed twice in one daemon, ``isolation: gvisor``
-  next to ``isolation: runc`` as the baseline: warm invokes one at a time (interleaved halves) and cold starts
-  (``ephemeral``). ``--isolation-only`` runs just this part (writes ``warm_invoke_isolation.json``).
+* **isolation** (part of a full run when runsc is installed): the python hello deployed twice in one daemon,
+  ``isolation: gvisor`` next to ``isolation: runc`` as the baseline: warm invokes one at a time (interleaved
+  halves) and cold starts (``ephemeral``). ``--isolation-only`` runs just this part (writes
+  ``warm_invoke_isolation.json``).
 
 Prints a table (faasd, baseline, ratio) and writes ``bench/results/warm_invoke.json``.
 """
@@ -161,27 +161,16 @@ def cold_api(server: Any, name: str, n: int) -> tuple[list[float], list[float], 
     return client_ms, server_ms, errors
 
 
-EXEC_HELLO = ["printf", "hello"]
-
-
-def deploy_exec_hello(server: Any, name: str, isolation: str, mode: str) -> Any:
-    from faasd.testing.helpers import deploy_function
-
-    with server.client(timeout=300.0) as client:
-        return deploy_function(
-            client, name, image="faasd/python:latest", runtime="exec", command=EXEC_HELLO,
-            isolation=isolation, mode=mode, min_replicas=1 if mode == "cached" else 0, max_replicas=1,
-            queue_size=10000, idle_ttl_s=3600,
-        )
-
-
 def isolation_rows(server: Any, seq_n: int, cold_n: int) -> tuple[list[Row], dict[str, Any]]:
-    """gVisor vs runc for the same exec hello in one daemon: warm (sequential, interleaved) and cold."""
+    """gVisor vs runc for the same python hello in one daemon: warm (sequential, interleaved) and cold."""
     tag = uuid.uuid4().hex[:6]
     names = {iso: (f"bench-{iso}-warm-{tag}", f"bench-{iso}-cold-{tag}") for iso in ("runc", "gvisor")}
-    for iso, (warm_name, cold_name) in names.items():
-        deploy_exec_hello(server, warm_name, iso, "cached")
-        deploy_exec_hello(server, cold_name, iso, "ephemeral")
+    with tempfile.TemporaryDirectory(prefix="fdb-iso-", dir="/var/tmp") as tmp:
+        for iso, (warm_name, cold_name) in names.items():
+            deploy_hello(server, warm_name, Path(tmp) / warm_name, mode="cached", isolation=iso,
+                         min_replicas=1, max_replicas=1, queue_size=10000, idle_ttl_s=3600)
+            deploy_hello(server, cold_name, Path(tmp) / cold_name, mode="ephemeral", isolation=iso,
+                         min_replicas=0, max_replicas=1)
     headers = {"Authorization": f"Bearer {server.api_key}"}
     url = {iso: f"{server.url}/api/v1/functions/{pair[0]}/invoke" for iso, pair in names.items()}
     for iso in url:  # warm-up, not counted
@@ -202,9 +191,9 @@ def isolation_rows(server: Any, seq_n: int, cold_n: int) -> tuple[list[Row], dic
     ws, wr = summarize(g.latencies_ms), summarize(r.latencies_ms)
     cs, cr = summarize(cold["gvisor"][0]), summarize(cold["runc"][0])
     rows = [
-        Row("exec hello warm p50, gvisor vs runc", ws.get("p50"), wr.get("p50"), "ms", "runc"),
-        Row("exec hello warm p99, gvisor vs runc", ws.get("p99"), wr.get("p99"), "ms", "runc"),
-        Row("exec hello cold (ephemeral) p50, gvisor vs runc", cs.get("p50"), cr.get("p50"), "ms", "runc"),
+        Row("python hello warm p50, gvisor vs runc", ws.get("p50"), wr.get("p50"), "ms", "runc"),
+        Row("python hello warm p99, gvisor vs runc", ws.get("p99"), wr.get("p99"), "ms", "runc"),
+        Row("python hello cold (ephemeral) p50, gvisor vs runc", cs.get("p50"), cr.get("p50"), "ms", "runc"),
     ]
     data = {
         "warm_ms": {"gvisor": ws, "runc": wr},
@@ -225,13 +214,13 @@ def main_isolation_only(args: argparse.Namespace) -> None:
         rows, data = isolation_rows(server, args.seq_n, args.cold_n)
     finally:
         leaked = server.stop()
-    print_table(f"exec hello, gVisor vs runc (load {load_start} -> {load_avg()}, shared 2 cores)", rows)
+    print_table(f"python hello, gVisor vs runc (load {load_start} -> {load_avg()}, shared 2 cores)", rows)
     print(f"restore under gVisor: {data['restore']}")
     if data["error_count"]:
         print(f"ERRORS: {data['errors']}")
     out = write_result(
         "warm_invoke_isolation",
-        {"config": {"seq_n": args.seq_n, "cold_n": args.cold_n, "command": EXEC_HELLO},
+        {"config": {"seq_n": args.seq_n, "cold_n": args.cold_n, "function": "python hello (handler.handle)"},
          "loadavg_start": load_start, "loadavg_end": load_avg(), "rows": rows, **data,
          "leaked_sandboxes": leaked},
         path=args.json,
@@ -249,7 +238,7 @@ def main() -> None:
     ap.add_argument("--cold-n", type=int, default=10, help="cold starts (per side)")
     ap.add_argument("--max-replicas", type=int, default=2, help="warm pool max of the faasd function")
     ap.add_argument("--json", type=Path, default=None, help="default: bench/results/warm_invoke.json")
-    ap.add_argument("--isolation-only", action="store_true", help="only the gVisor vs runc exec hello part")
+    ap.add_argument("--isolation-only", action="store_true", help="only the gVisor vs runc python hello part")
     args = ap.parse_args()
     require_root()
     if args.isolation_only:
