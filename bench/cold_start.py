@@ -7,6 +7,10 @@ Usage (root): ``.venv/bin/python bench/cold_start.py [-n 20] [--rootfs DIR] [--j
 * ``faasd phases``: the same split into create / start / wait(exit) / destroy.
 * ``raw runc``: ``runc run`` of a minimal hand-written bundle (read-only rootfs dir directly, new
   namespaces, no seccomp, no limits), foreground, plus ``runc delete`` — the floor for runc itself.
+* ``faasd gvisor`` (when runsc is installed): ``SandboxManager.run`` with ``runtime="runsc"``
+  (``isolation: "gvisor"``), measured interleaved with a runc run of the same spec; and whether a gVisor
+  sandbox can be restored (it cannot: snapshots are CRIU images of runc containers).
+  ``--isolation-only`` measures just this pair (writes ``cold_start_isolation.json``).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from faasd.config import Settings
 from faasd.runtime import Limits, SandboxManager, SandboxSpec
@@ -139,6 +143,79 @@ async def bench_faasd(n: int, rootfs: Path, settings: Settings) -> tuple[list[fl
     return totals, phases
 
 
+async def bench_isolation(n: int, rootfs: Path, settings: Settings) -> dict[str, list[float]]:
+    """``SandboxManager.run`` of the hello under runsc and runc, interleaved one by one."""
+    manager = SandboxManager(settings)
+    out: dict[str, list[float]] = {"runc": [], "runsc": []}
+    order: tuple[Literal["runc", "runsc"], ...] = ("runsc", "runc")
+    for i in range(n):
+        for runtime in order if i % 2 == 0 else order[::-1]:
+            spec = SandboxSpec(id=f"fd-bench-{uuid.uuid4().hex[:10]}", lowers=[rootfs], args=HELLO,
+                               runtime=runtime)
+            t0 = time.perf_counter()
+            res = await manager.run(spec, timeout_s=60)
+            out[runtime].append((time.perf_counter() - t0) * 1000)
+            if res.exit_code != 0 or res.stdout.strip() != b"hello":
+                raise SystemExit(f"faasd run ({runtime}) failed: {res}")
+    return out
+
+
+async def gvisor_restore(rootfs: Path, settings: Settings) -> str:
+    """Try to checkpoint a running gVisor sandbox (what a restore needs first); the answer, verbatim."""
+    from faasd.errors import FaasdError
+    from faasd.runtime.checkpoint import checkpoint
+
+    manager = SandboxManager(settings)
+    spec = SandboxSpec(id=f"fd-bench-{uuid.uuid4().hex[:10]}", lowers=[rootfs], args=["sleep", "30"],
+                       runtime="runsc")
+    sb = await manager.create(spec)
+    try:
+        await sb.start()
+        try:
+            await checkpoint(sb, settings.run_dir / "bench-ckpt")
+        except FaasdError as exc:
+            return f"not supported ({exc.code}): {exc.message}"
+        return "checkpoint succeeded"
+    finally:
+        await sb.destroy()
+
+
+def print_rows(title: str, rows: dict[str, dict[str, float]]) -> None:
+    print(title)
+    print(f"{'':34} {'p50':>8} {'p90':>8} {'mean':>8} {'min':>8} {'max':>8}")
+    for name, st in rows.items():
+        print(
+            f"{name:34} {st['p50']:8.1f} {st['p90']:8.1f} {st['mean']:8.1f} {st['min']:8.1f} {st['max']:8.1f}"
+        )
+
+
+def main_isolation(n: int, rootfs: Path, json_path: Path | None) -> None:
+    work = Path(tempfile.mkdtemp(prefix="faasd-bench-"))
+    settings = Settings(data_dir=work / "data", run_dir=work / "run", cache_dir=work / "cache")
+    try:
+        asyncio.run(bench_isolation(1, rootfs, settings))  # warm-up, not counted
+        samples = asyncio.run(bench_isolation(n, rootfs, settings))
+        restore = asyncio.run(gvisor_restore(rootfs, settings))
+    finally:
+        subprocess.run(["umount", "-R", "-l", str(work)], capture_output=True, check=False)
+        shutil.rmtree(work, ignore_errors=True)
+    rows = {"faasd run, runc": _stats(samples["runc"]), "faasd run, gvisor (runsc)": _stats(samples["runsc"])}
+    ratio = rows["faasd run, gvisor (runsc)"]["p50"] / rows["faasd run, runc"]["p50"]
+    print_rows(f"cold start of {' '.join(HELLO)!r} by isolation, n={n} each, interleaved (ms)", rows)
+    print(f"ratio gvisor/runc: p50 {ratio:.2f}x")
+    print(f"restore under gVisor: {restore}")
+    out = json_path or Path(__file__).parent / "results" / "cold_start_isolation.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "benchmark": "cold_start_isolation", "command": HELLO, "n": n, "ms": rows,
+        "ratio_gvisor_over_runc_p50": ratio, "restore_gvisor": restore, "samples_ms": samples,
+        "host": {"kernel": platform.release(), "cpus": os.cpu_count(), "load": os.getloadavg()},
+        "runsc": subprocess.run(["runsc", "--version"], capture_output=True, text=True).stdout.split("\n")[0],
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }, indent=2))
+    print(f"wrote {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", type=int, default=20)
@@ -147,12 +224,17 @@ def main() -> None:
         type=Path,
         default=Path(os.environ.get("FAASD_TEST_ROOTFS_DIR", "/var/lib/faasd-dev")) / "rootfs-python",
     )
-    ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "cold_start.json")
+    ap.add_argument("--json", type=Path, default=None, help="default: bench/results/cold_start.json")
+    ap.add_argument("--isolation-only", action="store_true", help="only gVisor vs runc (and gVisor restore)")
     args = ap.parse_args()
     if os.geteuid() != 0 or shutil.which("runc") is None:
         raise SystemExit("needs root and runc")
     if not (args.rootfs / "usr/bin/python3").exists():
         raise SystemExit(f"{args.rootfs} is not a python rootfs (run the test suite once to build it)")
+    if args.isolation_only:
+        main_isolation(args.n, args.rootfs, args.json)
+        return
+    args.json = args.json or Path(__file__).parent / "results" / "cold_start.json"
     work = Path(tempfile.mkdtemp(prefix="faasd-bench-"))
     settings = Settings(data_dir=work / "data", run_dir=work / "run", cache_dir=work / "cache")
     try:
@@ -198,6 +280,8 @@ def main() -> None:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2))
     print(f"wrote {args.json}")
+    if shutil.which("runsc") is not None:
+        main_isolation(args.n, args.rootfs, None)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,11 @@ Usage (root): ``.venv/bin/python bench/warm_invoke.py [-n 1000] [-c 8] [--seq-n 
   start, handler import, reply, teardown) invoked ``--cold-n`` times, next to ``runc run`` of
   ``python3 -c 'print("hello")'`` on a bare bundle (``bench/cold_start.py``'s floor).
 
+* **isolation** (part of a full run when runsc is installed): the python hello deployed twice in one daemon,
+  ``isolation: gvisor`` next to ``isolation: runc`` as the baseline: warm invokes one at a time (interleaved
+  halves) and cold starts (``ephemeral``). ``--isolation-only`` runs just this part (writes
+  ``warm_invoke_isolation.json``).
+
 Prints a table (faasd, baseline, ratio) and writes ``bench/results/warm_invoke.json``.
 """
 
@@ -156,6 +161,75 @@ def cold_api(server: Any, name: str, n: int) -> tuple[list[float], list[float], 
     return client_ms, server_ms, errors
 
 
+def isolation_rows(server: Any, seq_n: int, cold_n: int) -> tuple[list[Row], dict[str, Any]]:
+    """gVisor vs runc for the same python hello in one daemon: warm (sequential, interleaved) and cold."""
+    tag = uuid.uuid4().hex[:6]
+    names = {iso: (f"bench-{iso}-warm-{tag}", f"bench-{iso}-cold-{tag}") for iso in ("runc", "gvisor")}
+    with tempfile.TemporaryDirectory(prefix="fdb-iso-", dir="/var/tmp") as tmp:
+        for iso, (warm_name, cold_name) in names.items():
+            deploy_hello(server, warm_name, Path(tmp) / warm_name, mode="cached", isolation=iso,
+                         min_replicas=1, max_replicas=1, queue_size=10000, idle_ttl_s=3600)
+            deploy_hello(server, cold_name, Path(tmp) / cold_name, mode="ephemeral", isolation=iso,
+                         min_replicas=0, max_replicas=1)
+    headers = {"Authorization": f"Bearer {server.api_key}"}
+    url = {iso: f"{server.url}/api/v1/functions/{pair[0]}/invoke" for iso, pair in names.items()}
+    for iso in url:  # warm-up, not counted
+        if (w := asyncio.run(run_load(url[iso], 20, 1, headers))).errors:
+            raise SystemExit(f"{iso} warm-up failed: {w.errors[:3]}\n{server.log_tail()}")
+    g, r = Load(), Load()
+    half = max(1, seq_n // 2)
+    for iso, n in (("gvisor", half), ("runc", half), ("runc", seq_n - half), ("gvisor", seq_n - half)):
+        (g if iso == "gvisor" else r).extend(asyncio.run(run_load(url[iso], n, 1, headers)))
+    cold: dict[str, tuple[list[float], list[float], list[str]]] = {iso: ([], [], []) for iso in names}
+    for iso in cold:  # warm-up (page cache), not counted
+        cold_api(server, names[iso][1], 1)
+    for iso in ("gvisor", "runc", "runc", "gvisor"):  # interleaved halves
+        c, srv, err = cold_api(server, names[iso][1], max(1, cold_n // 2))
+        cold[iso][0].extend(c)
+        cold[iso][1].extend(srv)
+        cold[iso][2].extend(err)
+    ws, wr = summarize(g.latencies_ms), summarize(r.latencies_ms)
+    cs, cr = summarize(cold["gvisor"][0]), summarize(cold["runc"][0])
+    rows = [
+        Row("python hello warm p50, gvisor vs runc", ws.get("p50"), wr.get("p50"), "ms", "runc"),
+        Row("python hello warm p99, gvisor vs runc", ws.get("p99"), wr.get("p99"), "ms", "runc"),
+        Row("python hello cold (ephemeral) p50, gvisor vs runc", cs.get("p50"), cr.get("p50"), "ms", "runc"),
+    ]
+    data = {
+        "warm_ms": {"gvisor": ws, "runc": wr},
+        "cold_ms": {"gvisor": cs, "runc": cr},
+        "restore": "not supported under gVisor: snapshots are CRIU images of runc containers "
+                   "(400 isolation_unsupported; see bench/snapshots.py for runc restore)",
+        "errors": {"warm_gvisor": g.errors[:5], "warm_runc": r.errors[:5],
+                   "cold_gvisor": cold["gvisor"][2][:5], "cold_runc": cold["runc"][2][:5]},
+        "error_count": len(g.errors) + len(r.errors) + len(cold["gvisor"][2]) + len(cold["runc"][2]),
+    }
+    return rows, data
+
+
+def main_isolation_only(args: argparse.Namespace) -> None:
+    load_start = load_avg()
+    server = start_daemon()
+    try:
+        rows, data = isolation_rows(server, args.seq_n, args.cold_n)
+    finally:
+        leaked = server.stop()
+    print_table(f"python hello, gVisor vs runc (load {load_start} -> {load_avg()}, shared 2 cores)", rows)
+    print(f"restore under gVisor: {data['restore']}")
+    if data["error_count"]:
+        print(f"ERRORS: {data['errors']}")
+    out = write_result(
+        "warm_invoke_isolation",
+        {"config": {"seq_n": args.seq_n, "cold_n": args.cold_n, "function": "python hello (handler.handle)"},
+         "loadavg_start": load_start, "loadavg_end": load_avg(), "rows": rows, **data,
+         "leaked_sandboxes": leaked},
+        path=args.json,
+    )
+    print(f"wrote {out}")
+    if data["error_count"] or leaked:
+        raise SystemExit(1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", type=int, default=1000, help="requests of the concurrent run (per side)")
@@ -164,8 +238,13 @@ def main() -> None:
     ap.add_argument("--cold-n", type=int, default=10, help="cold starts (per side)")
     ap.add_argument("--max-replicas", type=int, default=2, help="warm pool max of the faasd function")
     ap.add_argument("--json", type=Path, default=None, help="default: bench/results/warm_invoke.json")
+    ap.add_argument("--isolation-only", action="store_true", help="only the gVisor vs runc python hello part")
     args = ap.parse_args()
     require_root()
+    if args.isolation_only:
+        main_isolation_only(args)
+        return
+    with_gvisor = shutil.which("runsc") is not None
     if not (DEV_ROOTFS / "usr/bin/python3").exists():
         raise SystemExit(f"{DEV_ROOTFS} is missing (run the test suite once to build it)")
     load_start = load_avg()
@@ -193,6 +272,9 @@ def main() -> None:
         # cold: API ephemeral vs raw runc run
         cold_api(server, cold_name, 1)  # warm-up (page cache), not counted
         cold_client, cold_server, cold_errors = cold_api(server, cold_name, args.cold_n)
+        iso_rows, iso_data = (
+            isolation_rows(server, min(args.seq_n, 100), args.cold_n) if with_gvisor else ([], {})
+        )
     finally:
         leaked = server.stop() if server is not None else []
         uv_proc.terminate()
@@ -220,6 +302,7 @@ def main() -> None:
         Row(f"warm invoke p99, {args.c} in flight", s["faasd_conc"]["p99"], s["base_conc"]["p99"], "ms", uv),
         Row(f"warm throughput, {args.c} in flight", round(f_conc.rps, 1), round(b_conc.rps, 1), "req/s", uv),
         Row("cold start via API (ephemeral) p50", cold_s.get("p50"), raw_s.get("p50"), "ms", "runc run"),
+        *iso_rows,
     ]
     errors = {"faasd_seq": f_seq.errors, "base_seq": b_seq.errors, "faasd_conc": f_conc.errors,
               "base_conc": b_conc.errors, "cold": cold_errors}
@@ -245,6 +328,7 @@ def main() -> None:
             "cold_ms": {"api_client": cold_s, "api_x_duration_ms": cold_srv, "raw_runc_run": raw_s},
             "errors": {k: {"count": len(v), "examples": v[:5]} for k, v in errors.items()},
             "leaked_sandboxes": leaked,
+            "isolation": iso_data,
         },
         path=args.json,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -33,6 +34,12 @@ class Settings(BaseSettings):
     """How long the API keeps an idle HTTP connection open. Longer than clients keep theirs idle (the SDK:
     5 s, httpx and Node: 5 s), so a client never sends a request on a connection the server is closing
     at that moment (the client would see "server disconnected without sending a response")."""
+    disk_reserve_mb: int = 2048
+    """Free space of data_dir's filesystem that no sandbox's disk limit may claim: a requested ``disk_mb``
+    above (free - reserve) is refused with a 400 before anything is created."""
+    isolation: Literal["runc", "gvisor"] = "runc"
+    """Default isolation backend of functions, instances and executes that do not name one: ``runc``
+    (namespaces + seccomp on the host kernel) or ``gvisor`` (``runsc``: a user-space kernel)."""
     runc_binary: str = "runc"
     registry_auth_file: Path | None = None
     """A docker-style ``config.json`` with registry credentials, read before ``$DOCKER_CONFIG/config.json``

@@ -82,6 +82,40 @@ class ResourceLimitError(FaasdError):
     status = 422
 
 
+class PidsExhaustedError(ResourceLimitError):
+    """A sandbox hit its pids limit (a fork or thread creation failed); the request, or the offending
+    process group of an instance exec, was killed as soon as that was seen."""
+
+    code = "pids_exhausted"
+    status = 422
+
+
+def pids_exhausted(pids: int | None, what: str = "the process", **details: Any) -> PidsExhaustedError:
+    """The :class:`PidsExhaustedError` for a sandbox with a pids limit of ``pids``."""
+    limit = f"{pids} processes/threads" if pids is not None else "its process limit"
+    return PidsExhaustedError(
+        f"pids limit of {limit} reached (a fork bomb, or too many processes or threads): {what} was "
+        "killed; raise the pids limit or start fewer processes",
+        limit="pids",
+        pids=pids,
+        **details,
+    )
+
+
+class DiskLimitTooLargeError(InvalidInputError):
+    """A requested disk limit is larger than the host can hold (free space minus the reserve)."""
+
+    code = "disk_limit_too_large"
+    status = 400
+
+
+class IsolationUnsupportedError(InvalidInputError):
+    """The requested feature cannot work under the chosen isolation backend (e.g. CRIU under gVisor)."""
+
+    code = "isolation_unsupported"
+    status = 400
+
+
 class StorageFullError(FaasdError):
     """The data directory (or run_dir) ran out of space; the operation was rolled back."""
 

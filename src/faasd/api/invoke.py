@@ -55,6 +55,10 @@ async def invocation_from(request: Request, path: str = "/") -> Invocation:
     )
 
 
+ERROR_CODE_STATUS = {"pids_exhausted": 422}
+"""HTTP status of an invocation that the platform ended for a reason of its own (not the function's error)."""
+
+
 def function_response(
     outcome: Outcome, runtime: str, extra_headers: dict[str, str] | None = None
 ) -> Response:
@@ -66,7 +70,7 @@ def function_response(
     if extra_headers:
         headers.update(extra_headers)
     if r.error is not None and runtime != "http":
-        details: dict[str, Any] = {"execution_id": outcome.execution_id}
+        details: dict[str, Any] = {**r.error_details, "execution_id": outcome.execution_id}
         if r.exit_code is not None:
             details["exit_code"] = r.exit_code
         if r.traceback:
@@ -77,9 +81,10 @@ def function_response(
             details["output"] = r.body[:8192].decode("utf-8", "replace")
         headers.pop("content-type", None)
         headers.pop("Content-Type", None)
+        code = r.error_code or "function_error"
         return Response(
-            json.dumps({"error": "function_error", "message": r.error, "details": details}),
-            status_code=r.status if r.status >= 400 else 500,
+            json.dumps({"error": code, "message": r.error, "details": details}),
+            status_code=ERROR_CODE_STATUS.get(code, r.status if r.status >= 400 else 500),
             headers=headers,
             media_type="application/json",
         )

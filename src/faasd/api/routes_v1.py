@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 from collections.abc import AsyncGenerator
 from datetime import datetime
 from typing import Any
@@ -89,6 +90,8 @@ async def info(request: Request, _k: KeyInfo = invoke_scope) -> dict[str, Any]:
         "modes": list(MODES),
         "execute": p.execute is not None,
         "source_deploy": _source_store(p) is not None,
+        "isolation": p.settings.isolation,
+        "isolations": ["runc", "gvisor"] if shutil.which(p.settings.runsc_binary) else ["runc"],
     }
 
 
@@ -303,6 +306,7 @@ def _outcome_event(o: Outcome) -> dict[str, Any]:
         "body": body,
         "body_encoding": enc,
         "error": o.result.error,
+        "error_code": o.result.error_code,
         "exit_code": o.result.exit_code,
         "duration_ms": round(o.duration_ms, 3),
     }

@@ -27,6 +27,10 @@ def exec_(
     memory: Annotated[int | None, typer.Option("--memory", "-m", help="Memory limit in MB.")] = None,
     cpu: Annotated[float | None, typer.Option(help="CPU cores.")] = None,
     workdir: Annotated[str | None, typer.Option("--workdir", "-w", help="Working directory.")] = None,
+    isolation: Annotated[
+        str | None, typer.Option(help="runc | gvisor (runsc); default: the daemon's FAASD_ISOLATION.")
+    ] = None,
+    disk: Annotated[int | None, typer.Option(help="Disk limit of the writable layer in MB.")] = None,
     stdin: Annotated[str | None, typer.Option(help="Text passed on stdin: text, @file or -.")] = None,
     json_: Annotated[bool, out.JsonOption] = False,
 ) -> None:
@@ -54,6 +58,10 @@ def exec_(
         options["cpu_cores"] = cpu
     if workdir is not None:
         options["working_dir"] = workdir
+    if isolation is not None:
+        options["isolation"] = isolation
+    if disk is not None:
+        options["disk_mb"] = disk
     if stdin_data is not None:
         options["stdin"] = stdin_data.decode(errors="replace")
     with client(ctx) as c:
@@ -64,5 +72,9 @@ def exec_(
         problem = f"timed out after {result.duration_ms or 0:.0f} ms (request {result.request_id})"
     elif result.oom_killed:
         problem = f"killed: out of memory (request {result.request_id})"
+    elif result.stdout_truncated or result.stderr_truncated:
+        flags = (("stdout", result.stdout_truncated), ("stderr", result.stderr_truncated))
+        cut = " and ".join(name for name, was_cut in flags if was_cut)
+        out.info(f"{cut} was cut at the daemon's output limit")
     out.print_process_result(result, json_, problem)
     out.exit_with(result.exit_code if result.exit_code is not None else 1)

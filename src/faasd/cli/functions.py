@@ -70,6 +70,10 @@ def deploy(
         str | None,
         typer.Option(help="none (only the sandbox's own loopback) | egress (outgoing connections)."),
     ] = None,
+    isolation: Annotated[
+        str | None,
+        typer.Option(help="runc | gvisor (runsc; runtimes python, exec); default: FAASD_ISOLATION."),
+    ] = None,
     create_only: Annotated[
         bool, typer.Option("--create-only", help="Fail if the function exists instead of updating it.")
     ] = False,
@@ -90,6 +94,7 @@ def deploy(
         "mode": mode,
         "branch_from": branch_from,
         "network": network,
+        "isolation": isolation,
         "command": shlex.split(command) if command else None,
         "env": out.parse_pairs(env, "--env") or None,
         "labels": out.parse_pairs(label, "--label") or None,

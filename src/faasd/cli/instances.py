@@ -16,12 +16,15 @@ from faasd.cli._context import client
 instance_app = typer.Typer(no_args_is_help=True, help="Persistent instances: exec, files, ports, pause.")
 job_app = typer.Typer(no_args_is_help=True, help="Typed jobs (POST /api/v1/jobs).")
 
-_COLUMNS = ("ID", "NAME", "STATUS", "IMAGE / SNAPSHOT", "CPU", "MEM MB", "DISK GB", "PORTS")
+_COLUMNS = ("ID", "NAME", "STATUS", "IMAGE / SNAPSHOT", "ISOLATION", "CPU", "MEM MB", "DISK GB", "PORTS")
 
 
 def _row(i: Any) -> list[Any]:
     ports = [f"{p.internal_port}->{p.host_port}" for p in i.ports]
-    return [i.id, i.name, i.status, i.image or i.source_snapshot, i.cpu_cores, i.memory_mb, i.disk_gb, ports]
+    return [
+        i.id, i.name, i.status, i.image or i.source_snapshot, i.isolation or "runc", i.cpu_cores, i.memory_mb,
+        i.disk_gb, ports,
+    ]
 
 
 def _show(inst: Any, json_: bool) -> None:
@@ -42,6 +45,10 @@ def start(
     disk: Annotated[float, typer.Option(help="Disk size in GB.")] = 1.0,
     ttl: Annotated[float | None, typer.Option(help="Auto-pause after this many idle seconds.")] = None,
     env: Annotated[list[str] | None, typer.Option("--env", "-e", help="KEY=VALUE, repeatable.")] = None,
+    isolation: Annotated[
+        str | None, typer.Option(help="runc | gvisor (no ports, no CRIU snapshots); default: the daemon's.")
+    ] = None,
+    pids: Annotated[int | None, typer.Option(help="Max processes+threads (default 4096).")] = None,
     json_: Annotated[bool, out.JsonOption] = False,
 ) -> None:
     """Start a new instance, or start a stopped one again (its files are kept)."""
@@ -58,6 +65,8 @@ def start(
                 disk_gb=disk,
                 ttl_s=ttl,
                 env=out.parse_pairs(env, "--env"),
+                isolation=isolation,
+                pids=pids,
             )
     _show(inst, json_)
 

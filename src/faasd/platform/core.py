@@ -12,6 +12,7 @@ from sqlalchemy import select
 from faasd.config import Settings
 from faasd.errors import FaasdError, InvalidInputError, NotFoundError
 from faasd.images.store import ImageStore
+from faasd.platform.capacity import check_disk_limit
 from faasd.platform.execute import ExecuteService, ImageStoreLike, SandboxRunner
 from faasd.platform.executions import ExecutionService, ReconcileReport
 from faasd.platform.functions import FunctionService, FunctionSpec, function_dict
@@ -66,6 +67,8 @@ class Platform:
             image_check=self._check_image if images is not None else None,
             secret_check=self.secrets.require,
         )
+        self.functions.default_isolation = settings.isolation
+        self.functions.disk_check = lambda mb: check_disk_limit(settings, mb, "each worker of the function")
         self.keys = ApiKeyService(self.db)
         self.rate_limiter = RateLimiter()
         self.logs = LogService(self.db)
@@ -83,7 +86,7 @@ class Platform:
             max_payload_bytes=settings.max_payload_bytes,
         )
         self.execute = (
-            ExecuteService(images, sandboxes, ensure_image=self.ensure_image)
+            ExecuteService(images, sandboxes, settings, ensure_image=self.ensure_image)
             if images is not None and sandboxes is not None
             else None
         )

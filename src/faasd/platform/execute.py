@@ -10,7 +10,9 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from faasd.errors import InvalidInputError, RuntimeFailure
+from faasd.config import Settings
+from faasd.errors import InvalidInputError, RuntimeFailure, pids_exhausted
+from faasd.platform.capacity import check_disk_limit
 from faasd.runtime.models import Limits, RunResult, SandboxSpec, check_env_names, check_working_dir
 
 DEFAULT_IMAGES = {
@@ -37,7 +39,12 @@ EnsureImage = Callable[[str], Awaitable[None]]
 
 class SandboxRunner(Protocol):
     async def run(
-        self, spec: SandboxSpec, stdin: bytes = b"", timeout_s: float | None = None
+        self,
+        spec: SandboxSpec,
+        stdin: bytes = b"",
+        timeout_s: float | None = None,
+        *,
+        output_limit: int = ...,
     ) -> RunResult: ...
 
 
@@ -52,6 +59,9 @@ class ExecuteRequest(BaseModel):
     timeout_ms: int = Field(default=30000, ge=1, le=3_600_000)
     memory_mb: int = Field(default=256, ge=16, le=65536)
     cpu_cores: float = Field(default=1.0, ge=0.05, le=64)
+    disk_mb: int = Field(default=512, ge=16, le=1048576)
+    pids: int = Field(default=256, ge=8, le=65536)
+    isolation: Literal["runc", "gvisor"] | None = None
     working_dir: str | None = Field(default=None, max_length=4096)
     stdin: str | None = None
     mode: str = "ephemeral"
@@ -98,15 +108,24 @@ class ExecuteRequest(BaseModel):
 
 class ExecuteService:
     def __init__(
-        self, images: ImageStoreLike, sandboxes: SandboxRunner, *, ensure_image: EnsureImage | None = None
+        self,
+        images: ImageStoreLike,
+        sandboxes: SandboxRunner,
+        settings: Settings | None = None,
+        *,
+        ensure_image: EnsureImage | None = None,
     ) -> None:
         self.images = images
         self.sandboxes = sandboxes
+        self.settings = settings
         self.ensure_image = ensure_image
 
     async def execute(self, req: ExecuteRequest) -> dict[str, Any]:
         if req.mode != "ephemeral":
             raise InvalidInputError(f"execute mode {req.mode!r} is not implemented; use 'ephemeral'")
+        isolation = req.isolation or (self.settings.isolation if self.settings is not None else "runc")
+        if self.settings is not None:
+            check_disk_limit(self.settings, req.disk_mb, "the execution")
         if self.ensure_image is not None:
             await self.ensure_image(req.image_ref())
         image = self.images.get(req.image_ref())
@@ -120,10 +139,16 @@ class ExecuteService:
             image_config=image.config,
             env=dict(req.env_vars),
             cwd=req.working_dir,
-            limits=Limits(memory_mb=req.memory_mb, cpu_cores=req.cpu_cores, timeout_s=timeout_s),
+            limits=Limits(
+                memory_mb=req.memory_mb, cpu_cores=req.cpu_cores, disk_mb=req.disk_mb, pids=req.pids,
+                timeout_s=timeout_s,
+            ),
+            runtime="runsc" if isolation == "gvisor" else "runc",
         )
         try:
-            result = await self.sandboxes.run(spec, stdin=(req.stdin or "").encode(), timeout_s=timeout_s)
+            result = await self.sandboxes.run(
+                spec, stdin=(req.stdin or "").encode(), timeout_s=timeout_s, output_limit=MAX_OUTPUT_BYTES
+            )
         except RuntimeFailure as exc:
             bad = _BAD_COMMAND_RE.search(exc.message)
             if bad is None:
@@ -134,12 +159,24 @@ class ExecuteService:
                 "check the command name and the image's PATH",
                 command=bad["cmd"],
             ) from None
+        if result.pids_exhausted:
+            raise pids_exhausted(
+                result.pids_limit,
+                "the execution",
+                request_id=request_id,
+                detected_ms=result.pids_detected_ms,
+                stdout=result.stdout[-8192:].decode("utf-8", "replace"),
+                stderr=result.stderr[-8192:].decode("utf-8", "replace"),
+            )
         return {
             "request_id": request_id,
             "exit_code": result.exit_code,
             "stdout": result.stdout[:MAX_OUTPUT_BYTES].decode("utf-8", "replace"),
             "stderr": result.stderr[:MAX_OUTPUT_BYTES].decode("utf-8", "replace"),
+            "stdout_truncated": result.stdout_truncated or len(result.stdout) > MAX_OUTPUT_BYTES,
+            "stderr_truncated": result.stderr_truncated or len(result.stderr) > MAX_OUTPUT_BYTES,
             "duration_ms": round(result.duration_ms, 3),
             "timed_out": result.timed_out,
             "oom_killed": result.oom_killed,
+            "isolation": isolation,
         }

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import select
 
-from faasd.errors import ConflictError, InvalidInputError, NotFoundError
+from faasd.errors import ConflictError, InvalidInputError, IsolationUnsupportedError, NotFoundError
 from faasd.runtime.models import check_env_names
 from faasd.state import Database, Function
 
@@ -23,8 +23,52 @@ BRANCH_FROM_ANNOTATION = "faasd.branch_from"
 """Where a ``branched`` function's snapshot id is kept (annotations of the function record)."""
 NETWORK_ANNOTATION = "faasd.network"
 """Where a function's network mode is kept when it is not the default ``none``."""
-INTERNAL_ANNOTATIONS = (BRANCH_FROM_ANNOTATION, NETWORK_ANNOTATION)
+ISOLATION_ANNOTATION = "faasd.isolation"
+"""Where a function's isolation backend is kept (``runc`` or ``gvisor``)."""
+INTERNAL_ANNOTATIONS = (BRANCH_FROM_ANNOTATION, NETWORK_ANNOTATION, ISOLATION_ANNOTATION)
 NETWORK_MODES = ("none", "egress")
+ISOLATIONS = ("runc", "gvisor")
+Isolation = Literal["runc", "gvisor"]
+GVISOR_RUNTIMES = ("python", "exec")
+"""Function runtimes that work under gVisor: the python agent listens on a Unix socket that runsc creates on
+the host (``--host-uds=create``, in the sandbox's private io dir); an exec function is a ``runsc exec`` per
+request. Not ``http`` (the server's port lives in gVisor's own network stack, which the host cannot reach)
+and not ``node`` (on this host's runsc, node 18 aborts at start-up: its worker threads cannot be created)."""
+_GVISOR_WHY = {
+    "http": "the server's port lives in gVisor's own network stack, which the host cannot connect into",
+    "node": "node aborts at start-up under this host's gVisor (its worker threads cannot be created)",
+}
+
+
+def oci_runtime(isolation: str) -> Literal["runc", "runsc"]:
+    """The OCI runtime of an isolation backend: ``gvisor`` → ``runsc``, else ``runc``."""
+    return "runsc" if isolation == "gvisor" else "runc"
+
+
+def check_gvisor_function(runtime: str, network: str, mode: str) -> None:
+    """Raise :class:`IsolationUnsupportedError` (400) for what a gVisor function cannot do."""
+    if runtime not in GVISOR_RUNTIMES:
+        raise IsolationUnsupportedError(
+            f"isolation 'gvisor' does not support runtime {runtime!r}: "
+            f"{_GVISOR_WHY.get(runtime, 'untested')}; use runtime python or exec, or isolation 'runc'",
+            isolation="gvisor",
+            runtime=runtime,
+        )
+    if network != "none":
+        raise IsolationUnsupportedError(
+            "isolation 'gvisor' supports only network 'none': gVisor runs its own network stack with "
+            "loopback only; use isolation 'runc' for egress",
+            isolation="gvisor",
+            network=network,
+        )
+    if mode not in ("ephemeral", "cached"):
+        raise IsolationUnsupportedError(
+            f"isolation 'gvisor' does not support mode {mode!r}: snapshots are CRIU images of runc "
+            "containers and gVisor's own checkpoint/restore is not wired in; use mode 'cached' or "
+            "'ephemeral', or isolation 'runc'",
+            isolation="gvisor",
+            mode=mode,
+        )
 
 
 def check_name(name: str, what: str = "function") -> str:
@@ -84,6 +128,9 @@ class FunctionSpec(BaseModel):
     network: Literal["none", "egress"] = "none"
     """``none``: the sandbox has only its own loopback (default). ``egress``: it may open connections
     out (a private veth with NAT), but never to the host itself."""
+    isolation: Isolation | None = None
+    """``runc`` (namespaces, cgroups, seccomp on the host kernel) or ``gvisor`` (runsc: the function's
+    syscalls go to gVisor's user-space kernel). Default: the daemon's ``FAASD_ISOLATION``."""
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
 
@@ -174,6 +221,7 @@ def to_spec(fn: Function) -> FunctionSpec:
         mode=fn.mode,
         branch_from=(fn.annotations or {}).get(BRANCH_FROM_ANNOTATION) if fn.mode == "branched" else None,
         network=network_of(fn),  # type: ignore[arg-type]
+        isolation=isolation_of(fn),  # type: ignore[arg-type]
         labels=dict(fn.labels),
         annotations={k: v for k, v in (fn.annotations or {}).items() if k not in INTERNAL_ANNOTATIONS},
     )
@@ -183,6 +231,12 @@ def network_of(fn: Function) -> str:
     """The network mode of a function record (``none`` unless it was deployed with ``egress``)."""
     mode = (fn.annotations or {}).get(NETWORK_ANNOTATION, "none")
     return mode if mode in NETWORK_MODES else "none"
+
+
+def isolation_of(fn: Function) -> str:
+    """The isolation backend of a function record (``runc`` unless it was deployed with ``gvisor``)."""
+    iso = (fn.annotations or {}).get(ISOLATION_ANNOTATION, "runc")
+    return iso if iso in ISOLATIONS else "runc"
 
 
 def _apply(fn: Function, spec: FunctionSpec) -> None:
@@ -210,6 +264,8 @@ def _apply(fn: Function, spec: FunctionSpec) -> None:
         fn.annotations[BRANCH_FROM_ANNOTATION] = spec.branch_from
     if spec.network != "none":
         fn.annotations[NETWORK_ANNOTATION] = spec.network
+    if spec.isolation is not None and spec.isolation != "runc":
+        fn.annotations[ISOLATION_ANNOTATION] = spec.isolation
 
 
 ImageCheck = Callable[[str], None]
@@ -226,9 +282,19 @@ class FunctionService:
         self.secret_check = secret_check
         self.snapshot_check: Callable[[str], None] | None = None
         """Raises when a ``branch_from`` snapshot does not exist (set by the snapshot service)."""
+        self.default_isolation: Isolation = "runc"
+        """Isolation of functions deployed without one (the daemon's ``Settings.isolation``)."""
+        self.disk_check: Callable[[int], None] | None = None
+        """Raises :class:`faasd.errors.DiskLimitTooLargeError` for a disk limit the host cannot hold."""
 
     def _validate(self, spec: FunctionSpec) -> None:
         spec.check()
+        if spec.isolation is None:
+            spec.isolation = self.default_isolation
+        if spec.isolation == "gvisor":
+            check_gvisor_function(spec.runtime, spec.network, spec.mode)
+        if self.disk_check is not None:
+            self.disk_check(spec.limits.disk_mb)
         if self.image_check is not None:
             self.image_check(spec.image)
         if self.secret_check is not None and spec.secrets:

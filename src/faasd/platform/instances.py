@@ -43,7 +43,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from sqlalchemy import select
 
 from faasd.config import Settings
-from faasd.errors import ConflictError, FaasdError, InvalidInputError, NotFoundError
+from faasd.errors import (
+    ConflictError,
+    FaasdError,
+    InvalidInputError,
+    IsolationUnsupportedError,
+    NotFoundError,
+    pids_exhausted,
+)
+from faasd.platform.capacity import check_disk_limit
 from faasd.platform.execute import EnsureImage, ImageStoreLike
 from faasd.platform.functions import BRANCH_FROM_ANNOTATION
 from faasd.runtime.agent_files import INIT_DIR_IN_CONTAINER, init_mount
@@ -85,6 +93,10 @@ class StartInstanceRequest(BaseModel):
     cpu_cores: float = Field(default=1.0, ge=0.05, le=64)
     memory_mb: int = Field(default=512, ge=16, le=65536)
     disk_gb: float = Field(default=1.0, gt=0, le=1024)
+    pids: int = Field(default=4096, ge=16, le=65536)
+    isolation: Literal["runc", "gvisor"] | None = None
+    """Default: the daemon's ``FAASD_ISOLATION``. Under ``gvisor`` the instance has no network (ports cannot
+    be exposed) and cannot be snapshotted (CRIU)."""
     ttl_s: float | None = Field(default=None, gt=0, le=30 * 86400)
     env: dict[str, str] = Field(default_factory=dict)
     enable_ssh: bool = False
@@ -264,6 +276,10 @@ class _Live:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
+def _disk_mb(disk_gb: float) -> int:
+    return max(16, int(disk_gb * 1024))
+
+
 def _iso(dt: datetime | None) -> str | None:
     return dt.isoformat().replace("+00:00", "Z") if dt is not None else None
 
@@ -281,6 +297,8 @@ def instance_dict(inst: Instance) -> dict[str, Any]:
         "cpu_cores": inst.cpu_cores,
         "memory_mb": inst.memory_mb,
         "disk_gb": inst.disk_gb,
+        "pids": inst.pids,
+        "isolation": inst.isolation or "runc",
         "ttl_s": inst.ttl_s,
         "env": dict(inst.env or {}),
         "ports": list(inst.ports or []),
@@ -362,8 +380,16 @@ class InstanceService:
     async def create(self, req: StartInstanceRequest) -> Instance:
         if req.enable_ssh:
             raise InvalidInputError("ssh is not supported; use exec (POST /api/v1/instances/{id}/exec)")
+        isolation = req.isolation or self.settings.isolation
         if req.snapshot_id is not None:
-            self.store.get(req.snapshot_id)  # 404 early
+            snap = self.store.get(req.snapshot_id)  # 404 early
+            if isolation == "gvisor" and "criu" in snap.trees:
+                raise IsolationUnsupportedError(
+                    f"snapshot {req.snapshot_id} holds a CRIU process image, which cannot be restored under "
+                    "gVisor; start the instance with isolation 'runc', or from a filesystem-only snapshot",
+                    isolation="gvisor",
+                )
+        check_disk_limit(self.settings, _disk_mb(req.disk_gb), "the instance")
         if req.image is not None:
             if self.ensure_image is not None:
                 await self.ensure_image(req.image)
@@ -384,6 +410,8 @@ class InstanceService:
                     cpu_cores=req.cpu_cores,
                     memory_mb=req.memory_mb,
                     disk_gb=req.disk_gb,
+                    pids=req.pids,
+                    isolation=isolation,
                     ttl_s=req.ttl_s,
                     env=env,
                     ports=[],
@@ -399,11 +427,11 @@ class InstanceService:
             raise
 
     def _limits(self, inst: Instance) -> Limits:
-        disk_mb = max(16, int(inst.disk_gb * 1024))
+        disk_mb = _disk_mb(inst.disk_gb)
         return Limits(
             memory_mb=inst.memory_mb,
             cpu_cores=inst.cpu_cores,
-            pids=4096,
+            pids=inst.pids or 4096,
             disk_mb=disk_mb,
             tmp_mb=min(256, max(16, inst.memory_mb // 4)),
             timeout_s=None,
@@ -446,6 +474,7 @@ class InstanceService:
 
     async def _boot(self, inst: Instance, sb_id: str, limits: Limits) -> Sandbox:
         base = inst.fs_snapshot
+        gvisor = inst.isolation == "gvisor"
         image = self.images.get(inst.image) if inst.image else None
         if base is not None:
             snap = await asyncio.to_thread(self.store.get, base)
@@ -471,10 +500,11 @@ class InstanceService:
             image_config=image.config if image is not None else None,
             env=dict(inst.env or {}),
             limits=limits,
-            network=NetworkSpec(mode="loopback-proxy"),
+            network=NetworkSpec(mode="none" if gvisor else "loopback-proxy"),
             mounts=[mount],
             hostname=inst.id,
             annotations={LABEL: inst.id},
+            runtime="runsc" if gvisor else "runc",
         )
         sb = await self.manager.create(spec, stdin_pipe=False)
         try:
@@ -755,13 +785,26 @@ class InstanceService:
         async with self.use(instance_id) as sb:
             started = time.perf_counter()
             res = await sb.exec(
-                req.args(), stdin=req.stdin_bytes(), timeout=req.timeout_s, env=env, cwd=req.cwd
+                req.args(), stdin=req.stdin_bytes(), timeout=req.timeout_s, env=env, cwd=req.cwd,
+                output_limit=MAX_OUTPUT_BYTES, watch_pids=True,
+            )
+        if res.pids_exhausted:
+            raise pids_exhausted(
+                sb.spec.limits.pids,
+                "the exec's process group (the instance keeps running)",
+                instance=instance_id,
+                detected_ms=res.pids_detected_ms,
+                stdout=res.stdout[-8192:].decode("utf-8", "replace"),
+                stderr=res.stderr[-8192:].decode("utf-8", "replace"),
             )
         return {
             "exit_code": res.exit_code,
-            "stdout": res.stdout[:MAX_OUTPUT_BYTES].decode("utf-8", "replace"),
-            "stderr": res.stderr[:MAX_OUTPUT_BYTES].decode("utf-8", "replace"),
+            "stdout": res.stdout.decode("utf-8", "replace"),
+            "stderr": res.stderr.decode("utf-8", "replace"),
+            "stdout_truncated": res.stdout_truncated,
+            "stderr_truncated": res.stderr_truncated,
             "timed_out": res.timed_out,
+            "oom_killed": res.oom_killed,
             "duration_ms": round((time.perf_counter() - started) * 1000, 3),
         }
 
@@ -829,6 +872,12 @@ class InstanceService:
             for p in ports:
                 if p["internal_port"] == req.internal_port and req.internal_port in live.servers:
                     return p
+            if inst.isolation == "gvisor":
+                raise IsolationUnsupportedError(
+                    f"instance {instance_id} runs under gVisor, whose own network stack the host cannot "
+                    "connect into: ports cannot be exposed; use exec, or an instance with isolation 'runc'",
+                    isolation="gvisor",
+                )
             entry = {"internal_port": req.internal_port, "protocol": req.protocol, "subdomain": req.subdomain}
             entry = await self._listen(instance_id, live, entry, None)
             ports = [p for p in ports if p["internal_port"] != req.internal_port] + [entry]

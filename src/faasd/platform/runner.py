@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from faasd.errors import CapacityError
-from faasd.platform.functions import network_of
+from faasd.platform.functions import isolation_of, network_of
 from faasd.platform.metrics import Metrics
 from faasd.platform.pools import Lease, PoolConfig, WarmPool
 from faasd.platform.secrets import SecretService
@@ -41,6 +41,7 @@ def worker_config(fn: Function, secrets: dict[str, bytes]) -> WorkerConfig:
         disk_mb=fn.disk_mb,
         concurrency=fn.concurrency,
         network=network_of(fn),
+        isolation=isolation_of(fn),
     )
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from faasd.config import Settings
-from faasd.errors import ResourceLimitError
+from faasd.errors import PidsExhaustedError, ResourceLimitError
+from faasd.platform.functions import oci_runtime
 from faasd.platform.workers import (
     Invocation,
     InvocationResult,
@@ -74,7 +75,16 @@ def to_result(r: InvokeResult) -> InvocationResult:
 def _limit_result(exc: ResourceLimitError) -> InvocationResult:
     timed_out = exc.details.get("limit") == "timeout"
     return InvocationResult(
-        status=504 if timed_out else 500, error=exc.message, timed_out=timed_out, body=b"", headers={}
+        status=504 if timed_out else 500,
+        error=exc.message,
+        timed_out=timed_out,
+        body=b"",
+        headers={},
+        error_code=exc.code if isinstance(exc, PidsExhaustedError) else None,
+        error_details={
+            k: v for k, v in exc.details.items()
+            if k in ("limit", "pids", "detected_ms") and isinstance(v, str | int | float | None)
+        } if isinstance(exc, PidsExhaustedError) else {},
     )
 
 
@@ -187,6 +197,7 @@ class RuntimeWorkerFactory:
                 timeout_s=config.timeout_s,
             ),
             network=function_network(config.network),
+            runtime=oci_runtime(config.isolation),
         )
         sandbox_id = spec.new_sandbox_id()
         spec.sandbox_id = sandbox_id

@@ -40,6 +40,11 @@ class InvocationResult:
     timed_out: bool = False
     run_ms: float | None = None
     traceback: str | None = None
+    error_code: str | None = None
+    error_details: dict[str, str | int | float | None] = field(default_factory=dict)
+    """With ``error_code``: what the API adds to the error's ``details`` (e.g. ``limit``, ``pids``)."""
+    """Machine-readable kind of ``error`` when it is not the function's own failure, e.g. ``pids_exhausted``
+    (the API answers ``function_error`` when unset)."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,8 @@ class WorkerConfig:
     concurrency: int = 1
     network: str = "none"
     """``none`` (own loopback only) or ``egress`` (outgoing connections through NAT)."""
+    isolation: str = "runc"
+    """``runc`` or ``gvisor`` (the worker's sandbox runs under runsc)."""
 
 
 @runtime_checkable

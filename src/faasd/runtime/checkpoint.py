@@ -46,7 +46,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from faasd.errors import ConflictError, FaasdError, InvalidInputError, RuntimeFailure, StorageFullError
+from faasd.errors import (
+    ConflictError,
+    FaasdError,
+    InvalidInputError,
+    IsolationUnsupportedError,
+    RuntimeFailure,
+    StorageFullError,
+)
 from faasd.rootfs import mounts
 from faasd.runtime import sandbox as sandbox_mod
 from faasd.runtime.checkpointable import Checkpointable, CheckpointSource, checkpoint_source
@@ -109,6 +116,13 @@ async def checkpoint(
     ``leave_running``). A full disk raises :class:`StorageFullError`.
     """
     src = source_of(sandbox)
+    if src.runtime.name == "runsc":
+        raise IsolationUnsupportedError(
+            f"sandbox {src.id} runs under gVisor (isolation 'gvisor'): snapshots are CRIU images of runc "
+            "containers and gVisor's own checkpoint/restore is not wired in; use isolation 'runc' to "
+            "snapshot, branch or restore",
+            isolation="gvisor",
+        )
     if src.upper is None:
         raise InvalidInputError(
             f"sandbox {src.id} has no overlay upper (flat-copy rootfs): it cannot be "

@@ -234,6 +234,8 @@ class ExitStatus:
     oom_killed: bool = False
     timed_out: bool = False
     signal: int | None = None
+    pids_exhausted: bool = False
+    """A fork failed on the pids limit while it was being waited for with ``watch_pids``; it was killed."""
 
 
 @dataclass(frozen=True)
@@ -248,11 +250,19 @@ class RunResult:
     memory_limit_mb: int | None = None
     timeout_s: float | None = None
     pids_limit: int | None = None
+    pids_exhausted: bool = False
+    """A fork failed on the pids limit: the sandbox was killed at once (see :meth:`SandboxManager.run`)."""
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    pids_detected_ms: float | None = None
+    """When the pids limit was seen hit, in ms after the process started (``pids_exhausted`` only)."""
 
     def raise_for_limits(self) -> None:
         """Raise :class:`ResourceLimitError` if the run hit its memory or wall-clock limit."""
-        from faasd.errors import ResourceLimitError
+        from faasd.errors import ResourceLimitError, pids_exhausted
 
+        if self.pids_exhausted:
+            raise pids_exhausted(self.pids_limit, "the sandbox", detected_ms=self.pids_detected_ms)
         if self.oom_killed:
             limit = f"{self.memory_limit_mb} MiB" if self.memory_limit_mb else "the sandbox's memory"
             raise ResourceLimitError(
@@ -276,6 +286,13 @@ class ExecResult:
     stdout: bytes
     stderr: bytes
     timed_out: bool = False
+    oom_killed: bool = False
+    """The sandbox's memory cgroup OOM-killed a process while the exec ran."""
+    pids_exhausted: bool = False
+    """A fork failed on the pids limit while the exec ran: its process group was killed at once."""
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    pids_detected_ms: float | None = None
 
 
 @dataclass

@@ -461,7 +461,7 @@ class Runsc(OciRuntime):
     def global_args(self, log_file: Path | None = None) -> list[str]:
         # --network=none: the sentry's own netstack with loopback only (gVisor cannot adopt a netns
         # that has no external interface); --oci-seccomp: apply the spec's seccomp inside the sentry
-        args = [self.binary, "--root", str(self.root), "--network=none", "--oci-seccomp"]
+        args = [self.binary, "--root", str(self.root), "--network=none", "--oci-seccomp", "--host-uds=create"]
         if log_file is not None:
             args += ["--log", str(log_file), "--log-format", "json"]
         return args

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import dataclasses
 import errno
 import json
 import logging
@@ -45,6 +46,7 @@ from faasd.errors import (
     ResourceLimitError,
     RuntimeFailure,
     StorageFullError,
+    pids_exhausted,
 )
 from faasd.rootfs import OverlayRootfs
 from faasd.rootfs import mounts as _mounts
@@ -95,7 +97,9 @@ _LIVE: weakref.WeakValueDictionary[tuple[str, str], Sandbox] = weakref.WeakValue
 
 
 def raise_for_limits(status: ExitStatus | RunResult, limits: Limits) -> None:
-    """Raise :class:`ResourceLimitError` naming the limit the sandbox hit (memory or wall-clock)."""
+    """Raise :class:`ResourceLimitError` naming the limit the sandbox hit (pids, memory or wall-clock)."""
+    if status.pids_exhausted:
+        raise pids_exhausted(limits.pids, "the sandbox")
     if status.oom_killed:
         mem = f"{limits.memory_mb} MiB" if limits.memory_mb is not None else "the host's memory"
         raise ResourceLimitError(
@@ -145,6 +149,35 @@ class _Collector(asyncio.Protocol):
 
 def _factory(col: _Collector) -> Callable[[], _Collector]:
     return lambda: col
+
+
+PIDS_POLL_S = 0.02
+"""How often the pids counter (``pids.events``, one ``pread`` of ~2 us) is read while a request is watched:
+a fork bomb is seen at most this long after the limit is hit, then killed."""
+
+
+async def pids_limit_hit(counter: cgroups.PidsCounter, baseline: int, interval: float = PIDS_POLL_S) -> float:
+    """Return once the sandbox's pids counter rises above ``baseline`` (a fork failed on the pids limit):
+    the ``time.monotonic()`` when that was seen. Never returns while the limit is not hit."""
+    while True:
+        await asyncio.sleep(interval)
+        if counter.read() > baseline:
+            return time.monotonic()
+
+
+async def _read_bounded(stream: asyncio.StreamReader | None, limit: int | None) -> tuple[bytes, bool]:
+    """Read ``stream`` to EOF keeping the first ``limit`` bytes (all if None); True if some were dropped."""
+    if stream is None:
+        return b"", False
+    buf = bytearray()
+    truncated = False
+    while chunk := await stream.read(65536):
+        room = len(chunk) if limit is None else limit - len(buf)
+        if room > 0:
+            buf += chunk[:room]
+        if len(chunk) > room:
+            truncated = True
+    return bytes(buf), truncated
 
 
 IO_DIR_TMPFS_OPTIONS = "size=1m,nr_inodes=64,mode=0755"
@@ -218,6 +251,10 @@ class Sandbox:
         self._destroy_lock = asyncio.Lock()
         self._proxies: list[LoopbackProxy] = []
         self._helper_pids: list[int] = []
+        self._pids_baseline: int | None = None
+        self._pids_exhausted = False
+        self.pids_seen_at: float | None = None
+        """``time.monotonic()`` when :meth:`wait` saw the pids limit hit (``watch_pids=True``)."""
 
     # ------------------------------------------------------------------ state
     @property
@@ -251,6 +288,16 @@ class Sandbox:
     def output_truncated(self) -> bool:
         return any(c.truncated for c in self._collectors.values())
 
+    @property
+    def stdout_truncated(self) -> bool:
+        c = self._collectors.get("stdout")
+        return c is not None and c.truncated
+
+    @property
+    def stderr_truncated(self) -> bool:
+        c = self._collectors.get("stderr")
+        return c is not None and c.truncated
+
     def oom_kills(self) -> int:
         return cgroups.oom_kills(self.id)
 
@@ -267,6 +314,7 @@ class Sandbox:
         """Start the container's process (``runc start``)."""
         if self._status != "created":
             raise ConflictError(f"sandbox {self.id} is {self.status}; only a created sandbox can be started")
+        self._pids_baseline = cgroups.pids_events_max(self.id)
         self.started_at = time.monotonic()
         await self.runtime.start(self.id)
         self._status = "running"
@@ -283,26 +331,64 @@ class Sandbox:
             self._stdin_fd = None
 
     async def wait(
-        self, timeout: float | None = None, *, use_default_timeout: bool = True, kill_on_timeout: bool = True
+        self,
+        timeout: float | None = None,
+        *,
+        use_default_timeout: bool = True,
+        kill_on_timeout: bool = True,
+        watch_pids: bool = False,
     ) -> ExitStatus:
         """Wait for the main process to exit.
 
         ``timeout`` defaults to ``limits.timeout_s`` (unless ``use_default_timeout=False``). On timeout the
         sandbox is SIGKILLed (within a few ms of the deadline) and the status has ``timed_out=True``; with
-        ``kill_on_timeout=False`` a :class:`TimeoutError` is raised instead.
+        ``kill_on_timeout=False`` a :class:`TimeoutError` is raised instead. ``watch_pids``: as soon as a
+        fork fails on the pids limit (polled every :data:`PIDS_POLL_S`) the sandbox is SIGKILLed and the
+        status has ``pids_exhausted=True``.
         """
         if self._waiter is None:
             raise ConflictError(f"sandbox {self.id} has no process to wait for")
         if timeout is None and use_default_timeout:
             timeout = self.spec.limits.timeout_s
+        if not watch_pids:
+            try:
+                return await asyncio.wait_for(asyncio.shield(self._waiter), timeout)
+            except TimeoutError:
+                if not kill_on_timeout:
+                    raise
+                return await self._kill_timed_out()
+        counter = cgroups.PidsCounter(self.id)
+        baseline = self._pids_baseline if self._pids_baseline is not None else counter.read()
+        watcher = asyncio.ensure_future(pids_limit_hit(counter, baseline))
         try:
-            return await asyncio.wait_for(asyncio.shield(self._waiter), timeout)
-        except TimeoutError:
+            done, _ = await asyncio.wait(
+                {self._waiter, watcher}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if self._waiter in done:
+                status = self._waiter.result()
+                if not status.pids_exhausted and counter.read() > baseline:
+                    # the limit was hit, and init ended (taking the rest with it) before the next poll
+                    self.pids_seen_at = time.monotonic()
+                    self._pids_exhausted = True
+                    status = self._exit = dataclasses.replace(status, pids_exhausted=True)
+                return status
+            if watcher in done:
+                self.pids_seen_at = watcher.result()
+                self._pids_exhausted = True
+                await self.kill()
+                return await self._waiter
             if not kill_on_timeout:
-                raise
-            self._timed_out = True
-            await self.kill()
-            return await self._waiter
+                raise TimeoutError
+            return await self._kill_timed_out()
+        finally:
+            watcher.cancel()
+            counter.close()
+
+    async def _kill_timed_out(self) -> ExitStatus:
+        assert self._waiter is not None
+        self._timed_out = True
+        await self.kill()
+        return await self._waiter
 
     async def _watch(self) -> ExitStatus:
         assert self.pid is not None
@@ -317,7 +403,10 @@ class Sandbox:
         waits = [c.closed for c in self._collectors.values()]
         if waits:
             await asyncio.wait(waits, timeout=1.0)
-        self._exit = ExitStatus(code, oom_killed=oom, timed_out=self._timed_out, signal=ended.signal)
+        self._exit = ExitStatus(
+            code, oom_killed=oom, timed_out=self._timed_out, signal=ended.signal,
+            pids_exhausted=self._pids_exhausted,
+        )
         return self._exit
 
     async def kill(self, sig: int = _signal.SIGKILL) -> None:
@@ -351,8 +440,16 @@ class Sandbox:
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
         user: str | None = None,
+        output_limit: int | None = None,
+        watch_pids: bool = False,
     ) -> ExecResult:
-        """Run another process in the running sandbox (same namespaces, limits, seccomp, user)."""
+        """Run another process in the running sandbox (same namespaces, limits, seccomp, user).
+
+        ``output_limit``: keep at most that many bytes per stream (the rest is read and dropped;
+        ``stdout_truncated``/``stderr_truncated`` tell). ``watch_pids``: if a fork fails on the pids limit
+        while the process runs, its process group is killed at once (``pids_exhausted``). ``oom_killed``
+        tells whether the OOM killer struck in the sandbox while it ran.
+        """
         if self.status not in ("running",):
             raise ConflictError(f"sandbox {self.id} is {self.status}; exec needs a running sandbox")
         pid_file = self.bundle / f"exec-{time.monotonic_ns()}.pid"
@@ -360,37 +457,80 @@ class Sandbox:
             *self.runtime.global_args(),
             *self.runtime.exec_args(self.id, args, env=env, cwd=cwd, user=user, pid_file=pid_file),
         ]
+        oom = cgroups.OomCounter(self.id)
+        pids = cgroups.PidsCounter(self.id)
+        oom_before, pids_before = oom.read(), pids.read()
+        started = time.monotonic()
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
-        comm = asyncio.ensure_future(proc.communicate(stdin))
-        timed_out = False
+
+        async def feed() -> None:
+            assert proc.stdin is not None
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                if stdin:
+                    proc.stdin.write(stdin)
+                    await proc.stdin.drain()
+                proc.stdin.close()
+
+        async def io() -> tuple[tuple[bytes, bool], tuple[bytes, bool]]:
+            out, err, _ = await asyncio.gather(
+                _read_bounded(proc.stdout, output_limit), _read_bounded(proc.stderr, output_limit), feed()
+            )
+            await proc.wait()
+            return out, err
+
+        comm = asyncio.ensure_future(io())
+        watcher = asyncio.ensure_future(pids_limit_hit(pids, pids_before)) if watch_pids else None
+        timed_out = exhausted = False
+        seen_ms: float | None = None
         try:
-            out, err = await asyncio.wait_for(asyncio.shield(comm), timeout)
-        except TimeoutError:
-            timed_out = True
-            # Kill the exec'd process *group* in the container (runc makes the process a session leader,
-            # so its background children share its pgid and would otherwise keep running and hold the
-            # stdio pipes open), then let `runc exec` reap it and exit by itself: killing runc first
-            # would hand an unreaped child to us (subreaper), and a zombie of the container's pid
-            # namespace keeps its init from ever exiting on destroy.
-            await self._kill_exec_group(pid_file, proc, group=self.runtime.name == "runc")
-            try:
-                out, err = await asyncio.wait_for(asyncio.shield(comm), 5.0)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                out, err = await comm
-                await asyncio.sleep(0.05)
-                reaper.reap_orphans(self.manager._live_pids())
+            done, _ = await asyncio.wait(
+                {comm} if watcher is None else {comm, watcher}, timeout=timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if comm not in done:
+                if watcher is not None and watcher in done:
+                    exhausted = True
+                    seen_ms = round((watcher.result() - started) * 1000, 3)
+                else:
+                    timed_out = True
+                # Kill the exec'd process *group* in the container (runc makes the process a session
+                # leader, so its background children share its pgid and would otherwise keep running and
+                # hold the stdio pipes open), then let `runc exec` reap it and exit by itself: killing runc
+                # first would hand an unreaped child to us (subreaper), and a zombie of the container's pid
+                # namespace keeps its init from ever exiting on destroy.
+                await self._kill_exec_group(pid_file, proc, group=self.runtime.name == "runc")
+                try:
+                    await asyncio.wait_for(asyncio.shield(comm), 5.0)
+                except TimeoutError:
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+                    await comm
+                    await asyncio.sleep(0.05)
+                    reaper.reap_orphans(self.manager._live_pids())
+            (out, out_cut), (err, err_cut) = comm.result()
         finally:
+            if watcher is not None:
+                watcher.cancel()
+            if not comm.done():
+                comm.cancel()
+            pids.close()
             with contextlib.suppress(FileNotFoundError):
                 pid_file.unlink()
+        oom_killed = oom.read() > oom_before
+        oom.close()
+        if watch_pids and not exhausted and pids.read() > pids_before:
+            exhausted = True  # it hit the limit and ended before the next poll
         rc = proc.returncode if proc.returncode is not None else -1
-        return ExecResult(137 if timed_out else rc, out, err, timed_out)
+        return ExecResult(
+            137 if timed_out or seen_ms is not None else rc, out, err, timed_out, oom_killed=oom_killed,
+            pids_exhausted=exhausted, stdout_truncated=out_cut, stderr_truncated=err_cut,
+            pids_detected_ms=seen_ms,
+        )
 
     @staticmethod
     async def _kill_exec_group(pid_file: Path, proc: asyncio.subprocess.Process, group: bool) -> None:
@@ -738,17 +878,19 @@ class SandboxManager:
         *,
         output_limit: int = OUTPUT_LIMIT_BYTES,
     ) -> RunResult:
-        """Create, start, feed ``stdin``, wait (killing at ``timeout_s``, default ``limits.timeout_s``) and
-        destroy. ``duration_ms`` is the process's run time (start → exit)."""
+        """Create, start, feed ``stdin``, wait (killing at ``timeout_s``, default ``limits.timeout_s``, or
+        as soon as a fork fails on the pids limit: ``pids_exhausted``) and destroy. ``duration_ms`` is the
+        process's run time (start → exit)."""
         timeout = timeout_s if timeout_s is not None else spec.limits.timeout_s
         sb = await self.create(spec, output_limit=output_limit)
         try:
             await sb.start()
             t0 = time.monotonic()
             feeder = asyncio.ensure_future(self._feed(sb, stdin))
-            status = await sb.wait(timeout, use_default_timeout=False)
+            status = await sb.wait(timeout, use_default_timeout=False, watch_pids=True)
             feeder.cancel()
             duration_ms = ((sb.exited_at or time.monotonic()) - t0) * 1000
+            seen = sb.pids_seen_at
             return RunResult(
                 exit_code=status.exit_code,
                 stdout=sb.stdout(),
@@ -760,6 +902,10 @@ class SandboxManager:
                 memory_limit_mb=spec.limits.memory_mb,
                 timeout_s=timeout,
                 pids_limit=spec.limits.pids,
+                pids_exhausted=status.pids_exhausted,
+                stdout_truncated=sb.stdout_truncated,
+                stderr_truncated=sb.stderr_truncated,
+                pids_detected_ms=round(max(0.0, seen - t0) * 1000, 3) if seen is not None else None,
             )
         finally:
             await asyncio.shield(sb.destroy())

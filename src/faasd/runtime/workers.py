@@ -40,7 +40,14 @@ from typing import Any, Literal
 import httpcore
 import httpx
 
-from faasd.errors import ConflictError, FaasdError, InvalidInputError, ResourceLimitError, RuntimeFailure
+from faasd.errors import (
+    ConflictError,
+    FaasdError,
+    InvalidInputError,
+    ResourceLimitError,
+    RuntimeFailure,
+    pids_exhausted,
+)
 from faasd.runtime import cgroups
 from faasd.runtime.agent_client import (
     DEFAULT_MAX_BODY_BYTES,
@@ -64,7 +71,7 @@ from faasd.runtime.agent_files import (
 )
 from faasd.runtime.models import BindMount, ExitStatus, ImageConfigLike, Limits, NetworkSpec, SandboxSpec
 from faasd.runtime.proxy import open_connection_in_netns
-from faasd.runtime.sandbox import Sandbox, SandboxManager
+from faasd.runtime.sandbox import Sandbox, SandboxManager, pids_limit_hit
 
 __all__ = [
     "FunctionError",
@@ -280,6 +287,7 @@ class Worker:
         self._dead_reason: str | None = None
         self._lock = asyncio.Lock()
         self._oom = cgroups.OomCounter(sandbox.id)
+        self._pids = cgroups.PidsCounter(sandbox.id)
         self._client: AgentClient | None = None
         self._http: httpx.AsyncClient | None = None
         if spec.mode in ("python", "node"):
@@ -448,22 +456,83 @@ class Worker:
             self.last_used_at = time.monotonic()
             oom_before = self._oom_kills()
             try:
-                if self._client is not None:
-                    async for event in self._client.invoke_stream(request):
-                        if isinstance(event, InvokeResult):
-                            event.timings.init_ms = self.init_ms
-                        yield event
-                elif self.spec.mode == "exec":
-                    async for event in self._invoke_exec(request):
-                        yield event
-                else:
-                    async for event in self._invoke_http(request):
-                        yield event
+                async for event in self._watching_pids(self._invoke_events(request)):
+                    yield event
             except FaasdError as exc:
                 await self._after_failure(exc, oom_before)
                 raise
             finally:
                 self.invocations += 1
+
+    async def _invoke_events(self, request: InvokeRequest) -> AsyncIterator[InvokeEvent]:
+        if self._client is not None:
+            async for event in self._client.invoke_stream(request):
+                if isinstance(event, InvokeResult):
+                    event.timings.init_ms = self.init_ms
+                yield event
+        elif self.spec.mode == "exec":
+            async for event in self._invoke_exec(request):
+                yield event
+        else:
+            async for event in self._invoke_http(request):
+                yield event
+
+    async def _watching_pids(self, events: AsyncIterator[InvokeEvent]) -> AsyncIterator[InvokeEvent]:
+        """Pass ``events`` on, but end the request with ``pids_exhausted`` (and recycle the worker: the
+        processes it forked cannot be told apart from the agent's) as soon as a fork fails on the sandbox's
+        pids limit, or if one failed by the time the result arrives.
+
+        The request runs in a task of its own that feeds a queue, so that it keeps one task context
+        (``asyncio.timeout`` inside) while this generator races it against the pids counter."""
+        baseline = self._pids.read()
+        started = time.monotonic()
+        queue: asyncio.Queue[tuple[InvokeEvent | None, BaseException | None]] = asyncio.Queue()
+
+        async def pump() -> None:
+            try:
+                async for ev in events:
+                    queue.put_nowait((ev, None))
+                queue.put_nowait((None, None))
+            except Exception as exc:
+                queue.put_nowait((None, exc))
+
+        async def exhausted(seen_at: float) -> ResourceLimitError:
+            # the fork bomb goes with its sandbox at once (SIGKILL of init ends the pid namespace); the
+            # worker is closed by the failure handling, which then need not wait for it to die
+            await self.sandbox.kill()
+            return pids_exhausted(
+                self.spec.limits.pids, "the invocation", worker_usable=False,
+                detected_ms=round((seen_at - started) * 1000, 3),
+            )
+
+        producer = asyncio.ensure_future(pump())
+        watcher = asyncio.ensure_future(pids_limit_hit(self._pids, baseline))
+        getter: asyncio.Future[tuple[InvokeEvent | None, BaseException | None]] | None = None
+        try:
+            while True:
+                getter = asyncio.ensure_future(queue.get())
+                done, _ = await asyncio.wait({getter, watcher}, return_when=asyncio.FIRST_COMPLETED)
+                if getter not in done:
+                    getter.cancel()
+                    raise await exhausted(watcher.result())
+                event, error = getter.result()
+                if error is not None:
+                    if self._pids.read() > baseline:
+                        raise await exhausted(time.monotonic()) from error
+                    raise error
+                if event is None:
+                    return
+                if isinstance(event, InvokeResult) and self._pids.read() > baseline:
+                    raise await exhausted(time.monotonic())  # hit and over before the next poll
+                yield event
+        finally:
+            watcher.cancel()
+            if getter is not None:
+                getter.cancel()
+            if not producer.done():
+                producer.cancel()
+                with contextlib.suppress(BaseException):
+                    await producer
 
     def _oom_kills(self) -> int:
         try:
@@ -653,6 +722,7 @@ class Worker:
             return
         self._closed = True
         self._oom.close()
+        self._pids.close()
         if self._http is not None:
             with contextlib.suppress(Exception):
                 await self._http.aclose()

@@ -169,6 +169,7 @@ class DeployOptions(TypedDict, total=False):
     mode: str
     branch_from: str
     network: str
+    isolation: str
     labels: Mapping[str, str]
 
 
@@ -560,6 +561,9 @@ class ExecuteOptions(TypedDict, total=False):
     working_dir: str
     stdin: str
     mode: str
+    disk_mb: int
+    pids: int
+    isolation: str
 
 
 def execute(

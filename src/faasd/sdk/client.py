@@ -464,11 +464,13 @@ class Client(_Base):
         disk_gb: float = 1.0,
         ttl_s: float | None = None,
         env: Mapping[str, str] | None = None,
+        isolation: str | None = None,
+        pids: int | None = None,
     ) -> sm.Instance:
         """Start a persistent instance from an image (default faasd/python:latest) or a snapshot."""
         return self._call(_api.start_instance(
             image=image, snapshot_id=snapshot_id, name=name, cpu_cores=cpu_cores, memory_mb=memory_mb,
-            disk_gb=disk_gb, ttl_s=ttl_s, env=dict(env or {}),
+            disk_gb=disk_gb, ttl_s=ttl_s, env=dict(env or {}), isolation=isolation, pids=pids,
         ))
 
     def list_instances(self) -> list[sm.Instance]:
@@ -845,11 +847,13 @@ class AsyncClient(_Base):
         disk_gb: float = 1.0,
         ttl_s: float | None = None,
         env: Mapping[str, str] | None = None,
+        isolation: str | None = None,
+        pids: int | None = None,
     ) -> sm.Instance:
         """Start a persistent instance from an image (default faasd/python:latest) or a snapshot."""
         return await self._call(_api.start_instance(
             image=image, snapshot_id=snapshot_id, name=name, cpu_cores=cpu_cores, memory_mb=memory_mb,
-            disk_gb=disk_gb, ttl_s=ttl_s, env=dict(env or {}),
+            disk_gb=disk_gb, ttl_s=ttl_s, env=dict(env or {}), isolation=isolation, pids=pids,
         ))
 
     async def list_instances(self) -> list[sm.Instance]:

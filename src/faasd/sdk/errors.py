@@ -88,6 +88,25 @@ class ResourceLimitExceeded(FaasdAPIError, core.ResourceLimitError):
     code, status = "resource_limit", 422
 
 
+class PidsExhausted(ResourceLimitExceeded, core.PidsExhaustedError):
+    """A fork failed on the sandbox's pids limit (a fork bomb): the request, or an instance exec's process
+    group, was killed as soon as that was seen."""
+
+    code, status = "pids_exhausted", 422
+
+
+class DiskLimitTooLarge(InvalidInput, core.DiskLimitTooLargeError):
+    """The requested disk limit is larger than the daemon's host can hold (``details["max_disk_mb"]``)."""
+
+    code, status = "disk_limit_too_large", 400
+
+
+class IsolationUnsupported(InvalidInput, core.IsolationUnsupportedError):
+    """The feature cannot work under the chosen isolation (e.g. a CRIU snapshot under gVisor)."""
+
+    code, status = "isolation_unsupported", 400
+
+
 class RateLimited(FaasdAPIError):
     """Too many requests. ``retry_after`` (seconds) says when to try again; the SDK never retries itself."""
 
@@ -201,6 +220,9 @@ _BY_CODE: dict[str, type[FaasdAPIError]] = {
         PayloadTooLarge,
         ValidationFailed,
         ResourceLimitExceeded,
+        PidsExhausted,
+        DiskLimitTooLarge,
+        IsolationUnsupported,
         RateLimited,
         CapacityExhausted,
         FunctionTimeout,

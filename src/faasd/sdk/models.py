@@ -71,6 +71,8 @@ class FunctionSpec(_Model):
     """mode ``branched``: the snapshot every worker is restored from."""
     network: str | None = None
     """``none`` (only the sandbox's own loopback, the default) or ``egress`` (outgoing connections)."""
+    isolation: str | None = None
+    """``runc`` or ``gvisor`` (runsc); default: the daemon's ``FAASD_ISOLATION``."""
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
 
@@ -159,6 +161,9 @@ class ExecuteRequest(_Model):
     working_dir: str | None = None
     stdin: str | None = None
     mode: str | None = None
+    disk_mb: int | None = None
+    pids: int | None = None
+    isolation: str | None = None
 
 
 class ExecuteResult(_Model):
@@ -169,6 +174,9 @@ class ExecuteResult(_Model):
     duration_ms: float | None = None
     timed_out: bool = False
     oom_killed: bool = False
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    isolation: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -219,6 +227,10 @@ class Info(_Model):
     execute: bool | None = None
     source_deploy: bool = False
     """True when deploy requests may carry a source directory (multipart upload)."""
+    isolation: str | None = None
+    """The daemon's default isolation (``FAASD_ISOLATION``)."""
+    isolations: list[str] = Field(default_factory=list)
+    """Isolation backends this daemon can run (``gvisor`` only when runsc is installed)."""
 
 
 @dataclass(frozen=True)
@@ -399,6 +411,8 @@ class Instance(_Model):
     cpu_cores: float = 1.0
     memory_mb: int = 512
     disk_gb: float = 1.0
+    pids: int | None = None
+    isolation: str | None = None
     ttl_s: float | None = None
     env: dict[str, str] = {}
     ports: list[InstancePort] = []
@@ -413,6 +427,9 @@ class InstanceExecResult(_Model):
     stdout: str = ""
     stderr: str = ""
     timed_out: bool = False
+    oom_killed: bool = False
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
     duration_ms: float = 0.0
 
 

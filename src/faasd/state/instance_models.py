@@ -34,6 +34,10 @@ class Instance(Base):
     cpu_cores: Mapped[float] = mapped_column(Float, default=1.0)
     memory_mb: Mapped[int] = mapped_column(Integer, default=512)
     disk_gb: Mapped[float] = mapped_column(Float, default=1.0)
+    pids: Mapped[int] = mapped_column(Integer, default=4096)
+    """Max processes+threads of its sandbox: a fork bomb in an exec ends that exec as ``pids_exhausted``."""
+    isolation: Mapped[str] = mapped_column(String(16), default="runc")
+    """``runc`` or ``gvisor`` (its sandbox runs under runsc)."""
     ttl_s: Mapped[float | None] = mapped_column(Float, default=None)
     env: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     ports: Mapped[list[Any]] = mapped_column(JSON, default=list)

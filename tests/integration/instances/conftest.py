@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import httpx
 import pytest
+from instances_env import InstanceEnv
 
 from faasd.config import Settings
 from faasd.platform.core import Platform
 from faasd.testing.leaks import leak_checked_platform
-
-
-@dataclass
-class InstanceEnv:
-    platform: Platform
-    client: httpx.AsyncClient
-    settings: Settings
 
 
 def _fast_ttl(p: Platform) -> None:

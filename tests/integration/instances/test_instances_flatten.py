@@ -14,7 +14,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from conftest import InstanceEnv
+from instances_env import InstanceEnv
+
 from faasd.snapshots.service import MAX_CHAIN_LENGTH, merge_branches
 from faasd.snapshots.store import SnapshotStore
 

@@ -7,8 +7,7 @@ import base64
 from typing import Any
 
 import httpx
-
-from conftest import InstanceEnv
+from instances_env import InstanceEnv
 
 
 async def _job(ie: InstanceEnv, type_: int | str, args: dict[str, Any], status: int = 200) -> dict[str, Any]:

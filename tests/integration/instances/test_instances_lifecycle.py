@@ -9,8 +9,7 @@ import tarfile
 from pathlib import Path
 
 import httpx
-
-from conftest import InstanceEnv
+from instances_env import InstanceEnv
 
 
 async def _start(ie: InstanceEnv, **body: object) -> dict[str, object]:

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from instances_env import InstanceEnv
 
-from conftest import InstanceEnv
 from faasd.snapshots.merge import LayeredView
 from faasd.snapshots.service import snapshot_lowers
 

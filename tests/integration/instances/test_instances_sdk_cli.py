@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from instances_env import InstanceEnv
 from typer.testing import CliRunner
 
-from conftest import InstanceEnv
 from faasd.api.app import create_app
 from faasd.cli.main import app as cli_app
 from faasd.sdk import AsyncClient

@@ -144,6 +144,8 @@ class _FakeInstances:
             cpu_cores=1.0,
             memory_mb=256,
             disk_gb=1.0,
+            pids=4096,
+            isolation="runc",
             ttl_s=None,
             env={},
             ports=[],
