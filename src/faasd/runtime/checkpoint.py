@@ -49,6 +49,7 @@ from typing import Any
 from faasd.errors import ConflictError, FaasdError, InvalidInputError, RuntimeFailure, StorageFullError
 from faasd.rootfs import mounts
 from faasd.runtime import sandbox as sandbox_mod
+from faasd.runtime.criu_conf import criu_annotations
 from faasd.runtime.models import SANDBOX_ID_RE, Limits, NetworkSpec, SandboxSpec
 from faasd.runtime.runc import OciRuntime
 from faasd.runtime.sandbox import Sandbox, SandboxManager
@@ -398,6 +399,7 @@ def rewrite_config(
             m["source"] = str(new_bundle) + src[len(old_bundle) :]
     ann = cfg.setdefault("annotations", {})
     ann["faasd.sandbox.id"] = new_id
+    ann.update(criu_annotations())  # this faasd's CRIU settings (the dumped path may be another install's)
     return cfg
 
 
