@@ -415,6 +415,7 @@ async def restore(
     criu_opts: dict[str, bool] | None = None,
     output_limit: int = sandbox_mod.OUTPUT_LIMIT_BYTES,
     timeout_s: float = 60.0,
+    share_memory: bool = True,
 ) -> Restored:
     """Start sandbox ``new_id`` of ``manager`` running from a snapshot (``runc restore --detach``).
 
@@ -423,6 +424,8 @@ async def restore(
     for one: connections the process had open before the snapshot do not survive), its own cgroup,
     stdio on pipes (collected like any sandbox's: ``sandbox.stdout()``), and is registered with the
     manager like a created one.
+    ``share_memory`` (default on): the restored processes are opted into KSM (:mod:`faasd.runtime.ksm`),
+    so while the host runs ``ksmd`` the copies of one snapshot share every page none of them changed.
     If any step fails, everything is undone.
     """
     if not SANDBOX_ID_RE.match(new_id):
@@ -464,7 +467,7 @@ async def restore(
     try:
         sb = await manager.restore(
             spec, snapshot.criu, config_for, work_path=work, criu_opts=opts, output_limit=output_limit,
-            timeout_s=timeout_s,
+            timeout_s=timeout_s, share_memory=share_memory,
         )
     except BaseException as exc:
         # the manager undid its steps; a failed `runc restore` can also leave its CRIU root

@@ -32,7 +32,9 @@ def test_config_file_ships_and_skips_the_network_lock() -> None:
 
 def test_created_sandboxes_carry_the_annotation(tmp_path: Path) -> None:
     spec = SandboxSpec(id="fd-abc", lowers=[tmp_path], args=["true"], annotations={"x": "y"})
-    paths = ContainerPaths(rootfs=tmp_path / "rootfs", io_dir=tmp_path / "io", netns=Path("/run/netns/fd-abc"))
+    paths = ContainerPaths(
+        rootfs=tmp_path / "rootfs", io_dir=tmp_path / "io", netns=Path("/run/netns/fd-abc")
+    )
     cfg = build_config(spec, paths, ProcessUser())
     assert cfg["annotations"][CRIU_CONFIG_ANNOTATION] == str(CRIU_CONFIG)
     assert cfg["annotations"]["x"] == "y"
