@@ -560,6 +560,18 @@ class SnapshotStore:
             root=final, **{t: (final / t if (final / t).is_dir() else None) for t in TREES}
         )
 
+    def evict(self, snapshot_id: str) -> bool:
+        """Drop the materialised copy ``mnt/<id>/`` of a snapshot (its blobs stay: the next restore
+        unpacks it again). Refused (False) while a sandbox uses it. Returns whether it was removed."""
+        final = self.mnt_dir / snapshot_id
+        with self._locked(exclusive=True):
+            if not final.exists() or self._in_use(final):
+                return False
+            tmp = self.tmp_dir / f"evict-{snapshot_id}-{uuid.uuid4().hex[:8]}"
+            os.rename(final, tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
+        return True
+
     def snapshot_of_lower(self, lower: Path) -> str | None:
         """If ``lower`` is a materialised snapshot upper of this store, that snapshot's id."""
         try:
