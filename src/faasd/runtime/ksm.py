@@ -91,7 +91,7 @@ def process_stats(pid: int) -> dict[str, int | bool]:
         return out
     for line in text.splitlines():
         key, _, value = line.partition(" ")
-        value = value.strip()
+        key, value = key.rstrip(":"), value.strip()
         if value in ("yes", "no"):
             out[key] = value == "yes"
         else:
