@@ -47,18 +47,25 @@ def _snapshot_rows(doc: dict[str, Any]) -> list[Row]:
     rows = []
     for program, sc in doc["scenarios"].items():
         cold = sc["cold_start_to_first_output"]["median_ms"]
-        branch_key = next(k for k in sc if k.startswith("branch_"))
-        n = int(branch_key.split("_")[1])
+        n = sc["branch_n"]
+        hot = sc["restore_hot_to_first_output"]["median_ms"]
         rows += [
-            Row(f"snapshot restore to first output ({program}) p50",
-                sc["restore_to_first_output"]["median_ms"], cold, "ms", "cold start"),
-            Row(f"branch-{n}, all copies running ({program}) p50", sc[branch_key]["median_ms"],
-                round(cold * n, 1), "ms", f"{n} x cold start p50"),
-            Row(f"branch-{n} per copy ({program}) p50", round(sc[branch_key]["median_ms"] / n, 1), cold, "ms",
-                "cold start"),
+            Row(f"snapshot restore to first output, hot ({program}) p50", hot, cold, "ms", "cold start"),
+            Row(f"snapshot restore to first output, from store ({program}) p50",
+                sc["restore_from_store_to_first_output"]["median_ms"], cold, "ms", "cold start"),
+            Row(f"branch-{n}, all copies answering ({program}) p50",
+                sc[f"branch_{n}_to_all_output"]["median_ms"], hot, "ms", "one hot restore"),
             Row(f"snapshot, leave running ({program}) p50", sc["snapshot_total"]["median_ms"], cold, "ms",
                 "cold start"),
+            Row(f"snapshot: source frozen ({program}) p50", sc["source_frozen"]["median_ms"], cold, "ms",
+                "cold start"),
         ]
+        mem = sc["memory_kib"]
+        key = f"branch_{n}_pss_after_ksm"
+        if key not in mem:
+            key = f"branch_{n}_pss_at_answer"
+        rows.append(Row(f"branch-{n} memory, PSS ({program}, {key.split('pss_')[1].replace('_', ' ')})",
+                        round(mem[key] / 1024, 1), round(mem["one_copy_pss"] / 1024, 1), "MB", "one copy"))
     return rows
 
 
@@ -67,7 +74,7 @@ BENCHMARKS: dict[str, tuple[list[str], str, Callable[[dict[str, Any]], list[Row]
     "cold_start": (["-n", "10", "--json", "{json}"], "cold_start.json", _cold_rows),
     "warm_invoke": (["-n", "600", "-c", "8", "--seq-n", "200", "--cold-n", "10", "--json", "{json}"],
                     "warm_invoke.json", rows_from_json),
-    "snapshots": (["--rounds", "3", "--programs", "light", "--branch", "10", "--out", "{json}"],
+    "snapshots": (["--rounds", "3", "--programs", "light,heavy", "--branch", "10", "--out", "{json}"],
                   "snapshots.json", _snapshot_rows),
     "image_import": (["--rounds", "2", "--run-n", "5", "--json", "{json}"], "image_import.json",
                      rows_from_json),

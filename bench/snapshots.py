@@ -1,13 +1,28 @@
-"""Benchmark: snapshot (checkpoint --leave-running + store), restore, branch-10, vs. a cold start.
+"""Benchmark: snapshot, restore (hot and from the store), branch-N and their memory, vs. a cold start.
 
-Runs as root with real runc + CRIU on the dev Python rootfs (/var/lib/faasd-dev/rootfs-python).
-Two programs: ``light`` (stdlib imports + a small dict) and ``heavy`` (~1 s of initialisation
-building ~60 MB of state, like a function loading a model); both then count in memory. "Ready"
-means: the first line of output has been read on the host.
+Runs as root with real runc + CRIU on the dev Python rootfs (``$FAASD_TEST_ROOTFS_DIR/rootfs-python``,
+default /var/lib/faasd-dev). Two programs: ``light`` (stdlib imports + a small dict) and ``heavy``
+(~0.5-1 s of initialisation building ~60 MB of state, like a function loading a model); both then
+print a line every 10 ms. "Ready" = the first line of output has been read on the host.
 
-    .venv/bin/python bench/snapshots.py [--rounds 5] [--branch 10] [--programs light,heavy]
+Each round, all measured the same way in the same run:
 
-Prints a table and writes bench/results/snapshots.json.
+* **cold start**: create + start the program, until its first line (the reference of every ratio);
+* **snapshot** of that running sandbox (it keeps running): the checkpoint's phases (freeze = ``runc
+  pause``, CRIU dump, copy of the overlay upper, thaw) and storing it; *frozen* is how long the
+  source was stopped (pause -> resume);
+* **restore, hot**: the snapshot's unpacked copy exists (a fresh snapshot adopts its checkpoint dir);
+* **restore, from store**: the unpacked copy is evicted first, so unpacking the blobs is included;
+* **branch-N**: N copies of the (hot) snapshot, until every copy printed its first line, against the
+  hot restore of the same round;
+* **memory**: PSS (``/proc/<pid>/smaps_rollup``, shared pages divided among their users) of one
+  restored copy, and the sum over the N branch copies when all answered and again once ``ksmd`` has
+  merged the pages the copies share (restored sandboxes opt into KSM; ``--ksm`` turns ``ksmd`` on for
+  the run with a faster scan rate and puts the host's settings back at the end).
+
+    .venv/bin/python bench/snapshots.py [--rounds 5] [--branch 10] [--programs light,heavy] [--ksm]
+
+Prints a table per program and writes bench/results/snapshots.json.
 """
 
 from __future__ import annotations
@@ -27,7 +42,8 @@ from pathlib import Path
 from typing import Any
 
 from faasd.config import Settings
-from faasd.runtime import Limits, SandboxManager, SandboxSpec
+from faasd.runtime import Limits, SandboxManager, SandboxSpec, ksm
+from faasd.runtime.sandbox import Sandbox
 from faasd.snapshots.service import branch, restore_snapshot, snapshot_sandbox
 from faasd.snapshots.store import SnapshotStore
 
@@ -43,7 +59,7 @@ while True:
     print(n, len(state), flush=True)
     time.sleep(0.01)
 """,
-    # expensive initialisation (~1 s CPU, ~60 MB of state), as a function loading a model would have
+    # expensive initialisation (~60 MB of state), as a function loading a model would have
     "heavy": r"""
 import hashlib, json, decimal, email.parser, http.client, sqlite3, random, time
 state = {i: hashlib.sha256(str(i).encode()).hexdigest() for i in range(250000)}
@@ -54,6 +70,7 @@ while True:
     time.sleep(0.01)
 """,
 }
+KSM_SETTLE_S = 30.0
 
 
 def _version(binary: str) -> str:
@@ -72,110 +89,189 @@ def stats(xs: list[float]) -> dict[str, float]:
             "max_ms": round(xs[-1], 1), "mean_ms": round(statistics.fmean(xs), 1)}
 
 
-async def wait_first_line_sandbox(sb: Any, timeout: float = 30.0) -> None:
+async def wait_first_line_sandbox(sb: Sandbox, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while b"\n" not in sb.stdout():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"no output: {sb.stderr()[-500:]!r}")
+        if time.monotonic() > deadline or sb.exit_status is not None:
+            raise RuntimeError(f"sandbox {sb.id} gave no output: {sb.stderr()[-500:]!r}")
         await asyncio.sleep(0.001)
 
 
-async def scenario(program: str, rounds: int, branch_n: int) -> dict[str, Any]:
+def pss_kib(pid: int | None) -> int:
+    if pid is None:
+        raise RuntimeError("sandbox has no pid")
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no Pss for pid {pid}")
+
+
+async def settle_ksm(pids: list[int | None], timeout_s: float) -> tuple[int, float]:
+    """Sum of PSS of ``pids`` once it stops shrinking (two ksmd full scans without change) or at the
+    timeout; returns (KiB, seconds waited)."""
+    t0 = time.monotonic()
+    last = sum(pss_kib(p) for p in pids)
+    scans = ksm.host_stats().full_scans
+    stable = 0
+    while time.monotonic() - t0 < timeout_s:
+        await asyncio.sleep(0.5)
+        now_scans = ksm.host_stats().full_scans
+        if now_scans == scans:
+            continue
+        scans = now_scans
+        cur = sum(pss_kib(p) for p in pids)
+        stable = stable + 1 if cur >= last * 0.99 else 0
+        last = cur
+        if stable >= 2:
+            break
+    return last, time.monotonic() - t0
+
+
+def med(xs: list[float]) -> float:
+    return round(statistics.median(xs), 1)
+
+
+async def scenario(program: str, rounds: int, branch_n: int, concurrency: int,
+                   use_ksm: bool) -> dict[str, Any]:
     base = Path(tempfile.mkdtemp(prefix="faasd-bench-snap-", dir="/var/tmp"))
     settings = Settings(data_dir=base / "data", run_dir=base / "run", cache_dir=base / "cache")
     manager = SandboxManager(settings)
     store = SnapshotStore(settings)
     tag = uuid.uuid4().hex[:6]
-    cold, snap_ms, ckpt_ms, restore_ms, restore_ready_ms, branch_ms = [], [], [], [], [], []
-    sizes: dict[str, Any] = {}
+    m: dict[str, list[float]] = {k: [] for k in (
+        "cold", "snapshot", "frozen", "store_ingest", "hot", "hot_running", "from_store", "unpack",
+        "branch", "mem_one_kib", "mem_branch_at_answer_kib", "mem_branch_ksm_kib", "ksm_settle_s")}
     ckpt_parts: dict[str, list[float]] = {}
-    restore_parts: dict[str, list[float]] = {}
+    hot_parts: dict[str, list[float]] = {}
+    sizes: dict[str, Any] = {}
     try:
         for r in range(rounds):
             # cold start: create + start + first output
             t0 = time.perf_counter()
-            sb = await manager.create(spec(f"fd-bench-{tag}-cold{r}", program), stdin_pipe=False)
-            await sb.start()
-            await wait_first_line_sandbox(sb)
-            cold.append((time.perf_counter() - t0) * 1000)
-            await asyncio.sleep(0.2)
+            src = await manager.create(spec(f"fd-bench-{tag}-cold{r}", program), stdin_pipe=False)
+            await src.start()
+            await wait_first_line_sandbox(src)
+            m["cold"].append((time.perf_counter() - t0) * 1000)
+            await asyncio.sleep(0.3)
             # snapshot of the running sandbox (it keeps running)
             t0 = time.perf_counter()
-            snap = await snapshot_sandbox(store, sb)
-            snap_ms.append((time.perf_counter() - t0) * 1000)
-            ckpt_ms.append(float(snap.meta.extra["checkpoint_ms"]["total"]))
-            for k, v in snap.meta.extra["checkpoint_ms"].items():
-                ckpt_parts.setdefault(k, []).append(float(v))
+            snap = await snapshot_sandbox(store, src)
+            m["snapshot"].append((time.perf_counter() - t0) * 1000)
+            cms = {k: float(v) for k, v in snap.meta.extra["checkpoint_ms"].items()}
+            for k, v in cms.items():
+                ckpt_parts.setdefault(k, []).append(v)
+            m["frozen"].append(cms["freeze"] + cms["dump"] + cms["copy_upper"] + cms["thaw"])
+            m["store_ingest"].append(m["snapshot"][-1] - cms["total"])
             if r == 0:
                 sizes = {"logical_bytes": snap.sizes.logical_bytes, "stored_bytes": snap.sizes.stored_bytes,
                          "files": snap.sizes.files}
-            else:
-                sizes.setdefault("new_bytes_later_snapshots", []).append(snap.sizes.new_bytes)
-            # restore into a new sandbox (materialisation of the snapshot happens once, included here
-            # only for the first restore of each snapshot: measured separately below)
-            store.materialized(snap.id)
+            # restore, hot (the snapshot adopted its checkpoint dir as its unpacked copy)
             t0 = time.perf_counter()
             restored = await restore_snapshot(store, snap.id, f"fd-bench-{tag}-r{r}", manager=manager)
-            rs = restored.sandbox
-            restore_ms.append((time.perf_counter() - t0) * 1000)
-            await wait_first_line_sandbox(rs)
-            restore_ready_ms.append((time.perf_counter() - t0) * 1000)
+            m["hot_running"].append((time.perf_counter() - t0) * 1000)
+            await wait_first_line_sandbox(restored.sandbox)
+            m["hot"].append((time.perf_counter() - t0) * 1000)
             for k, v in restored.timings_ms.items():
-                restore_parts.setdefault(k, []).append(v)
-            await rs.destroy()
-            # branch-N
+                hot_parts.setdefault(k, []).append(v)
+            m["mem_one_kib"].append(pss_kib(restored.sandbox.pid))
+            await restored.sandbox.destroy()
+            # restore from the store: unpacking the blobs included
+            if not store.evict(snap.id):
+                raise RuntimeError(f"could not evict the unpacked copy of {snap.id}")
+            t0 = time.perf_counter()
+            await asyncio.to_thread(store.materialized, snap.id)
+            m["unpack"].append((time.perf_counter() - t0) * 1000)
+            fresh = await restore_snapshot(store, snap.id, f"fd-bench-{tag}-s{r}", manager=manager)
+            await wait_first_line_sandbox(fresh.sandbox)
+            m["from_store"].append((time.perf_counter() - t0) * 1000)
+            await fresh.sandbox.destroy()
+            # branch-N (hot), every copy answering
             t0 = time.perf_counter()
             copies = [x.sandbox for x in await branch(
                 store, snap.id, [f"fd-bench-{tag}-b{r}-{i}" for i in range(branch_n)], manager=manager,
-                concurrency=2)]
+                concurrency=concurrency)]
             for c in copies:
                 await wait_first_line_sandbox(c)
-            branch_ms.append((time.perf_counter() - t0) * 1000)
+            m["branch"].append((time.perf_counter() - t0) * 1000)
+            pids = [c.pid for c in copies]
+            m["mem_branch_at_answer_kib"].append(sum(pss_kib(p) for p in pids))
+            if use_ksm:
+                kib, waited = await settle_ksm(pids, KSM_SETTLE_S)
+                m["mem_branch_ksm_kib"].append(kib)
+                m["ksm_settle_s"].append(waited)
             for c in copies:
                 await c.destroy()
-            await sb.destroy()
-        t0 = time.perf_counter()
-        mat_dir = base / "mat"
-        store.materialize(store.list()[0].id, mat_dir)
-        materialize_ms = (time.perf_counter() - t0) * 1000
+            await src.destroy()
     finally:
         for sb in list(manager._sandboxes.values()):
             await sb.destroy()
         subprocess.run(["umount", "-R", "-l", str(base)], capture_output=True, check=False)
         shutil.rmtree(base, ignore_errors=True)
-    cold_med = statistics.median(cold)
+    cold = med(m["cold"])
+    one = med(m["hot"])
+    mem_one = statistics.median(m["mem_one_kib"])
     result: dict[str, Any] = {
         "program": PROGRAMS[program].strip(),
         "rounds": rounds,
-        "cold_start_to_first_output": stats(cold),
-        "snapshot_total": stats(snap_ms),
-        "snapshot_checkpoint_only": stats(ckpt_ms),
-        "restore_running": stats(restore_ms),
-        "restore_to_first_output": stats(restore_ready_ms),
-        f"branch_{branch_n}_to_all_output": stats(branch_ms),
-        "materialize_snapshot_ms": round(materialize_ms, 1),
-        "checkpoint_breakdown_median_ms": {k: round(statistics.median(v), 1) for k, v in ckpt_parts.items()},
-        "restore_breakdown_median_ms": {k: round(statistics.median(v), 1) for k, v in restore_parts.items()},
+        "branch_n": branch_n,
+        "branch_concurrency": concurrency,
+        "cold_start_to_first_output": stats(m["cold"]),
+        "snapshot_total": stats(m["snapshot"]),
+        "source_frozen": stats(m["frozen"]),
+        "store_ingest": stats(m["store_ingest"]),
+        "restore_hot_running": stats(m["hot_running"]),
+        "restore_hot_to_first_output": stats(m["hot"]),
+        "unpack_from_store": stats(m["unpack"]),
+        "restore_from_store_to_first_output": stats(m["from_store"]),
+        f"branch_{branch_n}_to_all_output": stats(m["branch"]),
+        "checkpoint_breakdown_median_ms": {k: med(v) for k, v in ckpt_parts.items()},
+        "restore_breakdown_median_ms": {k: med(v) for k, v in hot_parts.items()},
+        "memory_kib": {
+            "one_copy_pss": int(mem_one),
+            f"branch_{branch_n}_pss_at_answer": int(statistics.median(m["mem_branch_at_answer_kib"])),
+            **({f"branch_{branch_n}_pss_after_ksm": int(statistics.median(m["mem_branch_ksm_kib"])),
+                "ksm_settle_s": round(statistics.median(m["ksm_settle_s"]), 1)} if use_ksm else {}),
+        },
         "snapshot_size": sizes,
-        "ratios_vs_cold_median": {
-            "restore_to_first_output": round(statistics.median(restore_ready_ms) / cold_med, 2),
-            f"branch_{branch_n}_per_copy": round(statistics.median(branch_ms) / branch_n / cold_med, 2),
-            "snapshot_total": round(statistics.median(snap_ms) / cold_med, 2),
+        "ratios": {
+            "restore_hot_vs_cold": round(one / cold, 2),
+            "restore_from_store_vs_cold": round(med(m["from_store"]) / cold, 2),
+            f"branch_{branch_n}_vs_one_restore": round(med(m["branch"]) / one, 2),
+            "snapshot_total_vs_cold": round(med(m["snapshot"]) / cold, 2),
+            f"branch_{branch_n}_memory_at_answer_vs_one_copy":
+                round(statistics.median(m["mem_branch_at_answer_kib"]) / mem_one, 2),
+            **({f"branch_{branch_n}_memory_after_ksm_vs_one_copy":
+                round(statistics.median(m["mem_branch_ksm_kib"]) / mem_one, 2)} if use_ksm else {}),
         },
     }
     return result
 
 
-async def main(programs: list[str], rounds: int, branch_n: int, out: Path) -> dict[str, Any]:
+async def main(programs: list[str], rounds: int, branch_n: int, concurrency: int, use_ksm: bool,
+               out: Path) -> dict[str, Any]:
+    before = ksm.host_stats()
     result: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "host": {"kernel": platform.release(), "cpus": os.cpu_count(), "loadavg_at_start": os.getloadavg(),
-                 "runc": _version("runc"), "criu": _version(shutil.which("criu") or "/usr/local/sbin/criu")},
-        "note": "'ready' = first line of the program's output read on the host; the machine is shared",
+                 "runc": _version("runc"), "criu": _version(shutil.which("criu") or "/usr/local/sbin/criu"),
+                 "ksm_before": {"run": before.run, "pages_to_scan": before.pages_to_scan,
+                                "sleep_millisecs": before.sleep_millisecs}},
+        "note": "'ready' = first line of the program's output read on the host; the machine is shared; "
+                "memory = PSS of the copies' processes",
         "scenarios": {},
     }
-    for program in programs:
-        result["scenarios"][program] = await scenario(program, rounds, branch_n)
+    if use_ksm:
+        if not ksm.supported():
+            raise SystemExit("--ksm: this kernel has no per-process KSM (PR_SET_MEMORY_MERGE, Linux >= 6.4)")
+        ksm.configure(run=1, pages_to_scan=2000, sleep_millisecs=20)
+    try:
+        for program in programs:
+            result["scenarios"][program] = await scenario(program, rounds, branch_n, concurrency, use_ksm)
+    finally:
+        if use_ksm:
+            ksm.configure(run=before.run, pages_to_scan=before.pages_to_scan,
+                          sleep_millisecs=before.sleep_millisecs)
+    result["host"]["loadavg_at_end"] = os.getloadavg()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     return result
@@ -186,10 +282,11 @@ def print_table(res: dict[str, Any]) -> None:
     print(f"{'measurement':38} {'median':>9} {'min':>9} {'max':>9}   n")
     for name, s in rows:
         print(f"{name:38} {s['median_ms']:>7.1f}ms {s['min_ms']:>7.1f}ms {s['max_ms']:>7.1f}ms  {s['n']}")
-    print("ratios vs cold start median:", res["ratios_vs_cold_median"])
-    print("snapshot size:", res["snapshot_size"], " materialize:", res["materialize_snapshot_ms"], "ms")
-    print("checkpoint breakdown:", res["checkpoint_breakdown_median_ms"])
-    print("restore breakdown:", res["restore_breakdown_median_ms"])
+    print("checkpoint breakdown (median ms):", res["checkpoint_breakdown_median_ms"])
+    print("restore breakdown (median ms):   ", res["restore_breakdown_median_ms"])
+    print("memory (KiB):", res["memory_kib"])
+    print("same-run ratios:", res["ratios"])
+    print("snapshot size:", res["snapshot_size"])
 
 
 if __name__ == "__main__":
@@ -197,9 +294,13 @@ if __name__ == "__main__":
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--programs", default="light,heavy", help="comma-separated: light, heavy")
     ap.add_argument("--branch", type=int, default=10)
+    ap.add_argument("--concurrency", type=int, default=2, help="restores of a branch running at once")
+    ap.add_argument("--ksm", action=argparse.BooleanOptionalAction, default=True,
+                    help="run ksmd during the bench (host settings restored at the end)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "snapshots.json")
     args = ap.parse_args()
-    full = asyncio.run(main(args.programs.split(","), args.rounds, args.branch, args.out))
+    full = asyncio.run(main(args.programs.split(","), args.rounds, args.branch, args.concurrency, args.ksm,
+                            args.out))
     for name, sc in full["scenarios"].items():
         print(f"\n== {name} ==")
         print_table(sc)

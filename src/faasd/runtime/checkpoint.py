@@ -57,6 +57,7 @@ from faasd.errors import (
 from faasd.rootfs import mounts
 from faasd.runtime import sandbox as sandbox_mod
 from faasd.runtime.checkpointable import Checkpointable, CheckpointSource, checkpoint_source
+from faasd.runtime.criu_conf import criu_annotations
 from faasd.runtime.models import SANDBOX_ID_RE, Limits, NetworkSpec, SandboxSpec
 from faasd.runtime.sandbox import Sandbox, SandboxManager
 
@@ -390,6 +391,7 @@ def rewrite_config(
             m["source"] = str(new_bundle) + src[len(old_bundle) :]
     ann = cfg.setdefault("annotations", {})
     ann["faasd.sandbox.id"] = new_id
+    ann.update(criu_annotations())  # this faasd's CRIU settings (the dumped path may be another install's)
     return cfg
 
 
@@ -406,6 +408,7 @@ async def restore(
     output_limit: int = sandbox_mod.OUTPUT_LIMIT_BYTES,
     timeout_s: float = 60.0,
     seed: str | None = None,
+    share_memory: bool = True,
 ) -> Restored:
     """Start sandbox ``new_id`` of ``manager`` running from a snapshot (``runc restore --detach``).
 
@@ -416,6 +419,8 @@ async def restore(
     for one: connections the process had open before the snapshot do not survive), its own cgroup,
     stdio on pipes (collected like any sandbox's: ``sandbox.stdout()``), and is registered with the
     manager like a created one.
+    ``share_memory`` (default on): the restored processes are opted into KSM (:mod:`faasd.runtime.ksm`),
+    so while the host runs ``ksmd`` the copies of one snapshot share every page none of them changed.
     If any step fails, everything is undone.
     """
     if not SANDBOX_ID_RE.match(new_id):
@@ -457,7 +462,7 @@ async def restore(
     try:
         sb = await manager.restore(
             spec, snapshot.criu, config_for, work_path=work, criu_opts=opts, output_limit=output_limit,
-            timeout_s=timeout_s,
+            timeout_s=timeout_s, share_memory=share_memory,
         )
     except BaseException as exc:
         # the manager undid its steps; a failed `runc restore` can also leave its CRIU root

@@ -13,7 +13,7 @@ import contextlib
 import json
 import os
 import shutil
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -237,10 +237,12 @@ class OciRuntime:
         stdin: int | None = None,
         stdout: int | None = None,
         stderr: int | None = None,
+        preexec_fn: Callable[[], None] | None = None,
     ) -> CallResult:
         """Run ``<binary> --root ROOT <args>``; RuntimeFailure (with stderr) when ``check`` and rc != 0.
 
         ``stdin``/``stdout``/``stderr`` may be caller-owned fds (then that stream is not captured).
+        ``preexec_fn`` runs in the child before exec (keep it to a syscall: the daemon has threads).
         """
         self.require()
         argv = [*self.global_args(log_file), *args]
@@ -251,6 +253,7 @@ class OciRuntime:
             else (asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL),
             stdout=stdout if stdout is not None else asyncio.subprocess.PIPE,
             stderr=stderr if stderr is not None else asyncio.subprocess.PIPE,
+            preexec_fn=preexec_fn,
         )
         try:
             out, err = await asyncio.wait_for(proc.communicate(input), timeout_s)
@@ -420,8 +423,11 @@ class OciRuntime:
         stderr: int | None = None,
         log_file: Path | None = None,
         timeout_s: float = 120.0,
+        preexec_fn: Callable[[], None] | None = None,
         **opts: Any,
     ) -> CallResult:
+        """``runc restore``; ``preexec_fn`` runs in the runc child before exec (e.g.
+        :func:`faasd.runtime.ksm.opt_in_child`: inherited by CRIU and the restored processes)."""
         return await self.call(
             self.restore_args(container_id, bundle, image_path, **opts),
             stdin=stdin,
@@ -429,6 +435,7 @@ class OciRuntime:
             stderr=stderr,
             log_file=log_file,
             timeout_s=timeout_s,
+            preexec_fn=preexec_fn,
         )
 
 

@@ -50,7 +50,7 @@ from faasd.errors import (
 )
 from faasd.rootfs import OverlayRootfs
 from faasd.rootfs import mounts as _mounts
-from faasd.runtime import cgroups, network, reaper
+from faasd.runtime import cgroups, ksm, network, reaper
 from faasd.runtime.models import (
     AGENT_DIR_IN_CONTAINER,
     IO_DIR_IN_CONTAINER,
@@ -219,6 +219,7 @@ class _RestoreJob:
     work_path: Path | None
     criu_opts: dict[str, bool]
     timeout_s: float | None = None
+    share_memory: bool = False
 
 
 class Sandbox:
@@ -673,6 +674,7 @@ class SandboxManager:
         on_output: OutputCallback | None = None,
         output_limit: int = OUTPUT_LIMIT_BYTES,
         timeout_s: float | None = None,
+        share_memory: bool = False,
     ) -> Sandbox:
         """A *running* sandbox restored from a CRIU image (``runc restore --detach``).
 
@@ -682,9 +684,11 @@ class SandboxManager:
         ``sb.rootfs.path``, ``sb.netns``, ``sb.io_dir``) is written instead of a generated one, the io dir is
         chowned to its ``process.user``, stdin is /dev/null, and ``runc restore`` replaces ``runc create``.
         ``criu_opts``: ``tcp_established``, ``file_locks``, ``ext_unix_sk``, ``shell_job`` (booleans).
-        ``timeout_s`` bounds ``runc restore`` (default: the runtime driver's).
+        ``timeout_s`` bounds ``runc restore`` (default: the runtime driver's). ``share_memory``: opt the
+        restored processes into KSM (:mod:`faasd.runtime.ksm`), so copies of one image share the pages
+        none of them changed while ``ksmd`` runs.
         """
-        job = _RestoreJob(Path(image_path), config, work_path, dict(criu_opts or {}), timeout_s)
+        job = _RestoreJob(Path(image_path), config, work_path, dict(criu_opts or {}), timeout_s, share_memory)
         return await self._make(spec, False, on_output, output_limit, job)
 
     async def _make(
@@ -843,6 +847,7 @@ class SandboxManager:
                     tcp_established=opts.get("tcp_established", False),
                     file_locks=opts.get("file_locks", False), ext_unix_sk=opts.get("ext_unix_sk", False),
                     shell_job=opts.get("shell_job", False),
+                    preexec_fn=ksm.opt_in_child if restore.share_memory and ksm.supported() else None,
                     **({} if restore.timeout_s is None else {"timeout_s": restore.timeout_s}),
                 )
                 sb.pid = int(pid_file.read_text().strip())

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from faasd.errors import InvalidInputError
+from faasd.runtime.criu_conf import criu_annotations
 from faasd.runtime.models import IO_DIR_IN_CONTAINER, BindMount, Limits, SandboxSpec
 
 OCI_VERSION = "1.0.2-dev"
@@ -221,7 +222,7 @@ def build_config(spec: SandboxSpec, paths: ContainerPaths, user: ProcessUser) ->
         "root": {"path": str(paths.rootfs), "readonly": spec.readonly_rootfs},
         "hostname": spec.hostname or spec.id,
         "mounts": mounts_for(spec, paths),
-        "annotations": {"faasd.sandbox.id": spec.id, **dict(spec.annotations)},
+        "annotations": {"faasd.sandbox.id": spec.id, **criu_annotations(), **dict(spec.annotations)},
         "linux": {
             "namespaces": namespaces,
             "cgroupsPath": cgroups_path(spec.id),

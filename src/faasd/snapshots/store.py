@@ -11,6 +11,8 @@ plus metadata. On disk (under ``settings.snapshots_dir``)::
                                  (path, type, mode, uid, gid, mtime, xattrs, chunk digests, ...)
     tmp/                         staging for blobs, manifests and checkpoints (same fs: atomic rename)
     mnt/<snapshot-id>/           the snapshot written back once (criu/, upper/, bundle/), shared read-only
+                                 (a snapshot created from trees staged in tmp/ -- a checkpoint -- adopts
+                                 them here by rename: it is hot at once, no unpacking before a restore)
                                  by every sandbox restored from it (its upper is an overlay lower);
                                  .leases/ names the sandbox bundles using it, so gc keeps it for them
     .lock                        flock: creates/deletes take it shared, gc takes it exclusive
@@ -258,7 +260,30 @@ class SnapshotStore:
                         snapshot=sid,
                     ) from exc
                 raise
+            self._adopt(sid, trees)
         return snap
+
+    def _adopt(self, snapshot_id: str, trees: dict[str, Path]) -> None:
+        """Keep trees staged in this store's ``tmp/`` (a checkpoint) as the snapshot's materialised
+        copy ``mnt/<id>/``: a rename instead of unpacking the blobs again at the first restore, so a
+        fresh snapshot is hot at once. Trees staged elsewhere are left alone (they are the caller's)."""
+        tmp_root = self.tmp_dir.resolve()
+        if not trees or any(not Path(p).resolve().is_relative_to(tmp_root) for p in trees.values()):
+            return
+        final = self.mnt_dir / snapshot_id
+        if final.exists():
+            return
+        tmp = self.tmp_dir / f"mnt-{snapshot_id}-{uuid.uuid4().hex[:8]}"
+        try:
+            tmp.mkdir()
+            for name, path in trees.items():
+                os.rename(path, tmp / name)
+            (tmp / ".complete").write_text(_now())
+            os.rename(tmp, final)
+        except OSError:
+            pass  # not adopted: the first restore materialises it from the blobs
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def _rollback(self, written: builtins.list[Path]) -> None:
         # Blobs created by this call may already be referenced by a concurrent create (they hold the
@@ -534,6 +559,18 @@ class SnapshotStore:
         return MaterializedSnapshot(
             root=final, **{t: (final / t if (final / t).is_dir() else None) for t in TREES}
         )
+
+    def evict(self, snapshot_id: str) -> bool:
+        """Drop the materialised copy ``mnt/<id>/`` of a snapshot (its blobs stay: the next restore
+        unpacks it again). Refused (False) while a sandbox uses it. Returns whether it was removed."""
+        final = self.mnt_dir / snapshot_id
+        with self._locked(exclusive=True):
+            if not final.exists() or self._in_use(final):
+                return False
+            tmp = self.tmp_dir / f"evict-{snapshot_id}-{uuid.uuid4().hex[:8]}"
+            os.rename(final, tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
+        return True
 
     def snapshot_of_lower(self, lower: Path) -> str | None:
         """If ``lower`` is a materialised snapshot upper of this store, that snapshot's id."""

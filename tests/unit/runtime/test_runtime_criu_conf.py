@@ -1,0 +1,53 @@
+"""faasd's CRIU settings reach runc through the ``org.criu.config`` annotation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from faasd.runtime import SandboxSpec
+from faasd.runtime.checkpoint import rewrite_config
+from faasd.runtime.criu_conf import CRIU_CONFIG, CRIU_CONFIG_ANNOTATION, criu_annotations
+from faasd.runtime.spec import ContainerPaths, ProcessUser, build_config
+
+pytestmark = pytest.mark.unit
+
+
+def _options(path: Path) -> dict[str, str]:
+    opts = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition(" ")
+            opts[key] = value.strip()
+    return opts
+
+
+def test_config_file_ships_and_skips_the_network_lock() -> None:
+    assert CRIU_CONFIG.is_file()
+    assert _options(CRIU_CONFIG) == {"network-lock": "skip"}
+    assert criu_annotations() == {CRIU_CONFIG_ANNOTATION: str(CRIU_CONFIG)}
+
+
+def test_created_sandboxes_carry_the_annotation(tmp_path: Path) -> None:
+    spec = SandboxSpec(id="fd-abc", lowers=[tmp_path], args=["true"], annotations={"x": "y"})
+    paths = ContainerPaths(
+        rootfs=tmp_path / "rootfs", io_dir=tmp_path / "io", netns=Path("/run/netns/fd-abc")
+    )
+    cfg = build_config(spec, paths, ProcessUser())
+    assert cfg["annotations"][CRIU_CONFIG_ANNOTATION] == str(CRIU_CONFIG)
+    assert cfg["annotations"]["x"] == "y"
+
+
+def test_restore_points_at_this_install_config(tmp_path: Path) -> None:
+    dumped = {
+        "root": {"path": "/run/x/fd-a/rootfs"},
+        "linux": {"namespaces": [], "cgroupsPath": "/faasd/fd-a"},
+        "annotations": {CRIU_CONFIG_ANNOTATION: "/old/install/criu.conf"},
+    }
+    out = rewrite_config(
+        dumped, old_bundle="/run/x/fd-a", new_bundle=tmp_path, new_id="fd-b", rootfs=tmp_path / "rootfs",
+        netns=Path("/run/netns/fd-b"),
+    )
+    assert out["annotations"][CRIU_CONFIG_ANNOTATION] == str(CRIU_CONFIG)
