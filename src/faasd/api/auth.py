@@ -63,3 +63,16 @@ def require(scope: str) -> Callable[[Request], Awaitable[KeyInfo]]:
 
     dependency.__name__ = f"require_{scope}"
     return dependency
+
+
+async def function_caller(request: Request) -> KeyInfo | None:
+    """Who may call ``/function/*`` and ``/async-function/*``: anyone, as with the OpenFaaS gateway (the
+    function does its own auth), unless ``FAASD_FUNCTION_AUTH=true`` asks for a key with the ``invoke``
+    scope. Without that setting an ``Authorization`` header is passed to the function untouched (it may be
+    the function's own credentials), not checked against faasd's keys."""
+    platform: Platform = request.app.state.platform
+    if platform.settings.function_auth:
+        key = authenticate(request)
+        key.require("invoke")
+        return key
+    return None
