@@ -22,8 +22,6 @@ from faasd.api.errors import loads_json
 from faasd.api.invoke import function_response, invocation_from, read_body
 from faasd.errors import ConflictError, FaasdError, InvalidInputError, NotFoundError
 from faasd.platform.core import Platform
-from faasd.platform.errors import UnavailableError
-from faasd.platform.execute import ExecuteRequest
 from faasd.platform.executions import Outcome, StreamStart, encode_body, execution_dict
 from faasd.platform.functions import MODES, RUNTIMES, FunctionSpec
 from faasd.platform.keys import KeyInfo
@@ -354,16 +352,6 @@ async def get_execution(execution_id: str, request: Request, _k: KeyInfo = invok
 async def execution_logs(execution_id: str, request: Request, _k: KeyInfo = invoke_scope) -> dict[str, Any]:
     ex = platform_of(request).executions.get(execution_id)
     return {"execution_id": ex.id, "stdout": ex.stdout, "stderr": ex.stderr}
-
-
-@router.post("/execute")
-async def execute(body: ExecuteRequest, request: Request, _k: KeyInfo = deploy_scope) -> dict[str, Any]:
-    p = platform_of(request)
-    if p.execute is None:
-        raise UnavailableError(
-            "one-off execution is not available: the daemon runs without an image store or sandbox manager"
-        )
-    return await p.execute.execute(body)
 
 
 # -- secrets ------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +12,7 @@ from sqlalchemy import select
 
 from faasd.config import Settings
 from faasd.errors import FaasdError, InvalidInputError, NotFoundError
+from faasd.platform.exec_pool import WarmExecPool
 from faasd.platform.execute import ExecuteService, ImageStoreLike, SandboxRunner
 from faasd.platform.executions import ExecutionService, ReconcileReport
 from faasd.platform.functions import FunctionService, FunctionSpec, function_dict
@@ -21,6 +23,7 @@ from faasd.platform.logs import LogService
 from faasd.platform.metrics import Metrics
 from faasd.platform.runner import POOLED_MODES, FunctionRunner
 from faasd.platform.secrets import SecretService
+from faasd.platform.seed_execute import WORKSPACE_PREFIX, SeedExecuteService
 from faasd.platform.snapshots import SnapshotService
 from faasd.platform.source_deploy import SOURCE_REF_PREFIX
 from faasd.platform.workers import WorkerFactory
@@ -80,7 +83,9 @@ class Platform:
             max_payload_bytes=settings.max_payload_bytes,
         )
         self.execute = (
-            ExecuteService(images, sandboxes) if images is not None and sandboxes is not None else None
+            ExecuteService(images, sandboxes, self.resolve_image)
+            if images is not None and sandboxes is not None
+            else None
         )
         self.snapshots: SnapshotService | None = SnapshotService.for_platform(
             settings, worker_factory, self.runner, self.functions, self.metrics
@@ -94,8 +99,40 @@ class Platform:
             else None
         )
         """Persistent instances (None without real sandboxes)."""
+        self.seed: SeedExecuteService | None = None
+        """The seed platform's execute modes, fork, prewarm and metrics (None without one-off execution)."""
+        if self.execute is not None and images is not None:
+            pool = (
+                WarmExecPool(settings, sandboxes, self.resolve_image, images.layer_dirs)
+                if isinstance(sandboxes, SandboxManager)
+                else None
+            )
+            self.seed = SeedExecuteService(
+                self.execute,
+                self.resolve_image,
+                pool=pool,
+                instances=self.instances,
+                snapshots=self.snapshots,
+            )
         self.jobs = JobService(self)
         self.started = False
+        self.started_at = time.time()
+
+    async def resolve_image(self, ref: str) -> Any:
+        """The image a reference names, for one-off executions (execute, prewarm, workspaces).
+
+        The seam for fetching a missing image on demand (registry pull): today a reference that is not in
+        the image store is a 404 that names the image and says how to get it."""
+        if self.images is None:
+            raise NotFoundError(f"image {ref!r}: this daemon has no image store", image=ref)
+        try:
+            return await asyncio.to_thread(self.images.get, ref)
+        except NotFoundError:
+            raise NotFoundError(
+                f"image {ref!r} is not in the image store; import it (faas image import FILE --ref {ref}) "
+                "or use a base image such as faasd/python:latest",
+                image=ref,
+            ) from None
 
     def _check_image(self, ref: str) -> None:
         assert self.images is not None
@@ -113,6 +150,7 @@ class Platform:
         report = self.executions.reconcile()
         if self.instances is not None:
             self.instances.reconcile()
+            await self._drop_execute_instances()
         try:
             report.orphans_removed = list(await self.worker_factory.cleanup_orphans())
         except FaasdError as exc:
@@ -122,6 +160,17 @@ class Platform:
                 "removed %d orphaned sandbox(es): %s", len(report.orphans_removed), report.orphans_removed
             )
         return report
+
+    async def _drop_execute_instances(self) -> None:
+        """Workspaces of execute modes do not outlive the daemon that created them (their TTLs were kept
+        in memory): delete the instances a previous run left."""
+        assert self.instances is not None
+        for inst in self.instances.list():
+            if (inst.name or "").startswith(WORKSPACE_PREFIX):
+                try:
+                    await self.instances.delete(inst.id)
+                except FaasdError as exc:
+                    log.warning("could not delete leftover execute workspace %s: %s", inst.id, exc.message)
 
     async def start(self) -> ReconcileReport:
         report = await self.reconcile()
@@ -136,6 +185,8 @@ class Platform:
 
     async def close(self) -> None:
         await self.executions.stop(self.options.shutdown_grace_s)
+        if self.seed is not None:
+            await self.seed.close()
         if self.instances is not None:
             await self.instances.close()
         await self.runner.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -92,14 +93,26 @@ class ExecuteRequest(BaseModel):
 
 
 class ExecuteService:
-    def __init__(self, images: ImageStoreLike, sandboxes: SandboxRunner) -> None:
+    def __init__(
+        self,
+        images: ImageStoreLike,
+        sandboxes: SandboxRunner,
+        resolve_image: Callable[[str], Awaitable[Any]] | None = None,
+    ) -> None:
         self.images = images
         self.sandboxes = sandboxes
+        self.resolve_image = resolve_image
+        """How an image reference becomes an image (the platform's ``resolve_image``); default: the store."""
 
-    async def execute(self, req: ExecuteRequest) -> dict[str, Any]:
+    async def execute(
+        self, req: ExecuteRequest, *, runtime: Literal["runc", "runsc"] = "runc"
+    ) -> dict[str, Any]:
         if req.mode != "ephemeral":
             raise InvalidInputError(f"execute mode {req.mode!r} is not implemented; use 'ephemeral'")
-        image = self.images.get(req.image_ref())
+        if self.resolve_image is not None:
+            image = await self.resolve_image(req.image_ref())
+        else:
+            image = self.images.get(req.image_ref())
         lowers = self.images.layer_dirs(image)
         request_id = "rq_" + secrets.token_hex(10)
         timeout_s = req.timeout_ms / 1000
@@ -111,6 +124,7 @@ class ExecuteService:
             env=dict(req.env_vars),
             cwd=req.working_dir,
             limits=Limits(memory_mb=req.memory_mb, cpu_cores=req.cpu_cores, timeout_s=timeout_s),
+            runtime=runtime,
         )
         try:
             result = await self.sandboxes.run(spec, stdin=(req.stdin or "").encode(), timeout_s=timeout_s)
