@@ -105,8 +105,9 @@ class ExecuteService:
         """How an image reference becomes an image (the platform's ``resolve_image``); default: the store."""
 
     async def execute(
-        self, req: ExecuteRequest, *, runtime: Literal["runc", "runsc"] = "runc"
+        self, req: ExecuteRequest, *, runtime: Literal["runc", "runsc"] = "runc", stdin: bytes | None = None
     ) -> dict[str, Any]:
+        """Run ``req`` once; ``stdin`` (bytes) replaces ``req.stdin`` (text) when given."""
         if req.mode != "ephemeral":
             raise InvalidInputError(f"execute mode {req.mode!r} is not implemented; use 'ephemeral'")
         if self.resolve_image is not None:
@@ -127,7 +128,8 @@ class ExecuteService:
             runtime=runtime,
         )
         try:
-            result = await self.sandboxes.run(spec, stdin=(req.stdin or "").encode(), timeout_s=timeout_s)
+            data = stdin if stdin is not None else (req.stdin or "").encode()
+            result = await self.sandboxes.run(spec, stdin=data, timeout_s=timeout_s)
         except RuntimeFailure as exc:
             bad = _BAD_COMMAND_RE.search(exc.message)
             if bad is None:
