@@ -34,7 +34,7 @@ NAMESPACE = "openfaas-fn"
 
 
 class FunctionDeployment(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, strict=True)
 
     service: str
     image: str
@@ -51,18 +51,18 @@ class FunctionDeployment(BaseModel):
 
 
 class ScaleServiceRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     serviceName: str | None = None
     replicas: int = Field(ge=0, le=100)
 
 
 class DeleteFunctionRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     functionName: str
 
 
 class SecretRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     name: str
     value: str | None = None
     rawValue: str | None = None

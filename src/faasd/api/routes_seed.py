@@ -100,7 +100,7 @@ async def execute(body: SeedExecuteRequest, request: Request, _k: KeyInfo = depl
 class ForkRequest(BaseModel):
     """A command to run in a copy of an execution's (or snapshot's) state."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     command: list[str] | str | None = None
     code: str | None = Field(default=None, max_length=1024 * 1024)
     language: Literal["python", "node", "shell"] | None = None
@@ -121,7 +121,7 @@ class ForkRequest(BaseModel):
 
 
 class ForkManyRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     branch_from: str = Field(min_length=1, max_length=128)
     commands: list[list[str] | str] = Field(min_length=1, max_length=16)
     env_vars: dict[str, str] = Field(default_factory=dict)
@@ -160,7 +160,7 @@ async def fork_many(
 
 # -- prewarm / pools ----------------------------------------------------------------------------
 class PrewarmRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     image: str = Field(min_length=1, max_length=512)
     count: int = Field(default=1, ge=0, le=16)
     runtime: RuntimeName | None = None

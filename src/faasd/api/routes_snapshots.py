@@ -31,7 +31,7 @@ def service_of(request: Request) -> SnapshotService:
 
 
 class SnapshotCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     sandbox_id: str | None = Field(default=None, min_length=1, max_length=128)
     function: str | None = Field(default=None, min_length=1, max_length=63)
     labels: dict[str, str] = Field(default_factory=dict)
@@ -39,12 +39,12 @@ class SnapshotCreate(BaseModel):
 
 
 class BranchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     count: int = Field(default=2, ge=1, le=64)
 
 
 class MergeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     snapshot_ids: list[str] = Field(default_factory=list, max_length=32)
     sandbox_ids: list[str] = Field(default_factory=list, max_length=32)
     strategy: str = Field(default="fail", pattern="^(" + "|".join(MERGE_STRATEGIES) + ")$")

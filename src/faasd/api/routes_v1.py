@@ -45,25 +45,25 @@ def _iso(dt: datetime | None) -> str | None:
 
 
 class ScaleRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     min: int | None = Field(default=None, ge=0, le=100)
     max: int | None = Field(default=None, ge=1, le=100)
     replicas: int | None = Field(default=None, ge=0, le=100)
 
 
 class SecretCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     name: str = Field(min_length=1, max_length=253)
     value: str
 
 
 class SecretUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     value: str
 
 
 class KeyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     name: str = Field(min_length=1, max_length=128)
     scopes: list[str] = Field(min_length=1)
     rate_limit_rps: float | None = Field(default=None, gt=0)

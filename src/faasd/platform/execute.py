@@ -38,7 +38,7 @@ class SandboxRunner(Protocol):
 
 
 class ExecuteRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     command: list[str] | str | None = None
     code: str | None = Field(default=None, max_length=1024 * 1024)

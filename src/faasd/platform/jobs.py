@@ -89,7 +89,7 @@ class JobValidationError(FaasdError):
 
 # ------------------------------------------------------------------------------- arguments
 class _Args(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ExecuteFunctionArgs(_Args):

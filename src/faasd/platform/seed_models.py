@@ -69,7 +69,7 @@ class SeedExecuteRequest(ExecuteRequest):
     plus the seed's ``runtime``, ``mode``, ``cache_key``, ``snapshot_id``, ``branch_from`` and faasd's
     ``workspace``/``ttl_s``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     runtime: RuntimeName | None = Field(
         default=None, description="docker/auto/runc: runc sandbox; gvisor/runsc: gVisor; firecracker: 400"

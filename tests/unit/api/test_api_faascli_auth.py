@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import FakeFactory, make_settings
 from faasd.api.app import create_app
+from faasd.config import Settings
 from faasd.platform.core import Platform, PlatformOptions
 
 pytestmark = pytest.mark.unit
@@ -17,10 +17,16 @@ pytestmark = pytest.mark.unit
 DEPLOY = {"service": "open-fn", "image": "faasd/python:latest", "envProcess": "cat"}
 
 
-def _client(tmp_path: Path, function_auth: bool) -> Iterator[tuple[TestClient, str]]:
-    s = make_settings(tmp_path, auth=True)
-    s.function_auth = function_auth
-    p = Platform(s, FakeFactory(), options=PlatformOptions(poll_interval_s=0.05))
+def _client(tmp_path: Path, factory: object, function_auth: bool) -> Iterator[tuple[TestClient, str]]:
+    s = Settings(
+        data_dir=tmp_path / "data",
+        run_dir=tmp_path / "run",
+        cache_dir=tmp_path / "cache",
+        auth=True,
+        function_auth=function_auth,
+    )
+    s.data_dir.mkdir(parents=True, exist_ok=True)
+    p = Platform(s, factory, options=PlatformOptions(poll_interval_s=0.05))  # type: ignore[arg-type]
     token = p.keys.bootstrap_admin(s.data_dir / "admin.key")
     assert token is not None
     with TestClient(create_app(s, p), raise_server_exceptions=False) as c:
@@ -30,13 +36,13 @@ def _client(tmp_path: Path, function_auth: bool) -> Iterator[tuple[TestClient, s
 
 
 @pytest.fixture
-def open_client(tmp_path: Path) -> Iterator[tuple[TestClient, str]]:
-    yield from _client(tmp_path, function_auth=False)
+def open_client(tmp_path: Path, api_factory: object) -> Iterator[tuple[TestClient, str]]:
+    yield from _client(tmp_path, api_factory, function_auth=False)
 
 
 @pytest.fixture
-def guarded_client(tmp_path: Path) -> Iterator[tuple[TestClient, str]]:
-    yield from _client(tmp_path, function_auth=True)
+def guarded_client(tmp_path: Path, api_factory: object) -> Iterator[tuple[TestClient, str]]:
+    yield from _client(tmp_path, api_factory, function_auth=True)
 
 
 def test_function_routes_need_no_key_by_default(open_client: tuple[TestClient, str]) -> None:

@@ -128,3 +128,15 @@ def test_cache_key_and_metrics() -> None:
     s = m.summary()
     assert s["total_requests"] == 3 and s["cache_hit_rate"] == 0.5 and s["errors"] == 1
     assert s["gvisor_executions"] == 1 and m.performance()["cold_starts"] == 1
+
+
+def test_inputs_are_strictly_typed(client) -> None:  # type: ignore[no-untyped-def]
+    fn = {"name": "strict", "image": "faasd/python:latest", "scale": {"min": 0, "max": 2}}
+    assert client.post("/api/v1/functions", json=fn).status_code == 201
+    for body in ({"replicas": False}, {"replicas": "2"}, {"min": 1.5}):
+        r = client.post("/api/v1/functions/strict/scale", json=body)
+        assert r.status_code == 422 and r.json()["error"] == "validation_error", (body, r.text)
+    assert client.post("/system/scale-function/strict", json={"replicas": True}).status_code == 422
+    assert client.post("/api/v1/functions", json={**fn, "name": "s2", "concurrency": "3"}).status_code == 422
+    assert client.post("/api/v1/jobs", json={"type": True, "args": {}}).status_code == 422
+    assert client.post("/api/v1/functions/strict/scale", json={"replicas": 1}).status_code == 200
