@@ -52,7 +52,7 @@ NDJSON: dict[str, Any] = {
 }
 PROMETHEUS: dict[str, Any] = {
     "description": "Prometheus text exposition format",
-    "content": {"text/plain; version=0.0.4; charset=utf-8": {"schema": {"type": "string"}}},
+    "content": {"text/plain": {"schema": {"type": "string"}}},
 }
 TAR: dict[str, Any] = {
     "description": "A tar archive",
@@ -67,3 +67,78 @@ BINARY: dict[str, Any] = {
     "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
 }
 EMPTY: dict[str, Any] = {"description": "No body"}
+
+
+# -- the served document --------------------------------------------------------------------------
+ALL_ERRORS = (400, 401, 403, 404, 409, 413, 422, 429, 500, 503, 504, 507)
+"""Every status a faasd error can carry (``faasd.errors``): a guarded route may answer any of them
+(auth, rate limit, payload limit, validation, the platform's own errors)."""
+PUBLIC_ERRORS = (500, 503)
+
+_PUBLIC = {("get", "/healthz"), ("get", "/health")}
+_NO_BODY: dict[tuple[str, str], int] = {
+    ("put", "/system/functions"): 202,
+    ("post", "/system/functions"): 202,
+    ("delete", "/system/functions"): 202,
+    ("post", "/system/scale-function/{name}"): 202,
+    ("post", "/system/secrets"): 201,
+    ("put", "/system/secrets"): 200,
+    ("delete", "/system/secrets"): 200,
+}
+"""OpenFaaS routes that answer with an empty body (as the gateway does)."""
+_CONTENT: dict[tuple[str, str], dict[int | str, dict[str, Any]]] = {
+    ("get", "/metrics"): {200: PROMETHEUS},
+    ("get", "/system/logs"): {200: NDJSON},
+    ("post", "/api/v1/functions/{name}/invoke-stream"): {200: SSE},
+    ("get", "/api/v1/logs/{execution_id}/stream"): {200: SSE},
+    ("get", "/api/v1/instances/{instance_id}/files"): {200: TAR},
+}
+_PASS_THROUGH = (
+    "/api/v1/functions/{name}/invoke",
+    "/api/v1/sandboxes/{sandbox_id}/invoke",
+    "/api/v1/instances/{instance_id}/ports/{port}/{path}",
+)
+"""The function's (or server's) own answer: any status, any content type."""
+_ACCEPTED = {
+    ("post", "/api/v1/functions/{name}/invoke"),
+    ("post", "/api/v1/functions/{name}/invoke-async"),
+}
+
+
+def _error_response(code: int, ref: str) -> dict[str, Any]:
+    return {"description": _WHY[code], "content": {"application/json": {"schema": {"$ref": ref}}}}
+
+
+def complete_document(doc: dict[str, Any]) -> dict[str, Any]:
+    """Declare, for every operation, each error status it can answer with the error schema, and the real
+    content types of non-JSON answers. Mutates and returns ``doc``."""
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    schemas["ErrorBody"] = ErrorBody.model_json_schema()
+    ref = "#/components/schemas/ErrorBody"
+    accepted = {
+        "description": "Accepted: an asynchronous execution was queued",
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+    for path, ops in doc.get("paths", {}).items():
+        for method, op in ops.items():
+            key = (method, path)
+            responses: dict[str, Any] = op.setdefault("responses", {})
+            if key in _NO_BODY:
+                code = _NO_BODY[key]
+                for status in [s for s in responses if s.startswith("2")]:
+                    del responses[status]
+                responses[str(code)] = {"description": "Done (no body, as the OpenFaaS gateway answers)"}
+            for code_, spec in _CONTENT.get(key, {}).items():
+                responses[str(code_)] = spec
+            if path in _PASS_THROUGH:
+                responses["default"] = BINARY
+                responses.pop("200", None)
+            if key in _ACCEPTED:
+                responses["202"] = accepted
+            for code in PUBLIC_ERRORS if key in _PUBLIC else ALL_ERRORS:
+                if str(code) == "503" and key in _PUBLIC and "503" in responses:
+                    continue
+                responses[str(code)] = _error_response(code, ref)
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
+    return doc
