@@ -43,8 +43,20 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 SSE: dict[str, Any] = {
-    "description": "Server-sent events",
-    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    "description": "Server-sent events (each: an `event` name and its `data`)",
+    "content": {
+        "text/event-stream": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "event": {"type": "string"},
+                    "data": {"type": "string"},
+                    "id": {"type": "string"},
+                    "retry": {"type": "integer"},
+                },
+            }
+        }
+    },
 }
 NDJSON: dict[str, Any] = {
     "description": "One JSON object per line",
