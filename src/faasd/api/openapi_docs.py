@@ -104,6 +104,7 @@ _CONTENT: dict[tuple[str, str], dict[int | str, dict[str, Any]]] = {
     ("post", "/api/v1/functions/{name}/invoke-stream"): {200: SSE},
     ("get", "/api/v1/logs/{execution_id}/stream"): {200: SSE},
     ("get", "/api/v1/instances/{instance_id}/files"): {200: TAR},
+    ("delete", "/api/blueprint/functions/{function_id}"): {204: EMPTY},
 }
 _PASS_THROUGH = (
     "/api/v1/functions/{name}/invoke",
