@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict
 
 from faasd.api.auth import require
 from faasd.api.invoke import read_body
-from faasd.api.openapi_docs import EMPTY, ZIP
+from faasd.api.openapi_docs import EMPTY
 from faasd.errors import InvalidInputError, NotFoundError
 from faasd.platform.blueprint import BLUEPRINT_LABEL, BOOTSTRAP, parse_config, payload_bytes, zip_to_targz
 from faasd.platform.core import Platform
@@ -26,6 +26,10 @@ invoke_scope = Depends(require("invoke"))
 deploy_scope = Depends(require("deploy"))
 BASE_IMAGE = "faasd/python:latest"
 WARM_TIMEOUT_S = 120.0
+ZIP_BODY = {
+    "description": "the zip archive's bytes (any Content-Type; it must hold an executable 'bootstrap')",
+    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+}
 
 
 class BlueprintInvoke(BaseModel):
@@ -63,7 +67,7 @@ def _view(p: Platform, fn: Function) -> dict[str, Any]:
 
 @router.put(
     "/{function_id}",
-    openapi_extra={"requestBody": {"required": True, **ZIP}},
+    openapi_extra={"requestBody": {"required": True, **ZIP_BODY}},
     responses={201: {"description": "Deployed"}},
 )
 async def deploy(function_id: str, request: Request, _k: KeyInfo = deploy_scope) -> JSONResponse:
