@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from faasd import __version__
-from faasd.api import routes_blueprint, routes_openfaas, routes_seed, routes_v1
+from faasd.api import routes_blueprint, routes_openfaas, routes_seed, routes_stream, routes_v1
 from faasd.api.auth import require
 from faasd.api.errors import install_error_handlers
 from faasd.api.openapi_docs import PROMETHEUS, complete_document
@@ -199,6 +199,7 @@ def create_app(
     app.include_router(routes_v1.router)
     app.include_router(routes_seed.router)
     app.include_router(routes_blueprint.router)
+    app.include_router(routes_stream.router)
     app.include_router(snapshots_router)
     app.include_router(instances_router)
     app.include_router(jobs_router)

@@ -7,6 +7,7 @@ import binascii
 from collections.abc import Awaitable, Callable
 
 from fastapi import Request
+from starlette.requests import HTTPConnection
 
 from faasd.errors import AuthError
 from faasd.platform.core import Platform
@@ -17,7 +18,7 @@ ANONYMOUS = KeyInfo(
 )
 
 
-def _token(request: Request) -> str | None:
+def _token(request: HTTPConnection) -> str | None:
     header = request.headers.get("authorization")
     if not header:
         return None
@@ -35,7 +36,7 @@ def _token(request: Request) -> str | None:
     raise AuthError(f"unsupported authorization scheme {scheme!r}; use 'Bearer <key>'")
 
 
-def authenticate(request: Request) -> KeyInfo:
+def authenticate(request: HTTPConnection) -> KeyInfo:
     platform: Platform = request.app.state.platform
     cached = getattr(request.state, "key", None)
     if isinstance(cached, KeyInfo):
