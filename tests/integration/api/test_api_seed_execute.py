@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Iterator
 
@@ -117,7 +118,20 @@ def test_prewarm_gives_warm_starts(http: httpx.Client) -> None:
     assert out["start"] == "warm" and out["stdout"] == "warm\n"
     pool = next(p for p in http.get("/api/v1/pools").json()["execute"] if p["image"] == IMAGE)
     assert pool["taken"] == 1 and warm_id not in pool["sandbox_ids"]
+    # a cache miss also runs in a warm sandbox when one is pooled
+    assert http.post("/api/v1/prewarm", json={"image": IMAGE, "count": 1}).json()["warm"] == 1
+    miss = run(http, command=f"echo miss-{time.time_ns()}", mode="cached")
+    assert miss["cache_hit"] is False and miss["start"] == "warm"
     assert http.post("/api/v1/prewarm", json={"image": IMAGE, "count": 0}).status_code == 200
+
+
+def test_gvisor_runtime(http: httpx.Client) -> None:
+    out = run(http, command="echo in-gvisor; uname -r", runtime="gvisor")
+    assert out["runtime"] == "runsc" and out["stdout"].startswith("in-gvisor\n"), out
+    # the sentry's own kernel, not the host's
+    assert out["stdout"].split("\n")[1] != os.uname().release, out
+    runc = run(http, command="uname -r", runtime="docker")
+    assert runc["runtime"] == "runc" and runc["stdout"].strip() == os.uname().release
 
 
 def test_checkpointed_branched_and_forks_keep_real_state(http: httpx.Client) -> None:
