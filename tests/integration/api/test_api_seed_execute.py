@@ -214,3 +214,28 @@ def test_metrics_and_log_stream(http: httpx.Client) -> None:
     ]
     assert events[:3] == [("stdout", "line1"), ("stdout", "line2"), ("stderr", "err1")], events
     assert events[-1][0] == "exit" and json.loads(events[-1][1])["exit_code"] == 0
+
+
+def test_log_stream_of_a_running_function_execution(http: httpx.Client) -> None:
+    name = "logs-" + hashlib.md5(str(time.time_ns()).encode()).hexdigest()[:8]
+    fn = {
+        "name": name,
+        "image": IMAGE,
+        "runtime": "exec",
+        "command": ["/bin/sh", "-c", "echo first >&2; sleep 2; echo second >&2; cat"],
+        "scale": {"min": 0, "max": 1},
+    }
+    assert http.post("/api/v1/functions", json=fn).status_code == 201
+    try:
+        r = http.post(f"/api/v1/functions/{name}/invoke-async", content=b"body")
+        ex_id = r.json()["execution_id"]
+        with http.stream("GET", f"/api/v1/logs/{ex_id}/stream") as s:  # opened while it is queued/running
+            assert s.status_code == 200
+            text = s.read().decode().replace("\r\n", "\n")
+        blocks = [b.split("\n") for b in text.strip().split("\n\n")]
+        events = [(b[0][len("event: ") :], b[1][len("data: ") :]) for b in blocks]
+        assert ("stderr", "first") in events and ("stderr", "second") in events, events
+        assert events[-1][0] == "exit" and json.loads(events[-1][1])["status"] == "succeeded"
+        assert http.get("/api/v1/logs/ex_nope/stream").status_code == 404
+    finally:
+        http.delete(f"/api/v1/functions/{name}")
