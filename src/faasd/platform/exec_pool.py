@@ -48,6 +48,7 @@ class _Pool:
     started: int = 0
     failures: int = 0
     last_error: str | None = None
+    refills: set[asyncio.Task[None]] = field(default_factory=set)
 
 
 class WarmExecPool:
@@ -124,6 +125,8 @@ class WarmExecPool:
             await pool.idle.pop().destroy()
         missing = count - len(pool.idle) - pool.starting
         results = await asyncio.gather(*(self._start_one(pool, image) for _ in range(max(0, missing))))
+        # replacements of taken sandboxes still starting count too: wait for them
+        await asyncio.gather(*list(pool.refills), return_exceptions=True)
         errors = [r for r in results if r is not None]
         if errors and not pool.idle:
             raise errors[0]
@@ -160,7 +163,9 @@ class WarmExecPool:
 
         task = asyncio.get_running_loop().create_task(refill())
         self._tasks.add(task)
+        pool.refills.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(pool.refills.discard)
 
     # -- views --------------------------------------------------------------------------------
     def pool_dict(self, pool: _Pool) -> dict[str, Any]:
