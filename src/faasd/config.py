@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     port: int = 8080
     auth: bool = True
     """When false the API accepts unauthenticated requests (local use only)."""
+    function_auth: bool = False
+    """When true the OpenFaaS invocation routes ``/function/*`` and ``/async-function/*`` need an API key
+    (scope ``invoke``) like the rest of the API. Off by default, as in the OpenFaaS gateway: faas-cli never
+    sends credentials there and functions do their own authentication."""
 
     max_payload_bytes: int = 6 * 1024 * 1024
     keep_alive_s: float = 75.0

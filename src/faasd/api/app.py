@@ -10,13 +10,15 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request, Response
+from fastapi.openapi.utils import get_openapi
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from faasd import __version__
-from faasd.api import routes_openfaas, routes_v1
+from faasd.api import routes_blueprint, routes_openfaas, routes_seed, routes_stream, routes_v1
 from faasd.api.auth import require
 from faasd.api.errors import install_error_handlers
+from faasd.api.openapi_docs import PROMETHEUS, complete_document
 from faasd.api.routes_images import router as images_router
 from faasd.api.routes_instances import router as instances_router
 from faasd.api.routes_jobs import router as jobs_router
@@ -187,7 +189,7 @@ def create_app(
             )
         return Response(json.dumps({"status": "ok", "version": __version__}), media_type="application/json")
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=Response, responses={200: PROMETHEUS})
     async def metrics(_request: Request, _k: KeyInfo = Depends(require("invoke"))) -> Response:
         for name, pool in list(plat.runner.pools.items()):
             st = pool.stats()
@@ -196,9 +198,20 @@ def create_app(
         return Response(generate_latest(plat.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(routes_v1.router)
+    app.include_router(routes_seed.router)
+    app.include_router(routes_blueprint.router)
+    app.include_router(routes_stream.router)
     app.include_router(snapshots_router)
     app.include_router(instances_router)
     app.include_router(images_router)
     app.include_router(jobs_router)
     app.include_router(routes_openfaas.router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            doc = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            app.openapi_schema = complete_document(doc)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

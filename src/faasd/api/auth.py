@@ -7,6 +7,7 @@ import binascii
 from collections.abc import Awaitable, Callable
 
 from fastapi import Request
+from starlette.requests import HTTPConnection
 
 from faasd.errors import AuthError
 from faasd.platform.core import Platform
@@ -17,7 +18,7 @@ ANONYMOUS = KeyInfo(
 )
 
 
-def _token(request: Request) -> str | None:
+def _token(request: HTTPConnection) -> str | None:
     header = request.headers.get("authorization")
     if not header:
         return None
@@ -35,7 +36,7 @@ def _token(request: Request) -> str | None:
     raise AuthError(f"unsupported authorization scheme {scheme!r}; use 'Bearer <key>'")
 
 
-def authenticate(request: Request) -> KeyInfo:
+def authenticate(request: HTTPConnection) -> KeyInfo:
     platform: Platform = request.app.state.platform
     cached = getattr(request.state, "key", None)
     if isinstance(cached, KeyInfo):
@@ -63,3 +64,16 @@ def require(scope: str) -> Callable[[Request], Awaitable[KeyInfo]]:
 
     dependency.__name__ = f"require_{scope}"
     return dependency
+
+
+async def function_caller(request: Request) -> KeyInfo | None:
+    """Who may call ``/function/*`` and ``/async-function/*``: anyone, as with the OpenFaaS gateway (the
+    function does its own auth), unless ``FAASD_FUNCTION_AUTH=true`` asks for a key with the ``invoke``
+    scope. Without that setting an ``Authorization`` header is passed to the function untouched (it may be
+    the function's own credentials), not checked against faasd's keys."""
+    platform: Platform = request.app.state.platform
+    if platform.settings.function_auth:
+        key = authenticate(request)
+        key.require("invoke")
+        return key
+    return None

@@ -18,7 +18,7 @@ deploy_scope = Depends(require("deploy"))
 
 
 class JobRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     type: int | str
     args: dict[str, Any] = Field(default_factory=dict)

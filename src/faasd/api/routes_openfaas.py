@@ -16,7 +16,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from faasd import __version__
-from faasd.api.auth import require
+from faasd.api.auth import function_caller, require
 from faasd.api.errors import loads_json
 from faasd.api.invoke import function_response, invocation_from, read_body
 from faasd.errors import InvalidInputError
@@ -29,11 +29,12 @@ from faasd.state import Function
 router = APIRouter()
 invoke_scope = Depends(require("invoke"))
 deploy_scope = Depends(require("deploy"))
+function_scope = Depends(function_caller)
 NAMESPACE = "openfaas-fn"
 
 
 class FunctionDeployment(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, strict=True)
 
     service: str
     image: str
@@ -50,18 +51,18 @@ class FunctionDeployment(BaseModel):
 
 
 class ScaleServiceRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     serviceName: str | None = None
     replicas: int = Field(ge=0, le=100)
 
 
 class DeleteFunctionRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     functionName: str
 
 
 class SecretRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     name: str
     value: str | None = None
     rawValue: str | None = None
@@ -108,6 +109,16 @@ def parse_cpu(value: str) -> float:
         raise InvalidInputError(f"cpu limit {value!r} is not understood; use e.g. '500m' or '0.5'") from None
 
 
+def _int_label(meta: dict[str, str], key: str, default: int) -> int:
+    raw = meta.get(key)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidInputError(f"label {key}={raw!r} must be a whole number", label=key) from None
+
+
 def deployment_to_spec(d: FunctionDeployment) -> FunctionSpec:
     labels = dict(d.labels or {})
     annotations = dict(d.annotations or {})
@@ -126,8 +137,8 @@ def deployment_to_spec(d: FunctionDeployment) -> FunctionSpec:
     if d.limits and d.limits.get("cpu"):
         limits.cpu_cores = max(0.05, parse_cpu(d.limits["cpu"]))
     scale = ScaleModel(
-        min=int(meta.get("com.openfaas.scale.min", "0")),
-        max=int(meta.get("com.openfaas.scale.max", "4")),
+        min=_int_label(meta, "com.openfaas.scale.min", 0),
+        max=_int_label(meta, "com.openfaas.scale.max", 4),
     )
     return FunctionSpec(
         name=d.service,
@@ -135,7 +146,7 @@ def deployment_to_spec(d: FunctionDeployment) -> FunctionSpec:
         runtime=runtime,  # type: ignore[arg-type]
         handler=meta.get("faasd.handler"),
         command=command,
-        port=int(meta["faasd.port"]) if "faasd.port" in meta else None,
+        port=_int_label(meta, "faasd.port", 0) or None,
         env=dict(d.envVars or {}),
         secrets=list(d.secrets or []),
         limits=limits,
@@ -263,7 +274,8 @@ async def system_secret_update(request: Request, _k: KeyInfo = deploy_scope) -> 
 async def system_secret_delete(request: Request, _k: KeyInfo = deploy_scope) -> Response:
     body: SecretRequest = await _json(request, SecretRequest)
     _p(request).secrets.delete(body.name)
-    return Response(status_code=204)
+    # 200 with no body, as the OpenFaaS gateway answers (faas-cli accepts only 200 or 202 here)
+    return Response(status_code=200)
 
 
 def _log_line(e: LogEntry) -> bytes:
@@ -287,7 +299,7 @@ def _log_line(e: LogEntry) -> bytes:
 async def system_logs(
     request: Request,
     name: str,
-    tail: int | None = Query(None, ge=0),
+    tail: int | None = Query(None, ge=-1, description="last N lines; -1 or absent: all lines (faas-cli)"),
     follow: bool = False,
     since: datetime | None = None,
     _k: KeyInfo = deploy_scope,
@@ -346,12 +358,14 @@ async def _invoke(name: str, path: str, request: Request) -> Response:
 
 
 @router.api_route("/function/{name}", methods=_METHODS, include_in_schema=False)
-async def function_root(name: str, request: Request, _k: KeyInfo = invoke_scope) -> Response:
+async def function_root(name: str, request: Request, _k: KeyInfo | None = function_scope) -> Response:
     return await _invoke(name, "", request)
 
 
 @router.api_route("/function/{name}/{path:path}", methods=_METHODS, include_in_schema=False)
-async def function_path(name: str, path: str, request: Request, _k: KeyInfo = invoke_scope) -> Response:
+async def function_path(
+    name: str, path: str, request: Request, _k: KeyInfo | None = function_scope
+) -> Response:
     return await _invoke(name, path, request)
 
 
@@ -366,7 +380,7 @@ async def _invoke_async(name: str, path: str, request: Request) -> Response:
 @router.api_route(
     "/async-function/{name}", methods=["POST", "PUT", "PATCH", "DELETE", "GET"], include_in_schema=False
 )
-async def async_root(name: str, request: Request, _k: KeyInfo = invoke_scope) -> Response:
+async def async_root(name: str, request: Request, _k: KeyInfo | None = function_scope) -> Response:
     return await _invoke_async(name, "", request)
 
 
@@ -375,7 +389,7 @@ async def async_root(name: str, request: Request, _k: KeyInfo = invoke_scope) ->
     methods=["POST", "PUT", "PATCH", "DELETE", "GET"],
     include_in_schema=False,
 )
-async def async_path(name: str, path: str, request: Request, _k: KeyInfo = invoke_scope) -> Response:
+async def async_path(name: str, path: str, request: Request, _k: KeyInfo | None = function_scope) -> Response:
     return await _invoke_async(name, path, request)
 
 

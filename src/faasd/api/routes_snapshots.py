@@ -38,7 +38,7 @@ class SnapshotCreate(BaseModel):
     """What to snapshot: a sandbox (a worker, a restored sandbox, or an instance's sandbox), an
     instance, or an idle worker of a function."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     sandbox_id: str | None = Field(default=None, min_length=1, max_length=128)
     instance_id: str | None = Field(default=None, min_length=1, max_length=40)
     function: str | None = Field(default=None, min_length=1, max_length=63)
@@ -52,7 +52,7 @@ class RestoreRequest(BaseModel):
 
 
 class BranchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     count: int = Field(default=2, ge=1, le=64)
     seed: int | None = Field(default=None, ge=0, le=SEED_MAX)
 
@@ -62,7 +62,7 @@ class MergeRequest(BaseModel):
     instance (``instance_ids``; ``sandbox_ids`` accepts instance ids and their sandbox ids too), or
     all kinds in one ordered list (``branches``). Order: ``branches``, then the other lists."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     branches: list[str] = Field(default_factory=list, max_length=MAX_BRANCHES)
     snapshot_ids: list[str] = Field(default_factory=list, max_length=MAX_BRANCHES)
     sandbox_ids: list[str] = Field(default_factory=list, max_length=MAX_BRANCHES)

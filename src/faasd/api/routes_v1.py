@@ -23,8 +23,6 @@ from faasd.api.errors import loads_json
 from faasd.api.invoke import function_response, invocation_from, read_body
 from faasd.errors import ConflictError, FaasdError, InvalidInputError, NotFoundError
 from faasd.platform.core import Platform
-from faasd.platform.errors import UnavailableError
-from faasd.platform.execute import ExecuteRequest
 from faasd.platform.executions import Outcome, StreamStart, encode_body, execution_dict
 from faasd.platform.functions import MODES, RUNTIMES, FunctionSpec
 from faasd.platform.keys import KeyInfo
@@ -48,25 +46,25 @@ def _iso(dt: datetime | None) -> str | None:
 
 
 class ScaleRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     min: int | None = Field(default=None, ge=0, le=100)
     max: int | None = Field(default=None, ge=1, le=100)
     replicas: int | None = Field(default=None, ge=0, le=100)
 
 
 class SecretCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     name: str = Field(min_length=1, max_length=253)
     value: str
 
 
 class SecretUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     value: str
 
 
 class KeyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     name: str = Field(min_length=1, max_length=128)
     scopes: list[str] = Field(min_length=1)
     rate_limit_rps: float | None = Field(default=None, gt=0)
@@ -358,16 +356,6 @@ async def get_execution(execution_id: str, request: Request, _k: KeyInfo = invok
 async def execution_logs(execution_id: str, request: Request, _k: KeyInfo = invoke_scope) -> dict[str, Any]:
     ex = platform_of(request).executions.get(execution_id)
     return {"execution_id": ex.id, "stdout": ex.stdout, "stderr": ex.stderr}
-
-
-@router.post("/execute")
-async def execute(body: ExecuteRequest, request: Request, _k: KeyInfo = deploy_scope) -> dict[str, Any]:
-    p = platform_of(request)
-    if p.execute is None:
-        raise UnavailableError(
-            "one-off execution is not available: the daemon runs without an image store or sandbox manager"
-        )
-    return await p.execute.execute(body)
 
 
 # -- secrets ------------------------------------------------------------------------------------

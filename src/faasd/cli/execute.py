@@ -1,4 +1,4 @@
-"""``faas exec``: one-off runs in a fresh sandbox (``POST /api/v1/execute``)."""
+"""``faas exec``/``fork``/``prewarm``/``pools``: one-off runs (``POST /api/v1/execute`` and friends)."""
 
 from __future__ import annotations
 
@@ -32,6 +32,22 @@ def exec_(
     ] = None,
     disk: Annotated[int | None, typer.Option(help="Disk limit of the writable layer in MB.")] = None,
     stdin: Annotated[str | None, typer.Option(help="Text passed on stdin: text, @file or -.")] = None,
+    mode: Annotated[
+        str | None,
+        typer.Option(help="ephemeral | cached | checkpointed | branched | persistent (default: ephemeral)."),
+    ] = None,
+    runtime: Annotated[str | None, typer.Option(help="docker/auto (runc) | gvisor (runsc).")] = None,
+    cache_key: Annotated[str | None, typer.Option(help="Result cache key (mode cached).")] = None,
+    snapshot: Annotated[
+        str | None, typer.Option("--snapshot", help="Restore this snapshot first (mode checkpointed).")
+    ] = None,
+    branch_from: Annotated[
+        str | None, typer.Option(help="Snapshot id or request id to run a copy of (mode branched).")
+    ] = None,
+    workspace: Annotated[
+        str | None, typer.Option(help="Request id of the persistent workspace to use again.")
+    ] = None,
+    ttl: Annotated[float | None, typer.Option(help="Persistent workspace idle TTL in seconds.")] = None,
     json_: Annotated[bool, out.JsonOption] = False,
 ) -> None:
     """Run a command or a code snippet once; exits with its exit code.
@@ -64,6 +80,17 @@ def exec_(
         options["disk_mb"] = disk
     if stdin_data is not None:
         options["stdin"] = stdin_data.decode(errors="replace")
+    for key, value in (
+        ("mode", mode),
+        ("runtime", runtime),
+        ("cache_key", cache_key),
+        ("snapshot_id", snapshot),
+        ("branch_from", branch_from),
+        ("workspace", workspace),
+        ("ttl_s", ttl),
+    ):
+        if value is not None:
+            options[key] = value  # type: ignore[literal-required]
     with client(ctx) as c:
         result = c.execute(command or None, code=source.decode() if source is not None else None,
                            language=language, **options)
@@ -76,5 +103,61 @@ def exec_(
         flags = (("stdout", result.stdout_truncated), ("stderr", result.stderr_truncated))
         cut = " and ".join(name for name, was_cut in flags if was_cut)
         out.info(f"{cut} was cut at the daemon's output limit")
+    if not json_ and result.snapshot:
+        out.info(f"snapshot {result.snapshot.get('id')} (request {result.request_id})")
+    if not json_ and result.workspace:
+        out.info(f"workspace {result.workspace.get('id')} (use --workspace to run in it again)")
+    if not json_ and result.cache_hit:
+        out.info("cache hit")
     out.print_process_result(result, json_, problem)
     out.exit_with(result.exit_code if result.exit_code is not None else 1)
+
+
+def fork(
+    ctx: typer.Context,
+    source: Annotated[str, typer.Argument(help="Snapshot id, or request id of a checkpointed run.")],
+    commands: Annotated[
+        list[str], typer.Option("--command", "-C", help="Shell command; repeat for several copies.")
+    ],
+    timeout: Annotated[float | None, typer.Option(help="Time-out in seconds, per command.")] = None,
+    json_: Annotated[bool, out.JsonOption] = False,
+) -> None:
+    """Run each command in its own copy of SOURCE's state (files and processes); the source is untouched."""
+    options: ExecuteOptions = {}
+    if timeout is not None:
+        options["timeout_ms"] = int(timeout * 1000)
+    with client(ctx) as c:
+        results = c.fork(source, list(commands), **options)
+    if json_:
+        out.print_json([r.model_dump(mode="json") for r in results])
+        return
+    for cmd, r in zip(commands, results, strict=True):
+        out.info(f"$ {cmd}  -> exit {r.exit_code} ({r.request_id})")
+        out.write_bytes(r.stdout.encode())
+    out.exit_with(max((r.exit_code or 0) for r in results))
+
+
+def prewarm(
+    ctx: typer.Context,
+    image: Annotated[str, typer.Argument(help="Image to keep warm execute sandboxes of.")],
+    count: Annotated[int, typer.Option("--count", "-n", help="How many (0 empties the pool).")] = 1,
+    runtime: Annotated[str | None, typer.Option(help="docker/auto (runc) | gvisor (runsc).")] = None,
+    json_: Annotated[bool, out.JsonOption] = False,
+) -> None:
+    """Start warm sandboxes for one-off runs of IMAGE (waits until they run)."""
+    with client(ctx) as c:
+        pool = c.prewarm(image, count, runtime=runtime)
+    out.print_done(pool, json_, f"{pool.get('warm', 0)} warm sandbox(es) of {image}")
+
+
+def pools(ctx: typer.Context, json_: Annotated[bool, out.JsonOption] = False) -> None:
+    """Warm execute sandboxes per image, and warm workers per function."""
+    with client(ctx) as c:
+        data = c.pools()
+    if json_:
+        out.print_json(data)
+        return
+    out.print_table(
+        ["IMAGE", "RUNTIME", "WARM", "TARGET", "TAKEN"],
+        [[p["image"], p["runtime"], p["warm"], p["target"], p["taken"]] for p in data.get("execute", [])],
+    )

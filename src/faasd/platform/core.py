@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,7 @@ from faasd.config import Settings
 from faasd.errors import FaasdError, InvalidInputError, NotFoundError
 from faasd.images.store import ImageStore
 from faasd.platform.capacity import check_disk_limit
+from faasd.platform.exec_pool import WarmExecPool
 from faasd.platform.execute import ExecuteService, ImageStoreLike, SandboxRunner
 from faasd.platform.executions import ExecutionService, ReconcileReport
 from faasd.platform.functions import FunctionService, FunctionSpec, function_dict
@@ -24,6 +26,7 @@ from faasd.platform.metrics import Metrics
 from faasd.platform.pulls import ImageEnsurer
 from faasd.platform.runner import POOLED_MODES, FunctionRunner
 from faasd.platform.secrets import SecretService
+from faasd.platform.seed_execute import WORKSPACE_PREFIX, SeedExecuteService
 from faasd.platform.snapshots import SnapshotService
 from faasd.platform.source_deploy import SOURCE_REF_PREFIX
 from faasd.platform.workers import WorkerFactory
@@ -86,7 +89,7 @@ class Platform:
             max_payload_bytes=settings.max_payload_bytes,
         )
         self.execute = (
-            ExecuteService(images, sandboxes, settings, ensure_image=self.ensure_image)
+            ExecuteService(images, sandboxes, settings, resolve_image=self.resolve_image)
             if images is not None and sandboxes is not None
             else None
         )
@@ -107,8 +110,42 @@ class Platform:
             else None
         )
         """Persistent instances (None without real sandboxes)."""
+        self.seed: SeedExecuteService | None = None
+        """The seed platform's execute modes, fork, prewarm and metrics (None without one-off execution)."""
+        if self.execute is not None and images is not None:
+            pool = (
+                WarmExecPool(settings, sandboxes, self.resolve_image, images.layer_dirs)
+                if isinstance(sandboxes, SandboxManager)
+                else None
+            )
+            self.seed = SeedExecuteService(
+                self.execute,
+                self.resolve_image,
+                pool=pool,
+                instances=self.instances,
+                snapshots=self.snapshots,
+            )
         self.jobs = JobService(self)
         self.started = False
+        self.started_at = time.time()
+
+    async def resolve_image(self, ref: str) -> Any:
+        """The image a reference names, for one-off executions (execute, prewarm, workspaces).
+
+        A missing image is pulled first when a registry is configured and reachable (:meth:`ensure_image`);
+        otherwise a reference that is not in the image store is a 404 that names the image and says how to
+        get it."""
+        if self.images is None:
+            raise NotFoundError(f"image {ref!r}: this daemon has no image store", image=ref)
+        await self.ensure_image(ref)
+        try:
+            return await asyncio.to_thread(self.images.get, ref)
+        except NotFoundError:
+            raise NotFoundError(
+                f"image {ref!r} is not in the image store; import it (faas image import FILE --ref {ref}) "
+                "or use a base image such as faasd/python:latest",
+                image=ref,
+            ) from None
 
     async def ensure_image(self, ref: str) -> None:
         """Pull ``ref`` when it is not in the image store (see :mod:`faasd.platform.pulls`)."""
@@ -130,6 +167,7 @@ class Platform:
         report = self.executions.reconcile()
         if self.instances is not None:
             self.instances.reconcile()
+            await self._drop_execute_instances()
         try:
             report.orphans_removed = list(await self.worker_factory.cleanup_orphans())
         except FaasdError as exc:
@@ -139,6 +177,17 @@ class Platform:
                 "removed %d orphaned sandbox(es): %s", len(report.orphans_removed), report.orphans_removed
             )
         return report
+
+    async def _drop_execute_instances(self) -> None:
+        """Workspaces of execute modes do not outlive the daemon that created them (their TTLs were kept
+        in memory): delete the instances a previous run left."""
+        assert self.instances is not None
+        for inst in self.instances.list():
+            if (inst.name or "").startswith(WORKSPACE_PREFIX):
+                try:
+                    await self.instances.delete(inst.id)
+                except FaasdError as exc:
+                    log.warning("could not delete leftover execute workspace %s: %s", inst.id, exc.message)
 
     async def start(self) -> ReconcileReport:
         report = await self.reconcile()
@@ -153,6 +202,8 @@ class Platform:
 
     async def close(self) -> None:
         await self.executions.stop(self.options.shutdown_grace_s)
+        if self.seed is not None:
+            await self.seed.close()
         if self.instances is not None:
             await self.instances.close()
         await self.runner.close()

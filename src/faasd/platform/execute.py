@@ -49,7 +49,7 @@ class SandboxRunner(Protocol):
 
 
 class ExecuteRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     command: list[str] | str | None = None
     code: str | None = Field(default=None, max_length=1024 * 1024)
@@ -113,22 +113,36 @@ class ExecuteService:
         sandboxes: SandboxRunner,
         settings: Settings | None = None,
         *,
-        ensure_image: EnsureImage | None = None,
+        resolve_image: Callable[[str], Awaitable[Any]] | None = None,
     ) -> None:
         self.images = images
         self.sandboxes = sandboxes
         self.settings = settings
-        self.ensure_image = ensure_image
+        self.resolve_image = resolve_image
+        """How an image reference becomes an image (the platform's ``resolve_image``, which pulls a missing
+        image when a registry is configured); default: the store."""
 
-    async def execute(self, req: ExecuteRequest) -> dict[str, Any]:
+    async def execute(
+        self,
+        req: ExecuteRequest,
+        *,
+        runtime: Literal["runc", "runsc"] | None = None,
+        stdin: bytes | None = None,
+    ) -> dict[str, Any]:
+        """Run ``req`` once; ``stdin`` (bytes) replaces ``req.stdin`` (text) when given; ``runtime`` (the seed
+        API's explicit choice) overrides ``req.isolation`` and the daemon's default."""
         if req.mode != "ephemeral":
             raise InvalidInputError(f"execute mode {req.mode!r} is not implemented; use 'ephemeral'")
-        isolation = req.isolation or (self.settings.isolation if self.settings is not None else "runc")
+        if runtime is not None:
+            isolation = "gvisor" if runtime == "runsc" else "runc"
+        else:
+            isolation = req.isolation or (self.settings.isolation if self.settings is not None else "runc")
         if self.settings is not None:
             check_disk_limit(self.settings, req.disk_mb, "the execution")
-        if self.ensure_image is not None:
-            await self.ensure_image(req.image_ref())
-        image = self.images.get(req.image_ref())
+        if self.resolve_image is not None:
+            image = await self.resolve_image(req.image_ref())
+        else:
+            image = self.images.get(req.image_ref())
         lowers = self.images.layer_dirs(image)
         request_id = "rq_" + secrets.token_hex(10)
         timeout_s = req.timeout_ms / 1000
@@ -146,8 +160,9 @@ class ExecuteService:
             runtime="runsc" if isolation == "gvisor" else "runc",
         )
         try:
+            data = stdin if stdin is not None else (req.stdin or "").encode()
             result = await self.sandboxes.run(
-                spec, stdin=(req.stdin or "").encode(), timeout_s=timeout_s, output_limit=MAX_OUTPUT_BYTES
+                spec, stdin=data, timeout_s=timeout_s, output_limit=MAX_OUTPUT_BYTES
             )
         except RuntimeFailure as exc:
             bad = _BAD_COMMAND_RE.search(exc.message)

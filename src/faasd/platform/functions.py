@@ -82,7 +82,7 @@ def check_name(name: str, what: str = "function") -> str:
 
 
 class LimitsModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     memory_mb: int = Field(default=256, ge=16, le=65536)
     cpu_cores: float = Field(default=1.0, ge=0.05, le=64)
@@ -92,7 +92,7 @@ class LimitsModel(BaseModel):
 
 
 class ScaleModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     min: int = Field(default=0, ge=0, le=100)
     max: int = Field(default=4, ge=1, le=100)
@@ -107,7 +107,7 @@ class ScaleModel(BaseModel):
 class FunctionSpec(BaseModel):
     """The user-facing description of a function (request body of create/update)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: str = Field(min_length=1, max_length=63)
     image: str = Field(min_length=1, max_length=512)

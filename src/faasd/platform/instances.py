@@ -85,7 +85,7 @@ _ACTIVE = ("running", "paused")
 
 # ------------------------------------------------------------------------------------ requests
 class StartInstanceRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     image: str | None = Field(default=None, max_length=512)
     snapshot_id: str | None = Field(default=None, max_length=64)
@@ -121,7 +121,7 @@ class StartInstanceRequest(BaseModel):
 
 
 class ExecRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     command: list[str] | str
     stdin: str | None = None
@@ -159,7 +159,7 @@ class ExecRequest(BaseModel):
 
 
 class ExposeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     internal_port: int = Field(ge=1, le=65535)
     protocol: Literal["http", "tcp"] = "http"
@@ -167,7 +167,7 @@ class ExposeRequest(BaseModel):
 
 
 class UploadFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     path: str = Field(min_length=1, max_length=4096)
     content: str
@@ -176,7 +176,7 @@ class UploadFile(BaseModel):
 
 
 class UploadRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     target_path: str = Field(default="/", min_length=1, max_length=4096)
     files: list[UploadFile] = Field(min_length=1)

@@ -26,13 +26,23 @@ status, result or error) and can be read back with ``GET /api/v1/jobs/{id}``.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import secrets
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from sqlalchemy import select
 
 from faasd.errors import FaasdError, InvalidInputError, NotFoundError
@@ -48,6 +58,8 @@ from faasd.platform.instances import (
     instance_dict,
 )
 from faasd.platform.merges import MAX_BRANCHES, MergeService
+from faasd.platform.seed_models import env_pairs
+from faasd.runtime.models import check_env_names
 from faasd.snapshots.seeds import SEED_MAX
 from faasd.state import Database
 from faasd.state.instance_models import Job
@@ -81,14 +93,49 @@ class JobValidationError(FaasdError):
 
 # ------------------------------------------------------------------------------- arguments
 class _Args(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ExecuteFunctionArgs(_Args):
     image: str = Field(default="faasd/python:latest", max_length=512)
     command: list[str] | str
-    env_vars: dict[str, str] = Field(default_factory=dict)
-    payload: str | None = None
+    env_vars: dict[str, str] = Field(
+        default_factory=dict, description='an object or a list of "KEY=VALUE" strings (the seed\'s form)'
+    )
+    payload: str | list[Annotated[StrictInt, Field(ge=0, le=255)]] | None = Field(
+        default=None, description="stdin: text, base64 (payload_encoding) or a list of byte values"
+    )
+    payload_encoding: Literal["text", "base64"] = "text"
+
+    @field_validator("env_vars", mode="before")
+    @classmethod
+    def _env_shape(cls, v: Any) -> Any:
+        return env_pairs(v)
+
+    @field_validator("env_vars")
+    @classmethod
+    def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
+        check_env_names(v)
+        return v
+
+    @model_validator(mode="after")
+    def _payload_shape(self) -> ExecuteFunctionArgs:
+        if isinstance(self.payload, list) and self.payload_encoding != "text":
+            raise ValueError("payload_encoding applies to a string payload, not a list of byte values")
+        self.payload_bytes()  # base64 errors are argument errors
+        return self
+
+    def payload_bytes(self) -> bytes | None:
+        if self.payload is None:
+            return None
+        if isinstance(self.payload, list):
+            return bytes(self.payload)
+        if self.payload_encoding == "base64":
+            try:
+                return base64.b64decode(self.payload, validate=True)
+            except binascii.Error as exc:
+                raise ValueError(f"payload is not valid base64: {exc}") from None
+        return self.payload.encode()
 
 
 class ExecuteAdvancedArgs(ExecuteFunctionArgs):
@@ -158,7 +205,27 @@ class ExposePortArgs(InstanceArgs):
 
 class UploadFilesArgs(InstanceArgs):
     target_path: str = Field(default="/", min_length=1, max_length=4096)
-    files_data: list[UploadFile] = Field(min_length=1)
+    files_data: list[UploadFile] | str = Field(
+        description="a list of files (base64 contents) or a tar archive, base64-encoded (the seed's form)"
+    )
+
+    @model_validator(mode="after")
+    def _files_shape(self) -> UploadFilesArgs:
+        if isinstance(self.files_data, list) and not self.files_data:
+            raise ValueError("files_data must name at least one file")
+        if isinstance(self.files_data, str):
+            self.tar_bytes()
+        return self
+
+    def tar_bytes(self) -> bytes:
+        assert isinstance(self.files_data, str)
+        try:
+            data = base64.b64decode(self.files_data, validate=True)
+        except binascii.Error as exc:
+            raise ValueError(f"files_data is not a base64 tar archive: {exc}") from None
+        if not data:
+            raise ValueError("files_data is an empty archive")
+        return data
 
 
 ARG_MODELS: dict[str, type[_Args]] = {
@@ -211,6 +278,8 @@ def parse_args(name: str, args: dict[str, Any]) -> _Args:
 def _recorded(args: dict[str, Any]) -> dict[str, Any]:
     """Arguments as stored with the job: uploaded file contents are replaced by their size."""
     files = args.get("files_data")
+    if isinstance(files, str):
+        return {**args, "files_data": f"<tar archive, {len(files)} base64 chars>"}
     if not isinstance(files, list):
         return dict(args)
     slim = [
@@ -218,6 +287,10 @@ def _recorded(args: dict[str, Any]) -> dict[str, Any]:
         for f in files
     ]
     return {**args, "files_data": slim}
+
+
+def _b64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode()
 
 
 def _iso(dt: datetime | None) -> str | None:
@@ -307,8 +380,8 @@ class JobService:
     async def _execute_function(self, a: ExecuteFunctionArgs) -> dict[str, Any]:
         if self.platform.execute is None:
             raise UnavailableError("this daemon runs without an image store: execute is unavailable")
-        req = ExecuteRequest(command=a.command, image=a.image, env_vars=a.env_vars, stdin=a.payload)
-        return await self.platform.execute.execute(req)
+        req = ExecuteRequest(command=a.command, image=a.image, env_vars=a.env_vars)
+        return await self.platform.execute.execute(req, stdin=a.payload_bytes())
 
     async def _execute_advanced(self, a: ExecuteAdvancedArgs) -> dict[str, Any]:
         if a.mode == "ephemeral":
@@ -318,10 +391,10 @@ class JobService:
                 command=a.command,
                 image=a.image,
                 env_vars=a.env_vars,
-                stdin=a.payload,
                 timeout_ms=int(a.timeout_secs * 1000),
             )
-            return {"mode": "ephemeral", **await self.platform.execute.execute(req)}
+            result = await self.platform.execute.execute(req, stdin=a.payload_bytes())
+            return {"mode": "ephemeral", **result}
         # restore / checkpoint: a temporary instance (from the snapshot, or the image), removed after
         svc = self.instances
         start = StartInstanceRequest(
@@ -331,7 +404,9 @@ class JobService:
         try:
             result = await svc.exec(
                 inst.id,
-                ExecRequest(command=a.command, stdin=a.payload, timeout_s=a.timeout_secs),
+                ExecRequest(
+                    command=a.command, stdin_base64=_b64(a.payload_bytes()), timeout_s=a.timeout_secs
+                ),
             )
             out: dict[str, Any] = {"mode": a.mode, "restored_from": a.snapshot, **result}
             if a.mode == "checkpoint":
@@ -416,5 +491,8 @@ class JobService:
         return {"instance_id": a.instance_id, **await self.instances.expose(a.instance_id, req)}
 
     async def _upload_files(self, a: UploadFilesArgs) -> dict[str, Any]:
+        if isinstance(a.files_data, str):
+            result = await self.instances.upload_tar(a.instance_id, a.target_path, a.tar_bytes())
+            return {"instance_id": a.instance_id, **result}
         req = UploadRequest(target_path=a.target_path, files=a.files_data)
         return {"instance_id": a.instance_id, **await self.instances.upload_files(a.instance_id, req)}

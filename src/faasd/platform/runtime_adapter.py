@@ -27,7 +27,13 @@ from faasd.platform.workers import (
     StreamEvent,
     WorkerConfig,
 )
-from faasd.runtime.models import SECRETS_DIR_IN_CONTAINER, BindMount, Limits, NetworkSpec
+from faasd.runtime.models import (
+    OPENFAAS_SECRETS_DIR,
+    SECRETS_DIR_IN_CONTAINER,
+    BindMount,
+    Limits,
+    NetworkSpec,
+)
 from faasd.runtime.sandbox import SandboxManager
 from faasd.runtime.workers import InvokeRequest, InvokeResult, Worker, WorkerSpec, start_worker
 from faasd.runtime.workers import StreamChunk as RuntimeChunk
@@ -207,6 +213,7 @@ class RuntimeWorkerFactory:
                 d = await asyncio.to_thread(self._write_secrets, sandbox_id, dict(config.secrets))
                 cleanups.append(lambda: self._remove_secrets(sandbox_id))
                 spec.mounts.append(BindMount(source=d, target=SECRETS_DIR_IN_CONTAINER, readonly=True))
+                spec.mounts.append(BindMount(source=d, target=OPENFAAS_SECRETS_DIR, readonly=True))
             if hasattr(self.images, "lease"):
                 await asyncio.to_thread(self.images.lease, image.id, sandbox_id)
                 cleanups.append(lambda: self.images.release(image.id, sandbox_id))

@@ -50,6 +50,8 @@ def check_working_dir(path: str) -> None:
 IO_DIR_IN_CONTAINER = "/run/faasd-io"
 AGENT_DIR_IN_CONTAINER = "/faasd/agent"
 SECRETS_DIR_IN_CONTAINER = "/run/secrets"
+OPENFAAS_SECRETS_DIR = "/var/openfaas/secrets"
+"""Where OpenFaaS functions read their secrets; the same directory is mounted there too."""
 
 
 class ImageConfigLike(Protocol):

@@ -564,6 +564,68 @@ class ExecuteOptions(TypedDict, total=False):
     disk_mb: int
     pids: int
     isolation: str
+    runtime: str
+    cache_key: str
+    snapshot_id: str
+    branch_from: str
+    workspace: str
+    ttl_s: float
+
+
+def _body(options: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in options.items() if v is not None}
+
+
+def _run_timeout(options: Mapping[str, Any], runs: int = 1) -> httpx.Timeout:
+    return httpx.Timeout(runs * (options.get("timeout_ms") or 30_000) / 1000 + 60.0, connect=10.0)
+
+
+def fork_execution(
+    parent_id: str, command: list[str] | str, options: Mapping[str, Any]
+) -> Call[ExecuteResult]:
+    return Call(
+        "POST",
+        f"{API}/executions/{quote(parent_id, safe='')}/fork",
+        _model(TypeAdapter(ExecuteResult)),
+        json={"command": command, **_body(options)},
+        timeout=_run_timeout(options),
+    )
+
+
+def fork(
+    branch_from: str, commands: list[list[str] | str], options: Mapping[str, Any]
+) -> Call[list[ExecuteResult]]:
+    return Call(
+        "POST",
+        f"{API}/fork",
+        _model(TypeAdapter(list[ExecuteResult])),
+        json={"branch_from": branch_from, "commands": commands, **_body(options)},
+        timeout=_run_timeout(options, len(commands)),
+    )
+
+
+def prewarm(image: str, count: int, runtime: str | None) -> Call[dict[str, Any]]:
+    body: dict[str, Any] = {"image": image, "count": count}
+    if runtime is not None:
+        body["runtime"] = runtime
+    return Call("POST", f"{API}/prewarm", _obj, json=body, timeout=httpx.Timeout(300.0, connect=10.0))
+
+
+def pools() -> Call[dict[str, Any]]:
+    return Call("GET", f"{API}/pools", _obj)
+
+
+def get_metrics(detailed: bool) -> Call[dict[str, Any]]:
+    return Call("GET", f"{API}/metrics" + ("/detailed" if detailed else ""), _obj)
+
+
+def health_check() -> Call[dict[str, Any]]:
+    return Call("GET", "/health", _obj)
+
+
+def _obj(r: httpx.Response) -> dict[str, Any]:
+    data: dict[str, Any] = _json(r)
+    return data
 
 
 def execute(

@@ -332,6 +332,46 @@ class Client(_Base):
     ) -> ExecuteResult:
         return self._call(_api.execute(command, code, language, options))
 
+    # -- the seed SDK's conveniences
+    def run_python(self, code: str, **options: Unpack[ExecuteOptions]) -> ExecuteResult:
+        """Run Python code (``python3 -c``) once, on ``faasd/python:latest`` unless ``image`` is given."""
+        return self.execute(code=code, language="python", **options)
+
+    def run_javascript(self, code: str, **options: Unpack[ExecuteOptions]) -> ExecuteResult:
+        """Run JavaScript (``node -e``) once, on ``faasd/node:latest`` unless ``image`` is given."""
+        return self.execute(code=code, language="node", **options)
+
+    def run_bash(self, script: str, **options: Unpack[ExecuteOptions]) -> ExecuteResult:
+        """Run a shell script (``/bin/sh -c``) once."""
+        return self.execute(code=script, language="shell", **options)
+
+    def fork_execution(
+        self, parent_id: str, command: list[str] | str, **options: Unpack[ExecuteOptions]
+    ) -> ExecuteResult:
+        """Run ``command`` in a copy of a checkpointed/persistent execution's state (or a snapshot's)."""
+        return self._call(_api.fork_execution(parent_id, command, options))
+
+    def fork(
+        self, source: str, commands: list[list[str] | str], **options: Unpack[ExecuteOptions]
+    ) -> list[ExecuteResult]:
+        """Each command in its own copy of ``source`` (the ``branch_from``); results in order."""
+        return self._call(_api.fork(source, commands, options))
+
+    def prewarm(self, image: str, count: int = 1, *, runtime: str | None = None) -> dict[str, Any]:
+        """Start ``count`` warm execute sandboxes of ``image``; returns the pool's state."""
+        return self._call(_api.prewarm(image, count, runtime))
+
+    def pools(self) -> dict[str, Any]:
+        return self._call(_api.pools())
+
+    def get_metrics(self, *, detailed: bool = False) -> dict[str, Any]:
+        """Measured execution counts, cache hit rate, latency percentiles (``/api/v1/metrics``)."""
+        return self._call(_api.get_metrics(detailed))
+
+    def health_check(self) -> dict[str, Any]:
+        """``GET /health``: status, uptime and component checks."""
+        return self._call(_api.health_check())
+
     # -- secrets
     def list_secrets(self) -> list[Secret]:
         return self._call(_api.list_secrets())
@@ -715,6 +755,46 @@ class AsyncClient(_Base):
         **options: Unpack[ExecuteOptions],
     ) -> ExecuteResult:
         return await self._call(_api.execute(command, code, language, options))
+
+    # -- the seed SDK's conveniences
+    async def run_python(self, code: str, **options: Unpack[ExecuteOptions]) -> ExecuteResult:
+        """Run Python code (``python3 -c``) once, on ``faasd/python:latest`` unless ``image`` is given."""
+        return await self.execute(code=code, language="python", **options)
+
+    async def run_javascript(self, code: str, **options: Unpack[ExecuteOptions]) -> ExecuteResult:
+        """Run JavaScript (``node -e``) once, on ``faasd/node:latest`` unless ``image`` is given."""
+        return await self.execute(code=code, language="node", **options)
+
+    async def run_bash(self, script: str, **options: Unpack[ExecuteOptions]) -> ExecuteResult:
+        """Run a shell script (``/bin/sh -c``) once."""
+        return await self.execute(code=script, language="shell", **options)
+
+    async def fork_execution(
+        self, parent_id: str, command: list[str] | str, **options: Unpack[ExecuteOptions]
+    ) -> ExecuteResult:
+        """Run ``command`` in a copy of a checkpointed/persistent execution's state (or a snapshot's)."""
+        return await self._call(_api.fork_execution(parent_id, command, options))
+
+    async def fork(
+        self, source: str, commands: list[list[str] | str], **options: Unpack[ExecuteOptions]
+    ) -> list[ExecuteResult]:
+        """Each command in its own copy of ``source`` (the ``branch_from``); results in order."""
+        return await self._call(_api.fork(source, commands, options))
+
+    async def prewarm(self, image: str, count: int = 1, *, runtime: str | None = None) -> dict[str, Any]:
+        """Start ``count`` warm execute sandboxes of ``image``; returns the pool's state."""
+        return await self._call(_api.prewarm(image, count, runtime))
+
+    async def pools(self) -> dict[str, Any]:
+        return await self._call(_api.pools())
+
+    async def get_metrics(self, *, detailed: bool = False) -> dict[str, Any]:
+        """Measured execution counts, cache hit rate, latency percentiles (``/api/v1/metrics``)."""
+        return await self._call(_api.get_metrics(detailed))
+
+    async def health_check(self) -> dict[str, Any]:
+        """``GET /health``: status, uptime and component checks."""
+        return await self._call(_api.health_check())
 
     # -- secrets
     async def list_secrets(self) -> list[Secret]:

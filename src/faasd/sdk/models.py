@@ -164,6 +164,12 @@ class ExecuteRequest(_Model):
     disk_mb: int | None = None
     pids: int | None = None
     isolation: str | None = None
+    runtime: str | None = None
+    cache_key: str | None = None
+    snapshot_id: str | None = None
+    branch_from: str | None = None
+    workspace: str | None = None
+    ttl_s: float | None = None
 
 
 class ExecuteResult(_Model):
@@ -177,6 +183,20 @@ class ExecuteResult(_Model):
     stdout_truncated: bool = False
     stderr_truncated: bool = False
     isolation: str | None = None
+    output: str | None = None
+    """The seed platform's name for ``stdout``."""
+    logs: str | None = None
+    """The seed platform's name for ``stderr``."""
+    error: str | None = None
+    """Why the run failed (non-zero exit, timeout, OOM kill), or None."""
+    mode: str | None = None
+    runtime: str | None = None
+    cache_hit: bool = False
+    start: str | None = None
+    """``cold``, ``warm`` (a pre-warmed sandbox), ``restore`` (from a snapshot) or None (cache hit)."""
+    snapshot: dict[str, Any] | None = None
+    workspace: dict[str, Any] | None = None
+    branch_from: str | None = None
 
     @property
     def ok(self) -> bool:
