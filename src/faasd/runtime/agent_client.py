@@ -292,6 +292,10 @@ class AgentClient:
         """Tell the agent it was restored from a snapshot: it reseeds PRNGs and runs user hooks."""
         return await self._exchange({"type": "restored"}, b"", timeout_s)
 
+    async def unlisten(self, timeout_s: float = 10.0) -> dict[str, Any]:
+        """Make the agent close its direct-address listening socket (see ``faasd.runtime.direct``)."""
+        return await self._exchange({"type": "unlisten"}, b"", timeout_s)
+
     async def invoke(self, request: InvokeRequest, *, fork: bool | None = None) -> InvokeResult:
         result: InvokeResult | None = None
         async for event in self.invoke_stream(request, fork=fork):

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -62,6 +63,7 @@ from faasd.runtime.agent_files import (
     node_agent_args,
     python_agent_args,
 )
+from faasd.runtime.direct import HANDOVER_SOCKET_IN_CONTAINER, Handover
 from faasd.runtime.models import BindMount, ExitStatus, ImageConfigLike, Limits, NetworkSpec, SandboxSpec
 from faasd.runtime.proxy import open_connection_in_netns
 from faasd.runtime.sandbox import Sandbox, SandboxManager
@@ -150,6 +152,13 @@ class WorkerSpec:
     ready_timeout_s: float = 30.0
     max_response_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
+    direct_listener: socket.socket | None = None
+    """python/node: a listening socket (the function's direct address, bound by the host) passed into
+    the sandbox over SCM_RIGHTS; the agent serves HTTP on it. Shared by all workers of a function."""
+
+    @property
+    def direct(self) -> bool:
+        return self.direct_listener is not None and self.mode in ("python", "node")
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -191,12 +200,17 @@ class WorkerSpec:
                 fork=self.fork_per_request,
                 python=self.interpreter or "python3",
             )
+            if self.direct:
+                args += ["--direct-socket", HANDOVER_SOCKET_IN_CONTAINER]
+                if self.limits.timeout_s:
+                    args += ["--direct-timeout-s", str(self.limits.timeout_s)]
             mounts.append(agent_mount())
         elif self.mode == "node":
             # Node does not reap orphaned processes: faasd-init is PID 1 and runs the agent as its child.
             args = [
                 INIT_IN_CONTAINER,
                 "--main",
+                *(["--listen-fd-from", HANDOVER_SOCKET_IN_CONTAINER] if self.direct else []),
                 "--",
                 *node_agent_args(
                     handler,
@@ -205,6 +219,8 @@ class WorkerSpec:
                     node=self.interpreter or "node",
                 ),
             ]
+            if self.direct and self.limits.timeout_s:
+                args += ["--direct-timeout-s", str(self.limits.timeout_s)]
             mounts.append(agent_mount())
         elif self.mode == "exec":
             args = [INIT_IN_CONTAINER]
@@ -253,14 +269,30 @@ async def start_worker(manager: SandboxManager, spec: WorkerSpec) -> Worker:
             ) from exc
         raise
     worker: Worker | None = None
+    handover: Handover | None = None
+    handing: asyncio.Task[None] | None = None
     try:
+        if spec.direct and spec.direct_listener is not None:
+            user = getattr(sb, "user", None)
+            owner = (user.uid, user.gid) if user is not None else None
+            handover = Handover(_io_dir(sb), spec.direct_listener, owner)
+            handing = asyncio.create_task(handover.send())
         await sb.start()
         worker = Worker(spec, sb)
         await worker._wait_ready(spec.ready_timeout_s)
+        if handing is not None:
+            # The agent (faasd-init for node) takes the socket before it loads the handler: done by now.
+            await asyncio.wait_for(asyncio.shield(handing), 5.0)
+            worker.direct = True
     except BaseException:
         with contextlib.suppress(Exception):
             await asyncio.shield(worker.close() if worker is not None else sb.destroy())
         raise
+    finally:
+        if handing is not None and not handing.done():
+            handing.cancel()
+        if handover is not None:
+            handover.close()
     worker.init_ms = round((time.perf_counter() - started) * 1000, 3)
     return worker
 
@@ -276,6 +308,8 @@ class Worker:
         self.created_at = time.monotonic()
         self.last_used_at: float | None = None
         self.pong: dict[str, Any] | None = None
+        self.direct = False
+        """True while the sandbox serves the function's direct address (received its listening socket)."""
         self._closed = False
         self._dead_reason: str | None = None
         self._lock = asyncio.Lock()
@@ -637,6 +671,16 @@ class Worker:
             return {"type": "ack", "of": "restored", "hooks_run": 0, "hook_errors": []}
         async with self._lock:
             return await self._client.notify_restored()
+
+    async def unlisten(self) -> None:
+        """Make the agent close its copy of the direct-address socket (before a checkpoint: the socket
+        belongs to the host's network namespace). This worker keeps serving the gateway."""
+        if not self.direct or self._client is None:
+            return
+        self._check_usable()
+        async with self._lock:
+            await self._client.unlisten()
+        self.direct = False
 
     async def ping(self) -> dict[str, Any]:
         self._check_usable()

@@ -16,6 +16,9 @@
  *   faasd-init --main -- CMD ARGS...            PID 1 for a runtime that does not reap orphans itself (the
  *                                               Node agent): runs CMD as its child, forwards SIGTERM/SIGINT/
  *                                               SIGHUP to it, reaps every orphan, exits with CMD's status.
+ *                                               `--main --listen-fd-from SOCK -- ...` first receives a
+ *                                               listening socket over SCM_RIGHTS on SOCK and passes it to
+ *                                               CMD as fd 3 (FAASD_LISTEN_FD=3): direct function address.
  *
  * Doing the timeout in here means `runc exec` always ends by itself and reaps its child; a host that
  * killed `runc exec` instead would orphan the request process outside the container's pid namespace.
@@ -28,6 +31,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -119,6 +124,56 @@ static int run_command(long timeout_ms, char **argv) {
     }
 }
 
+/* --listen-fd-from PATH: connect to the host's hand-over socket, receive one listening socket
+ * (SCM_RIGHTS), make it fd 3 and tell the command so with FAASD_LISTEN_FD=3 (direct function address). */
+static int receive_listen_fd(const char *path) {
+    int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (s < 0) {
+        perror("faasd-init: socket");
+        return -1;
+    }
+    struct sockaddr_un addr;
+    memset(&addr, 0, sizeof(addr));
+    addr.sun_family = AF_UNIX;
+    strncpy(addr.sun_path, path, sizeof(addr.sun_path) - 1);
+    if (connect(s, (struct sockaddr *)&addr, sizeof(addr)) != 0) {
+        fprintf(stderr, "faasd-init: cannot connect to %s: %s\n", path, strerror(errno));
+        close(s);
+        return -1;
+    }
+    char byte;
+    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } control;
+    struct msghdr msg;
+    memset(&msg, 0, sizeof(msg));
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.buf;
+    msg.msg_controllen = sizeof(control.buf);
+    ssize_t n = recvmsg(s, &msg, 0);
+    close(s);
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    if (n <= 0 || c == NULL || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) {
+        fprintf(stderr, "faasd-init: no listening socket received from %s\n", path);
+        return -1;
+    }
+    int fd;
+    memcpy(&fd, CMSG_DATA(c), sizeof(fd));
+    if (fd != 3) {
+        if (dup2(fd, 3) < 0) {
+            perror("faasd-init: dup2");
+            close(fd);
+            return -1;
+        }
+        close(fd);
+    }
+    setenv("FAASD_LISTEN_FD", "3", 1);
+    return 3;
+}
+
 static int run_main(char **argv) {
     sigset_t set, empty;
     blocked_set(&set);
@@ -175,6 +230,12 @@ int main(int argc, char **argv) {
         return run_command(strtol(argv[2], NULL, 10), argv + 4);
     }
 
+    if (argc > 3 && strcmp(argv[1], "--main") == 0 && strcmp(argv[2], "--listen-fd-from") == 0) {
+        receive_listen_fd(argv[3]); /* without it the command still runs, without a direct address */
+        argv[3] = argv[1]; /* -> [.., --main, --, COMMAND...] */
+        argv += 2;
+        argc -= 2;
+    }
     if (argc > 1 && strcmp(argv[1], "--main") == 0) {
         if (argc < 4 || strcmp(argv[2], "--") != 0) {
             fprintf(stderr, "usage: faasd-init --main -- COMMAND [ARGS...]\n");
