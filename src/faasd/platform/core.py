@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from faasd.config import Settings
 from faasd.errors import FaasdError, InvalidInputError, NotFoundError
+from faasd.platform.addresses import DirectAddresses
 from faasd.platform.execute import ExecuteService, ImageStoreLike, SandboxRunner
 from faasd.platform.executions import ExecutionService, ReconcileReport
 from faasd.platform.functions import FunctionService, FunctionSpec, function_dict
@@ -95,6 +96,13 @@ class Platform:
         )
         """Persistent instances (None without real sandboxes)."""
         self.jobs = JobService(self)
+        self.addresses: DirectAddresses | None = (
+            DirectAddresses(self.db, settings.direct_pool, settings.direct_port)
+            if settings.direct_pool and isinstance(sandboxes, SandboxManager)
+            else None
+        )
+        """Direct function addresses on ``lo`` (None when turned off or without real sandboxes)."""
+        self.runner.direct = self.addresses
         self.started = False
 
     def _check_image(self, ref: str) -> None:
@@ -121,11 +129,30 @@ class Platform:
             log.info(
                 "removed %d orphaned sandbox(es): %s", len(report.orphans_removed), report.orphans_removed
             )
+        if self.addresses is not None:  # after the orphans: they held the old listening sockets
+            try:
+                await self.addresses.reconcile(self.functions.list())
+            except FaasdError as exc:
+                log.error("reconciling direct addresses failed: %s", exc.message)
         return report
+
+    async def _assign_address(self, fn: Function) -> None:
+        if self.addresses is None:
+            return
+        try:
+            address = await self.addresses.assign(fn)
+        except FaasdError as exc:
+            log.error("function %s gets no direct address: %s", fn.name, exc.message)
+            address = None
+        if address is not None:
+            self.runner.watch_direct(fn)
+        else:
+            self.runner.unwatch_direct(fn.name)
 
     async def start(self) -> ReconcileReport:
         report = await self.reconcile()
         for fn in self.functions.list():
+            await self._assign_address(fn)
             if fn.mode in POOLED_MODES and fn.scale_min > 0:
                 await self.runner.pool_for(fn)  # pre-warms in the background
         self.executions.start()
@@ -139,6 +166,8 @@ class Platform:
         if self.instances is not None:
             await self.instances.close()
         await self.runner.close()
+        if self.addresses is not None:
+            await self.addresses.close()
         if self.snapshots is not None:
             await self.snapshots.close()
         # invocations cancelled while the pools closed record their failure after executions.stop()
@@ -147,10 +176,14 @@ class Platform:
 
     # -- function operations ------------------------------------------------------------------
     def view(self, fn: Function) -> dict[str, Any]:
-        return function_dict(fn, self.runner.status(fn))
+        out = function_dict(fn, self.runner.status(fn))
+        out["address"] = self.addresses.address_of(fn.name) if self.addresses is not None else None
+        out["direct_url"] = self.addresses.url_of(fn.name) if self.addresses is not None else None
+        return out
 
     async def deploy(self, spec: FunctionSpec) -> Function:
         fn = self.functions.create(spec)
+        await self._assign_address(fn)
         if fn.mode in POOLED_MODES and fn.scale_min > 0:
             await self.runner.pool_for(fn)
         return fn
@@ -162,6 +195,7 @@ class Platform:
         if self.snapshots is not None:
             await self.snapshots.invalidate(name)
         await self._forget_source_image(name, old_image)
+        await self._assign_address(fn)
         if fn.mode in POOLED_MODES and fn.scale_min > 0:
             await self.runner.pool_for(fn)
         return fn
@@ -170,6 +204,8 @@ class Platform:
         old_image = self.functions.get(name).image
         self.functions.delete(name)
         await self.runner.drop(name)
+        if self.addresses is not None:
+            await self.addresses.release(name)
         if self.snapshots is not None:
             await self.snapshots.invalidate(name)
         await self._forget_source_image(name, old_image)

@@ -187,6 +187,7 @@ class RuntimeWorkerFactory:
                 timeout_s=config.timeout_s,
             ),
             network=function_network(config.network),
+            direct_listener=config.direct_listener,
         )
         sandbox_id = spec.new_sandbox_id()
         spec.sandbox_id = sandbox_id

@@ -7,6 +7,7 @@ the runtime: the real implementation (:mod:`faasd.platform.runtime_adapter`) wra
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
@@ -73,6 +74,8 @@ class WorkerConfig:
     concurrency: int = 1
     network: str = "none"
     """``none`` (own loopback only) or ``egress`` (outgoing connections through NAT)."""
+    direct_listener: socket.socket | None = field(default=None, compare=False)
+    """The function's direct-address listening socket (host netns), handed into the sandbox."""
 
 
 @runtime_checkable

@@ -2,15 +2,23 @@
 
 Only addresses inside ``127.0.0.0/8`` are ever touched, and only as ``/32`` with the label
 ``lo:faas``, so the host's own ``127.0.0.1/8`` and anything another tool put on ``lo`` stay alone.
-Blocking (netlink round trips of well under a millisecond): call from a thread in async code.
+Blocking (netlink round trips of well under a millisecond); pyroute2's synchronous API cannot run on a
+thread with a running event loop, so there the work moves to a short-lived thread (async code should
+call these through ``asyncio.to_thread`` anyway).
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import ipaddress
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from faasd.errors import InvalidInputError, RuntimeFailure
+
+T = TypeVar("T")
 
 LABEL = "lo:faas"
 LOOPBACK_NET = ipaddress.IPv4Network("127.0.0.0/8")
@@ -39,8 +47,38 @@ def _iproute() -> object:
     return IPRoute()
 
 
+def _off_loop(fn: Callable[[], T]) -> T:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return fn()
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(fn).result()
+
+
 def list_labelled() -> set[str]:
     """Every IPv4 address on ``lo`` with the label ``lo:faas``."""
+    return _off_loop(_list_labelled)
+
+
+def list_all() -> set[str]:
+    """Every IPv4 address on ``lo`` (any label): a direct address must not collide with one of them."""
+    return _off_loop(_list_all)
+
+
+def add(address: str) -> bool:
+    """Add ``address/32`` labelled ``lo:faas`` to ``lo``; False if it was already there."""
+    check_loopback(address)
+    return _off_loop(lambda: _add(address))
+
+
+def remove(address: str) -> bool:
+    """Remove ``address/32`` from ``lo`` if it carries the ``lo:faas`` label; False if it was not there."""
+    check_loopback(address)
+    return _off_loop(lambda: _remove(address))
+
+
+def _list_labelled() -> set[str]:
     with _iproute() as ipr:  # type: ignore[attr-defined]
         out = set()
         for a in ipr.get_addr(family=2, index=_lo_index(ipr)):
@@ -49,20 +87,17 @@ def list_labelled() -> set[str]:
         return out
 
 
-def list_all() -> set[str]:
-    """Every IPv4 address on ``lo`` (any label): a direct address must not collide with one of them."""
+def _list_all() -> set[str]:
     with _iproute() as ipr:  # type: ignore[attr-defined]
         return {str(a.get_attr("IFA_ADDRESS")) for a in ipr.get_addr(family=2, index=_lo_index(ipr))}
 
 
-def add(address: str) -> bool:
-    """Add ``address/32`` labelled ``lo:faas`` to ``lo``; False if it was already there."""
-    check_loopback(address)
+def _add(address: str) -> bool:
     from pyroute2.netlink.exceptions import NetlinkError
 
     with _iproute() as ipr:  # type: ignore[attr-defined]
         try:
-            ipr.addr("add", index=_lo_index(ipr), address=address, prefixlen=32, label=LABEL)
+            ipr.addr("add", index=_lo_index(ipr), address=address, prefixlen=32, label=LABEL, scope=254)
         except NetlinkError as exc:
             if exc.code == errno.EEXIST:
                 return False
@@ -70,10 +105,8 @@ def add(address: str) -> bool:
     return True
 
 
-def remove(address: str) -> bool:
-    """Remove ``address/32`` from ``lo`` if it carries the ``lo:faas`` label; False if it was not there."""
-    check_loopback(address)
-    if address not in list_labelled():
+def _remove(address: str) -> bool:
+    if address not in _list_labelled():
         return False
     from pyroute2.netlink.exceptions import NetlinkError
 
