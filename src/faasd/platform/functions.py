@@ -226,6 +226,9 @@ class FunctionService:
         self.secret_check = secret_check
         self.snapshot_check: Callable[[str], None] | None = None
         """Raises when a ``branch_from`` snapshot does not exist (set by the snapshot service)."""
+        self.generation = 0
+        """Bumped by every change this service makes to a function record (create/update/delete/scale):
+        readers may cache records for as long as it stays the same."""
 
     def _validate(self, spec: FunctionSpec) -> None:
         spec.check()
@@ -246,6 +249,7 @@ class FunctionService:
                 )
             fn = Function(name=spec.name)
             _apply(fn, spec)
+            self.generation += 1
             s.add(fn)
             s.flush()
             s.refresh(fn)
@@ -260,6 +264,7 @@ class FunctionService:
             if fn is None:
                 raise NotFoundError(f"function {name!r} does not exist; create it first", name=name)
             _apply(fn, spec)
+            self.generation += 1
             s.flush()
             s.refresh(fn)
             return fn
@@ -280,6 +285,7 @@ class FunctionService:
             fn = s.get(Function, name)
             if fn is None:
                 raise NotFoundError(f"function {name!r} does not exist", name=name)
+            self.generation += 1
             s.delete(fn)
 
     def set_scale(self, name: str, *, min: int | None = None, max: int | None = None) -> Function:
@@ -295,6 +301,7 @@ class FunctionService:
                     f"got min={new_min} max={new_max}"
                 )
             fn.scale_min, fn.scale_max = new_min, new_max
+            self.generation += 1
             s.flush()
             s.refresh(fn)
             return fn
