@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-import httpx
 from sqlalchemy import Table, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -762,6 +761,8 @@ class ExecutionService:
         }
         body = ex.result_body if ex.result_body is not None else (ex.error or "").encode()
         delay = 0.5
+        import httpx  # only executions with a callback URL need an HTTP client
+
         async with httpx.AsyncClient(timeout=self.callback_timeout_s) as client:
             for attempt in range(3):
                 try:

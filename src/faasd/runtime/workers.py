@@ -36,10 +36,7 @@ import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-
-import httpcore
-import httpx
+from typing import TYPE_CHECKING, Any, Literal
 
 from faasd.errors import ConflictError, FaasdError, InvalidInputError, ResourceLimitError, RuntimeFailure
 from faasd.runtime import cgroups
@@ -67,6 +64,9 @@ from faasd.runtime.direct import HANDOVER_SOCKET_IN_CONTAINER, Handover
 from faasd.runtime.models import BindMount, ExitStatus, ImageConfigLike, Limits, NetworkSpec, SandboxSpec
 from faasd.runtime.proxy import open_connection_in_netns
 from faasd.runtime.sandbox import Sandbox, SandboxManager
+
+if TYPE_CHECKING:  # http-mode only: imported when such a worker starts (faasd.runtime.netns_http)
+    import httpx
 
 __all__ = [
     "FunctionError",
@@ -323,6 +323,10 @@ class Worker:
                 max_output_bytes=spec.max_output_bytes,
             )
         elif spec.mode == "http":
+            import httpx
+
+            from faasd.runtime.netns_http import NetnsTransport
+
             self._http = httpx.AsyncClient(transport=NetnsTransport(sandbox), timeout=None)
 
     @classmethod
@@ -418,6 +422,8 @@ class Worker:
         # exec: faasd-init is ready once started; a broken command shows at the first request
 
     async def _wait_http_ready(self, timeout_s: float) -> None:
+        import httpx
+
         deadline = time.monotonic() + timeout_s
         delay = 0.002
         last = "nothing is listening yet"
@@ -429,7 +435,7 @@ class Worker:
                 )
             try:
                 if self.spec.readiness_path is None:
-                    _, writer = await _open_connection(self.sandbox, self.spec.port, "127.0.0.1", 1.0)
+                    _, writer = await open_sandbox_connection(self.sandbox, self.spec.port, "127.0.0.1", 1.0)
                     writer.close()
                     with contextlib.suppress(Exception):
                         await writer.wait_closed()
@@ -607,6 +613,8 @@ class Worker:
     async def _invoke_http(self, request: InvokeRequest) -> AsyncIterator[InvokeEvent]:
         """Forward the request; yield the response body as ``StreamChunk("body", ...)`` while it arrives
         (server-sent events, long responses), then the result (with the whole body)."""
+        import httpx
+
         assert self._http is not None
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP]
         started = time.perf_counter()
@@ -653,6 +661,8 @@ class Worker:
         )
 
     def _url(self, path: str, query: str) -> httpx.URL:
+        import httpx
+
         return httpx.URL(
             scheme="http",
             host="127.0.0.1",
@@ -725,7 +735,7 @@ def _pid_running(pid: int) -> bool:
     return state not in (b"Z", b"X")
 
 
-async def _open_connection(
+async def open_sandbox_connection(
     sandbox: Sandbox, port: int, host: str, timeout_s: float
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     if hasattr(sandbox, "open_connection"):
@@ -753,133 +763,3 @@ def _looks_like_missing_command(exit_code: int, stderr: bytes) -> bool:
         or "executable file not found" in text
         or ("no such file or directory" in text and "runc" in text)
     )
-
-
-class _StreamAdapter(httpcore.AsyncNetworkStream):
-    """httpcore's view of an asyncio connection opened inside a sandbox's netns."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader = reader
-        self._writer = writer
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        try:
-            return await asyncio.wait_for(self._reader.read(max_bytes), timeout)
-        except TimeoutError:
-            raise httpcore.ReadTimeout("timed out reading from the function") from None
-        except OSError as exc:
-            raise httpcore.ReadError(str(exc)) from None
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        if not buffer:
-            return
-        try:
-            self._writer.write(buffer)
-            await asyncio.wait_for(self._writer.drain(), timeout)
-        except TimeoutError:
-            raise httpcore.WriteTimeout("timed out writing to the function") from None
-        except OSError as exc:
-            raise httpcore.WriteError(str(exc)) from None
-
-    async def aclose(self) -> None:
-        self._writer.close()
-        with contextlib.suppress(Exception):
-            await self._writer.wait_closed()
-
-    def get_extra_info(self, info: str) -> Any:
-        return None
-
-
-class _NetnsBackend(httpcore.AsyncNetworkBackend):
-    def __init__(self, sandbox: Sandbox) -> None:
-        self.sandbox = sandbox
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Any = None,
-    ) -> httpcore.AsyncNetworkStream:
-        try:
-            reader, writer = await _open_connection(self.sandbox, port, host, timeout or 5.0)
-        except TimeoutError:
-            raise httpcore.ConnectTimeout(
-                f"connecting to port {port} in sandbox {self.sandbox.id} timed out"
-            ) from None
-        except OSError as exc:
-            raise httpcore.ConnectError(f"port {port} in sandbox {self.sandbox.id}: {exc}") from None
-        return _StreamAdapter(reader, writer)
-
-    async def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Any = None
-    ) -> httpcore.AsyncNetworkStream:
-        raise httpcore.ConnectError("unix sockets are not supported by the netns transport")
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
-
-class NetnsTransport(httpx.AsyncBaseTransport):
-    """An httpx transport whose connections are opened inside a sandbox's network namespace.
-
-    No keep-alive: every request gets its own connection, closed afterwards, so nothing stays connected
-    between requests (a CRIU checkpoint must not see an established connection).
-    """
-
-    def __init__(self, sandbox: Sandbox) -> None:
-        self._pool = httpcore.AsyncConnectionPool(
-            network_backend=_NetnsBackend(sandbox), max_keepalive_connections=0, http1=True, http2=False
-        )
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        assert isinstance(request.stream, httpx.AsyncByteStream)
-        req = httpcore.Request(
-            method=request.method,
-            url=httpcore.URL(
-                scheme=request.url.raw_scheme,
-                host=request.url.raw_host,
-                port=request.url.port,
-                target=request.url.raw_path,
-            ),
-            headers=request.headers.raw,
-            content=request.stream,
-            extensions=request.extensions,
-        )
-        try:
-            resp = await self._pool.handle_async_request(req)
-        except httpcore.TimeoutException as exc:
-            raise httpx.TimeoutException(str(exc), request=request) from exc
-        except httpcore.ConnectError as exc:
-            raise httpx.ConnectError(str(exc), request=request) from exc
-        except httpcore.NetworkError as exc:
-            raise httpx.NetworkError(str(exc), request=request) from exc
-        except httpcore.ProtocolError as exc:
-            raise httpx.RemoteProtocolError(str(exc), request=request) from exc
-        return httpx.Response(
-            status_code=resp.status,
-            headers=resp.headers,
-            stream=_ResponseStream(resp),
-            extensions=resp.extensions,
-        )
-
-    async def aclose(self) -> None:
-        await self._pool.aclose()
-
-
-class _ResponseStream(httpx.AsyncByteStream):
-    def __init__(self, resp: httpcore.Response) -> None:
-        self._resp = resp
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
-            async for part in self._resp.aiter_stream():
-                yield part
-        except httpcore.TimeoutException as exc:
-            raise httpx.ReadTimeout(str(exc)) from exc
-        except httpcore.NetworkError as exc:
-            raise httpx.ReadError(str(exc)) from exc
-
-    async def aclose(self) -> None:
-        await self._resp.aclose()
