@@ -106,6 +106,7 @@ def main() -> int:
     ap.add_argument("--seconds-per-level", type=float, default=1.0, help="target time per target per round")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--targets", default="uvicorn,openfaas,api,direct")
+    ap.add_argument("--json", type=Path, default=None, help="result file (default bench/results/load.json)")
     args = ap.parse_args()
     require_root()
     if shutil.which("hey") is None:
@@ -189,6 +190,7 @@ def main() -> int:
                 "failed": failed,
                 "load_avg": {"start": load_start, "end": load_avg()},
             },
+            path=args.json,
         )
         print(f"written to {path}")
         return 1 if failed else 0
