@@ -11,7 +11,8 @@ The registry is the ``function_addresses`` table: a function keeps its address a
 removes every ``lo:faas`` address from ``lo`` when it stops. Start-up reconciliation also removes
 ``lo:faas`` addresses inside the pool that no current function owns (left by a daemon that crashed).
 
-Eligible: mode ``cached`` and runtime ``python`` or ``node`` (the agents serve HTTP on the socket).
+Eligible: mode ``cached`` and runtime ``python`` or ``node`` (the agents serve HTTP on the socket) or
+``http`` (``faasd-init`` relays the socket's connections to the server's port inside the sandbox).
 Restored workers (``checkpointed``/``branched``) do not get the socket: it belongs to the host's
 network namespace and must not be inside a checkpoint (a cached worker being snapshotted gives its copy
 back first, see ``Worker.unlisten``).
@@ -36,7 +37,7 @@ from faasd.state import Database, Function, FunctionAddress
 
 log = logging.getLogger(__name__)
 
-DIRECT_RUNTIMES = ("python", "node")
+DIRECT_RUNTIMES = ("python", "node", "http")
 DIRECT_MODES = ("cached",)
 
 

@@ -153,12 +153,13 @@ class WorkerSpec:
     max_response_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
     direct_listener: socket.socket | None = None
-    """python/node: a listening socket (the function's direct address, bound by the host) passed into
-    the sandbox over SCM_RIGHTS; the agent serves HTTP on it. Shared by all workers of a function."""
+    """python/node/http: a listening socket (the function's direct address, bound by the host) passed
+    into the sandbox over SCM_RIGHTS; the agent serves HTTP on it (http mode: ``faasd-init`` relays its
+    connections to ``port`` inside the sandbox). Shared by all workers of a function."""
 
     @property
     def direct(self) -> bool:
-        return self.direct_listener is not None and self.mode in ("python", "node")
+        return self.direct_listener is not None and self.mode in ("python", "node", "http")
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -226,6 +227,17 @@ class WorkerSpec:
             args = [INIT_IN_CONTAINER]
         else:
             args = list(self.command) if self.command else None
+            if self.direct:  # faasd-init takes the socket and relays it to the server's port
+                args = [
+                    INIT_IN_CONTAINER,
+                    "--main",
+                    "--listen-fd-from",
+                    HANDOVER_SOCKET_IN_CONTAINER,
+                    "--forward",
+                    str(self.port),
+                    "--",
+                    *self._exec_command(),
+                ]
             if network.mode == "none":
                 network = NetworkSpec(mode="loopback-proxy", ports=(self.port,))
         return SandboxSpec(
@@ -254,7 +266,7 @@ async def start_worker(manager: SandboxManager, spec: WorkerSpec) -> Worker:
     spec.validate()
     started = time.perf_counter()
     extra: list[BindMount] = []
-    if spec.mode in ("exec", "node"):
+    if spec.mode in ("exec", "node") or (spec.mode == "http" and spec.direct):
         extra.append(await asyncio.to_thread(init_mount, manager.settings))
     sandbox_id = spec.sandbox_id or spec.new_sandbox_id()
     sandbox_spec = spec.sandbox_spec(sandbox_id, extra)
@@ -685,8 +697,13 @@ class Worker:
     async def unlisten(self) -> None:
         """Make the agent close its copy of the direct-address socket (before a checkpoint: the socket
         belongs to the host's network namespace). This worker keeps serving the gateway."""
-        if not self.direct or self._client is None:
+        if not self.direct:
             return
+        if self._client is None:
+            raise ConflictError(
+                f"worker {self.id} relays the function's direct address through faasd-init and cannot give "
+                "the socket back; an http-mode function with a direct address cannot be snapshotted"
+            )
         self._check_usable()
         async with self._lock:
             await self._client.unlisten()

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from faasd.errors import ConflictError
 from faasd.runtime import Limits
 from faasd.runtime.direct import HANDOVER_SOCKET_NAME, bind_listener
 from faasd.runtime.workers import InvokeRequest, Worker, WorkerSpec
@@ -171,5 +172,68 @@ async def test_node_agent_serves_inherited_socket(workers, node_rootfs: Path, co
         await w.unlisten()
         assert not w.direct and (await w.ping())["direct"] is False
         assert os.fstat(listener.fileno()).st_ino not in _socket_inodes(_agent_pid(w, "node"))
+    finally:
+        listener.close()
+
+
+HTTP_SERVER = """
+import json
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        out = {"path": self.path, "echo": data.decode(), "x": self.headers.get("X-Test")}
+        body = json.dumps(out).encode()
+        self.send_response(201)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+ThreadingHTTPServer(("0.0.0.0", 9090), Handler).serve_forever()
+"""
+
+
+async def test_http_mode_relays_inherited_socket(workers, python_rootfs: Path, code_layer) -> None:
+    """http mode: faasd-init takes the socket and relays each connection to the server's port inside the
+    sandbox (the server itself knows nothing about it)."""
+    layer = code_layer({"app/server.py": HTTP_SERVER})
+    listener = bind_listener("127.0.0.1", 0)
+    port = listener.getsockname()[1]
+    try:
+        w = await workers(
+            WorkerSpec(
+                function="http-direct",
+                mode="http",
+                lowers=[python_rootfs, layer],
+                command=["python3", "/app/server.py"],
+                port=9090,
+                limits=LIMITS,
+                direct_listener=listener,
+            )
+        )
+        pid = w.sandbox.pid  # type: ignore[attr-defined]
+        assert pid is not None
+        forwarder = [
+            int(c)
+            for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            if os.fstat(listener.fileno()).st_ino in _socket_inodes(int(c))
+        ]
+        assert forwarder, "no child of faasd-init holds the listening socket"
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            for i in range(5):
+                r = await client.post(f"/p{i}?q=1", content=b"relayed", headers={"x-test": "h"})
+                assert r.status_code == 201, r.text
+                assert r.json() == {"path": f"/p{i}?q=1", "echo": "relayed", "x": "h"}
+        got = await w.invoke(InvokeRequest(method="POST", path="/gw", body=b"gateway"))  # gateway path too
+        assert got.status == 201 and json.loads(got.body)["echo"] == "gateway"
+        with pytest.raises(ConflictError):
+            await w.unlisten()
     finally:
         listener.close()

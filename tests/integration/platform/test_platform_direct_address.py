@@ -131,3 +131,27 @@ def test_pool_outside_loopback_is_refused() -> None:
         with pytest.raises(InvalidInputError, match="FAASD_DIRECT_POOL"):
             parse_pool(bad)
     assert str(parse_pool("127.77.0.0/16")) == "127.77.0.0/16"
+
+
+async def test_http_function_direct_address(real_platform: Platform, unique_id: str) -> None:
+    """An http-mode function: faasd-init in the sandbox relays the address's connections to the server."""
+    from test_platform_real import HTTP_SERVER
+
+    p = real_platform
+    fn = await p.deploy(
+        FunctionSpec(
+            name=unique_id,
+            image=f"{unique_id}:1",
+            runtime="http",
+            command=["python3", "-c", HTTP_SERVER],
+            scale={"min": 1, "max": 1},
+        )  # type: ignore[arg-type]
+    )
+    url = p.view(fn)["direct_url"]
+    assert url is not None
+    async with httpx.AsyncClient(timeout=60) as client:
+        r = await client.post(url + "x?y=1", content=b"relay", headers={"x-trace": "t"})
+    assert (r.status_code, r.text) == (201, "/x?y=1|t|relay")
+    address = p.view(fn)["address"]
+    await p.delete(unique_id)
+    assert address not in lo_faas()

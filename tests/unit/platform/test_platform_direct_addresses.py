@@ -51,8 +51,8 @@ def test_pools_outside_loopback_are_refused(pool: str) -> None:
 
 
 def test_eligibility() -> None:
-    assert eligible(fn("a")) and eligible(fn("b", runtime="node"))
-    assert not eligible(fn("c", runtime="exec")) and not eligible(fn("d", runtime="http"))
+    assert eligible(fn("a")) and eligible(fn("b", runtime="node")) and eligible(fn("d", runtime="http"))
+    assert not eligible(fn("c", runtime="exec"))
     assert not eligible(fn("e", mode="ephemeral")) and not eligible(fn("f", mode="checkpointed"))
 
 
