@@ -94,9 +94,7 @@ class _Held:
 
 
 class DirectAddresses:
-    def __init__(
-        self, db: Database, pool: str, port: int, *, lo: LoopbackAddresses | None = None
-    ) -> None:
+    def __init__(self, db: Database, pool: str, port: int, *, lo: LoopbackAddresses | None = None) -> None:
         self.db = db
         self.pool = parse_pool(pool)
         self.port = port
