@@ -78,6 +78,8 @@ BENCHMARKS: dict[str, tuple[list[str], str, Callable[[dict[str, Any]], list[Row]
                   "snapshots.json", _snapshot_rows),
     "image_import": (["--rounds", "2", "--run-n", "5", "--json", "{json}"], "image_import.json",
                      rows_from_json),
+    "load": (["--levels", "1,8,64", "--seconds-per-level", "1", "--json", "{json}"], "load.json",
+             rows_from_json),
 }
 
 

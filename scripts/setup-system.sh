@@ -16,6 +16,8 @@ APT_PACKAGES=(
   nodejs gcc libc6-dev postgresql
   # registry tests: a real OCI registry (htpasswd from apache2-utils), a static busybox for test images
   docker-registry apache2-utils busybox-static
+  # native load generators for bench/load.py
+  wrk hey
   # CRIU runtime libraries
   libprotobuf-c1 libnl-3-200 libnet1 libcap2 libbsd0 libgnutls30 libnftables1 libuuid1
 )

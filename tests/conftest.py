@@ -19,6 +19,7 @@ import pytest
 from faasd.config import Settings
 from faasd.runtime import SandboxManager
 from faasd.testing.leaks import sandbox_manager
+from faasd.testing.server import private_direct_pool
 
 # The user-facing plugin (faasd_platform fixture ...) is loaded here rather than through its entry point
 # ("-p no:faasd" in pyproject), so that coverage is already measuring when faasd is first imported.
@@ -64,6 +65,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         run_dir=base / "run",
         cache_dir=Path(os.environ.get("FAASD_TEST_CACHE_DIR", "/var/cache/faasd")),
         auth=False,
+        direct_pool=private_direct_pool(),
     )
     for d in (s.data_dir, s.run_dir):
         d.mkdir(parents=True, exist_ok=True)

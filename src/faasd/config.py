@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     """Deploy, execute and instances pull an image that is not in the store from its registry."""
     runsc_binary: str = "runsc"
     criu_binary: str = "criu"
+    direct_pool: str = "127.77.0.0/16"
+    """Direct function addresses are taken from this range (must lie inside 127.0.0.0/8; added to
+    ``lo`` with the label ``lo:faas``). Empty: functions get no direct address."""
+    direct_port: int = 80
+    """The TCP port every direct function address listens on."""
 
     @cached_property
     def db_url(self) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
@@ -154,6 +153,8 @@ async def forward_http(
     url = f"http://127.0.0.1:{host_port}/{path}"
     if request.url.query:
         url += "?" + request.url.query
+    import httpx  # only the instance proxy needs an HTTP client: not loaded at daemon start
+
     try:
         async with httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0)) as client:
             resp = await client.request(request.method, url, content=body, headers=headers)

@@ -130,7 +130,7 @@ def ls(ctx: typer.Context, json_: Json = False) -> None:
         out.print_json(functions)
         return
     out.print_table(
-        ["NAME", "IMAGE", "RUNTIME", "MODE", "REPLICAS", "BUSY", "QUEUED", "SCALE", "CREATED"],
+        ["NAME", "IMAGE", "RUNTIME", "MODE", "REPLICAS", "BUSY", "QUEUED", "SCALE", "ADDRESS", "CREATED"],
         [_row(f) for f in sorted(functions, key=lambda f: f.name)],
         empty="no functions deployed; try `faas deploy NAME --image REF`",
     )
@@ -149,6 +149,7 @@ def _row(f: Function) -> list[Any]:
         st.busy if st else None,
         st.queued if st else None,
         bounds,
+        f.address,
         f.created_at,
     ]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -14,7 +14,9 @@ from rich.table import Table
 
 from faasd.config import Settings
 from faasd.errors import FaasdError
-from faasd.images import ImageStore, ProgressEvent
+
+if TYPE_CHECKING:  # the image store is loaded by the image commands only, not by every `faas` command
+    from faasd.images import ImageStore, ProgressEvent
 
 image_app = typer.Typer(
     name="image", help="Import, list, inspect and remove images in the local store.", no_args_is_help=True
@@ -24,6 +26,8 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 
 def _store() -> ImageStore:
+    from faasd.images import ImageStore
+
     return ImageStore(Settings())
 
 
@@ -49,6 +53,8 @@ class _Bar:
         self.task = progress.add_task(label, total=None)
 
     def __call__(self, ev: ProgressEvent | object, message: str | None = None) -> None:
+        from faasd.images import ProgressEvent
+
         if message is not None:  # faasd.images.base reports (phase, message)
             self.progress.update(self.task, description=f"{ev}: {message}")
         elif isinstance(ev, ProgressEvent):

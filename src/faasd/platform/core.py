@@ -13,6 +13,7 @@ from sqlalchemy import select
 from faasd.config import Settings
 from faasd.errors import FaasdError, InvalidInputError, NotFoundError
 from faasd.images.store import ImageStore
+from faasd.platform.addresses import DirectAddresses
 from faasd.platform.capacity import check_disk_limit
 from faasd.platform.exec_pool import WarmExecPool
 from faasd.platform.execute import ExecuteService, ImageStoreLike, SandboxRunner
@@ -126,6 +127,13 @@ class Platform:
                 snapshots=self.snapshots,
             )
         self.jobs = JobService(self)
+        self.addresses: DirectAddresses | None = (
+            DirectAddresses(self.db, settings.direct_pool, settings.direct_port)
+            if settings.direct_pool and isinstance(sandboxes, SandboxManager)
+            else None
+        )
+        """Direct function addresses on ``lo`` (None when turned off or without real sandboxes)."""
+        self.runner.direct = self.addresses
         self.started = False
         self.started_at = time.time()
 
@@ -176,6 +184,11 @@ class Platform:
             log.info(
                 "removed %d orphaned sandbox(es): %s", len(report.orphans_removed), report.orphans_removed
             )
+        if self.addresses is not None:  # after the orphans: they held the old listening sockets
+            try:
+                await self.addresses.reconcile(self.functions.list())
+            except FaasdError as exc:
+                log.error("reconciling direct addresses failed: %s", exc.message)
         return report
 
     async def _drop_execute_instances(self) -> None:
@@ -189,9 +202,23 @@ class Platform:
                 except FaasdError as exc:
                     log.warning("could not delete leftover execute workspace %s: %s", inst.id, exc.message)
 
+    async def _assign_address(self, fn: Function) -> None:
+        if self.addresses is None:
+            return
+        try:
+            address = await self.addresses.assign(fn)
+        except FaasdError as exc:
+            log.error("function %s gets no direct address: %s", fn.name, exc.message)
+            address = None
+        if address is not None:
+            self.runner.watch_direct(fn)
+        else:
+            self.runner.unwatch_direct(fn.name)
+
     async def start(self) -> ReconcileReport:
         report = await self.reconcile()
         for fn in self.functions.list():
+            await self._assign_address(fn)
             if fn.mode in POOLED_MODES and fn.scale_min > 0:
                 await self.runner.pool_for(fn)  # pre-warms in the background
         self.executions.start()
@@ -207,6 +234,8 @@ class Platform:
         if self.instances is not None:
             await self.instances.close()
         await self.runner.close()
+        if self.addresses is not None:
+            await self.addresses.close()
         if self.snapshots is not None:
             await self.snapshots.close()
         # invocations cancelled while the pools closed record their failure after executions.stop()
@@ -215,11 +244,15 @@ class Platform:
 
     # -- function operations ------------------------------------------------------------------
     def view(self, fn: Function) -> dict[str, Any]:
-        return function_dict(fn, self.runner.status(fn))
+        out = function_dict(fn, self.runner.status(fn))
+        out["address"] = self.addresses.address_of(fn.name) if self.addresses is not None else None
+        out["direct_url"] = self.addresses.url_of(fn.name) if self.addresses is not None else None
+        return out
 
     async def deploy(self, spec: FunctionSpec) -> Function:
         await self.ensure_image(spec.image)
         fn = self.functions.create(spec)
+        await self._assign_address(fn)
         if fn.mode in POOLED_MODES and fn.scale_min > 0:
             await self.runner.pool_for(fn)
         return fn
@@ -232,6 +265,7 @@ class Platform:
         if self.snapshots is not None:
             await self.snapshots.invalidate(name)
         await self._forget_source_image(name, old_image)
+        await self._assign_address(fn)
         if fn.mode in POOLED_MODES and fn.scale_min > 0:
             await self.runner.pool_for(fn)
         return fn
@@ -240,6 +274,8 @@ class Platform:
         old_image = self.functions.get(name).image
         self.functions.delete(name)
         await self.runner.drop(name)
+        if self.addresses is not None:
+            await self.addresses.release(name)
         if self.snapshots is not None:
             await self.snapshots.invalidate(name)
         await self._forget_source_image(name, old_image)

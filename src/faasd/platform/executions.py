@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-import httpx
 from sqlalchemy import Table, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -394,6 +393,7 @@ class ExecutionService:
         self.journal = ExecutionJournal(db)
         """Write-behind for sync/stream execution records (see :class:`ExecutionJournal`)."""
         self._fn_query = select(Function.__table__).where(Function.__table__.c.name == bindparam("name"))
+        self._fn_cache: dict[str, tuple[int, Function]] = {}
 
     # -- records ------------------------------------------------------------------------------
     def get(self, execution_id: str) -> Execution:
@@ -510,12 +510,22 @@ class ExecutionService:
         session's cost) into a detached :class:`Function`. Not through a session on purpose: that would
         flush the journal on every request and defeat its batching (only ``invocation_count`` /
         ``updated_at`` may lag here, and an invocation reads neither). Unknown names go through
-        :meth:`FunctionService.get`, which raises the 404."""
+        :meth:`FunctionService.get`, which raises the 404. Records are cached until the function service
+        changes any function (its ``generation``), so the warm path reads no database at all."""
+        generation = self.functions.generation
+        cached = self._fn_cache.get(name)
+        if cached is not None and cached[0] == generation:
+            return cached[1]
         with self.db.engine.connect() as conn:
             row = conn.execute(self._fn_query, {"name": name}).first()
         if row is None:
+            self._fn_cache.pop(name, None)
             return self.functions.get(name)
-        return Function(**row._mapping)
+        fn = Function(**row._mapping)
+        if len(self._fn_cache) > 4096:
+            self._fn_cache.clear()
+        self._fn_cache[name] = (generation, fn)
+        return fn
 
     # -- the invocation itself ----------------------------------------------------------------
     async def _invoke_on(self, handle: Handle, inv: Invocation) -> tuple[InvocationResult, float]:
@@ -751,6 +761,8 @@ class ExecutionService:
         }
         body = ex.result_body if ex.result_body is not None else (ex.error or "").encode()
         delay = 0.5
+        import httpx  # only executions with a callback URL need an HTTP client
+
         async with httpx.AsyncClient(timeout=self.callback_timeout_s) as client:
             for attempt in range(3):
                 try:

@@ -286,6 +286,9 @@ class FunctionService:
         """Isolation of functions deployed without one (the daemon's ``Settings.isolation``)."""
         self.disk_check: Callable[[int], None] | None = None
         """Raises :class:`faasd.errors.DiskLimitTooLargeError` for a disk limit the host cannot hold."""
+        self.generation = 0
+        """Bumped by every change this service makes to a function record (create/update/delete/scale):
+        readers may cache records for as long as it stays the same."""
 
     def _validate(self, spec: FunctionSpec) -> None:
         spec.check()
@@ -312,6 +315,7 @@ class FunctionService:
                 )
             fn = Function(name=spec.name)
             _apply(fn, spec)
+            self.generation += 1
             s.add(fn)
             s.flush()
             s.refresh(fn)
@@ -326,6 +330,7 @@ class FunctionService:
             if fn is None:
                 raise NotFoundError(f"function {name!r} does not exist; create it first", name=name)
             _apply(fn, spec)
+            self.generation += 1
             s.flush()
             s.refresh(fn)
             return fn
@@ -346,6 +351,7 @@ class FunctionService:
             fn = s.get(Function, name)
             if fn is None:
                 raise NotFoundError(f"function {name!r} does not exist", name=name)
+            self.generation += 1
             s.delete(fn)
 
     def set_scale(self, name: str, *, min: int | None = None, max: int | None = None) -> Function:
@@ -361,6 +367,7 @@ class FunctionService:
                     f"got min={new_min} max={new_max}"
                 )
             fn.scale_min, fn.scale_max = new_min, new_max
+            self.generation += 1
             s.flush()
             s.refresh(fn)
             return fn

@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 from faasd.config import Settings
 from faasd.errors import InvalidInputError, NotFoundError, RegistryAuthError, RegistryError
 from faasd.images.models import Image
-from faasd.images.registry import Puller, PullProgress, Pusher, PushResult, options_from_settings
+from faasd.images.registry import options_from_settings
 from faasd.images.registry.reference import parse
 from faasd.images.store import ImageStore
 from faasd.platform.errors import UnavailableError
+
+if TYPE_CHECKING:  # the registry client needs httpx: imported when a pull or push really happens
+    from faasd.images.registry.pull import Puller, PullProgress
+    from faasd.images.registry.push import PushResult
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +48,8 @@ class ImageEnsurer:
         return self.store
 
     def puller(self) -> Puller:
+        from faasd.images.registry.pull import Puller
+
         return Puller(self._real_store(), options_from_settings(self.settings))
 
     async def pull(self, ref: str, progress: PullProgress | None = None) -> Image:
@@ -53,6 +60,8 @@ class ImageEnsurer:
 
     async def push(self, ref: str, source: str | None = None) -> PushResult:
         """Push the local image ``source`` (default: the one named ``ref``) to ``ref``."""
+        from faasd.images.registry.push import Pusher
+
         return await Pusher(self._real_store(), options_from_settings(self.settings)).push(ref, source)
 
     async def ensure(self, ref: str) -> None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from faasd.errors import CapacityError
+from faasd.errors import CapacityError, FaasdError
+from faasd.platform.addresses import DirectAddresses
 from faasd.platform.functions import isolation_of, network_of
 from faasd.platform.metrics import Metrics
 from faasd.platform.pools import Lease, PoolConfig, WarmPool
@@ -116,15 +119,74 @@ class FunctionRunner:
         self._retired: list[WarmPool] = []
         self.starters: dict[str, ModeStarter] = {}
         """Per-mode worker start (``checkpointed``/``branched``: set by the snapshot service)."""
+        self.direct: DirectAddresses | None = None
+        """Direct function addresses (set by the platform when enabled)."""
+        self._direct_fns: dict[str, Function] = {}
+        self._armed: set[str] = set()
+        self._bg: set[asyncio.Task[None]] = set()
 
     def _on_pool_change(self, pool: WarmPool) -> None:
         st = pool.stats()
         self.metrics.pool_workers.labels(pool.name, "busy").set(st.busy)
         self.metrics.pool_workers.labels(pool.name, "idle").set(st.idle)
         self.metrics.pool_queue.labels(pool.name).set(st.queued)
+        if pool.name in self._direct_fns:
+            self._arm_direct(pool.name, st.replicas + st.starting == 0 and not pool.closed)
 
     def _starter(self, fn: Function) -> WorkerConfig:
-        return worker_config(fn, self.secrets.values(list(fn.secrets)) if fn.secrets else {})
+        config = worker_config(fn, self.secrets.values(list(fn.secrets)) if fn.secrets else {})
+        listener = self.direct.listener(fn.name) if self.direct is not None else None
+        return dataclasses.replace(config, direct_listener=listener) if listener is not None else config
+
+    # -- direct addresses: a function scaled to zero starts a worker when a client connects -------------
+    def watch_direct(self, fn: Function) -> None:
+        """``fn`` has a direct address: while it has no worker, the daemon watches the listening socket
+        and starts one when a connection waits (the connection is accepted by that worker)."""
+        self._direct_fns[fn.name] = fn
+        pool = self.pools.get(fn.name)
+        st = pool.stats() if pool is not None and not pool.closed else None
+        self._arm_direct(fn.name, st is None or st.replicas + st.starting == 0)
+
+    def unwatch_direct(self, name: str) -> None:
+        self._arm_direct(name, False)
+        self._direct_fns.pop(name, None)
+
+    def _arm_direct(self, name: str, arm: bool) -> None:
+        listener = self.direct.listener(name) if self.direct is not None else None
+        if arm == (name in self._armed):
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if arm and listener is not None:
+            loop.add_reader(listener.fileno(), self._direct_waiting, name, listener)
+            self._armed.add(name)
+        elif not arm:
+            self._armed.discard(name)
+            if listener is not None:
+                with contextlib.suppress(ValueError, OSError):
+                    loop.remove_reader(listener.fileno())
+
+    def _direct_waiting(self, name: str, listener: object) -> None:
+        self._arm_direct(name, False)
+        task = asyncio.create_task(self._wake(name))
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+
+    async def _wake(self, name: str) -> None:
+        fn = self._direct_fns.get(name)
+        if fn is None:
+            return
+        try:
+            pool = await self.pool_for(fn)
+            lease = await pool.acquire(fn.timeout_s)
+            await pool.release(lease)
+        except FaasdError as exc:
+            log.warning("could not start a worker for %s's direct address: %s", name, exc.message)
+            await asyncio.sleep(1.0)  # do not spin on a function that cannot start
+            if name in self._direct_fns:
+                self.watch_direct(fn)
 
     async def pool_for(self, fn: Function) -> WarmPool:
         async with self._lock:
@@ -215,6 +277,7 @@ class FunctionRunner:
 
     async def drop(self, name: str) -> None:
         """Retire a function's pool (update/delete): idle workers stop now, busy ones after their request."""
+        self.unwatch_direct(name)
         async with self._lock:
             pool = self.pools.pop(name, None)
             self._ephemeral.pop(name, None)
@@ -226,6 +289,10 @@ class FunctionRunner:
         self.metrics.forget_function(name)
 
     async def close(self) -> None:
+        for name in list(self._direct_fns):
+            self.unwatch_direct(name)
+        for task in list(self._bg):
+            task.cancel()
         async with self._lock:
             pools, self.pools = list(self.pools.values()), {}
             pools += self._retired

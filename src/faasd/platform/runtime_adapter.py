@@ -204,6 +204,7 @@ class RuntimeWorkerFactory:
             ),
             network=function_network(config.network),
             runtime=oci_runtime(config.isolation),
+            direct_listener=config.direct_listener,
         )
         sandbox_id = spec.new_sandbox_id()
         spec.sandbox_id = sandbox_id

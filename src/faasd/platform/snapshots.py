@@ -274,6 +274,8 @@ class SnapshotService:
         worker = pw.worker
         if not worker.alive:
             raise ConflictError(f"sandbox {worker.id} is not running; it cannot be snapshotted")
+        if worker.direct:  # its direct-address socket belongs to the host's netns: not into the image
+            await worker.unlisten()
         info = dict(self._info.get(pw.id) or worker_info(worker))
         meta = SnapshotMeta(
             function=function or info.get("function"),

@@ -7,6 +7,7 @@ the runtime: the real implementation (:mod:`faasd.platform.runtime_adapter`) wra
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
@@ -80,6 +81,8 @@ class WorkerConfig:
     """``none`` (own loopback only) or ``egress`` (outgoing connections through NAT)."""
     isolation: str = "runc"
     """``runc`` or ``gvisor`` (the worker's sandbox runs under runsc)."""
+    direct_listener: socket.socket | None = field(default=None, compare=False)
+    """The function's direct-address listening socket (host netns), handed into the sandbox."""
 
 
 @runtime_checkable

@@ -296,6 +296,10 @@ class AgentClient:
             header["seed"] = seed
         return await self._exchange(header, b"", timeout_s)
 
+    async def unlisten(self, timeout_s: float = 10.0) -> dict[str, Any]:
+        """Make the agent close its direct-address listening socket (see ``faasd.runtime.direct``)."""
+        return await self._exchange({"type": "unlisten"}, b"", timeout_s)
+
     async def invoke(self, request: InvokeRequest, *, fork: bool | None = None) -> InvokeResult:
         result: InvokeResult | None = None
         async for event in self.invoke_stream(request, fork=fork):

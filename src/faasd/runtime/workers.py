@@ -30,15 +30,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-
-import httpcore
-import httpx
+from typing import TYPE_CHECKING, Any, Literal
 
 from faasd.errors import (
     ConflictError,
@@ -69,9 +67,13 @@ from faasd.runtime.agent_files import (
     node_agent_args,
     python_agent_args,
 )
+from faasd.runtime.direct import HANDOVER_SOCKET_IN_CONTAINER, Handover
 from faasd.runtime.models import BindMount, ExitStatus, ImageConfigLike, Limits, NetworkSpec, SandboxSpec
 from faasd.runtime.proxy import open_connection_in_netns
 from faasd.runtime.sandbox import Sandbox, SandboxManager, pids_limit_hit
+
+if TYPE_CHECKING:  # http-mode only: imported when such a worker starts (faasd.runtime.netns_http)
+    import httpx
 
 __all__ = [
     "FunctionError",
@@ -157,6 +159,14 @@ class WorkerSpec:
     ready_timeout_s: float = 30.0
     max_response_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
+    direct_listener: socket.socket | None = None
+    """python/node/http: a listening socket (the function's direct address, bound by the host) passed
+    into the sandbox over SCM_RIGHTS; the agent serves HTTP on it (http mode: ``faasd-init`` relays its
+    connections to ``port`` inside the sandbox). Shared by all workers of a function."""
+
+    @property
+    def direct(self) -> bool:
+        return self.direct_listener is not None and self.mode in ("python", "node", "http")
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -198,12 +208,17 @@ class WorkerSpec:
                 fork=self.fork_per_request,
                 python=self.interpreter or "python3",
             )
+            if self.direct:
+                args += ["--direct-socket", HANDOVER_SOCKET_IN_CONTAINER]
+                if self.limits.timeout_s:
+                    args += ["--direct-timeout-s", str(self.limits.timeout_s)]
             mounts.append(agent_mount())
         elif self.mode == "node":
             # Node does not reap orphaned processes: faasd-init is PID 1 and runs the agent as its child.
             args = [
                 INIT_IN_CONTAINER,
                 "--main",
+                *(["--listen-fd-from", HANDOVER_SOCKET_IN_CONTAINER] if self.direct else []),
                 "--",
                 *node_agent_args(
                     handler,
@@ -212,11 +227,24 @@ class WorkerSpec:
                     node=self.interpreter or "node",
                 ),
             ]
+            if self.direct and self.limits.timeout_s:
+                args += ["--direct-timeout-s", str(self.limits.timeout_s)]
             mounts.append(agent_mount())
         elif self.mode == "exec":
             args = [INIT_IN_CONTAINER]
         else:
             args = list(self.command) if self.command else None
+            if self.direct:  # faasd-init takes the socket and relays it to the server's port
+                args = [
+                    INIT_IN_CONTAINER,
+                    "--main",
+                    "--listen-fd-from",
+                    HANDOVER_SOCKET_IN_CONTAINER,
+                    "--forward",
+                    str(self.port),
+                    "--",
+                    *self._exec_command(),
+                ]
             if network.mode == "none":
                 network = NetworkSpec(mode="loopback-proxy", ports=(self.port,))
         return SandboxSpec(
@@ -245,7 +273,7 @@ async def start_worker(manager: SandboxManager, spec: WorkerSpec) -> Worker:
     spec.validate()
     started = time.perf_counter()
     extra: list[BindMount] = []
-    if spec.mode in ("exec", "node"):
+    if spec.mode in ("exec", "node") or (spec.mode == "http" and spec.direct):
         extra.append(await asyncio.to_thread(init_mount, manager.settings))
     sandbox_id = spec.sandbox_id or spec.new_sandbox_id()
     sandbox_spec = spec.sandbox_spec(sandbox_id, extra)
@@ -260,14 +288,30 @@ async def start_worker(manager: SandboxManager, spec: WorkerSpec) -> Worker:
             ) from exc
         raise
     worker: Worker | None = None
+    handover: Handover | None = None
+    handing: asyncio.Task[None] | None = None
     try:
+        if spec.direct and spec.direct_listener is not None:
+            user = getattr(sb, "user", None)
+            owner = (user.uid, user.gid) if user is not None else None
+            handover = Handover(_io_dir(sb), spec.direct_listener, owner)
+            handing = asyncio.create_task(handover.send())
         await sb.start()
         worker = Worker(spec, sb)
         await worker._wait_ready(spec.ready_timeout_s)
+        if handing is not None:
+            # The agent (faasd-init for node) takes the socket before it loads the handler: done by now.
+            await asyncio.wait_for(asyncio.shield(handing), 5.0)
+            worker.direct = True
     except BaseException:
         with contextlib.suppress(Exception):
             await asyncio.shield(worker.close() if worker is not None else sb.destroy())
         raise
+    finally:
+        if handing is not None and not handing.done():
+            handing.cancel()
+        if handover is not None:
+            handover.close()
     worker.init_ms = round((time.perf_counter() - started) * 1000, 3)
     return worker
 
@@ -283,6 +327,8 @@ class Worker:
         self.created_at = time.monotonic()
         self.last_used_at: float | None = None
         self.pong: dict[str, Any] | None = None
+        self.direct = False
+        """True while the sandbox serves the function's direct address (received its listening socket)."""
         self._closed = False
         self._dead_reason: str | None = None
         self._lock = asyncio.Lock()
@@ -297,6 +343,10 @@ class Worker:
                 max_output_bytes=spec.max_output_bytes,
             )
         elif spec.mode == "http":
+            import httpx
+
+            from faasd.runtime.netns_http import NetnsTransport
+
             self._http = httpx.AsyncClient(transport=NetnsTransport(sandbox), timeout=None)
 
     @classmethod
@@ -394,6 +444,8 @@ class Worker:
         # exec: faasd-init is ready once started; a broken command shows at the first request
 
     async def _wait_http_ready(self, timeout_s: float) -> None:
+        import httpx
+
         deadline = time.monotonic() + timeout_s
         delay = 0.002
         last = "nothing is listening yet"
@@ -405,7 +457,7 @@ class Worker:
                 )
             try:
                 if self.spec.readiness_path is None:
-                    _, writer = await _open_connection(self.sandbox, self.spec.port, "127.0.0.1", 1.0)
+                    _, writer = await open_sandbox_connection(self.sandbox, self.spec.port, "127.0.0.1", 1.0)
                     writer.close()
                     with contextlib.suppress(Exception):
                         await writer.wait_closed()
@@ -644,6 +696,8 @@ class Worker:
     async def _invoke_http(self, request: InvokeRequest) -> AsyncIterator[InvokeEvent]:
         """Forward the request; yield the response body as ``StreamChunk("body", ...)`` while it arrives
         (server-sent events, long responses), then the result (with the whole body)."""
+        import httpx
+
         assert self._http is not None
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP]
         started = time.perf_counter()
@@ -690,6 +744,8 @@ class Worker:
         )
 
     def _url(self, path: str, query: str) -> httpx.URL:
+        import httpx
+
         return httpx.URL(
             scheme="http",
             host="127.0.0.1",
@@ -709,6 +765,21 @@ class Worker:
             return {"type": "ack", "of": "restored", "hooks_run": 0, "hook_errors": []}
         async with self._lock:
             return await self._client.notify_restored(seed=seed)
+
+    async def unlisten(self) -> None:
+        """Make the agent close its copy of the direct-address socket (before a checkpoint: the socket
+        belongs to the host's network namespace). This worker keeps serving the gateway."""
+        if not self.direct:
+            return
+        if self._client is None:
+            raise ConflictError(
+                f"worker {self.id} relays the function's direct address through faasd-init and cannot give "
+                "the socket back; an http-mode function with a direct address cannot be snapshotted"
+            )
+        self._check_usable()
+        async with self._lock:
+            await self._client.unlisten()
+        self.direct = False
 
     async def ping(self) -> dict[str, Any]:
         self._check_usable()
@@ -754,7 +825,7 @@ def _pid_running(pid: int) -> bool:
     return state not in (b"Z", b"X")
 
 
-async def _open_connection(
+async def open_sandbox_connection(
     sandbox: Sandbox, port: int, host: str, timeout_s: float
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     if hasattr(sandbox, "open_connection"):
@@ -782,133 +853,3 @@ def _looks_like_missing_command(exit_code: int, stderr: bytes) -> bool:
         or "executable file not found" in text
         or ("no such file or directory" in text and "runc" in text)
     )
-
-
-class _StreamAdapter(httpcore.AsyncNetworkStream):
-    """httpcore's view of an asyncio connection opened inside a sandbox's netns."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader = reader
-        self._writer = writer
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        try:
-            return await asyncio.wait_for(self._reader.read(max_bytes), timeout)
-        except TimeoutError:
-            raise httpcore.ReadTimeout("timed out reading from the function") from None
-        except OSError as exc:
-            raise httpcore.ReadError(str(exc)) from None
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        if not buffer:
-            return
-        try:
-            self._writer.write(buffer)
-            await asyncio.wait_for(self._writer.drain(), timeout)
-        except TimeoutError:
-            raise httpcore.WriteTimeout("timed out writing to the function") from None
-        except OSError as exc:
-            raise httpcore.WriteError(str(exc)) from None
-
-    async def aclose(self) -> None:
-        self._writer.close()
-        with contextlib.suppress(Exception):
-            await self._writer.wait_closed()
-
-    def get_extra_info(self, info: str) -> Any:
-        return None
-
-
-class _NetnsBackend(httpcore.AsyncNetworkBackend):
-    def __init__(self, sandbox: Sandbox) -> None:
-        self.sandbox = sandbox
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Any = None,
-    ) -> httpcore.AsyncNetworkStream:
-        try:
-            reader, writer = await _open_connection(self.sandbox, port, host, timeout or 5.0)
-        except TimeoutError:
-            raise httpcore.ConnectTimeout(
-                f"connecting to port {port} in sandbox {self.sandbox.id} timed out"
-            ) from None
-        except OSError as exc:
-            raise httpcore.ConnectError(f"port {port} in sandbox {self.sandbox.id}: {exc}") from None
-        return _StreamAdapter(reader, writer)
-
-    async def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Any = None
-    ) -> httpcore.AsyncNetworkStream:
-        raise httpcore.ConnectError("unix sockets are not supported by the netns transport")
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
-
-class NetnsTransport(httpx.AsyncBaseTransport):
-    """An httpx transport whose connections are opened inside a sandbox's network namespace.
-
-    No keep-alive: every request gets its own connection, closed afterwards, so nothing stays connected
-    between requests (a CRIU checkpoint must not see an established connection).
-    """
-
-    def __init__(self, sandbox: Sandbox) -> None:
-        self._pool = httpcore.AsyncConnectionPool(
-            network_backend=_NetnsBackend(sandbox), max_keepalive_connections=0, http1=True, http2=False
-        )
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        assert isinstance(request.stream, httpx.AsyncByteStream)
-        req = httpcore.Request(
-            method=request.method,
-            url=httpcore.URL(
-                scheme=request.url.raw_scheme,
-                host=request.url.raw_host,
-                port=request.url.port,
-                target=request.url.raw_path,
-            ),
-            headers=request.headers.raw,
-            content=request.stream,
-            extensions=request.extensions,
-        )
-        try:
-            resp = await self._pool.handle_async_request(req)
-        except httpcore.TimeoutException as exc:
-            raise httpx.TimeoutException(str(exc), request=request) from exc
-        except httpcore.ConnectError as exc:
-            raise httpx.ConnectError(str(exc), request=request) from exc
-        except httpcore.NetworkError as exc:
-            raise httpx.NetworkError(str(exc), request=request) from exc
-        except httpcore.ProtocolError as exc:
-            raise httpx.RemoteProtocolError(str(exc), request=request) from exc
-        return httpx.Response(
-            status_code=resp.status,
-            headers=resp.headers,
-            stream=_ResponseStream(resp),
-            extensions=resp.extensions,
-        )
-
-    async def aclose(self) -> None:
-        await self._pool.aclose()
-
-
-class _ResponseStream(httpx.AsyncByteStream):
-    def __init__(self, resp: httpcore.Response) -> None:
-        self._resp = resp
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
-            async for part in self._resp.aiter_stream():
-                yield part
-        except httpcore.TimeoutException as exc:
-            raise httpx.ReadTimeout(str(exc)) from exc
-        except httpcore.NetworkError as exc:
-            raise httpx.ReadError(str(exc)) from exc
-
-    async def aclose(self) -> None:
-        await self._resp.aclose()

@@ -84,6 +84,10 @@ class Function(FunctionSpec):
     updated_at: datetime | None = None
     invocation_count: int | None = None
     status: PoolStatus | None = None
+    address: str | None = None
+    """The function's direct address on the daemon host's loopback (``lo:faas``), or None."""
+    direct_url: str | None = None
+    """``http://<address>[:port]/``: plain HTTP straight to the function's workers, no gateway."""
 
     def spec(self) -> FunctionSpec:
         """The deployable part, e.g. to change a field and ``update()``."""

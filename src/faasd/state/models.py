@@ -137,3 +137,16 @@ class LogLine(Base):
     stream: Mapped[str] = mapped_column(String(8))
     text: Mapped[str] = mapped_column(Text)
     timestamp: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FunctionAddress(Base):
+    """Which function holds which direct address (``lo:faas``): the registry of direct addresses.
+
+    A table of its own (not a column of ``functions``) so databases created before direct addresses
+    get it from ``create_all`` without a migration."""
+
+    __tablename__ = "function_addresses"
+
+    function: Mapped[str] = mapped_column(String(63), primary_key=True)
+    address: Mapped[str] = mapped_column(String(15), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

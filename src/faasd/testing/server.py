@@ -9,7 +9,9 @@ Used by the pytest plugin, usable on its own::
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
+import random
 import shutil
 import signal
 import socket
@@ -39,6 +41,24 @@ def free_port() -> int:
         return port
 
 
+def private_direct_pool() -> str:
+    """A random /24 of 127.0.0.0/8 for a test daemon's direct function addresses: never the default
+    pool (127.77.0.0/16) of a real daemon on the same host, whose addresses start-up reconciliation would
+    otherwise take for stale ones."""
+    return f"127.{random.randint(100, 199)}.{random.randint(0, 255)}.0/24"
+
+
+def remove_direct_addresses(pool: str) -> list[str]:
+    """Remove the ``lo:faas`` addresses inside ``pool`` (what a killed test daemon left); returns them."""
+    from faasd.runtime import loaddr
+
+    net = ipaddress.IPv4Network(pool)
+    left = [a for a in loaddr.list_labelled() if ipaddress.IPv4Address(a) in net]
+    for a in left:
+        loaddr.remove(a)
+    return left
+
+
 def missing_requirements() -> str | None:
     """Why a local daemon cannot run real sandboxes here, or None when it can."""
     if os.geteuid() != 0:
@@ -62,6 +82,8 @@ class FaasdServer:
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    direct_pool: str | None = None
+    """The private direct-address pool of a daemon we started (its leftovers are removed on stop)."""
 
     @property
     def data_dir(self) -> Path | None:
@@ -118,6 +140,7 @@ class FaasdServer:
             "FAASD_HOST": "127.0.0.1",
             "FAASD_PORT": str(port),
             "FAASD_AUTH": "true" if auth else "false",
+            "FAASD_DIRECT_POOL": (env or {}).get("FAASD_DIRECT_POOL", private_direct_pool()),
         }
         for d in ("data", "run"):
             (base / d).mkdir()
@@ -125,6 +148,7 @@ class FaasdServer:
         server = cls(
             url=f"http://127.0.0.1:{port}", api_key=None, base_dir=base, log_path=log_path, extra_env=extra
         )
+        server.direct_pool = extra["FAASD_DIRECT_POOL"] or None
         with log_path.open("wb") as log:
             server.process = subprocess.Popen(
                 [sys.executable, "-m", "faasd.daemon"],
@@ -180,6 +204,10 @@ class FaasdServer:
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(10)
         base, self.base_dir = self.base_dir, None
+        pool, self.direct_pool = self.direct_pool, None
+        if pool is not None and proc is not None:  # a daemon killed with SIGKILL cannot clean lo itself
+            with contextlib.suppress(Exception):
+                remove_direct_addresses(pool)
         leaked: list[str] = []
         if base is not None:
             leaked = remove_containers(base / "run" / "runc")

@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from faasd.config import Settings
+from faasd.testing.server import private_direct_pool
 
 MAX_PAYLOAD = 64 * 1024
 HANDLER = "def handle(event, context=None):\n    return event.body if hasattr(event, 'body') else event\n"
@@ -91,7 +92,12 @@ def fuzz_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzDaemon
         ],
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
-        env={**os.environ, "FAASD_MAX_PAYLOAD_BYTES": str(MAX_PAYLOAD), "FAASD_LOG_LEVEL": "INFO"},
+        env={
+            **os.environ,
+            "FAASD_MAX_PAYLOAD_BYTES": str(MAX_PAYLOAD),
+            "FAASD_LOG_LEVEL": "INFO",
+            "FAASD_DIRECT_POOL": private_direct_pool(),  # never a real daemon's lo:faas addresses
+        },
     )
     d = FuzzDaemon(settings, f"http://127.0.0.1:{port}", log, proc)
     try:

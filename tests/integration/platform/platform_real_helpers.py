@@ -37,6 +37,19 @@ def assert_no_leaks(settings: Settings) -> None:
         assert list(settings.sandboxes_dir.iterdir()) == []
     mounts = Path("/proc/self/mounts").read_text()
     assert str(settings.run_dir) not in mounts
+    assert direct_addresses_left(settings) == []
+
+
+def direct_addresses_left(settings: Settings) -> list[str]:
+    """``lo:faas`` addresses inside this test's private direct pool that are still on ``lo``."""
+    import ipaddress
+
+    from faasd.runtime import loaddr
+
+    if not settings.direct_pool:
+        return []
+    net = ipaddress.IPv4Network(settings.direct_pool)
+    return sorted(a for a in loaddr.list_labelled() if ipaddress.IPv4Address(a) in net)
 
 
 def build_function_image(settings: Settings, ref: str, tmp: Path) -> object:

@@ -165,6 +165,7 @@ function parseArgs(argv) {
     else if (a === '--handler') args.handler = next();
     else if (a === '--code-dir') args.codeDir = next();
     else if (a === '--function-name') args.functionName = next();
+    else if (a === '--direct-timeout-s') args.directTimeoutS = Number(next()) || null;
     else if (a === '--fork') { /* not supported by the node agent: in-process only */ }
     else throw new Error(`unknown argument ${a}`);
   }
@@ -275,6 +276,63 @@ class Agent {
     });
   }
 
+  // Direct function address: faasd-init received the host's listening socket over SCM_RIGHTS and
+  // passed it as fd FAASD_LISTEN_FD. Requests are served over HTTP/1.1 (keep-alive) one at a time,
+  // queued with the agent socket's invocations; their output goes to the sandbox's log.
+  serveDirect(fd) {
+    const http = require('http');
+    this.directRequests = 0;
+    const server = http.createServer((req, res) => {
+      const chunks = [];
+      req.on('data', (c) => chunks.push(c));
+      req.on('end', () => {
+        this.queue = this.queue.then(() => this.handleDirect(req, Buffer.concat(chunks), res)).catch((e) => {
+          process.stderr.write(`faasd agent: ${(e && e.stack) || e}\n`);
+          if (!res.headersSent) { res.statusCode = 500; res.end('internal error\n'); }
+        });
+      });
+    });
+    server.keepAliveTimeout = 75000;
+    server.on('error', (e) => process.stderr.write(`faasd agent: direct address: ${e.message}\n`));
+    server.listen({ fd });
+    this.direct = server;
+  }
+
+  async handleDirect(req, body, res) {
+    this.directRequests += 1;
+    if (!this.handler) {
+      res.writeHead(503, { 'content-type': 'text/plain' });
+      res.end("the function's handler failed to load\n");
+      return;
+    }
+    const url = req.url || '/';
+    const q = url.indexOf('?');
+    const header = {
+      type: 'invoke', id: crypto.randomBytes(8).toString('hex'), method: req.method,
+      path: q < 0 ? url : url.slice(0, q), query: q < 0 ? '' : url.slice(q + 1), headers: req.headers,
+      timeout_s: this.args.directTimeoutS || null,
+    };
+    let final = null;
+    await this.invoke(header, body, (buf) => { final = buf; }, false);
+    const hlen = final.readUInt32BE(0);
+    const out = JSON.parse(final.subarray(4, 4 + hlen).toString('utf8'));
+    const outBody = final.subarray(4 + hlen);
+    if (out.type === 'result') {
+      const headers = {};
+      for (const [k, v] of out.headers || []) {
+        const name = String(k).toLowerCase();
+        if (['content-length', 'transfer-encoding', 'connection', 'keep-alive'].includes(name)) continue;
+        headers[name] = name in headers ? [].concat(headers[name], v) : v;
+      }
+      res.writeHead(out.status || 200, headers);
+      res.end(outBody);
+    } else {
+      if (out.traceback) process.stderr.write(`${out.traceback}\n`);
+      res.writeHead(out.kind === 'timeout' ? 504 : 500, { 'content-type': 'text/plain; charset=utf-8' });
+      res.end(`${out.kind}: ${out.message || ''}\n`);
+    }
+  }
+
   async handleConnection(sock) {
     sock.on('error', () => {});
     const send = (buf) => { if (!sock.destroyed) sock.write(buf); };
@@ -291,7 +349,7 @@ class Agent {
         const pong = {
           type: 'pong', protocol: PROTOCOL_VERSION, runtime: 'node', runtime_version: process.version,
           pid: process.pid, handler: this.args.handler, fork: false, ready: this.handler !== null,
-          requests: this.requests,
+          requests: this.requests, direct: !!this.direct, direct_requests: this.directRequests || 0,
         };
         if (this.loadError) pong.error = this.loadError;
         send(encodeFrame(pong));
@@ -303,6 +361,10 @@ class Agent {
         } else {
           await this.invoke(header, body, send);
         }
+      } else if (header.type === 'unlisten') {
+        // Before a checkpoint: the listening socket belongs to the host's network namespace.
+        if (this.direct) { this.direct.close(); this.direct = null; }
+        send(encodeFrame({ type: 'ack', of: 'unlisten' }));
       } else if (header.type === 'restored') {
         reseedMathRandom(header.seed);
         const errors = [];
@@ -321,7 +383,7 @@ class Agent {
     }
   }
 
-  async invoke(header, body, send) {
+  async invoke(header, body, send, capture = true) {
     const started = process.hrtime.bigint();
     const runMs = () => Math.round(Number(process.hrtime.bigint() - started) / 1000) / 1000;
     const rawHeaders = header.headers && typeof header.headers === 'object' ? header.headers : {};
@@ -351,15 +413,17 @@ class Agent {
     for (const k of Object.keys(env)) savedEnv[k] = Object.prototype.hasOwnProperty.call(process.env, k) ? process.env[k] : undefined;
     for (const [k, v] of Object.entries(env)) process.env[k] = String(v);
     const savedWrite = { stdout: process.stdout.write, stderr: process.stderr.write };
-    const capture = (kind) => function write(chunk, encoding, cb) {
+    const captureTo = (kind) => function write(chunk, encoding, cb) {
       if (typeof encoding === 'function') { cb = encoding; encoding = undefined; }
       const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(String(chunk), encoding || 'utf8');
       if (buf.length) send(encodeFrame({ type: kind }, buf));
       if (cb) process.nextTick(cb);
       return true;
     };
-    process.stdout.write = capture('stdout');
-    process.stderr.write = capture('stderr');
+    if (capture) {
+      process.stdout.write = captureTo('stdout');
+      process.stderr.write = captureTo('stderr');
+    }
 
     let timer = null;
     let final;
@@ -405,6 +469,9 @@ async function main() {
   const agent = new Agent(args);
   await agent.load();
   await agent.listen();
+  const listenFd = process.env.FAASD_LISTEN_FD;
+  delete process.env.FAASD_LISTEN_FD;
+  if (listenFd) agent.serveDirect(Number(listenFd));
 }
 
 main().catch((e) => {

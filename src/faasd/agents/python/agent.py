@@ -37,6 +37,7 @@ import traceback
 _AGENT_DIR = os.path.dirname(os.path.abspath(__file__))
 if _AGENT_DIR not in sys.path:
     sys.path.insert(0, _AGENT_DIR)
+import faasd_direct  # noqa: E402  (direct function address: HTTP on a socket handed in by the host)
 import faasd_runtime  # noqa: E402  (must be importable by user code via sys.modules)
 
 # The agent's own directory must not shadow user modules (a user module named "agent", say).
@@ -303,6 +304,8 @@ class Agent:
         self.requests = 0
         self.seed: str | None = None  # set by a seeded `restored` frame (reproducible branch copy)
         self._forks = 0
+        self.direct: faasd_direct.DirectServer | None = None
+        self.direct_timeout_s: float | None = None
 
     # -- startup
     def load(self) -> None:
@@ -348,28 +351,36 @@ class Agent:
 
     def serve_forever(self) -> None:
         assert self.listener is not None
+        if self.direct is not None:
+            # Agent socket and direct address from one loop; returns once the host sent `unlisten`.
+            self.direct.serve(
+                self.listener, self.serve_connection, self.direct_invoke, lambda: self.direct is not None
+            )
         while True:
             try:
                 conn, _ = self.listener.accept()
             except InterruptedError:
                 continue
-            try:
-                conn.settimeout(CONN_IO_TIMEOUT_S)
-                self.handle_connection(conn)
-            except Exception:
-                # Never let one bad connection kill the agent; the host sees the connection close.
-                traceback.print_exc()
-            finally:
-                with contextlib.suppress(OSError):
-                    conn.close()
-                while self._reap_after_response:
-                    pid = self._reap_after_response.pop()
-                    _kill_group(pid)  # stragglers the handler left behind do not outlive the request
-                    with contextlib.suppress(ChildProcessError):
-                        os.waitpid(pid, 0)
-                self.ensure_spare()
-                if os.getpid() == 1:
-                    _reap_orphans()
+            self.serve_connection(conn)
+
+    def serve_connection(self, conn: socket.socket) -> None:
+        try:
+            conn.settimeout(CONN_IO_TIMEOUT_S)
+            self.handle_connection(conn)
+        except Exception:
+            # Never let one bad connection kill the agent; the host sees the connection close.
+            traceback.print_exc()
+        finally:
+            with contextlib.suppress(OSError):
+                conn.close()
+            while self._reap_after_response:
+                pid = self._reap_after_response.pop()
+                _kill_group(pid)  # stragglers the handler left behind do not outlive the request
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+            self.ensure_spare()
+            if os.getpid() == 1:
+                _reap_orphans()
 
     # -- one connection, one request
     def handle_connection(self, conn: socket.socket) -> None:
@@ -405,6 +416,13 @@ class Agent:
                 self.invoke_inprocess(conn, header, body)
         elif kind == "restored":
             self._restored(conn, header)
+        elif kind == "unlisten":
+            # Before a checkpoint: the listening socket belongs to the host's network namespace and must
+            # not be in the image. The other workers of the function keep serving the address.
+            if self.direct is not None:
+                self.direct.close()
+                self.direct = None
+            _send_quiet(conn, encode_frame({"type": "ack", "of": "unlisten"}))
         else:
             _send_quiet(
                 conn,
@@ -424,6 +442,8 @@ class Agent:
             "fork": self.fork_default,
             "ready": self.handler is not None,
             "requests": self.requests,
+            "direct": self.direct is not None,
+            "direct_requests": self.direct.requests if self.direct is not None else 0,
         }
         if self.load_error:
             pong["error"] = self.load_error
@@ -572,6 +592,87 @@ class Agent:
         err.flush()
         if not broken[0]:
             _send_quiet(conn, final)
+
+    def direct_invoke(self, method: str, path: str, query: str, headers: dict, body: bytes) -> tuple:
+        """One request from the direct address: run the handler (in-process, or in a forked child in
+        fork mode) and return ``(status, headers, body)``. Output is not captured: it goes to the
+        sandbox's log, as nothing on the host follows this request."""
+        header = {
+            "type": "invoke",
+            "id": os.urandom(8).hex(),
+            "method": method,
+            "path": path,
+            "query": query,
+            "headers": headers,
+            "timeout_s": self.direct_timeout_s,
+        }
+        if self.handler is None:
+            return 503, [["content-type", "text/plain"]], b"the function's handler failed to load\n"
+        if self.fork_default:
+            final = self._direct_fork(header, body)
+        else:
+            timeout = self.direct_timeout_s
+            started = time.perf_counter()
+
+            def run() -> object:
+                event, context = self._make_event(header, body)
+                self._in_handler = True
+                if timeout:
+                    signal.setitimer(signal.ITIMER_REAL, float(timeout))
+                try:
+                    return self._call_handler(event, context)
+                finally:
+                    signal.setitimer(signal.ITIMER_REAL, 0)
+                    self._in_handler = False
+
+            try:
+                final = self._final_frame(run, started)
+            finally:
+                self._in_handler = False
+            if os.getpid() == 1:
+                _reap_orphans()
+        out, out_body = parse_frame_bytes(final)
+        if out.get("type") == "result":
+            return int(out.get("status") or 200), out.get("headers") or [], out_body
+        status = 504 if out.get("kind") == "timeout" else 500
+        tb = out.get("traceback") or ""
+        if tb:
+            print(tb, file=sys.stderr, flush=True)
+        message = f"{out.get('kind', 'error')}: {out.get('message', '')}\n".encode("utf-8", "replace")
+        return status, [["content-type", "text/plain; charset=utf-8"]], message
+
+    def _direct_fork(self, header: dict, body: bytes) -> bytes:
+        """Fork mode: the request runs in a child as for the agent socket; its frames are collected."""
+        ours, theirs = socket.socketpair()
+        frames: list[bytes] = []
+
+        def collect() -> None:
+            with contextlib.suppress(Exception):
+                while True:
+                    h, b = read_frame(ours)
+                    if h.get("type") in ("result", "error"):
+                        frames.append(encode_frame(h, b))
+                        return
+
+        reader = threading.Thread(target=collect, daemon=True)
+        reader.start()
+        try:
+            self.invoke_fork(theirs, header, body)
+        finally:
+            with contextlib.suppress(OSError):
+                theirs.shutdown(socket.SHUT_RDWR)
+            reader.join(5.0)
+            theirs.close()
+            ours.close()
+            while self._reap_after_response:
+                pid = self._reap_after_response.pop()
+                _kill_group(pid)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+            self.ensure_spare()
+        if frames:
+            return frames[0]
+        return encode_frame({"type": "error", "kind": "crash", "message": "the request process died"})
 
     def on_alarm(self, signum: int, frame: object) -> None:
         if self._in_handler:
@@ -962,9 +1063,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--code-dir", default="/function")
     parser.add_argument("--function-name", default="")
     parser.add_argument("--fork", action="store_true", help="fork a child per request by default")
+    parser.add_argument("--direct-socket", default="", help="receive a listening socket here (SCM_RIGHTS)")
+    parser.add_argument("--direct-timeout-s", type=float, default=0.0)
     args = parser.parse_args(argv)
 
     agent = Agent(args.socket, args.handler, args.code_dir, args.function_name, args.fork)
+    if args.direct_socket:
+        try:
+            agent.direct = faasd_direct.DirectServer(faasd_direct.receive_listener(args.direct_socket))
+            agent.direct_timeout_s = args.direct_timeout_s or None
+        except OSError as exc:
+            print(f"faasd agent: no direct address: {exc}", file=sys.stderr, flush=True)
 
     def on_term(signum: int, frame: object) -> None:
         for stream in (sys.stdout, sys.stderr):
