@@ -46,9 +46,9 @@ from faasd.errors import (
     RuntimeFailure,
     StorageFullError,
 )
-from faasd.rootfs import OverlayRootfs
+from faasd.rootfs import OverlayRootfs, idmap
 from faasd.rootfs import mounts as _mounts
-from faasd.runtime import cgroups, network, reaper
+from faasd.runtime import cgroups, network, reaper, userns
 from faasd.runtime.models import (
     AGENT_DIR_IN_CONTAINER,
     IO_DIR_IN_CONTAINER,
@@ -61,6 +61,7 @@ from faasd.runtime.models import (
     RunResult,
     SandboxInfo,
     SandboxSpec,
+    UserNamespace,
 )
 from faasd.runtime.proxy import LoopbackProxy, open_connection_in_netns
 from faasd.runtime.runc import ContainerNotFound, OciRuntime, make_runtime, read_log_errors
@@ -159,6 +160,75 @@ def _mount_io_dir(io_dir: Path) -> None:
     )
 
 
+BINDS_ANNOTATION = "faasd.userns.binds"
+"""config.json annotation of a sandbox with a user namespace: ``{destination: original source}`` of its
+idmapped binds (sources inside the bundle as ``@bundle/<path>``), so a restore can idmap them again."""
+
+
+def _idmap_binds(sb: Sandbox, binds: Sequence[tuple[str, Path]]) -> dict[str, Path]:
+    """For a sandbox with a user namespace: an idmapped view of every bind source under ``<bundle>/binds/``
+    (files owned by host root show as the sandbox's root, as without a user namespace). A source on a
+    filesystem without idmap support is bound as it is (its files then show as ``nobody`` inside)."""
+    ns = sb.userns
+    if ns is None:
+        return {}
+    out: dict[str, Path] = {}
+    base = sb.bundle / "binds"
+    base.mkdir(exist_ok=True)
+    for i, (dest, source) in enumerate(binds):
+        target = base / str(i)
+        if Path(source).is_dir():
+            target.mkdir()
+        else:
+            target.touch()
+        try:
+            idmap.bind_idmapped(source, target, ns.host_id, ns.size)
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+            log.warning("bind source %s cannot be idmapped (%s); its files show as nobody in %s",
+                        source, exc, sb.id)
+            continue
+        out[dest] = target
+    return out
+
+
+def _bind_origins(sb: Sandbox, binds: Sequence[tuple[str, Path]]) -> dict[str, str]:
+    out = {}
+    for dest, source in binds:
+        src = str(source)
+        if src == str(sb.bundle) or src.startswith(f"{sb.bundle}/"):
+            src = "@bundle" + src[len(str(sb.bundle)) :]
+        out[dest] = src
+    return out
+
+
+def _restore_userns(sb: Sandbox, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The restore config with this sandbox's user namespace: the dumped one had the range of the sandbox
+    it was taken from (or none: then this sandbox must have none either)."""
+    cfg = json.loads(json.dumps(config))
+    dumped = UserNamespace.from_config(cfg)
+    if (dumped is None) != (sb.userns is None):
+        had = "with" if dumped is not None else "without"
+        raise InvalidInputError(
+            f"the snapshot was taken {had} a user namespace; restore it with SandboxSpec.userns="
+            f"{dumped is not None}"
+        )
+    if sb.userns is None:
+        return cfg
+    cfg["linux"].update(sb.userns.oci_mappings())
+    origins = json.loads(cfg.get("annotations", {}).get(BINDS_ANNOTATION, "{}"))
+    binds = [
+        (dest, sb.bundle / src[len("@bundle/"):] if src.startswith("@bundle/") else Path(src))
+        for dest, src in origins.items()
+    ]
+    sources = _idmap_binds(sb, binds)
+    for m in cfg.get("mounts", []):
+        if m.get("destination") in sources:
+            m["source"] = str(sources[m["destination"]])
+    return cfg
+
+
 _RUN_DIR_NEARLY_FULL = 1 << 20
 """Free bytes in run_dir below which a failing ``runc create``/``restore`` is a StorageFullError."""
 
@@ -202,6 +272,8 @@ class Sandbox:
         self.netns: Path | None = None
         self.egress: network.EgressLink | None = None
         self.user: ProcessUser | None = None
+        self.userns: UserNamespace | None = None
+        """The sandbox's user namespace (also in config.json), ``None`` when it runs without one."""
         self.pid: int | None = None
         self.created_at = time.monotonic()
         self.started_at: float | None = None
@@ -646,12 +718,15 @@ class SandboxManager:
         sb.io_dir.mkdir()
         _mount_io_dir(sb.io_dir)  # unmounted with everything under the bundle on teardown
         fallback = restore is None
+        if self._wants_userns(spec):
+            sb.userns = userns.allocate(spec.id)  # released by _teardown
+        id_map = (sb.userns.host_id, sb.userns.size) if sb.userns is not None else None
         sb.rootfs = await loop.run_in_executor(
             None,
             lambda: OverlayRootfs.mount(
                 spec.lowers, bundle, spec.limits.disk_mb, backend=spec.limits.disk_backend,
                 allow_copy_fallback=fallback, image_dir=self.settings.data_dir / "scratch",
-                memory_mb=spec.limits.memory_mb,
+                memory_mb=spec.limits.memory_mb, idmap=id_map,
             ),
         )
         sb.netns = await network.acreate_netns(spec.id)
@@ -659,11 +734,21 @@ class SandboxManager:
             sb.egress = await loop.run_in_executor(None, network.setup_egress, spec.id, sb.netns)
         if restore is None:
             sb.user = resolve_user(sb.rootfs.path, spec.resolved_user())
+            binds = [(IO_DIR_IN_CONTAINER, sb.io_dir), *((m.target, m.source) for m in spec.mounts)]
+            bind_sources = await loop.run_in_executor(None, _idmap_binds, sb, binds)
             config: Mapping[str, Any] = build_config(
-                spec, ContainerPaths(rootfs=sb.rootfs.path, io_dir=sb.io_dir, netns=sb.netns), sb.user
+                spec,
+                ContainerPaths(
+                    rootfs=sb.rootfs.path, io_dir=sb.io_dir, netns=sb.netns, bind_sources=bind_sources
+                ),
+                sb.user,
+                sb.userns,
             )
+            if sb.userns is not None:
+                config["annotations"][BINDS_ANNOTATION] = json.dumps(_bind_origins(sb, binds))
         else:
             config = restore.config(sb) if callable(restore.config) else restore.config
+            config = await loop.run_in_executor(None, _restore_userns, sb, config)
             user = config.get("process", {}).get("user", {})
             sb.user = ProcessUser(int(user.get("uid", 0)), int(user.get("gid", 0)))
         os.chown(sb.io_dir, sb.user.uid, sb.user.gid)
@@ -728,6 +813,10 @@ class SandboxManager:
             sb._status = "running"
             sb.started_at = time.monotonic()
         sb._waiter = asyncio.ensure_future(sb._watch())
+
+    def _wants_userns(self, spec: SandboxSpec) -> bool:
+        wanted = spec.userns if spec.userns is not None else self.settings.userns
+        return wanted and spec.runtime == "runc"
 
     # -------------------------------------------------------------------- run
     async def run(
@@ -813,6 +902,8 @@ class SandboxManager:
             shutil.rmtree(bundle, ignore_errors=True)
         else:
             problems.append(f"mounts left under {bundle}")
+        if not problems:  # a range is reused only once nothing of the sandbox is left
+            userns.release(sandbox_id)
         if problems:
             raise RuntimeFailure(f"cleanup of sandbox {sandbox_id} incomplete: {'; '.join(problems)}")
 
