@@ -21,6 +21,7 @@ import ctypes
 import ctypes.util
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -74,6 +75,21 @@ class _CapData(ctypes.Structure):
 def _raise(what: str) -> None:
     err = ctypes.get_errno()
     raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+@dataclass(frozen=True)
+class IdMap:
+    """Container ids ``0..size-1`` are host ids ``host_id..``; ``userns``: a pinned user namespace with that
+    mapping to reuse (else a throw-away one is made for each use)."""
+
+    host_id: int
+    size: int
+    userns: Path | None = None
+
+    def open_userns(self) -> int:
+        if self.userns is not None:
+            return os.open(self.userns, os.O_RDONLY | os.O_CLOEXEC)
+        return userns_fd(self.host_id, self.size)
 
 
 def userns_fd(host_id: int, size: int) -> int:
@@ -133,9 +149,9 @@ def attach(fd: int, target: Path | str) -> None:
         _raise(f"move_mount onto {target}")
 
 
-def bind_idmapped(source: Path | str, target: Path | str, host_id: int, size: int) -> None:
-    """Bind ``source`` at ``target`` with ownership shifted into ``host_id..host_id+size-1``."""
-    ns = userns_fd(host_id, size)
+def bind_idmapped(source: Path | str, target: Path | str, id_map: IdMap) -> None:
+    """Bind ``source`` at ``target`` with ownership shifted into ``id_map``'s host range."""
+    ns = id_map.open_userns()
     try:
         fd = idmapped_clone(source, ns)
     finally:

@@ -42,6 +42,7 @@ from typing import Literal
 
 from faasd.errors import InvalidInputError, RuntimeFailure, StorageFullError
 from faasd.rootfs import idmap, loopdev, mounts
+from faasd.rootfs.idmap import IdMap
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ class OverlayRootfs:
         allow_copy_fallback: bool = True,
         image_dir: Path | None = None,
         memory_mb: int | None = None,
-        idmap: tuple[int, int] | None = None,
+        idmap: IdMap | None = None,
     ) -> OverlayRootfs:
         """Mount ``lowers`` (lowest first) read-only with a writable upper bounded to ``size_mb`` MiB.
 
@@ -107,10 +108,10 @@ class OverlayRootfs:
         ``memory_mb``: the memory limit of the processes that will write the upper (for ``backend="auto"``,
         see :func:`choose_backend`). On any failure everything done so far is undone before the exception
         propagates.
-        ``idmap=(host_id, size)``: the sandbox runs in a user namespace mapping its ids ``0..size-1`` to
-        ``host_id..``; the lowers and the upper are idmapped views (:mod:`faasd.rootfs.idmap`), so the merged
-        view shows the image's files shifted into that range while the upper stores unshifted ids. No copy
-        fallback then (a flat copy would have to be chowned).
+        ``idmap``: the sandbox runs in a user namespace mapping its ids ``0..size-1`` to ``host_id..``;
+        the lowers and the upper are idmapped views (:mod:`faasd.rootfs.idmap`), so the merged view shows
+        the image's files shifted into that range while the upper stores unshifted ids. No copy fallback
+        then (a flat copy would have to be chowned).
         """
         lowers = [Path(p) for p in lowers]
         if not lowers:
@@ -235,7 +236,7 @@ metadata-only copy)."""
 
 
 def _mount_overlay(
-    lowers: list[Path], upper: Path, work: Path, merged: Path, id_map: tuple[int, int] | None = None
+    lowers: list[Path], upper: Path, work: Path, merged: Path, id_map: IdMap | None = None
 ) -> None:
     # overlayfs wants lowerdir topmost first; callers give lowest first.
     ordered = [str(p) for p in reversed(lowers)]
@@ -268,15 +269,14 @@ def _mount_overlay(
 
 
 def _mount_overlay_idmapped(
-    ordered: list[str], upper: Path, work: Path, merged: Path, id_map: tuple[int, int]
+    ordered: list[str], upper: Path, work: Path, merged: Path, id_map: IdMap
 ) -> None:
     """The overlay over idmapped views of every lower and of the scratch fs holding upper/work, mounted with
     the range's root as fsuid (overlayfs works on the upper with its mounter's credentials)."""
-    host_id, size = id_map
     if upper.parent != work.parent:
         raise InvalidInputError("an idmapped overlay needs upper and work in the same directory")
     fds: list[int] = []
-    ns = idmap.userns_fd(host_id, size)
+    ns = id_map.open_userns()
     try:
         for p in [*ordered, str(upper.parent)]:
             fds.append(idmap.idmapped_clone(p, ns))
@@ -297,7 +297,7 @@ def _mount_overlay_idmapped(
             raise InvalidInputError(
                 f"too many layers ({len(ordered)}) for one overlay mount; flatten the image"
             )
-        idmap.as_mounter(host_id, lambda: mounts.mount("overlay", merged, "overlay", 0, data))
+        idmap.as_mounter(id_map.host_id, lambda: mounts.mount("overlay", merged, "overlay", 0, data))
     finally:
         for fd in fds:
             os.close(fd)

@@ -173,8 +173,8 @@ def _idmap_binds(sb: Sandbox, binds: Sequence[tuple[str, Path]]) -> dict[str, Pa
     if ns is None:
         return {}
     out: dict[str, Path] = {}
-    base = sb.bundle / "binds"
-    base.mkdir(exist_ok=True)
+    base = userns.stage_dir(sb.id) / "binds"
+    base.mkdir(mode=0o711, exist_ok=True)
     for i, (dest, source) in enumerate(binds):
         target = base / str(i)
         if Path(source).is_dir():
@@ -182,7 +182,7 @@ def _idmap_binds(sb: Sandbox, binds: Sequence[tuple[str, Path]]) -> dict[str, Pa
         else:
             target.touch()
         try:
-            idmap.bind_idmapped(source, target, ns.host_id, ns.size)
+            idmap.bind_idmapped(source, target, idmap.IdMap(ns.host_id, ns.size, userns.userns_path(sb.id)))
         except OSError as exc:
             if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
                 raise
@@ -191,6 +191,15 @@ def _idmap_binds(sb: Sandbox, binds: Sequence[tuple[str, Path]]) -> dict[str, Pa
             continue
         out[dest] = target
     return out
+
+
+def _stage_root(sb: Sandbox) -> Path:
+    """The merged rootfs bound at a path runc can resolve from inside the user namespace."""
+    assert sb.rootfs is not None
+    target = userns.stage_dir(sb.id) / "rootfs"
+    target.mkdir(mode=0o755)
+    _mounts.mount(str(sb.rootfs.path), target, None, _mounts.MS_BIND)
+    return target
 
 
 def _bind_origins(sb: Sandbox, binds: Sequence[tuple[str, Path]]) -> dict[str, str]:
@@ -217,6 +226,9 @@ def _restore_userns(sb: Sandbox, config: Mapping[str, Any]) -> dict[str, Any]:
     if sb.userns is None:
         return cfg
     cfg["linux"].update(sb.userns.oci_mappings())
+    others = [n for n in cfg["linux"].get("namespaces", []) if n.get("type") != "user"]
+    cfg["linux"]["namespaces"] = [{"type": "user", "path": str(userns.userns_path(sb.id))}, *others]
+    cfg["root"]["path"] = str(_stage_root(sb))
     origins = json.loads(cfg.get("annotations", {}).get(BINDS_ANNOTATION, "{}"))
     binds = [
         (dest, sb.bundle / src[len("@bundle/"):] if src.startswith("@bundle/") else Path(src))
@@ -718,9 +730,11 @@ class SandboxManager:
         sb.io_dir.mkdir()
         _mount_io_dir(sb.io_dir)  # unmounted with everything under the bundle on teardown
         fallback = restore is None
+        id_map: idmap.IdMap | None = None
         if self._wants_userns(spec):
-            sb.userns = userns.allocate(spec.id)  # released by _teardown
-        id_map = (sb.userns.host_id, sb.userns.size) if sb.userns is not None else None
+            sb.userns = ns = userns.allocate(spec.id)  # released by _teardown
+            sb.netns = await loop.run_in_executor(None, userns.create_namespaces, spec.id, ns)
+            id_map = idmap.IdMap(ns.host_id, ns.size, userns.userns_path(spec.id))
         sb.rootfs = await loop.run_in_executor(
             None,
             lambda: OverlayRootfs.mount(
@@ -729,17 +743,20 @@ class SandboxManager:
                 memory_mb=spec.limits.memory_mb, idmap=id_map,
             ),
         )
-        sb.netns = await network.acreate_netns(spec.id)
+        if sb.netns is None:
+            sb.netns = await network.acreate_netns(spec.id)
         if spec.network.mode == "egress":
             sb.egress = await loop.run_in_executor(None, network.setup_egress, spec.id, sb.netns)
         if restore is None:
             sb.user = resolve_user(sb.rootfs.path, spec.resolved_user())
             binds = [(IO_DIR_IN_CONTAINER, sb.io_dir), *((m.target, m.source) for m in spec.mounts)]
             bind_sources = await loop.run_in_executor(None, _idmap_binds, sb, binds)
+            root = sb.rootfs.path if sb.userns is None else await loop.run_in_executor(None, _stage_root, sb)
             config: Mapping[str, Any] = build_config(
                 spec,
                 ContainerPaths(
-                    rootfs=sb.rootfs.path, io_dir=sb.io_dir, netns=sb.netns, bind_sources=bind_sources
+                    rootfs=root, io_dir=sb.io_dir, netns=sb.netns, bind_sources=bind_sources,
+                    userns=userns.userns_path(spec.id) if sb.userns is not None else None,
                 ),
                 sb.user,
                 sb.userns,
@@ -891,6 +908,9 @@ class SandboxManager:
             network.delete_netns(sandbox_id)
         except Exception as exc:
             problems.append(str(exc))
+        staged = await loop.run_in_executor(None, userns.remove, sandbox_id)
+        if staged:
+            problems.append(f"could not unmount {', '.join(staged)}")
         try:
             if rootfs is not None:
                 rootfs.unmount()

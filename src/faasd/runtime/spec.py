@@ -97,6 +97,8 @@ class ContainerPaths:
     io_dir: Path
     netns: Path | None
     extra_mounts: list[BindMount] = field(default_factory=list)
+    userns: Path | None = None
+    """Pinned user namespace to join (with ``build_config(userns=...)``); else runc makes one."""
     bind_sources: dict[str, Path] = field(default_factory=dict)
     """Per mount destination: the host path runc binds instead of the mount's own source (the idmapped view
     of it that a sandbox with a user namespace needs)."""
@@ -218,7 +220,7 @@ def mounts_for(
             keep_locked=userns is not None,
         ),
     ]
-    if userns is not None:
+    if userns is not None and paths.userns is None:
         mounts = [dict(SYSFS_BIND, options=list(SYSFS_BIND["options"])) if m["destination"] == "/sys" else m
                   for m in mounts]
     seen = {m["destination"] for m in mounts}
@@ -249,7 +251,8 @@ def build_config(
     ]
     namespaces.append({"type": "network", "path": str(paths.netns)} if paths.netns else {"type": "network"})
     if userns is not None:
-        namespaces.insert(0, {"type": "user"})
+        user_ns = {"type": "user", "path": str(paths.userns)} if paths.userns else {"type": "user"}
+        namespaces.insert(0, user_ns)
     config: dict[str, Any] = {
         "ociVersion": OCI_VERSION,
         "process": {
