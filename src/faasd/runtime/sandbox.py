@@ -227,7 +227,8 @@ def _restore_userns(sb: Sandbox, config: Mapping[str, Any]) -> dict[str, Any]:
         return cfg
     cfg["linux"].update(sb.userns.oci_mappings())
     others = [n for n in cfg["linux"].get("namespaces", []) if n.get("type") != "user"]
-    cfg["linux"]["namespaces"] = [{"type": "user", "path": str(userns.userns_path(sb.id))}, *others]
+    user_pin = userns.userns_path(sb.id)
+    cfg["linux"]["namespaces"] = [{"type": "user", "path": str(user_pin)}, *others]
     cfg["root"]["path"] = str(_stage_root(sb))
     origins = json.loads(cfg.get("annotations", {}).get(BINDS_ANNOTATION, "{}"))
     binds = [
@@ -238,7 +239,32 @@ def _restore_userns(sb: Sandbox, config: Mapping[str, Any]) -> dict[str, Any]:
     for m in cfg.get("mounts", []):
         if m.get("destination") in sources:
             m["source"] = str(sources[m["destination"]])
+    _make_mountpoints(sb, cfg)
     return cfg
+
+
+def _make_mountpoints(sb: Sandbox, cfg: Mapping[str, Any]) -> None:
+    """Create the bind mount points in the root before ``runc restore`` does: runc makes them as host root,
+    which the idmapped upper refuses (EOVERFLOW: host id 0 is outside the sandbox's range); made with the
+    range's root as fsuid they are owned by root inside, as if the sandbox had made them."""
+    assert sb.rootfs is not None and sb.userns is not None
+    root = sb.rootfs.path
+
+    def make() -> None:
+        for m in cfg.get("mounts", []):
+            dest = str(m.get("destination", "")).lstrip("/")
+            if m.get("type") != "bind" or not dest or ".." in Path(dest).parts:
+                continue
+            target = root / dest
+            if target.exists() or target.is_symlink():
+                continue
+            if Path(str(m.get("source", ""))).is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.touch()
+
+    idmap.as_mounter(sb.userns.host_id, make)
 
 
 _RUN_DIR_NEARLY_FULL = 1 << 20
@@ -733,7 +759,14 @@ class SandboxManager:
         id_map: idmap.IdMap | None = None
         if self._wants_userns(spec):
             sb.userns = ns = userns.allocate(spec.id)  # released by _teardown
-            sb.netns = await loop.run_in_executor(None, userns.create_namespaces, spec.id, ns)
+            # a cancelled create still waits for the thread, so that teardown finds the pins it made
+            made = loop.run_in_executor(None, userns.create_namespaces, spec.id, ns)
+            try:
+                sb.netns = await asyncio.shield(made)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await made
+                raise
             id_map = idmap.IdMap(ns.host_id, ns.size, userns.userns_path(spec.id))
         sb.rootfs = await loop.run_in_executor(
             None,
