@@ -213,58 +213,23 @@ def _bind_origins(sb: Sandbox, binds: Sequence[tuple[str, Path]]) -> dict[str, s
 
 
 def _restore_userns(sb: Sandbox, config: Mapping[str, Any]) -> dict[str, Any]:
-    """The restore config with this sandbox's user namespace: the dumped one had the range of the sandbox
-    it was taken from (or none: then this sandbox must have none either)."""
+    """The restore config, refused if the snapshot ran in a user namespace.
+
+    Restoring a process that ran in a user namespace is refused with a clear error: runc 1.1.5 lets CRIU
+    4.2.1 re-create the user namespace from the image (the dumped range), and CRIU's root task then
+    cannot join the sandbox's network namespace (EPERM: it belongs to another user namespace; CRIU's
+    ``join-ns user`` does not stop it from cloning a new one). Snapshots taken without one restore as before.
+    """
     cfg = json.loads(json.dumps(config))
     dumped = UserNamespace.from_config(cfg)
-    if (dumped is None) != (sb.userns is None):
-        had = "with" if dumped is not None else "without"
-        raise InvalidInputError(
-            f"the snapshot was taken {had} a user namespace; restore it with SandboxSpec.userns="
-            f"{dumped is not None}"
+    if dumped is not None:
+        raise RuntimeFailure(
+            "restoring a snapshot of a sandbox that ran in a user namespace is not supported with runc 1.1 "
+            "and CRIU 4.2 (CRIU re-creates the user namespace and cannot then join the sandbox's network "
+            "namespace); take snapshots with FAASD_USERNS=false",
+            sandbox=sb.id,
         )
-    if sb.userns is None:
-        return cfg
-    cfg["linux"].update(sb.userns.oci_mappings())
-    others = [n for n in cfg["linux"].get("namespaces", []) if n.get("type") != "user"]
-    user_pin = userns.userns_path(sb.id)
-    cfg["linux"]["namespaces"] = [{"type": "user", "path": str(user_pin)}, *others]
-    cfg["root"]["path"] = str(_stage_root(sb))
-    origins = json.loads(cfg.get("annotations", {}).get(BINDS_ANNOTATION, "{}"))
-    binds = [
-        (dest, sb.bundle / src[len("@bundle/"):] if src.startswith("@bundle/") else Path(src))
-        for dest, src in origins.items()
-    ]
-    sources = _idmap_binds(sb, binds)
-    for m in cfg.get("mounts", []):
-        if m.get("destination") in sources:
-            m["source"] = str(sources[m["destination"]])
-    _make_mountpoints(sb, cfg)
     return cfg
-
-
-def _make_mountpoints(sb: Sandbox, cfg: Mapping[str, Any]) -> None:
-    """Create the bind mount points in the root before ``runc restore`` does: runc makes them as host root,
-    which the idmapped upper refuses (EOVERFLOW: host id 0 is outside the sandbox's range); made with the
-    range's root as fsuid they are owned by root inside, as if the sandbox had made them."""
-    assert sb.rootfs is not None and sb.userns is not None
-    root = sb.rootfs.path
-
-    def make() -> None:
-        for m in cfg.get("mounts", []):
-            dest = str(m.get("destination", "")).lstrip("/")
-            if m.get("type") != "bind" or not dest or ".." in Path(dest).parts:
-                continue
-            target = root / dest
-            if target.exists() or target.is_symlink():
-                continue
-            if Path(str(m.get("source", ""))).is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-            else:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.touch()
-
-    idmap.as_mounter(sb.userns.host_id, make)
 
 
 _RUN_DIR_NEARLY_FULL = 1 << 20
@@ -757,7 +722,7 @@ class SandboxManager:
         _mount_io_dir(sb.io_dir)  # unmounted with everything under the bundle on teardown
         fallback = restore is None
         id_map: idmap.IdMap | None = None
-        if self._wants_userns(spec):
+        if restore is None and self._wants_userns(spec):  # a restore keeps the snapshot's (none)
             sb.userns = ns = userns.allocate(spec.id)  # released by _teardown
             # a cancelled create still waits for the thread, so that teardown finds the pins it made
             made = loop.run_in_executor(None, userns.create_namespaces, spec.id, ns)
