@@ -49,7 +49,7 @@ from typing import Any
 from faasd.errors import ConflictError, FaasdError, InvalidInputError, RuntimeFailure, StorageFullError
 from faasd.rootfs import mounts
 from faasd.runtime import sandbox as sandbox_mod
-from faasd.runtime.models import SANDBOX_ID_RE, Limits, NetworkSpec, SandboxSpec
+from faasd.runtime.models import SANDBOX_ID_RE, Limits, NetworkSpec, SandboxSpec, UserNamespace
 from faasd.runtime.runc import OciRuntime
 from faasd.runtime.sandbox import Sandbox, SandboxManager
 
@@ -437,6 +437,7 @@ async def restore(
         limits=limits or Limits(),
         network=network or NetworkSpec(),
         annotations={"faasd.restored": "true"},
+        userns=UserNamespace.from_config(dumped) is not None,  # a new range if the snapshot ran in one
     )
     timings: dict[str, float] = {}
     t0 = time.perf_counter()

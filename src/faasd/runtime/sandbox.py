@@ -213,23 +213,66 @@ def _bind_origins(sb: Sandbox, binds: Sequence[tuple[str, Path]]) -> dict[str, s
 
 
 def _restore_userns(sb: Sandbox, config: Mapping[str, Any]) -> dict[str, Any]:
-    """The restore config, refused if the snapshot ran in a user namespace.
+    """The restore config with this sandbox's user namespace (the dumped one has the range of the sandbox
+    the snapshot was taken from, or none: then this sandbox must have none either).
 
-    Restoring a process that ran in a user namespace is refused with a clear error: runc 1.1.5 lets CRIU
-    4.2.1 re-create the user namespace from the image (the dumped range), and CRIU's root task then
-    cannot join the sandbox's network namespace (EPERM: it belongs to another user namespace; CRIU's
-    ``join-ns user`` does not stop it from cloning a new one). Snapshots taken without one restore as before.
+    For a sandbox with one: the mappings become its own range, the netns loses its path (CRIU restores the
+    dumped netns inside the user namespace it re-creates; the manager pins it afterwards), and the root and
+    the bind sources are idmapped again for the new range (their original sources are in the
+    ``faasd.userns.binds`` annotation).
     """
     cfg = json.loads(json.dumps(config))
     dumped = UserNamespace.from_config(cfg)
-    if dumped is not None:
-        raise RuntimeFailure(
-            "restoring a snapshot of a sandbox that ran in a user namespace is not supported with runc 1.1 "
-            "and CRIU 4.2 (CRIU re-creates the user namespace and cannot then join the sandbox's network "
-            "namespace); take snapshots with FAASD_USERNS=false",
-            sandbox=sb.id,
+    if (dumped is None) != (sb.userns is None):
+        had = "with" if dumped is not None else "without"
+        raise InvalidInputError(
+            f"the snapshot was taken {had} a user namespace; restore it with SandboxSpec.userns="
+            f"{dumped is not None}"
         )
+    if sb.userns is None:
+        return cfg
+    linux = cfg["linux"]
+    linux.update(sb.userns.oci_mappings())
+    linux["namespaces"] = [
+        {"type": n["type"]} if n.get("type") in ("network", "user") else n
+        for n in linux.get("namespaces", [])
+    ]
+    cfg["root"]["path"] = str(_stage_root(sb))
+    origins = json.loads(cfg.get("annotations", {}).get(BINDS_ANNOTATION, "{}"))
+    binds = [
+        (dest, sb.bundle / src[len("@bundle/"):] if src.startswith("@bundle/") else Path(src))
+        for dest, src in origins.items()
+    ]
+    sources = _idmap_binds(sb, binds)
+    for m in cfg.get("mounts", []):
+        if m.get("destination") in sources:
+            m["source"] = str(sources[m["destination"]])
+    _make_mountpoints(sb, cfg)
     return cfg
+
+
+def _make_mountpoints(sb: Sandbox, cfg: Mapping[str, Any]) -> None:
+    """Create the bind mount points in the root before ``runc restore`` does: runc makes them as host root,
+    which the idmapped upper refuses (EOVERFLOW: host id 0 is outside the sandbox's range); made with the
+    range's root as fsuid they are owned by root inside, as if the sandbox had made them."""
+    assert sb.rootfs is not None and sb.userns is not None
+    root = sb.rootfs.path
+
+    def make() -> None:
+        for m in cfg.get("mounts", []):
+            dest = str(m.get("destination", "")).lstrip("/")
+            if m.get("type") != "bind" or not dest or ".." in Path(dest).parts:
+                continue
+            target = root / dest
+            if target.exists() or target.is_symlink():
+                continue
+            if Path(str(m.get("source", ""))).is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.touch()
+
+    idmap.as_mounter(sb.userns.host_id, make)
 
 
 _RUN_DIR_NEARLY_FULL = 1 << 20
@@ -721,18 +764,21 @@ class SandboxManager:
         sb.io_dir.mkdir()
         _mount_io_dir(sb.io_dir)  # unmounted with everything under the bundle on teardown
         fallback = restore is None
+        image_path = restore.image_path if restore is not None else None
         id_map: idmap.IdMap | None = None
-        if restore is None and self._wants_userns(spec):  # a restore keeps the snapshot's (none)
+        if self._wants_userns(spec):
             sb.userns = ns = userns.allocate(spec.id)  # released by _teardown
-            # a cancelled create still waits for the thread, so that teardown finds the pins it made
-            made = loop.run_in_executor(None, userns.create_namespaces, spec.id, ns)
+            # a cancelled create still waits for the thread, so that teardown finds the pin it made
+            made = loop.run_in_executor(None, userns.pin_userns, spec.id, ns)
             try:
-                sb.netns = await asyncio.shield(made)
+                await asyncio.shield(made)
             except asyncio.CancelledError:
                 with contextlib.suppress(Exception):
                     await made
                 raise
             id_map = idmap.IdMap(ns.host_id, ns.size, userns.userns_path(spec.id))
+            # runc (CRIU on restore) makes the netns inside the user namespace; pinned here after that
+            sb.netns = network.netns_path(spec.id)
         sb.rootfs = await loop.run_in_executor(
             None,
             lambda: OverlayRootfs.mount(
@@ -741,10 +787,10 @@ class SandboxManager:
                 memory_mb=spec.limits.memory_mb, idmap=id_map,
             ),
         )
-        if sb.netns is None:
+        if sb.userns is None:
             sb.netns = await network.acreate_netns(spec.id)
-        if spec.network.mode == "egress":
-            sb.egress = await loop.run_in_executor(None, network.setup_egress, spec.id, sb.netns)
+            if spec.network.mode == "egress":
+                sb.egress = await loop.run_in_executor(None, network.setup_egress, spec.id, sb.netns)
         if restore is None:
             sb.user = resolve_user(sb.rootfs.path, spec.resolved_user())
             binds = [(IO_DIR_IN_CONTAINER, sb.io_dir), *((m.target, m.source) for m in spec.mounts)]
@@ -753,8 +799,8 @@ class SandboxManager:
             config: Mapping[str, Any] = build_config(
                 spec,
                 ContainerPaths(
-                    rootfs=root, io_dir=sb.io_dir, netns=sb.netns, bind_sources=bind_sources,
-                    userns=userns.userns_path(spec.id) if sb.userns is not None else None,
+                    rootfs=root, io_dir=sb.io_dir, netns=sb.netns if sb.userns is None else None,
+                    bind_sources=bind_sources,
                 ),
                 sb.user,
                 sb.userns,
@@ -764,6 +810,10 @@ class SandboxManager:
         else:
             config = restore.config(sb) if callable(restore.config) else restore.config
             config = await loop.run_in_executor(None, _restore_userns, sb, config)
+            if sb.userns is not None:
+                image_path = await loop.run_in_executor(
+                    None, userns.images_for, restore.image_path, bundle / "criu-images", sb.userns
+                )
             user = config.get("process", {}).get("user", {})
             sb.user = ProcessUser(int(user.get("uid", 0)), int(user.get("gid", 0)))
         os.chown(sb.io_dir, sb.user.uid, sb.user.gid)
@@ -798,7 +848,7 @@ class SandboxManager:
                 work.mkdir(parents=True, exist_ok=True)
                 opts = restore.criu_opts
                 await sb.runtime.restore(
-                    spec.id, bundle, restore.image_path, stdin=in_r, stdout=out_w, stderr=err_w,
+                    spec.id, bundle, image_path or restore.image_path, stdin=in_r, stdout=out_w, stderr=err_w,
                     log_file=log_file, work_path=work, detach=True, pid_file=pid_file,
                     tcp_established=opts.get("tcp_established", False),
                     file_locks=opts.get("file_locks", False), ext_unix_sk=opts.get("ext_unix_sk", False),
@@ -820,6 +870,13 @@ class SandboxManager:
         if stdin_pipe:
             sb._stdin_fd = in_w
             fds.remove(in_w)
+        if sb.userns is not None:
+            assert sb.pid is not None
+            sb.netns = await loop.run_in_executor(
+                None, lambda: userns.pin_netns(spec.id, sb.pid or 0, lo_up=restore is None)
+            )
+            if spec.network.mode == "egress":
+                sb.egress = await loop.run_in_executor(None, network.setup_egress, spec.id, sb.netns)
         if sb.runtime.name == "runsc":
             sb._helper_pids = [p for p in reaper.children_with_arg(str(bundle)) if p != sb.pid]
         if restore is None:

@@ -21,9 +21,9 @@ Choices (documented here because every sandbox inherits them):
 * User namespace (``userns``, a :class:`~faasd.runtime.models.UserNamespace`): a ``user`` namespace with
   ``linux.uidMappings``/``gidMappings`` mapping container ids 0..65535 onto the sandbox's host range. runc
   1.1 cannot idmap mounts itself, so the root and every bind source are already idmapped views made by
-  the sandbox manager (``paths.rootfs``, ``paths.bind_sources``); /sys is a read-only, non-recursive bind
-  of the host's sysfs (a fresh sysfs needs a netns owned by the user namespace, and ours is the host's
-  pinned one); runc bind-mounts the /dev nodes instead of mknod-ing them.
+  the sandbox manager (``paths.rootfs``, ``paths.bind_sources``). The netns is then a new one (no path:
+  runc makes it inside the user namespace, so ``runc exec`` can join both and sysfs can be mounted; the
+  manager pins it afterwards); runc bind-mounts the /dev nodes instead of mknod-ing them.
 """
 
 from __future__ import annotations
@@ -97,8 +97,6 @@ class ContainerPaths:
     io_dir: Path
     netns: Path | None
     extra_mounts: list[BindMount] = field(default_factory=list)
-    userns: Path | None = None
-    """Pinned user namespace to join (with ``build_config(userns=...)``); else runc makes one."""
     bind_sources: dict[str, Path] = field(default_factory=dict)
     """Per mount destination: the host path runc binds instead of the mount's own source (the idmapped view
     of it that a sandbox with a user namespace needs)."""
@@ -156,15 +154,6 @@ def _bind(source: Path | str, target: str, readonly: bool, keep_locked: bool = F
     return {"destination": target, "type": "bind", "source": str(source), "options": opts}
 
 
-SYSFS_BIND: dict[str, Any] = {
-    "destination": "/sys",
-    "type": "bind",
-    "source": "/sys",
-    "options": ["rbind", "nosuid", "noexec", "nodev", "ro", "rro"],
-}
-"""/sys of a sandbox with a user namespace (a sysfs mount needs a netns owned by that user namespace)."""
-
-
 def mounts_for(
     spec: SandboxSpec, paths: ContainerPaths, userns: UserNamespace | None = None
 ) -> list[dict[str, Any]]:
@@ -220,9 +209,6 @@ def mounts_for(
             keep_locked=userns is not None,
         ),
     ]
-    if userns is not None and paths.userns is None:
-        mounts = [dict(SYSFS_BIND, options=list(SYSFS_BIND["options"])) if m["destination"] == "/sys" else m
-                  for m in mounts]
     seen = {m["destination"] for m in mounts}
     for m in [*spec.mounts, *paths.extra_mounts]:
         if m.target in seen:
@@ -251,8 +237,7 @@ def build_config(
     ]
     namespaces.append({"type": "network", "path": str(paths.netns)} if paths.netns else {"type": "network"})
     if userns is not None:
-        user_ns = {"type": "user", "path": str(paths.userns)} if paths.userns else {"type": "user"}
-        namespaces.insert(0, user_ns)
+        namespaces.insert(0, {"type": "user"})
     config: dict[str, Any] = {
         "ociVersion": OCI_VERSION,
         "process": {

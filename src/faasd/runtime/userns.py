@@ -22,8 +22,8 @@ import os
 import shutil
 from pathlib import Path
 
-from faasd.errors import CapacityError, RuntimeFailure
-from faasd.rootfs import mounts
+from faasd.errors import CapacityError
+from faasd.rootfs import idmap, mounts
 from faasd.runtime import network, nsutil
 from faasd.runtime.models import USERNS_SIZE, UserNamespace
 
@@ -57,61 +57,45 @@ def userns_path(sandbox_id: str) -> Path:
     return NS_DIR / sandbox_id
 
 
-def create_namespaces(sandbox_id: str, ns: UserNamespace) -> Path:
-    """Create and pin the user namespace of ``sandbox_id`` (mapping ``ns``, at :func:`userns_path`) and its
-    network namespace *owned by that user namespace* (at ``network.netns_path``, ``lo`` up); returns the
-    netns path. Blocking (one fork, ~2-5 ms); undone by :func:`remove` and ``network.delete_netns``.
+def pin_userns(sandbox_id: str, ns: UserNamespace) -> Path:
+    """Create a user namespace with mapping ``ns`` and pin it at :func:`userns_path` (one fork, ~2 ms).
 
-    Why we make both instead of letting runc make the user namespace: ``runc exec`` joins the container's
-    user namespace first and then its netns, which fails (EPERM) unless the netns belongs to that user
-    namespace; and a restore can pass both to CRIU as existing namespaces (``join_ns``), so a restored
-    sandbox runs in its own, new range rather than the one recorded in the image.
+    It is what the sandbox's idmapped mounts are made with (:mod:`faasd.rootfs.idmap`); the container's own
+    user namespace, with the same mapping, is made by runc (or by CRIU on restore) together with the
+    container's netns, which must belong to it: ``runc exec`` joins the user namespace first and then the
+    netns, and CRIU restores the netns inside the user namespace it re-creates. Undone by :func:`remove`.
     """
-    network.ensure_netns_dir()
     NS_DIR.mkdir(parents=True, exist_ok=True)
-    user_pin, net_pin = userns_path(sandbox_id), network.netns_path(sandbox_id)
-    for pin in (user_pin, net_pin):
-        fd = os.open(str(pin), os.O_CREAT | os.O_EXCL | os.O_RDONLY | os.O_CLOEXEC, 0o444)
-        os.close(fd)
-    go_r, go_w = os.pipe2(os.O_CLOEXEC)
-    ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
-    pid = os.fork()
-    if pid == 0:  # child: unshare user ns, wait for its maps, unshare the netns, wait to be pinned
-        code = 1
-        try:
-            os.close(go_w)
-            os.close(ready_r)
-            if nsutil.unshare_raw(nsutil.CLONE_NEWUSER) == 0:
-                os.write(ready_w, b"1")
-                if os.read(go_r, 1) == b"1" and nsutil.unshare_raw(nsutil.CLONE_NEWNET) == 0:
-                    os.write(ready_w, b"2")
-                    os.read(go_r, 1)
-                    code = 0
-        finally:
-            os._exit(code)
-    os.close(go_r)
-    os.close(ready_w)
+    pin = userns_path(sandbox_id)
+    fd = os.open(str(pin), os.O_CREAT | os.O_EXCL | os.O_RDONLY | os.O_CLOEXEC, 0o444)
+    os.close(fd)
     try:
-        if os.read(ready_r, 1) != b"1":
-            raise RuntimeFailure(f"could not create the user namespace of sandbox {sandbox_id}")
-        for name in ("uid_map", "gid_map"):
-            with open(f"/proc/{pid}/{name}", "w") as f:
-                f.write(f"0 {ns.host_id} {ns.size}\n")
-        os.write(go_w, b"1")
-        if os.read(ready_r, 1) != b"2":
-            raise RuntimeFailure(f"could not create the network namespace of sandbox {sandbox_id}")
-        mounts.mount(f"/proc/{pid}/ns/user", user_pin, None, mounts.MS_BIND)
-        mounts.mount(f"/proc/{pid}/ns/net", net_pin, None, mounts.MS_BIND)
-        nsutil.call_in_netns(net_pin, network.lo_up)
+        ns_fd = idmap.userns_fd(ns.host_id, ns.size)
+        try:
+            mounts.mount(f"/proc/self/fd/{ns_fd}", pin, None, mounts.MS_BIND)
+        finally:
+            os.close(ns_fd)
     except BaseException:
         remove(sandbox_id)
+        raise
+    return pin
+
+
+def pin_netns(sandbox_id: str, pid: int, *, lo_up: bool = True) -> Path:
+    """Pin the netns of the sandbox's init ``pid`` (made by runc or CRIU inside the sandbox's user
+    namespace) at ``network.netns_path``, where the proxy, egress setup and teardown find it."""
+    network.ensure_netns_dir()
+    path = network.netns_path(sandbox_id)
+    fd = os.open(str(path), os.O_CREAT | os.O_EXCL | os.O_RDONLY | os.O_CLOEXEC, 0o444)
+    os.close(fd)
+    try:
+        mounts.mount(f"/proc/{pid}/ns/net", path, None, mounts.MS_BIND)
+        if lo_up:
+            nsutil.call_in_netns(path, network.lo_up)
+    except BaseException:
         network.delete_netns(sandbox_id)
         raise
-    finally:
-        os.close(go_w)
-        os.close(ready_r)
-        os.waitpid(pid, 0)
-    return net_pin
+    return path
 
 
 def remove(sandbox_id: str) -> list[str]:
@@ -201,3 +185,50 @@ def holders() -> dict[str, UserNamespace]:
             with contextlib.suppress(OSError):
                 out[p.read_text()] = _range(int(p.name))
     return out
+
+
+# ------------------------------------------------------------------ CRIU images
+_CRIU_USERNS_PREFIX = "userns-"
+
+
+def _varint(v: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, v = v & 0x7F, v >> 7
+        if v:
+            out.append(low | 0x80)
+        else:
+            out.append(low)
+            return bytes(out)
+
+
+def userns_image(ns: UserNamespace) -> bytes:
+    """The body of CRIU's ``userns-<id>.img`` entry for ``ns`` (protobuf ``userns_entry``: ``uid_map`` and
+    ``gid_map``, each one ``uid_gid_extent{first=0, lower_first=host_id, count=size}``)."""
+    extent = b"\x08" + _varint(0) + b"\x10" + _varint(ns.host_id) + b"\x18" + _varint(ns.size)
+    field = _varint(len(extent)) + extent
+    return b"\x0a" + field + b"\x12" + field
+
+
+def images_for(image_dir: Path, dest: Path, ns: UserNamespace) -> Path:
+    """A per-restore copy of the CRIU images in ``image_dir`` whose user namespace maps onto ``ns``.
+
+    CRIU re-creates the dumped user namespace with the map it finds in the image, i.e. the range of the
+    sandbox the snapshot was taken from; the restored sandbox has its own. ``dest`` gets every image as a
+    hard link (a copy across filesystems) except ``userns-*.img``, which is rewritten for ``ns``; the
+    snapshot stays shared and unchanged. Not symlinks: the restored tasks open some images themselves,
+    from inside the user namespace, and runc's image dir is 0700 (root only). Returns ``dest``.
+    """
+    dest.mkdir(parents=True, exist_ok=False)
+    for entry in os.scandir(image_dir):
+        target = dest / entry.name
+        if entry.name.startswith(_CRIU_USERNS_PREFIX) and entry.name.endswith(".img"):
+            head = Path(entry.path).read_bytes()[:8]  # two magics; then one (size, message) entry
+            body = userns_image(ns)
+            target.write_bytes(head + len(body).to_bytes(4, "little") + body)
+        elif entry.is_file(follow_symlinks=False):
+            try:
+                os.link(entry.path, target)
+            except OSError:
+                shutil.copy2(entry.path, target)
+    return dest

@@ -100,7 +100,7 @@ async def test_cancel_mid_create_is_cleaned_up(manager: SandboxManager, make_spe
     spec = make_spec("true")
     if manager._wants_userns(spec):  # the netns is made with the sandbox's user namespace, in a thread
         loop = asyncio.get_running_loop()
-        real_ns = sandbox_mod.userns.create_namespaces
+        real_ns = sandbox_mod.userns.pin_userns
 
         def slow_ns(sandbox_id: str, ns: UserNamespace) -> Path:
             path = real_ns(sandbox_id, ns)
@@ -108,7 +108,7 @@ async def test_cancel_mid_create_is_cleaned_up(manager: SandboxManager, make_spe
             time.sleep(1.0)
             return path
 
-        monkeypatch.setattr(sandbox_mod.userns, "create_namespaces", slow_ns)
+        monkeypatch.setattr(sandbox_mod.userns, "pin_userns", slow_ns)
     task = asyncio.ensure_future(manager.create(spec))
     await asyncio.wait_for(reached.wait(), 20)
     task.cancel()
