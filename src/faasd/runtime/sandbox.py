@@ -237,6 +237,10 @@ def _restore_userns(sb: Sandbox, config: Mapping[str, Any]) -> dict[str, Any]:
         {"type": n["type"]} if n.get("type") in ("network", "user") else n
         for n in linux.get("namespaces", [])
     ]
+    # CRIU makes that netns empty (runc dumps it as "empty"): bring lo up before it restores sockets (a
+    # loopback TCP connection reconnects at once); runc runs prestart hooks at CRIU's setup-namespaces
+    hooks = cfg.setdefault("hooks", {})
+    hooks["prestart"] = [*(h for h in hooks.get("prestart", []) if h != LO_UP_HOOK), LO_UP_HOOK]
     cfg["root"]["path"] = str(_stage_root(sb))
     origins = json.loads(cfg.get("annotations", {}).get(BINDS_ANNOTATION, "{}"))
     binds = [
@@ -249,6 +253,17 @@ def _restore_userns(sb: Sandbox, config: Mapping[str, Any]) -> dict[str, Any]:
             m["source"] = str(sources[m["destination"]])
     _make_mountpoints(sb, cfg)
     return cfg
+
+
+LO_UP_HOOK = {
+    "path": "/bin/sh",
+    "args": [
+        "sh", "-c",
+        "pid=$(grep -o '\"pid\":[0-9]*' | cut -d: -f2) && exec nsenter -t \"$pid\" -n ip link set lo up",
+    ],
+    "timeout": 10,
+}
+"""OCI prestart hook (reads the state JSON with the pid on stdin): ``lo`` up in the restored netns."""
 
 
 def _make_mountpoints(sb: Sandbox, cfg: Mapping[str, Any]) -> None:
