@@ -5,10 +5,12 @@ Every test asks for ``SandboxSpec.userns=True`` so it runs whatever the daemon d
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,6 +18,7 @@ from faasd.config import Settings
 from faasd.runtime import BindMount, Limits, SandboxManager, SandboxSpec, userns
 from faasd.runtime import sandbox as sandbox_mod
 from faasd.runtime.models import UserNamespace
+from faasd.runtime.sandbox import Sandbox
 from faasd.testing.leaks import find_leaks, sandbox_leaks
 
 
@@ -216,3 +219,65 @@ async def test_network_modes_and_exec_work_under_userns(
     finally:
         await sb.destroy()
     assert sandbox_leaks(settings, sid) == []
+
+
+COUNTER = (
+    "import os, time\ni = 0\nopen('/tmp/mine', 'w').write('x')\nwhile True:\n    i += 1\n"
+    "    open('/run/faasd-io/n.tmp', 'w').write(str(i))\n"
+    "    os.replace('/run/faasd-io/n.tmp', '/run/faasd-io/n')\n"
+    "    time.sleep(0.01)\n"
+)
+
+
+async def _count(io_dir: Path) -> int:
+    for _ in range(500):
+        try:
+            return int((io_dir / "n").read_text())
+        except (OSError, ValueError):
+            await asyncio.sleep(0.01)
+    raise AssertionError("the counter never appeared")
+
+
+async def test_restore_runs_in_a_new_disjoint_range(
+    manager: SandboxManager, python_rootfs: Path, unique_id: str, settings: Settings, tmp_path: Path
+) -> None:
+    sid, new_id = f"fd-{unique_id}", f"fd-{unique_id}-r"
+    sb = await manager.create(_spec(sid, python_rootfs, "python3", "-c", COUNTER), stdin_pipe=False)
+    try:
+        await sb.start()
+        before = await _count(sb.io_dir)
+        old = sb.userns
+        assert old is not None
+        image = tmp_path / "criu"
+        await sb.runtime.checkpoint(sb.id, image, work_path=tmp_path / "work", leave_running=True)
+        dumped = json.loads(sb.config_path.read_text())
+        old_bundle = str(sb.bundle)
+
+        def rewrite(new: Sandbox) -> dict[str, Any]:
+            text = json.dumps(dumped).replace(old_bundle, "@@B@@").replace(sid, new.id)
+            return dict(json.loads(text.replace("@@B@@", str(new.bundle))))
+
+        spec = _spec(new_id, python_rootfs, "python3", "-c", COUNTER)
+        restored = await manager.restore(spec, image, rewrite)
+        try:
+            ns = restored.userns
+            assert ns is not None and ns != old  # its own range, while the original still runs
+            assert ns.host_id + ns.size <= old.host_id or old.host_id + old.size <= ns.host_id
+            assert UserNamespace.from_config(json.loads(restored.config_path.read_text())) == ns
+            r = await restored.exec(["sh", "-c", "cat /proc/self/uid_map; stat -c %u /tmp/mine"])
+            assert r.exit_code == 0, r.stderr
+            assert r.stdout.split() == [b"0", str(ns.host_id).encode(), b"65536", b"0"]
+            assert restored.pid is not None and _host_ids(restored.pid) == (ns.host_id, ns.host_id)
+            after = await _count(restored.io_dir)
+            assert after >= before
+            for _ in range(300):
+                if await _count(restored.io_dir) > after:
+                    break
+                await asyncio.sleep(0.01)
+            assert await _count(restored.io_dir) > after  # the restored process keeps running
+        finally:
+            await restored.destroy()
+    finally:
+        await sb.destroy()
+    assert find_leaks(settings, [sid, new_id]) == {}
+    assert userns.allocated(new_id) is None
