@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     runc_binary: str = "runc"
     runsc_binary: str = "runsc"
     criu_binary: str = "criu"
-    userns: bool = False
+    userns: bool = True
     """Run every runc sandbox in its own user namespace: root inside is an unprivileged host id range
     (``faasd.runtime.userns``). A sandbox spec can override it (``SandboxSpec.userns``)."""
 
