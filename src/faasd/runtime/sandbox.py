@@ -826,8 +826,9 @@ class SandboxManager:
             config = restore.config(sb) if callable(restore.config) else restore.config
             config = await loop.run_in_executor(None, _restore_userns, sb, config)
             if sb.userns is not None:
+                # next to the snapshots (data_dir), so the images are hard links, not copies
                 image_path = await loop.run_in_executor(
-                    None, userns.images_for, restore.image_path, bundle / "criu-images", sb.userns
+                    None, userns.images_for, restore.image_path, self._restore_images(spec.id), sb.userns
                 )
             user = config.get("process", {}).get("user", {})
             sb.user = ProcessUser(int(user.get("uid", 0)), int(user.get("gid", 0)))
@@ -882,6 +883,8 @@ class SandboxManager:
                     os.close(fd)
                 if fd in fds:
                     fds.remove(fd)
+            if image_path is not None and restore is not None and image_path != restore.image_path:
+                shutil.rmtree(image_path, ignore_errors=True)  # CRIU has read them
         if stdin_pipe:
             sb._stdin_fd = in_w
             fds.remove(in_w)
@@ -900,6 +903,10 @@ class SandboxManager:
             sb._status = "running"
             sb.started_at = time.monotonic()
         sb._waiter = asyncio.ensure_future(sb._watch())
+
+    def _restore_images(self, sandbox_id: str) -> Path:
+        """Per-restore CRIU image dir of a sandbox with a user namespace (removed after the restore)."""
+        return self.settings.data_dir / "scratch" / f"{sandbox_id}.criu-images"
 
     def _wants_userns(self, spec: SandboxSpec) -> bool:
         wanted = spec.userns if spec.userns is not None else self.settings.userns
@@ -978,6 +985,7 @@ class SandboxManager:
             network.delete_netns(sandbox_id)
         except Exception as exc:
             problems.append(str(exc))
+        shutil.rmtree(self._restore_images(sandbox_id), ignore_errors=True)  # left by a crash mid-restore
         staged = await loop.run_in_executor(None, userns.remove, sandbox_id)
         if staged:
             problems.append(f"could not unmount {', '.join(staged)}")

@@ -120,7 +120,11 @@ def _leaks_of(settings: Settings, sandbox_id: str, host: _HostState) -> list[str
         found.append("egress /30 allocation")
     if userns.allocated(sandbox_id) is not None or (userns.ALLOC_DIR / f"{sandbox_id}.slot").exists():
         found.append("user namespace id range")
-    for p in (userns.userns_path(sandbox_id), userns.STAGE_DIR / sandbox_id):
+    for p in (
+        userns.userns_path(sandbox_id),
+        userns.STAGE_DIR / sandbox_id,
+        settings.data_dir / "scratch" / f"{sandbox_id}.criu-images",
+    ):
         if p.exists():
             found.append(f"user namespace pin or stage dir {p}")
     found += [f"loop device {ln.split(':')[0]}" for ln in host.loops if f"/{sandbox_id}" in ln]
