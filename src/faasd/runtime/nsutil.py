@@ -16,7 +16,6 @@ from typing import TypeVar
 
 CLONE_NEWNET = 0x40000000
 CLONE_NEWNS = 0x00020000
-CLONE_NEWUSER = 0x10000000
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
@@ -39,11 +38,6 @@ def unshare(flags: int) -> None:
     if _libc.unshare(flags) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"unshare: {os.strerror(err)}")
-
-
-def unshare_raw(flags: int) -> int:
-    """unshare(2) returning its result (for a freshly forked child: no exception machinery needed)."""
-    return int(_libc.unshare(flags))
 
 
 class _BrokenThread(RuntimeError):
