@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     ``lo`` with the label ``lo:faas``). Empty: functions get no direct address."""
     direct_port: int = 80
     """The TCP port every direct function address listens on."""
+    userns: bool = True
+    """Run every runc sandbox in its own user namespace: root inside is an unprivileged host id range
+    (``faasd.runtime.userns``). A sandbox spec can override it (``SandboxSpec.userns``)."""
 
     @cached_property
     def db_url(self) -> str:

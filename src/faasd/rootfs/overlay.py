@@ -41,7 +41,8 @@ from pathlib import Path
 from typing import Literal
 
 from faasd.errors import InvalidInputError, RuntimeFailure, StorageFullError
-from faasd.rootfs import loopdev, mounts
+from faasd.rootfs import idmap, loopdev, mounts
+from faasd.rootfs.idmap import IdMap
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,7 @@ class OverlayRootfs:
         allow_copy_fallback: bool = True,
         image_dir: Path | None = None,
         memory_mb: int | None = None,
+        idmap: IdMap | None = None,
     ) -> OverlayRootfs:
         """Mount ``lowers`` (lowest first) read-only with a writable upper bounded to ``size_mb`` MiB.
 
@@ -106,6 +108,10 @@ class OverlayRootfs:
         ``memory_mb``: the memory limit of the processes that will write the upper (for ``backend="auto"``,
         see :func:`choose_backend`). On any failure everything done so far is undone before the exception
         propagates.
+        ``idmap``: the sandbox runs in a user namespace mapping its ids ``0..size-1`` to ``host_id..``;
+        the lowers and the upper are idmapped views (:mod:`faasd.rootfs.idmap`), so the merged view shows
+        the image's files shifted into that range while the upper stores unshifted ids. No copy fallback
+        then (a flat copy would have to be chowned).
         """
         lowers = [Path(p) for p in lowers]
         if not lowers:
@@ -146,9 +152,9 @@ class OverlayRootfs:
             upper.mkdir()
             work.mkdir()
             try:
-                _mount_overlay(lowers, upper, work, merged)
+                _mount_overlay(lowers, upper, work, merged, idmap)
             except OSError as exc:
-                if not allow_copy_fallback:
+                if not allow_copy_fallback or idmap is not None:
                     raise RuntimeFailure(f"overlay mount of {len(lowers)} layers failed: {exc}") from exc
                 # Fallback: flat copy into rootfs/ (unbounded); the scratch fs is not needed then.
                 mounts.unmount_all_under(scratch)
@@ -229,9 +235,14 @@ renamed directory must be copied up whole (no redirect xattr) and a chmod must c
 metadata-only copy)."""
 
 
-def _mount_overlay(lowers: list[Path], upper: Path, work: Path, merged: Path) -> None:
+def _mount_overlay(
+    lowers: list[Path], upper: Path, work: Path, merged: Path, id_map: IdMap | None = None
+) -> None:
     # overlayfs wants lowerdir topmost first; callers give lowest first.
     ordered = [str(p) for p in reversed(lowers)]
+    if id_map is not None:
+        _mount_overlay_idmapped(ordered, upper, work, merged, id_map)
+        return
     data = f"lowerdir={':'.join(ordered)},upperdir={upper},workdir={work},{OVERLAY_FEATURES}"
     needs_fds = len(data) > _MOUNT_DATA_MAX or any(
         c in s for s in [*ordered, str(upper), str(work)] for c in _UNSAFE
@@ -252,6 +263,41 @@ def _mount_overlay(lowers: list[Path], upper: Path, work: Path, merged: Path) ->
                 f"too many layers ({len(lowers)}) for one overlay mount; flatten the image"
             )
         mounts.mount("overlay", merged, "overlay", 0, data)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _mount_overlay_idmapped(
+    ordered: list[str], upper: Path, work: Path, merged: Path, id_map: IdMap
+) -> None:
+    """The overlay over idmapped views of every lower and of the scratch fs holding upper/work, mounted with
+    the range's root as fsuid (overlayfs works on the upper with its mounter's credentials)."""
+    if upper.parent != work.parent:
+        raise InvalidInputError("an idmapped overlay needs upper and work in the same directory")
+    fds: list[int] = []
+    ns = id_map.open_userns()
+    try:
+        for p in [*ordered, str(upper.parent)]:
+            fds.append(idmap.idmapped_clone(p, ns))
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    finally:
+        os.close(ns)
+    try:
+        names = [f"/proc/self/fd/{fd}" for fd in fds]
+        scratch = names[-1]
+        data = (
+            f"lowerdir={':'.join(names[:-1])},upperdir={scratch}/{upper.name},workdir={scratch}/{work.name},"
+            f"{OVERLAY_FEATURES}"
+        )
+        if len(data) > 4000:
+            raise InvalidInputError(
+                f"too many layers ({len(ordered)}) for one overlay mount; flatten the image"
+            )
+        idmap.as_mounter(id_map.host_id, lambda: mounts.mount("overlay", merged, "overlay", 0, data))
     finally:
         for fd in fds:
             os.close(fd)

@@ -58,7 +58,7 @@ from faasd.rootfs import mounts
 from faasd.runtime import sandbox as sandbox_mod
 from faasd.runtime.checkpointable import Checkpointable, CheckpointSource, checkpoint_source
 from faasd.runtime.criu_conf import criu_annotations
-from faasd.runtime.models import SANDBOX_ID_RE, Limits, NetworkSpec, SandboxSpec
+from faasd.runtime.models import SANDBOX_ID_RE, Limits, NetworkSpec, SandboxSpec, UserNamespace
 from faasd.runtime.sandbox import Sandbox, SandboxManager
 
 CRIU_OPTS: dict[str, bool] = {"tcp_established": True, "file_locks": True, "ext_unix_sk": True}
@@ -437,6 +437,7 @@ async def restore(
         limits=limits or Limits(),
         network=network or NetworkSpec(),
         annotations={"faasd.restored": "true"},
+        userns=UserNamespace.from_config(dumped) is not None,  # a new range if the snapshot ran in one
     )
     timings: dict[str, float] = {}
     t0 = time.perf_counter()

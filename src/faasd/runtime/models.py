@@ -136,6 +136,54 @@ class NetworkSpec:
     """Ports inside the sandbox that callers intend to reach (informational for loopback-proxy)."""
 
 
+USERNS_SIZE = 65536
+"""Ids per sandbox user namespace: container uids/gids 0..65535 (``nobody`` = 65534 included)."""
+
+
+@dataclass(frozen=True)
+class UserNamespace:
+    """The user namespace of a sandbox: container uid/gid ``k`` is host uid/gid ``host_id + k``, for
+    ``0 <= k < size``; uids and gids use the same range. Ranges are allocated per sandbox, host-wide and
+    never overlapping (:mod:`faasd.runtime.userns`), and never include host id 0.
+
+    config.json is where every later step (exec, checkpoint, any restore path) reads it from:
+    ``linux.uidMappings``/``gidMappings`` (:meth:`oci_mappings`, :meth:`from_config`).
+    """
+
+    host_id: int
+    size: int = USERNS_SIZE
+
+    def host_uid(self, uid: int) -> int:
+        """The host id of container id ``uid`` (same for gids)."""
+        if not 0 <= uid < self.size:
+            raise InvalidInputError(f"id {uid} is outside the sandbox's user namespace (0..{self.size - 1})")
+        return self.host_id + uid
+
+    def oci_mappings(self) -> dict[str, list[dict[str, int]]]:
+        one = [{"containerID": 0, "hostID": self.host_id, "size": self.size}]
+        return {"uidMappings": one, "gidMappings": [dict(one[0])]}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, object]) -> UserNamespace | None:
+        """The user namespace an OCI config.json describes (``None``: the sandbox has none)."""
+        linux = config.get("linux")
+        if not isinstance(linux, Mapping):
+            return None
+        namespaces = linux.get("namespaces")
+        if not isinstance(namespaces, list) or not any(
+            isinstance(n, Mapping) and n.get("type") == "user" for n in namespaces
+        ):
+            return None
+        maps = linux.get("uidMappings")
+        if not isinstance(maps, list) or len(maps) != 1 or not isinstance(maps[0], Mapping):
+            return None
+        first = maps[0]
+        host_id, size = first.get("hostID"), first.get("size")
+        if first.get("containerID") != 0 or not isinstance(host_id, int) or not isinstance(size, int):
+            return None
+        return cls(host_id, size)
+
+
 @dataclass(frozen=True)
 class BindMount:
     """A host path bind-mounted into the sandbox, read-only unless ``readonly=False``."""
@@ -177,6 +225,9 @@ class SandboxSpec:
     readonly_rootfs: bool = False
     """Root read-only (writes only to /tmp and mounts). Default: writable overlay, size-bounded by disk_mb."""
     annotations: Mapping[str, str] = field(default_factory=dict)
+    userns: bool | None = None
+    """Run in a user namespace of its own (:class:`UserNamespace`); ``None``: the daemon's setting
+    (``FAASD_USERNS``). runc only: gVisor (runsc) has its own user model."""
 
     def validate(self) -> None:
         if not SANDBOX_ID_RE.match(self.id):

@@ -60,6 +60,16 @@ def netns_path(sandbox_id: str) -> Path:
 _netns_dir_ready = False
 
 
+def ensure_netns_dir() -> None:
+    """Make ``/run/netns`` (shared mount point, like iproute2) before pinning a netns there."""
+    _ensure_netns_dir()
+
+
+def lo_up() -> None:
+    """Bring ``lo`` up in the calling thread's netns."""
+    _lo_up()
+
+
 def _ensure_netns_dir() -> None:
     global _netns_dir_ready
     if _netns_dir_ready and NETNS_DIR.is_dir():

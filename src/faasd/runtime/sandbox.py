@@ -48,9 +48,9 @@ from faasd.errors import (
     StorageFullError,
     pids_exhausted,
 )
-from faasd.rootfs import OverlayRootfs
+from faasd.rootfs import OverlayRootfs, idmap
 from faasd.rootfs import mounts as _mounts
-from faasd.runtime import cgroups, ksm, network, reaper
+from faasd.runtime import cgroups, ksm, network, reaper, userns
 from faasd.runtime.models import (
     AGENT_DIR_IN_CONTAINER,
     IO_DIR_IN_CONTAINER,
@@ -63,6 +63,7 @@ from faasd.runtime.models import (
     RunResult,
     SandboxInfo,
     SandboxSpec,
+    UserNamespace,
 )
 from faasd.runtime.proxy import LoopbackProxy, open_connection_in_netns
 from faasd.runtime.runc import ContainerNotFound, OciRuntime, make_runtime, read_log_errors
@@ -192,6 +193,136 @@ def _mount_io_dir(io_dir: Path) -> None:
     )
 
 
+BINDS_ANNOTATION = "faasd.userns.binds"
+"""config.json annotation of a sandbox with a user namespace: ``{destination: original source}`` of its
+idmapped binds (sources inside the bundle as ``@bundle/<path>``), so a restore can idmap them again."""
+
+
+def _idmap_binds(sb: Sandbox, binds: Sequence[tuple[str, Path]]) -> dict[str, Path]:
+    """For a sandbox with a user namespace: an idmapped view of every bind source under ``<bundle>/binds/``
+    (files owned by host root show as the sandbox's root, as without a user namespace). A source on a
+    filesystem without idmap support is bound as it is (its files then show as ``nobody`` inside)."""
+    ns = sb.userns
+    if ns is None:
+        return {}
+    out: dict[str, Path] = {}
+    base = userns.stage_dir(sb.id) / "binds"
+    base.mkdir(mode=0o711, exist_ok=True)
+    for i, (dest, source) in enumerate(binds):
+        target = base / str(i)
+        if Path(source).is_dir():
+            target.mkdir()
+        else:
+            target.touch()
+        try:
+            idmap.bind_idmapped(source, target, idmap.IdMap(ns.host_id, ns.size, userns.userns_path(sb.id)))
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+            log.warning("bind source %s cannot be idmapped (%s); its files show as nobody in %s",
+                        source, exc, sb.id)
+            continue
+        out[dest] = target
+    return out
+
+
+def _stage_root(sb: Sandbox) -> Path:
+    """The merged rootfs bound at a path runc can resolve from inside the user namespace."""
+    assert sb.rootfs is not None
+    target = userns.stage_dir(sb.id) / "rootfs"
+    target.mkdir(mode=0o755)
+    _mounts.mount(str(sb.rootfs.path), target, None, _mounts.MS_BIND)
+    return target
+
+
+def _bind_origins(sb: Sandbox, binds: Sequence[tuple[str, Path]]) -> dict[str, str]:
+    out = {}
+    for dest, source in binds:
+        src = str(source)
+        if src == str(sb.bundle) or src.startswith(f"{sb.bundle}/"):
+            src = "@bundle" + src[len(str(sb.bundle)) :]
+        out[dest] = src
+    return out
+
+
+def _restore_userns(sb: Sandbox, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The restore config with this sandbox's user namespace (the dumped one has the range of the sandbox
+    the snapshot was taken from, or none: then this sandbox must have none either).
+
+    For a sandbox with one: the mappings become its own range, the netns loses its path (CRIU restores the
+    dumped netns inside the user namespace it re-creates; the manager pins it afterwards), and the root and
+    the bind sources are idmapped again for the new range (their original sources are in the
+    ``faasd.userns.binds`` annotation).
+    """
+    cfg = json.loads(json.dumps(config))
+    dumped = UserNamespace.from_config(cfg)
+    if (dumped is None) != (sb.userns is None):
+        had = "with" if dumped is not None else "without"
+        raise InvalidInputError(
+            f"the snapshot was taken {had} a user namespace; restore it with SandboxSpec.userns="
+            f"{dumped is not None}"
+        )
+    if sb.userns is None:
+        return cfg
+    linux = cfg["linux"]
+    linux.update(sb.userns.oci_mappings())
+    linux["namespaces"] = [
+        {"type": n["type"]} if n.get("type") in ("network", "user") else n
+        for n in linux.get("namespaces", [])
+    ]
+    # CRIU makes that netns empty (runc dumps it as "empty"): bring lo up before it restores sockets (a
+    # loopback TCP connection reconnects at once); runc runs prestart hooks at CRIU's setup-namespaces
+    hooks = cfg.setdefault("hooks", {})
+    hooks["prestart"] = [*(h for h in hooks.get("prestart", []) if h != LO_UP_HOOK), LO_UP_HOOK]
+    cfg["root"]["path"] = str(_stage_root(sb))
+    origins = json.loads(cfg.get("annotations", {}).get(BINDS_ANNOTATION, "{}"))
+    binds = [
+        (dest, sb.bundle / src[len("@bundle/"):] if src.startswith("@bundle/") else Path(src))
+        for dest, src in origins.items()
+    ]
+    sources = _idmap_binds(sb, binds)
+    for m in cfg.get("mounts", []):
+        if m.get("destination") in sources:
+            m["source"] = str(sources[m["destination"]])
+    _make_mountpoints(sb, cfg)
+    return cfg
+
+
+LO_UP_HOOK = {
+    "path": "/bin/sh",
+    "args": [
+        "sh", "-c",
+        "pid=$(grep -o '\"pid\":[0-9]*' | cut -d: -f2) && exec nsenter -t \"$pid\" -n ip link set lo up",
+    ],
+    "timeout": 10,
+}
+"""OCI prestart hook (reads the state JSON with the pid on stdin): ``lo`` up in the restored netns."""
+
+
+def _make_mountpoints(sb: Sandbox, cfg: Mapping[str, Any]) -> None:
+    """Create the bind mount points in the root before ``runc restore`` does: runc makes them as host root,
+    which the idmapped upper refuses (EOVERFLOW: host id 0 is outside the sandbox's range); made with the
+    range's root as fsuid they are owned by root inside, as if the sandbox had made them."""
+    assert sb.rootfs is not None and sb.userns is not None
+    root = sb.rootfs.path
+
+    def make() -> None:
+        for m in cfg.get("mounts", []):
+            dest = str(m.get("destination", "")).lstrip("/")
+            if m.get("type") != "bind" or not dest or ".." in Path(dest).parts:
+                continue
+            target = root / dest
+            if target.exists() or target.is_symlink():
+                continue
+            if Path(str(m.get("source", ""))).is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.touch()
+
+    idmap.as_mounter(sb.userns.host_id, make)
+
+
 _RUN_DIR_NEARLY_FULL = 1 << 20
 """Free bytes in run_dir below which a failing ``runc create``/``restore`` is a StorageFullError."""
 
@@ -236,6 +367,8 @@ class Sandbox:
         self.netns: Path | None = None
         self.egress: network.EgressLink | None = None
         self.user: ProcessUser | None = None
+        self.userns: UserNamespace | None = None
+        """The sandbox's user namespace (also in config.json), ``None`` when it runs without one."""
         self.pid: int | None = None
         self.created_at = time.monotonic()
         self.started_at: float | None = None
@@ -790,24 +923,57 @@ class SandboxManager:
         sb.io_dir.mkdir()
         _mount_io_dir(sb.io_dir)  # unmounted with everything under the bundle on teardown
         fallback = restore is None
+        image_path = restore.image_path if restore is not None else None
+        id_map: idmap.IdMap | None = None
+        if self._wants_userns(spec):
+            sb.userns = ns = userns.allocate(spec.id)  # released by _teardown
+            # a cancelled create still waits for the thread, so that teardown finds the pin it made
+            made = loop.run_in_executor(None, userns.pin_userns, spec.id, ns)
+            try:
+                await asyncio.shield(made)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await made
+                raise
+            id_map = idmap.IdMap(ns.host_id, ns.size, userns.userns_path(spec.id))
+            # runc (CRIU on restore) makes the netns inside the user namespace; pinned here after that
+            sb.netns = network.netns_path(spec.id)
         sb.rootfs = await loop.run_in_executor(
             None,
             lambda: OverlayRootfs.mount(
                 spec.lowers, bundle, spec.limits.disk_mb, backend=spec.limits.disk_backend,
                 allow_copy_fallback=fallback, image_dir=self.settings.data_dir / "scratch",
-                memory_mb=spec.limits.memory_mb,
+                memory_mb=spec.limits.memory_mb, idmap=id_map,
             ),
         )
-        sb.netns = await network.acreate_netns(spec.id)
-        if spec.network.mode == "egress":
-            sb.egress = await loop.run_in_executor(None, network.setup_egress, spec.id, sb.netns)
+        if sb.userns is None:
+            sb.netns = await network.acreate_netns(spec.id)
+            if spec.network.mode == "egress":
+                sb.egress = await loop.run_in_executor(None, network.setup_egress, spec.id, sb.netns)
         if restore is None:
             sb.user = resolve_user(sb.rootfs.path, spec.resolved_user())
+            binds = [(IO_DIR_IN_CONTAINER, sb.io_dir), *((m.target, m.source) for m in spec.mounts)]
+            bind_sources = await loop.run_in_executor(None, _idmap_binds, sb, binds)
+            root = sb.rootfs.path if sb.userns is None else await loop.run_in_executor(None, _stage_root, sb)
             config: Mapping[str, Any] = build_config(
-                spec, ContainerPaths(rootfs=sb.rootfs.path, io_dir=sb.io_dir, netns=sb.netns), sb.user
+                spec,
+                ContainerPaths(
+                    rootfs=root, io_dir=sb.io_dir, netns=sb.netns if sb.userns is None else None,
+                    bind_sources=bind_sources,
+                ),
+                sb.user,
+                sb.userns,
             )
+            if sb.userns is not None:
+                config["annotations"][BINDS_ANNOTATION] = json.dumps(_bind_origins(sb, binds))
         else:
             config = restore.config(sb) if callable(restore.config) else restore.config
+            config = await loop.run_in_executor(None, _restore_userns, sb, config)
+            if sb.userns is not None:
+                # next to the snapshots (data_dir), so the images are hard links, not copies
+                image_path = await loop.run_in_executor(
+                    None, userns.images_for, restore.image_path, self._restore_images(spec.id), sb.userns
+                )
             user = config.get("process", {}).get("user", {})
             sb.user = ProcessUser(int(user.get("uid", 0)), int(user.get("gid", 0)))
         os.chown(sb.io_dir, sb.user.uid, sb.user.gid)
@@ -842,7 +1008,7 @@ class SandboxManager:
                 work.mkdir(parents=True, exist_ok=True)
                 opts = restore.criu_opts
                 await sb.runtime.restore(
-                    spec.id, bundle, restore.image_path, stdin=in_r, stdout=out_w, stderr=err_w,
+                    spec.id, bundle, image_path or restore.image_path, stdin=in_r, stdout=out_w, stderr=err_w,
                     log_file=log_file, work_path=work, detach=True, pid_file=pid_file,
                     tcp_established=opts.get("tcp_established", False),
                     file_locks=opts.get("file_locks", False), ext_unix_sk=opts.get("ext_unix_sk", False),
@@ -862,9 +1028,18 @@ class SandboxManager:
                     os.close(fd)
                 if fd in fds:
                     fds.remove(fd)
+            if image_path is not None and restore is not None and image_path != restore.image_path:
+                shutil.rmtree(image_path, ignore_errors=True)  # CRIU has read them
         if stdin_pipe:
             sb._stdin_fd = in_w
             fds.remove(in_w)
+        if sb.userns is not None:
+            assert sb.pid is not None
+            sb.netns = await loop.run_in_executor(
+                None, lambda: userns.pin_netns(spec.id, sb.pid or 0, lo_up=restore is None)
+            )
+            if spec.network.mode == "egress":
+                sb.egress = await loop.run_in_executor(None, network.setup_egress, spec.id, sb.netns)
         if sb.runtime.name == "runsc":
             sb._helper_pids = [p for p in reaper.children_with_arg(str(bundle)) if p != sb.pid]
         if restore is None:
@@ -873,6 +1048,14 @@ class SandboxManager:
             sb._status = "running"
             sb.started_at = time.monotonic()
         sb._waiter = asyncio.ensure_future(sb._watch())
+
+    def _restore_images(self, sandbox_id: str) -> Path:
+        """Per-restore CRIU image dir of a sandbox with a user namespace (removed after the restore)."""
+        return self.settings.data_dir / "scratch" / f"{sandbox_id}.criu-images"
+
+    def _wants_userns(self, spec: SandboxSpec) -> bool:
+        wanted = spec.userns if spec.userns is not None else self.settings.userns
+        return wanted and spec.runtime == "runc"
 
     # -------------------------------------------------------------------- run
     async def run(
@@ -953,6 +1136,10 @@ class SandboxManager:
             network.delete_netns(sandbox_id)
         except Exception as exc:
             problems.append(str(exc))
+        shutil.rmtree(self._restore_images(sandbox_id), ignore_errors=True)  # left by a crash mid-restore
+        staged = await loop.run_in_executor(None, userns.remove, sandbox_id)
+        if staged:
+            problems.append(f"could not unmount {', '.join(staged)}")
         try:
             if rootfs is not None:
                 rootfs.unmount()
@@ -964,6 +1151,8 @@ class SandboxManager:
             shutil.rmtree(bundle, ignore_errors=True)
         else:
             problems.append(f"mounts left under {bundle}")
+        if not problems:  # a range is reused only once nothing of the sandbox is left
+            userns.release(sandbox_id)
         if problems:
             raise RuntimeFailure(f"cleanup of sandbox {sandbox_id} incomplete: {'; '.join(problems)}")
 

@@ -18,12 +18,19 @@ Choices (documented here because every sandbox inherits them):
   runs on the host and restores the filter itself.
 * cgroups: ``cgroupsPath=/faasd/<id>``; memory with memsw = memory + swap_mb (no swap beyond by
   default), cpu quota/period + shares, pids.
+* User namespace (``userns``, a :class:`~faasd.runtime.models.UserNamespace`): a ``user`` namespace with
+  ``linux.uidMappings``/``gidMappings`` mapping container ids 0..65535 onto the sandbox's host range. runc
+  1.1 cannot idmap mounts itself, so the root and every bind source are already idmapped views made by
+  the sandbox manager (``paths.rootfs``, ``paths.bind_sources``). The netns is then a new one (no path:
+  runc makes it inside the user namespace, so ``runc exec`` can join both and sysfs can be mounted; the
+  manager pins it afterwards); runc bind-mounts the /dev nodes instead of mknod-ing them.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -32,7 +39,7 @@ from typing import Any
 
 from faasd.errors import InvalidInputError
 from faasd.runtime.criu_conf import criu_annotations
-from faasd.runtime.models import IO_DIR_IN_CONTAINER, BindMount, Limits, SandboxSpec
+from faasd.runtime.models import IO_DIR_IN_CONTAINER, BindMount, Limits, SandboxSpec, UserNamespace
 
 OCI_VERSION = "1.0.2-dev"
 CPU_PERIOD_US = 100_000
@@ -91,6 +98,9 @@ class ContainerPaths:
     io_dir: Path
     netns: Path | None
     extra_mounts: list[BindMount] = field(default_factory=list)
+    bind_sources: dict[str, Path] = field(default_factory=dict)
+    """Per mount destination: the host path runc binds instead of the mount's own source (the idmapped view
+    of it that a sandbox with a user namespace needs)."""
 
 
 @lru_cache(maxsize=1)
@@ -129,12 +139,25 @@ def capabilities_for(user: ProcessUser) -> dict[str, list[str]]:
     return {"bounding": caps, "effective": caps, "permitted": caps, "inheritable": [], "ambient": []}
 
 
-def _bind(source: Path | str, target: str, readonly: bool) -> dict[str, Any]:
+def _bind(source: Path | str, target: str, readonly: bool, keep_locked: bool = False) -> dict[str, Any]:
+    """``keep_locked``: also repeat the source's noexec/ro (under a user namespace these flags are locked:
+    runc 1.1's remount without them fails with EPERM)."""
     opts = ["rbind", "nosuid", "nodev", "ro" if readonly else "rw"]
+    if keep_locked:
+        try:
+            flags = os.statvfs(source).f_flag
+        except OSError:
+            flags = 0
+        if flags & os.ST_NOEXEC:
+            opts.append("noexec")
+        if flags & os.ST_RDONLY and not readonly:
+            opts[3] = "ro"
     return {"destination": target, "type": "bind", "source": str(source), "options": opts}
 
 
-def mounts_for(spec: SandboxSpec, paths: ContainerPaths) -> list[dict[str, Any]]:
+def mounts_for(
+    spec: SandboxSpec, paths: ContainerPaths, userns: UserNamespace | None = None
+) -> list[dict[str, Any]]:
     limits = spec.limits
     tmp_size = f"size={limits.tmp_mb}m" if limits.tmp_mb is not None else "size=50%"
     shm_mb = min(64, limits.tmp_mb) if limits.tmp_mb is not None else 64
@@ -182,19 +205,26 @@ def mounts_for(spec: SandboxSpec, paths: ContainerPaths) -> list[dict[str, Any]]
             "source": "tmpfs",
             "options": ["nosuid", "nodev", "mode=1777", tmp_size],
         },
-        _bind(paths.io_dir, IO_DIR_IN_CONTAINER, readonly=False),
+        _bind(
+            paths.bind_sources.get(IO_DIR_IN_CONTAINER, paths.io_dir), IO_DIR_IN_CONTAINER, readonly=False,
+            keep_locked=userns is not None,
+        ),
     ]
     seen = {m["destination"] for m in mounts}
     for m in [*spec.mounts, *paths.extra_mounts]:
         if m.target in seen:
             raise InvalidInputError(f"two mounts at {m.target}; give each mount its own target path")
         seen.add(m.target)
-        mounts.append(_bind(m.source, m.target, m.readonly))
+        source = paths.bind_sources.get(m.target, m.source)
+        mounts.append(_bind(source, m.target, m.readonly, keep_locked=userns is not None))
     return mounts
 
 
-def build_config(spec: SandboxSpec, paths: ContainerPaths, user: ProcessUser) -> dict[str, Any]:
-    """The OCI config.json for ``spec`` (a dict; write it with ``json.dump``)."""
+def build_config(
+    spec: SandboxSpec, paths: ContainerPaths, user: ProcessUser, userns: UserNamespace | None = None
+) -> dict[str, Any]:
+    """The OCI config.json for ``spec`` (a dict; write it with ``json.dump``); ``userns``: run in a user
+    namespace with that mapping (the caller has idmapped ``paths.rootfs`` and the bind sources)."""
     limits = spec.limits
     env = spec.resolved_env()
     if not any(e.startswith("HOME=") for e in env):
@@ -207,6 +237,8 @@ def build_config(spec: SandboxSpec, paths: ContainerPaths, user: ProcessUser) ->
         {"type": "cgroup"},
     ]
     namespaces.append({"type": "network", "path": str(paths.netns)} if paths.netns else {"type": "network"})
+    if userns is not None:
+        namespaces.insert(0, {"type": "user"})
     config: dict[str, Any] = {
         "ociVersion": OCI_VERSION,
         "process": {
@@ -221,7 +253,7 @@ def build_config(spec: SandboxSpec, paths: ContainerPaths, user: ProcessUser) ->
         },
         "root": {"path": str(paths.rootfs), "readonly": spec.readonly_rootfs},
         "hostname": spec.hostname or spec.id,
-        "mounts": mounts_for(spec, paths),
+        "mounts": mounts_for(spec, paths, userns),
         "annotations": {"faasd.sandbox.id": spec.id, **criu_annotations(), **dict(spec.annotations)},
         "linux": {
             "namespaces": namespaces,
@@ -232,6 +264,8 @@ def build_config(spec: SandboxSpec, paths: ContainerPaths, user: ProcessUser) ->
             "seccomp": default_seccomp(),
         },
     }
+    if userns is not None:
+        config["linux"].update(userns.oci_mappings())
     return config
 
 

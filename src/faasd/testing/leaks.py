@@ -2,7 +2,8 @@
 
 A sandbox is many things on the host: a ``runc`` container and its state dir, a bundle dir with
 overlay/tmpfs/loop mounts, cgroups ``faasd/<id>`` in every hierarchy, a network namespace with a veth
-pair, an egress /30 allocation and iptables rules, a loop device for its scratch disk, CRIU work dirs
+pair, an egress /30 allocation and iptables rules, a user-namespace id range and its pin,
+a loop device for its scratch disk, CRIU work dirs
 during a restore. :func:`sandbox_leaks` reports every one of them that still exists for one id::
 
     from faasd.testing.leaks import assert_no_leaks, sandbox_leaks
@@ -37,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from faasd.config import Settings
-from faasd.runtime import SandboxManager
+from faasd.runtime import SandboxManager, userns
 from faasd.runtime import cgroups as cg
 from faasd.runtime import network as net
 
@@ -117,6 +118,15 @@ def _leaks_of(settings: Settings, sandbox_id: str, host: _HostState) -> list[str
         found.append(f"veth {host_if}")
     if (net.ALLOC_DIR / f"{sandbox_id}.idx").exists():
         found.append("egress /30 allocation")
+    if userns.allocated(sandbox_id) is not None or (userns.ALLOC_DIR / f"{sandbox_id}.slot").exists():
+        found.append("user namespace id range")
+    for p in (
+        userns.userns_path(sandbox_id),
+        userns.STAGE_DIR / sandbox_id,
+        settings.data_dir / "scratch" / f"{sandbox_id}.criu-images",
+    ):
+        if p.exists():
+            found.append(f"user namespace pin or stage dir {p}")
     found += [f"loop device {ln.split(':')[0]}" for ln in host.loops if f"/{sandbox_id}" in ln]
     for table, rules in host.iptables.items():
         if f"faasd:{sandbox_id}" in rules:

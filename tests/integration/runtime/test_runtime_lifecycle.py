@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from faasd.config import Settings
 from faasd.errors import RuntimeFailure
 from faasd.runtime import SandboxManager, SandboxSpec
 from faasd.runtime import sandbox as sandbox_mod
+from faasd.runtime.models import UserNamespace
 
 pytestmark = pytest.mark.integration
 
@@ -95,7 +97,19 @@ async def test_cancel_mid_create_is_cleaned_up(manager: SandboxManager, make_spe
         return path
 
     monkeypatch.setattr(sandbox_mod.network, "acreate_netns", slow)
-    task = asyncio.ensure_future(manager.create(make_spec("true")))
+    spec = make_spec("true")
+    if manager._wants_userns(spec):  # the netns is made with the sandbox's user namespace, in a thread
+        loop = asyncio.get_running_loop()
+        real_ns = sandbox_mod.userns.pin_userns
+
+        def slow_ns(sandbox_id: str, ns: UserNamespace) -> Path:
+            path = real_ns(sandbox_id, ns)
+            loop.call_soon_threadsafe(reached.set)
+            time.sleep(1.0)
+            return path
+
+        monkeypatch.setattr(sandbox_mod.userns, "pin_userns", slow_ns)
+    task = asyncio.ensure_future(manager.create(spec))
     await asyncio.wait_for(reached.wait(), 20)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
