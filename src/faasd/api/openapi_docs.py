@@ -25,6 +25,7 @@ _WHY = {
     409: "conflict with the current state",
     413: "request body larger than FAASD_MAX_PAYLOAD_BYTES",
     422: "the request does not match the schema",
+    424: "an image registry the request depends on failed (unreachable, credentials refused, bad digest)",
     429: "rate limited or saturated (Retry-After)",
     500: "internal error (with an error id for the daemon log)",
     503: "unavailable on this daemon",
@@ -82,7 +83,7 @@ EMPTY: dict[str, Any] = {"description": "No body"}
 
 
 # -- the served document --------------------------------------------------------------------------
-ALL_ERRORS = (400, 401, 403, 404, 409, 413, 422, 429, 500, 503, 504, 507)
+ALL_ERRORS = (400, 401, 403, 404, 409, 413, 422, 424, 429, 500, 503, 504, 507)
 """Every status a faasd error can carry (``faasd.errors``): a guarded route may answer any of them
 (auth, rate limit, payload limit, validation, the platform's own errors)."""
 PUBLIC_ERRORS = (500, 503)
