@@ -512,6 +512,23 @@ class Agent:
             result = self._loop.run_until_complete(_await(result))
         return result
 
+    def _timed_handler(self, header: dict, body: bytes, timeout: float | None):
+        """The in-process handler call of one request, bounded by ``timeout`` (SIGALRM), as a thunk for
+        :meth:`_final_frame`."""
+
+        def run() -> object:
+            event, context = self._make_event(header, body)
+            self._in_handler = True
+            if timeout:
+                signal.setitimer(signal.ITIMER_REAL, float(timeout))
+            try:
+                return self._call_handler(event, context)
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                self._in_handler = False
+
+        return run
+
     def _final_frame(self, fn, run_started: float) -> bytes:
         """Run ``fn`` (which calls the handler) and turn its outcome into a result or error frame."""
         try:
@@ -562,20 +579,8 @@ class Agent:
         env = header.get("env") or {}
         saved_env = {k: os.environ.get(k) for k in env}
         saved_stdio = (sys.stdout, sys.stderr)
-        timeout = header.get("timeout_s")
+        run = self._timed_handler(header, body, header.get("timeout_s"))
         started = time.perf_counter()
-
-        def run() -> object:
-            event, context = self._make_event(header, body)
-            self._in_handler = True
-            if timeout:
-                signal.setitimer(signal.ITIMER_REAL, float(timeout))
-            try:
-                return self._call_handler(event, context)
-            finally:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-                self._in_handler = False
-
         os.environ.update({str(k): str(v) for k, v in env.items()})
         sys.stdout, sys.stderr = out, err
         try:
@@ -611,20 +616,8 @@ class Agent:
         if self.fork_default:
             final = self._direct_fork(header, body)
         else:
-            timeout = self.direct_timeout_s
+            run = self._timed_handler(header, body, self.direct_timeout_s)
             started = time.perf_counter()
-
-            def run() -> object:
-                event, context = self._make_event(header, body)
-                self._in_handler = True
-                if timeout:
-                    signal.setitimer(signal.ITIMER_REAL, float(timeout))
-                try:
-                    return self._call_handler(event, context)
-                finally:
-                    signal.setitimer(signal.ITIMER_REAL, 0)
-                    self._in_handler = False
-
             try:
                 final = self._final_frame(run, started)
             finally:
