@@ -21,6 +21,7 @@ from faasd.api.routes_instances import router as instances_router
 from faasd.api.routes_jobs import router as jobs_router
 from faasd.api.routes_snapshots import router as snapshots_router
 from faasd.config import Settings
+from faasd.console.mount import install_console
 from faasd.platform.core import Platform
 from faasd.platform.keys import KeyInfo
 
@@ -199,4 +200,5 @@ def create_app(
     app.include_router(instances_router)
     app.include_router(jobs_router)
     app.include_router(routes_openfaas.router)
+    install_console(app, plat)
     return app
