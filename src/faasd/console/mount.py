@@ -7,7 +7,14 @@ from __future__ import annotations
 from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
-from faasd.console import routes_images, routes_live, routes_session, routes_system, routes_terminal
+from faasd.console import (
+    routes_images,
+    routes_invoke,
+    routes_live,
+    routes_session,
+    routes_system,
+    routes_terminal,
+)
 from faasd.console.deps import ConsoleState
 from faasd.console.history import MetricsHistory
 from faasd.console.session import SessionStore
@@ -32,6 +39,7 @@ def install_console(app: FastAPI, platform: Platform) -> None:
         routes_session.router,
         routes_live.router,
         routes_images.router,
+        routes_invoke.router,
         routes_system.router,
         routes_terminal.router,
     ):
