@@ -14,6 +14,8 @@ APT_PACKAGES=(
   runc runsc umoci skopeo debootstrap iproute2 iptables zstd tar util-linux e2fsprogs
   podman uidmap libseccomp2 python3-venv python3-dev ca-certificates
   nodejs gcc libc6-dev postgresql
+  # browser tests of the web console (tests/integration/console)
+  chromium chromium-driver
   # CRIU runtime libraries
   libprotobuf-c1 libnl-3-200 libnet1 libcap2 libbsd0 libgnutls30 libnftables1 libuuid1
 )

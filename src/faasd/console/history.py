@@ -48,7 +48,7 @@ def read(metrics: Metrics) -> _Reading:
             if s.name.endswith("_total"):
                 fn = s.labels["function"]
                 out.invocations[fn] = out.invocations.get(fn, 0.0) + s.value
-                if s.labels.get("status") != "success":
+                if s.labels.get("status") != "succeeded":
                     out.errors[fn] = out.errors.get(fn, 0.0) + s.value
     for counter, target in ((metrics.cold_starts, out.cold), (metrics.warm_starts, out.warm)):
         for fam in counter.collect():

@@ -23,11 +23,11 @@ def test_history_reports_per_interval_deltas() -> None:
     m = Metrics()
     t = [100.0]
     h = MetricsHistory(m, clock=lambda: t[0])
-    m.invocations.labels("a", "success").inc(3)
+    m.invocations.labels("a", "succeeded").inc(3)
     h.sample()
-    m.invocations.labels("a", "success").inc(2)
-    m.invocations.labels("a", "error").inc(1)
-    m.invocations.labels("b", "success").inc(5)
+    m.invocations.labels("a", "succeeded").inc(2)
+    m.invocations.labels("a", "failed").inc(1)
+    m.invocations.labels("b", "succeeded").inc(5)
     m.cold_starts.labels("a").inc()
     m.warm_starts.labels("a").inc(2)
     for v in (0.02, 0.02, 0.3):

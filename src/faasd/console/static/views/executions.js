@@ -1,7 +1,7 @@
 // Executions: filter by function and status, open one (result, stdout/stderr, timings, attempts).
 import { ago, api, badge, clear, fail, field, h, ms, onLive, table } from "../lib.js";
 
-const STATUSES = ["", "queued", "running", "success", "error", "timeout", "cancelled"];
+const STATUSES = ["", "queued", "running", "succeeded", "failed", "timeout", "cancelled"];
 
 async function detail(id, box) {
   try {

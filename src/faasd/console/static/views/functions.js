@@ -21,7 +21,7 @@ export async function deleteFunction(name, done) {
 }
 
 function deployForm(images, reload) {
-  const name = h("input", { name: "name", required: true, pattern: "[a-z0-9]([-a-z0-9]*[a-z0-9])?", placeholder: "hello" });
+  const name = h("input", { name: "name", required: true, placeholder: "hello" });
   const source = h("select", { name: "source" }, h("option", { value: "image" }, "an image in the store"),
     h("option", { value: "archive" }, "an uploaded source archive (.tar.gz)"));
   const image = h("select", { name: "image" }, images.flatMap((i) => i.refs).map((r) => h("option", { value: r }, r)));
