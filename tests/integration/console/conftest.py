@@ -10,27 +10,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from console_browser import Browser, missing_browser
+from console_browser import HANDLER, Browser, missing_browser
 
 from faasd.testing.server import FaasdServer
-
-HANDLER = """\
-import os, random, sys
-
-STATE = {"n": 0}
-
-
-def handle(event, context=None):
-    body = event.body.decode() if hasattr(event, "body") else str(event)
-    if body.startswith("write:"):
-        _, name, content = body.split(":", 2)
-        with open("/var/tmp/" + name, "w") as f:
-            f.write(content)
-    STATE["n"] += 1
-    print("console-log-line n=%d body=%s" % (STATE["n"], body), flush=True)
-    print("to stderr n=%d" % STATE["n"], file=sys.stderr, flush=True)
-    return {"n": STATE["n"], "body": body}
-"""
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -21,6 +21,25 @@ from selenium.webdriver.support.ui import WebDriverWait
 CHROMIUM = os.environ.get("FAASD_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("FAASD_CHROMEDRIVER", "/usr/bin/chromedriver")
 SCREENSHOTS = Path(os.environ.get("FAASD_CONSOLE_SCREENSHOTS", "/tmp/faasd-console-screenshots"))
+# The function the journeys deploy: logs to stdout/stderr, keeps state, writes files for merges.
+HANDLER = """\
+import os, random, sys
+
+STATE = {"n": 0}
+
+
+def handle(event, context=None):
+    body = event.body.decode() if hasattr(event, "body") else str(event)
+    if body.startswith("write:"):
+        _, name, content = body.split(":", 2)
+        with open("/var/tmp/" + name, "w") as f:
+            f.write(content)
+    STATE["n"] += 1
+    print("console-log-line n=%d body=%s" % (STATE["n"], body), flush=True)
+    print("to stderr n=%d" % STATE["n"], file=sys.stderr, flush=True)
+    return {"n": STATE["n"], "body": body}
+"""
+
 FLAGS = (
     "--headless",
     "--no-sandbox",
@@ -127,8 +146,11 @@ class Browser:
     def select(self, css: str, value: str) -> None:
         from selenium.webdriver.support.select import Select
 
-        self.wait(lambda: any(o.get_attribute("value") == value for o in Select(self.el(css)).options), 60,
-                  f"option {value!r} in {css!r}")
+        self.wait(
+            lambda: any(o.get_attribute("value") == value for o in Select(self.el(css)).options),
+            60,
+            f"option {value!r} in {css!r}",
+        )
         Select(self.el(css)).select_by_value(value)
 
     def accept_confirms(self) -> None:

@@ -33,7 +33,11 @@ def test_wrong_key_then_sign_in_and_out(browser: Browser, faasd_server: object) 
 
 
 def test_deploy_invoke_logs_charts(
-    browser: Browser, faasd_server: object, admin_api: httpx.Client, name: str, source_archive: Path,
+    browser: Browser,
+    faasd_server: object,
+    admin_api: httpx.Client,
+    name: str,
+    source_archive: Path,
     cleanup: list[str],
 ) -> None:
     b = browser
@@ -71,7 +75,9 @@ def test_deploy_invoke_logs_charts(
     b.text("#logs-state", "paused")
     b.fill("#invoke-body", "second")
     b.click("#invoke-submit")
-    b.wait(lambda: '"n": 2' in b.el("[data-test=invoke-response]").text.replace('"n":2', '"n": 2'), 120, "2nd")
+    b.wait(
+        lambda: '"n": 2' in b.el("[data-test=invoke-response]").text.replace('"n":2', '"n": 2'), 120, "2nd"
+    )
     assert "body=second" not in b.el("#logs").text
     b.click("#logs-follow")
     b.text("#logs", "body=second", timeout=60)
@@ -79,7 +85,11 @@ def test_deploy_invoke_logs_charts(
     b.text("[data-test=fn-executions]", "succeeded", timeout=60)
     b.wait(lambda: b.all("[data-test=charts] svg.chart rect.c-ok"), 60, "invocation bars in the chart")
     assert b.all("[data-test=charts] polyline.c-p50")
-    b.wait(lambda: b.all("[data-test=charts] rect.c-warm") or b.all("[data-test=charts] rect.c-cold"), 30, "starts")
+    b.wait(
+        lambda: b.all("[data-test=charts] rect.c-warm") or b.all("[data-test=charts] rect.c-cold"),
+        30,
+        "starts",
+    )
     b.screenshot("function")
 
     # executions page: filter by function and status, open one
