@@ -49,10 +49,14 @@ def test_snapshot_branch_merge_from_the_graph(
     b.go("#/lineage")
     b.select("#snap-function", name)
     b.click("#snap-function-btn")
-    snap_node = b.el("g.node[data-snapshot]", timeout=180)
-    snap_id = snap_node.get_attribute("data-snapshot")
-    assert snap_id
+
+    def snapshot_of_function() -> str | None:
+        snaps = admin_api.get("/api/v1/snapshots", params={"function": name}).json()["snapshots"]
+        return snaps[0]["id"] if snaps else None
+
+    snap_id = b.wait(snapshot_of_function, 180, "the function's snapshot")
     cleanup.append(f"/api/v1/snapshots/{snap_id}")
+    b.el(f"g.node[data-snapshot='{snap_id}']")
     b.el("#snapshot-panel")
     b.fill("#branch-count", "2")
     b.click("#branch-btn")
@@ -81,7 +85,7 @@ def test_snapshot_branch_merge_from_the_graph(
     b.select("#merge-strategy", "fail")
     b.click("#merge-submit")
     rep = b.text("#merge-report", "Merge refused", timeout=300)
-    assert "var/tmp/same.txt" in rep.text and "both" in rep.text  # the conflict, per path
+    assert "var/tmp/same.txt" in rep.text and "add/add" in rep.text  # the conflict, per path
     b.screenshot("lineage-conflict")
     before = {s["id"] for s in admin_api.get("/api/v1/snapshots").json()["snapshots"]}
     assert not any(s for s in admin_api.get("/api/v1/snapshots").json()["snapshots"] if s["merge"])

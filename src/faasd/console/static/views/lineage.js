@@ -86,6 +86,7 @@ export function lineageView() {
   let selected = null;
   let zoom = 1;
   const picks = new Map(); // "snapshot:id" | "sandbox:id" -> label
+  const progressOf = new Map(); // snapshot id -> its last branch progress bar (kept across re-renders)
 
   if (can("deploy")) {
     append2(toolbar, field("Function", fnSel), h("button", { id: "snap-function-btn", onclick: async () => {
@@ -172,7 +173,7 @@ export function lineageView() {
           load();
         } catch (ex) {
           const rep = ex.data && ex.data.details && ex.data.details.report;
-          if (ex.status === 409 && rep) clear(reportBox, report(rep, true));
+          if (ex.status === 409 && rep) { clear(reportBox, report(rep, true)); load(); }
           else { clear(reportBox); fail(ex); }
         }
       } }, `Merge ${picks.size} branch(es)`)));
@@ -189,13 +190,14 @@ export function lineageView() {
   function snapshotPanel(x) {
     if (!x) return clear(side);
     const count = h("input", { type: "number", min: 1, max: 64, value: 2, class: "num", id: "branch-count" });
-    const progress = h("div", {});
+    const progress = h("div", {}, progressOf.get(x.id) || null);
     const actions = can("deploy") ? h("div", { class: "actions" },
       h("button", { id: "restore-btn", disabled: !x.restorable, onclick: async () => {
         try { const sb = await api("POST", `/api/v1/snapshots/${x.id}/restore`); toast(`Restored as ${sb.id}`); load(); } catch (ex) { fail(ex); }
       } }, "Restore"),
       h("span", { class: "inline" }, count, h("button", { id: "branch-btn", disabled: !x.restorable, onclick: async () => {
         const bar = progressBar(`branch ×${count.value}`);
+        progressOf.set(x.id, bar.el);
         clear(progress, bar.el);
         try {
           const op = await api("POST", `/ui/api/snapshots/${x.id}/branch`, { count: +count.value });
