@@ -83,3 +83,26 @@ def test_sign_out_and_key_deletion_end_the_session(console: tuple[TestClient, Pl
     p.keys.delete(row.id)
     assert c.get("/ui/api/session").json()["signed_in"] is False
     assert c.get("/api/v1/functions").status_code == 401
+
+
+def test_console_json_routes_with_a_session(console: tuple[TestClient, Platform, str]) -> None:
+    c, _, admin = console
+    sess = sign_in(c, admin)
+    csrf = {"X-CSRF-Token": str(sess["csrf"])}
+    assert c.post("/api/v1/functions", json=FN, headers=csrf).status_code == 201
+    r = c.post("/ui/api/functions/hello/invoke", json={"method": "PUT", "path": "/x?q=1", "body": "hi"})
+    assert r.status_code == 403  # CSRF applies to console routes too
+    r = c.post(
+        "/ui/api/functions/hello/invoke",
+        json={"method": "PUT", "path": "/x?q=1", "headers": {"X-A": "1"}, "body": "hi"},
+        headers=csrf,
+    )
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["status"] == 200 and out["execution_id"] and set(out["timings"]) >= {"run_ms", "total_ms"}
+    system = c.get("/ui/api/system").json()
+    assert system["health"]["status"] == "ok" and system["versions"]["kernel"]
+    assert "hello" in system["pools"]
+    hist = c.get("/ui/api/metrics/history", params={"function": "hello"}).json()
+    assert hist["totals"]["hello"]["invocations"] == 1
+    assert c.get("/ui/api/lineage").json()["available"] is False  # fake workers: no snapshots

@@ -4,7 +4,7 @@
 import { ago, api, bytes, can, clear, fail, field, follow, h, progressBar, s, short, toast } from "../lib.js";
 import { invokeForm } from "./function.js";
 
-const COL = 270, NODE_W = 210, HEAD_H = 48, CHIP_H = 19, GAP = 26, PAD = 20;
+const COL = 290, NODE_W = 240, HEAD_H = 48, CHIP_H = 19, GAP = 26, PAD = 20;
 const STRATEGIES = ["union", "intersection", "latest", "ours", "theirs", "fail"];
 
 export function layout(data) {
