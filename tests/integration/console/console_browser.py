@@ -156,11 +156,19 @@ class Browser:
     def accept_confirms(self) -> None:
         self.driver.execute_script("window.confirm = () => true;")
 
-    def screenshot(self, name: str) -> Path:
+    def screenshot(self, name: str, full: bool = False) -> Path:
+        """The view from the top; ``full``: the whole page (the window grown to its height)."""
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         path = SCREENSHOTS / f"{name}.png"
         self.driver.execute_script("window.scrollTo(0, 0)")
-        self.driver.save_screenshot(str(path))
+        if full:
+            height = self.driver.execute_script("return document.documentElement.scrollHeight")
+            self.driver.set_window_size(1440, min(int(height) + 140, 2400))
+        try:
+            self.driver.save_screenshot(str(path))
+        finally:
+            if full:
+                self.driver.set_window_size(1440, 1000)
         return path
 
     def log(self) -> list[str]:

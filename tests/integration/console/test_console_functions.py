@@ -90,7 +90,7 @@ def test_deploy_invoke_logs_charts(
         30,
         "starts",
     )
-    b.screenshot("function")
+    b.screenshot("function", full=True)
 
     # executions page: filter by function and status, open one
     b.go("#/executions")

@@ -86,7 +86,7 @@ def test_snapshot_branch_merge_from_the_graph(
     b.click("#merge-submit")
     rep = b.text("#merge-report", "Merge refused", timeout=300)
     assert "var/tmp/same.txt" in rep.text and "add/add" in rep.text  # the conflict, per path
-    b.screenshot("lineage-conflict")
+    b.screenshot("lineage-conflict", full=True)
     before = {s["id"] for s in admin_api.get("/api/v1/snapshots").json()["snapshots"]}
     assert not any(s for s in admin_api.get("/api/v1/snapshots").json()["snapshots"] if s["merge"])
 

@@ -86,6 +86,7 @@ export function lineageView() {
   let selected = null;
   let zoom = 1;
   const picks = new Map(); // "snapshot:id" | "sandbox:id" -> label
+  let strategyValue = "fail";
   const progressOf = new Map(); // snapshot id -> its last branch progress bar (kept across re-renders)
 
   if (can("deploy")) {
@@ -155,7 +156,8 @@ export function lineageView() {
 
   function drawMerge() {
     if (!picks.size || !can("deploy")) return clear(mergeBox);
-    const strategy = h("select", { id: "merge-strategy" }, STRATEGIES.map((x) => h("option", { value: x }, x)));
+    const strategy = h("select", { id: "merge-strategy", onchange: () => { strategyValue = strategy.value; } },
+      STRATEGIES.map((x) => h("option", { value: x, selected: x === strategyValue }, x)));
     clear(mergeBox, h("div", { class: "card", id: "merge-panel" }, h("h2", {}, "Merge"),
       h("ul", {}, [...picks.entries()].map(([k, id]) => h("li", {}, `${k.split(":")[0]} `, h("span", { class: "mono" }, short(id, 22)),
         " ", h("button", { class: "small ghost", onclick: () => togglePick(k.split(":")[0], id) }, "remove")))),
