@@ -18,6 +18,8 @@ APT_PACKAGES=(
   docker-registry apache2-utils busybox-static
   # native load generators for bench/load.py
   wrk hey
+  # browser tests of the web console (tests/integration/console)
+  chromium chromium-driver
   # CRIU runtime libraries
   libprotobuf-c1 libnl-3-200 libnet1 libcap2 libbsd0 libgnutls30 libnftables1 libuuid1
 )

@@ -24,6 +24,7 @@ from faasd.api.routes_instances import router as instances_router
 from faasd.api.routes_jobs import router as jobs_router
 from faasd.api.routes_snapshots import router as snapshots_router
 from faasd.config import Settings
+from faasd.console.mount import install_console
 from faasd.platform.core import Platform
 from faasd.platform.keys import KeyInfo
 
@@ -206,6 +207,7 @@ def create_app(
     app.include_router(images_router)
     app.include_router(jobs_router)
     app.include_router(routes_openfaas.router)
+    install_console(app, plat)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import Request
 from starlette.requests import HTTPConnection
 
+from faasd.console.session import COOKIE, SessionStore, check_csrf
 from faasd.errors import AuthError
 from faasd.platform.core import Platform
 from faasd.platform.keys import KeyInfo
@@ -36,6 +37,18 @@ def _token(request: HTTPConnection) -> str | None:
     raise AuthError(f"unsupported authorization scheme {scheme!r}; use 'Bearer <key>'")
 
 
+def _console_token(request: HTTPConnection) -> str | None:
+    """The API key of a console session cookie (CSRF-checked for state-changing requests)."""
+    store = getattr(request.app.state, "console_sessions", None)
+    if not isinstance(store, SessionStore) or COOKIE not in request.cookies:
+        return None
+    sess = store.get(request.cookies[COOKIE])
+    if sess is None:
+        raise AuthError("your console session has expired; sign in again")
+    check_csrf(request.scope.get("method", "GET"), request.headers, sess)
+    return sess.api_key
+
+
 def authenticate(request: HTTPConnection) -> KeyInfo:
     platform: Platform = request.app.state.platform
     cached = getattr(request.state, "key", None)
@@ -45,6 +58,8 @@ def authenticate(request: HTTPConnection) -> KeyInfo:
         key = ANONYMOUS
     else:
         token = _token(request)
+        if token is None:
+            token = _console_token(request)
         if token is None:
             raise AuthError(
                 "authentication required: send 'Authorization: Bearer <API key>' "

@@ -604,8 +604,11 @@ class Sandbox:
 
         async def feed() -> None:
             assert proc.stdin is not None
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                if stdin:
+            # A process that exits at once closes its stdin pipe before we write: asyncio reports that as
+            # BrokenPipe/ConnectionReset, uvloop as a RuntimeError on the closed transport. Either way the
+            # process did not want its input, which is not an error of the exec.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError, RuntimeError):
+                if stdin and not proc.stdin.is_closing():
                     proc.stdin.write(stdin)
                     await proc.stdin.drain()
                 proc.stdin.close()
