@@ -33,7 +33,7 @@ from faasd.platform.exec_pool import PoolKey, WarmExecPool
 from faasd.platform.exec_stats import ExecMetrics, ResultCache, cache_key_for
 from faasd.platform.execute import MAX_OUTPUT_BYTES, ExecuteService
 from faasd.platform.instances import ExecRequest, InstanceService, StartInstanceRequest
-from faasd.platform.seed_models import DEFAULT_WORKSPACE_TTL_S, SeedExecuteRequest, sandbox_runtime
+from faasd.platform.seed_models import DEFAULT_WORKSPACE_TTL_S, SeedExecuteRequest
 from faasd.platform.snapshots import SnapshotService, snapshot_dict
 from faasd.runtime.sandbox import Sandbox
 
@@ -78,7 +78,8 @@ class SeedExecuteService:
     async def execute(self, req: SeedExecuteRequest, request_id: str | None = None) -> dict[str, Any]:
         req.check()
         mode = req.effective_mode
-        runtime = sandbox_runtime(req.runtime)
+        settings = self.execute_service.settings
+        runtime = req.effective_runtime(settings.isolation if settings is not None else "runc")
         request_id = request_id or "rq_" + secrets.token_hex(10)
         started = time.perf_counter()
         try:
@@ -401,6 +402,9 @@ class SeedExecuteService:
             "start": start,
             "timed_out": bool(res.get("timed_out")),
             "oom_killed": bool(res.get("oom_killed")),
+            "stdout_truncated": bool(res.get("stdout_truncated")),
+            "stderr_truncated": bool(res.get("stderr_truncated")),
+            "isolation": "gvisor" if runtime == "runsc" else "runc",
             "snapshot": None,
             "workspace": None,
             "branch_from": None,

@@ -108,10 +108,17 @@ class SeedExecuteRequest(ExecuteRequest):
             return self.mode
         return "cached" if self.cache_key is not None else "ephemeral"
 
+    def effective_runtime(self, default_isolation: str = "runc") -> Literal["runc", "runsc"]:
+        """The sandbox runtime: the seed's ``runtime`` when given, else faasd's ``isolation``, else the
+        daemon's default (``FAASD_ISOLATION``)."""
+        if self.runtime is not None:
+            return sandbox_runtime(self.runtime)
+        return "runsc" if (self.isolation or default_isolation) == "gvisor" else "runc"
+
     def check(self) -> None:
         """Cross-field rules (400 with the reason): which fields each mode takes."""
         mode = self.effective_mode
-        runtime = sandbox_runtime(self.runtime)
+        runtime = self.effective_runtime()
         if self.cache_key is not None and mode != "cached":
             raise InvalidInputError(
                 f"'cache_key' keys the result cache of mode 'cached'; drop it for mode {mode!r}"

@@ -735,7 +735,13 @@ class Sandbox:
             if self._helper_pids:
                 # gVisor's gofer/sandbox helpers are re-parented to us; runsc delete waits for them to vanish
                 await self._reap_helpers()
-            await self.manager._teardown(self.id, self.bundle, self.runtime, self.rootfs)
+            try:
+                await self.manager._teardown(self.id, self.bundle, self.runtime, self.rootfs)
+            except RuntimeFailure:
+                # its processes are gone, what is left is bookkeeping on the host: hand it to
+                # cleanup_orphans (the bundle dir stays as its record); destroy() may also be called again
+                self.manager._forget(self)
+                raise
             self._destroyed = True
             self.manager._forget(self)
 
@@ -1150,10 +1156,12 @@ class SandboxManager:
                 OverlayRootfs.unmount_dir(bundle)
         except Exception as exc:
             problems.append(str(exc))
-        if not _mounts.mounts_under(bundle):
-            shutil.rmtree(bundle, ignore_errors=True)
-        else:
+        if _mounts.mounts_under(bundle):
             problems.append(f"mounts left under {bundle}")
+        elif not problems:
+            shutil.rmtree(bundle, ignore_errors=True)
+        # else the bundle dir stays: it is what lets cleanup_orphans find this sandbox and finish the job
+        # (release its user namespace range included) once whatever failed works again
         if not problems:  # a range is reused only once nothing of the sandbox is left
             userns.release(sandbox_id)
         if problems:
