@@ -22,6 +22,7 @@ from faasd.errors import DigestMismatchError, NotFoundError, RegistryAuthError, 
 from faasd.images import ImageStore
 from faasd.images import models as m
 from faasd.images import testbuild as tb
+from faasd.images.models import Image
 from faasd.images.registry import CredentialStore, Puller, RegistryOptions
 from faasd.platform.execute import ExecuteRequest, ExecuteService
 from faasd.platform.pulls import ImageEnsurer
@@ -63,7 +64,13 @@ async def test_pull_resolves_docker_names_and_runs_a_sandbox_on_demand(
     # docker.io/library/<name> is what 'name' means; the mirror setting sends docker.io to our registry
     _push_archive(registry, tmp_path, f"library/{unique_id}:latest", f"hello from {unique_id}")
     settings.registry_mirrors = {"docker.io": registry.host}
-    execute = ExecuteService(store, manager, ensure_image=ImageEnsurer(settings, store).ensure)
+    ensurer = ImageEnsurer(settings, store)
+
+    async def resolve(ref: str) -> Image:  # what Platform.resolve_image does: pull when missing, then get
+        await ensurer.ensure(ref)
+        return store.get(ref)
+
+    execute = ExecuteService(store, manager, resolve_image=resolve)
     assert not store.exists(unique_id)
     result = await execute.execute(ExecuteRequest(image=unique_id, command="cat /etc/marker; echo; echo ok"))
     assert result["exit_code"] == 0, result
