@@ -54,7 +54,19 @@ def _upload_path(p: Platform, upload_id: str) -> Path:
 async def list_images(request: Request, _k: KeyInfo = invoke_scope) -> dict[str, Any]:
     store = store_of(platform_of(request))
     images = await asyncio.to_thread(store.list)
-    return {"images": [img.to_dict() for img in images], "registry": None}
+    return {"images": [img.to_dict() for img in images], "registry": _registry_note(platform_of(request))}
+
+
+def _registry_note(p: Platform) -> str:
+    """How this daemon reaches registries, for the pull form."""
+    s = p.settings
+    mirrors = ", ".join(f"{host} → {mirror}" for host, mirror in s.registry_mirrors.items())
+    parts = ["pulls speak the OCI distribution API (credentials from the docker config.json)"]
+    if mirrors:
+        parts.append(f"mirrors: {mirrors}")
+    if not s.pull_missing_images:
+        parts.append("missing images are not pulled on demand (FAASD_PULL_MISSING_IMAGES=false)")
+    return "; ".join(parts)
 
 
 @router.delete("/images/{ref:path}", status_code=204)

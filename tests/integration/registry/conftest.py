@@ -3,7 +3,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from registry_helpers import Registry
+
+from fixtures.registry import Registry
 
 
 @pytest.fixture(scope="session")

@@ -10,13 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from registry_helpers import Registry, busybox_image, docker_archive
 
 from faasd.config import Settings
 from faasd.images import ImageStore
 from faasd.images import testbuild as tb
 from faasd.sdk.errors import NotFound, RegistryError
 from faasd.testing.server import FaasdServer
+from fixtures.registry import Registry, busybox_image, docker_archive
 
 pytestmark = pytest.mark.integration
 

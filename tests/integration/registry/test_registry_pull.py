@@ -6,15 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-from registry_helpers import (
-    PASSWORD,
-    USER,
-    CuttingProxy,
-    Registry,
-    busybox_image,
-    docker_archive,
-    docker_config,
-)
 
 from faasd.config import Settings
 from faasd.content import digest as dg
@@ -27,6 +18,15 @@ from faasd.images.registry import CredentialStore, Puller, RegistryOptions
 from faasd.platform.execute import ExecuteRequest, ExecuteService
 from faasd.platform.pulls import ImageEnsurer
 from faasd.runtime.sandbox import SandboxManager
+from fixtures.registry import (
+    PASSWORD,
+    USER,
+    CuttingProxy,
+    Registry,
+    busybox_image,
+    docker_archive,
+    docker_config,
+)
 
 pytestmark = pytest.mark.integration
 

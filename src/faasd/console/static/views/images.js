@@ -1,4 +1,5 @@
-// Images: list, import an archive (chunked upload under the payload limit, then import with progress), remove.
+// Images: list, pull from a registry, import an archive (chunked upload under the payload limit, then import
+// with progress), remove.
 import { ago, api, bytes, can, clear, fail, field, follow, h, progressBar, table, toast } from "../lib.js";
 
 async function uploadFile(file, bar) {
@@ -28,16 +29,33 @@ export function imagesView() {
           if (!confirm(`Remove ${r}?`)) return;
           try { await api("DELETE", `/ui/api/images/${r}`); toast(`Removed ${r}`); load(); } catch (ex) { fail(ex); }
         } }, `remove ${r}`)) : ""))), { test: "images" }));
-      if (can("deploy") && !side.childElementCount) clear(side, importForm(load), registryNote(d.registry));
+      if (can("deploy") && !side.childElementCount) clear(side, pullForm(d.registry, load), importForm(load));
     } catch (ex) { fail(ex); }
   }
   load();
   return { el, dispose: () => {} };
 }
 
-function registryNote(registry) {
-  return h("div", { class: "card muted" }, h("h2", {}, "Pull"), registry
-    ? `Registry: ${registry}` : "No registry is configured on this daemon, so images cannot be pulled: import a docker-archive or OCI archive (docker save / skopeo copy) instead.");
+function pullForm(registry, done) {
+  const ref = h("input", { id: "pull-ref", placeholder: "alpine:3.20, registry.example:5000/team/app:v1" });
+  const status = h("div", { class: "muted", id: "pull-status" });
+  return h("form", { class: "card", id: "pull-form", onsubmit: async (e) => {
+    e.preventDefault();
+    const name = ref.value.trim();
+    if (!name) return fail(new Error("name the image to pull"));
+    clear(status, `pulling ${name} …`);
+    status.dataset.status = "running";
+    try {
+      const img = await api("POST", "/api/v1/images/pull", { ref: name });
+      clear(status, `pulled ${img.refs.join(", ")}`);
+      status.dataset.status = "done";
+      toast(`Pulled ${img.refs.join(", ")}`);
+      e.target.reset();
+      done();
+    } catch (ex) { clear(status, ex.message || String(ex)); status.dataset.status = "failed"; fail(ex); }
+  } }, h("h2", {}, "Pull from a registry"), h("p", { class: "muted" }, registry),
+  field("Image", ref, "names without a host mean docker.io, as with Docker"),
+  h("button", { type: "submit", id: "pull-submit" }, "Pull"), status);
 }
 
 function importForm(done) {
