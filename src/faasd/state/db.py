@@ -14,10 +14,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from faasd.errors import RuntimeFailure
 from faasd.state.models import Base
@@ -64,13 +65,46 @@ class Database:
             self._before_session.remove(hook)
 
     def create_all(self) -> None:
+        """Create missing tables, then add the columns a newer faasd added to existing tables."""
         try:
             Base.metadata.create_all(self.engine)
+            self._add_missing_columns()
         except OperationalError as exc:
             raise RuntimeFailure(
                 f"cannot open the database at {make_url(self.url).render_as_string(hide_password=True)}: "
                 f"{exc.orig}; check FAASD_DATABASE_URL and that the server is reachable"
             ) from exc
+
+    def _add_missing_columns(self) -> list[str]:
+        """Additive schema upgrades: a column the models have and an existing table lacks is added with its
+        scalar default (a database written by an older faasd keeps working). Returns ``table.column``
+        names added. Anything else (renames, type changes) needs a real migration."""
+        added: list[str] = []
+        insp = inspect(self.engine)
+        existing_tables = set(insp.get_table_names())
+        with self.engine.begin() as conn:
+            for table in Base.metadata.sorted_tables:
+                if table.name not in existing_tables:
+                    continue
+                have = {c["name"] for c in insp.get_columns(table.name)}
+                for col in table.columns:
+                    if col.name in have:
+                        continue
+                    kind = col.type.compile(self.engine.dialect)
+                    ddl = f"ALTER TABLE {table.name} ADD COLUMN {col.name} {kind}"
+                    default = col.default.arg if isinstance(col.default, ScalarElementColumnDefault) else None
+                    if default is not None:
+                        ddl += " DEFAULT " + _literal(default)
+                        if not col.nullable:
+                            ddl += " NOT NULL"
+                    elif not col.nullable:
+                        raise RuntimeFailure(
+                            f"the database lacks column {table.name}.{col.name}, which has no default to "
+                            "fill existing rows with: this upgrade needs a migration"
+                        )
+                    conn.execute(text(ddl))
+                    added.append(f"{table.name}.{col.name}")
+        return added
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -90,6 +124,16 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _literal(value: object) -> str:
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    raise RuntimeFailure(f"cannot write the default {value!r} into a schema upgrade")
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
