@@ -10,20 +10,10 @@ from fastapi import Request, Response
 from faasd.errors import PayloadTooLargeError
 from faasd.platform.executions import Outcome
 from faasd.platform.workers import Invocation
+from faasd.runtime.headers import HOP_BY_HOP, SERVER_SET, relayable
 
-HOP_BY_HOP = {
-    "connection",
-    "keep-alive",
-    "transfer-encoding",
-    "content-length",
-    "te",
-    "trailer",
-    "upgrade",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "server",
-    "date",
-}
+RESPONSE_DROP = HOP_BY_HOP | SERVER_SET
+"""Headers of a function's answer the gateway does not pass on (its own server writes framing and these)."""
 
 
 async def read_body(request: Request) -> bytes:
@@ -63,7 +53,7 @@ def function_response(
     outcome: Outcome, runtime: str, extra_headers: dict[str, str] | None = None
 ) -> Response:
     r = outcome.result
-    headers = {k: v for k, v in r.headers.items() if k.lower() not in HOP_BY_HOP}
+    headers = dict(relayable(r.headers.items(), RESPONSE_DROP))
     headers["X-Execution-Id"] = outcome.execution_id
     headers["X-Cold-Start"] = "true" if outcome.cold else "false"
     headers["X-Duration-Ms"] = f"{outcome.duration_ms:.3f}"

@@ -22,27 +22,15 @@ from faasd.platform.instances import (
     instance_dict,
 )
 from faasd.platform.keys import KeyInfo
+from faasd.runtime.headers import CREDENTIALS, FRAMING, HOP_BY_HOP, relayable
 
 router = APIRouter(prefix="/api/v1/instances")
 
 invoke_scope = Depends(require("invoke"))
 deploy_scope = Depends(require("deploy"))
 
-# hop-by-hop headers (RFC 9110 7.6.1) and our own auth never cross the port proxy
-_HOP = {
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-    "authorization",
-    "cookie",
-    "content-length",
-}
+# hop-by-hop headers, framing and our own credentials never cross the port proxy
+_PROXY_DROP = HOP_BY_HOP | FRAMING | CREDENTIALS
 
 
 def instances_of(request: Request) -> InstanceService:
@@ -149,7 +137,7 @@ async def forward_http(
     resumes an auto-paused instance)."""
     host_port = instances_of(request).host_port(instance_id, port)
     body = await read_body(request)
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
+    headers = dict(relayable(request.headers.items(), _PROXY_DROP))
     url = f"http://127.0.0.1:{host_port}/{path}"
     if request.url.query:
         url += "?" + request.url.query
@@ -164,7 +152,7 @@ async def forward_http(
             "is a server listening on that port inside the instance?",
             port=port,
         ) from None
-    out_headers = {k: v for k, v in resp.headers.items() if k.lower() not in _HOP | {"content-encoding"}}
+    out_headers = dict(relayable(resp.headers.items(), _PROXY_DROP | {"content-encoding"}))
     return Response(resp.content, status_code=resp.status_code, headers=out_headers)
 
 

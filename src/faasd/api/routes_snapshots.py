@@ -10,13 +10,14 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from faasd.api.auth import require
-from faasd.api.invoke import HOP_BY_HOP, invocation_from
+from faasd.api.invoke import RESPONSE_DROP, invocation_from
 from faasd.errors import NotFoundError
 from faasd.platform.core import Platform
 from faasd.platform.errors import UnavailableError
 from faasd.platform.keys import KeyInfo
 from faasd.platform.merges import MAX_BRANCHES, MergeService
 from faasd.platform.snapshots import SnapshotService
+from faasd.runtime.headers import relayable
 from faasd.snapshots.merge import STRATEGIES
 from faasd.snapshots.seeds import SEED_MAX
 
@@ -173,7 +174,7 @@ async def invoke_sandbox(sandbox_id: str, request: Request, _k: KeyInfo = invoke
     """The function's own response, like a function invoke (no execution record)."""
     svc = service_of(request)
     result = await svc.invoke(sandbox_id, await invocation_from(request))
-    headers = {k: v for k, v in result.headers.items() if k.lower() not in HOP_BY_HOP}
+    headers = dict(relayable(result.headers.items(), RESPONSE_DROP))
     headers["X-Sandbox-Id"] = sandbox_id
     if result.error is not None:
         details: dict[str, Any] = {"sandbox_id": sandbox_id}

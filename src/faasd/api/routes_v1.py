@@ -28,6 +28,7 @@ from faasd.platform.functions import MODES, RUNTIMES, FunctionSpec
 from faasd.platform.keys import KeyInfo
 from faasd.platform.source_deploy import build_source_image, default_base_image, source_ref
 from faasd.platform.workers import StreamChunk
+from faasd.state.models import iso
 
 router = APIRouter(prefix="/api/v1")
 
@@ -39,10 +40,6 @@ admin_scope = Depends(require("admin"))
 def platform_of(request: Request) -> Platform:
     p: Platform = request.app.state.platform
     return p
-
-
-def _iso(dt: datetime | None) -> str | None:
-    return dt.isoformat().replace("+00:00", "Z") if dt is not None else None
 
 
 class ScaleRequest(BaseModel):
@@ -360,7 +357,7 @@ async def execution_logs(execution_id: str, request: Request, _k: KeyInfo = invo
 
 # -- secrets ------------------------------------------------------------------------------------
 def _secret_view(s: Any) -> dict[str, Any]:
-    return {"name": s.name, "created_at": _iso(s.created_at), "updated_at": _iso(s.updated_at)}
+    return {"name": s.name, "created_at": iso(s.created_at), "updated_at": iso(s.updated_at)}
 
 
 @router.get("/secrets")
@@ -395,8 +392,8 @@ def _key_view(k: Any) -> dict[str, Any]:
         "scopes": list(k.scopes),
         "rate_limit_rps": k.rate_limit_rps,
         "burst": k.burst,
-        "created_at": _iso(k.created_at),
-        "last_used_at": _iso(k.last_used_at),
+        "created_at": iso(k.created_at),
+        "last_used_at": iso(k.last_used_at),
     }
 
 

@@ -11,13 +11,14 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from faasd.api.invoke import HOP_BY_HOP, function_response
+from faasd.api.invoke import RESPONSE_DROP, function_response
 from faasd.console.deps import invoke_scope, platform_of
 from faasd.console.routes_images import snapshots_of
 from faasd.errors import InvalidInputError
 from faasd.platform.executions import encode_body
 from faasd.platform.keys import KeyInfo
 from faasd.platform.workers import Invocation
+from faasd.runtime.headers import relayable
 
 router = APIRouter(prefix="/ui/api")
 
@@ -84,7 +85,7 @@ async def invoke_sandbox(
     return {
         "sandbox_id": sandbox_id,
         "status": res.status if res.error is None else max(res.status, 500),
-        "headers": {k: v for k, v in res.headers.items() if k.lower() not in HOP_BY_HOP},
+        "headers": dict(relayable(res.headers.items(), RESPONSE_DROP)),
         "error": res.error,
         **_body(res.body),
     }

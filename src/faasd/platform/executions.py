@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, delete, func, insert, or_, select, update
@@ -36,7 +36,7 @@ from faasd.platform.metrics import Metrics
 from faasd.platform.runner import FunctionRunner, Handle
 from faasd.platform.workers import Invocation, InvocationResult, StreamChunk
 from faasd.state import Database, Execution, Function
-from faasd.state.models import utcnow
+from faasd.state.models import iso, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +84,6 @@ def encode_body(data: bytes | None) -> tuple[str | None, str]:
         return base64.b64encode(data).decode(), "base64"
 
 
-def _iso(dt: datetime | None) -> str | None:
-    return dt.isoformat().replace("+00:00", "Z") if dt is not None else None
-
-
 def execution_dict(ex: Execution) -> dict[str, Any]:
     result, enc = encode_body(ex.result_body)
     return {
@@ -108,9 +104,9 @@ def execution_dict(ex: Execution) -> dict[str, Any]:
         "run_ms": ex.run_ms,
         "callback_url": ex.callback_url,
         "attempts": ex.attempts,
-        "created_at": _iso(ex.created_at),
-        "started_at": _iso(ex.started_at),
-        "finished_at": _iso(ex.finished_at),
+        "created_at": iso(ex.created_at),
+        "started_at": iso(ex.started_at),
+        "finished_at": iso(ex.finished_at),
     }
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -13,6 +12,7 @@ from sqlalchemy import select
 from faasd.errors import ConflictError, InvalidInputError, IsolationUnsupportedError, NotFoundError
 from faasd.runtime.models import check_env_names
 from faasd.state import Database, Function
+from faasd.state.models import iso
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 SECRET_NAME_RE = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9._-]{0,251}[a-zA-Z0-9])?$")
@@ -382,8 +382,8 @@ class FunctionService:
 def function_dict(fn: Function, status: dict[str, Any] | None = None) -> dict[str, Any]:
     spec = to_spec(fn)
     out = spec.model_dump()
-    out["created_at"] = _iso(fn.created_at)
-    out["updated_at"] = _iso(fn.updated_at)
+    out["created_at"] = iso(fn.created_at)
+    out["updated_at"] = iso(fn.updated_at)
     out["invocation_count"] = fn.invocation_count
     out["status"] = status or {
         "replicas": 0,
@@ -393,7 +393,3 @@ def function_dict(fn: Function, status: dict[str, Any] | None = None) -> dict[st
         "max": fn.scale_max,
     }
     return out
-
-
-def _iso(dt: datetime | None) -> str | None:
-    return dt.isoformat().replace("+00:00", "Z") if dt is not None else None

@@ -36,7 +36,6 @@ import tarfile
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -71,7 +70,7 @@ from faasd.snapshots.service import (
 from faasd.snapshots.store import Snapshot, SnapshotMeta, SnapshotStore
 from faasd.state import Database, Function
 from faasd.state.instance_models import Instance
-from faasd.state.models import utcnow
+from faasd.state.models import iso, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -280,10 +279,6 @@ def _disk_mb(disk_gb: float) -> int:
     return max(16, int(disk_gb * 1024))
 
 
-def _iso(dt: datetime | None) -> str | None:
-    return dt.isoformat().replace("+00:00", "Z") if dt is not None else None
-
-
 def instance_dict(inst: Instance) -> dict[str, Any]:
     return {
         "id": inst.id,
@@ -303,9 +298,9 @@ def instance_dict(inst: Instance) -> dict[str, Any]:
         "env": dict(inst.env or {}),
         "ports": list(inst.ports or []),
         "error": inst.error,
-        "created_at": _iso(inst.created_at),
-        "updated_at": _iso(inst.updated_at),
-        "last_active_at": _iso(inst.last_active_at),
+        "created_at": iso(inst.created_at),
+        "updated_at": iso(inst.updated_at),
+        "last_active_at": iso(inst.last_active_at),
     }
 
 

@@ -31,7 +31,6 @@ import binascii
 import contextlib
 import secrets
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
@@ -63,7 +62,7 @@ from faasd.runtime.models import check_env_names
 from faasd.snapshots.seeds import SEED_MAX
 from faasd.state import Database
 from faasd.state.instance_models import Job
-from faasd.state.models import utcnow
+from faasd.state.models import iso, utcnow
 
 if TYPE_CHECKING:
     from faasd.platform.core import Platform
@@ -293,10 +292,6 @@ def _b64(data: bytes | None) -> str | None:
     return None if data is None else base64.b64encode(data).decode()
 
 
-def _iso(dt: datetime | None) -> str | None:
-    return dt.isoformat().replace("+00:00", "Z") if dt is not None else None
-
-
 def job_dict(job: Job) -> dict[str, Any]:
     return {
         "job_id": job.id,
@@ -306,8 +301,8 @@ def job_dict(job: Job) -> dict[str, Any]:
         "args": job.args,
         "result": job.result,
         "error": job.error,
-        "created_at": _iso(job.created_at),
-        "finished_at": _iso(job.finished_at),
+        "created_at": iso(job.created_at),
+        "finished_at": iso(job.finished_at),
     }
 
 

@@ -68,6 +68,7 @@ from faasd.runtime.agent_files import (
     python_agent_args,
 )
 from faasd.runtime.direct import HANDOVER_SOCKET_IN_CONTAINER, Handover
+from faasd.runtime.headers import FRAMING, HOP_BY_HOP, relayable
 from faasd.runtime.models import BindMount, ExitStatus, ImageConfigLike, Limits, NetworkSpec, SandboxSpec
 from faasd.runtime.proxy import open_connection_in_netns
 from faasd.runtime.sandbox import Sandbox, SandboxManager, pids_limit_hit
@@ -92,14 +93,6 @@ WorkerMode = Literal["python", "node", "exec", "http"]
 MODES: tuple[str, ...] = ("python", "node", "exec", "http")
 DEFAULT_HANDLERS = {"python": "handler:handle", "node": "handler.js"}
 SANDBOX_LOG_LIMIT = 256 * 1024
-_HOP_BY_HOP_RESPONSE = {
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-}
 EXEC_TIMEOUT_EXIT = 124
 EXEC_TIMEOUT_MARKER = b"\nfaasd-init: timeout\n"
 EXEC_BACKSTOP_GRACE_S = 5.0
@@ -108,17 +101,6 @@ _MODE_NEEDS = {
     "node": "node functions need an image with node (Node 18+), or set WorkerSpec.interpreter",
     "exec": "faasd-init could not be started",
     "http": "check the server command and the image's entrypoint",
-}
-_HOP_BY_HOP = {
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-    "content-length",
 }
 
 
@@ -699,7 +681,7 @@ class Worker:
         import httpx
 
         assert self._http is not None
-        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP]
+        headers = relayable(request.headers.items(), HOP_BY_HOP | FRAMING)
         started = time.perf_counter()
         body = bytearray()
         try:
@@ -738,7 +720,7 @@ class Worker:
         ms = round((time.perf_counter() - started) * 1000, 3)
         yield InvokeResult(
             status=resp.status_code,
-            headers=[(k, v) for k, v in resp.headers.multi_items() if k.lower() not in _HOP_BY_HOP_RESPONSE],
+            headers=relayable(resp.headers.multi_items()),
             body=bytes(body),
             timings=Timings(init_ms=self.init_ms, run_ms=ms, total_ms=ms),
         )

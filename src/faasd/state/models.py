@@ -14,6 +14,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def iso(dt: datetime | None) -> str | None:
+    """A stored time as the API shows it: ISO 8601 in UTC with a ``Z`` (None stays None)."""
+    return dt.isoformat().replace("+00:00", "Z") if dt is not None else None
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC datetimes on every backend (SQLite drops the tzinfo)."""
 
