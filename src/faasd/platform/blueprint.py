@@ -20,11 +20,10 @@ import time
 import zipfile
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from faasd.errors import InvalidInputError
-from faasd.platform.seed_models import env_pairs
-from faasd.runtime.models import check_env_names
+from faasd.platform.env import EnvVarsOrPairs
 
 BLUEPRINT_LABEL = "faasd.blueprint"
 BOOTSTRAP = "bootstrap"
@@ -38,18 +37,7 @@ class BlueprintConfig(BaseModel):
     memory_mb: int = Field(default=256, ge=16, le=65536)
     timeout_secs: float = Field(default=30.0, gt=0, le=3600)
     max_concurrency: int = Field(default=4, ge=1, le=100)
-    env_vars: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("env_vars", mode="before")
-    @classmethod
-    def _env_shape(cls, v: Any) -> Any:
-        return env_pairs(v)
-
-    @field_validator("env_vars")
-    @classmethod
-    def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
-        check_env_names(v)
-        return v
+    env_vars: EnvVarsOrPairs = Field(default_factory=dict)
 
 
 def parse_config(header: str | None) -> BlueprintConfig:

@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from faasd.config import Settings
 from faasd.errors import InvalidInputError, RuntimeFailure, pids_exhausted
 from faasd.platform.capacity import check_disk_limit
-from faasd.runtime.models import Limits, RunResult, SandboxSpec, check_env_names, check_working_dir
+from faasd.platform.env import EnvVars
+from faasd.runtime.models import Limits, RunResult, SandboxSpec, check_working_dir
 
 DEFAULT_IMAGES = {
     "python": "faasd/python:latest",
@@ -55,7 +56,7 @@ class ExecuteRequest(BaseModel):
     code: str | None = Field(default=None, max_length=1024 * 1024)
     language: Literal["python", "node", "shell"] | None = None
     image: str | None = Field(default=None, max_length=512)
-    env_vars: dict[str, str] = Field(default_factory=dict)
+    env_vars: EnvVars = Field(default_factory=dict)
     timeout_ms: int = Field(default=30000, ge=1, le=3_600_000)
     memory_mb: int = Field(default=256, ge=16, le=65536)
     cpu_cores: float = Field(default=1.0, ge=0.05, le=64)
@@ -65,12 +66,6 @@ class ExecuteRequest(BaseModel):
     working_dir: str | None = Field(default=None, max_length=4096)
     stdin: str | None = None
     mode: str = "ephemeral"
-
-    @field_validator("env_vars")
-    @classmethod
-    def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
-        check_env_names(v)
-        return v
 
     @field_validator("working_dir")
     @classmethod

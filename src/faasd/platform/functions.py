@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from sqlalchemy import select
 
 from faasd.errors import ConflictError, InvalidInputError, IsolationUnsupportedError, NotFoundError
-from faasd.runtime.models import check_env_names
+from faasd.platform.env import EnvVars
 from faasd.state import Database, Function
 from faasd.state.models import iso
 
@@ -115,7 +115,7 @@ class FunctionSpec(BaseModel):
     handler: str | None = Field(default=None, max_length=256)
     command: list[str] | None = None
     port: int | None = Field(default=None, ge=1, le=65535)
-    env: dict[str, str] = Field(default_factory=dict)
+    env: EnvVars = Field(default_factory=dict)
     secrets: list[str] = Field(default_factory=list)
     limits: LimitsModel = Field(default_factory=LimitsModel)
     scale: ScaleModel = Field(default_factory=ScaleModel)
@@ -133,12 +133,6 @@ class FunctionSpec(BaseModel):
     syscalls go to gVisor's user-space kernel). Default: the daemon's ``FAASD_ISOLATION``."""
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("env")
-    @classmethod
-    def _env_keys(cls, v: dict[str, str]) -> dict[str, str]:
-        check_env_names(v)
-        return v
 
     @field_validator("command")
     @classmethod

@@ -38,7 +38,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 
 from faasd.config import Settings
@@ -51,10 +51,11 @@ from faasd.errors import (
     pids_exhausted,
 )
 from faasd.platform.capacity import check_disk_limit
+from faasd.platform.env import EnvVars
 from faasd.platform.execute import EnsureImage, ImageStoreLike
 from faasd.platform.functions import BRANCH_FROM_ANNOTATION
 from faasd.runtime.agent_files import INIT_DIR_IN_CONTAINER, init_mount
-from faasd.runtime.models import Limits, NetworkSpec, SandboxSpec, check_env_names
+from faasd.runtime.models import Limits, NetworkSpec, SandboxSpec
 from faasd.runtime.proxy import pipe
 from faasd.runtime.sandbox import Sandbox, SandboxManager
 from faasd.snapshots.seeds import SEED_ENV, copy_seed
@@ -97,18 +98,12 @@ class StartInstanceRequest(BaseModel):
     """Default: the daemon's ``FAASD_ISOLATION``. Under ``gvisor`` the instance has no network (ports cannot
     be exposed) and cannot be snapshotted (CRIU)."""
     ttl_s: float | None = Field(default=None, gt=0, le=30 * 86400)
-    env: dict[str, str] = Field(default_factory=dict)
+    env: EnvVars = Field(default_factory=dict)
     enable_ssh: bool = False
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
     """With ``snapshot_id``: the instance is copy 0 of a branch with this seed. Instances run no
     agent, so restored processes keep their memory (PRNG state included) as captured; every command
     exec'd in the instance gets ``FAASD_SEED`` (the copy's derived seed) in its environment."""
-
-    @field_validator("env")
-    @classmethod
-    def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
-        check_env_names(v)
-        return v
 
     @model_validator(mode="after")
     def _source(self) -> StartInstanceRequest:
@@ -125,15 +120,9 @@ class ExecRequest(BaseModel):
     command: list[str] | str
     stdin: str | None = None
     stdin_base64: str | None = None
-    env: dict[str, str] = Field(default_factory=dict)
+    env: EnvVars = Field(default_factory=dict)
     cwd: str | None = Field(default=None, max_length=4096)
     timeout_s: float = Field(default=60.0, gt=0, le=3600)
-
-    @field_validator("env")
-    @classmethod
-    def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
-        check_env_names(v)
-        return v
 
     @model_validator(mode="after")
     def _check(self) -> ExecRequest:

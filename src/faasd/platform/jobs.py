@@ -39,12 +39,12 @@ from pydantic import (
     Field,
     StrictInt,
     ValidationError,
-    field_validator,
     model_validator,
 )
 from sqlalchemy import select
 
 from faasd.errors import FaasdError, InvalidInputError, NotFoundError
+from faasd.platform.env import EnvVars, EnvVarsOrPairs
 from faasd.platform.errors import UnavailableError
 from faasd.platform.execute import ExecuteRequest
 from faasd.platform.instances import (
@@ -57,8 +57,6 @@ from faasd.platform.instances import (
     instance_dict,
 )
 from faasd.platform.merges import MAX_BRANCHES, MergeService
-from faasd.platform.seed_models import env_pairs
-from faasd.runtime.models import check_env_names
 from faasd.snapshots.seeds import SEED_MAX
 from faasd.state import Database
 from faasd.state.instance_models import Job
@@ -98,24 +96,13 @@ class _Args(BaseModel):
 class ExecuteFunctionArgs(_Args):
     image: str = Field(default="faasd/python:latest", max_length=512)
     command: list[str] | str
-    env_vars: dict[str, str] = Field(
+    env_vars: EnvVarsOrPairs = Field(
         default_factory=dict, description='an object or a list of "KEY=VALUE" strings (the seed\'s form)'
     )
     payload: str | list[Annotated[StrictInt, Field(ge=0, le=255)]] | None = Field(
         default=None, description="stdin: text, base64 (payload_encoding) or a list of byte values"
     )
     payload_encoding: Literal["text", "base64"] = "text"
-
-    @field_validator("env_vars", mode="before")
-    @classmethod
-    def _env_shape(cls, v: Any) -> Any:
-        return env_pairs(v)
-
-    @field_validator("env_vars")
-    @classmethod
-    def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
-        check_env_names(v)
-        return v
 
     @model_validator(mode="after")
     def _payload_shape(self) -> ExecuteFunctionArgs:
@@ -189,7 +176,7 @@ class StartInstanceArgs(_Args):
     enable_ssh: bool = False
     name: str | None = Field(default=None, max_length=128)
     ttl_s: float | None = Field(default=None, gt=0)
-    env: dict[str, str] = Field(default_factory=dict)
+    env: EnvVars = Field(default_factory=dict)
 
 
 class InstanceArgs(_Args):

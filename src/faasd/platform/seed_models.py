@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from faasd.errors import InvalidInputError
+from faasd.platform.env import env_pairs
 from faasd.platform.execute import ExecuteRequest
 
 Mode = Literal["ephemeral", "cached", "checkpointed", "branched", "persistent"]
@@ -21,30 +22,6 @@ SNAPSHOTTING_MODES = ("checkpointed", "branched", "persistent")
 DEFAULT_WORKSPACE_TTL_S = 600.0
 
 
-def env_pairs(value: Any) -> Any:
-    """``{"K": "V"}``, ``[["K", "V"], ...]`` (the seed's ``Vec<(String, String)>``) or ``["K=V", ...]``
-    (the seed's job arguments) -> ``{"K": "V"}``. Anything else is left for the type check to refuse."""
-    if not isinstance(value, list):
-        return value
-    out: dict[str, str] = {}
-    for i, item in enumerate(value):
-        if isinstance(item, str):
-            key, sep, val = item.partition("=")
-            if not sep or not key:
-                raise ValueError(f"env_vars[{i}] = {item!r} is not 'KEY=VALUE'")
-        elif (
-            isinstance(item, list | tuple)
-            and len(item) == 2
-            and isinstance(item[0], str)
-            and isinstance(item[1], str)
-        ):
-            key, val = item[0], item[1]
-        else:
-            raise ValueError(f"env_vars[{i}] must be 'KEY=VALUE' or a [key, value] pair of strings")
-        if key in out:
-            raise ValueError(f"env_vars names {key!r} twice")
-        out[key] = val
-    return out
 
 
 def sandbox_runtime(name: str | None) -> Literal["runc", "runsc"]:
