@@ -135,10 +135,20 @@ class Browser:
         return e
 
     def click(self, css: str) -> None:
-        e = self.el(css)
-        self.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", e)
-        self.wait(lambda: e.is_enabled(), 60, f"{css!r} enabled")
-        e.click()
+        """Click the element ``css`` selects. Live views re-render rows while the test runs (SSE updates),
+        so an element found a moment ago may be replaced before the click lands: find it again then."""
+        from selenium.common.exceptions import StaleElementReferenceException
+
+        for attempt in range(5):
+            e = self.el(css)
+            try:
+                self.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", e)
+                self.wait(lambda e=e: e.is_enabled(), 60, f"{css!r} enabled")
+                e.click()
+                return
+            except StaleElementReferenceException:
+                if attempt == 4:
+                    raise
 
     def button(self, label: str, scope: str = "") -> WebElement:
         return self.text(f"{scope} button".strip(), label)
