@@ -16,11 +16,23 @@ def test_server_packages_do_not_import_httpx() -> None:
         "import sys\n"
         "import faasd.daemon, faasd.api.app, faasd.platform.core, faasd.platform.runtime_adapter\n"
         "import faasd.runtime.workers, faasd.platform.executions, faasd.api.routes_instances\n"
-        "print(sorted(m for m in ('httpx', 'httpcore') if m in sys.modules))\n"
+        "print(sorted(m for m in ('httpx', 'httpcore', 'faasd.sdk') if m in sys.modules))\n"
     )
     env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_import_faasd_errors_loads_neither_sdk_nor_httpx() -> None:
+    code = (
+        "import sys, faasd, faasd.errors\n"
+        "print(sorted(m for m in ('httpx', 'faasd.sdk') if m in sys.modules))\n"
+        "faasd.Client  # the SDK's names stay reachable, loaded on first access\n"
+        "print('faasd.sdk' in sys.modules)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.split() == ["[]", "True"], out.stdout + out.stderr
 
 
 def test_http_mode_transport_still_importable() -> None:
