@@ -81,13 +81,7 @@ class WarmExecPool:
             mounts=[mount],
             runtime=key.runtime,
         )
-        sb = await self.manager.create(spec, stdin_pipe=False)
-        try:
-            await sb.start()
-        except BaseException:
-            await sb.destroy()
-            raise
-        return sb
+        return await self.manager.start_new(spec)
 
     def take(self, key: PoolKey) -> Sandbox | None:
         pool = self._pools.get(key)

@@ -490,13 +490,7 @@ class InstanceService:
             annotations={LABEL: inst.id},
             runtime="runsc" if gvisor else "runc",
         )
-        sb = await self.manager.create(spec, stdin_pipe=False)
-        try:
-            await sb.start()
-        except BaseException:
-            await sb.destroy()
-            raise
-        return sb
+        return await self.manager.start_new(spec)
 
     async def stop(self, instance_id: str, *, keep_files: bool = True) -> Instance:
         """Destroy the sandbox; its filesystem changes are kept as a snapshot for the next start."""

@@ -790,6 +790,17 @@ class SandboxManager:
         _LIVE.pop((str(self.settings.run_dir), sb.id), None)
 
     # ----------------------------------------------------------------- create
+    async def start_new(self, spec: SandboxSpec, *, stdin_pipe: bool = False) -> Sandbox:
+        """:meth:`create` then start it; a start that fails destroys the sandbox before the error
+        propagates (long-running sandboxes: instances, warm execute sandboxes)."""
+        sb = await self.create(spec, stdin_pipe=stdin_pipe)
+        try:
+            await sb.start()
+        except BaseException:
+            await sb.destroy()
+            raise
+        return sb
+
     async def create(
         self,
         spec: SandboxSpec,
