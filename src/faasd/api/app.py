@@ -22,6 +22,7 @@ from faasd.api.openapi_docs import PROMETHEUS, complete_document
 from faasd.api.routes_images import router as images_router
 from faasd.api.routes_instances import router as instances_router
 from faasd.api.routes_jobs import router as jobs_router
+from faasd.api.routes_namespaces import router as namespaces_router
 from faasd.api.routes_snapshots import router as snapshots_router
 from faasd.config import Settings
 from faasd.console.mount import install_console
@@ -206,6 +207,7 @@ def create_app(
     app.include_router(instances_router)
     app.include_router(images_router)
     app.include_router(jobs_router)
+    app.include_router(namespaces_router)
     app.include_router(routes_openfaas.router)
     install_console(app, plat)
 

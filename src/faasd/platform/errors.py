@@ -28,3 +28,18 @@ class UnavailableError(FaasdError):
 
     code = "unavailable"
     status = 503
+
+
+class QuotaExceededError(FaasdError):
+    """A namespace's count or memory quota (sandboxes, memory, snapshots) would be exceeded; nothing
+    was created. ``details``: ``namespace``, ``quota``, ``limit``, ``used``, ``requested``."""
+
+    code = "quota_exceeded"
+    status = 429
+
+
+class StorageQuotaExceededError(FaasdError):
+    """A namespace's disk quota (instance disks + snapshot bytes) would be exceeded; nothing was kept."""
+
+    code = "storage_quota_exceeded"
+    status = 507
