@@ -15,10 +15,11 @@ class CliState:
     url: str | None = None
     api_key: str | None = None
     timeout: float | None = None
+    namespace: str | None = None
 
 
 def default_factory(state: CliState) -> Client:
-    return Client(state.url, api_key=state.api_key, timeout=state.timeout)
+    return Client(state.url, api_key=state.api_key, timeout=state.timeout, namespace=state.namespace)
 
 
 client_factory: Callable[[CliState], Client] = default_factory

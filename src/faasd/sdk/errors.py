@@ -124,12 +124,25 @@ class CapacityExhausted(RateLimited, core.CapacityError):
     code, status = "capacity_exhausted", 429
 
 
+class QuotaExceeded(RateLimited):
+    """A namespace quota (sandboxes, memory, snapshots) would be exceeded; nothing was created.
+    ``details``: ``namespace``, ``quota``, ``limit``, ``used``, ``requested``."""
+
+    code, status = "quota_exceeded", 429
+
+
 class ServerError(FaasdAPIError):
     code, status = "internal_error", 500
 
 
 class StorageFull(ServerError, core.StorageFullError):
     code, status = "storage_full", 507
+
+
+class StorageQuotaExceeded(StorageFull):
+    """A namespace's disk quota (instance disks + snapshot bytes) would be exceeded; nothing was kept."""
+
+    code, status = "storage_quota_exceeded", 507
 
 
 class RuntimeFailure(ServerError, core.RuntimeFailure):
@@ -225,8 +238,10 @@ _BY_CODE: dict[str, type[FaasdAPIError]] = {
         IsolationUnsupported,
         RateLimited,
         CapacityExhausted,
+        QuotaExceeded,
         FunctionTimeout,
         StorageFull,
+        StorageQuotaExceeded,
         RuntimeFailure,
         FunctionError,
         ServerError,
