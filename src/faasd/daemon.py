@@ -73,9 +73,9 @@ def build_platform(settings: Settings, base_images: Sequence[str] = ()) -> Platf
     store = ImageStore(settings)
     if base_images:
         try:
-            from faasd.images.base import ensure_base_images
+            from faasd.baseimages import ensure_base_images
         except ImportError:
-            log.warning("faasd.images.base.ensure_base_images is not available; skipping base images")
+            log.warning("faasd.baseimages.ensure_base_images is not available; skipping base images")
         else:
             try:
                 images = ensure_base_images(

@@ -143,7 +143,7 @@ async def test_exec_runtime_function(real_platform: Platform, unique_id: str) ->
 
 
 async def test_node_function(real_platform: Platform, unique_id: str, tmp_path: Path) -> None:
-    from faasd.images.base import ensure_base_images
+    from faasd.baseimages import ensure_base_images
 
     store = real_platform.images
     assert store is not None
