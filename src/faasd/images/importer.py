@@ -162,7 +162,7 @@ class ImageImporter(LayerUnpacker):
         return config_digest, manifest_digest
 
     def _legacy_config(self, cand: ar.Candidate, blobs: builtins.list[tuple[str, int, str]]) -> bytes:
-        from faasd.images.extract import _TarStream
+        from faasd.images.tarstream import _TarStream
 
         diff_ids = []
         for digest, _, _ in blobs:
