@@ -17,6 +17,7 @@ from faasd.config import Settings
 from faasd.errors import ConflictError, FaasdError, InvalidInputError, RuntimeFailure
 from faasd.rootfs import OverlayRootfs
 from faasd.runtime import network, reaper
+from faasd.runtime.criu_work import remove_stale_work_dirs
 from faasd.runtime.models import RunResult, SandboxInfo, SandboxSpec
 from faasd.runtime.runc import OciRuntime, make_runtime
 from faasd.runtime.sandbox.create import RestoreJob, create_steps, wants_userns
@@ -274,10 +275,7 @@ class SandboxManager:
     async def cleanup_criu_work_dirs(self) -> builtins.list[Path]:
         """Unmount and remove CRIU work dirs (``run_dir/criu-work/*``, ``<bundle>/criu-dump-*``) left by
         a checkpoint or restore that crashed. A live operation holds a lock on its work dir (see
-        :mod:`faasd.runtime.checkpoint`), so those are kept. Returns the dirs removed."""
-        # checkpoint builds on this module: imported here, not at the top, to avoid an import cycle
-        from faasd.runtime.checkpoint import remove_stale_work_dirs
-
+        :mod:`faasd.runtime.criu_work`), so those are kept. Returns the dirs removed."""
         removed = await asyncio.to_thread(remove_stale_work_dirs, self.settings.run_dir, self.sandboxes_dir)
         for work in removed:
             log.warning("removed the CRIU work dir %s left by a crashed checkpoint/restore", work)
