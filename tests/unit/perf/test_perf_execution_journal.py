@@ -238,7 +238,7 @@ async def test_function_update_is_seen_by_the_next_invocation(plat: Platform) ->
 
 
 async def test_large_bodies_are_written_at_once(plat: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
-    from faasd.platform import executions
+    from faasd.platform.executions import journal as executions
 
     monkeypatch.setattr(executions, "JOURNAL_MAX_BYTES", 1000)
     plat.executions.journal.delay_s = 60.0
