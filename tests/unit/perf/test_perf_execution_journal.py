@@ -20,7 +20,13 @@ from faasd.config import Settings
 from faasd.errors import NotFoundError
 from faasd.platform.core import Platform, PlatformOptions
 from faasd.platform.functions import FunctionSpec
-from faasd.platform.workers import Invocation, InvocationResult, StreamChunk, StreamEvent, WorkerConfig
+from faasd.platform.worker_protocol import (
+    Invocation,
+    InvocationResult,
+    StreamChunk,
+    StreamEvent,
+    WorkerConfig,
+)
 
 pytestmark = pytest.mark.unit
 

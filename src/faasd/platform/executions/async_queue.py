@@ -26,7 +26,7 @@ from faasd.platform.executions.records import (
     ReconcileReport,
 )
 from faasd.platform.executions.webhooks import deliver_callback
-from faasd.platform.workers import Invocation
+from faasd.platform.worker_protocol import Invocation
 from faasd.state import Execution
 from faasd.state.models import utcnow
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from faasd.platform.workers import InvocationResult
+from faasd.platform.worker_protocol import InvocationResult
 from faasd.state import Execution
 from faasd.state.models import iso
 

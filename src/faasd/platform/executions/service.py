@@ -31,7 +31,7 @@ from faasd.platform.functions import FunctionService
 from faasd.platform.logs import LogService
 from faasd.platform.metrics import Metrics
 from faasd.platform.runner import FunctionRunner, Handle
-from faasd.platform.workers import Invocation, InvocationResult
+from faasd.platform.worker_protocol import Invocation, InvocationResult
 from faasd.state import Database, Execution, Function
 from faasd.state.models import utcnow
 

@@ -15,7 +15,7 @@ from faasd.platform.executions.records import (
     final_status,
 )
 from faasd.platform.runner import Handle
-from faasd.platform.workers import Invocation, InvocationResult, StreamChunk
+from faasd.platform.worker_protocol import Invocation, InvocationResult, StreamChunk
 from faasd.state import Function
 
 if TYPE_CHECKING:
