@@ -52,7 +52,7 @@ from faasd.errors import (
 )
 from faasd.platform.capacity import check_disk_limit
 from faasd.platform.env import EnvVars
-from faasd.platform.execute import EnsureImage, ImageStoreLike
+from faasd.platform.exec_ephemeral import EnsureImage, ImageStoreLike
 from faasd.platform.functions import BRANCH_FROM_ANNOTATION
 from faasd.runtime.agent_files import INIT_DIR_IN_CONTAINER, init_mount
 from faasd.runtime.models import Limits, NetworkSpec, SandboxSpec

@@ -42,7 +42,13 @@ from faasd.platform.metrics import Metrics
 from faasd.platform.pools import WarmPool
 from faasd.platform.runner import POOLED_MODES, FunctionRunner
 from faasd.platform.runtime_adapter import RuntimeWorker, RuntimeWorkerFactory, function_network
-from faasd.platform.workers import Invocation, InvocationResult, PoolWorker, WorkerConfig, WorkerFactory
+from faasd.platform.worker_protocol import (
+    Invocation,
+    InvocationResult,
+    PoolWorker,
+    WorkerConfig,
+    WorkerFactory,
+)
 from faasd.runtime.checkpoint import Restored
 from faasd.runtime.models import Limits
 from faasd.runtime.sandbox import SandboxManager
