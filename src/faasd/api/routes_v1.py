@@ -35,7 +35,7 @@ from faasd.platform.namespaces import (
 )
 from faasd.platform.secrets import display_name as secret_display_name
 from faasd.platform.source_deploy import build_source_image, default_base_image, source_ref
-from faasd.platform.workers import StreamChunk
+from faasd.platform.worker_protocol import StreamChunk
 from faasd.state.models import iso
 
 router = APIRouter(prefix="/api/v1")

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from faasd.errors import ConflictError, InvalidInputError, IsolationUnsupportedError, NotFoundError
 from faasd.platform.env import EnvVars
-from faasd.platform.namespaces import DEFAULT_NAMESPACE, function_id, split_function_id
+from faasd.platform.namespaces import DEFAULT_NAMESPACE, check_id_length, function_id, split_function_id
 from faasd.state import Database, Function
 from faasd.state.models import iso
 
@@ -314,6 +314,7 @@ class FunctionService:
     def create(self, spec: FunctionSpec, namespace: str = DEFAULT_NAMESPACE) -> Function:
         """A new function ``spec.name`` in ``namespace`` (its id: :func:`function_id`)."""
         self._validate(spec, namespace)
+        check_id_length(spec.name, namespace)
         fid = function_id(spec.name, namespace)
         with self.db.session() as s:
             if s.get(Function, fid) is not None:

@@ -22,6 +22,7 @@ from sqlalchemy import select
 
 from faasd.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
 from faasd.state import DEFAULT_NAMESPACE, Database, Namespace
+from faasd.state.models import KEY_LENGTH, SECRET_KEY_LENGTH
 
 NAMESPACE_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 NAMESPACE_LABEL = "faasd.namespace"
@@ -33,6 +34,7 @@ __all__ = [
     "Access",
     "NamespaceService",
     "Quotas",
+    "check_id_length",
     "check_namespace",
     "function_id",
     "namespace_of_function_id",
@@ -62,6 +64,21 @@ def function_id(name: str, namespace: str = DEFAULT_NAMESPACE) -> str:
     if "." in name:
         raise NotFoundError(f"function {name!r} does not exist", name=name)
     return name if namespace == DEFAULT_NAMESPACE else f"{name}.{namespace}"
+
+
+def check_id_length(name: str, namespace: str, what: str = "function") -> None:
+    """Refuse (400) a new function or secret whose id would not fit its column: outside the default
+    namespace, name and namespace share the id (``name.namespace`` / ``namespace/name``)."""
+    ident = function_id(name, namespace) if what == "function" else secret_id(name, namespace)
+    limit = KEY_LENGTH if what == "function" else SECRET_KEY_LENGTH
+    if len(ident) > limit:
+        raise InvalidInputError(
+            f"{what} name {name!r} is too long for namespace {namespace!r}: outside the default namespace a "
+            f"{what} is stored as {ident[:20]!r}..., and name and namespace together may have at most "
+            f"{limit - 1} characters; use a shorter name",
+            name=name,
+            namespace=namespace,
+        )
 
 
 def split_function_id(fid: str) -> tuple[str, str]:

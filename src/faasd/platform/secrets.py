@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from faasd.errors import ConflictError, InvalidInputError, NotFoundError
 from faasd.platform.functions import SECRET_NAME_RE
-from faasd.platform.namespaces import DEFAULT_NAMESPACE, secret_id, split_secret_id
+from faasd.platform.namespaces import DEFAULT_NAMESPACE, check_id_length, secret_id, split_secret_id
 from faasd.state import Database, Function, Secret
 
 MAX_SECRET_BYTES = 512 * 1024
@@ -37,6 +37,7 @@ class SecretService:
 
     def create(self, name: str, value: bytes, namespace: str = DEFAULT_NAMESPACE) -> Secret:
         _check(name, value)
+        check_id_length(name, namespace, "secret")
         with self.db.session() as s:
             if s.get(Secret, secret_id(name, namespace)) is not None:
                 raise ConflictError(f"secret {name!r} already exists; update it with PUT", name=name)

@@ -17,7 +17,7 @@ from typing import Any, Self, TypeVar, Unpack
 import httpx
 
 from faasd import __version__
-from faasd.sdk import _api, _tenants_api
+from faasd.sdk import _api
 from faasd.sdk import models as sm
 from faasd.sdk._api import Body, Call, DeployOptions, ExecuteOptions, StreamCall
 from faasd.sdk._config import resolve_api_key, resolve_base_url, resolve_namespace
@@ -167,7 +167,10 @@ class Client(_Base):
     ) -> None:
         super().__init__(base_url, api_key, timeout, headers, key_file, namespace)
         self._http = httpx.Client(
-            base_url=self.base_url, headers=self.headers, timeout=self.timeout, transport=transport,
+            base_url=self.base_url,
+            headers=self.headers,
+            timeout=self.timeout,
+            transport=transport,
             limits=DEFAULT_LIMITS,
         )
 
@@ -406,16 +409,16 @@ class Client(_Base):
         namespace: str | None = None,
     ) -> CreatedApiKey:
         """A new key; ``namespace``: it acts in that namespace only (None: every namespace)."""
-        call = _tenants_api.create_api_key(name, scopes or ["invoke"], rate_limit_rps, burst, namespace)
+        call = _api.create_api_key(name, scopes or ["invoke"], rate_limit_rps, burst, namespace)
         return self._call(call)
 
     # -- namespaces (tenants; changes need an admin key)
     def list_namespaces(self) -> list[sm.Namespace]:
-        return self._call(_tenants_api.list_namespaces())
+        return self._call(_api.list_namespaces())
 
     def get_namespace(self, name: str) -> sm.Namespace:
         """A namespace with its quotas and current use."""
-        return self._call(_tenants_api.get_namespace(name))
+        return self._call(_api.get_namespace(name))
 
     def create_namespace(
         self,
@@ -428,16 +431,16 @@ class Client(_Base):
         labels: dict[str, str] | None = None,
     ) -> sm.Namespace:
         """A new namespace; a quota left None is unlimited."""
-        quotas = _tenants_api.quotas(max_sandboxes, max_memory_mb, max_disk_mb, max_snapshots)
-        return self._call(_tenants_api.create_namespace(name, quotas, labels))
+        quotas = _api.quotas(max_sandboxes, max_memory_mb, max_disk_mb, max_snapshots)
+        return self._call(_api.create_namespace(name, quotas, labels))
 
     def set_namespace_quotas(self, name: str, **quotas: int | None) -> sm.Namespace:
         """Change the given quotas (None: unlimited); the others stay."""
-        return self._call(_tenants_api.set_namespace_quotas(name, quotas))
+        return self._call(_api.set_namespace_quotas(name, quotas))
 
     def delete_namespace(self, name: str) -> None:
         """Delete an empty namespace (:class:`Conflict` naming what it still holds otherwise)."""
-        self._call(_tenants_api.delete_namespace(name))
+        self._call(_api.delete_namespace(name))
 
     def delete_api_key(self, key_id: str) -> None:
         self._call(_api.delete_api_key(key_id))
@@ -451,7 +454,6 @@ class Client(_Base):
 
     def metrics(self) -> str:
         return self._call(_api.metrics())
-
 
     # -- snapshots, restored sandboxes, branches, merges
     def snapshot(
@@ -548,10 +550,20 @@ class Client(_Base):
         pids: int | None = None,
     ) -> sm.Instance:
         """Start a persistent instance from an image (default faasd/python:latest) or a snapshot."""
-        return self._call(_api.start_instance(
-            image=image, snapshot_id=snapshot_id, name=name, cpu_cores=cpu_cores, memory_mb=memory_mb,
-            disk_gb=disk_gb, ttl_s=ttl_s, env=dict(env or {}), isolation=isolation, pids=pids,
-        ))
+        return self._call(
+            _api.start_instance(
+                image=image,
+                snapshot_id=snapshot_id,
+                name=name,
+                cpu_cores=cpu_cores,
+                memory_mb=memory_mb,
+                disk_gb=disk_gb,
+                ttl_s=ttl_s,
+                env=dict(env or {}),
+                isolation=isolation,
+                pids=pids,
+            )
+        )
 
     def list_instances(self) -> list[sm.Instance]:
         return self._call(_api.list_instances())
@@ -593,9 +605,7 @@ class Client(_Base):
     ) -> sm.UploadResult:
         return self._call(_api.upload_instance_files(instance_id, target_path, files))
 
-    def upload_tar_to_instance(
-        self, instance_id: str, target_path: str, archive: bytes
-    ) -> sm.UploadResult:
+    def upload_tar_to_instance(self, instance_id: str, target_path: str, archive: bytes) -> sm.UploadResult:
         return self._call(_api.upload_instance_tar(instance_id, target_path, archive))
 
     def download_from_instance(self, instance_id: str, path: str) -> bytes:
@@ -630,7 +640,10 @@ class AsyncClient(_Base):
     ) -> None:
         super().__init__(base_url, api_key, timeout, headers, key_file, namespace)
         self._http = httpx.AsyncClient(
-            base_url=self.base_url, headers=self.headers, timeout=self.timeout, transport=transport,
+            base_url=self.base_url,
+            headers=self.headers,
+            timeout=self.timeout,
+            transport=transport,
             limits=DEFAULT_LIMITS,
         )
 
@@ -863,14 +876,14 @@ class AsyncClient(_Base):
         burst: int | None = None,
         namespace: str | None = None,
     ) -> CreatedApiKey:
-        call = _tenants_api.create_api_key(name, scopes or ["invoke"], rate_limit_rps, burst, namespace)
+        call = _api.create_api_key(name, scopes or ["invoke"], rate_limit_rps, burst, namespace)
         return await self._call(call)
 
     async def list_namespaces(self) -> list[sm.Namespace]:
-        return await self._call(_tenants_api.list_namespaces())
+        return await self._call(_api.list_namespaces())
 
     async def get_namespace(self, name: str) -> sm.Namespace:
-        return await self._call(_tenants_api.get_namespace(name))
+        return await self._call(_api.get_namespace(name))
 
     async def create_namespace(
         self,
@@ -882,14 +895,14 @@ class AsyncClient(_Base):
         max_snapshots: int | None = None,
         labels: dict[str, str] | None = None,
     ) -> sm.Namespace:
-        quotas = _tenants_api.quotas(max_sandboxes, max_memory_mb, max_disk_mb, max_snapshots)
-        return await self._call(_tenants_api.create_namespace(name, quotas, labels))
+        quotas = _api.quotas(max_sandboxes, max_memory_mb, max_disk_mb, max_snapshots)
+        return await self._call(_api.create_namespace(name, quotas, labels))
 
     async def set_namespace_quotas(self, name: str, **quotas: int | None) -> sm.Namespace:
-        return await self._call(_tenants_api.set_namespace_quotas(name, quotas))
+        return await self._call(_api.set_namespace_quotas(name, quotas))
 
     async def delete_namespace(self, name: str) -> None:
-        await self._call(_tenants_api.delete_namespace(name))
+        await self._call(_api.delete_namespace(name))
 
     async def delete_api_key(self, key_id: str) -> None:
         await self._call(_api.delete_api_key(key_id))
@@ -999,10 +1012,20 @@ class AsyncClient(_Base):
         pids: int | None = None,
     ) -> sm.Instance:
         """Start a persistent instance from an image (default faasd/python:latest) or a snapshot."""
-        return await self._call(_api.start_instance(
-            image=image, snapshot_id=snapshot_id, name=name, cpu_cores=cpu_cores, memory_mb=memory_mb,
-            disk_gb=disk_gb, ttl_s=ttl_s, env=dict(env or {}), isolation=isolation, pids=pids,
-        ))
+        return await self._call(
+            _api.start_instance(
+                image=image,
+                snapshot_id=snapshot_id,
+                name=name,
+                cpu_cores=cpu_cores,
+                memory_mb=memory_mb,
+                disk_gb=disk_gb,
+                ttl_s=ttl_s,
+                env=dict(env or {}),
+                isolation=isolation,
+                pids=pids,
+            )
+        )
 
     async def list_instances(self) -> list[sm.Instance]:
         return await self._call(_api.list_instances())

@@ -44,9 +44,11 @@ DEFAULT_NAMESPACE = "openfaas-fn"
 """The namespace of everything created without one (and of every row written before namespaces existed):
 OpenFaaS's default function namespace, so ``faas-cli`` and ``/function/<name>.openfaas-fn`` keep working."""
 
-KEY_LENGTH = 127
+KEY_LENGTH = 63
 """Length of columns holding a function id: ``name`` in the default namespace, ``name.namespace``
-elsewhere (63 + 1 + 63)."""
+elsewhere (so outside the default namespace, name + namespace fit in 62 characters)."""
+SECRET_KEY_LENGTH = 253
+"""Length of a secret's id: ``name``, or ``namespace/name`` outside the default namespace."""
 
 
 class Namespace(Base):
@@ -140,7 +142,7 @@ class Execution(Base):
 class Secret(Base):
     __tablename__ = "secrets"
 
-    name: Mapped[str] = mapped_column(String(320), primary_key=True)
+    name: Mapped[str] = mapped_column(String(SECRET_KEY_LENGTH), primary_key=True)
     """The secret's id: its name in the default namespace, ``<namespace>/<name>`` in any other (secret
     names may hold dots, never a slash)."""
     namespace: Mapped[str] = mapped_column(String(63), default=DEFAULT_NAMESPACE)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import FakeFactory, make_settings
 from faasd.api.app import create_app
+from faasd.config import Settings
 from faasd.platform.core import Platform, PlatformOptions
 
 pytestmark = pytest.mark.unit
@@ -40,8 +41,11 @@ class Tenants:
         return bearer(r.json()["key"])
 
 
-def _tenants(tmp_path: Path, factory: FakeFactory, *, function_auth: bool) -> Iterator[Tenants]:
-    s = make_settings(tmp_path, auth=True)
+def _tenants(tmp_path: Path, factory: Any, *, function_auth: bool) -> Iterator[Tenants]:
+    s = Settings(
+        data_dir=tmp_path / "data", run_dir=tmp_path / "run", cache_dir=tmp_path / "cache", auth=True
+    )
+    s.data_dir.mkdir(parents=True)
     s.function_auth = function_auth
     p = Platform(s, factory, options=PlatformOptions(poll_interval_s=0.05))
     token = p.keys.bootstrap_admin(s.data_dir / "admin.key")
@@ -51,12 +55,12 @@ def _tenants(tmp_path: Path, factory: FakeFactory, *, function_auth: bool) -> It
 
 
 @pytest.fixture
-def t(tmp_path: Path, api_factory: FakeFactory) -> Iterator[Tenants]:
+def t(tmp_path: Path, api_factory: Any) -> Iterator[Tenants]:
     yield from _tenants(tmp_path, api_factory, function_auth=False)
 
 
 @pytest.fixture
-def t_fauth(tmp_path: Path, api_factory: FakeFactory) -> Iterator[Tenants]:
+def t_fauth(tmp_path: Path, api_factory: Any) -> Iterator[Tenants]:
     yield from _tenants(tmp_path, api_factory, function_auth=True)
 
 
@@ -134,7 +138,7 @@ def test_other_tenants_secret_is_absent(t: Tenants) -> None:
     assert names == {("db.pw", "team-a"), ("db.pw", "team-b")}
 
 
-def test_worker_gets_its_own_namespaces_secret(t: Tenants, api_factory: FakeFactory) -> None:
+def test_worker_gets_its_own_namespaces_secret(t: Tenants, api_factory: Any) -> None:
     t.c.post("/api/v1/secrets", json={"name": "tok", "value": "A"}, headers=t.a)
     t.c.post("/api/v1/secrets", json={"name": "tok", "value": "B"}, headers=t.b)
     t.c.post("/api/v1/functions", json={**FN, "secrets": ["tok"]}, headers=t.b)
@@ -237,7 +241,7 @@ def test_keys_bound_to_namespaces(t: Tenants) -> None:
     err(t.c.get("/api/v1/functions/hello", headers=anyns), 404, "not_found")  # default namespace
 
 
-def test_quotas_refuse_with_429_and_create_nothing(t: Tenants, api_factory: FakeFactory) -> None:
+def test_quotas_refuse_with_429_and_create_nothing(t: Tenants, api_factory: Any) -> None:
     r = t.c.patch(
         "/api/v1/namespaces/team-a", json={"max_sandboxes": 1, "max_memory_mb": 300}, headers=t.admin
     )

@@ -24,7 +24,7 @@ from faasd.platform.namespaces import (
     split_secret_id,
 )
 from faasd.platform.quotas import QuotaGuard, Usage, check
-from faasd.state import Database
+from faasd.state import Base, Database
 
 pytestmark = pytest.mark.unit
 
@@ -139,7 +139,9 @@ def test_older_database_rows_land_in_the_default_namespace(tmp_path: Path) -> No
     """A database written before namespaces: functions, secrets and keys gain the columns with defaults;
     its keys span every namespace, its functions and secrets are in the default one."""
     path = tmp_path / "old.db"
-    Database(f"sqlite:///{path}").create_all()
+    old = Database(f"sqlite:///{path}")
+    Base.metadata.create_all(old.engine)
+    old.dispose()
     con = sqlite3.connect(path)  # the tables as an older faasd wrote them: no namespace columns
     for table in ("functions", "secrets", "api_keys", "instances", "jobs"):
         con.execute(f"ALTER TABLE {table} DROP COLUMN namespace")
@@ -166,8 +168,8 @@ def test_older_database_rows_land_in_the_default_namespace(tmp_path: Path) -> No
         conn.exec_driver_sql("UPDATE api_keys SET namespace = NULL")
     assert keys.verify(token).namespace is None and keys.verify(token).access.scope() is None
     fns = FunctionService(db)
-    old = fns.get("old-fn")
-    assert old.namespace == DEFAULT_NAMESPACE and fns.list(DEFAULT_NAMESPACE)[0].name == "old-fn"
+    old_fn = fns.get("old-fn")
+    assert old_fn.namespace == DEFAULT_NAMESPACE and fns.list(DEFAULT_NAMESPACE)[0].name == "old-fn"
     assert fns.list("team-a") == []
     from faasd.platform.secrets import SecretService
 

@@ -1,14 +1,13 @@
-"""Requests of namespaces (tenants), their quotas, and API keys bound to one (docs/API.md "Namespaces")."""
+"""Namespaces (tenants) and their quotas (docs/API.md "Namespaces")."""
 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
 from pydantic import TypeAdapter
 
-from faasd.sdk._api import API, Call, _model, _none
-from faasd.sdk.models import CreatedApiKey, Namespace
+from faasd.sdk._api.calls import API, Call, _model, _none, _p
+from faasd.sdk.models import Namespace
 
 QUOTAS = ("max_sandboxes", "max_memory_mb", "max_disk_mb", "max_snapshots")
 
@@ -33,7 +32,7 @@ def list_namespaces() -> Call[list[Namespace]]:
 
 
 def get_namespace(name: str) -> Call[Namespace]:
-    return Call("GET", f"{API}/namespaces/{quote(name, safe='')}", _model(TypeAdapter(Namespace)))
+    return Call("GET", f"{API}/namespaces/{_p(name)}", _model(TypeAdapter(Namespace)))
 
 
 def create_namespace(
@@ -46,22 +45,9 @@ def create_namespace(
 
 
 def set_namespace_quotas(name: str, quotas: dict[str, int | None]) -> Call[Namespace]:
-    path = f"{API}/namespaces/{quote(name, safe='')}"
+    path = f"{API}/namespaces/{_p(name)}"
     return Call("PATCH", path, _model(TypeAdapter(Namespace)), json=_quotas(quotas))
 
 
 def delete_namespace(name: str) -> Call[None]:
-    return Call("DELETE", f"{API}/namespaces/{quote(name, safe='')}", _none)
-
-
-def create_api_key(
-    name: str, scopes: list[str], rate_limit_rps: float | None, burst: int | None, namespace: str | None
-) -> Call[CreatedApiKey]:
-    body: dict[str, Any] = {"name": name, "scopes": scopes}
-    if rate_limit_rps is not None:
-        body["rate_limit_rps"] = rate_limit_rps
-    if burst is not None:
-        body["burst"] = burst
-    if namespace is not None:
-        body["namespace"] = namespace
-    return Call("POST", f"{API}/keys", _model(TypeAdapter(CreatedApiKey)), json=body)
+    return Call("DELETE", f"{API}/namespaces/{_p(name)}", _none)
