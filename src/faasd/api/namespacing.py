@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from faasd.errors import InvalidInputError, NotFoundError
+from faasd.errors import ForbiddenError, InvalidInputError, NotFoundError
 from faasd.platform.core import Platform
 from faasd.platform.keys import KeyInfo
-from faasd.platform.namespaces import check_namespace
+from faasd.platform.namespaces import NAMESPACE_LABEL, check_namespace
 
 
 def _platform(request: Request) -> Platform:
@@ -47,3 +47,33 @@ def require_visible(key: KeyInfo, namespace: str, not_found: NotFoundError) -> N
     """Raise ``not_found`` (the error an absent object gives) for an object the key may not see."""
     if not key.access.sees(namespace):
         raise not_found
+
+
+def visible_ref(request: Request, key: KeyInfo, ref: str, what: str) -> str:
+    """The namespace of a snapshot, instance or sandbox id the key may see; else the 404 of an absent
+    ``what`` (same message either way)."""
+    return _platform(request).tenancy.visible(key.access, ref, what)
+
+
+def own_labels(labels: dict[str, str] | None, namespace: str) -> dict[str, str]:
+    """A snapshot's labels with its namespace set; a caller cannot set the namespace label itself."""
+    labels = dict(labels or {})
+    if NAMESPACE_LABEL in labels:
+        raise InvalidInputError(
+            f"label {NAMESPACE_LABEL!r} is reserved: a snapshot belongs to the namespace of what it was "
+            "taken of",
+            label=NAMESPACE_LABEL,
+        )
+    labels[NAMESPACE_LABEL] = namespace
+    return labels
+
+
+def require_unbound(key: KeyInfo, what: str) -> None:
+    """403 for a namespaced key on a feature whose state is shared by every namespace (e.g. the execute
+    result cache, warm execute sandboxes, daemon-wide metrics)."""
+    if key.namespace is not None:
+        raise ForbiddenError(
+            f"{what} is shared by every namespace, so a key bound to namespace {key.namespace!r} may not use "
+            "it; use a key without a namespace",
+            key_namespace=key.namespace,
+        )

@@ -24,7 +24,7 @@ from faasd.platform.jobs import JobService
 from faasd.platform.keys import ApiKeyService, RateLimiter
 from faasd.platform.logs import LogService
 from faasd.platform.metrics import Metrics
-from faasd.platform.namespaces import DEFAULT_NAMESPACE, NamespaceService
+from faasd.platform.namespaces import DEFAULT_NAMESPACE, Access, NamespaceService
 from faasd.platform.pulls import ImageEnsurer
 from faasd.platform.quotas import Usage
 from faasd.platform.runner import POOLED_MODES, FunctionRunner
@@ -130,9 +130,11 @@ class Platform:
                 instances=self.instances,
                 snapshots=self.snapshots,
             )
-        self.tenancy = Tenancy(self.db, self.namespaces, self.runner, self.snapshots)
+        self.tenancy = Tenancy(self.db, self.namespaces, self.runner, self.snapshots, self.instances)
         """Who owns what, namespace use and quotas (:mod:`faasd.platform.tenancy`)."""
         self.runner.start_gate = self.tenancy.worker_start
+        if self.instances is not None:
+            self.instances.admit = self.tenancy.instance_start
         self.jobs = JobService(self)
         self.addresses: DirectAddresses | None = (
             DirectAddresses(self.db, settings.direct_pool, settings.direct_port)
@@ -262,6 +264,7 @@ class Platform:
             self.tenancy.guard.check(
                 namespace, Usage(sandboxes=spec.scale.min, memory_mb=spec.scale.min * spec.limits.memory_mb)
             )
+        self._check_branch_from(spec, namespace)
         await self.ensure_image(spec.image)
         fn = self.functions.create(spec, namespace)
         await self._assign_address(fn)
@@ -269,8 +272,15 @@ class Platform:
             await self.runner.pool_for(fn)
         return fn
 
+    def _check_branch_from(self, spec: FunctionSpec, namespace: str) -> None:
+        """A ``branched`` function restores a snapshot of its own namespace (another's: 404, as absent)."""
+        if spec.branch_from is not None and self.snapshots is not None:
+            self.tenancy.visible(Access(namespace), spec.branch_from, "snapshot")
+
     async def update(self, name: str, spec: FunctionSpec) -> Function:
-        old_image = self.functions.get(name).image
+        old = self.functions.get(name)
+        self._check_branch_from(spec, old.namespace)
+        old_image = old.image
         await self.ensure_image(spec.image)
         fn = self.functions.update(name, spec)
         await self.runner.drop(name)
