@@ -10,7 +10,7 @@ from fastapi import Request
 from faasd.errors import ForbiddenError, InvalidInputError, NotFoundError
 from faasd.platform.core import Platform
 from faasd.platform.keys import KeyInfo
-from faasd.platform.namespaces import NAMESPACE_LABEL, check_namespace
+from faasd.platform.namespaces import NAMESPACE_LABEL, Access, check_namespace
 
 
 def _platform(request: Request) -> Platform:
@@ -52,7 +52,11 @@ def require_visible(key: KeyInfo, namespace: str, not_found: NotFoundError) -> N
 def visible_ref(request: Request, key: KeyInfo, ref: str, what: str) -> str:
     """The namespace of a snapshot, instance or sandbox id the key may see; else the 404 of an absent
     ``what`` (same message either way)."""
-    return _platform(request).tenancy.visible(key.access, ref, what)
+    requested = _requested(request, None)
+    if requested is None:
+        return _platform(request).tenancy.visible(key.access, ref, what)
+    key.access.target(requested)  # 403 for a namespace the key may not act in
+    return _platform(request).tenancy.visible(Access(requested), ref, what)
 
 
 def own_labels(labels: dict[str, str] | None, namespace: str) -> dict[str, str]:
