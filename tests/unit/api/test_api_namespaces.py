@@ -287,3 +287,26 @@ def test_namespace_lifecycle(t: Tenants) -> None:
     err(t.c.get("/api/v1/namespaces/team-a", headers=t.admin), 404, "not_found")
     err(t.c.get(f"/api/v1/executions/{ex_id}", headers=t.admin), 404, "not_found")  # history purged
     err(t.c.post("/api/v1/functions", json={**FN, "namespace": "team-a"}, headers=t.admin), 404, "not_found")
+
+
+def test_shared_state_features_refuse_namespaced_keys(t: Tenants) -> None:
+    for method, path, body in [
+        ("POST", "/ui/api/session", None),
+        ("GET", "/ui/api/lineage", None),
+        ("GET", "/ui/api/events", None),
+        ("GET", "/metrics", None),
+        ("POST", "/api/v1/execute", {"command": "true", "cache_key": "k"}),
+        ("POST", "/api/v1/execute", {"command": "true", "mode": "persistent"}),
+        ("POST", "/api/v1/fork", {"branch_from": "snap-x", "commands": ["true"]}),
+        ("POST", "/api/v1/prewarm", {"image": "faasd/python:latest"}),
+        ("GET", "/api/v1/logs/rq_x/stream", None),
+    ]:
+        if path == "/ui/api/session":
+            token = t.a["Authorization"].removeprefix("Bearer ")
+            r = t.c.post(path, json={"key": token}, headers={"Origin": "http://testserver"})
+        else:
+            r = t.c.request(method, path, json=body, headers=t.a)
+        err(r, 403, "forbidden")
+    # unbound keys keep them
+    assert t.c.get("/metrics", headers=t.admin).status_code == 200
+    assert t.c.get("/ui/api/lineage", headers=t.admin).status_code == 200
