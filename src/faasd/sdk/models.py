@@ -297,6 +297,7 @@ class Info(_Model):
 # -- snapshots, restored sandboxes, merges ------------------------------------------------------------
 class Snapshot(_Model):
     id: str
+    namespace: str | None = None
     created_at: str | None = None
     parent: str | None = None
     function: str | None = None
@@ -313,6 +314,7 @@ class Snapshot(_Model):
 
 class RestoredSandbox(_Model):
     id: str
+    namespace: str | None = None
     snapshot_id: str
     function: str | None = None
     alive: bool = True
@@ -373,6 +375,7 @@ class InstancePort(_Model):
 
 class Instance(_Model):
     id: str
+    namespace: str | None = None
     name: str | None = None
     image: str | None = None
     source_snapshot: str | None = None
@@ -413,6 +416,7 @@ class UploadResult(_Model):
 
 class Job(_Model):
     job_id: str
+    namespace: str | None = None
     type: int
     type_name: str
     status: str
