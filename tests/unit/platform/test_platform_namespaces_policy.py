@@ -176,3 +176,32 @@ def test_older_database_rows_land_in_the_default_namespace(tmp_path: Path) -> No
     sec = SecretService(db)
     assert sec.values(["old-secret"]) == {"old-secret": b"\x00"}
     assert [s.namespace for s in sec.list()] == [DEFAULT_NAMESPACE]
+
+
+def test_snapshot_owner_label_function_instance_then_parent() -> None:
+    from faasd.platform.tenancy import snapshot_namespace
+    from faasd.snapshots.store import Snapshot, SnapshotMeta, SnapshotSizes
+
+    def snap(sid: str, parent: str | None = None, **meta: object) -> Snapshot:
+        return Snapshot(sid, "2026-01-01", SnapshotMeta(parent=parent, **meta), {}, SnapshotSizes())  # type: ignore[arg-type]
+
+    instances = {"in-1": "team-i"}
+    by_id = {
+        "snap-l": snap("snap-l", labels={"faasd.namespace": "team-l", "faasd.instance": "in-1"}),
+        "snap-f": snap("snap-f", function="fn.team-f"),
+        "snap-i": snap("snap-i", labels={"faasd.instance": "in-1"}),
+        "snap-c": snap("snap-c", parent="snap-f"),
+        "snap-cc": snap("snap-cc", parent="snap-c"),
+        "snap-o": snap("snap-o", function="plain"),
+        "snap-x": snap("snap-x", parent="snap-gone"),
+    }
+    owner = {sid: snapshot_namespace(s, instances.get, by_id.get) for sid, s in by_id.items()}
+    assert owner == {
+        "snap-l": "team-l",  # the label wins
+        "snap-f": "team-f",
+        "snap-i": "team-i",
+        "snap-c": "team-f",  # no owner of its own: its parent's
+        "snap-cc": "team-f",
+        "snap-o": DEFAULT_NAMESPACE,
+        "snap-x": DEFAULT_NAMESPACE,
+    }
