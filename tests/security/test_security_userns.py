@@ -16,9 +16,8 @@ import pytest
 
 from faasd.config import Settings
 from faasd.runtime import BindMount, Limits, SandboxManager, SandboxSpec, userns
-from faasd.runtime import sandbox as sandbox_mod
 from faasd.runtime.models import UserNamespace
-from faasd.runtime.sandbox import Sandbox
+from faasd.runtime.sandbox import Sandbox, registry
 from faasd.testing.leaks import find_leaks, sandbox_leaks
 
 
@@ -169,7 +168,7 @@ async def test_range_and_pins_are_released_by_cleanup_orphans_after_a_crash(
     if sb._waiter is not None:
         sb._waiter.cancel()
     crashed._forget(sb)
-    assert sandbox_mod._LIVE.get((str(settings.run_dir), sid)) is None
+    assert registry.LIVE.get((str(settings.run_dir), sid)) is None
     fresh = SandboxManager(settings)
     cleaned = await fresh.cleanup_orphans()
     assert sid in cleaned

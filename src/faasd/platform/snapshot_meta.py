@@ -22,7 +22,7 @@ from typing import Any
 
 from faasd.errors import InvalidInputError
 from faasd.platform.runtime_adapter import RuntimeWorker, function_network
-from faasd.platform.workers import WorkerConfig
+from faasd.platform.worker_protocol import WorkerConfig
 from faasd.runtime.models import Limits
 from faasd.runtime.workers import Worker, WorkerSpec
 from faasd.snapshots.seeds import check_seed

@@ -34,7 +34,7 @@ from faasd.platform.snapshot_meta import (
     worker_info,
     worker_spec_info,
 )
-from faasd.platform.workers import PoolWorker, WorkerConfig
+from faasd.platform.worker_protocol import PoolWorker, WorkerConfig
 from faasd.snapshots.store import Snapshot, SnapshotStore
 from faasd.state import Function
 

@@ -56,7 +56,13 @@ from faasd.platform.snapshot_meta import (
     worker_spec_info,
 )
 from faasd.platform.snapshot_modes import FunctionSnapshotModes
-from faasd.platform.workers import Invocation, InvocationResult, PoolWorker, WorkerConfig, WorkerFactory
+from faasd.platform.worker_protocol import (
+    Invocation,
+    InvocationResult,
+    PoolWorker,
+    WorkerConfig,
+    WorkerFactory,
+)
 from faasd.runtime.checkpoint import Restored
 from faasd.runtime.sandbox import SandboxManager
 from faasd.runtime.workers import Worker, WorkerSpec

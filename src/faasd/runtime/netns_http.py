@@ -14,7 +14,7 @@ import httpcore
 import httpx
 
 from faasd.runtime.sandbox import Sandbox
-from faasd.runtime.workers import open_sandbox_connection
+from faasd.runtime.workers.http_mode import open_sandbox_connection
 
 __all__ = ["NetnsTransport"]
 

@@ -55,7 +55,7 @@ def test_import_error_is_reported(env: Settings, tmp_path: Path) -> None:
 
 
 def test_build_base_progress_adapter() -> None:
-    """faasd.images.base reports progress as (phase, message); the bar accepts both that and ProgressEvent."""
+    """faasd.baseimages reports progress as (phase, message); the bar accepts both that and ProgressEvent."""
     from faasd.cli.images import _Bar, _progress
     from faasd.images import ProgressEvent
 

@@ -28,7 +28,7 @@ from faasd.errors import (
     NotFoundError,
 )
 from faasd.platform.capacity import check_disk_limit
-from faasd.platform.execute import EnsureImage, ImageStoreLike
+from faasd.platform.exec_ephemeral import EnsureImage, ImageStoreLike
 from faasd.platform.instances import files, ports
 from faasd.platform.instances.chain import LABEL, STOP_KIND, bound_chain, drop_unused_stop_snapshots
 from faasd.platform.instances.registry import InstanceRegistry, LiveInstance
