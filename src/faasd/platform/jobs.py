@@ -31,7 +31,7 @@ import binascii
 import contextlib
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import (
     BaseModel,
@@ -46,7 +46,7 @@ from sqlalchemy import select
 from faasd.errors import FaasdError, InvalidInputError, NotFoundError
 from faasd.platform.env import EnvVars, EnvVarsOrPairs
 from faasd.platform.errors import UnavailableError
-from faasd.platform.exec_ephemeral import ExecuteRequest
+from faasd.platform.exec_ephemeral import ExecuteRequest, ExecuteService
 from faasd.platform.instances import (
     ExecCommand,
     InstanceService,
@@ -56,13 +56,11 @@ from faasd.platform.instances import (
     instance_dict,
 )
 from faasd.platform.merges import MAX_BRANCHES, MergeService
+from faasd.platform.snapshots import SnapshotService
 from faasd.snapshots.seeds import SEED_MAX
 from faasd.state import Database
 from faasd.state.instance_models import Job
 from faasd.state.models import iso, utcnow
-
-if TYPE_CHECKING:
-    from faasd.platform.core import Platform
 
 JOB_TYPES: tuple[str, ...] = (
     "execute_function",
@@ -310,8 +308,25 @@ def job_dict(job: Job) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------- service
+class JobPlatform(Protocol):
+    """What jobs use of the platform: :class:`~faasd.platform.core.Platform` satisfies it (read at each
+    job, so a service the platform has not got is a clear ``unavailable`` error)."""
+
+    @property
+    def db(self) -> Database: ...
+
+    @property
+    def execute(self) -> ExecuteService | None: ...
+
+    @property
+    def instances(self) -> InstanceService | None: ...
+
+    @property
+    def snapshots(self) -> SnapshotService | None: ...
+
+
 class JobService:
-    def __init__(self, platform: Platform, db: Database | None = None) -> None:
+    def __init__(self, platform: JobPlatform, db: Database | None = None) -> None:
         self.platform = platform
         self.db = db or platform.db
         self._handlers: dict[str, Callable[[Any], Awaitable[dict[str, Any]]]] = {
