@@ -118,3 +118,11 @@ def test_the_app_answers_with_the_table() -> None:
                 assert r.headers["retry-after"] == "1"
             if cls is core.AuthError:
                 assert "Bearer" in r.headers["www-authenticate"]
+
+
+def test_every_status_of_the_table_is_declared_in_the_openapi_document() -> None:
+    from faasd.api.openapi_docs import ALL_ERRORS, ERRORS
+
+    undeclared = {code: status for code, status in HTTP_STATUS.items() if status not in ALL_ERRORS}
+    assert undeclared == {}, "add these statuses to ALL_ERRORS/ERRORS in src/faasd/api/openapi_docs.py"
+    assert set(ALL_ERRORS) <= set(ERRORS)
