@@ -82,7 +82,6 @@ class JobValidationError(FaasdError):
     """Job arguments do not match the job type's schema (same shape as a request validation error)."""
 
     code = "validation_error"
-    status = 422
 
 
 # ------------------------------------------------------------------------------- arguments
