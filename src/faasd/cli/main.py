@@ -3,10 +3,15 @@
 Every command talks to the daemon through :class:`faasd.sdk.Client` (``--url``/``FAAS_URL``,
 ``--api-key``/``FAAS_API_KEY``), except ``faas up`` (runs the daemon) and ``faas image`` (works on
 the local image store). Errors are printed in red with a non-zero exit code, never as a traceback.
+
+Start-up cost: this module and the command modules import only typer and the standard library at the
+top; the SDK (httpx, pydantic), rich and the server packages are imported by the command that uses them
+(``bench/cli_footprint.py`` measures it, ``tests/unit/cli/test_cli_footprint.py`` keeps it so).
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated, Any
 
 import typer
@@ -23,18 +28,19 @@ EXIT_API_ERROR = 1
 EXIT_CONNECTION = 3
 
 
+def _is_connection_error(exc: FaasdError) -> bool:
+    errors = sys.modules.get("faasd.sdk.errors")  # not loaded: no SDK call was made
+    return errors is not None and isinstance(exc, errors.FaasdConnectionError)
+
+
 class FaasGroup(typer.core.TyperGroup):
     """Turns faasd errors raised by any (sub)command into a red message and an exit code."""
 
     def invoke(self, ctx: Any) -> Any:
-        from faasd.sdk import FaasdConnectionError
-
         try:
             return super().invoke(ctx)
-        except FaasdConnectionError as exc:
-            out.fail(str(exc), EXIT_CONNECTION)
         except FaasdError as exc:
-            out.fail(str(exc), EXIT_API_ERROR)
+            out.fail(str(exc), EXIT_CONNECTION if _is_connection_error(exc) else EXIT_API_ERROR)
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
 
@@ -125,3 +131,14 @@ def _mount_images() -> None:
 
 
 _mount_images()
+
+
+def main() -> Any:
+    """The ``faas`` program (the console script): ``app`` without the optional imports ``faas`` never uses
+    (:func:`faasd.cli._context.skip_optional_imports`; only in this process, not when ``app`` is embedded)."""
+    _context.skip_optional_imports()
+    return app()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,113 @@
+"""How long ``faas`` commands take, wall clock, next to the Python interpreter starting (same run).
+
+Usage: ``.venv/bin/python bench/cli_footprint.py [-n 15] [--url URL --api-key KEY] [--json PATH]``
+
+Each command is run as a fresh process the way the ``faas`` console script runs it (``from
+faasd.cli.main import main; main()``), ``n`` times, interleaved with the baselines so load drifts hit all
+alike. Baselines (same run, same way): ``python -c pass`` (interpreter start: the floor of any Python
+CLI) and ``python -c 'import httpx; httpx.get(url)'`` (the least a Python client of the daemon does).
+Without ``--url`` a private daemon is started (as root; no base images) and stopped afterwards.
+Commands that talk to the daemon (``faas ls``, ``faas health``) are held to the 200 ms target of issue
+11; ``faas --version`` does not talk to it. A command that exits non-zero fails the benchmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import Row, load_avg, percentile, print_table, summarize, write_result
+
+TARGET_MS = 200.0
+FAAS = "import re, sys; from faasd.cli.main import main; sys.argv[0] = 'faas'; sys.exit(main())"
+
+
+def _commands(url: str) -> dict[str, list[str]]:
+    py = sys.executable
+    return {
+        "python -c pass": [py, "-c", "pass"],
+        "python httpx GET /healthz": [py, "-c", f"import httpx; httpx.get({url + '/healthz'!r}).raise_for_status()"],  # noqa: E501
+        "faas --version": [py, "-c", FAAS, "--version"],
+        "faas health": [py, "-c", FAAS, "health"],
+        "faas ls": [py, "-c", FAAS, "ls"],
+    }
+
+
+def _run_once(argv: list[str], env: dict[str, str]) -> float:
+    t0 = time.perf_counter()
+    res = subprocess.run(argv, env=env, capture_output=True, check=False)
+    ms = (time.perf_counter() - t0) * 1000
+    if res.returncode != 0:
+        err = res.stderr.decode(errors="replace")[-2000:]
+        raise SystemExit(f"{argv[-1]!r} failed ({res.returncode}): {err}")
+    return ms
+
+
+def measure(url: str, api_key: str | None, n: int) -> dict[str, Any]:
+    env = {**os.environ, "FAAS_URL": url}
+    if api_key:
+        env["FAAS_API_KEY"] = api_key
+    cmds = _commands(url)
+    for argv in cmds.values():  # warm the page cache and .pyc files; not counted
+        _run_once(argv, env)
+    samples: dict[str, list[float]] = {name: [] for name in cmds}
+    for _ in range(n):
+        for name, argv in cmds.items():
+            samples[name].append(_run_once(argv, env))
+    return samples
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("-n", type=int, default=15)
+    p.add_argument("--url", help="an already running daemon (default: start a private one)")
+    p.add_argument("--api-key", default=None)
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args()
+    load_start = load_avg()
+    t0 = time.monotonic()
+    if args.url:
+        samples = measure(args.url, args.api_key, args.n)
+    else:
+        from _common import require_root, start_daemon
+
+        require_root()
+        with start_daemon(base_images="none") as server:
+            samples = measure(server.url, server.api_key, args.n)
+    ms = {name: summarize(s) for name, s in samples.items()}
+    floor = statistics.median(samples["python -c pass"])
+    httpx_base = statistics.median(samples["python httpx GET /healthz"])
+    rows = [
+        Row("python httpx GET /healthz p50", httpx_base, floor, "ms", "python -c pass"),
+    ]
+    verdicts = {}
+    for name in ("faas --version", "faas health", "faas ls"):
+        med = statistics.median(samples[name])
+        rows.append(Row(f"{name} p50", med, floor, "ms", "python -c pass"))
+        rows.append(Row(f"{name} p50 vs httpx client", med, httpx_base, "ms", "python httpx GET"))
+        if name != "faas --version":
+            verdicts[name] = {"p50_ms": round(med, 1), "p90_ms": round(percentile(samples[name], 90), 1),
+                              "target_ms": TARGET_MS, "met": med <= TARGET_MS}
+    print_table(f"faas command footprint (n={args.n}, interleaved)", rows)
+    for name, v in verdicts.items():
+        verdict = "met" if v["met"] else "NOT met"
+        print(f"{name}: p50 {v['p50_ms']} ms, target <= {TARGET_MS:.0f} ms: {verdict}")
+    out = write_result(
+        "cli_footprint",
+        {"n": args.n, "duration_s": round(time.monotonic() - t0, 1), "loadavg_start": load_start,
+         "loadavg_end": load_avg(), "ms": ms, "target": verdicts, "rows": rows},
+        path=args.json,
+    )
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
