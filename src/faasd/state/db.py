@@ -83,7 +83,7 @@ class Database:
                 f"cannot open the database at {where}: {exc.orig}; check FAASD_DATABASE_URL and that the "
                 "server is reachable"
             ) from exc
-        if before != (head_revision(),):
+        if before is not None:
             log.info(
                 "database %s: schema upgraded from %s to revision %s",
                 where,

@@ -143,3 +143,29 @@ def test_the_revision_command_autogenerates_nothing_while_models_match(scratch_m
     path = migrate.new_revision("nothing changed")
     body = path.read_text().split("def upgrade() -> None:", 1)[1].split("def downgrade", 1)[0]
     assert "op." not in body and "pass" in body, f"the models differ from the migrations: {body}"
+
+
+def test_the_head_read_from_the_files_is_alembics() -> None:
+    assert migrate._head_from_files(migrate.SCRIPT_LOCATION) == head_revision()
+
+
+def test_a_database_at_head_is_opened_without_importing_alembic(tmp_path: Path) -> None:
+    """The daemon's start on an up-to-date database does not load Alembic (~10 MB of its memory)."""
+    import os
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'head.db'}"
+    db = Database(url)
+    db.create_all()
+    db.dispose()
+    src = Path(migrate.__file__).parents[2]
+    code = (
+        "import sys\nfrom faasd.state.db import Database\n"
+        f"db = Database({url!r}); db.create_all()\n"
+        "with db.session() as s: pass\n"
+        "print('alembic' in sys.modules)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.stdout.strip() == "False", out.stdout + out.stderr
