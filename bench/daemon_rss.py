@@ -1,6 +1,6 @@
 """Memory of the idle daemon after a warm-up of many invocations (issue 11: <= 100 MB RSS).
 
-Usage (root): ``.venv/bin/python bench/daemon_rss.py [-n 10000] [-c 8] [--json PATH]``
+Usage (root): ``.venv/bin/python bench/daemon_rss.py [-n 10000] [-c 8] [--before-src DIR] [--json PATH]``
 
 A private ``faasd`` daemon (python base image from the host cache) gets a python hello function
 (``cached``, at most 2 workers, ``idle_ttl_s`` 15 s); ``hey`` sends ``n`` invocations (``POST
@@ -9,7 +9,8 @@ zero and a few seconds more ("back to idle"). RSS (``VmRSS`` of ``/proc/<pid>/st
 the daemon and its descendants that are daemon processes (same cgroup as the daemon: runc helpers and
 the sandboxes' processes live in ``faasd/fd-*`` cgroups and are not counted), sampled: fresh (started,
 nothing deployed: the same-run baseline), warm (deployed, one invocation), right after the load, and
-back at idle. Any non-200 answer fails the benchmark.
+back at idle. ``--before-src DIR`` (a ``src/`` of another faasd, e.g. ``git archive <commit> src``) runs the
+same sequence on a daemon of that tree first, in the same run. Any non-200 answer fails the benchmark.
 """
 
 from __future__ import annotations
@@ -120,21 +121,14 @@ def wait_scaled_to_zero(server: Any, name: str, timeout: float) -> float:
     raise SystemExit(f"the pool of {name} did not scale to zero within {timeout:.0f} s")
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("-n", type=int, default=10000)
-    ap.add_argument("-c", type=int, default=8)
-    ap.add_argument("--settle", type=float, default=5.0, help="seconds at idle before the last sample")
-    ap.add_argument("--json", type=Path, default=None)
-    args = ap.parse_args()
-    require_root()
-    load_start, t0 = load_avg(), time.monotonic()
+def run_one(n: int, c: int, settle: float, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Fresh / warm / after-load / idle samples of one daemon (``env``: its extra environment)."""
     name = f"bench-rss-{uuid.uuid4().hex[:6]}"
-    server = start_daemon()
+    server = start_daemon(env=env)
     try:
         assert server.process is not None
         pid = server.process.pid
-        time.sleep(args.settle)
+        time.sleep(settle)
         samples = {"fresh": sample(pid)}
         with tempfile.TemporaryDirectory(prefix="fdb-rss-", dir="/var/tmp") as tmp:
             deploy_hello(server, name, Path(tmp) / name, mode="cached", min_replicas=0, max_replicas=2,
@@ -144,20 +138,38 @@ def main() -> int:
         if warm["codes"] != {200: 1}:
             raise SystemExit(f"warm-up invocation failed: {warm}\n{server.log_tail()}")
         samples["warm"] = sample(pid)
-        load = run_hey(url, server.api_key, args.n, args.c)
+        load = run_hey(url, server.api_key, n, c)
         samples["after_load"] = sample(pid)
-        failed = args.n - load["codes"].get(200, 0)
+        failed = n - load["codes"].get(200, 0)
         if failed or load["errors"]:
-            raise SystemExit(f"{failed} of {args.n} invocations failed: {load}\n{server.log_tail()}")
+            raise SystemExit(f"{failed} of {n} invocations failed: {load}\n{server.log_tail()}")
         idle_s = wait_scaled_to_zero(server, name, 300.0)
-        time.sleep(args.settle)
+        time.sleep(settle)
         samples["idle_after_load"] = sample(pid)
         with server.client(timeout=30.0) as client:
             count = client.get_function(name).invocation_count
     finally:
         server.stop()
-    if count != args.n + 1:
-        raise SystemExit(f"the function counted {count} invocations, sent {args.n + 1}")
+    if count != n + 1:
+        raise SystemExit(f"the function counted {count} invocations, sent {n + 1}")
+    return {"samples": samples, "load": load, "scale_to_zero_s": round(idle_s, 1), "invocation_count": count}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("-n", type=int, default=10000)
+    ap.add_argument("-c", type=int, default=8)
+    ap.add_argument("--settle", type=float, default=5.0, help="seconds at idle before the last sample")
+    ap.add_argument("--before-src", type=Path, default=None, help="a src/ dir of faasd to compare with")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    require_root()
+    load_start, t0 = load_avg(), time.monotonic()
+    before = None
+    if args.before_src:
+        before = run_one(args.n, args.c, args.settle, env={"PYTHONPATH": str(args.before_src)})
+    this = run_one(args.n, args.c, args.settle)
+    samples, load, count = this["samples"], this["load"], this["invocation_count"]
     fresh, idle = samples["fresh"]["rss_mb"], samples["idle_after_load"]["rss_mb"]
     base = "fresh daemon"
     rows = [
@@ -165,6 +177,12 @@ def main() -> int:
         Row("daemon RSS right after the load", samples["after_load"]["rss_mb"], fresh, "MB", base),
         Row("daemon RSS, warm (deployed, 1 invocation)", samples["warm"]["rss_mb"], fresh, "MB", base),
     ]
+    if before is not None:
+        old = before["samples"]["idle_after_load"]["rss_mb"]
+        rows.append(Row(f"daemon RSS at idle after {args.n} invocations, vs --before-src", idle, old, "MB",
+                        "before"))
+        old_fresh = before["samples"]["fresh"]["rss_mb"]
+        rows.append(Row("fresh daemon RSS, vs --before-src", fresh, old_fresh, "MB", "before"))
     print_table(f"daemon memory (load {load_start} -> {load_avg()})", rows)
     met = idle <= TARGET_MB
     verdict = "met" if met else "NOT met"
@@ -172,8 +190,10 @@ def main() -> int:
     out = write_result(
         "daemon_rss",
         {"n": args.n, "c": args.c, "duration_s": round(time.monotonic() - t0, 1), "loadavg_start": load_start,
-         "loadavg_end": load_avg(), "samples": samples, "load": load, "scale_to_zero_s": round(idle_s, 1),
-         "invocation_count": count, "target": {"idle_rss_mb": idle, "target_mb": TARGET_MB, "met": met},
+         "loadavg_end": load_avg(), "samples": samples, "load": load,
+         "scale_to_zero_s": this["scale_to_zero_s"], "invocation_count": count,
+         "before_src": str(args.before_src) if args.before_src else None, "before": before,
+         "target": {"idle_rss_mb": idle, "target_mb": TARGET_MB, "met": met},
          "rows": rows},
         path=args.json,
     )
