@@ -23,7 +23,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Row, load_avg, percentile, print_table, summarize, write_result
@@ -61,17 +60,18 @@ def _run_once(argv: list[str], env: dict[str, str]) -> float:
     return ms
 
 
-def measure(url: str, api_key: str | None, n: int) -> dict[str, Any]:
+def measure(url: str, api_key: str | None, n: int, before: Path | None) -> dict[str, list[float]]:
     env = {**os.environ, "FAAS_URL": url}
     if api_key:
         env["FAAS_API_KEY"] = api_key
-    cmds = _commands(url)
-    for argv in cmds.values():  # warm the page cache and .pyc files; not counted
-        _run_once(argv, env)
+    cmds = _commands(url, before)
+    envs = {name: env if pp is None else {**env, "PYTHONPATH": pp} for name, (_, pp) in cmds.items()}
+    for name, (argv, _) in cmds.items():  # warm the page cache and .pyc files; not counted
+        _run_once(argv, envs[name])
     samples: dict[str, list[float]] = {name: [] for name in cmds}
     for _ in range(n):
-        for name, argv in cmds.items():
-            samples[name].append(_run_once(argv, env))
+        for name, (argv, _) in cmds.items():
+            samples[name].append(_run_once(argv, envs[name]))
     return samples
 
 
