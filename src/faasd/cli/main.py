@@ -11,11 +11,13 @@ top; the SDK (httpx, pydantic), rich and the server packages are imported by the
 
 from __future__ import annotations
 
+import copy
 import sys
 from typing import Annotated, Any
 
 import typer
 import typer.core
+import typer.main
 
 from faasd import __version__
 from faasd.cli import _context, execute, functions, resources, system
@@ -133,11 +135,52 @@ def _mount_images() -> None:
 _mount_images()
 
 
+_ROOT_OPTIONS_WITH_VALUE = ("--url", "--api-key", "--timeout")
+
+
+def command_name(args: list[str]) -> str | None:
+    """The (sub)command ``args`` run, after the root options; None for root-level use (``--help``,
+    ``--version``, nothing) or anything unusual (then the full app parses it)."""
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in _ROOT_OPTIONS_WITH_VALUE:
+            skip = True
+        elif arg.startswith(tuple(o + "=" for o in _ROOT_OPTIONS_WITH_VALUE)):
+            continue
+        elif arg.startswith("-"):
+            return None
+        else:
+            return arg
+    return None
+
+
+def app_for(name: str | None) -> typer.Typer:
+    """``app`` with only the command or command group ``name`` (and the root options): typer turns every
+    registered command into a click command (and a validator per parameter) on each run, so the ``faas``
+    program builds just the one it runs. ``app`` itself when ``name`` is None or not a command."""
+    if name is None:
+        return app
+    commands = [
+        c
+        for c in app.registered_commands
+        if c.callback is not None and (c.name or typer.main.get_command_name(c.callback.__name__)) == name
+    ]
+    groups = [g for g in app.registered_groups if g.name == name]
+    if not commands and not groups:
+        return app
+    single = copy.copy(app)
+    single.registered_commands, single.registered_groups = commands, groups
+    return single
+
+
 def main() -> Any:
     """The ``faas`` program (the console script): ``app`` without the optional imports ``faas`` never uses
-    (:func:`faasd.cli._context.skip_optional_imports`; only in this process, not when ``app`` is embedded)."""
+    (:func:`faasd.cli._context.skip_optional_imports`; only in this process, not when ``app`` is embedded),
+    holding only the command being run (:func:`app_for`)."""
     _context.skip_optional_imports()
-    return app()
+    return app_for(command_name(sys.argv[1:]))()
 
 
 if __name__ == "__main__":

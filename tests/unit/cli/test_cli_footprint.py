@@ -76,3 +76,54 @@ def test_a_daemon_command_loads_the_sdk_but_not_the_optional_imports() -> None:
 def test_embedding_the_app_keeps_optional_imports_available() -> None:
     out = _python("import sys, faasd.cli.main\nprint(sys.modules.get('trio', 'absent') is None)")
     assert out.stdout.strip() == "False", out.stdout + out.stderr  # only main() (the faas program) skips them
+
+
+def _names() -> list[str]:
+    import typer.main
+
+    from faasd.cli.main import app
+
+    names = [
+        c.name or typer.main.get_command_name(c.callback.__name__)
+        for c in app.registered_commands
+        if c.callback
+    ]
+    return names + [g.name for g in app.registered_groups if g.name]
+
+
+def test_command_name_skips_the_root_options() -> None:
+    from faasd.cli.main import command_name
+
+    assert command_name(["ls"]) == "ls"
+    assert (
+        command_name(["--url", "http://x", "--api-key", "k", "--timeout", "3", "snapshot", "ls"])
+        == "snapshot"
+    )
+    assert command_name(["--url=http://x", "invoke", "f"]) == "invoke"
+    assert (
+        command_name([]) is None and command_name(["--help"]) is None and command_name(["--version"]) is None
+    )
+    assert command_name(["--url"]) is None
+
+
+def test_the_faas_program_builds_only_the_command_it_runs_and_it_behaves_the_same() -> None:
+    from typer.testing import CliRunner
+
+    from faasd.cli.main import app, app_for
+
+    runner = CliRunner(env={"COLUMNS": "200"})
+    names = _names()
+    assert len(names) >= 25 and len(set(names)) == len(names)
+    for name in names:
+        single = app_for(name)
+        assert single is not app
+        assert len(single.registered_commands) + len(single.registered_groups) == 1
+        for args in ([name, "--help"], [name, "--no-such-option"]):
+            full, one = runner.invoke(app, args), runner.invoke(single, args)
+            assert (one.exit_code, one.output) == (full.exit_code, full.output), (
+                args,
+                one.output,
+                full.output,
+            )
+    assert app_for("no-such-command") is app and app_for(None) is app
+    assert len(app.registered_commands) > 1  # the full app is untouched
