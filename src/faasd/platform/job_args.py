@@ -46,7 +46,6 @@ class JobValidationError(FaasdError):
     """Job arguments do not match the job type's schema (same shape as a request validation error)."""
 
     code = "validation_error"
-    status = 422
 
 
 # ------------------------------------------------------------------------------- arguments

@@ -39,7 +39,7 @@ def test_argument_errors_name_the_fields() -> None:
         parse_args("start_instance", {"memory_mb": 1, "extra": 2})
     locs = [err["loc"] for err in e.value.details["errors"]]
     assert ["args", "memory_mb"] in locs and ["args", "extra"] in locs
-    assert e.value.status == 422
+    assert e.value.code == "validation_error"  # HTTP 422: tests/unit/api/test_api_error_statuses.py
     with pytest.raises(JobValidationError):
         parse_args("expose_port", {"instance_id": "in-1", "internal_port": 70000})
     with pytest.raises(JobValidationError):
