@@ -76,7 +76,7 @@ async def test_scales_up_to_max_under_load_then_saturates(fake_factory: FakeFact
     assert sum(1 for lease in leases if lease.cold) == 3
     with pytest.raises(CapacityError) as info:
         await pool.acquire(1)
-    assert info.value.status == 429 and info.value.retry_after_s > 0
+    assert info.value.code == "capacity_exhausted" and info.value.retry_after_s > 0
     for lease in leases:
         await pool.release(lease)
     await pool.close()
