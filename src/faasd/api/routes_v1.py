@@ -281,7 +281,7 @@ async def invoke(
     p = platform_of(request)
     inv = await invocation_from(request)
     outcome = await p.executions.invoke(name, inv)
-    return function_response(outcome, outcome.runtime)
+    return function_response(outcome)
 
 
 @router.post("/functions/{name}/invoke-async")
