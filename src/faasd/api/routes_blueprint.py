@@ -17,10 +17,10 @@ from faasd.errors import InvalidInputError, NotFoundError
 from faasd.platform.blueprint import BLUEPRINT_LABEL, BOOTSTRAP, parse_config, payload_bytes, zip_to_targz
 from faasd.platform.core import Platform
 from faasd.platform.functions import FunctionSpec, LimitsModel, ScaleModel, check_name, display_name
+from faasd.platform.invocation import Invocation
 from faasd.platform.keys import KeyInfo
 from faasd.platform.namespaces import function_id as ns_function_id
 from faasd.platform.source_deploy import SOURCE_DEST, build_source_image
-from faasd.platform.worker_protocol import Invocation
 from faasd.state import Function
 
 router = APIRouter(prefix="/api/blueprint/functions", tags=["blueprint"])
@@ -137,7 +137,7 @@ async def invoke(
     fid = _fid(request, key, function_id)
     _function(p, fid)
     outcome = await p.executions.invoke(fid, Invocation(body=payload_bytes(body.args)))
-    r = outcome.result
+    r = outcome
     return {
         "job_id": body.job_id,
         "execution_id": outcome.execution_id,

@@ -10,18 +10,13 @@ from pydantic import ValidationError
 
 from faasd.api.auth import require
 from faasd.api.errors import loads_json
+from faasd.api.instance_models import ExecRequest, ExposeRequest, StartInstanceRequest, UploadRequest
 from faasd.api.invoke import read_body
 from faasd.api.namespacing import list_namespace, target_namespace, visible_ref
 from faasd.errors import NotFoundError, RuntimeFailure
+from faasd.platform.core import Platform
 from faasd.platform.errors import UnavailableError
-from faasd.platform.instances import (
-    ExecRequest,
-    ExposeRequest,
-    InstanceService,
-    StartInstanceRequest,
-    UploadRequest,
-    instance_dict,
-)
+from faasd.platform.instances import InstanceService, instance_dict
 from faasd.platform.keys import KeyInfo
 from faasd.runtime.headers import CREDENTIALS, FRAMING, HOP_BY_HOP, relayable
 
@@ -35,7 +30,8 @@ _PROXY_DROP = HOP_BY_HOP | FRAMING | CREDENTIALS
 
 
 def instances_of(request: Request) -> InstanceService:
-    svc: InstanceService | None = getattr(request.app.state.platform, "instances", None)
+    p: Platform = request.app.state.platform
+    svc = p.instances
     if svc is None:
         raise UnavailableError(
             "instances are not available: the daemon runs without an image store or sandbox manager"
@@ -61,7 +57,7 @@ async def start_instance(
 ) -> dict[str, Any]:
     namespace = target_namespace(request, key, body.namespace)
     check_source_snapshot(request, key, body.snapshot_id, namespace)
-    return instance_dict(await instances_of(request).create(body, namespace))
+    return instance_dict(await instances_of(request).create(body.spec(), namespace))
 
 
 @router.get("")
@@ -105,7 +101,7 @@ async def resume_instance(instance_id: str, request: Request, key: KeyInfo = dep
 async def exec_instance(
     instance_id: str, body: ExecRequest, request: Request, key: KeyInfo = deploy_scope
 ) -> dict[str, Any]:
-    return await instances_of(request).exec(owned(request, key, instance_id), body)
+    return await instances_of(request).exec(owned(request, key, instance_id), body.command_spec())
 
 
 @router.put("/{instance_id}/files")
@@ -125,7 +121,7 @@ async def upload_files(
             req = UploadRequest.model_validate(loads_json(raw))
         except ValidationError as exc:
             raise RequestValidationError(exc.errors()) from None
-        return await svc.upload_files(instance_id, req)
+        return await svc.upload_files(instance_id, req.target_path, req.decoded())
     return await svc.upload_tar(instance_id, path, raw)
 
 
@@ -144,7 +140,7 @@ async def download_files(
 async def expose_port(
     instance_id: str, body: ExposeRequest, request: Request, key: KeyInfo = deploy_scope
 ) -> dict[str, Any]:
-    return await instances_of(request).expose(owned(request, key, instance_id), body)
+    return await instances_of(request).expose(owned(request, key, instance_id), body.spec())
 
 
 async def forward_http(

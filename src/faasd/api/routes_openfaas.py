@@ -380,7 +380,7 @@ async def _invoke(name: str, path: str, request: Request, key: KeyInfo | None) -
     p = _p(request)
     inv = await invocation_from(request, "/" + path)
     outcome = await p.executions.invoke(fid, inv)
-    return function_response(outcome, outcome.runtime, {"X-Call-Id": outcome.execution_id})
+    return function_response(outcome, {"X-Call-Id": outcome.execution_id})
 
 
 @router.api_route("/function/{name}", methods=_METHODS, include_in_schema=False)

@@ -4,8 +4,6 @@ trim, smoke test, repack + config, atomic archive in ``cache_dir/base``."""
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import json
 import os
 import shutil
@@ -35,6 +33,7 @@ from faasd.baseimages.recipes import (
 from faasd.baseimages.smoke import smoke_test
 from faasd.baseimages.trim import _tree_size, apply_trim_rules
 from faasd.errors import RuntimeFailure
+from faasd.filelock import flock, open_lock_file
 
 _LOCK_NAME = ".lock"
 _BUILD_PREFIX = ".build-"
@@ -45,15 +44,11 @@ _TMP_PREFIX = ".tmp-"
 def _build_lock(base_dir: Path, progress: ProgressCallback) -> Iterator[None]:
     """One builder at a time per cache dir (2 cores; and concurrent set-ups must not double-build)."""
     base_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(base_dir / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_lock_file(base_dir / _LOCK_NAME, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
+        if not flock(fd, blocking=False):
             progress("lock", f"waiting for another base image build in {base_dir}")
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            flock(fd)
         # Holding the lock: any leftover build dir belongs to a builder that died (SIGKILL, power loss).
         for stale in base_dir.iterdir():
             if stale.name.startswith((_BUILD_PREFIX, _TMP_PREFIX)):

@@ -7,9 +7,10 @@ import contextlib
 
 from faasd.content import digest as dg
 from faasd.errors import FaasdError
+from faasd.filelock import locked_file
 from faasd.images.index import ImageIndex
 from faasd.images.models import GcReport
-from faasd.images.storefs import _flock, _rmtree, _tree_size
+from faasd.images.storefs import _rmtree, _tree_size
 
 
 class ImageCollector(ImageIndex):
@@ -19,7 +20,7 @@ class ImageCollector(ImageIndex):
         """Delete blobs and unpacked layers no image references, stale temp files, and force-removed images
         whose leases are gone. Waits for imports in flight to finish."""
         report = GcReport()
-        with _flock(self._gc_lock), self._locked_index() as data:
+        with locked_file(self._gc_lock), self._locked_index() as data:
             for iid, rec in list(data["images"].items()):
                 if rec.get("deleted") and not rec.get("leases"):
                     del data["images"][iid]

@@ -21,11 +21,11 @@ from faasd.content import ContentStore
 from faasd.content import digest as dg
 from faasd.content.store import raise_storage
 from faasd.errors import ConflictError, FaasdError, InvalidInputError, NotFoundError
+from faasd.filelock import locked_file
 from faasd.images import models as m
 from faasd.images.extract import ExtractLimits
 from faasd.images.models import Image, ImageConfig, Layer
 from faasd.images.refs import normalize_ref
-from faasd.images.storefs import _flock
 
 INDEX_VERSION = 1
 
@@ -74,7 +74,7 @@ class ImageIndex:
     @contextlib.contextmanager
     def _locked_index(self) -> Iterator[dict[str, Any]]:
         """Exclusive read-modify-write of index.json; written back when the block exits cleanly."""
-        with _flock(self._index_lock):
+        with locked_file(self._index_lock):
             data = self._read_index()
             before = copy.deepcopy(data)
             yield data

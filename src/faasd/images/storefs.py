@@ -1,25 +1,13 @@
-"""Filesystem helpers of the image store: file locks, removing read-only trees, tree sizes."""
+"""Filesystem helpers of the image store: removing read-only trees, tree sizes."""
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-
-@contextlib.contextmanager
-def _flock(path: Path, mode: int = fcntl.LOCK_EX) -> Iterator[int]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, mode)
-        yield fd
-    finally:
-        os.close(fd)
 
 
 def _rmtree(path: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import fcntl
 import json
 import os
 import secrets
@@ -18,11 +17,12 @@ from typing import BinaryIO
 from faasd.content import digest as dg
 from faasd.content.store import raise_storage
 from faasd.errors import FaasdError, InvalidInputError
+from faasd.filelock import flock, locked_file, open_lock_file
 from faasd.images import compression
 from faasd.images.extract import unpack_layer
 from faasd.images.index import ImageIndex
 from faasd.images.models import Image, Layer
-from faasd.images.storefs import _flock, _rmtree
+from faasd.images.storefs import _rmtree
 from faasd.images.txn import _Progress, _Txn
 
 _SOURCE_ERRORS: tuple[type[BaseException], ...] = (*compression.DECOMPRESSION_ERRORS, tarfile.TarError)
@@ -51,7 +51,7 @@ class LayerUnpacker(ImageIndex):
         if (final / ".complete").is_file():
             return
         hexid = dg.hex_of(layer.chain_id)
-        with _flock(self.layers_dir / ".locks" / f"{hexid}.lock"):
+        with locked_file(self.layers_dir / ".locks" / f"{hexid}.lock"):
             if (final / ".complete").is_file():
                 return
             if final.exists():
@@ -91,9 +91,9 @@ class LayerUnpacker(ImageIndex):
     def _transaction(self) -> Iterator[_Txn]:
         txn = _Txn()
         self.images_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self._gc_lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = open_lock_file(self._gc_lock)
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH)
+            flock(fd, shared=True)
             try:
                 yield txn
             except BaseException:
@@ -108,13 +108,11 @@ class LayerUnpacker(ImageIndex):
     def _rollback(self, txn: _Txn) -> None:
         if not (txn.blobs or txn.layers):
             return
-        fd = os.open(self._gc_lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = open_lock_file(self._gc_lock)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            if not flock(fd, blocking=False):
                 return  # another import is in flight and may share these; gc will collect them
-            with _flock(self._index_lock), contextlib.suppress(FaasdError, OSError):
+            with locked_file(self._index_lock), contextlib.suppress(FaasdError, OSError):
                 # best effort: never mask the import's own error; gc collects whatever is left
                 used_blobs, used_chains = self._referenced(self._read_index())
                 for d in txn.blobs - used_blobs:

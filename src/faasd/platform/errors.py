@@ -9,14 +9,12 @@ class InvocationTimeoutError(FaasdError):
     """A synchronous invocation ran longer than the function's ``timeout_s``."""
 
     code = "timeout"
-    status = 504
 
 
 class RateLimitedError(FaasdError):
     """An API key exceeded its rate limit."""
 
     code = "rate_limited"
-    status = 429
 
     def __init__(self, message: str, retry_after_s: float = 1.0, **details: object) -> None:
         super().__init__(message, retry_after_s=retry_after_s, **details)
@@ -27,19 +25,17 @@ class UnavailableError(FaasdError):
     """A feature needs a component this daemon runs without (e.g. no image store)."""
 
     code = "unavailable"
-    status = 503
 
 
 class QuotaExceededError(FaasdError):
     """A namespace's count or memory quota (sandboxes, memory, snapshots) would be exceeded; nothing
-    was created. ``details``: ``namespace``, ``quota``, ``limit``, ``used``, ``requested``."""
+    was created (HTTP 429). ``details``: ``namespace``, ``quota``, ``limit``, ``used``, ``requested``."""
 
     code = "quota_exceeded"
-    status = 429
 
 
 class StorageQuotaExceededError(FaasdError):
-    """A namespace's disk quota (instance disks + snapshot bytes) would be exceeded; nothing was kept."""
+    """A namespace's disk quota (instance disks + snapshot bytes) would be exceeded; nothing was kept
+    (HTTP 507)."""
 
     code = "storage_quota_exceeded"
-    status = 507

@@ -12,12 +12,12 @@ removed).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import shutil
 import time
 from pathlib import Path
 
+from faasd.filelock import flock
 from faasd.rootfs import mounts
 
 DUMP_WORK_PREFIX = "criu-dump-"
@@ -41,7 +41,7 @@ def make_work_dir(work: Path) -> int:
     tmp.mkdir()
     fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        flock(fd)
         os.rename(tmp, work)
     except BaseException:
         os.close(fd)
@@ -73,9 +73,7 @@ def _lock_if_free(work: Path) -> int | None:
         fd = os.open(work, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if not flock(fd, blocking=False):
         os.close(fd)
         return None
     return fd

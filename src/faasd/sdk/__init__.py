@@ -16,6 +16,7 @@ from faasd.sdk.errors import (
     DiskLimitTooLarge,
     ExecutionWaitTimeout,
     FaasdAPIError,
+    FaasdClientError,
     FaasdConnectionError,
     FaasdTimeout,
     Forbidden,
@@ -35,6 +36,7 @@ from faasd.sdk.errors import (
     StorageFull,
     StorageQuotaExceeded,
     Unauthorized,
+    Unavailable,
     ValidationFailed,
 )
 from faasd.sdk.models import (
@@ -85,6 +87,7 @@ __all__ = [
     "ExecutionLogs",
     "ExecutionWaitTimeout",
     "FaasdAPIError",
+    "FaasdClientError",
     "FaasdConnectionError",
     "FaasdTimeout",
     "Forbidden",
@@ -123,5 +126,6 @@ __all__ = [
     "StreamResult",
     "StreamStart",
     "Unauthorized",
+    "Unavailable",
     "ValidationFailed",
 ]

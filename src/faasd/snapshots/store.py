@@ -32,7 +32,6 @@ from __future__ import annotations
 import builtins
 import contextlib
 import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -46,6 +45,7 @@ from typing import Any
 
 from faasd.config import Settings
 from faasd.errors import ConflictError, FaasdError, InvalidInputError, NotFoundError, StorageFullError
+from faasd.filelock import locked_file
 from faasd.snapshots.blobs import CHUNK_SIZE, BlobStore, shared_pool
 from faasd.snapshots.manifest import (
     MANIFEST_VERSION,
@@ -97,12 +97,8 @@ class SnapshotStore:
     # ------------------------------------------------------------------ locking / paths
     @contextlib.contextmanager
     def _locked(self, exclusive: bool) -> Iterator[None]:
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        with locked_file(self._lock_path, shared=not exclusive):
             yield
-        finally:
-            os.close(fd)
 
     def blob_path(self, digest: str) -> Path:
         return self.blobs.blob_path(digest)

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from faasd.cli.images import image_app
 from faasd.config import Settings
-from faasd.images import testbuild as tb
+from fixtures import images as tb
 
 pytestmark = [pytest.mark.unit, pytest.mark.skipif(os.geteuid() != 0, reason="overlay layer dirs need root")]
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from faasd.api.errors import http_status
 from faasd.errors import ForbiddenError, InvalidInputError, NotFoundError
 from faasd.platform.errors import QuotaExceededError, StorageQuotaExceededError
 from faasd.platform.functions import FunctionService
@@ -76,7 +77,7 @@ def test_quota_check_names_quota_limit_and_use() -> None:
     check("a", q, Usage(sandboxes=1, memory_mb=256), Usage(sandboxes=1, memory_mb=256))  # exactly fits
     with pytest.raises(QuotaExceededError) as e:
         check("a", q, Usage(sandboxes=2), Usage(sandboxes=1))
-    assert e.value.status == 429 and e.value.code == "quota_exceeded"
+    assert http_status(e.value) == 429 and e.value.code == "quota_exceeded"
     assert e.value.details == {
         "namespace": "a",
         "quota": "max_sandboxes",
@@ -93,7 +94,7 @@ def test_quota_check_names_quota_limit_and_use() -> None:
     assert e.value.details["quota"] == "max_snapshots"
     with pytest.raises(StorageQuotaExceededError) as se:
         check("a", q, Usage(disk_mb=90), Usage(disk_mb=20))
-    assert se.value.status == 507 and se.value.code == "storage_quota_exceeded"
+    assert http_status(se.value) == 507 and se.value.code == "storage_quota_exceeded"
     # asking for none of a resource never fails on it, even when already over
     check("a", q, Usage(sandboxes=5, disk_mb=500), Usage(snapshots=0, memory_mb=0))
     check("a", Quotas(), Usage(sandboxes=10**6), Usage(sandboxes=10**6))  # unlimited
