@@ -176,6 +176,7 @@ class NamespaceService:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._quotas: dict[str, Quotas] = {}
         self.ensure_default()
 
     def ensure_default(self) -> None:
@@ -195,7 +196,8 @@ class NamespaceService:
             s.add(row)
             s.flush()
             s.refresh(row)
-            return row
+        self._quotas.pop(name, None)  # after the commit: a read in between cannot cache the old value
+        return row
 
     def get(self, name: str) -> Namespace:
         with self.db.session() as s:
@@ -218,9 +220,20 @@ class NamespaceService:
             return list(s.scalars(select(Namespace).order_by(Namespace.name)))
 
     def quotas(self, name: str) -> Quotas:
-        with self.db.session() as s:
-            row = s.get(Namespace, name)
-            return Quotas.of(row) if row is not None else Quotas()
+        """A namespace's quotas, cached until this service changes a namespace. Read with one Core
+        ``SELECT``, not through a session: a worker start asks for them, and a session would flush the
+        execution journal on that path (see :class:`faasd.platform.executions.ExecutionJournal`)."""
+        cached = self._quotas.get(name)
+        if cached is not None:
+            return cached
+        cols = [getattr(Namespace, f) for f in QUOTA_FIELDS]
+        with self.db.engine.connect() as conn:
+            row = conn.execute(select(*cols).where(Namespace.name == name)).first()
+        quotas = Quotas(*row) if row is not None else Quotas()
+        if len(self._quotas) > 4096:
+            self._quotas.clear()
+        self._quotas[name] = quotas
+        return quotas
 
     def set_quotas(self, name: str, changes: Mapping[str, int | None]) -> Namespace:
         """Change some quotas (None: unlimited). Lowering one below the current use is allowed: only
@@ -238,7 +251,8 @@ class NamespaceService:
                 setattr(row, k, v)
             s.flush()
             s.refresh(row)
-            return row
+        self._quotas.pop(name, None)
+        return row
 
     def delete(self, name: str, contents: Contents) -> None:
         """Delete an empty namespace; 409 naming what it still holds otherwise."""
@@ -257,6 +271,7 @@ class NamespaceService:
             row = s.get(Namespace, name)
             if row is not None:
                 s.delete(row)
+        self._quotas.pop(name, None)
 
 
 def _check_quotas(q: Quotas) -> None:
