@@ -42,6 +42,11 @@ else
   say "apt packages present"
 fi
 
+# CRIU caches its kernel-feature probes (~30 ms of every dump and restore) in $RUNDIR/criu.kdat, but
+# only when that directory is on a tmpfs. Debian 12 hosts often have /run on disk, so faasd's CRIU is
+# built with its own RUNDIR, a dir faasd mounts a small tmpfs on (faasd.runtime.criu_conf.KDAT_DIR).
+CRIU_RUNDIR=/run/faasd-criu
+
 criu_ok() {
   local bin=${1:-criu}
   command -v "$bin" >/dev/null 2>&1 || return 1
@@ -49,13 +54,16 @@ criu_ok() {
   [ -n "$v" ] || return 1
   local major=${v%%.*} rest=${v#*.}; local minor=${rest%%.*}
   { [ "$major" -gt 4 ] || { [ "$major" -eq 4 ] && [ "$minor" -ge 2 ]; }; } || return 1
+  # built with faasd's kdat cache dir (see CRIU_RUNDIR above): a criu without it re-probes the kernel
+  # on every dump and restore unless /run is a tmpfs
+  grep -qaF "$CRIU_RUNDIR/criu.kdat" "$(command -v "$bin")" || return 1
   "$bin" check >/dev/null 2>&1
 }
 
 if criu_ok /usr/local/sbin/criu || criu_ok criu; then
-  say "criu $(criu --version | awk '/^Version:/{print $2}') present and 'criu check' passes"
+  say "criu $(criu --version | awk '/^Version:/{print $2}') present (kdat cache in $CRIU_RUNDIR) and 'criu check' passes"
 else
-  say "building CRIU >= 4.2 from Debian's forky source package (Debian 12's criu 3.17 fails on this kernel)"
+  say "building CRIU >= 4.2 from Debian's forky source package (Debian 12's criu 3.17 fails on this kernel; RUNDIR=$CRIU_RUNDIR)"
   missing=()
   for p in "${CRIU_BUILD_DEPS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -87,8 +95,9 @@ else
   tar -xf "$orig"
   cd criu-*/
   say "compiling criu (about 20-60 s)"
-  make -j"$(nproc)" criu >/dev/null 2>&1 || { make criu 2>&1 | tail -30; die "criu build failed"; }
-  make install-criu PREFIX=/usr/local >/dev/null
+  make -j"$(nproc)" criu RUNDIR="$CRIU_RUNDIR" >/dev/null 2>&1 \
+    || { make criu RUNDIR="$CRIU_RUNDIR" 2>&1 | tail -30; die "criu build failed"; }
+  make install-criu PREFIX=/usr/local RUNDIR="$CRIU_RUNDIR" >/dev/null
   hash -r
   criu_ok /usr/local/sbin/criu || die "built criu does not pass 'criu check'"
   say "installed $(/usr/local/sbin/criu --version | awk '/^Version:/{print $2}') to /usr/local/sbin/criu"

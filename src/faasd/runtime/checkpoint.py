@@ -52,7 +52,7 @@ from faasd.errors import (
 from faasd.rootfs import mounts
 from faasd.runtime.agent_client import AgentClient
 from faasd.runtime.checkpointable import Checkpointable, CheckpointSource, checkpoint_source
-from faasd.runtime.criu_conf import criu_annotations
+from faasd.runtime.criu_conf import criu_annotations, ensure_kdat_dir
 from faasd.runtime.criu_work import DUMP_WORK_PREFIX, RESTORE_WORK_DIR, make_work_dir, remove_work_dir
 from faasd.runtime.models import SANDBOX_ID_RE, Limits, NetworkSpec, SandboxSpec, UserNamespace
 from faasd.runtime.sandbox import OUTPUT_LIMIT_BYTES, Sandbox, SandboxManager
@@ -140,6 +140,7 @@ async def checkpoint(
             f"sandbox {src.id} is {state}; only a running or paused sandbox can be snapshotted"
         )
     paused_by_us = False
+    ensure_kdat_dir()  # before the freeze: CRIU's kernel probes cached instead of re-run
     t0 = time.perf_counter()
     try:
         dest.mkdir(parents=True)
@@ -329,6 +330,7 @@ async def restore(
         userns=UserNamespace.from_config(dumped) is not None,  # a new range if the snapshot ran in one
     )
     timings: dict[str, float] = {}
+    ensure_kdat_dir()
     t0 = time.perf_counter()
 
     def config_for(sb: Sandbox) -> dict[str, Any]:

@@ -1,0 +1,64 @@
+"""CRIU's kernel-feature cache: faasd's CRIU build keeps it in a tmpfs faasd mounts (criu_conf.KDAT_DIR)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from faasd.config import Settings
+from faasd.rootfs import mounts
+from faasd.runtime import Limits, SandboxManager, SandboxSpec
+from faasd.runtime.checkpoint import checkpoint
+from faasd.runtime.criu_conf import KDAT_DIR, ensure_kdat_dir, is_tmpfs
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+
+def test_ensure_kdat_dir_mounts_one_tmpfs_once(tmp_path: Path) -> None:
+    target = tmp_path / "kdat"
+    try:
+        assert not is_tmpfs(tmp_path)
+        assert ensure_kdat_dir(target) is True
+        assert is_tmpfs(target) and target.stat().st_mode & 0o777 == 0o700
+        assert ensure_kdat_dir(target) is True  # already a tmpfs: nothing stacked on it
+        assert mounts.mounts_under(target) == [str(target)]
+    finally:
+        mounts.unmount_all_under(target)
+
+
+def test_ensure_kdat_dir_reports_failure_without_raising(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert ensure_kdat_dir(blocker / "kdat") is False  # parent is a file: no cache, no exception
+
+
+async def test_checkpoint_leaves_criu_kdat_cache(
+    settings: Settings, unique_id: str, python_rootfs: Path, no_leaks: list[str], tmp_path: Path
+) -> None:
+    criu = shutil.which("criu")
+    assert criu is not None
+    assert str(KDAT_DIR / "criu.kdat").encode() in Path(criu).read_bytes(), (
+        f"{criu} is not built with RUNDIR={KDAT_DIR}: run scripts/setup-system.sh (it rebuilds CRIU)"
+    )
+    manager = SandboxManager(settings)
+    sid = f"fd-{unique_id}"
+    no_leaks.append(sid)
+    sb = await manager.create(
+        SandboxSpec(id=sid, lowers=[python_rootfs], args=["sleep", "60"], limits=Limits(memory_mb=64)),
+        stdin_pipe=False,
+    )
+    try:
+        await sb.start()
+        deadline = time.monotonic() + 30
+        while (await sb.runtime.state(sb.id)).get("status") != "running":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        await checkpoint(sb, tmp_path / "ck")
+        assert is_tmpfs(KDAT_DIR)
+        assert (KDAT_DIR / "criu.kdat").stat().st_size > 0  # CRIU saved (or loaded) its probes there
+    finally:
+        await sb.destroy()
