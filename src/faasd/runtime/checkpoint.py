@@ -1,6 +1,7 @@
 """CRIU checkpoint/restore of sandboxes through runc.
 
-``checkpoint`` captures a running sandbox *consistently*: the container is frozen (``runc pause``),
+``checkpoint`` captures a running sandbox *consistently*: the container is frozen (its cgroup freezer,
+written directly: :mod:`faasd.runtime.criu_freeze`; what ``runc pause`` does, minus a runc process),
 dumped with ``runc checkpoint --leave-running`` (CRIU keeps the cgroup frozen because it found it
 frozen), its overlay upper is copied while still frozen, then it is thawed. Files therefore match
 what the dumped processes had open -- CRIU refuses to restore when an open file changed size after
@@ -53,6 +54,7 @@ from faasd.rootfs import mounts
 from faasd.runtime.agent_client import AgentClient
 from faasd.runtime.checkpointable import Checkpointable, CheckpointSource, checkpoint_source
 from faasd.runtime.criu_conf import criu_annotations, ensure_kdat_dir
+from faasd.runtime.criu_freeze import freeze, thaw
 from faasd.runtime.criu_work import DUMP_WORK_PREFIX, RESTORE_WORK_DIR, make_work_dir, remove_work_dir
 from faasd.runtime.models import SANDBOX_ID_RE, Limits, NetworkSpec, SandboxSpec, UserNamespace
 from faasd.runtime.sandbox import OUTPUT_LIMIT_BYTES, Sandbox, SandboxManager
@@ -147,8 +149,8 @@ async def checkpoint(
         criu_dir.mkdir()
         work_fd = make_work_dir(work)
         if state == "running":
-            await src.runtime.pause(src.id)
-            paused_by_us = True
+            paused_by_us = True  # a failed freeze is thawed too
+            await freeze(src.runtime, src.id)
         t1 = time.perf_counter()
         timings["freeze"] = (t1 - t0) * 1000
         try:
@@ -179,7 +181,7 @@ async def checkpoint(
         shutil.rmtree(dest, ignore_errors=True)
         if paused_by_us and leave_running:
             with contextlib.suppress(RuntimeFailure):
-                await src.runtime.resume(src.id)
+                await thaw(src.runtime, src.id)
         remove_work_dir(work, work_fd)
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise StorageFullError(
@@ -190,7 +192,7 @@ async def checkpoint(
         raise
     remove_work_dir(work, work_fd)
     if paused_by_us and leave_running:
-        await src.runtime.resume(src.id)
+        await thaw(src.runtime, src.id)
     timings["thaw"] = (time.perf_counter() - t3) * 1000
     timings["total"] = (time.perf_counter() - t0) * 1000
     info = {
