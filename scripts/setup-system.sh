@@ -26,7 +26,7 @@ APT_PACKAGES=(
 CRIU_BUILD_DEPS=(
   build-essential pkg-config protobuf-c-compiler libprotobuf-c-dev protobuf-compiler
   libprotobuf-dev libnl-3-dev libnet1-dev libcap-dev libbsd-dev libgnutls28-dev
-  libnftables-dev uuid-dev python3-protobuf
+  libnftables-dev uuid-dev python3-protobuf patch
 )
 export DEBIAN_FRONTEND=noninteractive
 
@@ -46,6 +46,10 @@ fi
 # only when that directory is on a tmpfs. Debian 12 hosts often have /run on disk, so faasd's CRIU is
 # built with its own RUNDIR, a dir faasd mounts a small tmpfs on (faasd.runtime.criu_conf.KDAT_DIR).
 CRIU_RUNDIR=/run/faasd-criu
+# faasd's patches to CRIU (scripts/criu-patches/*.patch, applied in order); each one's marker string
+# is compiled into the binary, so an installed criu without one of them is rebuilt.
+CRIU_PATCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/criu-patches"
+CRIU_MARKERS=("$CRIU_RUNDIR/criu.kdat" "faasd-tmpfs-empty-v3")
 
 criu_ok() {
   local bin=${1:-criu}
@@ -56,7 +60,10 @@ criu_ok() {
   { [ "$major" -gt 4 ] || { [ "$major" -eq 4 ] && [ "$minor" -ge 2 ]; }; } || return 1
   # built with faasd's kdat cache dir (see CRIU_RUNDIR above): a criu without it re-probes the kernel
   # on every dump and restore unless /run is a tmpfs
-  grep -qaF "$CRIU_RUNDIR/criu.kdat" "$(command -v "$bin")" || return 1
+  local marker
+  for marker in "${CRIU_MARKERS[@]}"; do
+    grep -qaF "$marker" "$(command -v "$bin")" || return 1
+  done
   "$bin" check >/dev/null 2>&1
 }
 
@@ -94,6 +101,11 @@ else
   say "verified $orig (sha256 $got)"
   tar -xf "$orig"
   cd criu-*/
+  for patch_file in "$CRIU_PATCH_DIR"/*.patch; do
+    [ -e "$patch_file" ] || continue
+    say "applying $(basename "$patch_file")"
+    patch -p1 --forward --quiet < "$patch_file" || die "$(basename "$patch_file") does not apply to $orig"
+  done
   say "compiling criu (about 20-60 s)"
   make -j"$(nproc)" criu RUNDIR="$CRIU_RUNDIR" >/dev/null 2>&1 \
     || { make criu RUNDIR="$CRIU_RUNDIR" 2>&1 | tail -30; die "criu build failed"; }
