@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,16 +21,19 @@ from faasd.runtime.criu_freeze import _freezer, freeze, thaw
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 
-def test_ensure_kdat_dir_mounts_one_tmpfs_once(tmp_path: Path) -> None:
-    target = tmp_path / "kdat"
+def test_ensure_kdat_dir_mounts_one_tmpfs_once() -> None:
+    # on disk: pytest's tmp dir may itself be a tmpfs
+    base = Path(tempfile.mkdtemp(prefix="faasd-kdat-", dir="/var/tmp"))
+    target = base / "kdat"
     try:
-        assert not is_tmpfs(tmp_path)
+        assert not is_tmpfs(base)
         assert ensure_kdat_dir(target) is True
         assert is_tmpfs(target) and target.stat().st_mode & 0o777 == 0o700
         assert ensure_kdat_dir(target) is True  # already a tmpfs: nothing stacked on it
         assert mounts.mounts_under(target) == [str(target)]
     finally:
         mounts.unmount_all_under(target)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_ensure_kdat_dir_reports_failure_without_raising(tmp_path: Path) -> None:
