@@ -58,8 +58,7 @@ criu_ok() {
   [ -n "$v" ] || return 1
   local major=${v%%.*} rest=${v#*.}; local minor=${rest%%.*}
   { [ "$major" -gt 4 ] || { [ "$major" -eq 4 ] && [ "$minor" -ge 2 ]; }; } || return 1
-  # built with faasd's kdat cache dir (see CRIU_RUNDIR above): a criu without it re-probes the kernel
-  # on every dump and restore unless /run is a tmpfs
+  # built with faasd's kdat cache dir and patches (CRIU_MARKERS above); otherwise it is rebuilt
   local marker
   for marker in "${CRIU_MARKERS[@]}"; do
     grep -qaF "$marker" "$(command -v "$bin")" || return 1
