@@ -153,7 +153,7 @@ async def snapshot_sandbox(
             meta.limits = asdict(sandbox.spec.limits)
         if meta.function is None:
             meta.function = dict(sandbox.spec.annotations or {}).get("faasd.function")
-        meta.extra = {**meta.extra, "checkpoint_ms": cp.timings_ms}
+        meta.extra = {**meta.extra, "checkpoint_ms": cp.timings_ms, "isolation": cp.isolation}
         if upper != cp.upper:
             meta.extra["rebase_ms"] = round((time.perf_counter() - t0) * 1000, 3)
         snap = await asyncio.to_thread(
