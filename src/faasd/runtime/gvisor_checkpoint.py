@@ -139,4 +139,3 @@ async def checkpoint_gvisor(
 def check_image(image_dir: Path) -> None:
     if not (image_dir / IMAGE_FILE).is_file():
         raise InvalidInputError(f"gVisor snapshot image {image_dir / IMAGE_FILE} does not exist")
-

@@ -126,10 +126,8 @@ async def test_snapshot_isolation_mismatch_is_400_and_creates_nothing(env: dict)
     snap = await snapshot_sandbox(env["store"], src, leave_running=False)
     await src.destroy()
     runc_id = env["new_id"]("never-runc")
-    with pytest.raises(IsolationUnsupportedError, match="gVisor .* can only be restored with isolation 'gvisor'"):
-        await restore_snapshot(
-            env["store"], snap.id, runc_id, manager=env["manager"], isolation="runc"
-        )
+    with pytest.raises(IsolationUnsupportedError, match=r"gVisor.*only be restored with isolation 'gvisor'"):
+        await restore_snapshot(env["store"], snap.id, runc_id, manager=env["manager"], isolation="runc")
     assert env["manager"].get(runc_id) is None
     assert not (env["manager"].sandboxes_dir / runc_id).exists()
 
@@ -139,7 +137,5 @@ async def test_snapshot_isolation_mismatch_is_400_and_creates_nothing(env: dict)
     assert criu.meta.extra["isolation"] == "runc"
     gv_id = env["new_id"]("never-gvisor")
     with pytest.raises(IsolationUnsupportedError, match="CRIU process image"):
-        await restore_snapshot(
-            env["store"], criu.id, gv_id, manager=env["manager"], isolation="gvisor"
-        )
+        await restore_snapshot(env["store"], criu.id, gv_id, manager=env["manager"], isolation="gvisor")
     assert env["manager"].get(gv_id) is None
