@@ -244,9 +244,9 @@ def main_isolation(n: int, rootfs: Path, json_path: Path | None) -> None:
     print_rows(f"cold start of {' '.join(HELLO)!r} by isolation, n={n} each, interleaved (ms)", rows)
     print(f"ratio gvisor/runc: p50 {ratio:.2f}x")
     rrows = {
-        f"{what}, {name}": _stats(restores[f"{what}-{rt}"])
+        f"{label}, {name}": _stats(restores[f"{what}-{rt}"])
         for rt, name in (("runc", "runc (CRIU)"), ("runsc", "gvisor (runsc)"))
-        for what in ("cold start to first line", "restore to first line")
+        for what, label in (("cold", "cold to 1st line"), ("restore", "restore to 1st line"))
     }
     print_rows(f"cold start vs restore of a ticking python, n={n} each, interleaved (ms)", rrows)
     for rt in ("runc", "runsc"):
