@@ -91,7 +91,9 @@ async def checkpoint_gvisor(
     Returns the three directories and the timings. ``dest`` is removed on failure."""
     if leave_running:
         raise IsolationUnsupportedError(
-            f"sandbox {src.id}: {LEAVE_RUNNING_UNSUPPORTED}; checkpoint it with leave_running=False",
+            f"sandbox {src.id}: {LEAVE_RUNNING_UNSUPPORTED}. Under gVisor only instances can be "
+            "snapshotted (faasd continues them from the snapshot); use isolation 'runc' for snapshots "
+            "of function workers or restored sandboxes",
             isolation=GVISOR,
         )
     if src.upper is None:
