@@ -13,6 +13,7 @@ from faasd.api.errors import loads_json
 from faasd.api.instance_models import ExecRequest, ExposeRequest, StartInstanceRequest, UploadRequest
 from faasd.api.invoke import read_body
 from faasd.errors import RuntimeFailure
+from faasd.platform.core import Platform
 from faasd.platform.errors import UnavailableError
 from faasd.platform.instances import InstanceService, instance_dict
 from faasd.platform.keys import KeyInfo
@@ -28,7 +29,8 @@ _PROXY_DROP = HOP_BY_HOP | FRAMING | CREDENTIALS
 
 
 def instances_of(request: Request) -> InstanceService:
-    svc: InstanceService | None = getattr(request.app.state.platform, "instances", None)
+    p: Platform = request.app.state.platform
+    svc = p.instances
     if svc is None:
         raise UnavailableError(
             "instances are not available: the daemon runs without an image store or sandbox manager"

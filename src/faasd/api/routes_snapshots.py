@@ -29,7 +29,7 @@ deploy_scope = Depends(require("deploy"))
 
 def service_of(request: Request) -> SnapshotService:
     p: Platform = request.app.state.platform
-    svc = getattr(p, "snapshots", None)
+    svc = p.snapshots
     if svc is None:
         raise UnavailableError("this daemon runs without a sandbox runtime; snapshots are not available")
     return svc

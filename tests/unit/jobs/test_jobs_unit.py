@@ -185,9 +185,9 @@ async def test_job_service_records_success_and_failure(tmp_path: Any) -> None:
 
 
 def test_recorded_args_drop_upload_contents() -> None:
-    from faasd.platform.jobs import _recorded
+    from faasd.platform.job_args import recorded_args
 
     args = {"instance_id": "in-1", "files_data": [{"path": "a", "content": "eA=="}]}
-    assert _recorded(args)["files_data"] == [{"path": "a", "content": "<4 base64 chars>"}]
+    assert recorded_args(args)["files_data"] == [{"path": "a", "content": "<4 base64 chars>"}]
     assert args["files_data"][0]["content"] == "eA=="  # the caller's dict is untouched
-    assert _recorded({"instance_id": "x"}) == {"instance_id": "x"}
+    assert recorded_args({"instance_id": "x"}) == {"instance_id": "x"}

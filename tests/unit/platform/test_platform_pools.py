@@ -268,3 +268,12 @@ async def test_drain_close_lets_inflight_finish(fake_factory: FakeFactory) -> No
     assert result.body == b"echo:still served"
     await pool.release(busy)
     assert busy.worker.id in fake_factory.closed and fake_factory.live == 0
+
+
+def test_worker_config_limits_are_the_functions() -> None:
+    config = WorkerConfig(
+        function="f", image="img", runtime="python", handler=None, command=None, port=None, env={},
+        secrets={}, memory_mb=96, cpu_cores=0.5, pids=64, timeout_s=7.0, disk_mb=300,
+    )
+    lim = config.limits()
+    assert (lim.memory_mb, lim.cpu_cores, lim.pids, lim.disk_mb, lim.timeout_s) == (96, 0.5, 64, 300, 7.0)
