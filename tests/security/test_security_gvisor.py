@@ -228,6 +228,11 @@ async def test_gvisor_instance_snapshot_restores_under_gvisor_only(env: Env) -> 
         assert r.status_code == 400 and r.json()["error"] == "isolation_unsupported", r.text
         assert "CRIU" in r.json()["message"]
         assert len((await env.client.get("/api/v1/instances")).json()["instances"]) == 3
+        # the continued instance's later files and its snapshot's survive a stop/start (lineage kept)
+        assert (await _exec(env, gv, "echo after > /root/g"))["exit_code"] == 0
+        assert (await env.client.post(f"/api/v1/instances/{gv}/stop")).status_code == 200
+        assert (await env.client.post(f"/api/v1/instances/{gv}/start")).status_code == 200
+        assert (await _exec(env, gv, "cat /root/f /root/g"))["stdout"] == "kept\nafter\n"
     finally:
         for iid in made:
             await env.client.delete(f"/api/v1/instances/{iid}")
