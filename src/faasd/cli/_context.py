@@ -21,6 +21,7 @@ class CliState:
     url: str | None = None
     api_key: str | None = None
     timeout: float | None = None
+    namespace: str | None = None
 
 
 OPTIONAL_IMPORTS_SKIPPED = ("httpx._main", "trio")
@@ -40,7 +41,7 @@ def skip_optional_imports() -> None:
 def default_factory(state: CliState) -> Client:
     from faasd.sdk.client import Client
 
-    return Client(state.url, api_key=state.api_key, timeout=state.timeout)
+    return Client(state.url, api_key=state.api_key, timeout=state.timeout, namespace=state.namespace)
 
 
 client_factory: Callable[[CliState], Client] = default_factory

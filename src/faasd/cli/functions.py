@@ -131,6 +131,10 @@ def _server_builds_source(c: Client) -> bool:
     return server_builds_source(c)
 
 
+LS_COLUMNS = ["NAME", "NAMESPACE", "IMAGE", "RUNTIME", "MODE", "REPLICAS", "BUSY", "QUEUED", "SCALE"]
+LS_COLUMNS += ["ADDRESS", "CREATED"]
+
+
 def ls(ctx: typer.Context, json_: Json = False) -> None:
     """List deployed functions."""
     with client(ctx) as c:
@@ -139,8 +143,8 @@ def ls(ctx: typer.Context, json_: Json = False) -> None:
         out.print_json(functions)
         return
     out.print_table(
-        ["NAME", "IMAGE", "RUNTIME", "MODE", "REPLICAS", "BUSY", "QUEUED", "SCALE", "ADDRESS", "CREATED"],
-        [_row(f) for f in sorted(functions, key=lambda f: f.name)],
+        LS_COLUMNS,
+        [_row(f) for f in sorted(functions, key=lambda f: (f.name, f.namespace or ""))],
         empty="no functions deployed; try `faas deploy NAME --image REF`",
     )
 
@@ -151,6 +155,7 @@ def _row(f: Function) -> list[Any]:
     bounds = f"{scale.min}-{scale.max}" if scale is not None else None
     return [
         f.name,
+        f.namespace,
         f.image,
         f.runtime,
         f.mode,

@@ -23,6 +23,7 @@ from faasd._version import __version__
 from faasd.cli import _context, execute, functions, resources, system
 from faasd.cli import _output as out
 from faasd.cli.instances import instance_app, job_app
+from faasd.cli.namespaces import namespace_app
 from faasd.cli.snapshots import branch, merge, sandbox_app, snapshot_app
 from faasd.errors import FaasdError
 
@@ -91,12 +92,22 @@ def _root(
         ),
     ] = None,
     timeout: Annotated[float | None, typer.Option(help="HTTP time-out in seconds.")] = None,
+    namespace: Annotated[
+        str | None,
+        typer.Option(
+            "--namespace",
+            "-n",
+            envvar="FAAS_NAMESPACE",
+            show_envvar=True,
+            help="Namespace to act in [default: the key's, else openfaas-fn; lists: every one the key sees].",
+        ),
+    ] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
 ) -> None:
     state = _context.state(ctx)
-    state.url, state.api_key, state.timeout = url, api_key, timeout
+    state.url, state.api_key, state.timeout, state.namespace = url, api_key, timeout, namespace
 
 
 _fn = "Functions"
@@ -114,6 +125,7 @@ app.command(rich_help_panel=_fn)(execute.pools)
 app.add_typer(resources.executions_app, name="executions", rich_help_panel=_fn)
 app.add_typer(resources.secrets_app, name="secrets", rich_help_panel="Access")
 app.add_typer(resources.keys_app, name="keys", rich_help_panel="Access")
+app.add_typer(namespace_app, name="namespace", rich_help_panel="Access")
 _snap = "Snapshots"
 app.add_typer(snapshot_app, name="snapshot", rich_help_panel=_snap)
 app.add_typer(sandbox_app, name="sandbox", rich_help_panel=_snap)

@@ -33,6 +33,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from pydantic import BaseModel
 from sqlalchemy import select
 
 from faasd.errors import FaasdError, NotFoundError
@@ -66,7 +67,9 @@ from faasd.platform.job_args import (
     recorded_args,
 )
 from faasd.platform.merges import MergeService
+from faasd.platform.namespaces import DEFAULT_NAMESPACE, NAMESPACE_LABEL
 from faasd.platform.snapshots import SnapshotService
+from faasd.platform.tenancy import Tenancy
 from faasd.state import Database
 from faasd.state.instance_models import Job
 from faasd.state.models import iso, utcnow
@@ -97,6 +100,7 @@ __all__ = [
 def job_dict(job: Job) -> dict[str, Any]:
     return {
         "job_id": job.id,
+        "namespace": job.namespace,
         "type": job.type,
         "type_name": job.type_name,
         "status": job.status,
@@ -106,6 +110,18 @@ def job_dict(job: Job) -> dict[str, Any]:
         "created_at": iso(job.created_at),
         "finished_at": iso(job.finished_at),
     }
+
+
+_REF_ARGS = (
+    "instance_id",
+    "container_id",
+    "snapshot_id",
+    "checkpoint_id",
+    "branch_from",
+    "parent_snapshot_id",
+    "branch_ids",
+)
+"""Job arguments that name an instance, sandbox or snapshot (checked against the job's namespace)."""
 
 
 # ---------------------------------------------------------------------------------- service
@@ -125,12 +141,15 @@ class JobPlatform(Protocol):
     @property
     def snapshots(self) -> SnapshotService | None: ...
 
+    @property
+    def tenancy(self) -> Tenancy: ...
+
 
 class JobService:
     def __init__(self, platform: JobPlatform, db: Database | None = None) -> None:
         self.platform = platform
         self.db = db or platform.db
-        self._handlers: dict[str, Callable[[Any], Awaitable[dict[str, Any]]]] = {
+        self._handlers: dict[str, Callable[[Any, str], Awaitable[dict[str, Any]]]] = {
             "execute_function": self._execute_function,
             "execute_advanced": self._execute_advanced,
             "create_snapshot": self._create_snapshot,
@@ -159,20 +178,49 @@ class JobService:
                 raise NotFoundError(f"job {job_id!r} does not exist", job=job_id)
             return job
 
-    def list(self, limit: int = 50) -> list[Job]:
+    def list(self, limit: int = 50, namespace: str | None = None) -> list[Job]:
+        """The newest jobs, of every namespace or of ``namespace``."""
         with self.db.session() as s:
-            return list(s.scalars(select(Job).order_by(Job.created_at.desc()).limit(limit)))
+            q = select(Job)
+            if namespace is not None:
+                q = q.where(Job.namespace == namespace)
+            return list(s.scalars(q.order_by(Job.created_at.desc()).limit(limit)))
 
-    async def run(self, type_: int | str, args: dict[str, Any]) -> Job:
+    def _check_refs(self, parsed: BaseModel, namespace: str) -> None:
+        """Every instance, sandbox or snapshot a job names must be of the job's namespace: anything else
+        is answered as absent (404; the job is recorded as failed, as for an id that does not exist)."""
+        refs: list[str] = []
+        for attr in _REF_ARGS:
+            value = getattr(parsed, attr, None)
+            if isinstance(value, str):
+                refs.append(value)
+            elif isinstance(value, list):
+                refs.extend(v for v in value if isinstance(v, str))
+        for ref in refs:
+            if self.platform.tenancy.namespace_of(ref) != namespace:
+                raise NotFoundError(f"{ref[:80]!r} does not exist", id=ref[:80])
+
+    async def run(self, type_: int | str, args: dict[str, Any], namespace: str = DEFAULT_NAMESPACE) -> Job:
         """Validate, record, run and record the outcome. Argument errors are raised before recording;
-        a job that fails while running is recorded as ``failed`` and its error re-raised."""
+        a job that fails while running is recorded as ``failed`` and its error re-raised. The job acts in
+        ``namespace``: what it names must be of that namespace, what it creates belongs to it."""
         number, name = job_type(type_)
         parsed = parse_args(name, args)
         job_id = "job_" + secrets.token_hex(10)
         with self.db.session() as s:
-            s.add(Job(id=job_id, type=number, type_name=name, status="running", args=recorded_args(args)))
+            s.add(
+                Job(
+                    id=job_id,
+                    namespace=namespace,
+                    type=number,
+                    type_name=name,
+                    status="running",
+                    args=recorded_args(args),
+                )
+            )
         try:
-            result = await self._handlers[name](parsed)
+            self._check_refs(parsed, namespace)
+            result = await self._handlers[name](parsed, namespace)
         except BaseException as exc:
             err = (
                 exc.to_dict()
@@ -191,13 +239,13 @@ class JobService:
             return job
 
     # ------------------------------------------------------------------------------ handlers
-    async def _execute_function(self, a: ExecuteFunctionArgs) -> dict[str, Any]:
+    async def _execute_function(self, a: ExecuteFunctionArgs, ns: str) -> dict[str, Any]:
         if self.platform.execute is None:
             raise UnavailableError("this daemon runs without an image store: execute is unavailable")
         req = ExecuteRequest(command=a.command, image=a.image, env_vars=a.env_vars)
         return await self.platform.execute.execute(req, stdin=a.payload_bytes())
 
-    async def _execute_advanced(self, a: ExecuteAdvancedArgs) -> dict[str, Any]:
+    async def _execute_advanced(self, a: ExecuteAdvancedArgs, ns: str) -> dict[str, Any]:
         if a.mode == "ephemeral":
             if self.platform.execute is None:
                 raise UnavailableError("this daemon runs without an image store: execute is unavailable")
@@ -214,7 +262,9 @@ class JobService:
         start = InstanceSpec(
             snapshot_id=a.snapshot, image=None if a.snapshot else a.image, env=dict(a.env_vars)
         )
-        inst = await svc.create(start)
+        if a.mode == "checkpoint":
+            self.platform.tenancy.check_new_snapshot(ns)
+        inst = await svc.create(start, ns)
         try:
             result = await svc.exec(
                 inst.id,
@@ -226,14 +276,16 @@ class JobService:
             )
             out: dict[str, Any] = {"mode": a.mode, "restored_from": a.snapshot, **result}
             if a.mode == "checkpoint":
-                snap = await svc.snapshot(inst.id, labels={"job": "execute_advanced"})
+                snap = await svc.snapshot(inst.id, labels={"job": "execute_advanced", NAMESPACE_LABEL: ns})
                 out["snapshot_id"] = snap.id
             return out
         finally:
             await svc.delete(inst.id)
 
-    async def _create_snapshot(self, a: CreateSnapshotArgs) -> dict[str, Any]:
+    async def _create_snapshot(self, a: CreateSnapshotArgs, ns: str) -> dict[str, Any]:
         labels = {k: v for k, v in (("name", a.name), ("description", a.description)) if v}
+        labels[NAMESPACE_LABEL] = ns
+        self.platform.tenancy.check_new_snapshot(ns)
         svc = self.instances
         inst_id = svc.find(a.container_id)
         if inst_id is None:
@@ -254,8 +306,8 @@ class JobService:
             "description": a.description,
         }
 
-    async def _restore_snapshot(self, a: RestoreSnapshotArgs) -> dict[str, Any]:
-        inst = await self.instances.create(InstanceSpec(snapshot_id=a.snapshot_id, seed=a.seed))
+    async def _restore_snapshot(self, a: RestoreSnapshotArgs, ns: str) -> dict[str, Any]:
+        inst = await self.instances.create(InstanceSpec(snapshot_id=a.snapshot_id, seed=a.seed), ns)
         return {
             "instance": instance_dict(inst),
             "instance_id": inst.id,
@@ -263,10 +315,10 @@ class JobService:
             "seed": a.seed,
         }
 
-    async def _create_branch(self, a: CreateBranchArgs) -> dict[str, Any]:
+    async def _create_branch(self, a: CreateBranchArgs, ns: str) -> dict[str, Any]:
         # a named instance restored from a snapshot (job 3 with a name): "branch" in the job's name only
         inst = await self.instances.create(
-            InstanceSpec(snapshot_id=a.parent_snapshot_id, name=a.branch_name, seed=a.seed)
+            InstanceSpec(snapshot_id=a.parent_snapshot_id, name=a.branch_name, seed=a.seed), ns
         )
         return {
             "branch_name": a.branch_name,
@@ -276,11 +328,13 @@ class JobService:
             "instance": instance_dict(inst),
         }
 
-    async def _merge_branches(self, a: MergeBranchesArgs) -> dict[str, Any]:
+    async def _merge_branches(self, a: MergeBranchesArgs, ns: str) -> dict[str, Any]:
         if self.platform.snapshots is None:
             raise UnavailableError("this daemon runs without real sandboxes: merges are unavailable")
         merges = MergeService(self.platform.snapshots, self.platform.instances)
-        result = await merges.merge(a.branch_ids, strategy=a.merge_strategy, labels={"job": "merge_branches"})
+        self.platform.tenancy.check_new_snapshot(ns)
+        labels = {"job": "merge_branches", NAMESPACE_LABEL: ns}
+        result = await merges.merge(a.branch_ids, strategy=a.merge_strategy, labels=labels)
         return {
             "snapshot_id": result.snapshot.id,
             "base": result.base,
@@ -289,23 +343,23 @@ class JobService:
             "report": result.report.to_dict(),
         }
 
-    async def _start_instance(self, a: StartInstanceArgs) -> dict[str, Any]:
-        return instance_dict(await self.instances.create(a.spec()))
+    async def _start_instance(self, a: StartInstanceArgs, ns: str) -> dict[str, Any]:
+        return instance_dict(await self.instances.create(a.spec(), ns))
 
-    async def _stop_instance(self, a: InstanceArgs) -> dict[str, Any]:
+    async def _stop_instance(self, a: InstanceArgs, ns: str) -> dict[str, Any]:
         return instance_dict(await self.instances.stop(a.instance_id))
 
-    async def _pause_instance(self, a: InstanceArgs) -> dict[str, Any]:
+    async def _pause_instance(self, a: InstanceArgs, ns: str) -> dict[str, Any]:
         return instance_dict(await self.instances.pause(a.instance_id))
 
-    async def _resume_instance(self, a: InstanceArgs) -> dict[str, Any]:
+    async def _resume_instance(self, a: InstanceArgs, ns: str) -> dict[str, Any]:
         return instance_dict(await self.instances.resume(a.instance_id))
 
-    async def _expose_port(self, a: ExposePortArgs) -> dict[str, Any]:
+    async def _expose_port(self, a: ExposePortArgs, ns: str) -> dict[str, Any]:
         req = PortSpec(internal_port=a.internal_port, protocol=a.protocol, subdomain=a.subdomain)
         return {"instance_id": a.instance_id, **await self.instances.expose(a.instance_id, req)}
 
-    async def _upload_files(self, a: UploadFilesArgs) -> dict[str, Any]:
+    async def _upload_files(self, a: UploadFilesArgs, ns: str) -> dict[str, Any]:
         if isinstance(a.files_data, str):
             result = await self.instances.upload_tar(a.instance_id, a.target_path, a.tar_bytes())
             return {"instance_id": a.instance_id, **result}

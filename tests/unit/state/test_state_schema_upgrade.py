@@ -32,7 +32,12 @@ def _pre_alembic_database(path: Path) -> str:
     url = f"sqlite:///{path}"
     db = Database(url)
     Base.metadata.create_all(db.engine)
+    with db.session() as s:
+        s.add(Function(name="old-fn", image="python:3", invocation_count=7))
     with db.engine.begin() as conn:
+        for table in ("functions", "secrets", "api_keys", "instances", "jobs"):  # before namespaces
+            conn.execute(text(f"ALTER TABLE {table} DROP COLUMN namespace"))
+        conn.execute(text("DROP TABLE namespaces"))
         conn.execute(text("ALTER TABLE instances DROP COLUMN pids"))
         conn.execute(text("ALTER TABLE instances DROP COLUMN isolation"))
         conn.execute(text("DROP TABLE jobs"))
@@ -44,8 +49,6 @@ def _pre_alembic_database(path: Path) -> str:
                 "'{}', '[]', '2026-01-01 00:00:00', '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
             )
         )
-    with db.session() as s:
-        s.add(Function(name="old-fn", image="python:3", invocation_count=7))
     db.dispose()
     return url
 
@@ -83,6 +86,7 @@ def test_a_pre_alembic_database_is_adopted_keeping_its_rows(tmp_path: Path) -> N
         assert inst is not None and inst.pids == 4096 and inst.isolation == "runc"
         fn = s.get(Function, "old-fn")
         assert fn is not None and fn.invocation_count == 7 and fn.image == "python:3"
+        assert fn.namespace == "openfaas-fn" and inst.namespace == "openfaas-fn"  # the default namespace
         s.add(Job(id="j1", type=1, type_name="snapshot"))  # the table it lacked now exists
     indexes = {ix["name"] for ix in inspect(db.engine).get_indexes("executions")}
     assert "ix_executions_status_created" in indexes
@@ -127,14 +131,16 @@ def scratch_migrations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_an_older_revision_runs_the_revisions_after_it(tmp_path: Path, scratch_migrations: Path) -> None:
     url = f"sqlite:///{tmp_path / 'older.db'}"
     db = Database(url)
-    db.create_all()  # at 0001
+    db.create_all()  # at the shipped head
+    before = head_revision()
+    after = f"{int(before) + 1:04d}"
     with db.session() as s:
         s.add(Function(name="kept", image="img"))
     db.dispose()
     path = migrate.new_revision("add functions.probe", autogenerate=False)  # the documented command
-    assert path.parent == scratch_migrations / "versions" and path.name.startswith("0002_")
+    assert path.parent == scratch_migrations / "versions" and path.name.startswith(f"{after}_")
     source = path.read_text()
-    assert "down_revision: str | None = '0001'" in source
+    assert f"down_revision: str | None = '{before}'" in source
     path.write_text(
         source.replace(
             "def upgrade() -> None:\n    pass",
@@ -143,10 +149,10 @@ def test_an_older_revision_runs_the_revisions_after_it(tmp_path: Path, scratch_m
         )
     )
     migrate._script.cache_clear()
-    assert head_revision() == "0002"
+    assert head_revision() == after
     upgraded = Database(url)
     upgraded.create_all()
-    assert _revisions(upgraded) == ("0002",)
+    assert _revisions(upgraded) == (after,)
     with upgraded.engine.connect() as conn:
         assert conn.execute(text("SELECT name, probe FROM functions")).all() == [("kept", 5)]
     upgraded.dispose()
