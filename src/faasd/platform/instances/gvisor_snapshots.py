@@ -5,11 +5,13 @@ gVisor's checkpoint stops the sandbox it captures (:mod:`faasd.runtime.gvisor_ch
 So the instance's sandbox is checkpointed (stopped), restored under runsc from the snapshot just taken
 as a new sandbox (same processes, memory and files; a new sandbox id), and that sandbox becomes the
 instance's. The snapshot is the new sandbox's head: the instance's next snapshot or stop is its child.
-If the restore fails the snapshot is kept and the instance is marked ``error`` (its old sandbox is gone).
+If the restore fails the snapshot is kept and the instance is marked ``error`` (its old sandbox is gone);
+so is it when the checkpoint fails after runsc stopped the sandbox.
 """
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 
 from faasd.errors import ConflictError, FaasdError
@@ -35,7 +37,24 @@ async def snapshot_and_continue(
         live = registry.live.get(instance_id)
         if live is None or live.sandbox is not old:
             raise ConflictError(f"instance {instance_id} was stopped or restarted meanwhile; retry")
-        snap = await snapshot_sandbox(store, old, meta, leave_running=False)
+        try:
+            snap = await snapshot_sandbox(store, old, meta, leave_running=False)
+        except FaasdError as exc:
+            # a checkpoint that failed after runsc stopped the sandbox leaves nothing to continue
+            state: str | None = None
+            with contextlib.suppress(FaasdError):
+                state = (await old.runtime.state(old.id)).get("status")
+            if state not in ("running", "paused"):
+                registry.live.pop(instance_id, None)
+                await old.destroy()
+                forget_sandbox(store, old.id)
+                registry.update(
+                    instance_id,
+                    status="error",
+                    sandbox_id=None,
+                    error=f"gVisor snapshot failed: {exc.message}",
+                )
+            raise
         new_id = "fd-i" + secrets.token_hex(8)
         try:
             restored = await restore_snapshot(
