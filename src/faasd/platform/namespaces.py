@@ -176,6 +176,9 @@ class NamespaceService:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._quotas: dict[str, Quotas] = {}
+        """Quotas read so far (every worker start checks them: no database session on that path; this
+        service is the only writer, and drops an entry whenever it changes one)."""
         self.ensure_default()
 
     def ensure_default(self) -> None:
@@ -218,9 +221,15 @@ class NamespaceService:
             return list(s.scalars(select(Namespace).order_by(Namespace.name)))
 
     def quotas(self, name: str) -> Quotas:
+        cached = self._quotas.get(name)
+        if cached is not None:
+            return cached
         with self.db.session() as s:
             row = s.get(Namespace, name)
-            return Quotas.of(row) if row is not None else Quotas()
+            quotas = Quotas.of(row) if row is not None else Quotas()
+        if row is not None:
+            self._quotas[name] = quotas
+        return quotas
 
     def set_quotas(self, name: str, changes: Mapping[str, int | None]) -> Namespace:
         """Change some quotas (None: unlimited). Lowering one below the current use is allowed: only
@@ -236,6 +245,7 @@ class NamespaceService:
             _check_quotas(Quotas(**merged))
             for k, v in changes.items():
                 setattr(row, k, v)
+            self._quotas.pop(name, None)
             s.flush()
             s.refresh(row)
             return row
@@ -257,6 +267,7 @@ class NamespaceService:
             row = s.get(Namespace, name)
             if row is not None:
                 s.delete(row)
+        self._quotas.pop(name, None)
 
 
 def _check_quotas(q: Quotas) -> None:
