@@ -180,6 +180,8 @@ class NamespaceService:
         """Quotas read so far (every worker start checks them: no database session on that path; this
         service is the only writer, and drops an entry whenever it changes one)."""
         self.ensure_default()
+        with self.db.session() as s:
+            self._quotas.update((row.name, Quotas.of(row)) for row in s.scalars(select(Namespace)))
 
     def ensure_default(self) -> None:
         with self.db.session() as s:
@@ -196,6 +198,7 @@ class NamespaceService:
                 raise ConflictError(f"namespace {name!r} already exists", namespace=name)
             row = Namespace(name=name, labels=dict(labels or {}), **(quotas or Quotas()).as_dict())
             s.add(row)
+            self._quotas[name] = quotas or Quotas()
             s.flush()
             s.refresh(row)
             return row
