@@ -19,7 +19,7 @@ from pathlib import Path
 
 import uvicorn
 
-from faasd import __version__
+from faasd._version import __version__
 from faasd.api.app import create_app
 from faasd.api.logging import setup_logging
 from faasd.config import Settings

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from faasd import __version__
+from faasd._version import __version__
 from faasd.api.auth import function_caller, require
 from faasd.api.errors import loads_json
 from faasd.api.invoke import function_response, invocation_from, read_body

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse
 
-from faasd import __version__
+from faasd._version import __version__
 from faasd.api.auth import require
 from faasd.api.namespacing import require_unbound
 from faasd.api.openapi_docs import ERRORS, SSE, errors

@@ -17,7 +17,7 @@ from sse_starlette import EventSourceResponse
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from faasd import __version__
+from faasd._version import __version__
 from faasd.api.auth import require
 from faasd.api.errors import loads_json
 from faasd.api.invoke import function_response, invocation_from, read_body

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from faasd.cli.images import _fail, _human, _store, console, err_console, image_app
+from faasd.cli._image_common import _fail, _human, _store, console, err_console, image_app
 from faasd.errors import FaasdError
 
 if TYPE_CHECKING:  # loaded by pull / push only

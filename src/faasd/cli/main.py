@@ -19,7 +19,7 @@ import typer
 import typer.core
 import typer.main
 
-from faasd import __version__
+from faasd._version import __version__
 from faasd.cli import _context, execute, functions, resources, system
 from faasd.cli import _output as out
 from faasd.cli.instances import instance_app, job_app

@@ -64,9 +64,9 @@ def check_gvisor_function(runtime: str, network: str, mode: str) -> None:
         )
     if mode not in ("ephemeral", "cached"):
         raise IsolationUnsupportedError(
-            f"isolation 'gvisor' does not support mode {mode!r}: snapshots are CRIU images of runc "
-            "containers and gVisor's own checkpoint/restore is not wired in; use mode 'cached' or "
-            "'ephemeral', or isolation 'runc'",
+            f"isolation 'gvisor' does not support mode {mode!r}: it snapshots a live worker, and "
+            "gVisor's checkpoint stops the sandbox it captures (runsc --leave-running does not work "
+            "here); use mode 'cached' or 'ephemeral', or isolation 'runc'",
             isolation="gvisor",
             mode=mode,
         )

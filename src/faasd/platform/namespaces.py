@@ -177,7 +177,11 @@ class NamespaceService:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._quotas: dict[str, Quotas] = {}
+        """Quotas read so far (every worker start checks them: no database session on that path; this
+        service is the only writer, and drops an entry whenever it changes one)."""
         self.ensure_default()
+        with self.db.session() as s:
+            self._quotas.update((row.name, Quotas.of(row)) for row in s.scalars(select(Namespace)))
 
     def ensure_default(self) -> None:
         with self.db.session() as s:
@@ -194,10 +198,10 @@ class NamespaceService:
                 raise ConflictError(f"namespace {name!r} already exists", namespace=name)
             row = Namespace(name=name, labels=dict(labels or {}), **(quotas or Quotas()).as_dict())
             s.add(row)
+            self._quotas[name] = quotas or Quotas()
             s.flush()
             s.refresh(row)
-        self._quotas.pop(name, None)  # after the commit: a read in between cannot cache the old value
-        return row
+            return row
 
     def get(self, name: str) -> Namespace:
         with self.db.session() as s:
@@ -220,19 +224,14 @@ class NamespaceService:
             return list(s.scalars(select(Namespace).order_by(Namespace.name)))
 
     def quotas(self, name: str) -> Quotas:
-        """A namespace's quotas, cached until this service changes a namespace. Read with one Core
-        ``SELECT``, not through a session: a worker start asks for them, and a session would flush the
-        execution journal on that path (see :class:`faasd.platform.executions.ExecutionJournal`)."""
         cached = self._quotas.get(name)
         if cached is not None:
             return cached
-        cols = [getattr(Namespace, f) for f in QUOTA_FIELDS]
-        with self.db.engine.connect() as conn:
-            row = conn.execute(select(*cols).where(Namespace.name == name)).first()
-        quotas = Quotas(*row) if row is not None else Quotas()
-        if len(self._quotas) > 4096:
-            self._quotas.clear()
-        self._quotas[name] = quotas
+        with self.db.session() as s:
+            row = s.get(Namespace, name)
+            quotas = Quotas.of(row) if row is not None else Quotas()
+        if row is not None:
+            self._quotas[name] = quotas
         return quotas
 
     def set_quotas(self, name: str, changes: Mapping[str, int | None]) -> Namespace:
@@ -249,10 +248,10 @@ class NamespaceService:
             _check_quotas(Quotas(**merged))
             for k, v in changes.items():
                 setattr(row, k, v)
+            self._quotas.pop(name, None)
             s.flush()
             s.refresh(row)
-        self._quotas.pop(name, None)
-        return row
+            return row
 
     def delete(self, name: str, contents: Contents) -> None:
         """Delete an empty namespace; 409 naming what it still holds otherwise."""

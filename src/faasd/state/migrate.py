@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, create_engine, inspect, text
 
-from faasd import __version__
+from faasd._version import __version__
 from faasd.errors import StateVersionError
 
 if TYPE_CHECKING:  # alembic is imported only when a database is not at head (or to write a revision)

@@ -24,24 +24,26 @@ from faasd.errors import (
     ConflictError,
     FaasdError,
     InvalidInputError,
-    IsolationUnsupportedError,
     NotFoundError,
 )
 from faasd.platform.capacity import check_disk_limit
 from faasd.platform.exec_ephemeral import EnsureImage, ImageStoreLike
 from faasd.platform.instances import files, ports
 from faasd.platform.instances.chain import LABEL, STOP_KIND, bound_chain, drop_unused_stop_snapshots
+from faasd.platform.instances.gvisor_snapshots import snapshot_and_continue
 from faasd.platform.instances.registry import InstanceRegistry, LiveInstance
 from faasd.platform.instances.specs import ExecCommand, InstanceSpec, PortSpec, UploadedFile
 from faasd.platform.instances.ttl import pause_idle
 from faasd.platform.namespaces import DEFAULT_NAMESPACE, NAMESPACE_LABEL
 from faasd.runtime.agent_files import INIT_DIR_IN_CONTAINER, init_mount
+from faasd.runtime.gvisor_checkpoint import check_restore_isolation
 from faasd.runtime.models import Limits, NetworkSpec, SandboxSpec
 from faasd.runtime.sandbox import Sandbox, SandboxManager
 from faasd.snapshots.seeds import SEED_ENV, copy_seed
 from faasd.snapshots.service import (
     forget_sandbox,
     restore_snapshot,
+    snapshot_isolation,
     snapshot_lowers,
     snapshot_sandbox,
     snapshot_upper,
@@ -120,12 +122,11 @@ class InstanceService:
         isolation = req.isolation or self.settings.isolation
         if req.snapshot_id is not None:
             snap = self.store.get(req.snapshot_id)  # 404 early
-            if isolation == "gvisor" and "criu" in snap.trees:
-                raise IsolationUnsupportedError(
-                    f"snapshot {req.snapshot_id} holds a CRIU process image, which cannot be restored under "
-                    "gVisor; start the instance with isolation 'runc', or from a filesystem-only snapshot",
-                    isolation="gvisor",
-                )
+            if "criu" in snap.trees:
+                # a process image restores only under the backend that captured it
+                kind = snapshot_isolation(snap)
+                isolation = req.isolation or kind
+                check_restore_isolation(kind, isolation, f"snapshot {req.snapshot_id}")
         check_disk_limit(self.settings, _disk_mb(req.disk_gb), "the instance")
         if req.image is not None:
             if self.ensure_image is not None:
@@ -217,7 +218,8 @@ class InstanceService:
             snap = await asyncio.to_thread(self.store.get, base)
             if "criu" in snap.trees and base == inst.source_snapshot:
                 restored = await restore_snapshot(
-                    self.store, base, sb_id, manager=self.manager, limits=limits, notify_agent=False
+                    self.store, base, sb_id, manager=self.manager, limits=limits, notify_agent=False,
+                    isolation="gvisor" if gvisor else "runc",
                 )
                 return restored.sandbox
             lowers = await asyncio.to_thread(snapshot_lowers, self.store, base)
@@ -404,12 +406,16 @@ class InstanceService:
 
     # ------------------------------------------------------------------------------ snapshots
     async def snapshot(self, instance_id: str, labels: dict[str, str] | None = None) -> Snapshot:
-        """CRIU snapshot (processes + filesystem) of a running instance; it keeps running. The snapshot
-        becomes the instance's new base: its next snapshot (or stop) is a child of it."""
+        """Snapshot (processes + filesystem) of a running instance; it keeps running. The snapshot
+        becomes the instance's new base: its next snapshot (or stop) is a child of it. Under gVisor the
+        instance continues in a sandbox restored from the snapshot (:mod:`.gvisor_snapshots`)."""
         inst = self.get(instance_id)
-        async with self.use(instance_id) as sb:
-            meta = SnapshotMeta(
-                image_ref=inst.image,
-                labels={LABEL: inst.id, **(labels or {}), NAMESPACE_LABEL: inst.namespace},
+        meta = SnapshotMeta(
+            image_ref=inst.image, labels={LABEL: inst.id, **(labels or {}), NAMESPACE_LABEL: inst.namespace}
+        )
+        if inst.isolation == "gvisor":
+            return await snapshot_and_continue(
+                self.registry, self.store, self.manager, instance_id, meta, self._limits(inst)
             )
+        async with self.use(instance_id) as sb:
             return await snapshot_sandbox(self.store, sb, meta)
