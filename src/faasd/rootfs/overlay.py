@@ -172,6 +172,36 @@ class OverlayRootfs:
                 shutil.rmtree(p, ignore_errors=True)
             raise
 
+    @classmethod
+    def attach(cls, sandbox_dir: Path) -> OverlayRootfs:
+        """The rootfs another process (a daemon that died or restarted) mounted in ``sandbox_dir``, as
+        :meth:`mount` returned it there, from its ``rootfs.json``. Nothing is mounted or changed.
+
+        Raises :class:`RuntimeFailure` when the state file is missing or unreadable, or the merged view
+        (overlay mode) is no longer mounted."""
+        sandbox_dir = Path(sandbox_dir)
+        try:
+            state = json.loads((sandbox_dir / "rootfs.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise RuntimeFailure(
+                f"no rootfs state in {sandbox_dir} ({exc}); it cannot be re-attached"
+            ) from exc
+        merged, scratch = sandbox_dir / "rootfs", sandbox_dir / "scratch"
+        mode = state.get("mode")
+        backend = state.get("backend")
+        lowers = [Path(p) for p in state.get("lowers") or []]
+        size_mb = state.get("size_mb")
+        if mode == "copy":
+            return cls(sandbox_dir, merged, None, None, None, "copy", "none", size_mb, lowers)
+        if mode != "overlay" or backend not in ("tmpfs", "loop", "none"):
+            raise RuntimeFailure(f"unknown rootfs state in {sandbox_dir}: {state}")
+        if not mounts.is_mountpoint(merged):
+            raise RuntimeFailure(f"the overlay of {sandbox_dir} is not mounted any more")
+        return cls(
+            sandbox_dir, merged, scratch / "upper", scratch / "work", scratch, "overlay", backend, size_mb,
+            lowers,
+        )
+
     # ---------------------------------------------------------------- unmount
     def unmount(self) -> None:
         """Unmount the merged view and the scratch fs and remove them. Idempotent."""
