@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,11 +42,12 @@ from faasd.errors import FaasdError, NotFoundError
 from faasd.platform.instances import LABEL, STOP_KIND, InstanceService, _Live
 from faasd.platform.runtime_adapter import RuntimeWorker, function_network
 from faasd.platform.snapshots import RestoredSandbox, SnapshotService
+from faasd.rootfs import mounts
 from faasd.runtime.adopt import AdoptRecord, adopt, find_records, release
 from faasd.runtime.sandbox import Sandbox
 from faasd.runtime.workers import Worker, WorkerSpec
 from faasd.snapshots.service import adopt_lineage, forget_sandbox, snapshot_upper
-from faasd.snapshots.store import SnapshotMeta
+from faasd.snapshots.store import SnapshotMeta, SnapshotStore
 from faasd.state.instance_models import Instance
 from faasd.state.models import utcnow
 
@@ -64,12 +66,35 @@ class AdoptionReport:
     """Sandbox ids that exited while no daemon was running (instances: writable layer kept)."""
     lost: list[str] = field(default_factory=list)
     """Instance ids whose sandbox was gone entirely, or rolled back mid-start."""
+    staging_removed: list[str] = field(default_factory=list)
+    """Half-written snapshots (staging dirs) of the previous daemon, removed."""
+
+
+def clear_snapshot_staging(store: SnapshotStore) -> list[str]:
+    """At start-up no snapshot of this daemon is being written: remove the staging dirs and files a
+    killed daemon left in the store's ``tmp/`` (a snapshot interrupted mid-write is rolled back; it was
+    never listed). Returns the names removed."""
+    removed: list[str] = []
+    with contextlib.suppress(FileNotFoundError):
+        for p in store.tmp_dir.iterdir():
+            if p.is_dir() and not p.is_symlink():
+                if mounts.unmount_all_under(p):
+                    continue  # never delete through a mount
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(p.name)
+    if removed:
+        log.warning("removed %d half-written snapshot staging entries: %s", len(removed), removed)
+    return removed
 
 
 async def adopt_all(
     instances: InstanceService | None, snapshots: SnapshotService | None, *, skip_names: tuple[str, ...] = ()
 ) -> AdoptionReport:
     report = AdoptionReport()
+    if snapshots is not None:
+        report.staging_removed = await asyncio.to_thread(clear_snapshot_staging, snapshots.store)
     if instances is not None:
         await adopt_instances(instances, report, skip_names=skip_names)
     if snapshots is not None:
