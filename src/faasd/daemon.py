@@ -1,8 +1,10 @@
 """``faasd``: the platform daemon.
 
 Start-up: settings → directories → database → image store (+ base images) → sandbox manager →
-platform (reconciliation: re-queue interrupted async executions, remove orphaned sandboxes) → HTTP
-server. SIGTERM/SIGINT shut down gracefully: the async loop stops, pools close, no sandbox is left.
+platform (reconciliation: re-queue interrupted async executions, re-adopt the instances and restored
+sandboxes a previous daemon left running, remove the other orphaned sandboxes) → HTTP server. SIGTERM/SIGINT
+shut down gracefully: the async loop stops, pools close; instances and restored sandboxes keep running for
+the next daemon (``FAASD_KEEP_SANDBOXES_ON_SHUTDOWN=false``: they are stopped too, instances keep files).
 """
 
 from __future__ import annotations
