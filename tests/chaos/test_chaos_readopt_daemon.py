@@ -147,9 +147,17 @@ def test_chaos_readopt_instance_kill9_and_clean_restart(daemon_env: tuple[Daemon
                 assert sb_id in runc_ids(d.settings.runc_root)
                 while_down = wait_count_above(d.settings, sb_id, while_down)
     with client(d) as c:
+        # an adopted instance can be snapshotted (CRIU) and a copy started from it, processes included
+        snap = c.post("/api/v1/snapshots", json={"instance_id": iid})
+        assert snap.status_code == 201, snap.text
+        copy = c.post("/api/v1/instances", json={"snapshot_id": snap.json()["id"]})
+        assert copy.status_code == 201, copy.text
+        res = run(c, copy.json()["id"], f"kill -0 {pid} && cat /data/up.txt")
+        assert res["exit_code"] == 0 and res["stdout"] == "uploaded", res
+        assert c.delete(f"/api/v1/instances/{copy.json()['id']}").status_code == 204
         assert c.delete(f"/api/v1/instances/{iid}").status_code == 204
     assert sb_id not in runc_ids(d.settings.runc_root)
-    finish(d, {sb_id})
+    finish(d, {sb_id, copy.json()["sandbox_id"]})
 
 
 def test_chaos_readopt_instance_died_while_down_keeps_files(daemon_env: tuple[Daemon, str]) -> None:
