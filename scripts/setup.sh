@@ -26,6 +26,6 @@ fi
 
 if [ "${FAASD_SKIP_BASE_IMAGES:-0}" != 1 ]; then
   say "ensuring base images (built once with debootstrap, then cached in /var/cache/faasd/base)"
-  .venv/bin/python -m faasd.images.base ensure
+  .venv/bin/python -m faasd.baseimages ensure
 fi
 say "ready"

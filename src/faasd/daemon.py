@@ -1,10 +1,13 @@
 """``faasd``: the platform daemon.
 
-Start-up: settings → directories → database → image store (+ base images) → sandbox manager →
-platform (reconciliation: re-queue interrupted async executions, re-adopt the instances and restored
-sandboxes a previous daemon left running, remove the other orphaned sandboxes) → HTTP server. SIGTERM/SIGINT
-shut down gracefully: the async loop stops, pools close; instances and restored sandboxes keep running for
-the next daemon (``FAASD_KEEP_SANDBOXES_ON_SHUTDOWN=false``: they are stopped too, instances keep files).
+Start-up: settings → directories (layout versions checked, ``faasd.state.layout``) → database (schema
+upgraded to this faasd's revision, ``faasd.state.migrate``) → image store (+ base images) → sandbox
+manager → platform (reconciliation: re-queue interrupted async executions, re-adopt the instances and
+restored sandboxes a previous daemon left running, remove the other orphaned sandboxes) → HTTP server.
+SIGTERM/SIGINT shut down gracefully: the async loop stops, pools close; instances and restored sandboxes
+keep running for the next daemon (``FAASD_KEEP_SANDBOXES_ON_SHUTDOWN=false``: they are stopped too,
+instances keep their files). State written by a newer faasd stops the start with exit status 2 and a
+message saying what to do.
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ from faasd import __version__
 from faasd.api.app import create_app
 from faasd.api.logging import setup_logging
 from faasd.config import Settings
+from faasd.errors import StateVersionError
 from faasd.platform.core import Platform
 from faasd.platform.runtime_adapter import RuntimeWorkerFactory
 from faasd.state import Database
+from faasd.state.layout import check_layouts
 
 log = logging.getLogger("faasd.daemon")
 
@@ -75,9 +80,9 @@ def build_platform(settings: Settings, base_images: Sequence[str] = ()) -> Platf
     store = ImageStore(settings)
     if base_images:
         try:
-            from faasd.images.base import ensure_base_images
+            from faasd.baseimages import ensure_base_images
         except ImportError:
-            log.warning("faasd.images.base.ensure_base_images is not available; skipping base images")
+            log.warning("faasd.baseimages.ensure_base_images is not available; skipping base images")
         else:
             try:
                 images = ensure_base_images(
@@ -102,7 +107,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     base = (
         [] if args.base_images.strip() in ("", "none") else [n.strip() for n in args.base_images.split(",")]
     )
-    platform = build_platform(settings, base)
+    try:
+        for report in check_layouts(settings.data_dir, settings.run_dir):
+            if report.migrated:
+                log.info("upgraded the layout of %s to version %d", report.path, report.now)
+        platform = build_platform(settings, base)
+    except StateVersionError as exc:
+        log.error("faasd cannot start: %s", exc.message)
+        return 2
     if settings.auth:
         key_file = settings.data_dir / "admin.key"
         if platform.keys.bootstrap_admin(key_file):

@@ -130,6 +130,14 @@ class RuntimeFailure(FaasdError):
     status = 500
 
 
+class StateVersionError(FaasdError):
+    """The on-disk state (database schema, data/run dir layout) was written by a newer faasd: this one
+    refuses to start on it rather than misread it (it never downgrades state)."""
+
+    code = "state_version"
+    status = 500
+
+
 class RegistryError(FaasdError):
     """A container registry could not be reached or answered with something unusable (pull/push).
 

@@ -26,7 +26,7 @@ class Env:
 @asynccontextmanager
 async def api_env(settings: Settings, tmp: Path, image_ref: str, handler: str) -> AsyncIterator[Env]:
     """``image_ref`` is faasd/python:latest plus ``handler.py`` = ``handler``."""
-    from faasd.images.base import ensure_base_images
+    from faasd.baseimages import ensure_base_images
     from faasd.images.store import ImageStore
 
     store = ImageStore(settings)

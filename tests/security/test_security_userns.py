@@ -16,9 +16,8 @@ import pytest
 
 from faasd.config import Settings
 from faasd.runtime import BindMount, Limits, SandboxManager, SandboxSpec, userns
-from faasd.runtime import sandbox as sandbox_mod
 from faasd.runtime.models import UserNamespace
-from faasd.runtime.sandbox import Sandbox
+from faasd.runtime.sandbox import Sandbox, registry
 from faasd.testing.leaks import find_leaks, sandbox_leaks
 
 
@@ -149,8 +148,11 @@ async def test_limits_are_still_enforced_under_userns(
     r = await manager.run(
         _spec(f"fd-{unique_id}-p", python_rootfs, "python3", "-c", bomb, limits=Limits(pids=24)), timeout_s=30
     )
-    assert b"capped" in r.stdout, r.stderr
-    assert int(r.stdout.split()[1]) < 24
+    # either the bomb saw fork() fail first, or the pids watch ended the sandbox first: both mean the cap held
+    if b"capped" in r.stdout:
+        assert int(r.stdout.split()[1]) < 24
+    else:
+        assert r.pids_exhausted, (r.exit_code, r.stderr)
 
 
 async def test_range_and_pins_are_released_by_cleanup_orphans_after_a_crash(
@@ -169,7 +171,7 @@ async def test_range_and_pins_are_released_by_cleanup_orphans_after_a_crash(
     if sb._waiter is not None:
         sb._waiter.cancel()
     crashed._forget(sb)
-    assert sandbox_mod._LIVE.get((str(settings.run_dir), sid)) is None
+    assert registry.LIVE.get((str(settings.run_dir), sid)) is None
     fresh = SandboxManager(settings)
     cleaned = await fresh.cleanup_orphans()
     assert sid in cleaned

@@ -9,7 +9,7 @@ from fastapi import Request, Response
 
 from faasd.errors import PayloadTooLargeError
 from faasd.platform.executions import Outcome
-from faasd.platform.workers import Invocation
+from faasd.platform.worker_protocol import Invocation
 from faasd.runtime.headers import HOP_BY_HOP, SERVER_SET, relayable
 
 RESPONSE_DROP = HOP_BY_HOP | SERVER_SET

@@ -18,7 +18,7 @@ from faasd.platform.core import Platform
 from faasd.platform.functions import FunctionSpec, LimitsModel, ScaleModel, check_name
 from faasd.platform.keys import KeyInfo
 from faasd.platform.source_deploy import SOURCE_DEST, build_source_image
-from faasd.platform.workers import Invocation
+from faasd.platform.worker_protocol import Invocation
 from faasd.state import Function
 
 router = APIRouter(prefix="/api/blueprint/functions", tags=["blueprint"])

@@ -27,7 +27,7 @@ from faasd.platform.executions import Outcome, StreamStart, encode_body, executi
 from faasd.platform.functions import MODES, RUNTIMES, FunctionSpec
 from faasd.platform.keys import KeyInfo
 from faasd.platform.source_deploy import build_source_image, default_base_image, source_ref
-from faasd.platform.workers import StreamChunk
+from faasd.platform.worker_protocol import StreamChunk
 from faasd.state.models import iso
 
 router = APIRouter(prefix="/api/v1")

@@ -27,7 +27,7 @@ def settings_for(
 
 
 def ensure_base_images(settings: Settings) -> None:
-    from faasd.images.base import ensure_base_images as ensure
+    from faasd.baseimages import ensure_base_images as ensure
     from faasd.images.store import ImageStore
 
     store = ImageStore(settings)

@@ -55,7 +55,7 @@ class _Bar:
     def __call__(self, ev: ProgressEvent | object, message: str | None = None) -> None:
         from faasd.images import ProgressEvent
 
-        if message is not None:  # faasd.images.base reports (phase, message)
+        if message is not None:  # faasd.baseimages reports (phase, message)
             self.progress.update(self.task, description=f"{ev}: {message}")
         elif isinstance(ev, ProgressEvent):
             self.progress.update(
@@ -164,7 +164,7 @@ def build_base(
 ) -> None:
     """Build a base runtime image (debootstrap) and import it."""
     try:
-        base = importlib.import_module("faasd.images.base")
+        base = importlib.import_module("faasd.baseimages")
     except ImportError as exc:
         err_console.print(f"[red]error:[/red] base image builder is not available ({exc})")
         raise typer.Exit(code=1) from None

@@ -17,7 +17,7 @@ from faasd.console.routes_images import snapshots_of
 from faasd.errors import InvalidInputError
 from faasd.platform.executions import encode_body
 from faasd.platform.keys import KeyInfo
-from faasd.platform.workers import Invocation
+from faasd.platform.worker_protocol import Invocation
 from faasd.runtime.headers import relayable
 
 router = APIRouter(prefix="/ui/api")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import os
 import secrets
@@ -27,6 +26,7 @@ from typing import BinaryIO, NoReturn
 
 from faasd.content import digest as dg
 from faasd.errors import ConflictError, InvalidInputError, NotFoundError, StorageFullError
+from faasd.filelock import flock
 
 CHUNK = 1024 * 1024
 BytesCallback = Callable[[int], None]
@@ -176,14 +176,12 @@ class ResumableWriter(BlobWriter):
             fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             raise_storage(exc, "a blob")
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not flock(fd, blocking=False):
             os.close(fd)
             self._done = True
             raise ConflictError(
                 f"blob {digest} is being downloaded by another pull; retry when it is done"
-            ) from None
+            )
         self._fd = fd
         with open(self._path, "rb") as f:  # hash what an earlier, interrupted writer left
             while chunk := f.read(CHUNK):

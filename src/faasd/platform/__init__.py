@@ -3,7 +3,13 @@ API keys, function logs, start-up reconciliation. :class:`Platform` wires them t
 
 from faasd.platform.core import Platform, PlatformOptions
 from faasd.platform.functions import FunctionSpec
-from faasd.platform.workers import Invocation, InvocationResult, PoolWorker, WorkerConfig, WorkerFactory
+from faasd.platform.worker_protocol import (
+    Invocation,
+    InvocationResult,
+    PoolWorker,
+    WorkerConfig,
+    WorkerFactory,
+)
 
 __all__ = [
     "FunctionSpec",

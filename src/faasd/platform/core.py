@@ -16,8 +16,8 @@ from faasd.images.store import ImageStore
 from faasd.platform.addresses import DirectAddresses
 from faasd.platform.adoption import AdoptionReport, adopt_all, release_all
 from faasd.platform.capacity import check_disk_limit
+from faasd.platform.exec_ephemeral import ExecuteService, ImageStoreLike, SandboxRunner
 from faasd.platform.exec_pool import WarmExecPool
-from faasd.platform.execute import ExecuteService, ImageStoreLike, SandboxRunner
 from faasd.platform.executions import ExecutionService, ReconcileReport
 from faasd.platform.functions import FunctionService, FunctionSpec, function_dict
 from faasd.platform.instances import InstanceService
@@ -31,7 +31,7 @@ from faasd.platform.secrets import SecretService
 from faasd.platform.seed_execute import WORKSPACE_PREFIX, SeedExecuteService
 from faasd.platform.snapshots import SnapshotService
 from faasd.platform.source_deploy import SOURCE_REF_PREFIX
-from faasd.platform.workers import WorkerFactory
+from faasd.platform.worker_protocol import WorkerFactory
 from faasd.runtime.sandbox import SandboxManager
 from faasd.state import Database, Function
 from faasd.state.instance_models import Instance

@@ -46,7 +46,7 @@ from sqlalchemy import select
 from faasd.errors import FaasdError, InvalidInputError, NotFoundError
 from faasd.platform.env import EnvVars, EnvVarsOrPairs
 from faasd.platform.errors import UnavailableError
-from faasd.platform.execute import ExecuteRequest
+from faasd.platform.exec_ephemeral import ExecuteRequest
 from faasd.platform.instances import (
     ExecRequest,
     ExposeRequest,

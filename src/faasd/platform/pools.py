@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from faasd.errors import CapacityError, InvalidInputError, NotFoundError
-from faasd.platform.workers import PoolWorker
+from faasd.platform.worker_protocol import PoolWorker
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from faasd.platform.functions import isolation_of, network_of
 from faasd.platform.metrics import Metrics
 from faasd.platform.pools import Lease, PoolConfig, WarmPool
 from faasd.platform.secrets import SecretService
-from faasd.platform.workers import PoolWorker, WorkerConfig, WorkerFactory
+from faasd.platform.worker_protocol import PoolWorker, WorkerConfig, WorkerFactory
 from faasd.state import Function
 
 log = logging.getLogger(__name__)

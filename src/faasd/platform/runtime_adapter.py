@@ -1,6 +1,6 @@
 """The real worker factory: :func:`faasd.runtime.workers.start_worker` on image layers from the store.
 
-Translates between the platform's :mod:`faasd.platform.workers` types and the runtime's; writes the
+Translates between the platform's :mod:`faasd.platform.worker_protocol` types and the runtime's; writes the
 function's secrets to a private directory (0700/0400) bind-mounted read-only at ``/run/secrets``;
 leases the image in the store while the worker lives so it cannot be removed under it.
 """
@@ -19,7 +19,7 @@ from typing import Any
 from faasd.config import Settings
 from faasd.errors import PidsExhaustedError, ResourceLimitError
 from faasd.platform.functions import oci_runtime
-from faasd.platform.workers import (
+from faasd.platform.worker_protocol import (
     Invocation,
     InvocationResult,
     PoolWorker,

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from faasd.errors import FaasdError, InvalidInputError, NotFoundError
+from faasd.platform.exec_ephemeral import MAX_OUTPUT_BYTES, ExecuteService
 from faasd.platform.exec_pool import PoolKey, WarmExecPool
 from faasd.platform.exec_stats import ExecMetrics, ResultCache, cache_key_for
-from faasd.platform.execute import MAX_OUTPUT_BYTES, ExecuteService
 from faasd.platform.instances import ExecRequest, InstanceService, StartInstanceRequest
 from faasd.platform.seed_models import DEFAULT_WORKSPACE_TTL_S, SeedExecuteRequest
 from faasd.platform.snapshots import SnapshotService, snapshot_dict

@@ -13,7 +13,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from faasd.errors import InvalidInputError
 from faasd.platform.env import env_pairs
-from faasd.platform.execute import ExecuteRequest
+from faasd.platform.exec_ephemeral import ExecuteRequest
 
 Mode = Literal["ephemeral", "cached", "checkpointed", "branched", "persistent"]
 MODES: tuple[str, ...] = ("ephemeral", "cached", "checkpointed", "branched", "persistent")

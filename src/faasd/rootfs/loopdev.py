@@ -18,6 +18,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from faasd.filelock import flock, open_lock_file
 from faasd.rootfs import mounts
 
 LOOP_CTL_GET_FREE = 0x4C82
@@ -32,9 +33,9 @@ def _template(dir_: Path, size_mb: int) -> Path:
     tpl = dir_ / f"ext4-{size_mb}m.img"
     if tpl.exists():
         return tpl
-    lock = os.open(str(dir_ / ".lock"), os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    lock = open_lock_file(dir_ / ".lock")
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        flock(lock)
         if not tpl.exists():
             tmp = tpl.with_suffix(f".tmp{os.getpid()}")
             with open(tmp, "wb") as f:

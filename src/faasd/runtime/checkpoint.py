@@ -22,12 +22,8 @@ Layout of a capture directory (what ``faasd.snapshots`` stores)::
     bundle/config.json
     checkpoint.json  sandbox id, lowers, timings
 
-CRIU work dirs (logs; a failed or killed CRIU can leave its cgroup yard mounted in one):
-``<run_dir>/criu-work/<sandbox-id>-<n>/`` during a restore, ``<bundle>/criu-dump-<pid>-<n>/`` during a
-dump. The operation holds an exclusive ``flock`` on the directory itself while it uses it (it is
-created as ``.new-<name>``, locked, then renamed, so it never appears unlocked under its name), so
-:func:`remove_stale_work_dirs` (called by ``SandboxManager.cleanup_orphans``) can tell the work dir of a
-live operation (locked) from one a crashed daemon left behind (unlocked: unmounted and removed).
+CRIU work dirs (logs): ``<run_dir>/criu-work/<sandbox-id>-<n>/`` during a restore,
+``<bundle>/criu-dump-<pid>-<n>/`` during a dump, locked while in use (:mod:`faasd.runtime.criu_work`).
 """
 
 from __future__ import annotations
@@ -35,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import fcntl
 import json
 import os
 import shutil
@@ -55,11 +50,12 @@ from faasd.errors import (
     StorageFullError,
 )
 from faasd.rootfs import mounts
-from faasd.runtime import sandbox as sandbox_mod
+from faasd.runtime.agent_client import AgentClient
 from faasd.runtime.checkpointable import Checkpointable, CheckpointSource, checkpoint_source
 from faasd.runtime.criu_conf import criu_annotations
+from faasd.runtime.criu_work import DUMP_WORK_PREFIX, RESTORE_WORK_DIR, make_work_dir, remove_work_dir
 from faasd.runtime.models import SANDBOX_ID_RE, Limits, NetworkSpec, SandboxSpec, UserNamespace
-from faasd.runtime.sandbox import Sandbox, SandboxManager
+from faasd.runtime.sandbox import OUTPUT_LIMIT_BYTES, Sandbox, SandboxManager
 
 CRIU_OPTS: dict[str, bool] = {"tcp_established": True, "file_locks": True, "ext_unix_sk": True}
 """CRIU options used for both dump and restore (they must match)."""
@@ -183,7 +179,7 @@ async def checkpoint(
         if paused_by_us and leave_running:
             with contextlib.suppress(RuntimeFailure):
                 await src.runtime.resume(src.id)
-        _remove_work_dir(work, work_fd)
+        remove_work_dir(work, work_fd)
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise StorageFullError(
                 f"no space left in {dest.parent} while copying the upper of sandbox {src.id}; the sandbox "
@@ -191,7 +187,7 @@ async def checkpoint(
                 sandbox=src.id,
             ) from exc
         raise
-    _remove_work_dir(work, work_fd)
+    remove_work_dir(work, work_fd)
     if paused_by_us and leave_running:
         await src.runtime.resume(src.id)
     timings["thaw"] = (time.perf_counter() - t3) * 1000
@@ -227,113 +223,6 @@ def copy_upper(upper: Path, dest: Path) -> None:
         if _is_enospc_text(res.stderr):
             raise OSError(errno.ENOSPC, f"no space left copying {upper}: {res.stderr.strip()}")
         raise RuntimeFailure(f"copying the overlay upper {upper} failed: {res.stderr.strip()}")
-
-
-DUMP_WORK_PREFIX = "criu-dump-"
-RESTORE_WORK_DIR = "criu-work"
-
-
-_NEW_PREFIX = ".new-"
-_NEW_GRACE_S = 600.0
-"""A ``.new-*`` dir (created, not yet locked and renamed) older than this was left by a crash."""
-
-
-def make_work_dir(work: Path) -> int:
-    """Create the CRIU work dir ``work`` (must not exist) locked by an exclusive ``flock`` on the
-    directory for the duration of one operation. Returns the fd holding the lock (released by
-    :func:`_remove_work_dir`).
-
-    The directory is created as ``.new-<name>``, locked, then renamed: under its real name it is never
-    unlocked while the operation lives, so :func:`remove_stale_work_dirs` cannot take it."""
-    work.parent.mkdir(parents=True, exist_ok=True)
-    tmp = work.parent / f"{_NEW_PREFIX}{work.name}"
-    tmp.mkdir()
-    fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        os.rename(tmp, work)
-    except BaseException:
-        os.close(fd)
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return fd
-
-
-def _remove_work_dir(work: Path, fd: int | None = None) -> None:
-    """Remove a CRIU work dir, unmounting first what CRIU may have left mounted in it; then release
-    its lock (``fd`` from :func:`make_work_dir`).
-
-    A failed or killed restore can leave CRIU's cgroup yard (``.criu.cgyard.*``) mounted there;
-    removing the directory alone would leak those mounts (and deleting through a mount would empty
-    the mounted filesystem), so the tree is only removed once nothing is mounted below it.
-    """
-    try:
-        failed = mounts.unmount_all_under(work)
-        if not failed and not mounts.mounts_under(work):
-            shutil.rmtree(work, ignore_errors=True)
-    finally:
-        if fd is not None:
-            os.close(fd)
-
-
-def _lock_if_free(work: Path) -> int | None:
-    """An fd of ``work`` holding its lock, or None when it is gone or a live operation holds the lock."""
-    try:
-        fd = os.open(work, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
-
-
-def work_dir_locked(work: Path) -> bool:
-    """Whether a live operation holds the lock of work dir ``work`` (see :func:`make_work_dir`)."""
-    fd = _lock_if_free(work)
-    if fd is None:
-        return os.path.lexists(work)
-    os.close(fd)
-    return False
-
-
-def _work_dir_candidates(run_dir: Path, sandboxes_dir: Path) -> list[Path]:
-    """CRIU work dirs under ``run_dir`` (restores) and sandbox bundles (dumps), locked or not."""
-    candidates: list[Path] = []
-
-    def scan(parent: Path, prefix: str) -> None:
-        with contextlib.suppress(OSError):
-            for p in parent.iterdir():
-                if p.name.startswith(prefix):
-                    candidates.append(p)
-                elif p.name.startswith(_NEW_PREFIX + prefix):
-                    # mid-creation (not locked yet) unless it has been there far too long
-                    with contextlib.suppress(OSError):
-                        if p.lstat().st_mtime < time.time() - _NEW_GRACE_S:
-                            candidates.append(p)
-
-    scan(run_dir / RESTORE_WORK_DIR, "fd-")
-    if sandboxes_dir.is_dir():
-        for bundle in sandboxes_dir.iterdir():
-            if bundle.name.startswith("fd-") and bundle.is_dir() and not bundle.is_symlink():
-                scan(bundle, DUMP_WORK_PREFIX)
-    return sorted(p for p in candidates if p.is_dir() and not p.is_symlink())
-
-
-def remove_stale_work_dirs(run_dir: Path, sandboxes_dir: Path) -> list[Path]:
-    """Unmount and remove every CRIU work dir a crashed or killed operation left behind (those no
-    live operation holds the lock of). Returns the dirs removed."""
-    removed: list[Path] = []
-    for work in _work_dir_candidates(run_dir, sandboxes_dir):
-        fd = _lock_if_free(work)
-        if fd is None:
-            continue  # gone, or a live operation's
-        _remove_work_dir(work, fd)  # removed while holding its lock
-        if not os.path.lexists(work):
-            removed.append(work)
-    return removed
 
 
 def _read(path: Path) -> str:
@@ -405,7 +294,7 @@ async def restore(
     notify_agent: bool = True,
     agent_timeout_s: float = 10.0,
     criu_opts: dict[str, bool] | None = None,
-    output_limit: int = sandbox_mod.OUTPUT_LIMIT_BYTES,
+    output_limit: int = OUTPUT_LIMIT_BYTES,
     timeout_s: float = 60.0,
     seed: str | None = None,
     share_memory: bool = True,
@@ -479,7 +368,7 @@ async def restore(
             ) from exc
         raise
     finally:
-        _remove_work_dir(work, work_fd)
+        remove_work_dir(work, work_fd)
     t2 = time.perf_counter()
     timings["runc_restore"] = (t2 - t0) * 1000 - timings.get("prepare", 0.0)
     ack = None
@@ -525,6 +414,4 @@ async def notify_restored(
     socket_path: Path, timeout_s: float = 10.0, *, seed: str | None = None
 ) -> dict[str, Any]:
     """Send the agent a ``restored`` control frame (with ``seed`` if given); returns its ``ack`` header."""
-    from faasd.runtime.agent_client import AgentClient
-
     return await AgentClient(socket_path).notify_restored(timeout_s=timeout_s, seed=seed)

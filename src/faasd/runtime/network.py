@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from faasd.errors import CapacityError, RuntimeFailure
+from faasd.filelock import locked_file
 from faasd.rootfs import mounts
 from faasd.runtime import nsutil
 
@@ -79,16 +80,12 @@ def _ensure_netns_dir() -> None:
         _netns_dir_ready = True
         return
     # like iproute2: make /run/netns a shared mount point so pins propagate to later mount namespaces
-    lock = os.open(str(NETNS_DIR.parent / ".faasd-netns.lock"), os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with locked_file(NETNS_DIR.parent / ".faasd-netns.lock"):
         if not mounts.is_mountpoint(NETNS_DIR):
             mounts.mount(str(NETNS_DIR), NETNS_DIR, None, mounts.MS_BIND | mounts.MS_REC)
             with contextlib.suppress(OSError):
                 mounts.mount("none", NETNS_DIR, None, (1 << 20) | mounts.MS_REC)  # MS_SHARED
         _netns_dir_ready = True
-    finally:
-        os.close(lock)
 
 
 def _lo_up() -> None:

@@ -21,162 +21,58 @@ A snapshot exists exactly when its manifest exists. ``create`` writes blobs firs
 manifest last (fsync + rename), so a failure -- including ENOSPC, reported as
 :class:`~faasd.errors.StorageFullError` -- never registers a half snapshot; blobs it wrote are
 removed again unless another snapshot already references them.
+
+The manifest's data model is :mod:`faasd.snapshots.manifest`, chunking/compression/dedup of file
+content :mod:`faasd.snapshots.blobs`; this module is the store: ids, locking, create/read/delete,
+gc, materialised copies and their leases.
 """
 
 from __future__ import annotations
 
-import base64
 import builtins
 import contextlib
 import errno
-import fcntl
 import hashlib
 import json
 import os
 import shutil
-import stat
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import zstandard
-
 from faasd.config import Settings
 from faasd.errors import ConflictError, FaasdError, InvalidInputError, NotFoundError, StorageFullError
-from faasd.snapshots.fstree import apply_metadata, read_xattrs, walk_sorted
+from faasd.filelock import locked_file
+from faasd.snapshots.blobs import CHUNK_SIZE, BlobStore, shared_pool
+from faasd.snapshots.manifest import (
+    MANIFEST_VERSION,
+    TREES,
+    Entry,
+    GcReport,
+    MaterializedSnapshot,
+    Snapshot,
+    SnapshotMeta,
+    SnapshotSizes,
+    now,
+)
 
-CHUNK_SIZE = 4 * 1024 * 1024
-_INFLIGHT = 4
-MANIFEST_VERSION = 1
-TREES = ("criu", "upper", "bundle")
+__all__ = [
+    "CHUNK_SIZE",
+    "MANIFEST_VERSION",
+    "TREES",
+    "Entry",
+    "GcReport",
+    "MaterializedSnapshot",
+    "Snapshot",
+    "SnapshotMeta",
+    "SnapshotSizes",
+    "SnapshotStore",
+]
+
 _ID_PREFIX = "snap-"
-
-
-@dataclass
-class SnapshotMeta:
-    """What a snapshot was taken from and what a restore needs to know."""
-
-    source_sandbox: str | None = None
-    function: str | None = None
-    image_ref: str | None = None
-    layers: list[str] = field(default_factory=list)
-    """Image layer chain (lowest first), e.g. chain ids or unpacked layer dirs."""
-    limits: dict[str, Any] = field(default_factory=dict)
-    parent: str | None = None
-    """Snapshot whose upper this snapshot's upper is layered on (nested branches)."""
-    labels: dict[str, str] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Entry:
-    path: str
-    type: str  # file | dir | symlink | char | block | fifo | hardlink
-    mode: int
-    uid: int
-    gid: int
-    mtime_ns: int
-    xattrs: dict[str, str] = field(default_factory=dict)  # name -> base64 value
-    size: int = 0
-    chunks: list[str] = field(default_factory=list)
-    target: str | None = None  # symlink target, or hardlink: path of the first link in this tree
-    rdev: int = 0
-
-
-@dataclass
-class SnapshotSizes:
-    logical_bytes: int = 0
-    """Uncompressed size of all file content in the snapshot."""
-    stored_bytes: int = 0
-    """Compressed size of all distinct chunks the snapshot references."""
-    new_bytes: int = 0
-    """Compressed bytes this snapshot added to the store (0 when everything was deduplicated)."""
-    files: int = 0
-    chunks: int = 0
-
-
-@dataclass
-class Snapshot:
-    id: str
-    created: str
-    meta: SnapshotMeta
-    trees: dict[str, list[Entry]]
-    sizes: SnapshotSizes
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "version": MANIFEST_VERSION,
-            "id": self.id,
-            "created": self.created,
-            "meta": asdict(self.meta),
-            "sizes": asdict(self.sizes),
-            "trees": {name: [_entry_json(e) for e in entries] for name, entries in self.trees.items()},
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Snapshot:
-        return cls(
-            id=data["id"],
-            created=data["created"],
-            meta=SnapshotMeta(**data["meta"]),
-            sizes=SnapshotSizes(**data["sizes"]),
-            trees={name: [Entry(**e) for e in entries] for name, entries in data["trees"].items()},
-        )
-
-    def digests(self) -> set[str]:
-        return {d for entries in self.trees.values() for e in entries for d in e.chunks}
-
-
-@dataclass
-class MaterializedSnapshot:
-    """Directories a snapshot was written back to (``None`` for a tree the snapshot does not have)."""
-
-    root: Path
-    criu: Path | None
-    upper: Path | None
-    bundle: Path | None
-
-
-@dataclass
-class GcReport:
-    removed_blobs: int = 0
-    freed_bytes: int = 0
-    kept_blobs: int = 0
-    removed_tmp: int = 0
-    removed_materialized: int = 0
-
-
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
-
-
-def _shared_pool() -> ThreadPoolExecutor:
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(
-                max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="snapstore"
-            )
-        return _POOL
-
-
-def _entry_json(e: Entry) -> dict[str, Any]:
-    d = asdict(e)
-    # keep manifests small: drop defaults
-    for key, default in (("xattrs", {}), ("size", 0), ("chunks", []), ("target", None), ("rdev", 0)):
-        if d[key] == default:
-            del d[key]
-    return d
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 def _is_enospc(exc: BaseException) -> bool:
@@ -195,22 +91,17 @@ class SnapshotStore:
         for d in (self.blobs_dir, self.manifests_dir, self.tmp_dir, self.mnt_dir):
             d.mkdir(parents=True, exist_ok=True)
         self._lock_path = self.root / ".lock"
-        self._level = level
-        self._pool = _shared_pool() if threads is None else ThreadPoolExecutor(max_workers=threads)
+        pool = shared_pool() if threads is None else ThreadPoolExecutor(max_workers=threads)
+        self.blobs = BlobStore(self.blobs_dir, self.tmp_dir, level=level, pool=pool)
 
     # ------------------------------------------------------------------ locking / paths
     @contextlib.contextmanager
     def _locked(self, exclusive: bool) -> Iterator[None]:
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        with locked_file(self._lock_path, shared=not exclusive):
             yield
-        finally:
-            os.close(fd)
 
     def blob_path(self, digest: str) -> Path:
-        hexd = digest.removeprefix("sha256:")
-        return self.blobs_dir / hexd[:2] / hexd
+        return self.blobs.blob_path(digest)
 
     def _manifest_path(self, snapshot_id: str) -> Path:
         if not snapshot_id.startswith(_ID_PREFIX) or "/" in snapshot_id or snapshot_id in (".", ".."):
@@ -245,8 +136,8 @@ class SnapshotStore:
             if manifest_path.exists():
                 raise FaasdError(f"snapshot {sid} already exists")
             try:
-                entries = {name: self._ingest_tree(path, written, sizes) for name, path in trees.items()}
-                snap = Snapshot(id=sid, created=_now(), meta=meta, trees=entries, sizes=sizes)
+                entries = {name: self.blobs.ingest_tree(path, written, sizes) for name, path in trees.items()}
+                snap = Snapshot(id=sid, created=now(), meta=meta, trees=entries, sizes=sizes)
                 digests = snap.digests()
                 sizes.chunks = len(digests)
                 sizes.stored_bytes = sum(self.blob_path(d).stat().st_size for d in digests)
@@ -278,7 +169,7 @@ class SnapshotStore:
             tmp.mkdir()
             for name, path in trees.items():
                 os.rename(path, tmp / name)
-            (tmp / ".complete").write_text(_now())
+            (tmp / ".complete").write_text(now())
             os.rename(tmp, final)
         except OSError:
             pass  # not adopted: the first restore materialises it from the blobs
@@ -295,112 +186,6 @@ class SnapshotStore:
             if p.name not in referenced:
                 with contextlib.suppress(FileNotFoundError):
                     p.unlink()
-
-    def _ingest_tree(
-        self, root: Path, written: builtins.list[Path], sizes: SnapshotSizes
-    ) -> builtins.list[Entry]:
-        entries: builtins.list[Entry] = []
-        links: dict[tuple[int, int], str] = {}
-        rst = root.lstat()
-        entries.append(
-            Entry(
-                path="",
-                type="dir",
-                mode=rst.st_mode,
-                uid=rst.st_uid,
-                gid=rst.st_gid,
-                mtime_ns=rst.st_mtime_ns,
-                xattrs=_b64(read_xattrs(root)),
-            )
-        )
-        for rel, path, st in walk_sorted(root):
-            mode = st.st_mode
-            e = Entry(
-                path=rel,
-                type="",
-                mode=mode,
-                uid=st.st_uid,
-                gid=st.st_gid,
-                mtime_ns=st.st_mtime_ns,
-                xattrs=_b64(read_xattrs(path)),
-            )
-            if stat.S_ISDIR(mode):
-                e.type = "dir"
-            elif stat.S_ISREG(mode):
-                key = (st.st_dev, st.st_ino)
-                if st.st_nlink > 1 and key in links:
-                    e.type, e.target = "hardlink", links[key]
-                else:
-                    links[key] = rel
-                    e.type, e.size = "file", st.st_size
-                    e.chunks = self._ingest_file(path, written, sizes)
-                    sizes.files += 1
-                    sizes.logical_bytes += st.st_size
-            elif stat.S_ISLNK(mode):
-                e.type, e.target = "symlink", os.readlink(path)
-            elif stat.S_ISCHR(mode):
-                e.type, e.rdev = "char", st.st_rdev
-            elif stat.S_ISBLK(mode):
-                e.type, e.rdev = "block", st.st_rdev
-            elif stat.S_ISFIFO(mode):
-                e.type = "fifo"
-            else:
-                continue  # sockets: recreated by whoever binds them
-            entries.append(e)
-        return entries
-
-    def _ingest_file(
-        self, path: Path, written: builtins.list[Path], sizes: SnapshotSizes
-    ) -> builtins.list[str]:
-        """Store a file as chunks; hashing/compression of chunks runs on a few threads (both release
-        the GIL), at most ``_INFLIGHT`` chunks in memory."""
-        futures: builtins.list[Future[tuple[str, Path | None, int]]] = []
-        with open(path, "rb") as f:
-            while True:
-                chunk = f.read(CHUNK_SIZE)
-                if not chunk and futures:
-                    break
-                if sum(1 for fu in futures if not fu.done()) >= _INFLIGHT:
-                    wait([fu for fu in futures if not fu.done()], return_when=FIRST_COMPLETED)
-                futures.append(self._pool.submit(self._store_chunk, chunk))
-                if len(chunk) < CHUNK_SIZE:
-                    break
-        digests: builtins.list[str] = []
-        error: BaseException | None = None
-        for fu in futures:  # collect all (even after an error) so `written` lists every new blob
-            try:
-                digest, blob, nbytes = fu.result()
-            except BaseException as exc:
-                error = error or exc
-                continue
-            digests.append(digest)
-            if blob is not None:
-                written.append(blob)
-                sizes.new_bytes += nbytes
-        if error is not None:
-            raise error
-        return digests
-
-    def _store_chunk(self, chunk: bytes) -> tuple[str, Path | None, int]:
-        digest = "sha256:" + hashlib.sha256(chunk).hexdigest()
-        blob = self.blob_path(digest)
-        if blob.exists():
-            return digest, None, 0
-        data = zstandard.ZstdCompressor(level=self._level).compress(chunk)
-        blob.parent.mkdir(exist_ok=True)
-        tmp = self.tmp_dir / f"blob-{uuid.uuid4().hex}"
-        try:
-            with open(tmp, "xb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            if blob.exists():
-                return digest, None, 0
-            os.rename(tmp, blob)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-        return digest, blob, len(data)
 
     def _write_json_atomic(self, dest: Path, data: dict[str, Any]) -> None:
         tmp = self.tmp_dir / f"manifest-{uuid.uuid4().hex}"
@@ -527,7 +312,7 @@ class SnapshotStore:
                 if name not in snap.trees:
                     continue
                 target = dest / name
-                self._write_tree(snap.trees[name], target)
+                self.blobs.write_tree(snap.trees[name], target)
                 setattr(out, name, target)
         except OSError as exc:
             if _is_enospc(exc):
@@ -548,7 +333,7 @@ class SnapshotStore:
                     tmp = self.tmp_dir / f"mnt-{snapshot_id}-{uuid.uuid4().hex[:8]}"
                     try:
                         self.materialize(snapshot_id, tmp)
-                        (tmp / ".complete").write_text(_now())
+                        (tmp / ".complete").write_text(now())
                         try:
                             os.rename(tmp, final)
                         except OSError as exc:
@@ -603,41 +388,3 @@ class SnapshotStore:
         except OSError:
             return True
         return str(path) in text
-
-    def _write_tree(self, entries: builtins.list[Entry], root: Path) -> None:
-        dirs: builtins.list[tuple[Path, Entry]] = []
-        dctx = zstandard.ZstdDecompressor()
-        for e in entries:
-            target = root / e.path if e.path else root
-            xattrs = {k: base64.b64decode(v) for k, v in e.xattrs.items()}
-            if e.type == "dir":
-                target.mkdir(exist_ok=(e.path == ""))
-                for k, v in xattrs.items():
-                    with contextlib.suppress(PermissionError):
-                        os.setxattr(target, k, v, follow_symlinks=False)
-                dirs.append((target, e))
-                continue
-            if e.type == "hardlink":
-                assert e.target is not None
-                os.link(root / e.target, target)
-                continue
-            if e.type == "file":
-                with open(target, "xb") as f:
-                    for d in e.chunks:
-                        try:
-                            with open(self.blob_path(d), "rb") as b:
-                                f.write(dctx.decompress(b.read()))
-                        except FileNotFoundError:
-                            raise FaasdError(f"snapshot blob {d} is missing (store damaged?)") from None
-            elif e.type == "symlink":
-                assert e.target is not None
-                os.symlink(e.target, target)
-            elif e.type in ("char", "block", "fifo"):
-                os.mknod(target, e.mode, e.rdev)
-            apply_metadata(target, e.mode, e.uid, e.gid, xattrs, e.mtime_ns, e.type == "symlink")
-        for target, e in reversed(dirs):
-            apply_metadata(target, e.mode, e.uid, e.gid, {}, e.mtime_ns, False)
-
-
-def _b64(x: dict[str, bytes]) -> dict[str, str]:
-    return {k: base64.b64encode(v).decode() for k, v in x.items()}

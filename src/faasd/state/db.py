@@ -8,20 +8,21 @@ can write concurrently; PostgreSQL is used through psycopg 3 (``postgresql+psyco
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from faasd.errors import RuntimeFailure
-from faasd.state.models import Base
+
+log = logging.getLogger("faasd.state")
 
 
 def _normalise_url(url: str) -> str:
@@ -54,6 +55,7 @@ class Database:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._before_session: list[Callable[[], None]] = []
+        self._migrated = False
 
     def add_before_session(self, hook: Callable[[], None]) -> None:
         """Run ``hook`` before every :meth:`session` is handed out (write-behind buffers flush there, so
@@ -65,46 +67,30 @@ class Database:
             self._before_session.remove(hook)
 
     def create_all(self) -> None:
-        """Create missing tables, then add the columns a newer faasd added to existing tables."""
+        """Bring the schema to this faasd's newest revision (:func:`faasd.state.migrate.upgrade`): creates
+        the tables of a new database, adopts one made before Alembic keeping its rows, runs the revisions
+        after an older one, and refuses one written by a newer faasd (:class:`StateVersionError`). Done
+        once per handle."""
+        if self._migrated:
+            return
+        from faasd.state.migrate import head_revision, upgrade
+
+        where = make_url(self.url).render_as_string(hide_password=True)
         try:
-            Base.metadata.create_all(self.engine)
-            self._add_missing_columns()
+            before = upgrade(self.engine, where=where)
         except OperationalError as exc:
             raise RuntimeFailure(
-                f"cannot open the database at {make_url(self.url).render_as_string(hide_password=True)}: "
-                f"{exc.orig}; check FAASD_DATABASE_URL and that the server is reachable"
+                f"cannot open the database at {where}: {exc.orig}; check FAASD_DATABASE_URL and that the "
+                "server is reachable"
             ) from exc
-
-    def _add_missing_columns(self) -> list[str]:
-        """Additive schema upgrades: a column the models have and an existing table lacks is added with its
-        scalar default (a database written by an older faasd keeps working). Returns ``table.column``
-        names added. Anything else (renames, type changes) needs a real migration."""
-        added: list[str] = []
-        insp = inspect(self.engine)
-        existing_tables = set(insp.get_table_names())
-        with self.engine.begin() as conn:
-            for table in Base.metadata.sorted_tables:
-                if table.name not in existing_tables:
-                    continue
-                have = {c["name"] for c in insp.get_columns(table.name)}
-                for col in table.columns:
-                    if col.name in have:
-                        continue
-                    kind = col.type.compile(self.engine.dialect)
-                    ddl = f"ALTER TABLE {table.name} ADD COLUMN {col.name} {kind}"
-                    default = col.default.arg if isinstance(col.default, ScalarElementColumnDefault) else None
-                    if default is not None:
-                        ddl += " DEFAULT " + _literal(default)
-                        if not col.nullable:
-                            ddl += " NOT NULL"
-                    elif not col.nullable:
-                        raise RuntimeFailure(
-                            f"the database lacks column {table.name}.{col.name}, which has no default to "
-                            "fill existing rows with: this upgrade needs a migration"
-                        )
-                    conn.execute(text(ddl))
-                    added.append(f"{table.name}.{col.name}")
-        return added
+        if before != (head_revision(),):
+            log.info(
+                "database %s: schema upgraded from %s to revision %s",
+                where,
+                before or "none",
+                head_revision(),
+            )
+        self._migrated = True
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -124,16 +110,6 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
-
-
-def _literal(value: object) -> str:
-    if isinstance(value, bool):
-        return "TRUE" if value else "FALSE"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return "'" + value.replace("'", "''") + "'"
-    raise RuntimeFailure(f"cannot write the default {value!r} into a schema upgrade")
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -15,9 +15,7 @@ from typing import Any
 
 import pytest
 
-from faasd.config import Settings
-from faasd.errors import RuntimeFailure
-from faasd.images.base import (
+from faasd.baseimages import (
     LABEL_RECIPE_HASH,
     RECIPES,
     archive_path,
@@ -25,6 +23,8 @@ from faasd.images.base import (
     build_base,
     ensure_base_images,
 )
+from faasd.config import Settings
+from faasd.errors import RuntimeFailure
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -188,7 +188,7 @@ def test_interrupted_build_leaves_no_dir_mount_or_process(private_cache: Path) -
     """Ctrl-C while debootstrap has proc/sys mounted inside the target: everything is cleaned up."""
     env = dict(os.environ, FAASD_CACHE_DIR=str(private_cache), PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "faasd.images.base", "build", "python", "--rebuild"],
+        [sys.executable, "-m", "faasd.baseimages", "build", "python", "--rebuild"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=env,

@@ -49,7 +49,7 @@ class FuzzDaemon:
 def fuzz_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzDaemon]:
     if os.geteuid() != 0:
         pytest.skip("the daemon needs root (runc)")
-    from faasd.images.base import ensure_base_images
+    from faasd.baseimages import ensure_base_images
     from faasd.images.store import ImageStore
 
     base = tmp_path_factory.mktemp("fuzzd")

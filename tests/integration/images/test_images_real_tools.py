@@ -13,8 +13,8 @@ import pytest
 from faasd.config import Settings
 from faasd.errors import StorageFullError
 from faasd.images import ImageConfig, ImageStore
-from faasd.images import testbuild as tb
-from faasd.images.testbuild import F
+from fixtures import images as tb
+from fixtures.images import F
 
 pytestmark = pytest.mark.integration
 

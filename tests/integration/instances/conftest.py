@@ -21,7 +21,7 @@ def _fast_ttl(p: Platform) -> None:
 @pytest.fixture
 async def inst_env(settings: Settings) -> AsyncIterator[InstanceEnv]:
     from faasd.api.app import create_app
-    from faasd.images.base import ensure_base_images
+    from faasd.baseimages import ensure_base_images
     from faasd.images.store import ImageStore
 
     store = ImageStore(settings)

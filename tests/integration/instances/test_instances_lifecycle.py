@@ -293,7 +293,7 @@ async def test_reconcile_marks_vanished_instances_stopped(inst_env: InstanceEnv)
     await inst_env.client.post(f"/api/v1/instances/{iid}/stop")
     await inst_env.client.post(f"/api/v1/instances/{iid}/start")
     # the sandbox vanishes behind the service's back (as after a daemon crash)
-    live = svc._live.pop(iid)
+    live = svc.registry.live.pop(iid)
     await live.sandbox.destroy()
     assert svc.reconcile() == [iid]
     got = (await inst_env.client.get(f"/api/v1/instances/{iid}")).json()

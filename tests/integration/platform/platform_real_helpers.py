@@ -53,7 +53,7 @@ def direct_addresses_left(settings: Settings) -> list[str]:
 
 
 def build_function_image(settings: Settings, ref: str, tmp: Path) -> object:
-    from faasd.images.base import ensure_base_images
+    from faasd.baseimages import ensure_base_images
     from faasd.images.store import ImageStore
 
     store = ImageStore(settings)

@@ -17,7 +17,7 @@ from faasd.errors import InvalidInputError
 from faasd.platform.addresses import parse_pool
 from faasd.platform.core import Platform
 from faasd.platform.functions import FunctionSpec
-from faasd.platform.workers import Invocation
+from faasd.platform.worker_protocol import Invocation
 from faasd.state import FunctionAddress
 from faasd.testing.leaks import leak_checked_platform
 

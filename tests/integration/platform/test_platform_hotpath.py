@@ -14,7 +14,7 @@ import pytest
 
 from faasd.platform.core import Platform
 from faasd.platform.functions import FunctionSpec
-from faasd.platform.workers import Invocation
+from faasd.platform.worker_protocol import Invocation
 
 pytestmark = pytest.mark.integration
 

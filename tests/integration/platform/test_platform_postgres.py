@@ -18,7 +18,7 @@ import pytest
 from faasd.config import Settings
 from faasd.platform.core import Platform, PlatformOptions
 from faasd.platform.functions import FunctionSpec
-from faasd.platform.workers import Invocation
+from faasd.platform.worker_protocol import Invocation
 from faasd.state import Database, Execution
 
 pytestmark = pytest.mark.integration
@@ -88,14 +88,23 @@ def pg_url() -> Iterator[str]:
 
 @pytest.fixture
 def pg_db(pg_url: str) -> Iterator[Database]:
-    from faasd.state import Base
-
     db = Database(pg_url)
     assert not db.is_sqlite and db.url.startswith("postgresql+psycopg://")
     db.create_all()
     yield db
-    Base.metadata.drop_all(db.engine)
+    _drop_everything(db)
     db.dispose()
+
+
+def _drop_everything(db: Database) -> None:
+    from sqlalchemy import text
+
+    import faasd.state.instance_models  # noqa: F401
+    from faasd.state import Base
+
+    Base.metadata.drop_all(db.engine)
+    with db.engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
 
 
 def test_models_roundtrip_on_postgres(pg_db: Database) -> None:
@@ -143,3 +152,60 @@ async def test_services_on_postgres(pg_db: Database, tmp_path: Path) -> None:
     assert [ln.text for ln in p.logs.query("pgfn", tail=3)] == ["line1", "line2", "warn"]
     await p.close()
     await p.delete("pgfn")
+
+
+def test_pre_alembic_database_is_adopted_on_postgres(pg_url: str) -> None:
+    """A PostgreSQL database an older faasd made (create_all tables, one column and one table fewer, no
+    alembic_version) is upgraded to head keeping its rows; a second start changes nothing."""
+    from sqlalchemy import text
+
+    import faasd.state.instance_models  # noqa: F401
+    from faasd.state import Base, Function
+    from faasd.state.instance_models import Instance
+    from faasd.state.migrate import current_revisions, head_revision
+
+    old = Database(pg_url)
+    Base.metadata.create_all(old.engine)
+    try:
+        with old.engine.begin() as conn:
+            conn.execute(text("ALTER TABLE instances DROP COLUMN isolation"))
+            conn.execute(text("DROP TABLE jobs"))
+            conn.execute(
+                text(
+                    "INSERT INTO instances (id, status, auto_paused, cpu_cores, memory_mb, disk_gb, pids, "
+                    "env, ports, created_at, updated_at, last_active_at) VALUES ('in-pg', 'stopped', "
+                    "false, 1.0, 512, 1.0, 64, '{}', '[]', now(), now(), now())"
+                )
+            )
+        with old.session() as s:
+            s.add(Function(name="old-pg", image="img", invocation_count=3))
+        old.dispose()
+        db = Database(pg_url)
+        db.create_all()
+        with db.engine.connect() as conn:
+            assert current_revisions(conn) == (head_revision(),)
+        with db.session() as s:
+            inst = s.get(Instance, "in-pg")
+            assert inst is not None and inst.isolation == "runc" and inst.pids == 64
+            fn = s.get(Function, "old-pg")
+            assert fn is not None and fn.invocation_count == 3
+        db.dispose()
+    finally:
+        _drop_everything(old)
+        old.dispose()
+
+
+def test_newer_schema_revision_is_refused_on_postgres(pg_db: Database, pg_url: str) -> None:
+    from sqlalchemy import text
+
+    from faasd.errors import StateVersionError
+    from faasd.state.migrate import head_revision
+
+    with pg_db.engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0999'"))
+    newer = Database(pg_url)
+    with pytest.raises(StateVersionError) as err:
+        newer.create_all()
+    assert "0999" in err.value.message and head_revision() in err.value.message
+    assert "postgresql" in err.value.message
+    newer.dispose()

@@ -11,10 +11,10 @@ from platform_real_helpers import runc_containers
 from faasd.errors import CapacityError
 from faasd.platform.core import Platform
 from faasd.platform.errors import InvocationTimeoutError
-from faasd.platform.execute import ExecuteRequest
+from faasd.platform.exec_ephemeral import ExecuteRequest
 from faasd.platform.executions import Outcome, StreamStart
 from faasd.platform.functions import FunctionSpec
-from faasd.platform.workers import Invocation, StreamChunk
+from faasd.platform.worker_protocol import Invocation, StreamChunk
 
 pytestmark = pytest.mark.integration
 
@@ -143,7 +143,7 @@ async def test_exec_runtime_function(real_platform: Platform, unique_id: str) ->
 
 
 async def test_node_function(real_platform: Platform, unique_id: str, tmp_path: Path) -> None:
-    from faasd.images.base import ensure_base_images
+    from faasd.baseimages import ensure_base_images
 
     store = real_platform.images
     assert store is not None

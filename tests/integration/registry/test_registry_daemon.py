@@ -13,9 +13,9 @@ import pytest
 
 from faasd.config import Settings
 from faasd.images import ImageStore
-from faasd.images import testbuild as tb
 from faasd.sdk.errors import NotFound, RegistryError
 from faasd.testing.server import FaasdServer
+from fixtures import images as tb
 from fixtures.registry import Registry, busybox_image, docker_archive
 
 pytestmark = pytest.mark.integration

@@ -12,12 +12,12 @@ from faasd.content import digest as dg
 from faasd.errors import DigestMismatchError, NotFoundError, RegistryAuthError, RegistryError
 from faasd.images import ImageStore
 from faasd.images import models as m
-from faasd.images import testbuild as tb
 from faasd.images.models import Image
 from faasd.images.registry import CredentialStore, Puller, RegistryOptions
-from faasd.platform.execute import ExecuteRequest, ExecuteService
+from faasd.platform.exec_ephemeral import ExecuteRequest, ExecuteService
 from faasd.platform.pulls import ImageEnsurer
 from faasd.runtime.sandbox import SandboxManager
+from fixtures import images as tb
 from fixtures.registry import (
     PASSWORD,
     USER,

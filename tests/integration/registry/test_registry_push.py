@@ -12,8 +12,8 @@ import pytest
 from faasd.config import Settings
 from faasd.errors import NotFoundError, RegistryAuthError
 from faasd.images import ImageStore
-from faasd.images import testbuild as tb
 from faasd.images.registry import CredentialStore, Puller, Pusher, RegistryClient, RegistryOptions
+from fixtures import images as tb
 from fixtures.registry import PASSWORD, USER, Registry, busybox_image, docker_archive, docker_config
 
 pytestmark = pytest.mark.integration

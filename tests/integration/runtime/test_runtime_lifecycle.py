@@ -16,9 +16,9 @@ import pytest
 
 from faasd.config import Settings
 from faasd.errors import RuntimeFailure
-from faasd.runtime import SandboxManager, SandboxSpec
-from faasd.runtime import sandbox as sandbox_mod
+from faasd.runtime import SandboxManager, SandboxSpec, network, userns
 from faasd.runtime.models import UserNamespace
+from faasd.runtime.sandbox import create as create_mod
 
 pytestmark = pytest.mark.integration
 
@@ -78,7 +78,7 @@ async def test_exception_mid_create_is_cleaned_up(manager: SandboxManager, make_
     def boom(*a: object, **k: object) -> None:
         raise RuntimeError("injected failure after overlay and netns were set up")
 
-    monkeypatch.setattr(sandbox_mod, "build_config", boom)
+    monkeypatch.setattr(create_mod, "build_config", boom)
     with pytest.raises(RuntimeError, match="injected"):
         await manager.create(make_spec("true"))
     no_leaks()
@@ -87,7 +87,7 @@ async def test_exception_mid_create_is_cleaned_up(manager: SandboxManager, make_
 async def test_cancel_mid_create_is_cleaned_up(manager: SandboxManager, make_spec: Spec,
                                                monkeypatch: pytest.MonkeyPatch,
                                                no_leaks: Callable[[], None]) -> None:
-    real = sandbox_mod.network.acreate_netns
+    real = network.acreate_netns
     reached = asyncio.Event()
 
     async def slow(sandbox_id: str) -> Path:
@@ -96,11 +96,11 @@ async def test_cancel_mid_create_is_cleaned_up(manager: SandboxManager, make_spe
         await asyncio.sleep(30)
         return path
 
-    monkeypatch.setattr(sandbox_mod.network, "acreate_netns", slow)
+    monkeypatch.setattr(network, "acreate_netns", slow)
     spec = make_spec("true")
     if manager._wants_userns(spec):  # the netns is made with the sandbox's user namespace, in a thread
         loop = asyncio.get_running_loop()
-        real_ns = sandbox_mod.userns.pin_userns
+        real_ns = userns.pin_userns
 
         def slow_ns(sandbox_id: str, ns: UserNamespace) -> Path:
             path = real_ns(sandbox_id, ns)
@@ -108,7 +108,7 @@ async def test_cancel_mid_create_is_cleaned_up(manager: SandboxManager, make_spe
             time.sleep(1.0)
             return path
 
-        monkeypatch.setattr(sandbox_mod.userns, "pin_userns", slow_ns)
+        monkeypatch.setattr(userns, "pin_userns", slow_ns)
     task = asyncio.ensure_future(manager.create(spec))
     await asyncio.wait_for(reached.wait(), 20)
     task.cancel()

@@ -21,7 +21,8 @@ import pytest
 from faasd.config import Settings
 from faasd.rootfs import mounts
 from faasd.runtime import SandboxManager, SandboxSpec
-from faasd.runtime.checkpoint import DUMP_WORK_PREFIX, checkpoint, make_work_dir, work_dir_locked
+from faasd.runtime.checkpoint import checkpoint
+from faasd.runtime.criu_work import DUMP_WORK_PREFIX, make_work_dir, work_dir_locked
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +31,7 @@ Spec = Callable[..., SandboxSpec]
 HOLDER = r"""
 import subprocess, sys, time
 from pathlib import Path
-from faasd.runtime.checkpoint import make_work_dir
+from faasd.runtime.criu_work import make_work_dir
 work = Path(sys.argv[1])
 fd = make_work_dir(work)
 yard = work / ".criu.cgyard.test"

@@ -16,7 +16,7 @@ from faasd.testing.leaks import leak_checked_platform
 @pytest.fixture
 async def snap_env(settings: Settings, unique_id: str, tmp_path: Path) -> AsyncIterator[SnapEnv]:
     from faasd.api.app import create_app
-    from faasd.images.base import ensure_base_images
+    from faasd.baseimages import ensure_base_images
     from faasd.images.store import ImageStore
 
     store = ImageStore(settings)

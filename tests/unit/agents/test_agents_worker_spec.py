@@ -9,7 +9,8 @@ import pytest
 from faasd.errors import InvalidInputError
 from faasd.runtime import BindMount, NetworkSpec, SandboxSpec
 from faasd.runtime.agent_files import AGENT_SOCKET_IN_CONTAINER
-from faasd.runtime.workers import InvokeRequest, WorkerSpec, _cgi_env
+from faasd.runtime.workers import InvokeRequest, WorkerSpec
+from faasd.runtime.workers.exec_mode import cgi_env
 
 pytestmark = pytest.mark.unit
 
@@ -95,7 +96,7 @@ def test_invalid_specs(kw: dict[str, object], message: str) -> None:
 
 
 def test_watchdog_style_request_env() -> None:
-    env = _cgi_env(
+    env = cgi_env(
         InvokeRequest(
             method="PUT",
             path="/a/b",

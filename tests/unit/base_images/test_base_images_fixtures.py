@@ -1,4 +1,4 @@
-"""The shared test-image fixtures (tests/fixtures/images.py) build what they promise, with the real
+"""The shared test-image fixtures (tests/fixtures/images/) build what they promise, with the real
 tools: 3 layers, file and directory whiteouts, an opaque directory, docker-archive + OCI archive."""
 
 from __future__ import annotations

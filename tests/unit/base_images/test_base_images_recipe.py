@@ -11,20 +11,24 @@ from typing import Any
 
 import pytest
 
-from faasd.errors import InvalidInputError, NotFoundError, RuntimeFailure
-from faasd.images import base
-from faasd.images.base import (
+import faasd.baseimages as base
+from faasd.baseimages import (
     LABEL_RECIPE_HASH,
     RECIPES,
     TRIM_RULES,
     TrimRule,
     apply_trim_rules,
     archive_path,
+    build,
+    cli,
     decide,
+    ensure,
     get_recipe,
+    recipes,
     stale_archives,
     upstream_version,
 )
+from faasd.errors import InvalidInputError, NotFoundError, RuntimeFailure
 
 pytestmark = pytest.mark.unit
 
@@ -68,13 +72,13 @@ def test_recipe_hash_ignores_package_order_and_duplicates() -> None:
 
 def test_recipe_hash_changes_with_builder_version(monkeypatch: pytest.MonkeyPatch) -> None:
     before = PY.recipe_hash()
-    monkeypatch.setattr(base, "BUILDER_VERSION", base.BUILDER_VERSION + "-next")
+    monkeypatch.setattr(recipes, "BUILDER_VERSION", recipes.BUILDER_VERSION + "-next")
     assert PY.recipe_hash() != before
 
 
 def test_recipe_hash_does_not_depend_on_the_mirror(monkeypatch: pytest.MonkeyPatch) -> None:
     before = PY.recipe_hash()
-    monkeypatch.setenv(base.MIRROR_ENV, "http://mirror.invalid/debian")
+    monkeypatch.setenv(recipes.MIRROR_ENV, "http://mirror.invalid/debian")
     assert PY.recipe_hash() == before
 
 
@@ -349,7 +353,7 @@ def test_ensure_imports_cached_archives_once_then_does_nothing(
     def no_build(*a: Any, **k: Any) -> None:
         raise AssertionError("must not build when the archive is cached")
 
-    monkeypatch.setattr(base, "_build_into", no_build)
+    monkeypatch.setattr(build, "_build_into", no_build)
     store = _RecordingStore(settings)
     events: list[tuple[str, str]] = []
     images = base.ensure_base_images(store, progress=lambda p, m: events.append((p, m)))  # type: ignore[arg-type]
@@ -370,7 +374,7 @@ def test_hash_command_prints_the_archive_paths(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("FAASD_CACHE_DIR", str(tmp_path))
-    assert base.main(["hash", "python"]) == 0
+    assert cli.main(["hash", "python"]) == 0
     out = capsys.readouterr().out.split()
     assert out == ["python", PY.recipe_hash(), str(archive_path(PY, tmp_path))]
 
@@ -394,7 +398,7 @@ def test_ensure_rebuilds_a_cached_archive_the_store_rejects(
                 raise InvalidInputError("layer digest mismatch")
             return super().import_archive(path, ref=ref, progress=progress)
 
-    monkeypatch.setattr(base, "build_archive", fake_build)
+    monkeypatch.setattr(ensure, "build_archive", fake_build)
     store = _CorruptOnce(settings)
     images = base.ensure_base_images(store, ["python"])  # type: ignore[arg-type]
     assert builds == [("python", True)]

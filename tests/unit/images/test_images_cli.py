@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from faasd.cli.images import image_app
 from faasd.config import Settings
-from faasd.images import testbuild as tb
+from fixtures import images as tb
 
 pytestmark = [pytest.mark.unit, pytest.mark.skipif(os.geteuid() != 0, reason="overlay layer dirs need root")]
 
@@ -55,7 +55,7 @@ def test_import_error_is_reported(env: Settings, tmp_path: Path) -> None:
 
 
 def test_build_base_progress_adapter() -> None:
-    """faasd.images.base reports progress as (phase, message); the bar accepts both that and ProgressEvent."""
+    """faasd.baseimages reports progress as (phase, message); the bar accepts both that and ProgressEvent."""
     from faasd.cli.images import _Bar, _progress
     from faasd.images import ProgressEvent
 

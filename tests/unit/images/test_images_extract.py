@@ -13,7 +13,7 @@ import pytest
 from faasd.errors import InvalidInputError
 from faasd.images import ExtractLimits, apply_layers, flatten_layer_dirs, unpack_layer
 from faasd.images.extract import OVERLAY_OPAQUE_XATTR
-from faasd.images.testbuild import D, Entry, F, H, L, compress, layer_tar, sha, three_layer_image
+from fixtures.images import D, Entry, F, H, L, compress, layer_tar, sha, three_layer_image
 
 pytestmark = pytest.mark.unit
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="overlay whiteouts need CAP_MKNOD/CAP_SYS_ADMIN")

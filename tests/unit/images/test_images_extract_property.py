@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from faasd.errors import InvalidInputError
 from faasd.images import flatten_layer_dirs, unpack_layer
-from faasd.images.testbuild import Entry, layer_tar, snapshot_tree
+from fixtures.images import Entry, layer_tar, snapshot_tree
 
 pytestmark = pytest.mark.unit
 

@@ -10,7 +10,7 @@ import pytest
 import faasd
 from faasd.errors import InvalidInputError
 from faasd.images.models import ImageConfig
-from faasd.images.testbuild import D, Entry, F, L, build_image, write_docker_archive
+from fixtures.images import D, Entry, F, L, build_image, write_docker_archive
 
 pytestmark = pytest.mark.unit
 

@@ -15,8 +15,8 @@ import pytest
 from faasd.config import Settings
 from faasd.errors import InvalidInputError
 from faasd.images import ExtractLimits, ImageStore
-from faasd.images import testbuild as tb
-from faasd.images.testbuild import D, Entry, F, H, L
+from fixtures import images as tb
+from fixtures.images import D, Entry, F, H, L
 
 pytestmark = [pytest.mark.unit, pytest.mark.skipif(os.geteuid() != 0, reason="overlay layer dirs need root")]
 

@@ -13,8 +13,8 @@ import pytest
 from faasd.config import Settings
 from faasd.errors import ConflictError, InvalidInputError, NotFoundError
 from faasd.images import ImageConfig, ImageStore, ProgressEvent, apply_layers, normalize_ref
-from faasd.images import testbuild as tb
-from faasd.images.testbuild import D, F, L
+from fixtures import images as tb
+from fixtures.images import D, F, L
 
 pytestmark = [pytest.mark.unit, pytest.mark.skipif(os.geteuid() != 0, reason="overlay layer dirs need root")]
 

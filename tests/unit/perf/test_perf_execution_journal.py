@@ -20,7 +20,13 @@ from faasd.config import Settings
 from faasd.errors import NotFoundError
 from faasd.platform.core import Platform, PlatformOptions
 from faasd.platform.functions import FunctionSpec
-from faasd.platform.workers import Invocation, InvocationResult, StreamChunk, StreamEvent, WorkerConfig
+from faasd.platform.worker_protocol import (
+    Invocation,
+    InvocationResult,
+    StreamChunk,
+    StreamEvent,
+    WorkerConfig,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -238,7 +244,7 @@ async def test_function_update_is_seen_by_the_next_invocation(plat: Platform) ->
 
 
 async def test_large_bodies_are_written_at_once(plat: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
-    from faasd.platform import executions
+    from faasd.platform.executions import journal as executions
 
     monkeypatch.setattr(executions, "JOURNAL_MAX_BYTES", 1000)
     plat.executions.journal.delay_s = 60.0

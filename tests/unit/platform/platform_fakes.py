@@ -1,4 +1,4 @@
-"""Test doubles for the worker seam (:class:`faasd.platform.workers.PoolWorker` / ``WorkerFactory``).
+"""Test doubles for the worker seam (:class:`faasd.platform.worker_protocol.PoolWorker` / ``WorkerFactory``).
 
 Unit tests of orchestration logic only: integration tests use the real runtime.
 """
@@ -9,7 +9,13 @@ import asyncio
 import itertools
 from collections.abc import AsyncIterator, Callable
 
-from faasd.platform.workers import Invocation, InvocationResult, StreamChunk, StreamEvent, WorkerConfig
+from faasd.platform.worker_protocol import (
+    Invocation,
+    InvocationResult,
+    StreamChunk,
+    StreamEvent,
+    WorkerConfig,
+)
 
 _ids = itertools.count(1)
 

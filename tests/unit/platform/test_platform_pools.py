@@ -9,7 +9,7 @@ from platform_fakes import FakeFactory
 
 from faasd.errors import CapacityError, InvalidInputError, NotFoundError
 from faasd.platform.pools import PoolConfig, WarmPool
-from faasd.platform.workers import Invocation, WorkerConfig
+from faasd.platform.worker_protocol import Invocation, WorkerConfig
 
 pytestmark = pytest.mark.unit
 

@@ -16,7 +16,7 @@ from faasd.platform.core import Platform
 from faasd.platform.errors import InvocationTimeoutError, RateLimitedError
 from faasd.platform.functions import FunctionSpec
 from faasd.platform.keys import KeyInfo, RateLimiter
-from faasd.platform.workers import Invocation
+from faasd.platform.worker_protocol import Invocation
 from faasd.state import Execution
 
 pytestmark = pytest.mark.unit
@@ -192,7 +192,7 @@ async def test_scale_persists_and_prewarms(platform: Platform, fake_factory: Fak
 
 async def test_stream_session(platform: Platform) -> None:
     from faasd.platform.executions import Outcome, StreamStart
-    from faasd.platform.workers import StreamChunk
+    from faasd.platform.worker_protocol import StreamChunk
 
     await platform.deploy(spec())
     session = await platform.executions.open_stream("hello", Invocation(body=b"a b"))

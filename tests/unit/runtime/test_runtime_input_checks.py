@@ -8,7 +8,7 @@ import pytest
 
 from faasd.api.errors import loads_json
 from faasd.errors import InvalidInputError
-from faasd.platform.execute import ExecuteRequest
+from faasd.platform.exec_ephemeral import ExecuteRequest
 from faasd.platform.functions import FunctionSpec
 from faasd.platform.instances import ExecRequest, StartInstanceRequest
 from faasd.rootfs import TMPFS_MAX_MB, choose_backend

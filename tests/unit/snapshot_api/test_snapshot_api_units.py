@@ -16,7 +16,7 @@ from faasd.errors import CapacityError, InvalidInputError, NotFoundError
 from faasd.platform.functions import BRANCH_FROM_ANNOTATION, FunctionSpec, to_spec
 from faasd.platform.pools import PoolConfig, WarmPool
 from faasd.platform.snapshots import version_key
-from faasd.platform.workers import Invocation, InvocationResult, StreamEvent, WorkerConfig
+from faasd.platform.worker_protocol import Invocation, InvocationResult, StreamEvent, WorkerConfig
 from faasd.sdk import Client
 from faasd.snapshots.service import common_base
 from faasd.snapshots.store import SnapshotMeta, SnapshotStore

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from faasd.errors import ConflictError, InvalidInputError, NotFoundError, StorageFullError
+from faasd.snapshots import blobs as blobs_mod
 from faasd.snapshots import store as store_mod
 from faasd.snapshots.fstree import walk_sorted
 from faasd.snapshots.store import SnapshotMeta, SnapshotStore
@@ -159,7 +160,7 @@ def test_enospc_rolls_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     files["big"] = os.urandom(store_mod.CHUNK_SIZE * 3)  # several chunks in flight on the pool
     src = _tree(tmp_path / "a", files | {"kept": b"k" * 100})
     calls = {"n": 0}
-    real = store_mod.SnapshotStore._store_chunk
+    real = blobs_mod.BlobStore._store_chunk
 
     def failing(self, chunk):  # type: ignore[no-untyped-def]
         calls["n"] += 1
@@ -167,7 +168,7 @@ def test_enospc_rolls_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(self, chunk)
 
-    monkeypatch.setattr(store_mod.SnapshotStore, "_store_chunk", failing)
+    monkeypatch.setattr(blobs_mod.BlobStore, "_store_chunk", failing)
     with pytest.raises(StorageFullError):
         st.create({"upper": src})
     assert [s.id for s in st.list()] == [keep.id]

@@ -1,0 +1,212 @@
+"""The write-behind journal of sync/stream execution records (:class:`ExecutionJournal`)."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import logging
+import threading
+from typing import Any, cast
+
+from sqlalchemy import Table, bindparam, func, insert, update
+from sqlalchemy.exc import IntegrityError
+
+from faasd.state import Database, Execution, Function
+
+log = logging.getLogger(__name__)
+
+JOURNAL_DELAY_S = 0.05
+"""How long a sync/stream execution record may wait in memory before it is written (batched)."""
+JOURNAL_MAX_PENDING = 512
+"""Pending operations that trigger an immediate write."""
+JOURNAL_MAX_BYTES = 8 * 1024 * 1024
+"""Pending request/result bodies (bytes) that trigger an immediate write (bounds the buffer's memory)."""
+JOURNAL_RETRY_S = 1.0
+JOURNAL_MAX_BUFFER = 100_000
+"""Beyond this many unwritten operations (database down for a long time) the oldest are dropped."""
+
+_FINISH_DEFAULTS: dict[str, Any] = {
+    "finished_at": None,
+    "http_status": None,
+    "result_body": None,
+    "result_truncated": False,
+    "result_headers": {},
+    "error": None,
+    "exit_code": None,
+    "stdout": "",
+    "stderr": "",
+    "cold_start": None,
+    "init_ms": None,
+    "wait_ms": None,
+    "run_ms": None,
+}
+"""Columns a finish may set, with the model's defaults (every inserted row carries all of them so that
+one ``executemany`` INSERT fits a whole batch)."""
+
+
+class ExecutionJournal:
+    """Write-behind buffer for the ``executions`` rows of **sync and stream** invocations.
+
+    The sync hot path only appends to an in-memory list; the rows are written in batches (one
+    transaction, Core ``executemany``) at most :data:`JOURNAL_DELAY_S` later, and a create and a finish
+    of the same execution that meet in one batch become a single INSERT of the final row. Per function,
+    ``invocation_count`` is bumped once per batch by the number of finished invocations.
+
+    Guarantees:
+
+    * **Order and read-your-writes.** Operations are written in the order they were recorded. The
+      journal is registered as a :meth:`Database.add_before_session` hook, so *every* ORM session
+      (the API's execution/function reads, direct writes such as async records, prune, tests) first
+      writes whatever is pending: nobody reading through a session sees a stale record or count.
+    * **Shutdown.** :meth:`close` (called by :meth:`ExecutionService.stop`, and ``Platform.close``
+      flushes again at its very end) writes everything; records made after ``close`` are written at
+      once.
+    * **Crash.** A daemon crash loses at most the last :data:`JOURNAL_DELAY_S` of *sync/stream*
+      records (their callers lose their connection anyway; rows already written ``running`` are failed
+      by :meth:`ExecutionService.reconcile` as before). **Async invocations never go through the
+      journal**: their rows are written (and committed) before the 202, and their results are written
+      directly, as before.
+    """
+
+    def __init__(self, db: Database, *, delay_s: float = JOURNAL_DELAY_S) -> None:
+        self.db = db
+        self.delay_s = delay_s
+        self._ops: builtins.list[tuple[str, str, dict[str, Any]]] = []
+        self._bytes = 0
+        self._lock = threading.RLock()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+        self.batches_written = 0
+        table = cast(Table, Execution.__table__)
+        self._insert = insert(table)
+        self._updates: dict[tuple[str, ...], Any] = {}
+        self._table = table
+        ft = cast(Table, Function.__table__)
+        self._count = (
+            update(ft)
+            .where(ft.c.name == bindparam("_name"))
+            .values(invocation_count=func.coalesce(ft.c.invocation_count, 0) + bindparam("_n"))
+        )
+        db.add_before_session(self._before_session)
+
+    @property
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._ops)
+
+    # -- recording (event loop or any thread) --------------------------------------------------
+    def create(self, row: dict[str, Any]) -> None:
+        self._record(("create", str(row["id"]), row))
+
+    def finish(self, ex_id: str, function: str, values: dict[str, Any]) -> None:
+        self._record(("finish", ex_id, {**values, "_function": function}))
+
+    def _record(self, op: tuple[str, str, dict[str, Any]]) -> None:
+        values = op[2]
+        size = len(values.get("request_body") or b"") + len(values.get("result_body") or b"")
+        with self._lock:
+            self._ops.append(op)
+            self._bytes += size
+            n, total = len(self._ops), self._bytes
+        if self._closed or n >= JOURNAL_MAX_PENDING or total >= JOURNAL_MAX_BYTES:
+            self.flush()
+            return
+        self._schedule(self.delay_s)
+
+    def _schedule(self, delay: float) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not in an event loop thread: write now
+            self.flush()
+            return
+        if self._timer is not None and self._timer_loop is loop:
+            return
+        self._timer_loop = loop
+        self._timer = loop.call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if not self.flush() and not self._closed:
+            self._timer = asyncio.get_running_loop().call_later(JOURNAL_RETRY_S, self._on_timer)
+
+    def _before_session(self) -> None:
+        self.flush()
+
+    # -- writing ---------------------------------------------------------------------------------
+    def flush(self) -> bool:
+        """Write everything recorded so far (synchronously, in the caller's thread). Returns False when
+        the database refused the batch: it is kept (in order) and retried by the timer or next flush."""
+        with self._lock:  # held while writing: a concurrent reader waits until the rows are there
+            if not self._ops:
+                return True
+            ops, self._ops = self._ops, []
+            self._bytes = 0
+            try:
+                try:
+                    self._write(ops)
+                except IntegrityError:
+                    self._write_one_by_one(ops)
+            except Exception:
+                log.exception("writing %d execution record(s) failed; will retry", len(ops))
+                self._ops[:0] = ops
+                if len(self._ops) > JOURNAL_MAX_BUFFER:
+                    dropped = len(self._ops) - JOURNAL_MAX_BUFFER
+                    del self._ops[:dropped]
+                    log.error("dropped the %d oldest unwritten execution record(s)", dropped)
+                return False
+            return True
+
+    def _write_one_by_one(self, ops: builtins.list[tuple[str, str, dict[str, Any]]]) -> None:
+        for op in ops:
+            try:
+                self._write([op])
+            except Exception:
+                log.exception("cannot write execution record %s (%s); dropped", op[1], op[0])
+
+    def _write(self, ops: builtins.list[tuple[str, str, dict[str, Any]]]) -> None:
+        inserts: dict[str, dict[str, Any]] = {}
+        updates: builtins.list[dict[str, Any]] = []
+        counts: dict[str, int] = {}
+        for kind, ex_id, values in ops:
+            if kind == "create":
+                inserts[ex_id] = {**_FINISH_DEFAULTS, **values}
+                continue
+            vals = dict(values)
+            fn_name = vals.pop("_function")
+            counts[fn_name] = counts.get(fn_name, 0) + 1
+            row = inserts.get(ex_id)
+            if row is not None:
+                row.update(vals)
+            else:
+                updates.append({"_id": ex_id, **vals})
+        t = self._table
+        with self.db.engine.begin() as conn:
+            if inserts:
+                conn.execute(self._insert, list(inserts.values()))
+            by_shape: dict[tuple[str, ...], builtins.list[dict[str, Any]]] = {}
+            for u in updates:
+                by_shape.setdefault(tuple(sorted(k for k in u if k != "_id")), []).append(u)
+            for shape, params in by_shape.items():
+                stmt = self._updates.get(shape)
+                if stmt is None:
+                    stmt = self._updates[shape] = (
+                        update(t).where(t.c.id == bindparam("_id")).values({k: bindparam(k) for k in shape})
+                    )
+                conn.execute(stmt, params)
+            if counts:
+                conn.execute(self._count, [{"_name": k, "_n": n} for k, n in counts.items()])
+        self.batches_written += 1
+
+    def reopen(self) -> None:
+        """Buffer again after :meth:`close` (the service was restarted)."""
+        self._closed = False
+
+    def close(self) -> None:
+        """Write everything and write later records at once. Idempotent; keeps the session hook (so a
+        record made after close is still visible to readers)."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.flush()

@@ -1,0 +1,331 @@
+"""The execution service: sync invocations, streams and async submissions of deployed functions, with
+their ``executions`` records and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from sqlalchemy import bindparam, select
+
+from faasd.errors import CapacityError, FaasdError, InvalidInputError, NotFoundError
+from faasd.platform.errors import InvocationTimeoutError
+from faasd.platform.executions.async_queue import AsyncQueue
+from faasd.platform.executions.journal import ExecutionJournal
+from faasd.platform.executions.records import (
+    EXECUTION_RETENTION_S,
+    STORED_BODY_LIMIT,
+    TIMEOUT_GRACE_S,
+    Outcome,
+    ReconcileReport,
+    cut,
+    final_status,
+    forwardable_headers,
+    log_text,
+    new_execution_id,
+)
+from faasd.platform.executions.streaming import StreamSession, release_handle
+from faasd.platform.functions import FunctionService
+from faasd.platform.logs import LogService
+from faasd.platform.metrics import Metrics
+from faasd.platform.runner import FunctionRunner, Handle
+from faasd.platform.worker_protocol import Invocation, InvocationResult
+from faasd.state import Database, Execution, Function
+from faasd.state.models import utcnow
+
+log = logging.getLogger(__name__)
+
+
+class ExecutionService:
+    def __init__(
+        self,
+        db: Database,
+        functions: FunctionService,
+        runner: FunctionRunner,
+        logs: LogService,
+        metrics: Metrics,
+        *,
+        max_async_concurrency: int = 16,
+        poll_interval_s: float = 1.0,
+        callback_timeout_s: float = 10.0,
+        max_payload_bytes: int = 6 * 1024 * 1024,
+    ) -> None:
+        self.db = db
+        self.functions = functions
+        self.runner = runner
+        self.logs = logs
+        self.metrics = metrics
+        self.max_async_concurrency = max_async_concurrency
+        self.poll_interval_s = poll_interval_s
+        self.callback_timeout_s = callback_timeout_s
+        self.max_payload_bytes = max_payload_bytes
+        self.journal = ExecutionJournal(db)
+        """Write-behind for sync/stream execution records (see :class:`ExecutionJournal`)."""
+        self._fn_query = select(Function.__table__).where(Function.__table__.c.name == bindparam("name"))
+        self._fn_cache: dict[str, tuple[int, Function]] = {}
+        self.queue = AsyncQueue(self)
+        """The async invocations (see :class:`AsyncQueue`)."""
+
+    # -- records ------------------------------------------------------------------------------
+    def get(self, execution_id: str) -> Execution:
+        with self.db.session() as s:
+            ex = s.get(Execution, execution_id)
+            if ex is None:
+                raise NotFoundError(f"execution {execution_id!r} does not exist", id=execution_id)
+            return ex
+
+    def list(
+        self, function: str | None = None, status: str | None = None, limit: int = 50
+    ) -> list[Execution]:
+        with self.db.session() as s:
+            q = select(Execution)
+            if function:
+                q = q.where(Execution.function == function)
+            if status:
+                q = q.where(Execution.status == status)
+            return list(s.scalars(q.order_by(Execution.created_at.desc()).limit(limit)))
+
+    def _create(
+        self, fn: Function, inv: Invocation, kind: str, *, status: str, callback_url: str | None = None
+    ) -> Execution | None:
+        """Record a new execution. Async rows are committed before this returns (the 202 promises
+        durability) and returned; sync/stream rows go through the write-behind :attr:`journal`."""
+        if kind == "async":
+            body, truncated = inv.body, False
+        else:
+            body, truncated = cut(inv.body, STORED_BODY_LIMIT)
+        now = utcnow()
+        row: dict[str, Any] = {
+            "id": inv.execution_id or new_execution_id(),
+            "function": fn.name,
+            "kind": kind,
+            "status": status,
+            "request_body": body,
+            "request_truncated": truncated,
+            "request_headers": dict(inv.headers),
+            "request_path": inv.path,
+            "request_method": inv.method,
+            "request_query": inv.query,
+            "callback_url": callback_url,
+            "created_at": now,
+            "attempts": 1 if status == "running" else 0,
+            "started_at": now if status == "running" else None,
+            "not_before": None,
+        }
+        if kind != "async":
+            self.journal.create(row)
+            return None
+        ex = Execution(**row)
+        with self.db.session() as s:
+            s.add(ex)
+        return ex
+
+    def _finish(
+        self,
+        ex_id: str,
+        fn_name: str,
+        outcome: Outcome | None,
+        *,
+        status: str | None = None,
+        error: str | None = None,
+        durable: bool = False,
+    ) -> None:
+        """Record the end of an execution and count the invocation. ``durable`` (async executions):
+        committed before this returns; otherwise through the write-behind :attr:`journal`."""
+        values: dict[str, Any] = {"finished_at": utcnow()}
+        if outcome is not None:
+            r = outcome.result
+            values["result_body"], values["result_truncated"] = cut(r.body, STORED_BODY_LIMIT)
+            values.update(
+                status=outcome.status,
+                http_status=r.status,
+                result_headers=dict(r.headers),
+                error=r.error,
+                exit_code=r.exit_code,
+                stdout=log_text(r.stdout),
+                stderr=log_text(r.stderr),
+                cold_start=outcome.cold,
+                init_ms=outcome.init_ms,
+                wait_ms=outcome.wait_ms,
+                run_ms=outcome.run_ms,
+            )
+        else:
+            values.update(status=status or "failed", error=error)
+        if durable:
+            with self.db.session() as s:
+                ex = s.get(Execution, ex_id)
+                if ex is None:
+                    return
+                for k, v in values.items():
+                    setattr(ex, k, v)
+                fn = s.get(Function, fn_name)
+                if fn is not None:
+                    fn.invocation_count = (fn.invocation_count or 0) + 1
+        else:
+            self.journal.finish(ex_id, fn_name, values)
+        if outcome is not None and (outcome.result.stdout or outcome.result.stderr):
+            try:
+                # a session: the journal writes the execution row first (log lines reference it)
+                self.logs.append(
+                    fn_name,
+                    ex_id,
+                    getattr(outcome, "instance", None),
+                    outcome.result.stdout,
+                    outcome.result.stderr,
+                )
+            except Exception:
+                log.exception("storing log lines of %s failed", ex_id)
+
+    def _function(self, name: str) -> Function:
+        """The function record for an invocation, read with one Core ``SELECT`` (a fraction of an ORM
+        session's cost) into a detached :class:`Function`. Not through a session on purpose: that would
+        flush the journal on every request and defeat its batching (only ``invocation_count`` /
+        ``updated_at`` may lag here, and an invocation reads neither). Unknown names go through
+        :meth:`FunctionService.get`, which raises the 404. Records are cached until the function service
+        changes any function (its ``generation``), so the warm path reads no database at all."""
+        generation = self.functions.generation
+        cached = self._fn_cache.get(name)
+        if cached is not None and cached[0] == generation:
+            return cached[1]
+        with self.db.engine.connect() as conn:
+            row = conn.execute(self._fn_query, {"name": name}).first()
+        if row is None:
+            self._fn_cache.pop(name, None)
+            return self.functions.get(name)
+        fn = Function(**row._mapping)
+        if len(self._fn_cache) > 4096:
+            self._fn_cache.clear()
+        self._fn_cache[name] = (generation, fn)
+        return fn
+
+    # -- the invocation itself ----------------------------------------------------------------
+    async def _invoke_on(self, handle: Handle, inv: Invocation) -> tuple[InvocationResult, float]:
+        t0 = time.monotonic()
+        try:
+            async with asyncio.timeout(inv.timeout_s + TIMEOUT_GRACE_S):
+                result = await handle.worker.invoke(inv)
+        except TimeoutError:
+            result = InvocationResult(
+                status=504,
+                timed_out=True,
+                error=f"the function did not answer within its timeout of {inv.timeout_s:g} s",
+            )
+        run_ms = result.run_ms if result.run_ms is not None else (time.monotonic() - t0) * 1000
+        return result, run_ms
+
+    async def _run(self, fn: Function, inv: Invocation) -> Outcome:
+        handle = await self.runner.acquire(fn, timeout_s=max(fn.timeout_s, 1.0))
+        broken = True
+        try:
+            result, run_ms = await self._invoke_on(handle, inv)
+            broken = result.timed_out or not getattr(handle.worker, "alive", True)
+        finally:
+            await release_handle(handle, broken)
+        status = final_status(result)
+        self._observe(fn.name, status, handle.cold, handle.init_ms + handle.wait_ms + run_ms)
+        return Outcome(
+            inv.execution_id, status, result, handle.cold, handle.init_ms, handle.wait_ms, run_ms, fn.runtime
+        )
+
+    def _observe(self, name: str, status: str, cold: bool, duration_ms: float) -> None:
+        self.metrics.invocations.labels(name, status).inc()
+        self.metrics.duration.labels(name).observe(duration_ms / 1000)
+        (self.metrics.cold_starts if cold else self.metrics.warm_starts).labels(name).inc()
+        if status != "succeeded":
+            self.metrics.errors.labels("function_" + status).inc()
+
+    def _invocation(self, fn: Function, inv: Invocation, ex_id: str) -> Invocation:
+        return Invocation(
+            body=inv.body,
+            headers=forwardable_headers(inv.headers),
+            path=inv.path,
+            method=inv.method,
+            query=inv.query,
+            timeout_s=fn.timeout_s,
+            execution_id=ex_id,
+        )
+
+    async def invoke(self, name: str, inv: Invocation) -> Outcome:
+        """Synchronous invocation. Raises :class:`InvocationTimeoutError` (504) after recording a time-out."""
+        fn = self._function(name)
+        inv = self._invocation(fn, inv, inv.execution_id or new_execution_id())
+        self._create(fn, inv, "sync", status="running")
+        try:
+            outcome = await self._run(fn, inv)
+        except CapacityError:
+            self.metrics.invocations.labels(name, "rejected").inc()
+            self.metrics.errors.labels(CapacityError.code).inc()
+            self._finish(
+                inv.execution_id, name, None, status="failed", error="rejected: pool saturated (429)"
+            )
+            raise
+        except FaasdError as exc:
+            self.metrics.errors.labels(exc.code).inc()
+            self._finish(inv.execution_id, name, None, status="failed", error=exc.message)
+            raise
+        except BaseException as exc:
+            self._finish(inv.execution_id, name, None, status="failed", error=f"internal error: {exc!r}")
+            raise
+        self._finish(inv.execution_id, name, outcome)
+        if outcome.status == "timeout":
+            raise InvocationTimeoutError(
+                f"function {name!r} did not finish within its timeout of {fn.timeout_s:g} s; the worker was "
+                "stopped. Raise limits.timeout_s or make the function faster",
+                execution_id=inv.execution_id,
+                timeout_s=fn.timeout_s,
+            )
+        return outcome
+
+    # -- streaming ----------------------------------------------------------------------------
+    async def open_stream(self, name: str, inv: Invocation) -> StreamSession:
+        """Reserve a worker (so 404/429 surface before the stream starts) and return the session."""
+        fn = self._function(name)
+        inv = self._invocation(fn, inv, inv.execution_id or new_execution_id())
+        self._create(fn, inv, "stream", status="running")
+        try:
+            handle = await self.runner.acquire(fn, timeout_s=max(fn.timeout_s, 1.0))
+        except FaasdError as exc:
+            self.metrics.errors.labels(exc.code).inc()
+            self._finish(inv.execution_id, name, None, status="failed", error=exc.message)
+            raise
+        return StreamSession(self, fn, inv, handle)
+
+    # -- async --------------------------------------------------------------------------------
+    def submit(self, name: str, inv: Invocation, callback_url: str | None = None) -> Execution:
+        """Persist an async invocation (status ``queued``) and wake the loop. Durable before returning."""
+        fn = self.functions.get(name)
+        if callback_url is not None and not callback_url.startswith(("http://", "https://")):
+            raise InvalidInputError(f"callback URL {callback_url!r} must be an http:// or https:// URL")
+        inv = self._invocation(fn, inv, inv.execution_id or new_execution_id())
+        ex = self._create(fn, inv, "async", status="queued", callback_url=callback_url)
+        assert ex is not None
+        self.queue.wake()
+        return ex
+
+    def reconcile(self) -> ReconcileReport:
+        """See :meth:`AsyncQueue.reconcile`."""
+        return self.queue.reconcile()
+
+    def prune(self, older_than_s: float = EXECUTION_RETENTION_S) -> int:
+        """Delete finished executions older than ``older_than_s``; returns how many."""
+        return self.queue.prune(older_than_s)
+
+    def queued_count(self) -> int:
+        return self.queue.queued_count()
+
+    async def drain_once(self) -> int:
+        """Claim and start as many queued executions as there is room for; returns how many started."""
+        return await self.queue.drain_once()
+
+    def start(self) -> None:
+        self.queue.start()
+
+    async def wait_idle(self, timeout_s: float = 30.0) -> None:
+        """Wait until nothing is queued or running (tests, graceful shutdown)."""
+        await self.queue.wait_idle(timeout_s)
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Stop the async loop (see :meth:`AsyncQueue.stop`) and write the journal."""
+        await self.queue.stop(grace_s)

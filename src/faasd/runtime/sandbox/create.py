@@ -1,0 +1,209 @@
+"""The steps of creating (or restoring) a sandbox: io dir, user namespace, overlay rootfs, netns, config.json,
+stdio pipes, ``runc create`` / ``runc restore --detach``. :class:`~faasd.runtime.sandbox.SandboxManager`
+registers the sandbox first and undoes everything if a step fails."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from faasd.config import Settings
+from faasd.errors import RuntimeFailure
+from faasd.rootfs import OverlayRootfs, idmap
+from faasd.rootfs import mounts as _mounts
+from faasd.runtime import ksm, network, reaper, userns
+from faasd.runtime.models import IO_DIR_IN_CONTAINER, SandboxSpec
+from faasd.runtime.runc import read_log_errors
+from faasd.runtime.sandbox.output import OutputCallback, OutputCollector, collector_factory
+from faasd.runtime.sandbox.sandbox import Sandbox
+from faasd.runtime.sandbox.userns_setup import (
+    BINDS_ANNOTATION,
+    bind_origins,
+    idmap_binds,
+    restore_config,
+    restore_images_dir,
+    stage_root,
+)
+from faasd.runtime.spec import ContainerPaths, ProcessUser, build_config, resolve_user
+
+IO_DIR_TMPFS_OPTIONS = "size=1m,nr_inodes=64,mode=0755"
+"""The bundle's ``io/`` dir (read-write at ``/run/faasd-io``, holds only the agent's Unix socket) is its own
+tiny tmpfs, so a sandbox cannot write past disk_mb/tmp_mb onto the host's run_dir filesystem through it."""
+
+
+def mount_io_dir(io_dir: Path) -> None:
+    _mounts.mount(
+        "faasd-io", io_dir, "tmpfs", _mounts.MS_NOSUID | _mounts.MS_NODEV | _mounts.MS_NOEXEC,
+        IO_DIR_TMPFS_OPTIONS,
+    )
+
+
+@dataclass
+class RestoreJob:
+    """What :meth:`SandboxManager.restore` was asked to restore, and how."""
+
+    image_path: Path
+    config: Mapping[str, Any] | Callable[[Sandbox], Mapping[str, Any]]
+    work_path: Path | None
+    criu_opts: dict[str, bool]
+    timeout_s: float | None = None
+    share_memory: bool = False
+
+
+def wants_userns(settings: Settings, spec: SandboxSpec) -> bool:
+    """Whether ``spec``'s sandbox runs in a user namespace (its own choice, else the daemon's default)."""
+    wanted = spec.userns if spec.userns is not None else settings.userns
+    return wanted and spec.runtime == "runc"
+
+
+async def create_steps(
+    sb: Sandbox,
+    settings: Settings,
+    fds: list[int],
+    stdin_pipe: bool,
+    on_output: OutputCallback | None,
+    output_limit: int,
+    restore: RestoreJob | None = None,
+) -> None:
+    """Mount the io dir and the rootfs, make the netns (egress link), write config.json, open the stdio pipes
+    and ``runc create`` (or ``runc restore --detach``) the prepared ``sb``. Leaves the undoing of a failure
+    to the caller (``fds``: descriptors it must close then).
+    """
+    spec, bundle, loop = sb.spec, sb.bundle, asyncio.get_running_loop()
+    sb.io_dir.mkdir()
+    mount_io_dir(sb.io_dir)  # unmounted with everything under the bundle on teardown
+    fallback = restore is None
+    image_path = restore.image_path if restore is not None else None
+    id_map: idmap.IdMap | None = None
+    if wants_userns(settings, spec):
+        sb.userns = ns = userns.allocate(spec.id)  # released by _teardown
+        # a cancelled create still waits for the thread, so that teardown finds the pin it made
+        made = loop.run_in_executor(None, userns.pin_userns, spec.id, ns)
+        try:
+            await asyncio.shield(made)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await made
+            raise
+        id_map = idmap.IdMap(ns.host_id, ns.size, userns.userns_path(spec.id))
+        # runc (CRIU on restore) makes the netns inside the user namespace; pinned here after that
+        sb.netns = network.netns_path(spec.id)
+    sb.rootfs = await loop.run_in_executor(
+        None,
+        lambda: OverlayRootfs.mount(
+            spec.lowers, bundle, spec.limits.disk_mb, backend=spec.limits.disk_backend,
+            allow_copy_fallback=fallback, image_dir=settings.data_dir / "scratch",
+            memory_mb=spec.limits.memory_mb, idmap=id_map,
+        ),
+    )
+    if sb.userns is None:
+        sb.netns = await network.acreate_netns(spec.id)
+        if spec.network.mode == "egress":
+            sb.egress = await loop.run_in_executor(None, network.setup_egress, spec.id, sb.netns)
+    if restore is None:
+        sb.user = resolve_user(sb.rootfs.path, spec.resolved_user())
+        binds = [(IO_DIR_IN_CONTAINER, sb.io_dir), *((m.target, m.source) for m in spec.mounts)]
+        bind_sources = await loop.run_in_executor(None, idmap_binds, sb, binds)
+        root = sb.rootfs.path if sb.userns is None else await loop.run_in_executor(None, stage_root, sb)
+        config: Mapping[str, Any] = build_config(
+            spec,
+            ContainerPaths(
+                rootfs=root, io_dir=sb.io_dir, netns=sb.netns if sb.userns is None else None,
+                bind_sources=bind_sources,
+            ),
+            sb.user,
+            sb.userns,
+        )
+        if sb.userns is not None:
+            config["annotations"][BINDS_ANNOTATION] = json.dumps(bind_origins(sb, binds))
+    else:
+        config = restore.config(sb) if callable(restore.config) else restore.config
+        config = await loop.run_in_executor(None, restore_config, sb, config)
+        if sb.userns is not None:
+            # next to the snapshots (data_dir), so the images are hard links, not copies
+            images = restore_images_dir(settings.data_dir, spec.id)
+            image_path = await loop.run_in_executor(
+                None, userns.images_for, restore.image_path, images, sb.userns
+            )
+        user = config.get("process", {}).get("user", {})
+        sb.user = ProcessUser(int(user.get("uid", 0)), int(user.get("gid", 0)))
+    os.chown(sb.io_dir, sb.user.uid, sb.user.gid)
+    sb.io_dir.chmod(0o770)
+    sb.config_path.write_text(json.dumps(config, indent=1))
+    # stdio: pipes we own; the container keeps its ends after `runc create` exits
+    if stdin_pipe:
+        in_r, in_w = os.pipe2(os.O_CLOEXEC)
+        fds += [in_r, in_w]
+    else:
+        in_r, in_w = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), -1
+        fds.append(in_r)
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    fds += [out_r, out_w, err_r, err_w]
+    for name, fd in (("stdout", out_r), ("stderr", err_r)):
+        col = OutputCollector(name, output_limit, on_output)
+        transport, _ = await loop.connect_read_pipe(collector_factory(col), os.fdopen(fd, "rb", buffering=0))
+        fds.remove(fd)  # owned by the transport now
+        sb._collectors[name] = col
+        sb._transports.append(transport)
+    log_file = bundle / "runc.log"
+    pid_file = bundle / "init.pid"
+    try:
+        if restore is None:
+            sb.pid = await sb.runtime.create(
+                spec.id, bundle, stdin=in_r, stdout=out_w, stderr=err_w, pid_file=pid_file,
+                log_file=log_file,
+            )
+        else:
+            work = restore.work_path or bundle / "criu-restore"
+            work.mkdir(parents=True, exist_ok=True)
+            opts = restore.criu_opts
+            await sb.runtime.restore(
+                spec.id, bundle, image_path or restore.image_path, stdin=in_r, stdout=out_w, stderr=err_w,
+                log_file=log_file, work_path=work, detach=True, pid_file=pid_file,
+                tcp_established=opts.get("tcp_established", False),
+                file_locks=opts.get("file_locks", False), ext_unix_sk=opts.get("ext_unix_sk", False),
+                shell_job=opts.get("shell_job", False),
+                preexec_fn=ksm.opt_in_child if restore.share_memory and ksm.supported() else None,
+                **({} if restore.timeout_s is None else {"timeout_s": restore.timeout_s}),
+            )
+            sb.pid = int(pid_file.read_text().strip())
+    except RuntimeFailure as exc:
+        logged = read_log_errors(log_file)
+        if logged and logged not in exc.message:
+            exc.message = f"{exc.message} ({logged})"
+        raise
+    finally:
+        for fd in (in_r, out_w, err_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            if fd in fds:
+                fds.remove(fd)
+        if image_path is not None and restore is not None and image_path != restore.image_path:
+            shutil.rmtree(image_path, ignore_errors=True)  # CRIU has read them
+    if stdin_pipe:
+        sb._stdin_fd = in_w
+        fds.remove(in_w)
+    if sb.userns is not None:
+        assert sb.pid is not None
+        sb.netns = await loop.run_in_executor(
+            None, lambda: userns.pin_netns(spec.id, sb.pid or 0, lo_up=restore is None)
+        )
+        if spec.network.mode == "egress":
+            sb.egress = await loop.run_in_executor(None, network.setup_egress, spec.id, sb.netns)
+    if sb.runtime.name == "runsc":
+        sb._helper_pids = [p for p in reaper.children_with_arg(str(bundle)) if p != sb.pid]
+    if restore is None:
+        sb._status = "created"
+    else:
+        sb._status = "running"
+        sb.started_at = time.monotonic()
+    sb._waiter = asyncio.ensure_future(sb._watch())

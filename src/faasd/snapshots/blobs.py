@@ -1,0 +1,201 @@
+"""Chunked, zstd-compressed, deduplicated file content of snapshots: ingest a tree, write it back.
+
+Files are cut into chunks of :data:`CHUNK_SIZE`; each chunk is stored once as
+``blobs/sha256/<aa>/<hex>`` (a zstd frame named by the sha256 of the *uncompressed* chunk), so identical
+content is stored once across files and snapshots. Hashing and compression run on a few threads (both
+release the GIL). :class:`BlobStore` knows nothing of manifests or locks: :class:`SnapshotStore` does.
+"""
+
+from __future__ import annotations
+
+import base64
+import builtins
+import contextlib
+import hashlib
+import os
+import stat
+import threading
+import uuid
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from pathlib import Path
+
+import zstandard
+
+from faasd.errors import FaasdError
+from faasd.snapshots.fstree import apply_metadata, read_xattrs, walk_sorted
+from faasd.snapshots.manifest import Entry, SnapshotSizes
+
+CHUNK_SIZE = 4 * 1024 * 1024
+_INFLIGHT = 4
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def shared_pool() -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(
+                max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="snapstore"
+            )
+        return _POOL
+
+
+class BlobStore:
+    """Blobs under ``blobs_dir``, staged in ``tmp_dir`` (same filesystem: atomic rename)."""
+
+    def __init__(self, blobs_dir: Path, tmp_dir: Path, *, level: int, pool: ThreadPoolExecutor) -> None:
+        self.blobs_dir = blobs_dir
+        self.tmp_dir = tmp_dir
+        self._level = level
+        self._pool = pool
+
+    def blob_path(self, digest: str) -> Path:
+        hexd = digest.removeprefix("sha256:")
+        return self.blobs_dir / hexd[:2] / hexd
+
+    def ingest_tree(
+        self, root: Path, written: builtins.list[Path], sizes: SnapshotSizes
+    ) -> builtins.list[Entry]:
+        entries: builtins.list[Entry] = []
+        links: dict[tuple[int, int], str] = {}
+        rst = root.lstat()
+        entries.append(
+            Entry(
+                path="",
+                type="dir",
+                mode=rst.st_mode,
+                uid=rst.st_uid,
+                gid=rst.st_gid,
+                mtime_ns=rst.st_mtime_ns,
+                xattrs=_b64(read_xattrs(root)),
+            )
+        )
+        for rel, path, st in walk_sorted(root):
+            mode = st.st_mode
+            e = Entry(
+                path=rel,
+                type="",
+                mode=mode,
+                uid=st.st_uid,
+                gid=st.st_gid,
+                mtime_ns=st.st_mtime_ns,
+                xattrs=_b64(read_xattrs(path)),
+            )
+            if stat.S_ISDIR(mode):
+                e.type = "dir"
+            elif stat.S_ISREG(mode):
+                key = (st.st_dev, st.st_ino)
+                if st.st_nlink > 1 and key in links:
+                    e.type, e.target = "hardlink", links[key]
+                else:
+                    links[key] = rel
+                    e.type, e.size = "file", st.st_size
+                    e.chunks = self.ingest_file(path, written, sizes)
+                    sizes.files += 1
+                    sizes.logical_bytes += st.st_size
+            elif stat.S_ISLNK(mode):
+                e.type, e.target = "symlink", os.readlink(path)
+            elif stat.S_ISCHR(mode):
+                e.type, e.rdev = "char", st.st_rdev
+            elif stat.S_ISBLK(mode):
+                e.type, e.rdev = "block", st.st_rdev
+            elif stat.S_ISFIFO(mode):
+                e.type = "fifo"
+            else:
+                continue  # sockets: recreated by whoever binds them
+            entries.append(e)
+        return entries
+
+    def ingest_file(
+        self, path: Path, written: builtins.list[Path], sizes: SnapshotSizes
+    ) -> builtins.list[str]:
+        """Store a file as chunks; hashing/compression of chunks runs on a few threads (both release
+        the GIL), at most ``_INFLIGHT`` chunks in memory."""
+        futures: builtins.list[Future[tuple[str, Path | None, int]]] = []
+        with open(path, "rb") as f:
+            while True:
+                chunk = f.read(CHUNK_SIZE)
+                if not chunk and futures:
+                    break
+                if sum(1 for fu in futures if not fu.done()) >= _INFLIGHT:
+                    wait([fu for fu in futures if not fu.done()], return_when=FIRST_COMPLETED)
+                futures.append(self._pool.submit(self._store_chunk, chunk))
+                if len(chunk) < CHUNK_SIZE:
+                    break
+        digests: builtins.list[str] = []
+        error: BaseException | None = None
+        for fu in futures:  # collect all (even after an error) so `written` lists every new blob
+            try:
+                digest, blob, nbytes = fu.result()
+            except BaseException as exc:
+                error = error or exc
+                continue
+            digests.append(digest)
+            if blob is not None:
+                written.append(blob)
+                sizes.new_bytes += nbytes
+        if error is not None:
+            raise error
+        return digests
+
+    def _store_chunk(self, chunk: bytes) -> tuple[str, Path | None, int]:
+        digest = "sha256:" + hashlib.sha256(chunk).hexdigest()
+        blob = self.blob_path(digest)
+        if blob.exists():
+            return digest, None, 0
+        data = zstandard.ZstdCompressor(level=self._level).compress(chunk)
+        blob.parent.mkdir(exist_ok=True)
+        tmp = self.tmp_dir / f"blob-{uuid.uuid4().hex}"
+        try:
+            with open(tmp, "xb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            if blob.exists():
+                return digest, None, 0
+            os.rename(tmp, blob)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        return digest, blob, len(data)
+
+    def write_tree(self, entries: builtins.list[Entry], root: Path) -> None:
+        dirs: builtins.list[tuple[Path, Entry]] = []
+        dctx = zstandard.ZstdDecompressor()
+        for e in entries:
+            target = root / e.path if e.path else root
+            xattrs = {k: base64.b64decode(v) for k, v in e.xattrs.items()}
+            if e.type == "dir":
+                target.mkdir(exist_ok=(e.path == ""))
+                for k, v in xattrs.items():
+                    with contextlib.suppress(PermissionError):
+                        os.setxattr(target, k, v, follow_symlinks=False)
+                dirs.append((target, e))
+                continue
+            if e.type == "hardlink":
+                assert e.target is not None
+                os.link(root / e.target, target)
+                continue
+            if e.type == "file":
+                with open(target, "xb") as f:
+                    for d in e.chunks:
+                        try:
+                            with open(self.blob_path(d), "rb") as b:
+                                f.write(dctx.decompress(b.read()))
+                        except FileNotFoundError:
+                            raise FaasdError(f"snapshot blob {d} is missing (store damaged?)") from None
+            elif e.type == "symlink":
+                assert e.target is not None
+                os.symlink(e.target, target)
+            elif e.type in ("char", "block", "fifo"):
+                os.mknod(target, e.mode, e.rdev)
+            apply_metadata(target, e.mode, e.uid, e.gid, xattrs, e.mtime_ns, e.type == "symlink")
+        for target, e in reversed(dirs):
+            apply_metadata(target, e.mode, e.uid, e.gid, {}, e.mtime_ns, False)
+
+
+def _b64(x: dict[str, bytes]) -> dict[str, str]:
+    return {k: base64.b64encode(v).decode() for k, v in x.items()}
