@@ -43,10 +43,10 @@ from typing import Any, Literal
 from faasd.errors import RuntimeFailure
 from faasd.rootfs import OverlayRootfs
 from faasd.runtime import cgroups, network, userns
-from faasd.runtime import sandbox as _sandbox
 from faasd.runtime.models import BindMount, ExitStatus, Limits, NetworkSpec, SandboxSpec, UserNamespace
 from faasd.runtime.runc import ContainerNotFound
 from faasd.runtime.sandbox import Sandbox, SandboxManager
+from faasd.runtime.sandbox.registry import LIVE
 from faasd.runtime.spec import ProcessUser
 
 log = logging.getLogger(__name__)
@@ -235,7 +235,7 @@ async def adopt(manager: SandboxManager, record: AdoptRecord) -> Adopted | None:
     proc_user = config.get("process", {}).get("user", {})
     sb.user = ProcessUser(int(proc_user.get("uid", 0)), int(proc_user.get("gid", 0)))
     manager._sandboxes[spec.id] = sb
-    _sandbox._LIVE[(str(manager.settings.run_dir), spec.id)] = sb
+    LIVE[(str(manager.settings.run_dir), spec.id)] = sb
     status = str(state.get("status")) if state is not None else "stopped"
     pid = int(state.get("pid") or 0) if state is not None else 0
     now = time.monotonic()
