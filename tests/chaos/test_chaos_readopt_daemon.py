@@ -168,6 +168,7 @@ def test_chaos_readopt_instance_died_while_down_keeps_files(daemon_env: tuple[Da
     with client(d) as c:
         dying = new_instance(c)
         paused = new_instance(c)
+        idle = new_instance(c, ttl_s=4)  # its TTL clock goes on across the restart
         run(c, dying["id"], "mkdir -p /srv && echo survived > /srv/kept.txt")
         run(c, paused["id"], COUNTER)
         wait_count_above(d.settings, paused["sandbox_id"], 0)
@@ -198,8 +199,15 @@ def test_chaos_readopt_instance_died_while_down_keeps_files(daemon_env: tuple[Da
         assert count_on_host(d.settings, paused["sandbox_id"]) == frozen_at
         assert c.post(f"/api/v1/instances/{paused['id']}/resume").status_code == 200
         wait_count_above(d.settings, paused["sandbox_id"], frozen_at)
-        ids = {dying["sandbox_id"], paused["sandbox_id"], started.json()["sandbox_id"]}
-        for inst in (dying, paused):
+
+        deadline = time.monotonic() + 60
+        while (i := c.get(f"/api/v1/instances/{idle['id']}").json())["status"] != "paused":
+            assert time.monotonic() < deadline, i
+            time.sleep(0.2)
+        assert i["auto_paused"] and i["sandbox_id"] == idle["sandbox_id"], i
+        assert run(c, idle["id"], "echo awake")["stdout"] == "awake\n"  # a use resumes it
+        ids = {dying["sandbox_id"], paused["sandbox_id"], idle["sandbox_id"], started.json()["sandbox_id"]}
+        for inst in (dying, paused, idle):
             assert c.delete(f"/api/v1/instances/{inst['id']}").status_code == 204
     finish(d, ids)
 
