@@ -117,7 +117,7 @@ async def adopt_restored(svc: SnapshotService, report: AdoptionReport) -> None:
             continue
         try:
             got = await adopt(svc.manager, rec)
-        except FaasdError as exc:
+        except (FaasdError, OSError) as exc:
             log.error("re-adopting restored sandbox %s failed: %s", sb_id, exc)
             continue
         if got is None:

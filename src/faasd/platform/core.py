@@ -178,7 +178,10 @@ class Platform:
         report = self.executions.reconcile()
         # before orphans are cleaned up: sandboxes a previous daemon left running are re-adopted (and the
         # writable layers of instances that exited meanwhile are kept); the rest are drained below
-        self.adoption = await adopt_all(self.instances, self.snapshots, skip_names=(WORKSPACE_PREFIX,))
+        try:
+            self.adoption = await adopt_all(self.instances, self.snapshots, skip_names=(WORKSPACE_PREFIX,))
+        except Exception:  # never keep the daemon from starting; what was not adopted is cleaned up below
+            log.exception("re-adopting the previous daemon's sandboxes failed")
         if self.instances is not None:
             self.instances.reconcile()
             await self._drop_execute_instances()

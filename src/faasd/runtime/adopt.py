@@ -225,7 +225,10 @@ async def adopt(manager: SandboxManager, record: AdoptRecord) -> Adopted | None:
     except RuntimeFailure as exc:
         log.warning("sandbox %s cannot be adopted: %s", spec.id, exc)
         return None
-    config = json.loads((bundle / "config.json").read_text())
+    try:
+        config = json.loads((bundle / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise RuntimeFailure(f"sandbox {spec.id} cannot be adopted: unreadable config.json ({exc})") from exc
     sb = Sandbox(manager, spec, bundle, runtime)
     sb.rootfs = rootfs
     sb.userns = _user_namespace(spec.id, config)
