@@ -282,8 +282,20 @@ def test_chaos_readopt_restored_branch_and_pool(daemon_env: tuple[Daemon, str], 
         assert not (workers & now), "the killed daemon's pool workers must be drained"
         assert not ((seen - listed) & now), "unacknowledged branch copies must be rolled back"
         seen |= now
+    # a clean restart keeps them too
+    d.stop_gracefully()
+    assert listed <= runc_ids(d.settings.runc_root)
+    restart(d)
+    with client(d) as c:
+        again = {s["id"]: s for s in c.get("/api/v1/sandboxes").json()["sandboxes"]}
+        assert set(again) == listed, (again, listed)
+        assert again[restored["id"]]["snapshot_id"] == snap
+        assert sorted(again[b["id"]]["copy_index"] for b in branch) == [0, 1, 2]
         for sid in listed:
+            r = c.post(f"/api/v1/sandboxes/{sid}/invoke", content=b"more")
+            assert r.status_code == 200 and r.text == "echo:more", (sid, r.text)
             assert c.delete(f"/api/v1/sandboxes/{sid}").status_code == 204
+        seen |= runc_ids(d.settings.runc_root)
     finish(d, seen)
 
 
