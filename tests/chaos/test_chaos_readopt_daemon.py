@@ -212,6 +212,51 @@ def test_chaos_readopt_instance_died_while_down_keeps_files(daemon_env: tuple[Da
     finish(d, ids)
 
 
+def _as_after_reboot(settings: Settings, sandbox_id: str) -> None:
+    """What a host reboot does to a sandbox: its processes, runc state, cgroups, mounts, netns and the
+    whole run_dir (a tmpfs) are gone; data_dir (with a loop-backed disk) stays."""
+    from faasd.rootfs import mounts
+    from faasd.runtime import cgroups, network, userns
+
+    runc = ["runc", "--root", str(settings.runc_root)]
+    subprocess.run([*runc, "kill", sandbox_id, "KILL"], capture_output=True)
+    subprocess.run([*runc, "delete", "--force", sandbox_id], capture_output=True, check=True)
+    cgroups.remove(sandbox_id)
+    network.delete_netns(sandbox_id)
+    userns.remove(sandbox_id)
+    userns.release(sandbox_id)
+    bundle = settings.sandboxes_dir / sandbox_id
+    assert not mounts.unmount_all_under(bundle)
+    import shutil
+
+    shutil.rmtree(bundle)
+
+
+def test_chaos_readopt_instance_disk_recovered_after_reboot(daemon_env: tuple[Daemon, str]) -> None:
+    """(b) after a host reboot (run_dir gone) the instance's loop-backed disk still holds what it wrote:
+    its writable layer is recovered as the next base, the disk file is removed."""
+    d, _ = daemon_env
+    d.start()
+    with client(d) as c:
+        inst = new_instance(c)  # 1 GiB disk, 512 MiB memory: a loop-backed disk in data_dir/scratch
+        run(c, inst["id"], "mkdir -p /srv && echo on-disk > /srv/kept.txt && sync")
+    disk = d.settings.data_dir / "scratch" / f"{inst['sandbox_id']}.scratch.img"
+    assert disk.is_file()
+    d.kill9()
+    _as_after_reboot(d.settings, inst["sandbox_id"])
+    restart(d)
+    with client(d) as c:
+        got = c.get(f"/api/v1/instances/{inst['id']}").json()
+        assert got["status"] == "stopped" and "recovered from its disk" in got["error"], got
+        assert got["fs_snapshot"] and got["fs_snapshot"] in got["error"], got
+        assert not disk.exists()
+        started = c.post(f"/api/v1/instances/{inst['id']}/start")
+        assert started.status_code == 200, started.text
+        assert run(c, inst["id"], "cat /srv/kept.txt")["stdout"] == "on-disk\n"
+        assert c.delete(f"/api/v1/instances/{inst['id']}").status_code == 204
+    finish(d, {inst["sandbox_id"], started.json()["sandbox_id"]})
+
+
 # ------------------------------------------------------------------------------ restored and branched
 def _function_snapshot(c: httpx.Client, name: str, image: str) -> str:
     r = c.post("/api/v1/functions", json={"name": name, "image": image, "scale": {"min": 1, "max": 2}})

@@ -381,6 +381,27 @@ def _mount_loop_cli(image: Path, target: Path, size_mb: int) -> None:
     shutil.rmtree(target / "lost+found", ignore_errors=True)
 
 
+def scratch_image(image_dir: Path, sandbox_id: str) -> Path:
+    """Where the loop backend keeps the disk of ``sandbox_id`` (:meth:`OverlayRootfs.mount` with
+    ``image_dir``): it outlives ``run_dir`` (a tmpfs), e.g. across a host reboot."""
+    return Path(image_dir) / f"{sandbox_id}.scratch.img"
+
+
+def mount_scratch_readonly(image: Path, target: Path) -> Path | None:
+    """Mount a loop-backed scratch disk that no sandbox uses any more read-only at ``target`` (to recover
+    the writable layer of a sandbox whose run_dir state is gone). Returns its ``upper`` dir, or None if the
+    disk holds none. Unmount with :func:`faasd.rootfs.mounts.unmount_all_under`."""
+    target.mkdir(parents=True, exist_ok=True)
+    res = subprocess.run(
+        ["mount", "-o", "loop,ro,nosuid,nodev,noexec", str(image), str(target)],
+        capture_output=True, text=True, check=False,
+    )
+    if res.returncode != 0:
+        raise RuntimeFailure(f"mounting the sandbox disk {image} read-only failed: {res.stderr.strip()}")
+    upper = target / "upper"
+    return upper if upper.is_dir() else None
+
+
 def _is_whiteout(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 

@@ -12,8 +12,10 @@ Every instance sandbox carries an adoption record (:func:`faasd.runtime.adopt.wr
 * its sandbox exited while no daemon ran: the writable layer is stored as a stop snapshot that becomes
   the instance's next base (exactly like :meth:`InstanceService.stop`), the instance is ``stopped`` and
   ``error`` says what happened (an OOM kill included).
-* nothing of it is left (the host rebooted: run_dir is a tmpfs): ``stopped`` on its last stop snapshot
-  (or on the stop snapshot an interrupted stop already stored), ``error`` says the files since were lost.
+* nothing of it is left in run_dir (the host rebooted: run_dir is a tmpfs): its writable layer is
+  recovered from its loop-backed disk in ``data_dir/scratch`` if it had one (:func:`_salvage_disk`) and
+  becomes the next base; otherwise the instance is ``stopped`` on its last stop snapshot (or on the stop
+  snapshot an interrupted stop already stored) and ``error`` says the files since were lost.
 * it was still ``starting``: rolled back to ``stopped`` (its half-started sandbox has no record that
   matches and is removed as an orphan).
 
@@ -27,8 +29,10 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -37,6 +41,8 @@ from faasd.errors import FaasdError
 from faasd.platform.instances import ports
 from faasd.platform.instances.chain import LABEL, STOP_KIND, bound_chain
 from faasd.platform.instances.registry import InstanceRegistry, LiveInstance
+from faasd.rootfs import mounts
+from faasd.rootfs.overlay import mount_scratch_readonly, scratch_image
 from faasd.runtime.adopt import AdoptRecord, adopt, find_records, release, write_record
 from faasd.runtime.sandbox import Sandbox, SandboxManager
 from faasd.snapshots.service import adopt_lineage, forget_sandbox, snapshot_upper
@@ -83,6 +89,7 @@ async def adopt_instances(
     store: SnapshotStore,
     *,
     skip_names: tuple[str, ...] = (),
+    disks: ScratchDisks | None = None,
 ) -> InstanceAdoption:
     report = InstanceAdoption()
     records = find_records(manager, OWNER)
@@ -96,11 +103,11 @@ async def adopt_instances(
             why = None
             if inst.status == "starting" or inst.sandbox_id is None:
                 why = "the daemon stopped while the instance was starting; it was rolled back, start it again"
-            _lost(registry, store, inst, report, why)
+            await _lost(registry, store, inst, report, why, disks)
             continue
         try:
             async with registry.lock(inst.id):
-                await _adopt_one(registry, manager, store, inst, rec, report)
+                await _adopt_one(registry, manager, store, inst, rec, report, disks)
         except (FaasdError, OSError) as exc:
             log.error("re-adopting instance %s failed: %s", inst.id, exc)
             with contextlib.suppress(FaasdError):
@@ -119,10 +126,11 @@ async def _adopt_one(
     inst: Instance,
     rec: AdoptRecord,
     report: InstanceAdoption,
+    disks: ScratchDisks | None,
 ) -> None:
     got = await adopt(manager, rec)
     if got is None:
-        _lost(registry, store, inst, report, None)
+        await _lost(registry, store, inst, report, None, disks)
         return
     sb = got.sandbox
     adopt_lineage(store, sb.id, sb.bundle)
@@ -202,19 +210,30 @@ async def _keep_exited(
                 inst.id, sb.id, what, cause, kept)
 
 
-def _lost(
+async def _lost(
     registry: InstanceRegistry,
     store: SnapshotStore,
     inst: Instance,
     report: InstanceAdoption,
     why: str | None,
+    disks: ScratchDisks | None = None,
 ) -> None:
     new_base = inst.fs_snapshot
     if why is None:
         stored = _stop_snapshot_of(store, inst)
+        salvaged = None
+        if stored is None and disks is not None:
+            salvaged = await _salvage_disk(store, inst, disks)
         if stored is not None:
             new_base = stored
             why = f"the daemon stopped while the instance was stopping; its files were kept as {stored}"
+        elif salvaged is not None:
+            new_base = salvaged
+            why = (
+                f"its sandbox {inst.sandbox_id} was gone when the daemon restarted (was the host rebooted?); "
+                f"the files it wrote were recovered from its disk as snapshot {salvaged}, the instance's "
+                "next base; start it again to continue"
+            )
         else:
             why = (
                 f"its sandbox {inst.sandbox_id} was gone when the daemon restarted (was the host rebooted?); "
@@ -225,6 +244,48 @@ def _lost(
     )
     report.lost.append(inst.id)
     log.warning("instance %s: %s", inst.id, why)
+
+
+@dataclass(frozen=True)
+class ScratchDisks:
+    """Where loop-backed sandbox disks live (they outlive run_dir), and the image layers of an image ref
+    (the lowers of an instance that has no snapshot yet)."""
+
+    image_dir: Path
+    run_dir: Path
+    image_layers: Callable[[str], list[Path]]
+
+
+async def _salvage_disk(store: SnapshotStore, inst: Instance, disks: ScratchDisks) -> str | None:
+    """The run_dir state of the instance's sandbox is gone (host reboot) but its loop-backed disk is not:
+    store the writable layer on it as a stop snapshot, remove the disk. Returns the snapshot id."""
+    sb_id = inst.sandbox_id or ""
+    image = scratch_image(disks.image_dir, sb_id)
+    if not sb_id or not image.is_file() or (disks.run_dir / "sandboxes" / sb_id).exists():
+        return None
+    target = disks.image_dir / f".salvage-{sb_id}"
+    snap_id: str | None = None
+    try:
+        upper = await asyncio.to_thread(mount_scratch_readonly, image, target)
+        if upper is not None and any(upper.iterdir()):
+            layers = [] if inst.fs_snapshot else [str(p) for p in disks.image_layers(inst.image or "")]
+            meta = SnapshotMeta(
+                source_sandbox=sb_id, image_ref=inst.image, layers=layers, limits={},
+                parent=inst.fs_snapshot, labels={LABEL: inst.id, "kind": STOP_KIND},
+            )
+            snap = await asyncio.to_thread(snapshot_upper, store, sb_id, [], upper, meta)
+            snap_id = await bound_chain(store, inst, snap.id)
+    except (FaasdError, OSError) as exc:
+        log.error("instance %s: recovering the files of %s from %s failed: %s", inst.id, sb_id, image, exc)
+        return None
+    finally:
+        left = await asyncio.to_thread(mounts.unmount_all_under, target)
+        if not left:
+            with contextlib.suppress(OSError):
+                target.rmdir()
+    if snap_id is not None or not left:
+        image.unlink(missing_ok=True)
+    return snap_id
 
 
 def _stop_snapshot_of(store: SnapshotStore, inst: Instance) -> str | None:

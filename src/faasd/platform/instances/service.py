@@ -337,7 +337,13 @@ class InstanceService:
         """At daemon start, before orphans are removed: re-adopt the instances whose sandbox still runs,
         keep the files of those whose sandbox exited meanwhile (see :mod:`.adoption`). Instances named
         with a prefix in ``skip_names`` are left to :meth:`reconcile`."""
-        return await adoption.adopt_instances(self.registry, self.manager, self.store, skip_names=skip_names)
+        disks = adoption.ScratchDisks(
+            self.settings.data_dir / "scratch", self.settings.run_dir,
+            lambda ref: list(self.images.layer_dirs(self.images.get(ref))),
+        )
+        return await adoption.adopt_instances(
+            self.registry, self.manager, self.store, skip_names=skip_names, disks=disks
+        )
 
     async def release(self) -> builtins.list[str]:
         """At a clean shutdown that keeps sandboxes running: let go of every running instance without
