@@ -14,7 +14,7 @@ from fastapi.openapi.utils import get_openapi
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from faasd import __version__
+from faasd._version import __version__
 from faasd.api import routes_blueprint, routes_openfaas, routes_seed, routes_stream, routes_v1
 from faasd.api.auth import require
 from faasd.api.errors import install_error_handlers

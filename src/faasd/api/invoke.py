@@ -1,4 +1,6 @@
-"""Shared helpers for invocation routes: build an :class:`Invocation`, shape the function's response."""
+"""Shared helpers for invocation routes: the API side of the API → platform seam (see
+:mod:`faasd.platform.invocation`): build the :class:`Invocation`, shape the :class:`Outcome` into the
+response."""
 
 from __future__ import annotations
 
@@ -8,8 +10,7 @@ from typing import Any
 from fastapi import Request, Response
 
 from faasd.errors import PayloadTooLargeError
-from faasd.platform.executions import Outcome
-from faasd.platform.worker_protocol import Invocation
+from faasd.platform.invocation import Invocation, Outcome
 from faasd.runtime.headers import HOP_BY_HOP, SERVER_SET, relayable
 
 RESPONSE_DROP = HOP_BY_HOP | SERVER_SET
@@ -49,17 +50,17 @@ ERROR_CODE_STATUS = {"pids_exhausted": 422}
 """HTTP status of an invocation that the platform ended for a reason of its own (not the function's error)."""
 
 
-def function_response(
-    outcome: Outcome, runtime: str, extra_headers: dict[str, str] | None = None
-) -> Response:
-    r = outcome.result
+def function_response(outcome: Outcome, extra_headers: dict[str, str] | None = None) -> Response:
+    """The caller's response: the function's own (http runtime: also its errors), or a JSON error with
+    what the function left behind (traceback, stderr, output)."""
+    r = outcome
     headers = dict(relayable(r.headers.items(), RESPONSE_DROP))
     headers["X-Execution-Id"] = outcome.execution_id
     headers["X-Cold-Start"] = "true" if outcome.cold else "false"
     headers["X-Duration-Ms"] = f"{outcome.duration_ms:.3f}"
     if extra_headers:
         headers.update(extra_headers)
-    if r.error is not None and runtime != "http":
+    if r.error is not None and r.runtime != "http":
         details: dict[str, Any] = {**r.error_details, "execution_id": outcome.execution_id}
         if r.exit_code is not None:
             details["exit_code"] = r.exit_code
@@ -74,9 +75,9 @@ def function_response(
         code = r.error_code or "function_error"
         return Response(
             json.dumps({"error": code, "message": r.error, "details": details}),
-            status_code=ERROR_CODE_STATUS.get(code, r.status if r.status >= 400 else 500),
+            status_code=ERROR_CODE_STATUS.get(code, r.http_status if r.http_status >= 400 else 500),
             headers=headers,
             media_type="application/json",
         )
     media = None if any(k.lower() == "content-type" for k in headers) else "application/octet-stream"
-    return Response(r.body, status_code=r.status, headers=headers, media_type=media)
+    return Response(r.body, status_code=r.http_status, headers=headers, media_type=media)

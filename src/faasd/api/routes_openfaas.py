@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from faasd import __version__
+from faasd._version import __version__
 from faasd.api.auth import function_caller, require
 from faasd.api.errors import loads_json
 from faasd.api.invoke import function_response, invocation_from, read_body
@@ -354,7 +354,7 @@ async def _invoke(name: str, path: str, request: Request) -> Response:
     p = _p(request)
     inv = await invocation_from(request, "/" + path)
     outcome = await p.executions.invoke(name, inv)
-    return function_response(outcome, outcome.runtime, {"X-Call-Id": outcome.execution_id})
+    return function_response(outcome, {"X-Call-Id": outcome.execution_id})
 
 
 @router.api_route("/function/{name}", methods=_METHODS, include_in_schema=False)

@@ -12,17 +12,18 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse
 
-from faasd import __version__
+from faasd._version import __version__
 from faasd.api.auth import require
 from faasd.api.openapi_docs import ERRORS, SSE, errors
 from faasd.platform.core import Platform
+from faasd.platform.env import EnvVars, EnvVarsOrPairs
 from faasd.platform.errors import UnavailableError
 from faasd.platform.keys import KeyInfo
 from faasd.platform.seed_execute import SeedExecuteService
-from faasd.platform.seed_models import RuntimeName, SeedExecuteRequest, env_pairs, sandbox_runtime
+from faasd.platform.seed_models import RuntimeName, SeedExecuteRequest, sandbox_runtime
 
 router = APIRouter()
 invoke_scope = Depends(require("invoke"))
@@ -104,15 +105,13 @@ class ForkRequest(BaseModel):
     command: list[str] | str | None = None
     code: str | None = Field(default=None, max_length=1024 * 1024)
     language: Literal["python", "node", "shell"] | None = None
-    env_vars: dict[str, str] = Field(default_factory=dict)
+    env_vars: EnvVarsOrPairs = Field(default_factory=dict)
     timeout_ms: int = Field(default=30000, ge=1, le=3_600_000)
     memory_mb: int = Field(default=256, ge=16, le=65536)
     cpu_cores: float = Field(default=1.0, ge=0.05, le=64)
     working_dir: str | None = Field(default=None, max_length=4096)
     stdin: str | None = Field(default=None, max_length=4 * 1024 * 1024)
     runtime: RuntimeName | None = None
-
-    _env_shape = field_validator("env_vars", mode="before")(lambda v: env_pairs(v))
 
     def to_execute(self, branch_from: str) -> SeedExecuteRequest:
         data = self.model_dump(exclude_none=True)
@@ -124,7 +123,7 @@ class ForkManyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     branch_from: str = Field(min_length=1, max_length=128)
     commands: list[list[str] | str] = Field(min_length=1, max_length=16)
-    env_vars: dict[str, str] = Field(default_factory=dict)
+    env_vars: EnvVars = Field(default_factory=dict)
     timeout_ms: int = Field(default=30000, ge=1, le=3_600_000)
     memory_mb: int = Field(default=256, ge=16, le=65536)
     cpu_cores: float = Field(default=1.0, ge=0.05, le=64)

@@ -5,16 +5,15 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from faasd.cli import _output as out
 from faasd.cli._context import client
-from faasd.cli._source import build_source_image, server_builds_source
-from faasd.config import Settings
-from faasd.sdk import Client, DeployOptions, Function, InvokeResult, StreamOutput, StreamResult, StreamStart
-from faasd.sdk._api import default_image
+
+if TYPE_CHECKING:
+    from faasd.sdk import Client, DeployOptions, Function, InvokeResult, StreamResult
 
 Json = Annotated[bool, out.JsonOption]
 
@@ -106,9 +105,13 @@ def deploy(
     with client(ctx) as c:
         if source is None:
             fn = c.deploy(name, image, replace=not create_only, **options)
-        elif server_builds_source(c):
+        elif _server_builds_source(c):
             fn = c.deploy(name, image, source=source, replace=not create_only, **options)
         else:
+            from faasd.cli._source import build_source_image
+            from faasd.config import Settings
+            from faasd.sdk._api import default_image
+
             settings = Settings()
             base = image or default_image(runtime)
             out.info(
@@ -120,6 +123,12 @@ def deploy(
         out.print_json(fn)
     else:
         out.success(f"deployed {fn.name} ({fn.image})")
+
+
+def _server_builds_source(c: Client) -> bool:
+    from faasd.cli._source import server_builds_source
+
+    return server_builds_source(c)
 
 
 def ls(ctx: typer.Context, json_: Json = False) -> None:
@@ -265,6 +274,8 @@ def _print_result(result: InvokeResult, json_: bool) -> None:
 def _invoke_stream(
     c: Client, name: str, body: bytes | None, content_type: str | None, headers: dict[str, str], json_: bool
 ) -> None:
+    from faasd.sdk.models import StreamOutput, StreamResult, StreamStart
+
     final: StreamResult | None = None
     for event in c.invoke_stream(name, body, content_type=content_type, headers=headers):
         if json_:

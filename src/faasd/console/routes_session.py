@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from faasd import __version__
+from faasd._version import __version__
 from faasd.api.auth import ANONYMOUS
 from faasd.console.deps import console_of, platform_of
 from faasd.console.session import COOKIE, check_csrf, check_origin

@@ -300,13 +300,13 @@ class Platform:
         layers). Workers still draining hold leases: the image disappears with the last one. Its blobs
         and layers are freed by the next image ``gc``.
         """
-        if self.images is None or not image.startswith(f"{SOURCE_REF_PREFIX}{name}:"):
+        # only the real image store removes images (test doubles of ImageStoreLike only read)
+        if not isinstance(self.images, ImageStore) or not image.startswith(f"{SOURCE_REF_PREFIX}{name}:"):
             return
-        remove = getattr(self.images, "remove", None)
-        if remove is None or self._image_in_use(image):
+        if self._image_in_use(image):
             return
         try:
-            await asyncio.to_thread(remove, image, True)
+            await asyncio.to_thread(self.images.remove, image, True)
         except FaasdError as exc:
             log.warning("could not remove %s (function %s no longer uses it): %s", image, name, exc.message)
         else:

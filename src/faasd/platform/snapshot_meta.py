@@ -191,15 +191,7 @@ def worker_spec_info(store: SnapshotStore, snap: Snapshot) -> dict[str, Any]:
 
 def restore_limits(config: WorkerConfig | None) -> Limits | None:
     """A restored worker's limits: those of the function it serves (None: as captured)."""
-    if config is None:
-        return None
-    return Limits(
-        memory_mb=config.memory_mb,
-        cpu_cores=config.cpu_cores,
-        pids=config.pids,
-        disk_mb=config.disk_mb,
-        timeout_s=config.timeout_s,
-    )
+    return config.limits() if config is not None else None
 
 
 def check_seedable(snap: Snapshot, spec: WorkerSpec, seed: int | None) -> None:

@@ -264,7 +264,6 @@ class _NotFoundFailure(RuntimeFailure):
     """runc says the container does not exist (callers treat it as 'already gone')."""
 
     code = NotFoundError.code
-    status = NotFoundError.status
 
 
 ContainerNotFound = _NotFoundFailure

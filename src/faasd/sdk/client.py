@@ -16,7 +16,7 @@ from typing import Any, Self, TypeVar, Unpack
 
 import httpx
 
-from faasd import __version__
+from faasd._version import __version__
 from faasd.sdk import _api
 from faasd.sdk import models as sm
 from faasd.sdk._api import Body, Call, DeployOptions, ExecuteOptions, StreamCall

@@ -25,7 +25,9 @@ TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "timeout"}
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    # defer_build: a model's validator is built when first used, not when this module is imported (most
+    # programs, and every `faas` command, use a few of these ~35 models).
+    model_config = ConfigDict(extra="allow", populate_by_name=True, defer_build=True)
 
     def to_json(self) -> dict[str, Any]:
         """The request/response body as JSON-ready data, without unset optional fields."""

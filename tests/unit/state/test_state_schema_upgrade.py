@@ -60,6 +60,19 @@ def test_a_new_database_is_at_head_and_matches_the_models(tmp_path: Path) -> Non
     db.dispose()
 
 
+def test_the_revisions_build_the_schema_of_the_models(tmp_path: Path) -> None:
+    """A new database is created from the models and stamped; the revisions must build the same schema
+    (else: add a revision for the model change)."""
+    db = Database(f"sqlite:///{tmp_path / 'by-revisions.db'}")
+    assert migrate.upgrade(db.engine, where="test", fresh_from_models=False) == ()
+    assert _revisions(db) == (head_revision(),)
+    with db.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+    assert diff == [], f"the revisions differ from the models (add a revision): {diff}"
+    assert migrate.upgrade(db.engine, where="test") is None  # at head: nothing to do
+    db.dispose()
+
+
 def test_a_pre_alembic_database_is_adopted_keeping_its_rows(tmp_path: Path) -> None:
     db = Database(_pre_alembic_database(tmp_path / "old.db"))
     assert _revisions(db) == ()
@@ -143,3 +156,33 @@ def test_the_revision_command_autogenerates_nothing_while_models_match(scratch_m
     path = migrate.new_revision("nothing changed")
     body = path.read_text().split("def upgrade() -> None:", 1)[1].split("def downgrade", 1)[0]
     assert "op." not in body and "pass" in body, f"the models differ from the migrations: {body}"
+
+
+def test_the_head_read_from_the_files_is_alembics() -> None:
+    assert migrate._head_from_files(migrate.SCRIPT_LOCATION) == head_revision()
+
+
+def test_new_and_up_to_date_databases_are_opened_without_importing_alembic(tmp_path: Path) -> None:
+    """The daemon's start on a new or an up-to-date database does not load Alembic (~10 MB of memory)."""
+    import os
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'head.db'}"
+    src = Path(migrate.__file__).parents[2]
+    code = (
+        "import sys\nfrom faasd.state.db import Database\nfrom faasd.state.models import Function\n"
+        f"db = Database({url!r}); db.create_all()\n"
+        "with db.session() as s: s.add(Function(name='f', image='i'))\n"
+        "with db.session() as s: assert s.get(Function, 'f') is not None\n"
+        "print('alembic' in sys.modules)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    for _start in ("new", "at head"):
+        argv = [sys.executable, "-c", code]
+        out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+        assert out.stdout.strip() == "False", out.stdout + out.stderr
+        code = code.replace("s.add(Function(name='f', image='i'))", "pass")
+    db = Database(url)
+    assert _revisions(db) == (head_revision(),)
+    db.dispose()
