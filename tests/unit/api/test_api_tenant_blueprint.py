@@ -85,7 +85,9 @@ def test_other_tenants_blueprint_function_is_absent(
     # team-a's function is intact and answers its own key through the same routes
     assert c.get(URL, headers=a).json()["env_vars"] == {"WHO": "a"}
     out = c.post(URL + "/invoke", json={"job_id": 2, "args": "hi"}, headers=a)
-    assert out.status_code == 200 and out.json()["job_id"] == 2 and out.json()["result"] == "echo:hi", out.text
+    assert out.status_code == 200 and out.json()["job_id"] == 2 and out.json()["result"] == "echo:hi", (
+        out.text
+    )
     assert [w.config.env.get("WHO") for w in api_factory.started] == ["a"]
     assert c.get(URL + "/health", headers=a).status_code == 200
     assert c.post(URL + "/warm", headers=a).status_code == 200
