@@ -30,6 +30,10 @@ DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_OUTPUT_BYTES = 1024 * 1024
 TIMEOUT_GRACE_S = 2.0
 """How long after the agent's own deadline the host waits before it declares the agent hung."""
+READY_POLL_MAX_S = 0.005
+"""Longest pause between two readiness checks of a starting agent (:meth:`AgentClient.wait_ready`): a check
+is a stat of the socket path and a look at the exit status, so polling often costs little, while every
+pause is time a cold start may wait for nothing after the agent is ready (up to 25 ms before)."""
 
 _LEN = struct.Struct(">I")
 _UNIX_PATH_MAX = 107
@@ -286,7 +290,7 @@ class AgentClient:
                     "check that the image has the runtime the function needs"
                 )
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.025)
+            delay = min(delay * 2, READY_POLL_MAX_S)
 
     async def notify_restored(self, timeout_s: float = 30.0, *, seed: str | None = None) -> dict[str, Any]:
         """Tell the agent it was restored from a snapshot: it reseeds PRNGs (from ``seed`` when given:

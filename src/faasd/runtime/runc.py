@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from faasd.errors import NotFoundError, RuntimeFailure
+from faasd.runtime import execfifo
 from faasd.runtime.runc_args import OciCommandLine
 
 DEFAULT_CALL_TIMEOUT_S = 60.0
@@ -271,6 +272,15 @@ ContainerNotFound = _NotFoundFailure
 
 class Runc(OciRuntime):
     name = "runc"
+
+    async def start(self, container_id: str) -> None:
+        """Start a created container by reading its exec FIFO (:mod:`faasd.runtime.execfifo`: what
+        ``runc start`` does, without its process); ``runc start`` itself when there is no FIFO."""
+        started = await asyncio.to_thread(
+            execfifo.start_via_fifo, self.root / container_id, DEFAULT_CALL_TIMEOUT_S
+        )
+        if not started:
+            await super().start(container_id)
 
 
 class Runsc(OciRuntime):
