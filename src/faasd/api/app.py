@@ -18,6 +18,7 @@ from faasd import __version__
 from faasd.api import routes_blueprint, routes_openfaas, routes_seed, routes_stream, routes_v1
 from faasd.api.auth import require
 from faasd.api.errors import install_error_handlers
+from faasd.api.fastpath import InvokeFastPath
 from faasd.api.openapi_docs import PROMETHEUS, complete_document
 from faasd.api.routes_images import router as images_router
 from faasd.api.routes_instances import router as instances_router
@@ -177,6 +178,7 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware, platform=plat)
     app.add_middleware(PayloadLimitMiddleware, limit=settings.max_payload_bytes)
+    app.add_middleware(InvokeFastPath, platform=plat)  # outermost: sync invokes skip the stack
 
     @app.get("/healthz")
     async def healthz() -> Response:
