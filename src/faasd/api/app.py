@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from faasd import __version__
 from faasd.api import routes_blueprint, routes_openfaas, routes_seed, routes_stream, routes_v1
+from faasd.api.accesslog import AccessLog
 from faasd.api.auth import require
 from faasd.api.errors import install_error_handlers
 from faasd.api.fastpath import InvokeFastPath
@@ -105,9 +106,10 @@ class PayloadLimitMiddleware:
 
 
 class MetricsMiddleware:
-    def __init__(self, app: ASGIApp, platform: Platform) -> None:
+    def __init__(self, app: ASGIApp, platform: Platform, access: AccessLog) -> None:
         self.app = app
         self.platform = platform
+        self.access = access
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -131,19 +133,14 @@ class MetricsMiddleware:
             self.platform.metrics.http_requests.labels(method, path, str(status)).inc()
             state = scope.get("state") or {}
             key = state.get("key") if isinstance(state, dict) else None
-            access_log.info(
-                "%s %s %d",
+            self.access.record(
+                time.time(),
                 method,
                 scope.get("path", ""),
+                path,
                 status,
-                extra={
-                    "http_method": method,
-                    "http_path": scope.get("path", ""),
-                    "http_route": path,
-                    "http_status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-                    "key_id": getattr(key, "id", None),
-                },
+                (time.perf_counter() - started) * 1000,
+                getattr(key, "id", None),
             )
 
 
@@ -160,6 +157,7 @@ def create_app(
     if platform is None:
         platform = Platform(settings, **platform_kwargs)
     plat = platform
+    access = AccessLog(access_log)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -168,17 +166,19 @@ def create_app(
         try:
             yield
         finally:
+            access.flush()
             if manage_platform:
                 await plat.close()
 
     app = FastAPI(title="faasd", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.platform = plat
     app.state.settings = settings
+    app.state.access_log = access
     app.state.count_error = lambda code: plat.metrics.errors.labels(code).inc()
     install_error_handlers(app)
-    app.add_middleware(MetricsMiddleware, platform=plat)
+    app.add_middleware(MetricsMiddleware, platform=plat, access=access)
     app.add_middleware(PayloadLimitMiddleware, limit=settings.max_payload_bytes)
-    app.add_middleware(InvokeFastPath, platform=plat)  # outermost: sync invokes skip the stack
+    app.add_middleware(InvokeFastPath, platform=plat, access=access)  # outermost: sync invokes skip the stack
 
     @app.get("/healthz")
     async def healthz() -> Response:

@@ -31,6 +31,7 @@ from prometheus_client import Counter
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from faasd.api.accesslog import AccessLog
 from faasd.api.auth import ANONYMOUS, token_from_header
 from faasd.api.errors import error_response, faasd_error_response
 from faasd.api.invoke import function_response
@@ -39,7 +40,6 @@ from faasd.platform.core import Platform
 from faasd.platform.keys import KeyInfo
 from faasd.platform.worker_protocol import Invocation
 
-access_log = logging.getLogger("faasd.access")
 log = logging.getLogger("faasd.api")
 
 FUNCTION_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
@@ -89,9 +89,10 @@ class _Fallback(Exception):
 
 
 class InvokeFastPath:
-    def __init__(self, app: ASGIApp, platform: Platform) -> None:
+    def __init__(self, app: ASGIApp, platform: Platform, access: AccessLog) -> None:
         self.app = app
         self.platform = platform
+        self.access = access
         self.limit = platform.settings.max_payload_bytes
         self._requests: dict[tuple[str, str, int], Any] = {}
         self._counter: Counter = platform.metrics.http_requests
@@ -216,18 +217,12 @@ class InvokeFastPath:
             if child is None:
                 child = self._requests[counter_key] = self._counter.labels(method, m.route, str(status))
             child.inc()
-            if access_log.isEnabledFor(logging.INFO):
-                access_log.info(
-                    "%s %s %d",
-                    method,
-                    scope["path"],
-                    status,
-                    extra={
-                        "http_method": method,
-                        "http_path": scope["path"],
-                        "http_route": m.route,
-                        "http_status": status,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-                        "key_id": key.id if key is not None else None,
-                    },
-                )
+            self.access.record(
+                time.time(),
+                method,
+                scope["path"],
+                m.route,
+                status,
+                (time.perf_counter() - started) * 1000,
+                key.id if key is not None else None,
+            )
