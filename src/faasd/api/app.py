@@ -178,7 +178,13 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware, platform=plat, access=access)
     app.add_middleware(PayloadLimitMiddleware, limit=settings.max_payload_bytes)
-    app.add_middleware(InvokeFastPath, platform=plat, access=access)  # outermost: sync invokes skip the stack
+    build_stack = app.build_middleware_stack
+
+    def build_with_fast_path() -> ASGIApp:
+        # outside even Starlette's/FastAPI's own outer middleware: sync invokes skip the whole stack
+        return InvokeFastPath(build_stack(), plat, access)
+
+    app.build_middleware_stack = build_with_fast_path  # type: ignore[method-assign]
 
     @app.get("/healthz")
     async def healthz() -> Response:

@@ -2,8 +2,9 @@
 
 ``POST /api/v1/functions/{name}/invoke`` and ``/function/{name}[/{path}]`` are most of a busy daemon's
 requests, and FastAPI's routing, dependency injection and ``Request`` objects cost more than the
-invocation's own bookkeeping. :class:`InvokeFastPath` (the outermost middleware) answers these requests
-itself with the same semantics as the routes, and hands everything else, and every case it does not
+invocation's own bookkeeping. :class:`InvokeFastPath` (wrapped around the whole middleware stack) answers these requests
+itself with the same semantics as the routes (it sits outside even Starlette's ``ServerErrorMiddleware``,
+so it renders its own 500s), and hands everything else, and every case it does not
 handle exactly like them, to the app untouched (nothing of the request is consumed before it decides):
 
 * auth: ``/function/*`` is open unless ``FAASD_FUNCTION_AUTH``; ``/api/v1/.../invoke`` needs a key
@@ -125,6 +126,10 @@ class InvokeFastPath:
             return
         except FaasdError as exc:
             await self._respond(scope, receive, send, m, self._error(exc), None, time.perf_counter())
+            return
+        except Exception as exc:
+            response = self._internal_error(scope, exc)
+            await self._respond(scope, receive, send, m, response, None, time.perf_counter())
             return
         await self._invoke(scope, receive, send, m, headers, key)
 

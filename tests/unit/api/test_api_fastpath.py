@@ -224,3 +224,18 @@ def test_access_log_lines_match_the_json_formatter(capsys: pytest.CaptureFixture
     finally:
         logger.handlers[:] = []
         logger.propagate = True
+
+
+def test_unexpected_errors_are_json_500s(
+    auth_app: tuple[TestClient, Platform, str], served: list[str], api_factory: Any
+) -> None:
+    c, _p, _token = auth_app
+
+    def broken(_worker: object, _inv: object) -> None:
+        raise RuntimeError("a bug")
+
+    api_factory.behaviour = broken
+    r = c.post("/function/fp-fn", content=b"x")
+    assert r.status_code == 500 and served == [fastpath.ROUTE_FUNCTION]
+    doc = r.json()
+    assert doc["error"] == "internal_error" and doc["details"]["error_id"].startswith("err_")
