@@ -7,6 +7,7 @@ bash scripts/setup.sh
 
 echo "== ruff"; .venv/bin/ruff check src tests bench
 echo "== mypy"; .venv/bin/mypy
+echo "== import-linter"; .venv/bin/lint-imports
 echo "== pytest"
 set +e
 FAASD_NO_SKIPS=1 .venv/bin/pytest -p no:cacheprovider --cov=faasd --cov-report=term --cov-report=xml \

@@ -1,7 +1,9 @@
 """Exception types shared by every layer.
 
-Each error carries a machine-readable ``code`` and the HTTP status the API answers with, so that a
-failure deep in the image store reaches the user as a clear 4xx/5xx JSON body instead of a bare 500.
+Each error carries a machine-readable ``code`` and a message; HTTP statuses belong to the API layer
+(``faasd.api.errors.HTTP_STATUS`` maps every code to one), so that a failure deep in the image store
+reaches the user as a clear 4xx/5xx JSON body instead of a bare 500. A new error class needs a code of its
+own or its base class's, and an entry in that table (a unit test fails for a code without one).
 Messages are written for the user: say what was wrong and what to do about it.
 """
 
@@ -14,7 +16,6 @@ class FaasdError(Exception):
     """Base class of every error faasd raises on purpose."""
 
     code: str = "internal_error"
-    status: int = 500
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
@@ -32,33 +33,28 @@ class InvalidInputError(FaasdError):
     """The caller sent something malformed or unacceptable (bad JSON, bad tarball, bad name)."""
 
     code = "invalid_input"
-    status = 400
 
 
 class NotFoundError(FaasdError):
     """A named thing (function, image, snapshot, execution, instance) does not exist."""
 
     code = "not_found"
-    status = 404
 
 
 class ConflictError(FaasdError):
     """The request conflicts with current state (name taken, image in use, merge conflict)."""
 
     code = "conflict"
-    status = 409
 
 
 class PayloadTooLargeError(InvalidInputError):
     code = "payload_too_large"
-    status = 413
 
 
 class CapacityError(FaasdError):
     """No capacity right now (pool saturated, queue full): retry later."""
 
     code = "capacity_exhausted"
-    status = 429
 
     def __init__(self, message: str, retry_after_s: float = 1.0, **details: Any) -> None:
         super().__init__(message, retry_after_s=retry_after_s, **details)
@@ -67,19 +63,16 @@ class CapacityError(FaasdError):
 
 class AuthError(FaasdError):
     code = "unauthorized"
-    status = 401
 
 
 class ForbiddenError(FaasdError):
     code = "forbidden"
-    status = 403
 
 
 class ResourceLimitError(FaasdError):
     """A sandbox hit one of its limits (memory, pids, disk, wall-clock)."""
 
     code = "resource_limit"
-    status = 422
 
 
 class PidsExhaustedError(ResourceLimitError):
@@ -87,7 +80,6 @@ class PidsExhaustedError(ResourceLimitError):
     process group of an instance exec, was killed as soon as that was seen."""
 
     code = "pids_exhausted"
-    status = 422
 
 
 def pids_exhausted(pids: int | None, what: str = "the process", **details: Any) -> PidsExhaustedError:
@@ -106,28 +98,24 @@ class DiskLimitTooLargeError(InvalidInputError):
     """A requested disk limit is larger than the host can hold (free space minus the reserve)."""
 
     code = "disk_limit_too_large"
-    status = 400
 
 
 class IsolationUnsupportedError(InvalidInputError):
     """The requested feature cannot work under the chosen isolation backend (e.g. CRIU under gVisor)."""
 
     code = "isolation_unsupported"
-    status = 400
 
 
 class StorageFullError(FaasdError):
     """The data directory (or run_dir) ran out of space; the operation was rolled back."""
 
     code = "storage_full"
-    status = 507
 
 
 class RuntimeFailure(FaasdError):
     """An external runtime tool (runc, CRIU, debootstrap, umoci) failed; the message carries its stderr."""
 
     code = "runtime_failure"
-    status = 500
 
 
 class StateVersionError(FaasdError):
@@ -135,28 +123,24 @@ class StateVersionError(FaasdError):
     refuses to start on it rather than misread it (it never downgrades state)."""
 
     code = "state_version"
-    status = 500
 
 
 class RegistryError(FaasdError):
     """A container registry could not be reached or answered with something unusable (pull/push).
 
-    424 (Failed Dependency), not 5xx: the daemon works, the registry the request names does not; the code
-    (``registry_error``, ``registry_unauthorized``, ``digest_mismatch``) says which way."""
+    The daemon works, the registry the request names does not (the API answers 424 Failed Dependency, not
+    5xx); the code (``registry_error``, ``registry_unauthorized``, ``digest_mismatch``) says which way."""
 
     code = "registry_error"
-    status = 424
 
 
 class RegistryAuthError(RegistryError):
     """A registry refused the credentials faasd sent (or wants credentials faasd does not have)."""
 
     code = "registry_unauthorized"
-    status = 424
 
 
 class DigestMismatchError(RegistryError):
     """Content from a registry does not hash to the digest that names it; nothing of it was kept."""
 
     code = "digest_mismatch"
-    status = 424

@@ -184,10 +184,14 @@ async def test_bundle_removed_behind_managers_back(
     subprocess.run(["rm", "-rf", str(sb.bundle)], check=True)
     init_pid = sb.pid
     assert init_pid is not None and alive(init_pid)
-    # destroy copes with a bundle that is gone (its files, pid file and mounts): no error, init killed,
-    # and the leak check (the `ids` fixture) finds no container, cgroup, netns or mount left
+    assert not sb.bundle.exists() and mounts.mounts_under(sb.bundle) == []
+    # destroy copes with a bundle that is gone (its files, pid file and mounts): no error (not caught
+    # here: a RuntimeFailure fails the test), init killed, the sandbox forgotten, and no container,
+    # cgroup, netns, loop device or user namespace range left (checked here, and again by `ids`)
     await asyncio.wait_for(sb.destroy(), HANG_GUARD_S)
     assert not alive(init_pid)
+    assert sb.status == "destroyed" and manager.get(sb.id) is None
+    assert sandbox_leaks(settings, sb.id) == []
 
 
 # ----------------------------------------------------------------------------- daemon crash

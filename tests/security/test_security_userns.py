@@ -148,8 +148,11 @@ async def test_limits_are_still_enforced_under_userns(
     r = await manager.run(
         _spec(f"fd-{unique_id}-p", python_rootfs, "python3", "-c", bomb, limits=Limits(pids=24)), timeout_s=30
     )
-    assert b"capped" in r.stdout, r.stderr
-    assert int(r.stdout.split()[1]) < 24
+    # either the bomb saw fork() fail first, or the pids watch ended the sandbox first: both mean the cap held
+    if b"capped" in r.stdout:
+        assert int(r.stdout.split()[1]) < 24
+    else:
+        assert r.pids_exhausted, (r.exit_code, r.stderr)
 
 
 async def test_range_and_pins_are_released_by_cleanup_orphans_after_a_crash(

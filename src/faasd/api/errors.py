@@ -1,4 +1,8 @@
-"""Every failure becomes JSON ``{"error", "message", "details"}``; never a bare 500."""
+"""Every failure becomes JSON ``{"error", "message", "details"}``; never a bare 500.
+
+HTTP statuses live here, and only here: :data:`HTTP_STATUS` maps each error code of ``faasd.errors``
+(and of every package's own error classes) to the status the API answers with.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,43 @@ from faasd.errors import AuthError, CapacityError, FaasdError, InvalidInputError
 from faasd.platform.errors import RateLimitedError
 
 log = logging.getLogger("faasd.api")
+
+HTTP_STATUS: dict[str, int] = {
+    # error code -> HTTP status. A new FaasdError subclass with a code of its own adds one line here;
+    # tests/unit/api/test_api_error_statuses.py fails for any error class in the tree whose code is missing.
+    "invalid_input": 400,
+    "disk_limit_too_large": 400,
+    "isolation_unsupported": 400,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "not_found": 404,
+    "conflict": 409,
+    "payload_too_large": 413,
+    "validation_error": 422,
+    "resource_limit": 422,
+    "pids_exhausted": 422,
+    "registry_error": 424,
+    "registry_unauthorized": 424,
+    "digest_mismatch": 424,
+    "capacity_exhausted": 429,
+    "rate_limited": 429,
+    "internal_error": 500,
+    "runtime_failure": 500,
+    "state_version": 500,
+    "unavailable": 503,
+    "timeout": 504,
+    "storage_full": 507,
+}
+
+
+def http_status(exc: FaasdError) -> int:
+    """The status the API answers ``exc`` with: its code's, else the nearest base class's code's, else 500
+    (a code missing from :data:`HTTP_STATUS` is a bug the unit tests catch; the user still gets JSON)."""
+    for cls in type(exc).__mro__:
+        code = exc.code if cls is type(exc) else getattr(cls, "code", None)
+        if isinstance(code, str) and code in HTTP_STATUS:
+            return HTTP_STATUS[code]
+    return 500
 
 
 def loads_json(raw: bytes, what: str = "request body") -> Any:
@@ -50,7 +91,7 @@ def faasd_error_response(exc: FaasdError) -> JSONResponse:
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
     if isinstance(exc, AuthError):
         headers["WWW-Authenticate"] = 'Bearer, Basic realm="faasd"'
-    return error_response(exc.status, exc.code, exc.message, _jsonable(exc.details), headers)
+    return error_response(http_status(exc), exc.code, exc.message, _jsonable(exc.details), headers)
 
 
 def _jsonable(details: dict[str, Any]) -> dict[str, Any]:
@@ -77,7 +118,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(FaasdError)
     async def _faasd(_request: Request, exc: FaasdError) -> JSONResponse:
         count(exc.code)
-        if exc.status >= 500:
+        if http_status(exc) >= 500:
             log.error("request failed: %s: %s", exc.code, exc.message)
         return faasd_error_response(exc)
 

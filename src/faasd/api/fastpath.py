@@ -2,10 +2,10 @@
 
 ``POST /api/v1/functions/{name}/invoke`` and ``/function/{name}[/{path}]`` are most of a busy daemon's
 requests, and FastAPI's routing, dependency injection and ``Request`` objects cost more than the
-invocation's own bookkeeping. :class:`InvokeFastPath` (wrapped around the whole middleware stack) answers these requests
-itself with the same semantics as the routes (it sits outside even Starlette's ``ServerErrorMiddleware``,
-so it renders its own 500s), and hands everything else, and every case it does not
-handle exactly like them, to the app untouched (nothing of the request is consumed before it decides):
+invocation's own bookkeeping. :class:`InvokeFastPath` (wrapped around the whole middleware stack, outside
+even Starlette's ``ServerErrorMiddleware``, so it renders its own 500s) answers these requests itself with
+the same semantics as the routes, and hands everything else, and every case it does not handle exactly
+like them, to the app untouched (nothing of the request is consumed before it decides):
 
 * auth: ``/function/*`` is open unless ``FAASD_FUNCTION_AUTH``; ``/api/v1/.../invoke`` needs a key
   with the ``invoke`` scope when auth is on (``ApiKeyService.verify``, which caches verified keys);
@@ -15,7 +15,8 @@ handle exactly like them, to the app untouched (nothing of the request is consum
   ``/api/v1/.../invoke`` (``?async=``, ``callback_url``) and other methods go to the app;
 * errors become the same JSON as the app's handlers (and count in ``faasd_errors_total``);
 * ``faasd_http_requests_total`` is counted with the route templates the app would match, and the
-  access log gets the same line as :class:`faasd.api.app.MetricsMiddleware` writes.
+  access log (:class:`faasd.api.accesslog.AccessLog`, batched) gets the same line as
+  :class:`faasd.api.app.MetricsMiddleware` writes.
 
 Execution records and invocation metrics are the execution service's (unchanged).
 """
@@ -34,12 +35,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from faasd.api.accesslog import AccessLog
 from faasd.api.auth import ANONYMOUS, token_from_header
-from faasd.api.errors import error_response, faasd_error_response
+from faasd.api.errors import error_response, faasd_error_response, http_status
 from faasd.api.invoke import function_response
 from faasd.errors import FaasdError
 from faasd.platform.core import Platform
+from faasd.platform.invocation import Invocation
 from faasd.platform.keys import KeyInfo
-from faasd.platform.worker_protocol import Invocation
 
 log = logging.getLogger("faasd.api")
 
@@ -189,7 +190,7 @@ class InvokeFastPath:
 
     def _error(self, exc: FaasdError) -> Response:
         self.platform.metrics.errors.labels(exc.code).inc()
-        if exc.status >= 500:
+        if http_status(exc) >= 500:
             log.error("request failed: %s: %s", exc.code, exc.message)
         return faasd_error_response(exc)
 

@@ -1,4 +1,6 @@
-"""Shared helpers for invocation routes: build an :class:`Invocation`, shape the function's response."""
+"""Shared helpers for invocation routes: the API side of the API → platform seam (see
+:mod:`faasd.platform.invocation`): build the :class:`Invocation`, shape the :class:`Outcome` into the
+response."""
 
 from __future__ import annotations
 
@@ -8,8 +10,7 @@ from typing import Any
 from fastapi import Request, Response
 
 from faasd.errors import PayloadTooLargeError
-from faasd.platform.executions import Outcome
-from faasd.platform.worker_protocol import Invocation
+from faasd.platform.invocation import Invocation, Outcome
 from faasd.runtime.headers import HOP_BY_HOP, SERVER_SET, relayable
 
 RESPONSE_DROP = HOP_BY_HOP | SERVER_SET
@@ -52,7 +53,7 @@ ERROR_CODE_STATUS = {"pids_exhausted": 422}
 def function_response(
     outcome: Outcome, runtime: str, extra_headers: dict[str, str] | None = None
 ) -> Response:
-    r = outcome.result
+    r = outcome
     headers = dict(relayable(r.headers.items(), RESPONSE_DROP))
     headers["X-Execution-Id"] = outcome.execution_id
     headers["X-Cold-Start"] = "true" if outcome.cold else "false"
@@ -74,9 +75,9 @@ def function_response(
         code = r.error_code or "function_error"
         return Response(
             json.dumps({"error": code, "message": r.error, "details": details}),
-            status_code=ERROR_CODE_STATUS.get(code, r.status if r.status >= 400 else 500),
+            status_code=ERROR_CODE_STATUS.get(code, r.http_status if r.http_status >= 400 else 500),
             headers=headers,
             media_type="application/json",
         )
     media = None if any(k.lower() == "content-type" for k in headers) else "application/octet-stream"
-    return Response(r.body, status_code=r.status, headers=headers, media_type=media)
+    return Response(r.body, status_code=r.http_status, headers=headers, media_type=media)

@@ -84,7 +84,8 @@ EMPTY: dict[str, Any] = {"description": "No body"}
 
 # -- the served document --------------------------------------------------------------------------
 ALL_ERRORS = (400, 401, 403, 404, 409, 413, 422, 424, 429, 500, 503, 504, 507)
-"""Every status a faasd error can carry (``faasd.errors``): a guarded route may answer any of them
+"""Every status a faasd error can be answered with (``faasd.api.errors.HTTP_STATUS``; a unit test checks
+that each is here): a guarded route may answer any of them
 (auth, rate limit, payload limit, validation, the platform's own errors)."""
 PUBLIC_ERRORS = (500, 503)
 

@@ -16,9 +16,9 @@ from faasd.errors import InvalidInputError, NotFoundError
 from faasd.platform.blueprint import BLUEPRINT_LABEL, BOOTSTRAP, parse_config, payload_bytes, zip_to_targz
 from faasd.platform.core import Platform
 from faasd.platform.functions import FunctionSpec, LimitsModel, ScaleModel, check_name
+from faasd.platform.invocation import Invocation
 from faasd.platform.keys import KeyInfo
 from faasd.platform.source_deploy import SOURCE_DEST, build_source_image
-from faasd.platform.worker_protocol import Invocation
 from faasd.state import Function
 
 router = APIRouter(prefix="/api/blueprint/functions", tags=["blueprint"])
@@ -124,7 +124,7 @@ async def invoke(
     p = _p(request)
     _function(p, function_id)
     outcome = await p.executions.invoke(function_id, Invocation(body=payload_bytes(body.args)))
-    r = outcome.result
+    r = outcome
     return {
         "job_id": body.job_id,
         "execution_id": outcome.execution_id,

@@ -10,17 +10,11 @@ from pydantic import ValidationError
 
 from faasd.api.auth import require
 from faasd.api.errors import loads_json
+from faasd.api.instance_models import ExecRequest, ExposeRequest, StartInstanceRequest, UploadRequest
 from faasd.api.invoke import read_body
 from faasd.errors import RuntimeFailure
 from faasd.platform.errors import UnavailableError
-from faasd.platform.instances import (
-    ExecRequest,
-    ExposeRequest,
-    InstanceService,
-    StartInstanceRequest,
-    UploadRequest,
-    instance_dict,
-)
+from faasd.platform.instances import InstanceService, instance_dict
 from faasd.platform.keys import KeyInfo
 from faasd.runtime.headers import CREDENTIALS, FRAMING, HOP_BY_HOP, relayable
 
@@ -46,7 +40,7 @@ def instances_of(request: Request) -> InstanceService:
 async def start_instance(
     body: StartInstanceRequest, request: Request, _k: KeyInfo = deploy_scope
 ) -> dict[str, Any]:
-    return instance_dict(await instances_of(request).create(body))
+    return instance_dict(await instances_of(request).create(body.spec()))
 
 
 @router.get("")
@@ -89,7 +83,7 @@ async def resume_instance(instance_id: str, request: Request, _k: KeyInfo = depl
 async def exec_instance(
     instance_id: str, body: ExecRequest, request: Request, _k: KeyInfo = deploy_scope
 ) -> dict[str, Any]:
-    return await instances_of(request).exec(instance_id, body)
+    return await instances_of(request).exec(instance_id, body.command_spec())
 
 
 @router.put("/{instance_id}/files")
@@ -108,7 +102,7 @@ async def upload_files(
             req = UploadRequest.model_validate(loads_json(raw))
         except ValidationError as exc:
             raise RequestValidationError(exc.errors()) from None
-        return await svc.upload_files(instance_id, req)
+        return await svc.upload_files(instance_id, req.target_path, req.decoded())
     return await svc.upload_tar(instance_id, path, raw)
 
 
@@ -127,7 +121,7 @@ async def download_files(
 async def expose_port(
     instance_id: str, body: ExposeRequest, request: Request, _k: KeyInfo = deploy_scope
 ) -> dict[str, Any]:
-    return await instances_of(request).expose(instance_id, body)
+    return await instances_of(request).expose(instance_id, body.spec())
 
 
 async def forward_http(

@@ -191,7 +191,7 @@ async def invoke_sandbox(sandbox_id: str, request: Request, _k: KeyInfo = invoke
                 "message": result.error,
                 "details": details,
             },
-            status_code=504 if result.timed_out else result.status if result.status >= 400 else 500,
+            status_code=504 if result.timed_out else result.http_status if result.http_status >= 400 else 500,
             headers=headers,
         )
-    return Response(result.body, status_code=result.status, headers=headers)
+    return Response(result.body, status_code=result.http_status, headers=headers)

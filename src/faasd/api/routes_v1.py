@@ -25,9 +25,9 @@ from faasd.errors import ConflictError, FaasdError, InvalidInputError, NotFoundE
 from faasd.platform.core import Platform
 from faasd.platform.executions import Outcome, StreamStart, encode_body, execution_dict
 from faasd.platform.functions import MODES, RUNTIMES, FunctionSpec
+from faasd.platform.invocation import StreamChunk
 from faasd.platform.keys import KeyInfo
 from faasd.platform.source_deploy import build_source_image, default_base_image, source_ref
-from faasd.platform.worker_protocol import StreamChunk
 from faasd.state.models import iso
 
 router = APIRouter(prefix="/api/v1")
@@ -292,17 +292,17 @@ async def invoke_async(
 
 
 def _outcome_event(o: Outcome) -> dict[str, Any]:
-    body, enc = encode_body(o.result.body)
+    body, enc = encode_body(o.body)
     return {
         "execution_id": o.execution_id,
         "status": o.status,
-        "http_status": o.result.status,
-        "headers": dict(o.result.headers),
+        "http_status": o.http_status,
+        "headers": dict(o.headers),
         "body": body,
         "body_encoding": enc,
-        "error": o.result.error,
-        "error_code": o.result.error_code,
-        "exit_code": o.result.exit_code,
+        "error": o.error,
+        "error_code": o.error_code,
+        "exit_code": o.exit_code,
         "duration_ms": round(o.duration_ms, 3),
     }
 

@@ -27,13 +27,13 @@ class FaasGroup(typer.core.TyperGroup):
     """Turns faasd errors raised by any (sub)command into a red message and an exit code."""
 
     def invoke(self, ctx: Any) -> Any:
-        from faasd.sdk import FaasdConnectionError
+        from faasd.sdk import FaasdClientError, FaasdConnectionError
 
         try:
             return super().invoke(ctx)
         except FaasdConnectionError as exc:
             out.fail(str(exc), EXIT_CONNECTION)
-        except FaasdError as exc:
+        except (FaasdClientError, FaasdError) as exc:  # the daemon's answer, or a local step (source packing)
             out.fail(str(exc), EXIT_API_ERROR)
         except KeyboardInterrupt:
             raise typer.Exit(130) from None

@@ -16,8 +16,8 @@ from faasd.console.deps import invoke_scope, platform_of
 from faasd.console.routes_images import snapshots_of
 from faasd.errors import InvalidInputError
 from faasd.platform.executions import encode_body
+from faasd.platform.invocation import Invocation
 from faasd.platform.keys import KeyInfo
-from faasd.platform.worker_protocol import Invocation
 from faasd.runtime.headers import relayable
 
 router = APIRouter(prefix="/ui/api")
@@ -84,7 +84,7 @@ async def invoke_sandbox(
     res = await snapshots_of(p).invoke(sandbox_id, form.invocation(p.settings.max_payload_bytes))
     return {
         "sandbox_id": sandbox_id,
-        "status": res.status if res.error is None else max(res.status, 500),
+        "status": res.http_status if res.error is None else max(res.http_status, 500),
         "headers": dict(relayable(res.headers.items(), RESPONSE_DROP)),
         "error": res.error,
         **_body(res.body),

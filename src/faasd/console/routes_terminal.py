@@ -19,7 +19,7 @@ from faasd.console.session import COOKIE, check_origin
 from faasd.errors import AuthError, FaasdError, NotFoundError
 from faasd.platform.core import Platform
 from faasd.platform.errors import UnavailableError
-from faasd.platform.instances import ExecRequest, InstanceService
+from faasd.platform.instances import ExecCommand, InstanceService
 from faasd.platform.keys import KeyInfo
 
 router = APIRouter(prefix="/ui/api")
@@ -94,8 +94,8 @@ async def terminal(ws: WebSocket, instance_id: str) -> None:
             try:
                 res = await svc.exec(
                     instance_id,
-                    ExecRequest(
-                        command=["/bin/sh", "-c", RUN_LINE, "sh", cwd, msg.line], timeout_s=LINE_TIMEOUT_S
+                    ExecCommand(
+                        args=["/bin/sh", "-c", RUN_LINE, "sh", cwd, msg.line], timeout_s=LINE_TIMEOUT_S
                     ),
                 )
             except FaasdError as exc:
@@ -148,7 +148,7 @@ async def list_dir(
     console_of(request)
     svc = instances_of(platform_of(request))
     res = await svc.exec(
-        instance_id, ExecRequest(command=["/bin/sh", "-c", LIST_DIR, "sh", path], cwd="/", timeout_s=30)
+        instance_id, ExecCommand(args=["/bin/sh", "-c", LIST_DIR, "sh", path], cwd="/", timeout_s=30)
     )
     if res["exit_code"] == 2:
         raise NotFoundError(f"{path} is not a directory in instance {instance_id}", path=path)

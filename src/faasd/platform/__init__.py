@@ -3,18 +3,13 @@ API keys, function logs, start-up reconciliation. :class:`Platform` wires them t
 
 from faasd.platform.core import Platform, PlatformOptions
 from faasd.platform.functions import FunctionSpec
-from faasd.platform.worker_protocol import (
-    Invocation,
-    InvocationResult,
-    PoolWorker,
-    WorkerConfig,
-    WorkerFactory,
-)
+from faasd.platform.invocation import Invocation, Outcome
+from faasd.platform.worker_protocol import PoolWorker, WorkerConfig, WorkerFactory
 
 __all__ = [
     "FunctionSpec",
     "Invocation",
-    "InvocationResult",
+    "Outcome",
     "Platform",
     "PlatformOptions",
     "PoolWorker",

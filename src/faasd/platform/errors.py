@@ -9,14 +9,12 @@ class InvocationTimeoutError(FaasdError):
     """A synchronous invocation ran longer than the function's ``timeout_s``."""
 
     code = "timeout"
-    status = 504
 
 
 class RateLimitedError(FaasdError):
     """An API key exceeded its rate limit."""
 
     code = "rate_limited"
-    status = 429
 
     def __init__(self, message: str, retry_after_s: float = 1.0, **details: object) -> None:
         super().__init__(message, retry_after_s=retry_after_s, **details)
@@ -27,4 +25,3 @@ class UnavailableError(FaasdError):
     """A feature needs a component this daemon runs without (e.g. no image store)."""
 
     code = "unavailable"
-    status = 503

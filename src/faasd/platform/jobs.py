@@ -31,7 +31,7 @@ import binascii
 import contextlib
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import (
     BaseModel,
@@ -46,24 +46,21 @@ from sqlalchemy import select
 from faasd.errors import FaasdError, InvalidInputError, NotFoundError
 from faasd.platform.env import EnvVars, EnvVarsOrPairs
 from faasd.platform.errors import UnavailableError
-from faasd.platform.exec_ephemeral import ExecuteRequest
+from faasd.platform.exec_ephemeral import ExecuteRequest, ExecuteService
 from faasd.platform.instances import (
-    ExecRequest,
-    ExposeRequest,
+    ExecCommand,
     InstanceService,
-    StartInstanceRequest,
-    UploadFile,
-    UploadRequest,
+    InstanceSpec,
+    PortSpec,
+    UploadedFile,
     instance_dict,
 )
 from faasd.platform.merges import MAX_BRANCHES, MergeService
+from faasd.platform.snapshots import SnapshotService
 from faasd.snapshots.seeds import SEED_MAX
 from faasd.state import Database
 from faasd.state.instance_models import Job
 from faasd.state.models import iso, utcnow
-
-if TYPE_CHECKING:
-    from faasd.platform.core import Platform
 
 JOB_TYPES: tuple[str, ...] = (
     "execute_function",
@@ -85,7 +82,6 @@ class JobValidationError(FaasdError):
     """Job arguments do not match the job type's schema (same shape as a request validation error)."""
 
     code = "validation_error"
-    status = 422
 
 
 # ------------------------------------------------------------------------------- arguments
@@ -175,8 +171,21 @@ class StartInstanceArgs(_Args):
     disk_gb: float = Field(default=1.0, gt=0, le=1024)
     enable_ssh: bool = False
     name: str | None = Field(default=None, max_length=128)
-    ttl_s: float | None = Field(default=None, gt=0)
+    ttl_s: float | None = Field(default=None, gt=0, le=30 * 86400)
     env: EnvVars = Field(default_factory=dict)
+
+    def spec(self) -> InstanceSpec:
+        return InstanceSpec(
+            snapshot_id=self.snapshot_id,
+            image=self.image,
+            cpu_cores=self.cpu_cores,
+            memory_mb=self.memory_mb,
+            disk_gb=self.disk_gb,
+            enable_ssh=self.enable_ssh,
+            name=self.name,
+            ttl_s=self.ttl_s,
+            env=dict(self.env),
+        )
 
 
 class InstanceArgs(_Args):
@@ -189,9 +198,17 @@ class ExposePortArgs(InstanceArgs):
     subdomain: str | None = None
 
 
+class FileArg(_Args):
+    """One file of ``upload_files``: ``content`` is base64."""
+
+    path: str = Field(min_length=1, max_length=4096)
+    content: str
+    mode: int = Field(default=0o644, ge=0, le=0o7777)
+
+
 class UploadFilesArgs(InstanceArgs):
     target_path: str = Field(default="/", min_length=1, max_length=4096)
-    files_data: list[UploadFile] | str = Field(
+    files_data: list[FileArg] | str = Field(
         description="a list of files (base64 contents) or a tar archive, base64-encoded (the seed's form)"
     )
 
@@ -275,10 +292,6 @@ def _recorded(args: dict[str, Any]) -> dict[str, Any]:
     return {**args, "files_data": slim}
 
 
-def _b64(data: bytes | None) -> str | None:
-    return None if data is None else base64.b64encode(data).decode()
-
-
 def job_dict(job: Job) -> dict[str, Any]:
     return {
         "job_id": job.id,
@@ -294,8 +307,25 @@ def job_dict(job: Job) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------- service
+class JobPlatform(Protocol):
+    """What jobs use of the platform: :class:`~faasd.platform.core.Platform` satisfies it (read at each
+    job, so a service the platform has not got is a clear ``unavailable`` error)."""
+
+    @property
+    def db(self) -> Database: ...
+
+    @property
+    def execute(self) -> ExecuteService | None: ...
+
+    @property
+    def instances(self) -> InstanceService | None: ...
+
+    @property
+    def snapshots(self) -> SnapshotService | None: ...
+
+
 class JobService:
-    def __init__(self, platform: Platform, db: Database | None = None) -> None:
+    def __init__(self, platform: JobPlatform, db: Database | None = None) -> None:
         self.platform = platform
         self.db = db or platform.db
         self._handlers: dict[str, Callable[[Any], Awaitable[dict[str, Any]]]] = {
@@ -379,15 +409,17 @@ class JobService:
             return {"mode": "ephemeral", **result}
         # restore / checkpoint: a temporary instance (from the snapshot, or the image), removed after
         svc = self.instances
-        start = StartInstanceRequest(
+        start = InstanceSpec(
             snapshot_id=a.snapshot, image=None if a.snapshot else a.image, env=dict(a.env_vars)
         )
         inst = await svc.create(start)
         try:
             result = await svc.exec(
                 inst.id,
-                ExecRequest(
-                    command=a.command, stdin_base64=_b64(a.payload_bytes()), timeout_s=a.timeout_secs
+                ExecCommand(
+                    args=["/bin/sh", "-c", a.command] if isinstance(a.command, str) else list(a.command),
+                    stdin=a.payload_bytes() or b"",
+                    timeout_s=a.timeout_secs,
                 ),
             )
             out: dict[str, Any] = {"mode": a.mode, "restored_from": a.snapshot, **result}
@@ -421,7 +453,7 @@ class JobService:
         }
 
     async def _restore_snapshot(self, a: RestoreSnapshotArgs) -> dict[str, Any]:
-        inst = await self.instances.create(StartInstanceRequest(snapshot_id=a.snapshot_id, seed=a.seed))
+        inst = await self.instances.create(InstanceSpec(snapshot_id=a.snapshot_id, seed=a.seed))
         return {
             "instance": instance_dict(inst),
             "instance_id": inst.id,
@@ -432,7 +464,7 @@ class JobService:
     async def _create_branch(self, a: CreateBranchArgs) -> dict[str, Any]:
         # a named instance restored from a snapshot (job 3 with a name): "branch" in the job's name only
         inst = await self.instances.create(
-            StartInstanceRequest(snapshot_id=a.parent_snapshot_id, name=a.branch_name, seed=a.seed)
+            InstanceSpec(snapshot_id=a.parent_snapshot_id, name=a.branch_name, seed=a.seed)
         )
         return {
             "branch_name": a.branch_name,
@@ -456,8 +488,7 @@ class JobService:
         }
 
     async def _start_instance(self, a: StartInstanceArgs) -> dict[str, Any]:
-        req = StartInstanceRequest(**a.model_dump())
-        return instance_dict(await self.instances.create(req))
+        return instance_dict(await self.instances.create(a.spec()))
 
     async def _stop_instance(self, a: InstanceArgs) -> dict[str, Any]:
         return instance_dict(await self.instances.stop(a.instance_id))
@@ -469,12 +500,13 @@ class JobService:
         return instance_dict(await self.instances.resume(a.instance_id))
 
     async def _expose_port(self, a: ExposePortArgs) -> dict[str, Any]:
-        req = ExposeRequest(internal_port=a.internal_port, protocol=a.protocol, subdomain=a.subdomain)
+        req = PortSpec(internal_port=a.internal_port, protocol=a.protocol, subdomain=a.subdomain)
         return {"instance_id": a.instance_id, **await self.instances.expose(a.instance_id, req)}
 
     async def _upload_files(self, a: UploadFilesArgs) -> dict[str, Any]:
         if isinstance(a.files_data, str):
             result = await self.instances.upload_tar(a.instance_id, a.target_path, a.tar_bytes())
             return {"instance_id": a.instance_id, **result}
-        req = UploadRequest(target_path=a.target_path, files=a.files_data)
-        return {"instance_id": a.instance_id, **await self.instances.upload_files(a.instance_id, req)}
+        files = [UploadedFile.from_base64(f.path, f.content, f.mode) for f in a.files_data]
+        result = await self.instances.upload_files(a.instance_id, a.target_path, files)
+        return {"instance_id": a.instance_id, **result}

@@ -1,8 +1,9 @@
 """The real worker factory: :func:`faasd.runtime.workers.start_worker` on image layers from the store.
 
-Translates between the platform's :mod:`faasd.platform.worker_protocol` types and the runtime's; writes the
-function's secrets to a private directory (0700/0400) bind-mounted read-only at ``/run/secrets``;
-leases the image in the store while the worker lives so it cannot be removed under it.
+Requests and results pass through as the runtime's own types (the platform → runtime seam, see
+:mod:`faasd.platform.invocation`). Writes the function's secrets to a private directory (0700/0400)
+bind-mounted read-only at ``/run/secrets``; leases the image in the store while the worker lives so it
+cannot be removed under it.
 """
 
 from __future__ import annotations
@@ -17,16 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from faasd.config import Settings
-from faasd.errors import PidsExhaustedError, ResourceLimitError
 from faasd.platform.functions import oci_runtime
-from faasd.platform.worker_protocol import (
-    Invocation,
-    InvocationResult,
-    PoolWorker,
-    StreamChunk,
-    StreamEvent,
-    WorkerConfig,
-)
+from faasd.platform.worker_protocol import PoolWorker, WorkerConfig
 from faasd.runtime.models import (
     OPENFAAS_SECRETS_DIR,
     SECRETS_DIR_IN_CONTAINER,
@@ -35,8 +28,7 @@ from faasd.runtime.models import (
     NetworkSpec,
 )
 from faasd.runtime.sandbox import SandboxManager
-from faasd.runtime.workers import InvokeRequest, InvokeResult, Worker, WorkerSpec, start_worker
-from faasd.runtime.workers import StreamChunk as RuntimeChunk
+from faasd.runtime.workers import InvokeEvent, InvokeRequest, InvokeResult, Worker, WorkerSpec, start_worker
 
 log = logging.getLogger(__name__)
 
@@ -53,45 +45,6 @@ def runtime_handler(runtime: str, handler: str | None) -> str | None:
         return handler
     module, _, func = handler.rpartition(".")
     return f"{module}:{func}" if module else handler
-
-
-def _headers(pairs: list[tuple[str, str]]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for k, v in pairs:
-        k = k.lower()
-        out[k] = f"{out[k]}, {v}" if k in out else v
-    return out
-
-
-def to_result(r: InvokeResult) -> InvocationResult:
-    err = r.error
-    return InvocationResult(
-        status=r.status,
-        body=r.body,
-        headers=_headers(r.headers),
-        stdout=r.stdout,
-        stderr=r.stderr,
-        exit_code=r.exit_code,
-        error=err.message if err is not None else None,
-        traceback=(err.traceback or None) if err is not None else None,
-        run_ms=r.timings.run_ms if r.timings.run_ms is not None else r.timings.total_ms,
-    )
-
-
-def _limit_result(exc: ResourceLimitError) -> InvocationResult:
-    timed_out = exc.details.get("limit") == "timeout"
-    return InvocationResult(
-        status=504 if timed_out else 500,
-        error=exc.message,
-        timed_out=timed_out,
-        body=b"",
-        headers={},
-        error_code=exc.code if isinstance(exc, PidsExhaustedError) else None,
-        error_details={
-            k: v for k, v in exc.details.items()
-            if k in ("limit", "pids", "detected_ms") and isinstance(v, str | int | float | None)
-        } if isinstance(exc, PidsExhaustedError) else {},
-    )
 
 
 class RuntimeWorker:
@@ -119,33 +72,11 @@ class RuntimeWorker:
         v = getattr(self._worker, "init_ms", None)
         return float(v) if v is not None else None
 
-    @staticmethod
-    def _request(inv: Invocation) -> InvokeRequest:
-        return InvokeRequest(
-            body=inv.body,
-            headers=dict(inv.headers),
-            method=inv.method,
-            path=inv.path,
-            query=inv.query,
-            timeout_s=inv.timeout_s,
-            request_id=inv.execution_id or os.urandom(8).hex(),
-        )
+    async def invoke(self, request: InvokeRequest) -> InvokeResult:
+        return await self._worker.invoke(request)
 
-    async def invoke(self, invocation: Invocation) -> InvocationResult:
-        try:
-            return to_result(await self._worker.invoke(self._request(invocation)))
-        except ResourceLimitError as exc:
-            return _limit_result(exc)
-
-    async def invoke_stream(self, invocation: Invocation) -> AsyncIterator[StreamEvent]:
-        try:
-            async for ev in self._worker.invoke_stream(self._request(invocation)):
-                if isinstance(ev, RuntimeChunk):
-                    yield StreamChunk(ev.stream, ev.data)
-                else:
-                    yield to_result(ev)
-        except ResourceLimitError as exc:
-            yield _limit_result(exc)
+    def invoke_stream(self, request: InvokeRequest) -> AsyncIterator[InvokeEvent]:
+        return self._worker.invoke_stream(request)
 
     async def close(self) -> None:
         try:

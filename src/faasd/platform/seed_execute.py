@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import dataclasses
 import logging
 import secrets
 import time
@@ -32,7 +33,7 @@ from faasd.errors import FaasdError, InvalidInputError, NotFoundError
 from faasd.platform.exec_ephemeral import MAX_OUTPUT_BYTES, ExecuteService
 from faasd.platform.exec_pool import PoolKey, WarmExecPool
 from faasd.platform.exec_stats import ExecMetrics, ResultCache, cache_key_for
-from faasd.platform.instances import ExecRequest, InstanceService, StartInstanceRequest
+from faasd.platform.instances import ExecCommand, InstanceService, InstanceSpec
 from faasd.platform.seed_models import DEFAULT_WORKSPACE_TTL_S, SeedExecuteRequest
 from faasd.platform.snapshots import SnapshotService, snapshot_dict
 from faasd.runtime.sandbox import Sandbox
@@ -209,10 +210,10 @@ class SeedExecuteService:
             )
         return self.instances
 
-    def _exec_request(self, req: SeedExecuteRequest) -> ExecRequest:
-        return ExecRequest(
-            command=req.args(),
-            stdin=req.stdin,
+    def _exec_request(self, req: SeedExecuteRequest) -> ExecCommand:
+        return ExecCommand(
+            args=req.args(),
+            stdin=(req.stdin or "").encode(),
             env=dict(req.env_vars),
             cwd=req.working_dir,
             timeout_s=req.timeout_ms / 1000,
@@ -223,16 +224,16 @@ class SeedExecuteService:
         assert self.snapshots is not None
         if req.snapshot_id is not None:
             self.snapshots.require(req.snapshot_id)
-            start = StartInstanceRequest(
+            start = InstanceSpec(
                 snapshot_id=req.snapshot_id, memory_mb=req.memory_mb, cpu_cores=req.cpu_cores
             )
         else:
             await self.resolve_image(req.image_ref())
-            start = StartInstanceRequest(
+            start = InstanceSpec(
                 image=req.image_ref(), memory_mb=req.memory_mb, cpu_cores=req.cpu_cores
             )
         inst = await instances.create(
-            start.model_copy(update={"name": WORKSPACE_PREFIX + request_id + ":ckpt"})
+            dataclasses.replace(start, name=WORKSPACE_PREFIX + request_id + ":ckpt")
         )
         try:
             res = await instances.exec(inst.id, self._exec_request(req))
@@ -270,7 +271,7 @@ class SeedExecuteService:
         instances = self._instances()
         snap_id, temporary = await self._source_snapshot(ref)
         try:
-            start = StartInstanceRequest(
+            start = InstanceSpec(
                 snapshot_id=snap_id, memory_mb=req.memory_mb, cpu_cores=req.cpu_cores
             )
             inst = await instances.create(start)
@@ -311,7 +312,7 @@ class SeedExecuteService:
             name = request_id
             await self.resolve_image(req.image_ref())
             inst = await instances.create(
-                StartInstanceRequest(
+                InstanceSpec(
                     image=req.image_ref(),
                     name=WORKSPACE_PREFIX + request_id,
                     memory_mb=req.memory_mb,

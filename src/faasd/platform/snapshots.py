@@ -27,13 +27,15 @@ import asyncio
 import builtins
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from faasd.config import Settings
-from faasd.errors import ConflictError, FaasdError, InvalidInputError, NotFoundError
+from faasd.errors import ConflictError, FaasdError, InvalidInputError, NotFoundError, ResourceLimitError
 from faasd.platform.functions import BRANCH_FROM_ANNOTATION, FunctionService
+from faasd.platform.invocation import Invocation, Outcome, invoke_request
 from faasd.platform.metrics import Metrics
 from faasd.platform.pools import WarmPool
 from faasd.platform.runner import POOLED_MODES, FunctionRunner
@@ -56,13 +58,7 @@ from faasd.platform.snapshot_meta import (
     worker_spec_info,
 )
 from faasd.platform.snapshot_modes import FunctionSnapshotModes
-from faasd.platform.worker_protocol import (
-    Invocation,
-    InvocationResult,
-    PoolWorker,
-    WorkerConfig,
-    WorkerFactory,
-)
+from faasd.platform.worker_protocol import PoolWorker, WorkerConfig, WorkerFactory
 from faasd.runtime.checkpoint import Restored
 from faasd.runtime.sandbox import SandboxManager
 from faasd.runtime.workers import Worker, WorkerSpec
@@ -72,6 +68,9 @@ from faasd.snapshots.service import forget_sandbox, restore_snapshot, snapshot_s
 from faasd.snapshots.store import GcReport, Snapshot, SnapshotMeta, SnapshotStore
 
 log = logging.getLogger(__name__)
+
+SANDBOX_INVOKE_TIMEOUT_S = 30.0
+"""How long one request to a restored sandbox may run."""
 
 __all__ = [
     "AGENT_MODES",
@@ -392,7 +391,8 @@ class SnapshotService:
             )
         return entry
 
-    async def invoke(self, sandbox_id: str, invocation: Invocation) -> InvocationResult:
+    async def invoke(self, sandbox_id: str, invocation: Invocation) -> Outcome:
+        """One request to a restored sandbox (all headers forwarded, no execution record)."""
         entry = self.sandbox(sandbox_id)
         async with entry.lock:
             if not entry.worker.alive:
@@ -401,7 +401,18 @@ class SnapshotService:
                     sandbox_id=sandbox_id,
                 )
             entry.invocations += 1
-            return await entry.worker.invoke(invocation)
+            req = invoke_request(
+                invocation,
+                headers=dict(invocation.headers),
+                timeout_s=SANDBOX_INVOKE_TIMEOUT_S,
+                request_id=os.urandom(8).hex(),
+            )
+            t0 = time.monotonic()
+            try:
+                result = await entry.worker.invoke(req)
+            except ResourceLimitError as exc:
+                return Outcome.of_limit(exc, wall_ms=(time.monotonic() - t0) * 1000)
+            return Outcome.of_result(result, wall_ms=(time.monotonic() - t0) * 1000)
 
     async def destroy(self, sandbox_id: str) -> None:
         entry = self.sandbox(sandbox_id)

@@ -2,7 +2,9 @@
 
 :class:`PoolWorker` and :class:`WorkerFactory` are the only seams between the pool/execution logic and
 the runtime: the real implementation (:mod:`faasd.platform.runtime_adapter`) wraps
-``faasd.runtime.workers.start_worker``; unit tests pass a test double.
+``faasd.runtime.workers.start_worker``; unit tests pass a test double. A pool worker takes the runtime's
+request and answers with the runtime's result (the platform → runtime seam, see
+:mod:`faasd.platform.invocation`).
 """
 
 from __future__ import annotations
@@ -10,53 +12,9 @@ from __future__ import annotations
 import socket
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-
-@dataclass(frozen=True)
-class Invocation:
-    """One request to a function, as the platform hands it to a worker."""
-
-    body: bytes = b""
-    headers: Mapping[str, str] = field(default_factory=dict)
-    path: str = "/"
-    method: str = "POST"
-    query: str = ""
-    timeout_s: float = 30.0
-    execution_id: str = ""
-
-
-@dataclass
-class InvocationResult:
-    """What the function answered. ``status`` is the HTTP status the caller gets."""
-
-    status: int
-    body: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
-    stdout: bytes = b""
-    stderr: bytes = b""
-    exit_code: int | None = None
-    error: str | None = None
-    """Set when the function failed (exception, non-zero exit, crash): human-readable reason."""
-    timed_out: bool = False
-    run_ms: float | None = None
-    traceback: str | None = None
-    error_code: str | None = None
-    error_details: dict[str, str | int | float | None] = field(default_factory=dict)
-    """With ``error_code``: what the API adds to the error's ``details`` (e.g. ``limit``, ``pids``)."""
-    """Machine-readable kind of ``error`` when it is not the function's own failure, e.g. ``pids_exhausted``
-    (the API answers ``function_error`` when unset)."""
-
-
-@dataclass(frozen=True)
-class StreamChunk:
-    stream: Literal["stdout", "stderr", "body"]
-    """``body``: http-runtime functions stream their response body as it arrives."""
-    data: bytes
-
-
-StreamEvent = StreamChunk | InvocationResult
-"""``invoke_stream`` yields output chunks, then exactly one :class:`InvocationResult` last."""
+from faasd.runtime.agent_client import InvokeEvent, InvokeRequest, InvokeResult
 
 
 @dataclass(frozen=True)
@@ -92,9 +50,21 @@ class PoolWorker(Protocol):
     @property
     def id(self) -> str: ...
 
-    async def invoke(self, invocation: Invocation) -> InvocationResult: ...
+    @property
+    def alive(self) -> bool:
+        """False once the worker died or was closed (its lease is then released as broken)."""
+        ...
 
-    def invoke_stream(self, invocation: Invocation) -> AsyncIterator[StreamEvent]: ...
+    async def invoke(self, request: InvokeRequest) -> InvokeResult:
+        """Run one request. A function that raised or crashed is a result with ``error`` set; a limit
+        that ended the request (timeout, memory, pids) raises :class:`faasd.errors.ResourceLimitError`;
+        a worker that died raises :class:`faasd.errors.RuntimeFailure`."""
+        ...
+
+    def invoke_stream(self, request: InvokeRequest) -> AsyncIterator[InvokeEvent]:
+        """Output chunks while the function runs, then exactly one :class:`InvokeResult` (errors as
+        :meth:`invoke`)."""
+        ...
 
     async def close(self) -> None: ...
 

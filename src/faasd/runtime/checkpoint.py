@@ -50,6 +50,7 @@ from faasd.errors import (
     StorageFullError,
 )
 from faasd.rootfs import mounts
+from faasd.runtime.agent_client import AgentClient
 from faasd.runtime.checkpointable import Checkpointable, CheckpointSource, checkpoint_source
 from faasd.runtime.criu_conf import criu_annotations
 from faasd.runtime.criu_work import DUMP_WORK_PREFIX, RESTORE_WORK_DIR, make_work_dir, remove_work_dir
@@ -413,6 +414,4 @@ async def notify_restored(
     socket_path: Path, timeout_s: float = 10.0, *, seed: str | None = None
 ) -> dict[str, Any]:
     """Send the agent a ``restored`` control frame (with ``seed`` if given); returns its ``ack`` header."""
-    from faasd.runtime.agent_client import AgentClient
-
     return await AgentClient(socket_path).notify_restored(timeout_s=timeout_s, seed=seed)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
-from faasd.errors import InvalidInputError
+from faasd.errors import InvalidInputError, ResourceLimitError, pids_exhausted
 
 SANDBOX_ID_RE = re.compile(r"^fd-[a-z0-9][a-z0-9_-]{0,56}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -312,8 +312,6 @@ class RunResult:
 
     def raise_for_limits(self) -> None:
         """Raise :class:`ResourceLimitError` if the run hit its memory or wall-clock limit."""
-        from faasd.errors import ResourceLimitError, pids_exhausted
-
         if self.pids_exhausted:
             raise pids_exhausted(self.pids_limit, "the sandbox", detected_ms=self.pids_detected_ms)
         if self.oom_killed:

@@ -14,7 +14,6 @@ import httpcore
 import httpx
 
 from faasd.runtime.sandbox import Sandbox
-from faasd.runtime.workers.http_mode import open_sandbox_connection
 
 __all__ = ["NetnsTransport"]
 
@@ -67,7 +66,7 @@ class _NetnsBackend(httpcore.AsyncNetworkBackend):
         socket_options: Any = None,
     ) -> httpcore.AsyncNetworkStream:
         try:
-            reader, writer = await open_sandbox_connection(self.sandbox, port, host, timeout or 5.0)
+            reader, writer = await self.sandbox.open_connection(port, host, timeout_s=timeout or 5.0)
         except TimeoutError:
             raise httpcore.ConnectTimeout(
                 f"connecting to port {port} in sandbox {self.sandbox.id} timed out"

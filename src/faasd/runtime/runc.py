@@ -1,6 +1,7 @@
 """Async driver for OCI runtimes with runc's CLI: ``runc`` and gVisor's ``runsc``.
 
-Every method builds an argument list (pure ``*_args`` methods, unit-tested) and runs the binary with
+Every method builds an argument list (the pure ``*_args`` methods of
+:class:`~faasd.runtime.runc_args.OciCommandLine`, unit-tested) and runs the binary with
 ``--root``. A non-zero exit becomes :class:`faasd.errors.RuntimeFailure` carrying runc's stderr (or the
 ``error`` lines of its JSON log). ``create`` hands the container's stdio to caller-owned pipe fds, so
 the container keeps them after ``runc create`` exits (runc's "pass-through" mode).
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from faasd.errors import NotFoundError, RuntimeFailure
+from faasd.runtime.runc_args import OciCommandLine
 
 DEFAULT_CALL_TIMEOUT_S = 60.0
 
@@ -30,15 +32,11 @@ class CallResult:
     stderr: bytes
 
 
-class OciRuntime:
-    """runc-compatible CLI driver. Use :class:`Runc` or :class:`Runsc`."""
+class OciRuntime(OciCommandLine):
+    """runc-compatible CLI driver. Use :class:`Runc` or :class:`Runsc`. The argv of each subcommand comes
+    from the pure builders of :class:`~faasd.runtime.runc_args.OciCommandLine` (``create_args``, ...)."""
 
     name = "oci"
-
-    def __init__(self, binary: str, root: Path, *, debug: bool = False) -> None:
-        self.binary = binary
-        self.root = Path(root)
-        self.debug = debug
 
     # ------------------------------------------------------------ availability
     def available(self) -> bool:
@@ -47,183 +45,6 @@ class OciRuntime:
     def require(self) -> None:
         if not self.available():
             raise RuntimeFailure(f"{self.name} binary {self.binary!r} not found in PATH; install it")
-
-    # ------------------------------------------------------------ arg builders
-    def global_args(self, log_file: Path | None = None) -> list[str]:
-        args = [self.binary, "--root", str(self.root)]
-        if log_file is not None:
-            args += ["--log", str(log_file), "--log-format", "json"]
-        if self.debug:
-            args.append("--debug")
-        return args
-
-    def create_args(
-        self,
-        container_id: str,
-        bundle: Path,
-        *,
-        pid_file: Path | None = None,
-        console_socket: Path | None = None,
-        no_pivot: bool = False,
-    ) -> list[str]:
-        args = ["create", "--bundle", str(bundle)]
-        if pid_file is not None:
-            args += ["--pid-file", str(pid_file)]
-        if console_socket is not None:
-            args += ["--console-socket", str(console_socket)]
-        if no_pivot:
-            args.append("--no-pivot")
-        return [*args, container_id]
-
-    def start_args(self, container_id: str) -> list[str]:
-        return ["start", container_id]
-
-    def run_args(
-        self, container_id: str, bundle: Path, *, detach: bool = False, pid_file: Path | None = None
-    ) -> list[str]:
-        args = ["run", "--bundle", str(bundle)]
-        if detach:
-            args.append("--detach")
-        if pid_file is not None:
-            args += ["--pid-file", str(pid_file)]
-        return [*args, container_id]
-
-    def exec_args(
-        self,
-        container_id: str,
-        argv: Sequence[str],
-        *,
-        env: Mapping[str, str] | None = None,
-        cwd: str | None = None,
-        user: str | None = None,
-        detach: bool = False,
-        pid_file: Path | None = None,
-        process_json: Path | None = None,
-    ) -> list[str]:
-        args = ["exec"]
-        if process_json is not None:
-            args += ["--process", str(process_json)]
-        for k, v in (env or {}).items():
-            args += ["--env", f"{k}={v}"]
-        if cwd:
-            args += ["--cwd", cwd]
-        if user:
-            args += ["--user", user]
-        if detach:
-            args.append("--detach")
-        if pid_file is not None:
-            args += ["--pid-file", str(pid_file)]
-        args.append(container_id)
-        if process_json is None:
-            args += list(argv)
-        return args
-
-    def kill_args(
-        self, container_id: str, signal: str | int = "KILL", *, all_processes: bool = False
-    ) -> list[str]:
-        args = ["kill"]
-        if all_processes:
-            args.append("--all")
-        return [*args, container_id, str(signal)]
-
-    def delete_args(self, container_id: str, *, force: bool = False) -> list[str]:
-        return ["delete", *(["--force"] if force else []), container_id]
-
-    def state_args(self, container_id: str) -> list[str]:
-        return ["state", container_id]
-
-    def list_args(self) -> list[str]:
-        return ["list", "--format", "json"]
-
-    def pause_args(self, container_id: str) -> list[str]:
-        return ["pause", container_id]
-
-    def resume_args(self, container_id: str) -> list[str]:
-        return ["resume", container_id]
-
-    def events_args(
-        self, container_id: str, *, stats: bool = False, interval_s: float | None = None
-    ) -> list[str]:
-        args = ["events"]
-        if stats:
-            args.append("--stats")
-        if interval_s is not None:
-            args += ["--interval", f"{interval_s:g}s"]
-        return [*args, container_id]
-
-    def checkpoint_args(
-        self,
-        container_id: str,
-        image_path: Path,
-        *,
-        work_path: Path | None = None,
-        parent_path: str | None = None,
-        leave_running: bool = False,
-        tcp_established: bool = False,
-        ext_unix_sk: bool = False,
-        shell_job: bool = False,
-        file_locks: bool = False,
-        pre_dump: bool = False,
-        manage_cgroups_mode: str | None = None,
-        auto_dedup: bool = False,
-        extra: Sequence[str] = (),
-    ) -> list[str]:
-        args = ["checkpoint", "--image-path", str(image_path)]
-        if work_path is not None:
-            args += ["--work-path", str(work_path)]
-        if parent_path is not None:
-            args += ["--parent-path", parent_path]
-        for flag, on in (
-            ("--leave-running", leave_running),
-            ("--tcp-established", tcp_established),
-            ("--ext-unix-sk", ext_unix_sk),
-            ("--shell-job", shell_job),
-            ("--file-locks", file_locks),
-            ("--pre-dump", pre_dump),
-            ("--auto-dedup", auto_dedup),
-        ):
-            if on:
-                args.append(flag)
-        if manage_cgroups_mode is not None:
-            args += ["--manage-cgroups-mode", manage_cgroups_mode]
-        return [*args, *extra, container_id]
-
-    def restore_args(
-        self,
-        container_id: str,
-        bundle: Path,
-        image_path: Path,
-        *,
-        work_path: Path | None = None,
-        detach: bool = True,
-        pid_file: Path | None = None,
-        tcp_established: bool = False,
-        ext_unix_sk: bool = False,
-        shell_job: bool = False,
-        file_locks: bool = False,
-        manage_cgroups_mode: str | None = None,
-        no_pivot: bool = False,
-        extra: Sequence[str] = (),
-    ) -> list[str]:
-        args = ["restore", "--bundle", str(bundle), "--image-path", str(image_path)]
-        if work_path is not None:
-            args += ["--work-path", str(work_path)]
-        if detach:
-            args.append("--detach")
-        if pid_file is not None:
-            args += ["--pid-file", str(pid_file)]
-        for flag, on in (
-            ("--tcp-established", tcp_established),
-            ("--ext-unix-sk", ext_unix_sk),
-            ("--shell-job", shell_job),
-            ("--file-locks", file_locks),
-            ("--no-pivot", no_pivot),
-        ):
-            if on:
-                args.append(flag)
-        if manage_cgroups_mode is not None:
-            args += ["--manage-cgroups-mode", manage_cgroups_mode]
-        return [*args, *extra, container_id]
 
     # --------------------------------------------------------------- execution
     async def call(
@@ -443,7 +264,6 @@ class _NotFoundFailure(RuntimeFailure):
     """runc says the container does not exist (callers treat it as 'already gone')."""
 
     code = NotFoundError.code
-    status = NotFoundError.status
 
 
 ContainerNotFound = _NotFoundFailure

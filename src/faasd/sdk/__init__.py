@@ -16,6 +16,7 @@ from faasd.sdk.errors import (
     DiskLimitTooLarge,
     ExecutionWaitTimeout,
     FaasdAPIError,
+    FaasdClientError,
     FaasdConnectionError,
     FaasdTimeout,
     Forbidden,
@@ -33,6 +34,7 @@ from faasd.sdk.errors import (
     ServerError,
     StorageFull,
     Unauthorized,
+    Unavailable,
     ValidationFailed,
 )
 from faasd.sdk.models import (
@@ -80,6 +82,7 @@ __all__ = [
     "ExecutionLogs",
     "ExecutionWaitTimeout",
     "FaasdAPIError",
+    "FaasdClientError",
     "FaasdConnectionError",
     "FaasdTimeout",
     "Forbidden",
@@ -113,5 +116,6 @@ __all__ = [
     "StreamResult",
     "StreamStart",
     "Unauthorized",
+    "Unavailable",
     "ValidationFailed",
 ]

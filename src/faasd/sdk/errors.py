@@ -1,8 +1,9 @@
 """Typed errors for API failures, mapped from the JSON error body ``{"error", "message", "details"}``.
 
-Every SDK error is also a :class:`faasd.errors.FaasdError` and, where one exists, an instance of the
-matching server-side type (``NotFound`` is a ``faasd.errors.NotFoundError``), so code that catches the
-platform's errors catches the SDK's too.
+The SDK has its own error tree, independent of the server's (``faasd.errors``): every error it raises is
+a :class:`FaasdClientError` with a ``code``, ``message`` and ``details``; an error the API answered with
+is a :class:`FaasdAPIError` whose class is picked by the wire ``code`` (``"not_found"`` → :class:`NotFound`)
+or, for a code this SDK does not know, by the HTTP status. Importing the SDK loads no server module.
 """
 
 from __future__ import annotations
@@ -12,10 +13,26 @@ from typing import Any
 
 import httpx
 
-from faasd import errors as core
+
+class FaasdClientError(Exception):
+    """Base class of every error the SDK raises (API errors, transport failures, protocol errors)."""
+
+    code: str = "client_error"
+    status: int = 0
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": self.code, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return body
 
 
-class FaasdAPIError(core.FaasdError):
+class FaasdAPIError(FaasdClientError):
     """The API answered with an error status. ``code``/``status``/``details`` come from the response."""
 
     code = "api_error"
@@ -43,27 +60,27 @@ class FaasdAPIError(core.FaasdError):
         return f"{self.message} ({self.code}, HTTP {self.status})" if self.status else self.message
 
 
-class InvalidInput(FaasdAPIError, core.InvalidInputError):
+class InvalidInput(FaasdAPIError):
     code, status = "invalid_input", 400
 
 
-class Unauthorized(FaasdAPIError, core.AuthError):
+class Unauthorized(FaasdAPIError):
     code, status = "unauthorized", 401
 
 
-class Forbidden(FaasdAPIError, core.ForbiddenError):
+class Forbidden(FaasdAPIError):
     code, status = "forbidden", 403
 
 
-class NotFound(FaasdAPIError, core.NotFoundError):
+class NotFound(FaasdAPIError):
     code, status = "not_found", 404
 
 
-class Conflict(FaasdAPIError, core.ConflictError):
+class Conflict(FaasdAPIError):
     code, status = "conflict", 409
 
 
-class PayloadTooLarge(InvalidInput, core.PayloadTooLargeError):
+class PayloadTooLarge(InvalidInput):
     code, status = "payload_too_large", 413
 
 
@@ -84,24 +101,24 @@ class ValidationFailed(InvalidInput):
         return f"{self.message}: {fields} ({self.code}, HTTP {self.status})"
 
 
-class ResourceLimitExceeded(FaasdAPIError, core.ResourceLimitError):
+class ResourceLimitExceeded(FaasdAPIError):
     code, status = "resource_limit", 422
 
 
-class PidsExhausted(ResourceLimitExceeded, core.PidsExhaustedError):
+class PidsExhausted(ResourceLimitExceeded):
     """A fork failed on the sandbox's pids limit (a fork bomb): the request, or an instance exec's process
     group, was killed as soon as that was seen."""
 
     code, status = "pids_exhausted", 422
 
 
-class DiskLimitTooLarge(InvalidInput, core.DiskLimitTooLargeError):
+class DiskLimitTooLarge(InvalidInput):
     """The requested disk limit is larger than the daemon's host can hold (``details["max_disk_mb"]``)."""
 
     code, status = "disk_limit_too_large", 400
 
 
-class IsolationUnsupported(InvalidInput, core.IsolationUnsupportedError):
+class IsolationUnsupported(InvalidInput):
     """The feature cannot work under the chosen isolation (e.g. a CRIU snapshot under gVisor)."""
 
     code, status = "isolation_unsupported", 400
@@ -118,7 +135,7 @@ class RateLimited(FaasdAPIError):
         self.retry_after_s = retry_after if retry_after is not None else 1.0
 
 
-class CapacityExhausted(RateLimited, core.CapacityError):
+class CapacityExhausted(RateLimited):
     """No capacity right now (pool saturated, queue full)."""
 
     code, status = "capacity_exhausted", 429
@@ -128,11 +145,17 @@ class ServerError(FaasdAPIError):
     code, status = "internal_error", 500
 
 
-class StorageFull(ServerError, core.StorageFullError):
+class Unavailable(ServerError):
+    """The daemon runs without a component the route needs (e.g. ``execute`` without an image store)."""
+
+    code, status = "unavailable", 503
+
+
+class StorageFull(ServerError):
     code, status = "storage_full", 507
 
 
-class RuntimeFailure(ServerError, core.RuntimeFailure):
+class RuntimeFailure(ServerError):
     code, status = "runtime_failure", 500
 
 
@@ -155,21 +178,21 @@ class FunctionError(FaasdAPIError):
         self.execution_id = execution_id
 
 
-class RegistryError(FaasdAPIError, core.RegistryError):
+class RegistryError(FaasdAPIError):
     """The daemon could not pull/push: the registry is unreachable or answered with an error."""
 
     code, status = "registry_error", 424
 
 
-class RegistryUnauthorized(RegistryError, core.RegistryAuthError):
+class RegistryUnauthorized(RegistryError):
     code, status = "registry_unauthorized", 424
 
 
-class DigestMismatch(RegistryError, core.DigestMismatchError):
+class DigestMismatch(RegistryError):
     code, status = "digest_mismatch", 424
 
 
-class FaasdConnectionError(core.FaasdError):
+class FaasdConnectionError(FaasdClientError):
     """The daemon could not be reached (refused, DNS, TLS, timeout)."""
 
     code = "connection_error"
@@ -185,7 +208,7 @@ class FaasdTimeout(FaasdConnectionError):
     status = 504
 
 
-class ExecutionWaitTimeout(core.FaasdError, TimeoutError):
+class ExecutionWaitTimeout(FaasdClientError, TimeoutError):
     """``ExecutionHandle.wait`` gave up; the execution itself keeps running on the daemon."""
 
     code = "wait_timeout"
@@ -202,7 +225,7 @@ class ExecutionWaitTimeout(core.FaasdError, TimeoutError):
         self.last_status = last_status
 
 
-class ProtocolError(core.FaasdError):
+class ProtocolError(FaasdClientError):
     """The daemon answered with something the SDK cannot understand (wrong content type, bad JSON)."""
 
     code = "protocol_error"
@@ -227,6 +250,7 @@ _BY_CODE: dict[str, type[FaasdAPIError]] = {
         CapacityExhausted,
         FunctionTimeout,
         StorageFull,
+        Unavailable,
         RuntimeFailure,
         FunctionError,
         ServerError,
@@ -304,7 +328,7 @@ def error_from_response(response: httpx.Response) -> FaasdAPIError:
     return cls(message, **kwargs)
 
 
-def request_error(base_url: str, exc: httpx.RequestError) -> core.FaasdError:
+def request_error(base_url: str, exc: httpx.RequestError) -> FaasdClientError:
     """Wrap an httpx failure: a transport failure names the URL and what to check; anything else
     (an undecodable body) is a :class:`ProtocolError`."""
     url = str(exc.request.url) if _has_request(exc) else base_url

@@ -17,7 +17,7 @@ from faasd.errors import InvalidInputError
 from faasd.platform.addresses import parse_pool
 from faasd.platform.core import Platform
 from faasd.platform.functions import FunctionSpec
-from faasd.platform.worker_protocol import Invocation
+from faasd.platform.invocation import Invocation
 from faasd.state import FunctionAddress
 from faasd.testing.leaks import leak_checked_platform
 
@@ -74,7 +74,7 @@ async def test_direct_address_lifecycle(settings: Settings, unique_id: str, tmp_
             assert r.status_code == 500 and "boom requested" in r.text
         # the gateway path is unaffected and records executions as before
         out = await p.executions.invoke(unique_id, Invocation(body=b"gw"))
-        assert out.status == "succeeded" and b'"gw"' in out.result.body
+        assert out.status == "succeeded" and b'"gw"' in out.body
         # direct requests are not execution records; the agent counts them
         pool = p.runner.pools[unique_id]
         (wid,) = pool.worker_ids()

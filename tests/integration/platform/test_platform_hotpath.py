@@ -14,7 +14,7 @@ import pytest
 
 from faasd.platform.core import Platform
 from faasd.platform.functions import FunctionSpec
-from faasd.platform.worker_protocol import Invocation
+from faasd.platform.invocation import Invocation
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +38,7 @@ async def test_concurrent_warm_invocations_are_all_recorded(real_platform: Platf
         *(p.executions.invoke(unique_id, Invocation(body=f"r{i}".encode())) for i in range(30))
     )
     assert {o.status for o in outs} == {"succeeded"}
-    assert all(f'"r{i}"'.encode() in o.result.body for i, o in enumerate(outs))
+    assert all(f'"r{i}"'.encode() in o.body for i, o in enumerate(outs))
     # reads through the services see every record, whether the journal wrote it yet or not
     for o in outs:
         ex = p.executions.get(o.execution_id)

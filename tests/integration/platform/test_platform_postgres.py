@@ -18,7 +18,7 @@ import pytest
 from faasd.config import Settings
 from faasd.platform.core import Platform, PlatformOptions
 from faasd.platform.functions import FunctionSpec
-from faasd.platform.worker_protocol import Invocation
+from faasd.platform.invocation import Invocation
 from faasd.state import Database, Execution
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ from faasd.platform.errors import InvocationTimeoutError
 from faasd.platform.exec_ephemeral import ExecuteRequest
 from faasd.platform.executions import Outcome, StreamStart
 from faasd.platform.functions import FunctionSpec
-from faasd.platform.worker_protocol import Invocation, StreamChunk
+from faasd.platform.invocation import Invocation, StreamChunk
 
 pytestmark = pytest.mark.integration
 
@@ -33,21 +33,21 @@ async def test_python_function_lifecycle(real_platform: Platform, unique_id: str
     )  # type: ignore[arg-type]
     first = await p.executions.invoke(unique_id, Invocation(body=b"one"))
     assert first.status == "succeeded" and first.cold
-    assert first.result.body == b'{"echo": "one", "secret": "tok-123", "env": "hi"}'
+    assert first.body == b'{"echo": "one", "secret": "tok-123", "env": "hi"}'
     second = await p.executions.invoke(unique_id, Invocation(body=b"two"))
-    assert not second.cold and b'"two"' in second.result.body
+    assert not second.cold and b'"two"' in second.body
 
     # handler exception: failed execution with the traceback, worker still usable
     bad = await p.executions.invoke(unique_id, Invocation(body=b"boom"))
-    assert bad.status == "failed" and "boom requested" in (bad.result.error or "")
+    assert bad.status == "failed" and "boom requested" in (bad.error or "")
 
     # streaming
     session = await p.executions.open_stream(unique_id, Invocation(body=b"streamed"))
     events = [ev async for ev in session.events()]
     assert isinstance(events[0], StreamStart) and isinstance(events[-1], Outcome)
     chunks = b"".join(e.data for e in events if isinstance(e, StreamChunk))
-    assert b"got streamed" in chunks or b"got streamed" in events[-1].result.stdout
-    assert b'"streamed"' in events[-1].result.body
+    assert b"got streamed" in chunks or b"got streamed" in events[-1].stdout
+    assert b'"streamed"' in events[-1].body
 
     # async: persisted, drained by the loop
     ex = p.executions.submit(unique_id, Invocation(body=b"later"))
@@ -137,9 +137,9 @@ async def test_exec_runtime_function(real_platform: Platform, unique_id: str) ->
         )
     )
     ok = await p.executions.invoke(unique_id, Invocation(body=b"abc\n"))
-    assert ok.status == "succeeded" and ok.result.body == b"ABC\n"
+    assert ok.status == "succeeded" and ok.body == b"ABC\n"
     bad = await p.executions.invoke(unique_id, Invocation(body=b"fail\n"))
-    assert bad.status == "failed" and bad.result.exit_code == 4 and b"bad" in bad.result.stderr
+    assert bad.status == "failed" and bad.exit_code == 4 and b"bad" in bad.stderr
 
 
 async def test_node_function(real_platform: Platform, unique_id: str, tmp_path: Path) -> None:
@@ -157,8 +157,8 @@ async def test_node_function(real_platform: Platform, unique_id: str, tmp_path: 
     store.add_layer("faasd/node:latest", src, ref=f"{unique_id}-node:1")  # type: ignore[attr-defined]
     await real_platform.deploy(FunctionSpec(name=unique_id, image=f"{unique_id}-node:1", runtime="node"))
     out = await real_platform.executions.invoke(unique_id, Invocation(body=b"js"))
-    assert out.status == "succeeded", out.result.error
-    assert json.loads(out.result.body) == {"echo": "js", "runtime": "node"}
+    assert out.status == "succeeded", out.error
+    assert json.loads(out.body) == {"echo": "js", "runtime": "node"}
     assert "node got js" in [ln.text for ln in real_platform.logs.query(unique_id, tail=5)]
 
 
@@ -190,6 +190,6 @@ async def test_http_runtime_passes_the_servers_response_through(
     out = await real_platform.executions.invoke(
         unique_id, Invocation(body=b"payload", path="/sub/path", query="a=1", headers={"X-Trace": "t1"})
     )
-    assert out.status == "succeeded" and out.result.status == 201
-    assert out.result.headers["content-type"] == "text/x-test"
-    assert out.result.body == b"/sub/path?a=1|t1|payload"
+    assert out.status == "succeeded" and out.http_status == 201
+    assert out.headers["content-type"] == "text/x-test"
+    assert out.body == b"/sub/path?a=1|t1|payload"

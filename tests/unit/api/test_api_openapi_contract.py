@@ -1,7 +1,8 @@
 """The served OpenAPI document is the contract: every answer's status, content type and body conform.
 
-In-process (the app over the platform test double); tests/integration/fuzz runs the same checks against
-a real daemon."""
+One schemathesis suite, in-process (the app over the platform test double): schema-driven fuzzing of
+every operation, no route ever answers with a 5xx or a non-JSON error, and each answer conforms to the
+document. tests/integration/fuzz runs the same checks against a real daemon."""
 
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ def test_every_answer_conforms(tmp_path: Path, api_factory: object) -> None:
                 continue
 
             @given(case=op.as_strategy())
-            @hsettings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+            @hsettings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck), database=None)
             def check(case: schemathesis.Case) -> None:
                 r = case.call()
                 # 503 is by design here: the test double has no image store or sandboxes
@@ -75,6 +76,13 @@ def test_every_answer_conforms(tmp_path: Path, api_factory: object) -> None:
                     case.validate_response(r, checks=checks)
                 except BaseException as exc:  # a failure group naming each failed check
                     failures.setdefault(case.operation.label, f"{r.status_code}: {str(exc)[:600]}")
+                if r.status_code >= 400:  # every error is the JSON ErrorBody, whatever the document says
+                    try:
+                        body = r.json()
+                    except ValueError:
+                        body = None
+                    if not (isinstance(body, dict) and {"error", "message"} <= set(body)):
+                        failures.setdefault(case.operation.label, f"error body {r.text[:200]}")
 
             check()
     assert not failures, "\n\n".join(f"{k}: {v}" for k, v in failures.items())

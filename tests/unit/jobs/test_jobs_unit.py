@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from faasd.api.instance_models import UploadFile
 from faasd.errors import InvalidInputError, NotFoundError
-from faasd.platform.instances import UploadFile, check_tar, files_to_tar
+from faasd.platform.instances import UploadedFile, check_tar, files_to_tar
 from faasd.platform.jobs import (
     JOB_TYPES,
     ExecuteAdvancedArgs,
@@ -38,7 +39,7 @@ def test_argument_errors_name_the_fields() -> None:
         parse_args("start_instance", {"memory_mb": 1, "extra": 2})
     locs = [err["loc"] for err in e.value.details["errors"]]
     assert ["args", "memory_mb"] in locs and ["args", "extra"] in locs
-    assert e.value.status == 422
+    assert e.value.code == "validation_error"  # HTTP 422: tests/unit/api/test_api_error_statuses.py
     with pytest.raises(JobValidationError):
         parse_args("expose_port", {"instance_id": "in-1", "internal_port": 70000})
     with pytest.raises(JobValidationError):
@@ -92,7 +93,7 @@ def test_check_tar_accepts_normal_archives() -> None:
         _member("hard", tarfile.LNKTYPE, "a/b.txt"),
     )
     assert check_tar(ok) == 5
-    assert check_tar(files_to_tar([UploadFile(path="x/y", content="eA==")])) == 1
+    assert check_tar(files_to_tar([UploadedFile.from_base64("x/y", "eA==")])) == 1
 
 
 @pytest.mark.parametrize(
@@ -119,9 +120,11 @@ def test_check_tar_rejects_garbage_and_bad_base64() -> None:
     with pytest.raises(InvalidInputError):
         check_tar(b"definitely not a tar archive" * 30)
     with pytest.raises(InvalidInputError):
-        files_to_tar([UploadFile(path="f", content="***")])
+        UploadFile(path="f", content="***").decoded()
     with pytest.raises(InvalidInputError):
-        files_to_tar([UploadFile(path="../f", content="eA==")])
+        UploadedFile.from_base64("f", "***")
+    with pytest.raises(InvalidInputError):
+        files_to_tar([UploadFile(path="../f", content="eA==").decoded()])
 
 
 class _FakeInstances:

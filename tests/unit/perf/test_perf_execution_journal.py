@@ -20,13 +20,9 @@ from faasd.config import Settings
 from faasd.errors import NotFoundError
 from faasd.platform.core import Platform, PlatformOptions
 from faasd.platform.functions import FunctionSpec
-from faasd.platform.worker_protocol import (
-    Invocation,
-    InvocationResult,
-    StreamChunk,
-    StreamEvent,
-    WorkerConfig,
-)
+from faasd.platform.invocation import Invocation
+from faasd.platform.worker_protocol import WorkerConfig
+from faasd.runtime.agent_client import InvokeEvent, InvokeRequest, InvokeResult, StreamChunk
 
 pytestmark = pytest.mark.unit
 
@@ -38,15 +34,19 @@ class _Worker:
         self.id = f"perf-fake-{next(_ids)}"
         self.gate = gate
 
-    async def invoke(self, invocation: Invocation) -> InvocationResult:
+    @property
+    def alive(self) -> bool:
+        return True
+
+    async def invoke(self, request: InvokeRequest) -> InvokeResult:
         if self.gate is not None:
             await self.gate.wait()
-        out = b"printed\n" if invocation.body == b"print" else b""
-        return InvocationResult(status=200, body=b"echo:" + invocation.body, stdout=out)
+        out = b"printed\n" if request.body == b"print" else b""
+        return InvokeResult(status=200, headers=[], body=b"echo:" + request.body, stdout=out)
 
-    async def invoke_stream(self, invocation: Invocation) -> AsyncIterator[StreamEvent]:
+    async def invoke_stream(self, request: InvokeRequest) -> AsyncIterator[InvokeEvent]:
         yield StreamChunk("stdout", b"chunk\n")
-        yield InvocationResult(status=200, body=invocation.body.upper())
+        yield InvokeResult(status=200, headers=[], body=request.body.upper())
 
     async def close(self) -> None:
         return None
@@ -190,7 +190,7 @@ async def test_stream_records_go_through_the_journal(plat: Platform) -> None:
     await _deploy(plat)
     session = await plat.executions.open_stream("hello", Invocation(body=b"abc"))
     events = [e async for e in session.events()]
-    assert events[-1].result.body == b"ABC"  # type: ignore[union-attr]
+    assert events[-1].body == b"ABC"  # type: ignore[union-attr]
     ex = plat.executions.get(session.execution_id)
     assert ex.kind == "stream" and ex.status == "succeeded" and ex.stdout == "chunk\n"
     await plat.close()

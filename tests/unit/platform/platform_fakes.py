@@ -9,13 +9,9 @@ import asyncio
 import itertools
 from collections.abc import AsyncIterator, Callable
 
-from faasd.platform.worker_protocol import (
-    Invocation,
-    InvocationResult,
-    StreamChunk,
-    StreamEvent,
-    WorkerConfig,
-)
+from faasd.errors import ResourceLimitError
+from faasd.platform.worker_protocol import WorkerConfig
+from faasd.runtime.agent_client import FunctionError, InvokeEvent, InvokeRequest, InvokeResult, StreamChunk
 
 _ids = itertools.count(1)
 
@@ -28,7 +24,11 @@ class FakeWorker:
         self.closed = False
         self.calls = 0
 
-    async def invoke(self, invocation: Invocation) -> InvocationResult:
+    @property
+    def alive(self) -> bool:
+        return True
+
+    async def invoke(self, request: InvokeRequest) -> InvokeResult:
         assert not self.closed, "invoke on a closed worker"
         self.calls += 1
         self.factory.active += 1
@@ -36,16 +36,16 @@ class FakeWorker:
         try:
             if self.factory.gate is not None:
                 await self.factory.gate.wait()
-            return self.factory.behaviour(self, invocation)
+            return self.factory.behaviour(self, request)
         finally:
             self.factory.active -= 1
 
-    async def invoke_stream(self, invocation: Invocation) -> AsyncIterator[StreamEvent]:
-        for part in invocation.body.split(b" "):
+    async def invoke_stream(self, request: InvokeRequest) -> AsyncIterator[InvokeEvent]:
+        for part in request.body.split(b" "):
             yield StreamChunk("stdout", part + b"\n")
         yield StreamChunk("stderr", b"done\n")
-        yield InvocationResult(
-            status=200, body=invocation.body.upper(), headers={"content-type": "text/plain"}
+        yield InvokeResult(
+            status=200, body=request.body.upper(), headers=[("content-type", "text/plain")]
         )
 
     async def close(self) -> None:
@@ -53,17 +53,21 @@ class FakeWorker:
         self.factory.closed.append(self.id)
 
 
-def echo(worker: FakeWorker, inv: Invocation) -> InvocationResult:
+def echo(worker: FakeWorker, inv: InvokeRequest) -> InvokeResult:
     if inv.body == b"raise":
-        return InvocationResult(
-            status=500, error="ValueError: boom", stderr=b"Traceback...\nValueError: boom\n"
+        return InvokeResult(
+            status=500,
+            headers=[],
+            body=b"",
+            error=FunctionError(kind="exception", message="ValueError: boom"),
+            stderr=b"Traceback...\nValueError: boom\n",
         )
     if inv.body == b"slow":
-        return InvocationResult(status=504, timed_out=True, error="timed out")
-    return InvocationResult(
+        raise ResourceLimitError("timed out", limit="timeout", worker_usable=False)
+    return InvokeResult(
         status=200,
         body=b"echo:" + inv.body,
-        headers={"content-type": "text/plain"},
+        headers=[("content-type", "text/plain")],
         stdout=b"line1\nline2\n",
         stderr=b"warn\n",
     )
@@ -76,7 +80,7 @@ class FakeFactory:
         self.active = 0
         self.peak = 0
         self.gate: asyncio.Event | None = None
-        self.behaviour: Callable[[FakeWorker, Invocation], InvocationResult] = echo
+        self.behaviour: Callable[[FakeWorker, InvokeRequest], InvokeResult] = echo
         self.fail_start: Exception | None = None
         self.orphans: list[str] = []
         self.start_delay = 0.0

@@ -9,7 +9,8 @@ from platform_fakes import FakeFactory
 
 from faasd.errors import CapacityError, InvalidInputError, NotFoundError
 from faasd.platform.pools import PoolConfig, WarmPool
-from faasd.platform.worker_protocol import Invocation, WorkerConfig
+from faasd.platform.worker_protocol import WorkerConfig
+from faasd.runtime.agent_client import InvokeRequest
 
 pytestmark = pytest.mark.unit
 
@@ -75,7 +76,7 @@ async def test_scales_up_to_max_under_load_then_saturates(fake_factory: FakeFact
     assert sum(1 for lease in leases if lease.cold) == 3
     with pytest.raises(CapacityError) as info:
         await pool.acquire(1)
-    assert info.value.status == 429 and info.value.retry_after_s > 0
+    assert info.value.code == "capacity_exhausted" and info.value.retry_after_s > 0
     for lease in leases:
         await pool.release(lease)
     await pool.close()
@@ -201,7 +202,7 @@ async def test_concurrency_limit_is_respected(fake_factory: FakeFactory) -> None
 
     async def one(i: int) -> None:
         async with pool.lease(5) as lease:
-            await lease.worker.invoke(Invocation(body=str(i).encode()))
+            await lease.worker.invoke(InvokeRequest(body=str(i).encode()))
 
     tasks = [asyncio.create_task(one(i)) for i in range(10)]
     while fake_factory.active < 4:
@@ -263,7 +264,7 @@ async def test_drain_close_lets_inflight_finish(fake_factory: FakeFactory) -> No
     await pool.release(idle)
     await pool.close(drain=True)
     assert idle.worker.id in fake_factory.closed and busy.worker.id not in fake_factory.closed
-    result = await busy.worker.invoke(Invocation(body=b"still served"))
+    result = await busy.worker.invoke(InvokeRequest(body=b"still served"))
     assert result.body == b"echo:still served"
     await pool.release(busy)
     assert busy.worker.id in fake_factory.closed and fake_factory.live == 0

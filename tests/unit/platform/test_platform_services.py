@@ -15,8 +15,8 @@ from faasd.errors import CapacityError, ConflictError, ForbiddenError, InvalidIn
 from faasd.platform.core import Platform
 from faasd.platform.errors import InvocationTimeoutError, RateLimitedError
 from faasd.platform.functions import FunctionSpec
+from faasd.platform.invocation import Invocation
 from faasd.platform.keys import KeyInfo, RateLimiter
-from faasd.platform.worker_protocol import Invocation
 from faasd.state import Execution
 
 pytestmark = pytest.mark.unit
@@ -54,7 +54,7 @@ async def test_sync_invoke_records_execution_and_logs(platform: Platform, fake_f
     out = await platform.executions.invoke(
         "hello", Invocation(body=b"hi", headers={"Authorization": "x", "X-Foo": "bar"})
     )
-    assert out.status == "succeeded" and out.result.body == b"echo:hi" and out.cold
+    assert out.status == "succeeded" and out.body == b"echo:hi" and out.cold
     out2 = await platform.executions.invoke("hello", Invocation(body=b"again"))
     assert not out2.cold and len(fake_factory.started) == 1
     ex = platform.executions.get(out.execution_id)
@@ -71,7 +71,7 @@ async def test_sync_invoke_records_execution_and_logs(platform: Platform, fake_f
 async def test_function_error_and_timeout(platform: Platform, fake_factory: FakeFactory) -> None:
     await platform.deploy(spec())
     out = await platform.executions.invoke("hello", Invocation(body=b"raise"))
-    assert out.status == "failed" and out.result.error == "ValueError: boom"
+    assert out.status == "failed" and out.error == "ValueError: boom"
     with pytest.raises(InvocationTimeoutError) as info:
         await platform.executions.invoke("hello", Invocation(body=b"slow"))
     ex = platform.executions.get(info.value.details["execution_id"])
@@ -192,14 +192,14 @@ async def test_scale_persists_and_prewarms(platform: Platform, fake_factory: Fak
 
 async def test_stream_session(platform: Platform) -> None:
     from faasd.platform.executions import Outcome, StreamStart
-    from faasd.platform.worker_protocol import StreamChunk
+    from faasd.platform.invocation import StreamChunk
 
     await platform.deploy(spec())
     session = await platform.executions.open_stream("hello", Invocation(body=b"a b"))
     events = [ev async for ev in session.events()]
     assert isinstance(events[0], StreamStart)
     assert [e.data for e in events if isinstance(e, StreamChunk)] == [b"a\n", b"b\n", b"done\n"]
-    assert isinstance(events[-1], Outcome) and events[-1].result.body == b"A B"
+    assert isinstance(events[-1], Outcome) and events[-1].body == b"A B"
     ex = platform.executions.get(session.execution_id)
     assert ex.kind == "stream" and ex.status == "succeeded" and ex.stdout == "a\nb\n"
     await platform.close()

@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 
 from faasd.api.errors import loads_json
+from faasd.api.instance_models import ExecRequest, StartInstanceRequest
 from faasd.errors import InvalidInputError
 from faasd.platform.exec_ephemeral import ExecuteRequest
 from faasd.platform.functions import FunctionSpec
-from faasd.platform.instances import ExecRequest, StartInstanceRequest
+from faasd.platform.instances import ExecCommand, InstanceSpec
 from faasd.rootfs import TMPFS_MAX_MB, choose_backend
 from faasd.runtime.models import SandboxSpec, check_env_names, check_working_dir
 
@@ -31,6 +32,10 @@ def test_bad_env_names_are_refused_everywhere(name: str) -> None:
         ExecRequest(command=["true"], env={name: "x"})
     with pytest.raises(ValueError, match="environment variable name"):
         FunctionSpec(name="f", image="img:1", env={name: "x"})
+    with pytest.raises(InvalidInputError, match="environment variable name"):  # the platform's own inputs
+        InstanceSpec(env={name: "x"})
+    with pytest.raises(InvalidInputError, match="environment variable name"):
+        ExecCommand(args=["true"], env={name: "x"})
     with pytest.raises(InvalidInputError, match="environment variable name"):
         SandboxSpec(id="fd-x", lowers=[Path("/")], env={name: "x"}).validate()
 

@@ -11,6 +11,7 @@ from faasd.sdk import (
     Client,
     Conflict,
     FaasdAPIError,
+    FaasdClientError,
     FaasdConnectionError,
     FaasdTimeout,
     Forbidden,
@@ -25,6 +26,7 @@ from faasd.sdk import (
     ServerError,
     StorageFull,
     Unauthorized,
+    Unavailable,
     ValidationFailed,
 )
 
@@ -36,33 +38,36 @@ def _client(response: httpx.Response) -> Client:
 
 
 @pytest.mark.parametrize(
-    ("status", "code", "cls", "core_cls"),
+    ("status", "code", "cls", "parent"),
     [
-        (400, "invalid_input", InvalidInput, core.InvalidInputError),
-        (401, "unauthorized", Unauthorized, core.AuthError),
-        (403, "forbidden", Forbidden, core.ForbiddenError),
-        (404, "not_found", NotFound, core.NotFoundError),
-        (409, "conflict", Conflict, core.ConflictError),
-        (413, "payload_too_large", PayloadTooLarge, core.PayloadTooLargeError),
-        (422, "validation_error", ValidationFailed, core.InvalidInputError),
-        (422, "resource_limit", ResourceLimitExceeded, core.ResourceLimitError),
-        (429, "rate_limited", RateLimited, core.FaasdError),
-        (429, "capacity_exhausted", CapacityExhausted, core.CapacityError),
-        (500, "runtime_failure", RuntimeFailure, core.RuntimeFailure),
-        (500, "internal_error", ServerError, core.FaasdError),
-        (504, "timeout", FunctionTimeout, core.FaasdError),
-        (507, "storage_full", StorageFull, core.StorageFullError),
+        (400, "invalid_input", InvalidInput, FaasdAPIError),
+        (401, "unauthorized", Unauthorized, FaasdAPIError),
+        (403, "forbidden", Forbidden, FaasdAPIError),
+        (404, "not_found", NotFound, FaasdAPIError),
+        (409, "conflict", Conflict, FaasdAPIError),
+        (413, "payload_too_large", PayloadTooLarge, InvalidInput),
+        (422, "validation_error", ValidationFailed, InvalidInput),
+        (422, "resource_limit", ResourceLimitExceeded, FaasdAPIError),
+        (429, "rate_limited", RateLimited, FaasdAPIError),
+        (429, "capacity_exhausted", CapacityExhausted, RateLimited),
+        (500, "runtime_failure", RuntimeFailure, ServerError),
+        (500, "internal_error", ServerError, FaasdAPIError),
+        (503, "unavailable", Unavailable, ServerError),
+        (504, "timeout", FunctionTimeout, FaasdAPIError),
+        (507, "storage_full", StorageFull, ServerError),
     ],
 )
 def test_error_codes_map_to_types(
-    status: int, code: str, cls: type[FaasdAPIError], core_cls: type[core.FaasdError]
+    status: int, code: str, cls: type[FaasdAPIError], parent: type[FaasdAPIError]
 ) -> None:
     body = {"error": code, "message": f"something about {code}", "details": {"name": "hello"}}
     with pytest.raises(cls) as info:
         _client(httpx.Response(status, json=body)).get_function("hello")
     err = info.value
     assert type(err) is cls
-    assert isinstance(err, FaasdAPIError) and isinstance(err, core_cls)
+    assert isinstance(err, parent) and isinstance(err, FaasdClientError)
+    # the SDK's own tree: an SDK error is not one of the server's (faasd.errors) classes
+    assert not isinstance(err, core.FaasdError)
     assert err.status == status and err.code == code and err.message == f"something about {code}"
     assert err.details == {"name": "hello"}
     assert err.method == "GET" and err.url == "http://faasd.test/api/v1/functions/hello"
@@ -198,3 +203,43 @@ def test_undecodable_body_is_a_protocol_error() -> None:
     client = Client("http://faasd.test", transport=httpx.MockTransport(handler))
     with pytest.raises(ProtocolError, match="could not read the answer"):
         client.list_functions()
+
+
+def test_every_sdk_error_is_a_client_error() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    client = Client("http://x", transport=httpx.MockTransport(refuse))
+    with pytest.raises(FaasdClientError) as info:
+        client.health()
+    assert isinstance(info.value, FaasdConnectionError) and info.value.code == "connection_error"
+    assert info.value.to_dict()["error"] == "connection_error"
+    with pytest.raises(FaasdClientError):
+        _client(httpx.Response(200, text="<html>")).list_functions()
+
+
+def test_importing_the_sdk_loads_no_server_module() -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[3] / "src"
+    code = (
+        "import sys, faasd.sdk\n"
+        "print(sorted(m for m in sys.modules if m.startswith('faasd.') and not m.startswith('faasd.sdk')))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_sdk_statuses_agree_with_the_api_table() -> None:
+    """An error event of a stream has no HTTP status: the SDK fills in its class's, which must be the
+    status the API answers that code with."""
+    from faasd.api.errors import HTTP_STATUS
+    from faasd.sdk.errors import _BY_CODE
+
+    known = {code: cls.status for code, cls in _BY_CODE.items() if code in HTTP_STATUS}
+    assert len(known) >= 20
+    assert known == {code: HTTP_STATUS[code] for code in known}

@@ -16,7 +16,8 @@ from faasd.errors import CapacityError, InvalidInputError, NotFoundError
 from faasd.platform.functions import BRANCH_FROM_ANNOTATION, FunctionSpec, to_spec
 from faasd.platform.pools import PoolConfig, WarmPool
 from faasd.platform.snapshots import version_key
-from faasd.platform.worker_protocol import Invocation, InvocationResult, StreamEvent, WorkerConfig
+from faasd.platform.worker_protocol import WorkerConfig
+from faasd.runtime.agent_client import InvokeEvent, InvokeRequest, InvokeResult
 from faasd.sdk import Client
 from faasd.snapshots.service import common_base
 from faasd.snapshots.store import SnapshotMeta, SnapshotStore
@@ -34,11 +35,15 @@ class _Worker:
     def id(self) -> str:
         return self._id
 
-    async def invoke(self, invocation: Invocation) -> InvocationResult:
-        return InvocationResult(status=200, body=b"ok")
+    @property
+    def alive(self) -> bool:
+        return not self.closed
 
-    async def invoke_stream(self, invocation: Invocation) -> AsyncIterator[StreamEvent]:
-        yield InvocationResult(status=200)
+    async def invoke(self, request: InvokeRequest) -> InvokeResult:
+        return InvokeResult(status=200, headers=[], body=b"ok")
+
+    async def invoke_stream(self, request: InvokeRequest) -> AsyncIterator[InvokeEvent]:
+        yield InvokeResult(status=200, headers=[], body=b"")
 
     async def close(self) -> None:
         self.closed = True

@@ -11,7 +11,8 @@ session is opened (so every read sees them) and at shutdown. A daemon crash can 
 
 Modules: :mod:`.service` (the service, sync invocations), :mod:`.streaming` (stream sessions),
 :mod:`.async_queue` (the async queue, reconcile, pruning), :mod:`.webhooks` (callbacks),
-:mod:`.journal` (the write-behind journal), :mod:`.records` (outcome, stored form, JSON view).
+:mod:`.journal` (the write-behind journal), :mod:`.records` (stored form, JSON view). The types the
+API hands in and gets back (``Invocation``, ``Outcome``) are in :mod:`faasd.platform.invocation`.
 """
 
 from faasd.platform.executions.async_queue import AsyncQueue
@@ -21,17 +22,16 @@ from faasd.platform.executions.records import (
     MAX_ASYNC_ATTEMPTS,
     STORED_BODY_LIMIT,
     STORED_LOG_LIMIT,
-    Outcome,
     ReconcileReport,
     StreamStart,
     encode_body,
     execution_dict,
-    final_status,
     forwardable_headers,
     new_execution_id,
 )
 from faasd.platform.executions.service import ExecutionService
 from faasd.platform.executions.streaming import StreamSession
+from faasd.platform.invocation import Outcome
 
 __all__ = [
     "EXECUTION_RETENTION_S",
@@ -48,7 +48,6 @@ __all__ = [
     "StreamStart",
     "encode_body",
     "execution_dict",
-    "final_status",
     "forwardable_headers",
     "new_execution_id",
 ]

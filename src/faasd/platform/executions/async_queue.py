@@ -26,7 +26,7 @@ from faasd.platform.executions.records import (
     ReconcileReport,
 )
 from faasd.platform.executions.webhooks import deliver_callback
-from faasd.platform.worker_protocol import Invocation
+from faasd.runtime.agent_client import InvokeRequest
 from faasd.state import Execution
 from faasd.state.models import utcnow
 
@@ -135,17 +135,17 @@ class AsyncQueue:
             )
             await deliver_callback(svc.get(ex.id), svc.callback_timeout_s)
             return
-        inv = Invocation(
+        req = InvokeRequest(  # the stored request is already what the function may see
             body=ex.request_body or b"",
             headers=dict(ex.request_headers),
-            path=ex.request_path,
             method=ex.request_method,
+            path=ex.request_path,
             query=ex.request_query,
             timeout_s=fn.timeout_s,
-            execution_id=ex.id,
+            request_id=ex.id,
         )
         try:
-            outcome = await svc._run(fn, inv)
+            outcome = await svc._run(fn, req)
         except CapacityError as exc:
             with self.service.db.session() as s:
                 row = s.get(Execution, ex.id)

@@ -1,4 +1,4 @@
-"""What an execution is: its limits, its outcome, its stored form and its JSON view."""
+"""What an execution is: its id, what of it is stored (limits, headers) and its JSON view."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from faasd.platform.worker_protocol import InvocationResult
 from faasd.state import Execution
 from faasd.state.models import iso
 
@@ -80,33 +79,6 @@ def execution_dict(ex: Execution) -> dict[str, Any]:
         "started_at": iso(ex.started_at),
         "finished_at": iso(ex.finished_at),
     }
-
-
-def final_status(result: InvocationResult) -> str:
-    if result.timed_out:
-        return "timeout"
-    if result.error is not None or result.status >= 500:
-        return "failed"
-    return "succeeded"
-
-
-@dataclass
-class Outcome:
-    """A finished invocation as the API sees it."""
-
-    execution_id: str
-    status: str
-    result: InvocationResult
-    cold: bool
-    init_ms: float
-    wait_ms: float
-    run_ms: float
-    runtime: str = ""
-    """The function's runtime (``python``, ``http``, ...): how the API shapes the response."""
-
-    @property
-    def duration_ms(self) -> float:
-        return self.init_ms + self.wait_ms + self.run_ms
 
 
 @dataclass

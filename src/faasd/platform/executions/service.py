@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, select
 
-from faasd.errors import CapacityError, FaasdError, InvalidInputError, NotFoundError
+from faasd.errors import CapacityError, FaasdError, InvalidInputError, NotFoundError, ResourceLimitError
 from faasd.platform.errors import InvocationTimeoutError
 from faasd.platform.executions.async_queue import AsyncQueue
 from faasd.platform.executions.journal import ExecutionJournal
@@ -18,20 +18,19 @@ from faasd.platform.executions.records import (
     EXECUTION_RETENTION_S,
     STORED_BODY_LIMIT,
     TIMEOUT_GRACE_S,
-    Outcome,
     ReconcileReport,
     cut,
-    final_status,
     forwardable_headers,
     log_text,
     new_execution_id,
 )
 from faasd.platform.executions.streaming import StreamSession, release_handle
 from faasd.platform.functions import FunctionService
+from faasd.platform.invocation import Invocation, Outcome, invoke_request
 from faasd.platform.logs import LogService
 from faasd.platform.metrics import Metrics
 from faasd.platform.runner import FunctionRunner, Handle
-from faasd.platform.worker_protocol import Invocation, InvocationResult
+from faasd.runtime.agent_client import InvokeRequest
 from faasd.state import Database, Execution, Function
 from faasd.state.models import utcnow
 
@@ -88,26 +87,26 @@ class ExecutionService:
             return list(s.scalars(q.order_by(Execution.created_at.desc()).limit(limit)))
 
     def _create(
-        self, fn: Function, inv: Invocation, kind: str, *, status: str, callback_url: str | None = None
+        self, fn: Function, req: InvokeRequest, kind: str, *, status: str, callback_url: str | None = None
     ) -> Execution | None:
         """Record a new execution. Async rows are committed before this returns (the 202 promises
         durability) and returned; sync/stream rows go through the write-behind :attr:`journal`."""
         if kind == "async":
-            body, truncated = inv.body, False
+            body, truncated = req.body, False
         else:
-            body, truncated = cut(inv.body, STORED_BODY_LIMIT)
+            body, truncated = cut(req.body, STORED_BODY_LIMIT)
         now = utcnow()
         row: dict[str, Any] = {
-            "id": inv.execution_id or new_execution_id(),
+            "id": req.request_id,
             "function": fn.name,
             "kind": kind,
             "status": status,
             "request_body": body,
             "request_truncated": truncated,
-            "request_headers": dict(inv.headers),
-            "request_path": inv.path,
-            "request_method": inv.method,
-            "request_query": inv.query,
+            "request_headers": dict(req.headers),
+            "request_path": req.path,
+            "request_method": req.method,
+            "request_query": req.query,
             "callback_url": callback_url,
             "created_at": now,
             "attempts": 1 if status == "running" else 0,
@@ -136,16 +135,15 @@ class ExecutionService:
         committed before this returns; otherwise through the write-behind :attr:`journal`."""
         values: dict[str, Any] = {"finished_at": utcnow()}
         if outcome is not None:
-            r = outcome.result
-            values["result_body"], values["result_truncated"] = cut(r.body, STORED_BODY_LIMIT)
+            values["result_body"], values["result_truncated"] = cut(outcome.body, STORED_BODY_LIMIT)
             values.update(
                 status=outcome.status,
-                http_status=r.status,
-                result_headers=dict(r.headers),
-                error=r.error,
-                exit_code=r.exit_code,
-                stdout=log_text(r.stdout),
-                stderr=log_text(r.stderr),
+                http_status=outcome.http_status,
+                result_headers=dict(outcome.headers),
+                error=outcome.error,
+                exit_code=outcome.exit_code,
+                stdout=log_text(outcome.stdout),
+                stderr=log_text(outcome.stderr),
                 cold_start=outcome.cold,
                 init_ms=outcome.init_ms,
                 wait_ms=outcome.wait_ms,
@@ -165,16 +163,10 @@ class ExecutionService:
                     fn.invocation_count = (fn.invocation_count or 0) + 1
         else:
             self.journal.finish(ex_id, fn_name, values)
-        if outcome is not None and (outcome.result.stdout or outcome.result.stderr):
+        if outcome is not None and (outcome.stdout or outcome.stderr):
             try:
                 # a session: the journal writes the execution row first (log lines reference it)
-                self.logs.append(
-                    fn_name,
-                    ex_id,
-                    getattr(outcome, "instance", None),
-                    outcome.result.stdout,
-                    outcome.result.stderr,
-                )
+                self.logs.append(fn_name, ex_id, None, outcome.stdout, outcome.stderr)
             except Exception:
                 log.exception("storing log lines of %s failed", ex_id)
 
@@ -201,33 +193,48 @@ class ExecutionService:
         return fn
 
     # -- the invocation itself ----------------------------------------------------------------
-    async def _invoke_on(self, handle: Handle, inv: Invocation) -> tuple[InvocationResult, float]:
+    def _request(self, fn: Function, inv: Invocation, ex_id: str) -> InvokeRequest:
+        """The runtime's request for an invocation of ``fn``: only :func:`forwardable_headers`, the
+        function's timeout, the execution id as request id."""
+        return invoke_request(
+            inv, headers=forwardable_headers(inv.headers), timeout_s=fn.timeout_s, request_id=ex_id
+        )
+
+    async def _invoke_on(self, handle: Handle, req: InvokeRequest, timeout_s: float) -> Outcome:
+        """The worker's answer to ``req``; a limit that ended it and the host's backstop timeout are
+        outcomes too (the caller records them)."""
         t0 = time.monotonic()
         try:
-            async with asyncio.timeout(inv.timeout_s + TIMEOUT_GRACE_S):
-                result = await handle.worker.invoke(inv)
+            async with asyncio.timeout(timeout_s + TIMEOUT_GRACE_S):
+                result = await handle.worker.invoke(req)
         except TimeoutError:
-            result = InvocationResult(
-                status=504,
-                timed_out=True,
-                error=f"the function did not answer within its timeout of {inv.timeout_s:g} s",
+            return Outcome.timeout(
+                f"the function did not answer within its timeout of {timeout_s:g} s",
+                wall_ms=(time.monotonic() - t0) * 1000,
             )
-        run_ms = result.run_ms if result.run_ms is not None else (time.monotonic() - t0) * 1000
-        return result, run_ms
+        except ResourceLimitError as exc:
+            return Outcome.of_limit(exc, wall_ms=(time.monotonic() - t0) * 1000)
+        return Outcome.of_result(result, wall_ms=(time.monotonic() - t0) * 1000)
 
-    async def _run(self, fn: Function, inv: Invocation) -> Outcome:
+    async def _run(self, fn: Function, req: InvokeRequest) -> Outcome:
         handle = await self.runner.acquire(fn, timeout_s=max(fn.timeout_s, 1.0))
         broken = True
         try:
-            result, run_ms = await self._invoke_on(handle, inv)
-            broken = result.timed_out or not getattr(handle.worker, "alive", True)
+            outcome = await self._invoke_on(handle, req, fn.timeout_s)
+            broken = outcome.timed_out or not handle.worker.alive
         finally:
             await release_handle(handle, broken)
-        status = final_status(result)
-        self._observe(fn.name, status, handle.cold, handle.init_ms + handle.wait_ms + run_ms)
-        return Outcome(
-            inv.execution_id, status, result, handle.cold, handle.init_ms, handle.wait_ms, run_ms, fn.runtime
-        )
+        return self._ran(outcome, fn, handle, req.request_id)
+
+    def _ran(self, outcome: Outcome, fn: Function, handle: Handle, ex_id: str) -> Outcome:
+        """Complete ``outcome`` with how it ran (execution, cold start, timings) and count it."""
+        outcome.execution_id = ex_id
+        outcome.cold = handle.cold
+        outcome.init_ms = handle.init_ms
+        outcome.wait_ms = handle.wait_ms
+        outcome.runtime = fn.runtime
+        self._observe(fn.name, outcome.status, handle.cold, outcome.duration_ms)
+        return outcome
 
     def _observe(self, name: str, status: str, cold: bool, duration_ms: float) -> None:
         self.metrics.invocations.labels(name, status).inc()
@@ -236,44 +243,32 @@ class ExecutionService:
         if status != "succeeded":
             self.metrics.errors.labels("function_" + status).inc()
 
-    def _invocation(self, fn: Function, inv: Invocation, ex_id: str) -> Invocation:
-        return Invocation(
-            body=inv.body,
-            headers=forwardable_headers(inv.headers),
-            path=inv.path,
-            method=inv.method,
-            query=inv.query,
-            timeout_s=fn.timeout_s,
-            execution_id=ex_id,
-        )
-
     async def invoke(self, name: str, inv: Invocation) -> Outcome:
         """Synchronous invocation. Raises :class:`InvocationTimeoutError` (504) after recording a time-out."""
         fn = self._function(name)
-        inv = self._invocation(fn, inv, inv.execution_id or new_execution_id())
-        self._create(fn, inv, "sync", status="running")
+        req = self._request(fn, inv, new_execution_id())
+        ex_id = req.request_id
+        self._create(fn, req, "sync", status="running")
         try:
-            outcome = await self._run(fn, inv)
+            outcome = await self._run(fn, req)
         except CapacityError:
             self.metrics.invocations.labels(name, "rejected").inc()
             self.metrics.errors.labels(CapacityError.code).inc()
-            self._finish(
-                inv.execution_id, name, None, status="failed", error="rejected: pool saturated (429)"
-            )
+            self._finish(ex_id, name, None, status="failed", error="rejected: pool saturated (429)")
             raise
         except FaasdError as exc:
             self.metrics.errors.labels(exc.code).inc()
-            self._finish(inv.execution_id, name, None, status="failed", error=exc.message)
+            self._finish(ex_id, name, None, status="failed", error=exc.message)
             raise
         except BaseException as exc:
-            self._finish(inv.execution_id, name, None, status="failed", error=f"internal error: {exc!r}")
+            self._finish(ex_id, name, None, status="failed", error=f"internal error: {exc!r}")
             raise
-        self._finish(inv.execution_id, name, outcome)
+        self._finish(ex_id, name, outcome)
         if outcome.status == "timeout":
             raise InvocationTimeoutError(
                 f"function {name!r} did not finish within its timeout of {fn.timeout_s:g} s; the worker was "
                 "stopped. Raise limits.timeout_s or make the function faster",
-                execution_id=inv.execution_id,
+                execution_id=ex_id,
                 timeout_s=fn.timeout_s,
             )
         return outcome
@@ -282,15 +277,15 @@ class ExecutionService:
     async def open_stream(self, name: str, inv: Invocation) -> StreamSession:
         """Reserve a worker (so 404/429 surface before the stream starts) and return the session."""
         fn = self._function(name)
-        inv = self._invocation(fn, inv, inv.execution_id or new_execution_id())
-        self._create(fn, inv, "stream", status="running")
+        req = self._request(fn, inv, new_execution_id())
+        self._create(fn, req, "stream", status="running")
         try:
             handle = await self.runner.acquire(fn, timeout_s=max(fn.timeout_s, 1.0))
         except FaasdError as exc:
             self.metrics.errors.labels(exc.code).inc()
-            self._finish(inv.execution_id, name, None, status="failed", error=exc.message)
+            self._finish(req.request_id, name, None, status="failed", error=exc.message)
             raise
-        return StreamSession(self, fn, inv, handle)
+        return StreamSession(self, fn, req, handle)
 
     # -- async --------------------------------------------------------------------------------
     def submit(self, name: str, inv: Invocation, callback_url: str | None = None) -> Execution:
@@ -298,8 +293,8 @@ class ExecutionService:
         fn = self.functions.get(name)
         if callback_url is not None and not callback_url.startswith(("http://", "https://")):
             raise InvalidInputError(f"callback URL {callback_url!r} must be an http:// or https:// URL")
-        inv = self._invocation(fn, inv, inv.execution_id or new_execution_id())
-        ex = self._create(fn, inv, "async", status="queued", callback_url=callback_url)
+        req = self._request(fn, inv, new_execution_id())
+        ex = self._create(fn, req, "async", status="queued", callback_url=callback_url)
         assert ex is not None
         self.queue.wake()
         return ex

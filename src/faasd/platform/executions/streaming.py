@@ -7,15 +7,11 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from faasd.platform.executions.records import (
-    STORED_LOG_LIMIT,
-    TIMEOUT_GRACE_S,
-    Outcome,
-    StreamStart,
-    final_status,
-)
+from faasd.errors import ResourceLimitError
+from faasd.platform.executions.records import STORED_LOG_LIMIT, TIMEOUT_GRACE_S, StreamStart
+from faasd.platform.invocation import Outcome
 from faasd.platform.runner import Handle
-from faasd.platform.worker_protocol import Invocation, InvocationResult, StreamChunk
+from faasd.runtime.agent_client import InvokeRequest, InvokeResult, StreamChunk
 from faasd.state import Function
 
 if TYPE_CHECKING:
@@ -36,26 +32,29 @@ async def release_handle(handle: Handle, broken: bool) -> None:
 class StreamSession:
     """A streaming invocation with its worker reserved. Iterate :meth:`events` exactly once."""
 
-    def __init__(self, service: ExecutionService, fn: Function, inv: Invocation, handle: Handle) -> None:
+    def __init__(self, service: ExecutionService, fn: Function, req: InvokeRequest, handle: Handle) -> None:
         self.service = service
         self.fn = fn
-        self.inv = inv
+        self.req = req
         self.handle = handle
-        self.execution_id = inv.execution_id
+        self.execution_id = req.request_id
 
     async def events(self) -> AsyncIterator[StreamStart | StreamChunk | Outcome]:
-        svc, fn, inv, handle = self.service, self.fn, self.inv, self.handle
+        svc, fn, req, handle = self.service, self.fn, self.req, self.handle
+        ex_id = self.execution_id
         t0 = time.monotonic()
         broken = True
         outcome: Outcome | None = None
         out = bytearray()
         err = bytearray()
         try:
-            yield StreamStart(inv.execution_id, handle.cold)
-            result: InvocationResult | None = None
+            yield StreamStart(ex_id, handle.cold)
+            result: InvokeResult | None = None
+            limit: ResourceLimitError | None = None
+            timed_out = False
             try:
-                async with asyncio.timeout(inv.timeout_s + TIMEOUT_GRACE_S):
-                    async for ev in handle.worker.invoke_stream(inv):
+                async with asyncio.timeout(fn.timeout_s + TIMEOUT_GRACE_S):
+                    async for ev in handle.worker.invoke_stream(req):
                         if isinstance(ev, StreamChunk):
                             if ev.stream in ("stdout", "stderr"):
                                 (out if ev.stream == "stdout" else err).extend(ev.data[:STORED_LOG_LIMIT])
@@ -63,39 +62,36 @@ class StreamSession:
                         else:
                             result = ev
             except TimeoutError:
-                result = InvocationResult(
-                    status=504,
-                    timed_out=True,
-                    error=f"the function did not finish within {inv.timeout_s:g} s",
+                timed_out = True
+            except ResourceLimitError as exc:
+                limit = exc
+            wall_ms = (time.monotonic() - t0) * 1000
+            if timed_out:
+                ended = Outcome.timeout(
+                    f"the function did not finish within {fn.timeout_s:g} s", wall_ms=wall_ms
                 )
-            if result is None:
-                result = InvocationResult(status=500, error="the worker ended the stream without a result")
-            if not result.stdout:
-                result.stdout = bytes(out)
-            if not result.stderr:
-                result.stderr = bytes(err)
-            run_ms = result.run_ms if result.run_ms is not None else (time.monotonic() - t0) * 1000
-            status = final_status(result)
-            broken = result.timed_out or not getattr(handle.worker, "alive", True)
-            outcome = Outcome(
-                inv.execution_id,
-                status,
-                result,
-                handle.cold,
-                handle.init_ms,
-                handle.wait_ms,
-                run_ms,
-                fn.runtime,
-            )
-            svc._observe(fn.name, status, handle.cold, outcome.duration_ms)
+            elif limit is not None:
+                ended = Outcome.of_limit(limit, wall_ms=wall_ms)
+            elif result is not None:
+                ended = Outcome.of_result(result, wall_ms=wall_ms)
+            else:
+                ended = Outcome(
+                    http_status=500, error="the worker ended the stream without a result", run_ms=wall_ms
+                )
+            if not ended.stdout:
+                ended.stdout = bytes(out)
+            if not ended.stderr:
+                ended.stderr = bytes(err)
+            broken = ended.timed_out or not handle.worker.alive
+            outcome = svc._ran(ended, fn, handle, ex_id)
             yield outcome
         finally:
             await release_handle(handle, broken)
             if outcome is not None:
-                svc._finish(inv.execution_id, fn.name, outcome)
+                svc._finish(ex_id, fn.name, outcome)
             else:
                 svc._finish(
-                    inv.execution_id,
+                    ex_id,
                     fn.name,
                     None,
                     status="failed",

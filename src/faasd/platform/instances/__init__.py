@@ -24,36 +24,37 @@ become ``stopped`` (their files are those of the last stop).
 Modules: :mod:`.service` (:class:`InstanceService`, the lifecycle), :mod:`.registry` (records, locks,
 live sandboxes, ``use``), :mod:`.files` (exec, upload, download), :mod:`.tarfiles` (archive checks),
 :mod:`.ports` (port listeners), :mod:`.chain` (chain bounding, stop-snapshot GC), :mod:`.ttl` (idle
-pauses), :mod:`.requests` (request models).
+pauses), :mod:`.specs` (the typed inputs: :class:`InstanceSpec`, :class:`ExecCommand`, :class:`PortSpec`,
+:class:`UploadedFile`). The HTTP request models are :mod:`faasd.api.instance_models`.
 """
 
 from faasd.platform.instances.chain import LABEL, STOP_KIND
 from faasd.platform.instances.files import MAX_DOWNLOAD_BYTES, MAX_OUTPUT_BYTES
 from faasd.platform.instances.registry import InstanceRegistry, LiveInstance, instance_dict
-from faasd.platform.instances.requests import (
-    ExecRequest,
-    ExposeRequest,
-    StartInstanceRequest,
-    UploadFile,
-    UploadRequest,
-)
 from faasd.platform.instances.service import INIT_ARGS, InstanceService
+from faasd.platform.instances.specs import (
+    DEFAULT_IMAGE,
+    ExecCommand,
+    InstanceSpec,
+    PortSpec,
+    UploadedFile,
+)
 from faasd.platform.instances.tarfiles import check_tar, files_to_tar, tar_members
 
 __all__ = [
+    "DEFAULT_IMAGE",
     "INIT_ARGS",
     "LABEL",
     "MAX_DOWNLOAD_BYTES",
     "MAX_OUTPUT_BYTES",
     "STOP_KIND",
-    "ExecRequest",
-    "ExposeRequest",
+    "ExecCommand",
     "InstanceRegistry",
     "InstanceService",
+    "InstanceSpec",
     "LiveInstance",
-    "StartInstanceRequest",
-    "UploadFile",
-    "UploadRequest",
+    "PortSpec",
+    "UploadedFile",
     "check_tar",
     "files_to_tar",
     "instance_dict",

@@ -8,26 +8,27 @@ from __future__ import annotations
 
 import posixpath
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from faasd.errors import InvalidInputError, NotFoundError, pids_exhausted
 from faasd.platform.instances.registry import InstanceRegistry
-from faasd.platform.instances.requests import ExecRequest, UploadRequest
+from faasd.platform.instances.specs import ExecCommand, UploadedFile
 from faasd.platform.instances.tarfiles import abs_path, check_tar, files_to_tar
 
 MAX_OUTPUT_BYTES = 4 * 1024 * 1024
 MAX_DOWNLOAD_BYTES = 256 * 1024 * 1024
 
 
-async def exec_in(registry: InstanceRegistry, instance_id: str, req: ExecRequest) -> dict[str, Any]:
-    if req.cwd is not None:
-        abs_path(req.cwd, "cwd")
+async def exec_in(registry: InstanceRegistry, instance_id: str, cmd: ExecCommand) -> dict[str, Any]:
+    if cmd.cwd is not None:
+        abs_path(cmd.cwd, "cwd")
     inst = registry.get(instance_id)
-    env = {**(inst.env or {}), **req.env}
+    env = {**(inst.env or {}), **cmd.env}
     async with registry.use(instance_id) as sb:
         started = time.perf_counter()
         res = await sb.exec(
-            req.args(), stdin=req.stdin_bytes(), timeout=req.timeout_s, env=env, cwd=req.cwd,
+            cmd.args, stdin=cmd.stdin, timeout=cmd.timeout_s, env=env, cwd=cmd.cwd,
             output_limit=MAX_OUTPUT_BYTES, watch_pids=True,
         )
     if res.pids_exhausted:
@@ -69,8 +70,10 @@ async def upload_tar(
     return {"target_path": target, "files": count, "bytes": len(data)}
 
 
-async def upload_files(registry: InstanceRegistry, instance_id: str, req: UploadRequest) -> dict[str, Any]:
-    return await upload_tar(registry, instance_id, req.target_path, files_to_tar(req.files))
+async def upload_files(
+    registry: InstanceRegistry, instance_id: str, target_path: str, files: Sequence[UploadedFile]
+) -> dict[str, Any]:
+    return await upload_tar(registry, instance_id, target_path, files_to_tar(files))
 
 
 async def download(registry: InstanceRegistry, instance_id: str, path: str) -> bytes:

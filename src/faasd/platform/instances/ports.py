@@ -15,13 +15,13 @@ from typing import Any
 
 from faasd.errors import ConflictError, IsolationUnsupportedError, NotFoundError
 from faasd.platform.instances.registry import InstanceRegistry, LiveInstance
-from faasd.platform.instances.requests import ExposeRequest
+from faasd.platform.instances.specs import PortSpec
 from faasd.runtime.proxy import pipe
 
 log = logging.getLogger(__name__)
 
 
-async def expose(registry: InstanceRegistry, instance_id: str, req: ExposeRequest) -> dict[str, Any]:
+async def expose(registry: InstanceRegistry, instance_id: str, req: PortSpec) -> dict[str, Any]:
     async with registry.lock(instance_id):
         inst = registry.get(instance_id)
         live = registry.live.get(instance_id)

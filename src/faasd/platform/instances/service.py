@@ -14,6 +14,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -31,7 +32,7 @@ from faasd.platform.exec_ephemeral import EnsureImage, ImageStoreLike
 from faasd.platform.instances import files, ports
 from faasd.platform.instances.chain import LABEL, STOP_KIND, bound_chain, drop_unused_stop_snapshots
 from faasd.platform.instances.registry import InstanceRegistry, LiveInstance
-from faasd.platform.instances.requests import ExecRequest, ExposeRequest, StartInstanceRequest, UploadRequest
+from faasd.platform.instances.specs import ExecCommand, InstanceSpec, PortSpec, UploadedFile
 from faasd.platform.instances.ttl import pause_idle
 from faasd.runtime.agent_files import INIT_DIR_IN_CONTAINER, init_mount
 from faasd.runtime.models import Limits, NetworkSpec, SandboxSpec
@@ -106,7 +107,7 @@ class InstanceService:
         return self.registry.use(instance_id)
 
     # ---------------------------------------------------------------------------- lifecycle
-    async def create(self, req: StartInstanceRequest) -> Instance:
+    async def create(self, req: InstanceSpec) -> Instance:
         if req.enable_ssh:
             raise InvalidInputError("ssh is not supported; use exec (POST /api/v1/instances/{id}/exec)")
         isolation = req.isolation or self.settings.isolation
@@ -366,21 +367,24 @@ class InstanceService:
                         await live.sandbox.destroy()
 
     # -------------------------------------------------------------------- exec, files, ports
-    async def exec(self, instance_id: str, req: ExecRequest) -> dict[str, Any]:
-        return await files.exec_in(self.registry, instance_id, req)
+    async def exec(self, instance_id: str, cmd: ExecCommand) -> dict[str, Any]:
+        return await files.exec_in(self.registry, instance_id, cmd)
 
     async def upload_tar(self, instance_id: str, target_path: str, data: bytes) -> dict[str, Any]:
         """Extract a (validated) tar archive under ``target_path`` *inside* the instance."""
         return await files.upload_tar(self.registry, instance_id, target_path, data)
 
-    async def upload_files(self, instance_id: str, req: UploadRequest) -> dict[str, Any]:
-        return await files.upload_files(self.registry, instance_id, req)
+    async def upload_files(
+        self, instance_id: str, target_path: str, uploads: Sequence[UploadedFile]
+    ) -> dict[str, Any]:
+        """Write ``uploads`` (paths relative to ``target_path``) into the instance."""
+        return await files.upload_files(self.registry, instance_id, target_path, uploads)
 
     async def download(self, instance_id: str, path: str) -> bytes:
         """A tar archive of ``path`` (file or directory) inside the instance."""
         return await files.download(self.registry, instance_id, path)
 
-    async def expose(self, instance_id: str, req: ExposeRequest) -> dict[str, Any]:
+    async def expose(self, instance_id: str, req: PortSpec) -> dict[str, Any]:
         return await ports.expose(self.registry, instance_id, req)
 
     def host_port(self, instance_id: str, internal_port: int) -> int:

@@ -6,7 +6,6 @@ checks refuse archives that would escape the target directory before anything is
 
 from __future__ import annotations
 
-import base64
 import io
 import posixpath
 import tarfile
@@ -14,7 +13,7 @@ import time
 from collections.abc import Sequence
 
 from faasd.errors import InvalidInputError
-from faasd.platform.instances.requests import UploadFile
+from faasd.platform.instances.specs import UploadedFile
 
 
 def _norm_member(name: str) -> str:
@@ -75,22 +74,18 @@ def check_tar(data: bytes) -> int:
     return count
 
 
-def files_to_tar(files: Sequence[UploadFile]) -> bytes:
+def files_to_tar(files: Sequence[UploadedFile]) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for f in files:
             rel = _norm_member(f.path)
             if not rel:
                 raise InvalidInputError(f"file path {f.path!r} names no file")
-            try:
-                content = base64.b64decode(f.content, validate=True)
-            except ValueError as exc:
-                raise InvalidInputError(f"content of {f.path!r} is not valid base64: {exc}") from None
             info = tarfile.TarInfo(rel)
-            info.size = len(content)
+            info.size = len(f.content)
             info.mode = f.mode
             info.mtime = int(time.time())
-            tar.addfile(info, io.BytesIO(content))
+            tar.addfile(info, io.BytesIO(f.content))
     return buf.getvalue()
 
 

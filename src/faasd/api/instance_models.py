@@ -1,4 +1,8 @@
-"""Request models of instances (``POST /api/v1/instances``, exec, ports, files)."""
+"""Request models of instances (``POST /api/v1/instances``, exec, ports, files).
+
+Each validates a request (a 422 naming the fields) and turns it into what the platform takes: the
+dataclasses of :mod:`faasd.platform.instances.specs`.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from faasd.errors import InvalidInputError
 from faasd.platform.env import EnvVars
+from faasd.platform.instances.specs import (
+    DEFAULT_IMAGE,
+    ExecCommand,
+    InstanceSpec,
+    PortSpec,
+    UploadedFile,
+)
 
 
 class StartInstanceRequest(BaseModel):
@@ -35,10 +46,26 @@ class StartInstanceRequest(BaseModel):
     @model_validator(mode="after")
     def _source(self) -> StartInstanceRequest:
         if self.image is None and self.snapshot_id is None:
-            self.image = "faasd/python:latest"
+            self.image = DEFAULT_IMAGE
         if self.seed is not None and self.snapshot_id is None:
             raise ValueError("'seed' needs 'snapshot_id' (it seeds a copy restored from a snapshot)")
         return self
+
+    def spec(self) -> InstanceSpec:
+        return InstanceSpec(
+            image=self.image,
+            snapshot_id=self.snapshot_id,
+            name=self.name,
+            cpu_cores=self.cpu_cores,
+            memory_mb=self.memory_mb,
+            disk_gb=self.disk_gb,
+            pids=self.pids,
+            isolation=self.isolation,
+            ttl_s=self.ttl_s,
+            env=dict(self.env),
+            enable_ssh=self.enable_ssh,
+            seed=self.seed,
+        )
 
 
 class ExecRequest(BaseModel):
@@ -72,6 +99,16 @@ class ExecRequest(BaseModel):
                 raise InvalidInputError(f"stdin_base64 is not valid base64: {exc}") from None
         return (self.stdin or "").encode()
 
+    def command_spec(self) -> ExecCommand:
+        """The command for the platform (a bad ``stdin_base64`` is a 400)."""
+        return ExecCommand(
+            args=self.args(),
+            stdin=self.stdin_bytes(),
+            env=dict(self.env),
+            cwd=self.cwd,
+            timeout_s=self.timeout_s,
+        )
+
 
 class ExposeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -79,6 +116,9 @@ class ExposeRequest(BaseModel):
     internal_port: int = Field(ge=1, le=65535)
     protocol: Literal["http", "tcp"] = "http"
     subdomain: str | None = Field(default=None, pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+    def spec(self) -> PortSpec:
+        return PortSpec(internal_port=self.internal_port, protocol=self.protocol, subdomain=self.subdomain)
 
 
 class UploadFile(BaseModel):
@@ -89,9 +129,16 @@ class UploadFile(BaseModel):
     """base64 of the file's bytes."""
     mode: int = Field(default=0o644, ge=0, le=0o7777)
 
+    def decoded(self) -> UploadedFile:
+        """The file with its content decoded (bad base64 is a 400 naming the file)."""
+        return UploadedFile.from_base64(self.path, self.content, self.mode)
+
 
 class UploadRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     target_path: str = Field(default="/", min_length=1, max_length=4096)
     files: list[UploadFile] = Field(min_length=1)
+
+    def decoded(self) -> list[UploadedFile]:
+        return [f.decoded() for f in self.files]
