@@ -9,7 +9,8 @@ Usage (root): ``.venv/bin/python bench/cold_start.py [-n 20] [--rootfs DIR] [--j
   namespaces, no seccomp, no limits), foreground, plus ``runc delete`` — the floor for runc itself.
 * ``faasd gvisor`` (when runsc is installed): ``SandboxManager.run`` with ``runtime="runsc"``
   (``isolation: "gvisor"``), measured interleaved with a runc run of the same spec; and whether a gVisor
-  sandbox can be restored (it cannot: snapshots are CRIU images of runc containers).
+  sandbox restores: cold start of a ticking python to its first line vs restoring a capture of it to its
+  first new line, runc (CRIU) and gVisor (``runsc checkpoint``/``restore``), all interleaved.
   ``--isolation-only`` measures just this pair (writes ``cold_start_isolation.json``).
 """
 
@@ -32,6 +33,7 @@ from typing import Any, Literal
 
 from faasd.config import Settings
 from faasd.runtime import Limits, SandboxManager, SandboxSpec
+from faasd.runtime.sandbox import Sandbox
 
 HELLO = ["python3", "-c", 'print("hello")']
 
@@ -160,24 +162,62 @@ async def bench_isolation(n: int, rootfs: Path, settings: Settings) -> dict[str,
     return out
 
 
-async def gvisor_restore(rootfs: Path, settings: Settings) -> str:
-    """Try to checkpoint a running gVisor sandbox (what a restore needs first); the answer, verbatim."""
-    from faasd.errors import FaasdError
-    from faasd.runtime.checkpoint import checkpoint
+TICK = ["python3", "-u", "-c", "import time\nn = 0\nwhile True:\n n += 1\n print(n)\n time.sleep(0.01)"]
+"""A process with state in memory printing a line every 10 ms; 'ready' = its first line read on the host."""
+
+
+async def _first_line(sb: Sandbox, timeout_s: float = 60.0) -> None:
+    deadline = time.perf_counter() + timeout_s
+    while not sb.stdout().strip():
+        if time.perf_counter() > deadline:
+            raise SystemExit(f"sandbox {sb.id} printed nothing in {timeout_s} s")
+        await asyncio.sleep(0.002)
+
+
+async def bench_restore(n: int, rootfs: Path, settings: Settings) -> dict[str, list[float]]:
+    """Per isolation: cold start of TICK to its first line, and restore of a capture of it to its first
+    new line (runc: CRIU, gvisor: runsc checkpoint/restore), all interleaved one by one."""
+    from faasd.runtime.checkpoint import SnapshotDirs, checkpoint, restore
 
     manager = SandboxManager(settings)
-    spec = SandboxSpec(id=f"fd-bench-{uuid.uuid4().hex[:10]}", lowers=[rootfs], args=["sleep", "30"],
-                       runtime="runsc")
-    sb = await manager.create(spec)
-    try:
-        await sb.start()
+    runtimes: tuple[Literal["runc", "runsc"], ...] = ("runsc", "runc")
+    captures: dict[str, SnapshotDirs] = {}
+    for runtime in runtimes:
+        spec = SandboxSpec(
+            id=f"fd-bench-{uuid.uuid4().hex[:10]}", lowers=[rootfs], args=TICK, runtime=runtime
+        )
+        sb = await manager.create(spec, stdin_pipe=False)
         try:
-            await checkpoint(sb, settings.run_dir / "bench-ckpt")
-        except FaasdError as exc:
-            return f"not supported ({exc.code}): {exc.message}"
-        return "checkpoint succeeded"
-    finally:
-        await sb.destroy()
+            await sb.start()
+            await _first_line(sb)
+            # gVisor's checkpoint stops its source (runsc --leave-running does not work); CRIU's leaves it
+            dest = settings.data_dir / f"capture-{runtime}"
+            cp = await checkpoint(sb, dest, leave_running=runtime == "runc")
+        finally:
+            await sb.destroy()
+        captures[runtime] = SnapshotDirs(cp.criu, cp.bundle / "config.json", [*cp.lowers, cp.upper])
+    out: dict[str, list[float]] = {f"{k}-{r}": [] for r in runtimes for k in ("cold", "restore")}
+    for i in range(n):
+        for runtime in runtimes if i % 2 == 0 else runtimes[::-1]:
+            spec = SandboxSpec(
+                id=f"fd-bench-{uuid.uuid4().hex[:10]}", lowers=[rootfs], args=TICK, runtime=runtime
+            )
+            t0 = time.perf_counter()
+            sb = await manager.create(spec, stdin_pipe=False)
+            try:
+                await sb.start()
+                await _first_line(sb)
+                out[f"cold-{runtime}"].append((time.perf_counter() - t0) * 1000)
+            finally:
+                await sb.destroy()
+            t0 = time.perf_counter()
+            r = await restore(manager, captures[runtime], f"fd-bench-{uuid.uuid4().hex[:10]}")
+            try:
+                await _first_line(r.sandbox)
+                out[f"restore-{runtime}"].append((time.perf_counter() - t0) * 1000)
+            finally:
+                await r.sandbox.destroy()
+    return out
 
 
 def print_rows(title: str, rows: dict[str, dict[str, float]]) -> None:
@@ -195,7 +235,7 @@ def main_isolation(n: int, rootfs: Path, json_path: Path | None) -> None:
     try:
         asyncio.run(bench_isolation(1, rootfs, settings))  # warm-up, not counted
         samples = asyncio.run(bench_isolation(n, rootfs, settings))
-        restore = asyncio.run(gvisor_restore(rootfs, settings))
+        restores = asyncio.run(bench_restore(n, rootfs, settings))
     finally:
         subprocess.run(["umount", "-R", "-l", str(work)], capture_output=True, check=False)
         shutil.rmtree(work, ignore_errors=True)
@@ -203,12 +243,24 @@ def main_isolation(n: int, rootfs: Path, json_path: Path | None) -> None:
     ratio = rows["faasd run, gvisor (runsc)"]["p50"] / rows["faasd run, runc"]["p50"]
     print_rows(f"cold start of {' '.join(HELLO)!r} by isolation, n={n} each, interleaved (ms)", rows)
     print(f"ratio gvisor/runc: p50 {ratio:.2f}x")
-    print(f"restore under gVisor: {restore}")
+    rrows = {
+        f"{label}, {name}": _stats(restores[f"{what}-{rt}"])
+        for rt, name in (("runc", "runc (CRIU)"), ("runsc", "gvisor (runsc)"))
+        for what, label in (("cold", "cold to 1st line"), ("restore", "restore to 1st line"))
+    }
+    print_rows(f"cold start vs restore of a ticking python, n={n} each, interleaved (ms)", rrows)
+    for rt in ("runc", "runsc"):
+        ratio_rt = statistics.median(restores[f"restore-{rt}"]) / statistics.median(restores[f"cold-{rt}"])
+        print(f"{rt}: restore/cold p50 {ratio_rt:.2f}x")
+    gv_over_runc = statistics.median(restores["restore-runsc"]) / statistics.median(restores["restore-runc"])
+    print(f"restore gvisor/runc p50 {gv_over_runc:.2f}x")
     out = json_path or Path(__file__).parent / "results" / "cold_start_isolation.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "benchmark": "cold_start_isolation", "command": HELLO, "n": n, "ms": rows,
-        "ratio_gvisor_over_runc_p50": ratio, "restore_gvisor": restore, "samples_ms": samples,
+        "ratio_gvisor_over_runc_p50": ratio, "samples_ms": samples,
+        "restore_ms": rrows, "restore_samples_ms": restores,
+        "ratio_restore_gvisor_over_runc_p50": gv_over_runc,
         "host": {"kernel": platform.release(), "cpus": os.cpu_count(), "load": os.getloadavg()},
         "runsc": subprocess.run(["runsc", "--version"], capture_output=True, text=True).stdout.split("\n")[0],
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -1,6 +1,6 @@
 """Run every benchmark with modest defaults and print one combined table (faasd, baseline, ratio).
 
-Usage (root): ``.venv/bin/python bench/run_all.py [--only cold_start,warm_invoke,snapshots,image_import]``
+Usage (root): ``.venv/bin/python bench/run_all.py [--only cold_start,warm_invoke,snapshots,image_import,...]``
 
 Each benchmark runs as its own subprocess (its own output is shown as it goes) and writes its JSON
 under ``bench/results/``; this script then collects the headline rows into ``bench/results/latest.json``
@@ -80,7 +80,18 @@ BENCHMARKS: dict[str, tuple[list[str], str, Callable[[dict[str, Any]], list[Row]
                      rows_from_json),
     "load": (["--levels", "1,8,64", "--seconds-per-level", "1", "--json", "{json}"], "load.json",
              rows_from_json),
+    "seed_perf": (["--cold-n", "10", "--restore-n", "5", "--concurrent", "1000", "--json", "{json}"],
+                  "seed_perf.json", rows_from_json),
 }
+
+
+def seed_table(doc: dict[str, Any]) -> list[str]:
+    """The seed's three performance tests by name: measured figure, threshold, pass/fail (markdown)."""
+    out = ["| seed performance test | measured (this run) | threshold | result |", "|---|---:|---|---|"]
+    for t in doc["seed_tests"]:
+        verdict = "**pass**" if t["pass"] else "**fail**"
+        out.append(f"| {t['name']} | {t['measured']} {t['unit']} | {t['threshold']} | {verdict} |")
+    return out
 
 
 def main() -> None:
@@ -146,6 +157,10 @@ def main() -> None:
         "podman 4 with a private overlay store and runc. Details and all percentiles: "
         "`bench/results/<benchmark>.json`.",
     ]
+    seed_json = RESULTS_DIR / "seed_perf.json"
+    if "seed_perf" in runs and seed_json.exists() and seed_json.stat().st_mtime >= started:
+        md += ["", "Seed performance tests (`bench/seed_perf.py`, same run; how each is measured: its "
+               "docstring):", "", *seed_table(json.loads(seed_json.read_text()))]
     if failed:
         md += ["", f"**Failed in this run**: {', '.join(failed)} (see `bench/results/latest.json`)."]
     (RESULTS_DIR / "latest.md").write_text("\n".join(md) + "\n")

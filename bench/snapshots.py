@@ -20,7 +20,11 @@ Each round, all measured the same way in the same run:
   merged the pages the copies share (restored sandboxes opt into KSM; ``--ksm`` turns ``ksmd`` on for
   the run with a faster scan rate and puts the host's settings back at the end).
 
+* **HTTP, ``checkpointed`` vs ``cached``** (``bench/snapshot_http.py``): the same ≥ 300 ms-init function
+  deployed in both modes on a real daemon; first-request latency after scaling to zero, alternating order.
+
     .venv/bin/python bench/snapshots.py [--rounds 5] [--branch 10] [--programs light,heavy] [--ksm]
+        [--http-rounds N]    (0: skip the HTTP part; default: --rounds)
 
 Prints a table per program and writes bench/results/snapshots.json.
 """
@@ -35,6 +39,7 @@ import platform
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -46,6 +51,9 @@ from faasd.runtime import Limits, SandboxManager, SandboxSpec, ksm
 from faasd.runtime.sandbox import Sandbox
 from faasd.snapshots.service import branch, restore_snapshot, snapshot_sandbox
 from faasd.snapshots.store import SnapshotStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import snapshot_http
 
 ROOTFS = Path(os.environ.get("FAASD_TEST_ROOTFS_DIR", "/var/lib/faasd-dev")) / "rootfs-python"
 PROGRAMS = {
@@ -248,7 +256,7 @@ async def scenario(program: str, rounds: int, branch_n: int, concurrency: int,
 
 
 async def main(programs: list[str], rounds: int, branch_n: int, concurrency: int, use_ksm: bool,
-               out: Path) -> dict[str, Any]:
+               out: Path, http_rounds: int = 0) -> dict[str, Any]:
     before = ksm.host_stats()
     result: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -271,6 +279,8 @@ async def main(programs: list[str], rounds: int, branch_n: int, concurrency: int
         if use_ksm:
             ksm.configure(run=before.run, pages_to_scan=before.pages_to_scan,
                           sleep_millisecs=before.sleep_millisecs)
+    if http_rounds > 0:
+        result["http_checkpointed_vs_cached"] = await asyncio.to_thread(snapshot_http.run, http_rounds)
     result["host"]["loadavg_at_end"] = os.getloadavg()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
@@ -297,10 +307,23 @@ if __name__ == "__main__":
     ap.add_argument("--concurrency", type=int, default=2, help="restores of a branch running at once")
     ap.add_argument("--ksm", action=argparse.BooleanOptionalAction, default=True,
                     help="run ksmd during the bench (host settings restored at the end)")
+    ap.add_argument("--http-rounds", type=int, default=None,
+                    help="rounds of the HTTP checkpointed-vs-cached part (0: skip; default: --rounds)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "snapshots.json")
     args = ap.parse_args()
-    full = asyncio.run(main(args.programs.split(","), args.rounds, args.branch, args.concurrency, args.ksm,
-                            args.out))
+    programs = [p for p in args.programs.split(",") if p]
+    http_rounds = args.rounds if args.http_rounds is None else args.http_rounds
+    full = asyncio.run(main(programs, args.rounds, args.branch, args.concurrency, args.ksm, args.out,
+                            http_rounds))
     for name, sc in full["scenarios"].items():
         print(f"\n== {name} ==")
         print_table(sc)
+    if "http_checkpointed_vs_cached" in full:
+        h = full["http_checkpointed_vs_cached"]
+        print("\n== HTTP: checkpointed vs cached cold start (heavy init) ==")
+        for mode, st in h["first_request_ms"].items():
+            print(f"{mode:14} median {st['median_ms']:8.1f} ms  min {st['min_ms']:8.1f}"
+                  f"  max {st['max_ms']:8.1f}  n {st['n']}")
+        print(f"module init (median) {h['module_init_ms_median']} ms; checkpointed worker restore + attach "
+              f"(daemon log, median) {h['checkpointed_restore_and_attach_ms_median']} ms; ratio "
+              f"checkpointed/cached {h['ratio_checkpointed_vs_cached']}")

@@ -26,7 +26,7 @@ APT_PACKAGES=(
 CRIU_BUILD_DEPS=(
   build-essential pkg-config protobuf-c-compiler libprotobuf-c-dev protobuf-compiler
   libprotobuf-dev libnl-3-dev libnet1-dev libcap-dev libbsd-dev libgnutls28-dev
-  libnftables-dev uuid-dev python3-protobuf
+  libnftables-dev uuid-dev python3-protobuf patch
 )
 export DEBIAN_FRONTEND=noninteractive
 
@@ -42,6 +42,15 @@ else
   say "apt packages present"
 fi
 
+# CRIU caches its kernel-feature probes (~30 ms of every dump and restore) in $RUNDIR/criu.kdat, but
+# only when that directory is on a tmpfs. Debian 12 hosts often have /run on disk, so faasd's CRIU is
+# built with its own RUNDIR, a dir faasd mounts a small tmpfs on (faasd.runtime.criu_conf.KDAT_DIR).
+CRIU_RUNDIR=/run/faasd-criu
+# faasd's patches to CRIU (scripts/criu-patches/*.patch, applied in order); each one's marker string
+# is compiled into the binary, so an installed criu without one of them is rebuilt.
+CRIU_PATCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/criu-patches"
+CRIU_MARKERS=("$CRIU_RUNDIR/criu.kdat" "faasd-tmpfs-empty-v3")
+
 criu_ok() {
   local bin=${1:-criu}
   command -v "$bin" >/dev/null 2>&1 || return 1
@@ -49,13 +58,18 @@ criu_ok() {
   [ -n "$v" ] || return 1
   local major=${v%%.*} rest=${v#*.}; local minor=${rest%%.*}
   { [ "$major" -gt 4 ] || { [ "$major" -eq 4 ] && [ "$minor" -ge 2 ]; }; } || return 1
+  # built with faasd's kdat cache dir and patches (CRIU_MARKERS above); otherwise it is rebuilt
+  local marker
+  for marker in "${CRIU_MARKERS[@]}"; do
+    grep -qaF "$marker" "$(command -v "$bin")" || return 1
+  done
   "$bin" check >/dev/null 2>&1
 }
 
 if criu_ok /usr/local/sbin/criu || criu_ok criu; then
-  say "criu $(criu --version | awk '/^Version:/{print $2}') present and 'criu check' passes"
+  say "criu $(criu --version | awk '/^Version:/{print $2}') present (kdat cache in $CRIU_RUNDIR) and 'criu check' passes"
 else
-  say "building CRIU >= 4.2 from Debian's forky source package (Debian 12's criu 3.17 fails on this kernel)"
+  say "building CRIU >= 4.2 from Debian's forky source package (Debian 12's criu 3.17 fails on this kernel; RUNDIR=$CRIU_RUNDIR)"
   missing=()
   for p in "${CRIU_BUILD_DEPS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -86,9 +100,15 @@ else
   say "verified $orig (sha256 $got)"
   tar -xf "$orig"
   cd criu-*/
+  for patch_file in "$CRIU_PATCH_DIR"/*.patch; do
+    [ -e "$patch_file" ] || continue
+    say "applying $(basename "$patch_file")"
+    patch -p1 --forward --quiet < "$patch_file" || die "$(basename "$patch_file") does not apply to $orig"
+  done
   say "compiling criu (about 20-60 s)"
-  make -j"$(nproc)" criu >/dev/null 2>&1 || { make criu 2>&1 | tail -30; die "criu build failed"; }
-  make install-criu PREFIX=/usr/local >/dev/null
+  make -j"$(nproc)" criu RUNDIR="$CRIU_RUNDIR" >/dev/null 2>&1 \
+    || { make criu RUNDIR="$CRIU_RUNDIR" 2>&1 | tail -30; die "criu build failed"; }
+  make install-criu PREFIX=/usr/local RUNDIR="$CRIU_RUNDIR" >/dev/null
   hash -r
   criu_ok /usr/local/sbin/criu || die "built criu does not pass 'criu check'"
   say "installed $(/usr/local/sbin/criu --version | awk '/^Version:/{print $2}') to /usr/local/sbin/criu"

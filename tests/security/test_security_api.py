@@ -1,8 +1,8 @@
 """Malicious API use against the real app (real platform, SQLite, image store, sandbox manager).
 
-faasd has no tenants (one key namespace, scopes admin ⊃ deploy ⊃ invoke), so isolation here is by scope:
-a key can never do more than its scope, nor mint or delete keys to get more, and secret values never
-leave the server.
+Isolation by scope (admin ⊃ deploy ⊃ invoke): a key can never do more than its scope, nor mint or delete keys
+to get more, and secret values never leave the server. Isolation between tenants (namespaces) is in
+``test_security_tenants.py``.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@ is gVisor's sentry, not the host's), and what cannot work there is a clear 400 `
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -66,8 +67,13 @@ async def test_execute_fork_bomb_under_gvisor_is_pids_exhausted(env: Env) -> Non
 
 
 async def test_function_under_gvisor_runs_in_gvisor(env: Env, unique_id: str) -> None:
-    fn = {"name": unique_id, "image": f"{unique_id}:1", "runtime": "exec", "command": ["sh", "-c", PROBE],
-          "isolation": "gvisor"}
+    fn = {
+        "name": unique_id,
+        "image": f"{unique_id}:1",
+        "runtime": "exec",
+        "command": ["sh", "-c", PROBE],
+        "isolation": "gvisor",
+    }
     r = await env.client.post("/api/v1/functions", json=fn)
     assert r.status_code == 201, r.text
     assert r.json()["isolation"] == "gvisor"
@@ -79,7 +85,7 @@ async def test_function_under_gvisor_runs_in_gvisor(env: Env, unique_id: str) ->
     r = await env.client.post(f"/api/v1/functions/{unique_id}/invoke", content=b"")
     assert r.status_code == 200 and r.headers["x-cold-start"] == "false"
     assert_gvisor(r.text)
-    # a CRIU snapshot of a gVisor worker cannot be taken
+    # a snapshot of a gVisor worker cannot be taken: gVisor's checkpoint would stop the worker
     snap = await env.client.post("/api/v1/snapshots", json={"function": unique_id})
     assert snap.status_code == 400 and snap.json()["error"] == "isolation_unsupported", snap.text
 
@@ -160,23 +166,73 @@ async def _snapshot_job(env: Env, container_id: str) -> httpx.Response:
     return await env.client.post("/api/v1/jobs", json=body)
 
 
-async def test_gvisor_instance_cannot_be_snapshotted_nor_started_from_a_criu_snapshot(env: Env) -> None:
+COUNTER = (
+    "setsid sh -c 'i=0; while :; do i=$((i+1)); echo $i > /root/count; sleep 0.1; done' >/dev/null 2>&1 &"
+)
+"""A process whose state lives only in its memory (``i``): after a restore it continues from there."""
+
+
+async def _exec(env: Env, iid: str, command: str | list[str]) -> dict:  # type: ignore[type-arg]
+    r = await env.client.post(f"/api/v1/instances/{iid}/exec", json={"command": command})
+    assert r.status_code == 200, r.text
+    out: dict = r.json()  # type: ignore[type-arg]
+    return out
+
+
+async def _count(env: Env, iid: str, above: int = 0) -> int:
+    for _ in range(200):
+        out = (await _exec(env, iid, "cat /root/count 2>/dev/null || echo 0"))["stdout"].strip()
+        if out.isdigit() and int(out) > above:
+            return int(out)
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"counter of {iid} did not go above {above}")
+
+
+async def test_gvisor_instance_snapshot_restores_under_gvisor_only(env: Env) -> None:
     r = await env.client.post("/api/v1/instances", json={"isolation": "gvisor", "memory_mb": 256})
     assert r.status_code == 201, r.text
     gv = r.json()["id"]
     r = await env.client.post("/api/v1/instances", json={"memory_mb": 256})
     assert r.status_code == 201 and r.json()["isolation"] == "runc", r.text
     rc = r.json()["id"]
+    made = [gv, rc]
     try:
+        assert (await _exec(env, gv, "echo kept > /root/f"))["exit_code"] == 0
+        await _exec(env, gv, COUNTER)
+        before = await _count(env, gv, 3)
+        # gVisor's own checkpoint: the instance keeps running (restored from the snapshot just taken)
         job = await _snapshot_job(env, gv)
-        assert job.status_code == 400 and job.json()["error"] == "isolation_unsupported", job.text
-        # a CRIU snapshot of a runc instance cannot be restored under gVisor
-        job = await _snapshot_job(env, rc)
         assert job.status_code == 200, job.text
         snap = job.json()["result"]["snapshot_id"]
-        r = await env.client.post("/api/v1/instances", json={"snapshot_id": snap, "isolation": "gvisor"})
+        info = (await env.client.get(f"/api/v1/instances/{gv}")).json()
+        assert info["status"] == "running", info
+        assert await _count(env, gv, before) > before  # the counting process survived, memory intact
+        assert_gvisor((await _exec(env, gv, PROBE))["stdout"])
+        # a new instance from the gVisor snapshot (isolation defaults to the snapshot's)
+        r = await env.client.post("/api/v1/instances", json={"snapshot_id": snap})
+        assert r.status_code == 201 and r.json()["isolation"] == "gvisor", r.text
+        made.append(r.json()["id"])
+        copy = r.json()["id"]
+        assert (await _exec(env, copy, ["cat", "/root/f"]))["stdout"] == "kept\n"
+        assert await _count(env, copy, before) > before  # continues from memory, not from 1
+        assert_gvisor((await _exec(env, copy, PROBE))["stdout"])
+        # ... but not under runc: a gVisor image is not a CRIU image
+        r = await env.client.post("/api/v1/instances", json={"snapshot_id": snap, "isolation": "runc"})
         assert r.status_code == 400 and r.json()["error"] == "isolation_unsupported", r.text
-        assert len((await env.client.get("/api/v1/instances")).json()["instances"]) == 2
+        assert "gVisor" in r.json()["message"]
+        # and a CRIU snapshot of a runc instance cannot be restored under gVisor
+        job = await _snapshot_job(env, rc)
+        assert job.status_code == 200, job.text
+        criu = job.json()["result"]["snapshot_id"]
+        r = await env.client.post("/api/v1/instances", json={"snapshot_id": criu, "isolation": "gvisor"})
+        assert r.status_code == 400 and r.json()["error"] == "isolation_unsupported", r.text
+        assert "CRIU" in r.json()["message"]
+        assert len((await env.client.get("/api/v1/instances")).json()["instances"]) == 3
+        # the continued instance's later files and its snapshot's survive a stop/start (lineage kept)
+        assert (await _exec(env, gv, "echo after > /root/g"))["exit_code"] == 0
+        assert (await env.client.post(f"/api/v1/instances/{gv}/stop")).status_code == 200
+        assert (await env.client.post(f"/api/v1/instances/{gv}/start")).status_code == 200
+        assert (await _exec(env, gv, "cat /root/f /root/g"))["stdout"] == "kept\nafter\n"
     finally:
-        for iid in (gv, rc):
+        for iid in made:
             await env.client.delete(f"/api/v1/instances/{iid}")

@@ -1,7 +1,8 @@
-"""Load and soak through a real daemon over loopback (runs only with ``FAASD_STRESS=1``).
+"""Soak through a real daemon over loopback (runs only with ``FAASD_STRESS=1``).
 
-* 1000 invocations in flight at once against a warm function (pool max 4, queue large enough):
-  every one answers 200 with its own payload, the pool never exceeds its max, nothing is left queued.
+(1000 invocations in flight at once runs in the regular suite:
+``tests/integration/api/test_api_concurrent_invocations.py``.)
+
 * soak: invoke continuously at a bounded rate for ``FAASD_SOAK_S`` seconds (default 600) and sample
   the daemon's RSS (``/proc/<pid>/status`` VmRSS); after a warm-up it may grow by at most 10 %.
 
@@ -25,8 +26,6 @@ from faasd.testing.server import FaasdServer
 
 pytestmark = [pytest.mark.stress, pytest.mark.slow]
 
-CONCURRENT = int(os.environ.get("FAASD_STRESS_CONCURRENT", "1000"))
-POOL_MAX = 4
 SOAK_S = float(os.environ.get("FAASD_SOAK_S", "600"))
 SOAK_RPS = float(os.environ.get("FAASD_SOAK_RPS", "20"))
 RSS_GROWTH_MAX = 0.10
@@ -49,51 +48,6 @@ async def _invoke(client: httpx.AsyncClient, name: str, i: int) -> str | None:
     except ValueError:
         return f"#{i}: not JSON: {resp.text[:300]!r}"
     return None if got == {"i": i} else f"#{i}: wrong payload {got!r}"
-
-
-@pytest.mark.timeout(1200)
-async def test_stress_1000_concurrent_invocations(stress_server: FaasdServer, tmp_path: Path) -> None:
-    name = deploy_echo(
-        stress_server, tmp_path, mode="cached", min_replicas=1, max_replicas=POOL_MAX,
-        queue_size=CONCURRENT + 100, timeout_s=300, idle_ttl_s=3600,
-    )
-    # httpx's default keep-alive expiry (5 s): the daemon keeps idle connections longer (keep_alive_s)
-    limits = httpx.Limits(max_connections=CONCURRENT + 10, max_keepalive_connections=CONCURRENT + 10)
-    timeout = httpx.Timeout(600.0, connect=120.0, pool=600.0)
-    async with httpx.AsyncClient(
-        base_url=stress_server.url, headers=_auth(stress_server), limits=limits, timeout=timeout
-    ) as client:
-        first = await _invoke(client, name, -1)  # the warm worker answers before the storm
-        assert first is None, first
-        max_replicas_seen = 0
-        done = asyncio.Event()
-
-        async def watch_pool() -> None:
-            nonlocal max_replicas_seen
-            while not done.is_set():
-                r = await client.get(f"/api/v1/functions/{name}", timeout=60.0)
-                assert r.status_code == 200, r.text
-                max_replicas_seen = max(max_replicas_seen, r.json()["status"]["replicas"])
-                await asyncio.sleep(0.5)
-
-        watcher = asyncio.create_task(watch_pool())
-        t0 = time.monotonic()
-        results = await asyncio.wait_for(
-            asyncio.gather(*(_invoke(client, name, i) for i in range(CONCURRENT))), timeout=900
-        )
-        elapsed = time.monotonic() - t0
-        done.set()
-        await watcher
-        # the storm's pooled connections, idle for a while now, are reused
-        status = (await client.get(f"/api/v1/functions/{name}", timeout=60.0)).json()
-    errors = [r for r in results if r is not None]
-    print(f"{CONCURRENT} concurrent invocations: {len(errors)} errors in {elapsed:.1f} s; "
-          f"max replicas seen {max_replicas_seen}; load {os.getloadavg()}")
-    assert not errors, f"{len(errors)} of {CONCURRENT} invocations failed, e.g. {errors[:5]}"
-    assert max_replicas_seen <= POOL_MAX, max_replicas_seen
-    assert status["status"]["queued"] == 0, status["status"]
-    assert status["invocation_count"] >= CONCURRENT + 1, status["invocation_count"]
-    delete_function(stress_server, name)
 
 
 @pytest.mark.timeout(int(SOAK_S) + 900)

@@ -14,16 +14,18 @@ from fastapi.openapi.utils import get_openapi
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from faasd import __version__
+from faasd._version import __version__
 from faasd.api import routes_blueprint, routes_openfaas, routes_seed, routes_stream, routes_v1
 from faasd.api.accesslog import AccessLog
 from faasd.api.auth import require
 from faasd.api.errors import install_error_handlers
 from faasd.api.fastpath import InvokeFastPath
+from faasd.api.namespacing import require_unbound
 from faasd.api.openapi_docs import PROMETHEUS, complete_document
 from faasd.api.routes_images import router as images_router
 from faasd.api.routes_instances import router as instances_router
 from faasd.api.routes_jobs import router as jobs_router
+from faasd.api.routes_namespaces import router as namespaces_router
 from faasd.api.routes_snapshots import router as snapshots_router
 from faasd.config import Settings
 from faasd.console.mount import install_console
@@ -199,7 +201,8 @@ def create_app(
         return Response(json.dumps({"status": "ok", "version": __version__}), media_type="application/json")
 
     @app.get("/metrics", response_class=Response, responses={200: PROMETHEUS})
-    async def metrics(_request: Request, _k: KeyInfo = Depends(require("invoke"))) -> Response:
+    async def metrics(_request: Request, key: KeyInfo = Depends(require("invoke"))) -> Response:
+        require_unbound(key, "/metrics (its labels name the functions of every namespace)")
         for name, pool in list(plat.runner.pools.items()):
             st = pool.stats()
             plat.metrics.pool_workers.labels(name, "busy").set(st.busy)
@@ -214,6 +217,7 @@ def create_app(
     app.include_router(instances_router)
     app.include_router(images_router)
     app.include_router(jobs_router)
+    app.include_router(namespaces_router)
     app.include_router(routes_openfaas.router)
     install_console(app, plat)
 

@@ -42,12 +42,14 @@ HTTP_STATUS: dict[str, int] = {
     "digest_mismatch": 424,
     "capacity_exhausted": 429,
     "rate_limited": 429,
+    "quota_exceeded": 429,
     "internal_error": 500,
     "runtime_failure": 500,
     "state_version": 500,
     "unavailable": 503,
     "timeout": 504,
     "storage_full": 507,
+    "storage_quota_exceeded": 507,
 }
 
 

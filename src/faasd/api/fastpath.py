@@ -12,7 +12,8 @@ like them, to the app untouched (nothing of the request is consumed before it de
   the per-key rate limit is checked. Requests carrying a console cookie but no ``Authorization`` header
   go to the app (CSRF checks live there);
 * declared bodies over ``FAASD_MAX_PAYLOAD_BYTES``, chunked bodies, a root path, a query string on
-  ``/api/v1/.../invoke`` (``?async=``, ``callback_url``) and other methods go to the app;
+  ``/api/v1/.../invoke`` (``?async=``, ``callback_url``, ``?namespace=``) and other methods go to the app;
+* the function's id (its namespace) is resolved by the routes' own helpers;
 * errors become the same JSON as the app's handlers (and count in ``faasd_errors_total``);
 * ``faasd_http_requests_total`` is counted with the route templates the app would match, and the
   access log (:class:`faasd.api.accesslog.AccessLog`, batched) gets the same line as
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import Counter
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -37,16 +39,18 @@ from faasd.api.accesslog import AccessLog
 from faasd.api.auth import ANONYMOUS, token_from_header
 from faasd.api.errors import error_response, faasd_error_response, http_status
 from faasd.api.invoke import function_response
+from faasd.api.namespacing import target_namespace
+from faasd.api.routes_openfaas import address_function_id
 from faasd.errors import FaasdError
 from faasd.platform.core import Platform
 from faasd.platform.invocation import Invocation
 from faasd.platform.keys import KeyInfo
+from faasd.platform.namespaces import function_id
 
 log = logging.getLogger("faasd.api")
 
 FUNCTION_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
 """The methods of the ``/function/*`` routes (``routes_openfaas._METHODS``)."""
-OPENFAAS_NAMESPACE_SUFFIX = ".openfaas-fn"
 ROUTE_FUNCTION = "/function/{name}"
 ROUTE_FUNCTION_PATH = "/function/{name}/{path:path}"
 ROUTE_INVOKE = "/api/v1/functions/{name}/invoke"
@@ -65,17 +69,14 @@ class _Match:
 
 
 def match(method: str, path: str, query: bytes) -> _Match | None:
-    """The fast-path route of a request, or None (the app serves it)."""
+    """The fast-path route of a request, or None (the app serves it). ``name`` is the route's ``{name}``
+    (for ``/function/*`` an OpenFaaS address, ``<name>`` or ``<name>.<namespace>``)."""
     if path.startswith("/function/"):
         if method not in FUNCTION_METHODS:
             return None
         name, slash, rest = path[10:].partition("/")
         if not name:
             return None
-        if name.endswith(OPENFAAS_NAMESPACE_SUFFIX):
-            name = name[: -len(OPENFAAS_NAMESPACE_SUFFIX)]
-        if not name or "." in name:
-            return None  # namespaces other than the one OpenFaaS namespace: the app decides
         if slash:
             return _Match(name, "/" + rest, ROUTE_FUNCTION_PATH, True)
         return _Match(name, "/", ROUTE_FUNCTION, True)
@@ -179,14 +180,23 @@ class InvokeFastPath:
             query=scope["query_string"].decode("latin-1"),
         )
         try:
-            outcome = await self.platform.executions.invoke(m.name, inv)
+            fid = self._function_id(scope, m, key)
+            outcome = await self.platform.executions.invoke(fid, inv)
             extra = {"X-Call-Id": outcome.execution_id} if m.openfaas else None
-            response: Response = function_response(outcome, outcome.runtime, extra)
+            response: Response = function_response(outcome, extra)
         except FaasdError as exc:
             response = self._error(exc)
         except Exception as exc:
             response = self._internal_error(scope, exc)
         await self._respond(scope, receive, send, m, response, key, started)
+
+    @staticmethod
+    def _function_id(scope: Scope, m: _Match, key: KeyInfo | None) -> str:
+        """The function's id, resolved as the routes do (namespaces: ``faasd.api.namespacing``)."""
+        if m.openfaas:
+            return address_function_id(m.name, key)
+        assert key is not None
+        return function_id(m.name, target_namespace(Request(scope), key))
 
     def _error(self, exc: FaasdError) -> Response:
         self.platform.metrics.errors.labels(exc.code).inc()

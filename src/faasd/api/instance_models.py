@@ -27,6 +27,9 @@ class StartInstanceRequest(BaseModel):
 
     image: str | None = Field(default=None, max_length=512)
     snapshot_id: str | None = Field(default=None, max_length=64)
+    namespace: str | None = Field(default=None, max_length=63)
+    """The namespace the instance belongs to (default: the key's, else ``?namespace=``, else the default
+    one)."""
     name: str | None = Field(default=None, max_length=128)
     cpu_cores: float = Field(default=1.0, ge=0.05, le=64)
     memory_mb: int = Field(default=512, ge=16, le=65536)

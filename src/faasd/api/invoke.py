@@ -50,9 +50,9 @@ ERROR_CODE_STATUS = {"pids_exhausted": 422}
 """HTTP status of an invocation that the platform ended for a reason of its own (not the function's error)."""
 
 
-def function_response(
-    outcome: Outcome, runtime: str, extra_headers: dict[str, str] | None = None
-) -> Response:
+def function_response(outcome: Outcome, extra_headers: dict[str, str] | None = None) -> Response:
+    """The caller's response: the function's own (http runtime: also its errors), or a JSON error with
+    what the function left behind (traceback, stderr, output)."""
     r = outcome
     headers = dict(relayable(r.headers.items(), RESPONSE_DROP))
     headers["X-Execution-Id"] = outcome.execution_id
@@ -60,7 +60,7 @@ def function_response(
     headers["X-Duration-Ms"] = f"{outcome.duration_ms:.3f}"
     if extra_headers:
         headers.update(extra_headers)
-    if r.error is not None and runtime != "http":
+    if r.error is not None and r.runtime != "http":
         details: dict[str, Any] = {**r.error_details, "execution_id": outcome.execution_id}
         if r.exit_code is not None:
             details["exit_code"] = r.exit_code

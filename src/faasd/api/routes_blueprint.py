@@ -11,13 +11,15 @@ from pydantic import BaseModel, ConfigDict
 
 from faasd.api.auth import require
 from faasd.api.invoke import read_body
+from faasd.api.namespacing import target_namespace
 from faasd.api.openapi_docs import EMPTY
 from faasd.errors import InvalidInputError, NotFoundError
 from faasd.platform.blueprint import BLUEPRINT_LABEL, BOOTSTRAP, parse_config, payload_bytes, zip_to_targz
 from faasd.platform.core import Platform
-from faasd.platform.functions import FunctionSpec, LimitsModel, ScaleModel, check_name
+from faasd.platform.functions import FunctionSpec, LimitsModel, ScaleModel, check_name, display_name
 from faasd.platform.invocation import Invocation
 from faasd.platform.keys import KeyInfo
+from faasd.platform.namespaces import function_id as ns_function_id
 from faasd.platform.source_deploy import SOURCE_DEST, build_source_image
 from faasd.state import Function
 
@@ -43,6 +45,12 @@ def _p(request: Request) -> Platform:
     return p
 
 
+def _fid(request: Request, key: KeyInfo, function_id: str) -> str:
+    """The id of blueprint function ``function_id`` in the request's namespace (the key's, or
+    ``?namespace=``, else the default one)."""
+    return ns_function_id(function_id, target_namespace(request, key))
+
+
 def _function(p: Platform, function_id: str) -> Function:
     fn = p.functions.get(function_id)
     if (fn.labels or {}).get(BLUEPRINT_LABEL) != "true":
@@ -55,7 +63,8 @@ def _function(p: Platform, function_id: str) -> Function:
 
 def _view(p: Platform, fn: Function) -> dict[str, Any]:
     return {
-        "function_id": fn.name,
+        "function_id": display_name(fn),
+        "namespace": fn.namespace,
         "image": fn.image,
         "memory_mb": fn.memory_mb,
         "timeout_secs": fn.timeout_s,
@@ -70,18 +79,20 @@ def _view(p: Platform, fn: Function) -> dict[str, Any]:
     openapi_extra={"requestBody": {"required": True, **ZIP_BODY}},
     responses={201: {"description": "Deployed"}},
 )
-async def deploy(function_id: str, request: Request, _k: KeyInfo = deploy_scope) -> JSONResponse:
+async def deploy(function_id: str, request: Request, key: KeyInfo = deploy_scope) -> JSONResponse:
     """Deploy (or replace) a function from a zip holding an executable ``bootstrap``; settings in the
     header ``X-Blueprint-Config`` (base64 JSON ``{memory_mb, timeout_secs, max_concurrency, env_vars}``)."""
     p = _p(request)
     check_name(function_id)
+    namespace = target_namespace(request, key)
+    fid = ns_function_id(function_id, namespace)
     cfg = parse_config(request.headers.get("x-blueprint-config"))
     archive = await asyncio.to_thread(zip_to_targz, await read_body(request))
     store: Any = p.images
     if store is None or not hasattr(store, "add_layer"):
         raise InvalidInputError("this daemon has no image store for zip deploys")
     tmp_root = p.settings.data_dir / "tmp" / "source-deploy"
-    ref = await asyncio.to_thread(build_source_image, store, function_id, BASE_IMAGE, archive, tmp_root)
+    ref = await asyncio.to_thread(build_source_image, store, fid, BASE_IMAGE, archive, tmp_root)
     spec = FunctionSpec(
         name=function_id,
         image=ref,
@@ -93,37 +104,39 @@ async def deploy(function_id: str, request: Request, _k: KeyInfo = deploy_scope)
         labels={BLUEPRINT_LABEL: "true"},
     )
     try:
-        p.functions.get(function_id)
+        p.functions.get(fid)
     except NotFoundError:
-        fn = await p.deploy(spec)
+        fn = await p.deploy(spec, namespace)
         return JSONResponse(_view(p, fn), status_code=201)
-    _function(p, function_id)  # only a blueprint function is replaced by a zip
-    fn = await p.update(function_id, spec)
+    _function(p, fid)  # only a blueprint function is replaced by a zip
+    fn = await p.update(fid, spec)
     return JSONResponse(_view(p, fn), status_code=200)
 
 
 @router.get("/{function_id}")
-async def get(function_id: str, request: Request, _k: KeyInfo = invoke_scope) -> dict[str, Any]:
+async def get(function_id: str, request: Request, key: KeyInfo = invoke_scope) -> dict[str, Any]:
     p = _p(request)
-    return _view(p, _function(p, function_id))
+    return _view(p, _function(p, _fid(request, key, function_id)))
 
 
 @router.delete("/{function_id}", status_code=204, responses={204: EMPTY})
-async def delete(function_id: str, request: Request, _k: KeyInfo = deploy_scope) -> Response:
+async def delete(function_id: str, request: Request, key: KeyInfo = deploy_scope) -> Response:
     p = _p(request)
-    _function(p, function_id)
-    await p.delete(function_id)
+    fid = _fid(request, key, function_id)
+    _function(p, fid)
+    await p.delete(fid)
     return Response(status_code=204)
 
 
 @router.post("/{function_id}/invoke")
 async def invoke(
-    function_id: str, body: BlueprintInvoke, request: Request, _k: KeyInfo = invoke_scope
+    function_id: str, body: BlueprintInvoke, request: Request, key: KeyInfo = invoke_scope
 ) -> dict[str, Any]:
     """Run ``bootstrap`` with ``args`` on stdin (text as is, byte values as bytes, else JSON)."""
     p = _p(request)
-    _function(p, function_id)
-    outcome = await p.executions.invoke(function_id, Invocation(body=payload_bytes(body.args)))
+    fid = _fid(request, key, function_id)
+    _function(p, fid)
+    outcome = await p.executions.invoke(fid, Invocation(body=payload_bytes(body.args)))
     r = outcome
     return {
         "job_id": body.job_id,
@@ -139,17 +152,17 @@ async def invoke(
 
 
 @router.get("/{function_id}/health")
-async def health(function_id: str, request: Request, _k: KeyInfo = invoke_scope) -> dict[str, Any]:
+async def health(function_id: str, request: Request, key: KeyInfo = invoke_scope) -> dict[str, Any]:
     p = _p(request)
-    st = p.runner.status(_function(p, function_id))
+    st = p.runner.status(_function(p, _fid(request, key, function_id)))
     return {"function_id": function_id, "status": "healthy", "warm": st["replicas"] - st["busy"], **st}
 
 
 @router.post("/{function_id}/warm")
-async def warm(function_id: str, request: Request, _k: KeyInfo = deploy_scope) -> dict[str, Any]:
+async def warm(function_id: str, request: Request, key: KeyInfo = deploy_scope) -> dict[str, Any]:
     """Start a worker now (if none is idle) and leave it warm for the function's idle TTL."""
     p = _p(request)
-    fn = _function(p, function_id)
+    fn = _function(p, _fid(request, key, function_id))
     handle = await p.runner.acquire(fn, WARM_TIMEOUT_S)
     await handle.release()
     st = p.runner.status(fn)

@@ -12,7 +12,9 @@ from faasd.api.auth import require
 from faasd.api.errors import loads_json
 from faasd.api.instance_models import ExecRequest, ExposeRequest, StartInstanceRequest, UploadRequest
 from faasd.api.invoke import read_body
-from faasd.errors import RuntimeFailure
+from faasd.api.namespacing import list_namespace, target_namespace, visible_ref
+from faasd.errors import NotFoundError, RuntimeFailure
+from faasd.platform.core import Platform
 from faasd.platform.errors import UnavailableError
 from faasd.platform.instances import InstanceService, instance_dict
 from faasd.platform.keys import KeyInfo
@@ -28,7 +30,8 @@ _PROXY_DROP = HOP_BY_HOP | FRAMING | CREDENTIALS
 
 
 def instances_of(request: Request) -> InstanceService:
-    svc: InstanceService | None = getattr(request.app.state.platform, "instances", None)
+    p: Platform = request.app.state.platform
+    svc = p.instances
     if svc is None:
         raise UnavailableError(
             "instances are not available: the daemon runs without an image store or sandbox manager"
@@ -36,54 +39,69 @@ def instances_of(request: Request) -> InstanceService:
     return svc
 
 
+def owned(request: Request, key: KeyInfo, instance_id: str) -> str:
+    """``instance_id`` if the key may see that instance; else the 404 of an absent one."""
+    visible_ref(request, key, instance_id, "instance")
+    return instance_id
+
+
+def check_source_snapshot(request: Request, key: KeyInfo, snapshot_id: str | None, namespace: str) -> None:
+    """A new instance's snapshot must be one of its own namespace (else: 404, as an absent one)."""
+    if snapshot_id is not None and visible_ref(request, key, snapshot_id, "snapshot") != namespace:
+        raise NotFoundError(f"snapshot {snapshot_id[:80]!r} does not exist", id=snapshot_id[:80])
+
+
 @router.post("", status_code=201)
 async def start_instance(
-    body: StartInstanceRequest, request: Request, _k: KeyInfo = deploy_scope
+    body: StartInstanceRequest, request: Request, key: KeyInfo = deploy_scope
 ) -> dict[str, Any]:
-    return instance_dict(await instances_of(request).create(body.spec()))
+    namespace = target_namespace(request, key, body.namespace)
+    check_source_snapshot(request, key, body.snapshot_id, namespace)
+    return instance_dict(await instances_of(request).create(body.spec(), namespace))
 
 
 @router.get("")
-async def list_instances(request: Request, _k: KeyInfo = invoke_scope) -> dict[str, Any]:
-    return {"instances": [instance_dict(i) for i in instances_of(request).list()]}
+async def list_instances(request: Request, key: KeyInfo = invoke_scope) -> dict[str, Any]:
+    svc = instances_of(request)
+    return {"instances": [instance_dict(i) for i in svc.list(list_namespace(request, key))]}
 
 
 @router.get("/{instance_id}")
-async def get_instance(instance_id: str, request: Request, _k: KeyInfo = invoke_scope) -> dict[str, Any]:
-    return instance_dict(instances_of(request).get(instance_id))
+async def get_instance(instance_id: str, request: Request, key: KeyInfo = invoke_scope) -> dict[str, Any]:
+    return instance_dict(instances_of(request).get(owned(request, key, instance_id)))
 
 
 @router.delete("/{instance_id}", status_code=204)
-async def delete_instance(instance_id: str, request: Request, _k: KeyInfo = deploy_scope) -> Response:
-    await instances_of(request).delete(instance_id)
+async def delete_instance(instance_id: str, request: Request, key: KeyInfo = deploy_scope) -> Response:
+    await instances_of(request).delete(owned(request, key, instance_id))
     return Response(status_code=204)
 
 
 @router.post("/{instance_id}/start")
-async def start_again(instance_id: str, request: Request, _k: KeyInfo = deploy_scope) -> dict[str, Any]:
-    return instance_dict(await instances_of(request).start(instance_id))
+async def start_again(instance_id: str, request: Request, key: KeyInfo = deploy_scope) -> dict[str, Any]:
+    return instance_dict(await instances_of(request).start(owned(request, key, instance_id)))
 
 
 @router.post("/{instance_id}/stop")
-async def stop_instance(instance_id: str, request: Request, _k: KeyInfo = deploy_scope) -> dict[str, Any]:
-    return instance_dict(await instances_of(request).stop(instance_id))
+async def stop_instance(instance_id: str, request: Request, key: KeyInfo = deploy_scope) -> dict[str, Any]:
+    return instance_dict(await instances_of(request).stop(owned(request, key, instance_id)))
 
 
 @router.post("/{instance_id}/pause")
-async def pause_instance(instance_id: str, request: Request, _k: KeyInfo = deploy_scope) -> dict[str, Any]:
-    return instance_dict(await instances_of(request).pause(instance_id))
+async def pause_instance(instance_id: str, request: Request, key: KeyInfo = deploy_scope) -> dict[str, Any]:
+    return instance_dict(await instances_of(request).pause(owned(request, key, instance_id)))
 
 
 @router.post("/{instance_id}/resume")
-async def resume_instance(instance_id: str, request: Request, _k: KeyInfo = deploy_scope) -> dict[str, Any]:
-    return instance_dict(await instances_of(request).resume(instance_id))
+async def resume_instance(instance_id: str, request: Request, key: KeyInfo = deploy_scope) -> dict[str, Any]:
+    return instance_dict(await instances_of(request).resume(owned(request, key, instance_id)))
 
 
 @router.post("/{instance_id}/exec")
 async def exec_instance(
-    instance_id: str, body: ExecRequest, request: Request, _k: KeyInfo = deploy_scope
+    instance_id: str, body: ExecRequest, request: Request, key: KeyInfo = deploy_scope
 ) -> dict[str, Any]:
-    return await instances_of(request).exec(instance_id, body.command_spec())
+    return await instances_of(request).exec(owned(request, key, instance_id), body.command_spec())
 
 
 @router.put("/{instance_id}/files")
@@ -91,11 +109,12 @@ async def upload_files(
     instance_id: str,
     request: Request,
     path: str = Query(default="/", max_length=4096),
-    _k: KeyInfo = deploy_scope,
+    key: KeyInfo = deploy_scope,
 ) -> dict[str, Any]:
     """A tar archive body (any content type but JSON) is extracted under ``?path=``; a JSON body is
     an :class:`UploadRequest` (``{"target_path", "files": [{"path", "content" (base64), "mode"}]}``)."""
     svc = instances_of(request)
+    owned(request, key, instance_id)
     raw = await read_body(request)
     if request.headers.get("content-type", "").split(";")[0].strip() == "application/json":
         try:
@@ -111,25 +130,25 @@ async def download_files(
     instance_id: str,
     request: Request,
     path: str = Query(max_length=4096),
-    _k: KeyInfo = deploy_scope,
+    key: KeyInfo = deploy_scope,
 ) -> Response:
-    data = await instances_of(request).download(instance_id, path)
+    data = await instances_of(request).download(owned(request, key, instance_id), path)
     return Response(data, media_type="application/x-tar")
 
 
 @router.post("/{instance_id}/ports")
 async def expose_port(
-    instance_id: str, body: ExposeRequest, request: Request, _k: KeyInfo = deploy_scope
+    instance_id: str, body: ExposeRequest, request: Request, key: KeyInfo = deploy_scope
 ) -> dict[str, Any]:
-    return await instances_of(request).expose(instance_id, body.spec())
+    return await instances_of(request).expose(owned(request, key, instance_id), body.spec())
 
 
 async def forward_http(
-    instance_id: str, port: int, path: str, request: Request, _k: KeyInfo = invoke_scope
+    instance_id: str, port: int, path: str, request: Request, key: KeyInfo = invoke_scope
 ) -> Response:
     """Forward one HTTP request to an exposed port of the instance (through its host listener, which
     resumes an auto-paused instance)."""
-    host_port = instances_of(request).host_port(instance_id, port)
+    host_port = instances_of(request).host_port(owned(request, key, instance_id), port)
     body = await read_body(request)
     headers = dict(relayable(request.headers.items(), _PROXY_DROP))
     url = f"http://127.0.0.1:{host_port}/{path}"

@@ -8,6 +8,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from faasd.api.auth import require
+from faasd.api.namespacing import list_namespace, target_namespace
+from faasd.errors import NotFoundError
 from faasd.platform.jobs import JOB_TYPES, JobService, job_dict
 from faasd.platform.keys import KeyInfo
 
@@ -35,18 +37,28 @@ async def job_types(_k: KeyInfo = invoke_scope) -> dict[str, Any]:
 
 
 @router.post("")
-async def run_job(body: JobRequest, request: Request, _k: KeyInfo = deploy_scope) -> dict[str, Any]:
-    job = await jobs_of(request).run(body.type, body.args)
+async def run_job(body: JobRequest, request: Request, key: KeyInfo = deploy_scope) -> dict[str, Any]:
+    """The job acts in the request's namespace (the key's, or ``?namespace=``): the ids it names must be
+    of that namespace, what it creates belongs to it."""
+    job = await jobs_of(request).run(body.type, body.args, target_namespace(request, key))
     return job_dict(job)
 
 
 @router.get("")
 async def list_jobs(
-    request: Request, limit: int = Query(default=50, ge=1, le=1000), _k: KeyInfo = invoke_scope
+    request: Request, limit: int = Query(default=50, ge=1, le=1000), key: KeyInfo = invoke_scope
 ) -> dict[str, Any]:
-    return {"jobs": [job_dict(j) for j in jobs_of(request).list(limit)]}
+    return {"jobs": [job_dict(j) for j in jobs_of(request).list(limit, list_namespace(request, key))]}
 
 
 @router.get("/{job_id}")
-async def get_job(job_id: str, request: Request, _k: KeyInfo = invoke_scope) -> dict[str, Any]:
-    return job_dict(jobs_of(request).get(job_id))
+async def get_job(job_id: str, request: Request, key: KeyInfo = invoke_scope) -> dict[str, Any]:
+    svc = jobs_of(request)
+    missing = NotFoundError(f"job {job_id!r} does not exist", job=job_id)
+    try:
+        job = svc.get(job_id)
+    except NotFoundError:
+        raise missing from None
+    if not key.access.sees(job.namespace):
+        raise missing
+    return job_dict(job)

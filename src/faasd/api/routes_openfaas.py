@@ -15,22 +15,25 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from faasd import __version__
+from faasd._version import __version__
 from faasd.api.auth import function_caller, require
 from faasd.api.errors import loads_json
 from faasd.api.invoke import function_response, invocation_from, read_body
-from faasd.errors import InvalidInputError
+from faasd.api.namespacing import target_namespace
+from faasd.errors import InvalidInputError, NotFoundError
 from faasd.platform.core import Platform
-from faasd.platform.functions import FunctionSpec, LimitsModel, ScaleModel
+from faasd.platform.functions import FunctionSpec, LimitsModel, ScaleModel, display_name
 from faasd.platform.keys import KeyInfo
 from faasd.platform.logs import LogEntry
+from faasd.platform.namespaces import DEFAULT_NAMESPACE, function_id, parse_function_address
+from faasd.platform.secrets import display_name as secret_display_name
 from faasd.state import Function
 
 router = APIRouter()
 invoke_scope = Depends(require("invoke"))
 deploy_scope = Depends(require("deploy"))
 function_scope = Depends(function_caller)
-NAMESPACE = "openfaas-fn"
+NAMESPACE = DEFAULT_NAMESPACE
 
 
 class FunctionDeployment(BaseModel):
@@ -53,17 +56,20 @@ class FunctionDeployment(BaseModel):
 class ScaleServiceRequest(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
     serviceName: str | None = None
+    namespace: str | None = None
     replicas: int = Field(ge=0, le=100)
 
 
 class DeleteFunctionRequest(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
     functionName: str
+    namespace: str | None = None
 
 
 class SecretRequest(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
     name: str
+    namespace: str | None = None
     value: str | None = None
     rawValue: str | None = None
 
@@ -163,9 +169,9 @@ def function_status(p: Platform, fn: Function) -> dict[str, Any]:
     if fn.runtime == "exec" and fn.command and fn.command[:2] == ["/bin/sh", "-c"]:
         env_process = fn.command[2]
     return {
-        "name": fn.name,
+        "name": display_name(fn),
         "image": fn.image,
-        "namespace": NAMESPACE,
+        "namespace": fn.namespace,
         "envProcess": env_process,
         "envVars": dict(fn.env),
         "labels": dict(fn.labels),
@@ -205,85 +211,98 @@ async def system_info(_k: KeyInfo = invoke_scope) -> dict[str, Any]:
 
 
 @router.get("/system/namespaces")
-async def system_namespaces(_k: KeyInfo = invoke_scope) -> list[str]:
-    return [NAMESPACE]
+async def system_namespaces(request: Request, key: KeyInfo = invoke_scope) -> list[str]:
+    """The namespaces the key may act in (a namespaced key: its own; else every one)."""
+    if key.namespace is not None:
+        return [key.namespace]
+    return [ns.name for ns in _p(request).namespaces.list()]
 
 
+# As the OpenFaaS gateway: a request naming no namespace (`?namespace=`, or `namespace` in the body)
+# acts in the key's namespace, else in the default one (lists too: never every namespace at once).
 @router.get("/system/functions")
-async def system_functions(request: Request, _k: KeyInfo = invoke_scope) -> list[dict[str, Any]]:
+async def system_functions(request: Request, key: KeyInfo = invoke_scope) -> list[dict[str, Any]]:
     p = _p(request)
-    return [function_status(p, fn) for fn in p.functions.list()]
+    return [function_status(p, fn) for fn in p.functions.list(target_namespace(request, key))]
 
 
 @router.post("/system/functions")
-async def system_deploy(request: Request, _k: KeyInfo = deploy_scope) -> Response:
+async def system_deploy(request: Request, key: KeyInfo = deploy_scope) -> Response:
     d: FunctionDeployment = await _json(request, FunctionDeployment)
-    await _p(request).deploy(deployment_to_spec(d))
+    namespace = target_namespace(request, key, d.namespace or None)
+    await _p(request).deploy(deployment_to_spec(d), namespace)
     return Response(status_code=202)
 
 
 @router.put("/system/functions")
-async def system_update(request: Request, _k: KeyInfo = deploy_scope) -> Response:
+async def system_update(request: Request, key: KeyInfo = deploy_scope) -> Response:
     d: FunctionDeployment = await _json(request, FunctionDeployment)
-    await _p(request).update(d.service, deployment_to_spec(d))
+    namespace = target_namespace(request, key, d.namespace or None)
+    await _p(request).update(function_id(d.service, namespace), deployment_to_spec(d))
     return Response(status_code=202)
 
 
 @router.delete("/system/functions")
-async def system_delete(request: Request, _k: KeyInfo = deploy_scope) -> Response:
+async def system_delete(request: Request, key: KeyInfo = deploy_scope) -> Response:
     d: DeleteFunctionRequest = await _json(request, DeleteFunctionRequest)
-    await _p(request).delete(d.functionName)
+    namespace = target_namespace(request, key, d.namespace or None)
+    await _p(request).delete(function_id(d.functionName, namespace))
     return Response(status_code=202)
 
 
 @router.get("/system/function/{name}")
-async def system_function(name: str, request: Request, _k: KeyInfo = invoke_scope) -> dict[str, Any]:
+async def system_function(name: str, request: Request, key: KeyInfo = invoke_scope) -> dict[str, Any]:
     p = _p(request)
-    return function_status(p, p.functions.get(name))
+    return function_status(p, p.functions.get(function_id(name, target_namespace(request, key))))
 
 
 @router.post("/system/scale-function/{name}")
-async def system_scale(name: str, request: Request, _k: KeyInfo = deploy_scope) -> Response:
+async def system_scale(name: str, request: Request, key: KeyInfo = deploy_scope) -> Response:
     body: ScaleServiceRequest = await _json(request, ScaleServiceRequest)
     if body.serviceName and body.serviceName != name:
         raise InvalidInputError(f"serviceName {body.serviceName!r} does not match the URL name {name!r}")
-    await _p(request).scale(name, replicas=body.replicas)
+    namespace = target_namespace(request, key, body.namespace or None)
+    await _p(request).scale(function_id(name, namespace), replicas=body.replicas)
     return Response(status_code=202)
 
 
 @router.get("/system/secrets")
-async def system_secrets(request: Request, _k: KeyInfo = deploy_scope) -> list[dict[str, str]]:
-    return [{"name": s.name, "namespace": NAMESPACE} for s in _p(request).secrets.list()]
+async def system_secrets(request: Request, key: KeyInfo = deploy_scope) -> list[dict[str, str]]:
+    secrets = _p(request).secrets.list(target_namespace(request, key))
+    return [{"name": secret_display_name(s), "namespace": s.namespace} for s in secrets]
 
 
 @router.post("/system/secrets", status_code=201)
-async def system_secret_create(request: Request, _k: KeyInfo = deploy_scope) -> Response:
+async def system_secret_create(request: Request, key: KeyInfo = deploy_scope) -> Response:
     body: SecretRequest = await _json(request, SecretRequest)
-    _p(request).secrets.create(body.name, body.bytes_value())
+    namespace = target_namespace(request, key, body.namespace or None)
+    _p(request).secrets.create(body.name, body.bytes_value(), namespace)
     return Response(status_code=201)
 
 
 @router.put("/system/secrets")
-async def system_secret_update(request: Request, _k: KeyInfo = deploy_scope) -> Response:
+async def system_secret_update(request: Request, key: KeyInfo = deploy_scope) -> Response:
     body: SecretRequest = await _json(request, SecretRequest)
-    _p(request).secrets.update(body.name, body.bytes_value())
+    namespace = target_namespace(request, key, body.namespace or None)
+    _p(request).secrets.update(body.name, body.bytes_value(), namespace)
     return Response(status_code=200)
 
 
 @router.delete("/system/secrets")
-async def system_secret_delete(request: Request, _k: KeyInfo = deploy_scope) -> Response:
+async def system_secret_delete(request: Request, key: KeyInfo = deploy_scope) -> Response:
     body: SecretRequest = await _json(request, SecretRequest)
-    _p(request).secrets.delete(body.name)
+    _p(request).secrets.delete(body.name, target_namespace(request, key, body.namespace or None))
     # 200 with no body, as the OpenFaaS gateway answers (faas-cli accepts only 200 or 202 here)
     return Response(status_code=200)
 
 
 def _log_line(e: LogEntry) -> bytes:
+    name, _, namespace = e.function.partition(".")
     return (
         json.dumps(
             {
-                "name": e.function,
-                "namespace": NAMESPACE,
+                "name": name,
+                "namespace": namespace or NAMESPACE,
                 "instance": e.instance or e.execution_id or "",
                 "timestamp": e.timestamp.isoformat().replace("+00:00", "Z"),
                 "text": e.text,
@@ -302,15 +321,16 @@ async def system_logs(
     tail: int | None = Query(None, ge=-1, description="last N lines; -1 or absent: all lines (faas-cli)"),
     follow: bool = False,
     since: datetime | None = None,
-    _k: KeyInfo = deploy_scope,
+    key: KeyInfo = deploy_scope,
 ) -> StreamingResponse:
     p = _p(request)
-    p.functions.get(name)
+    fid = function_id(name, target_namespace(request, key))
+    p.functions.get(fid)
     # Subscribe before reading the history: a line stored in between is then queued (and, if the
     # query saw it too, skipped by id), never lost.
-    follower = p.logs.follow(name) if follow else None
+    follower = p.logs.follow(fid) if follow else None
     try:
-        history = p.logs.query(name, tail=tail if tail is not None and tail > 0 else None, since=since)
+        history = p.logs.query(fid, tail=tail if tail is not None and tail > 0 else None, since=since)
     except BaseException:
         if follower is not None:
             follower.close()
@@ -343,45 +363,51 @@ async def system_logs(
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
-def _strip_namespace(name: str) -> str:
-    """faas-cli may address ``<name>.<namespace>``; there is one namespace."""
-    suffix = "." + NAMESPACE
-    return name[: -len(suffix)] if name.endswith(suffix) else name
+def address_function_id(address: str, key: KeyInfo | None) -> str:
+    """The function id of an OpenFaaS address ``<name>`` or ``<name>.<namespace>``. With function auth
+    on, a namespaced key reaches only its own namespace's functions (others: 404, as absent ones)."""
+    name, namespace = parse_function_address(address)
+    if key is not None and not key.access.sees(namespace):
+        if address.count(".") == 0:  # a bare name means the key's own namespace
+            namespace = key.access.target()
+        else:
+            raise NotFoundError(f"function {address!r} does not exist", name=address)
+    return function_id(name, namespace)
 
 
-async def _invoke(name: str, path: str, request: Request) -> Response:
-    name = _strip_namespace(name)
+async def _invoke(name: str, path: str, request: Request, key: KeyInfo | None) -> Response:
+    fid = address_function_id(name, key)
     p = _p(request)
     inv = await invocation_from(request, "/" + path)
-    outcome = await p.executions.invoke(name, inv)
-    return function_response(outcome, outcome.runtime, {"X-Call-Id": outcome.execution_id})
+    outcome = await p.executions.invoke(fid, inv)
+    return function_response(outcome, {"X-Call-Id": outcome.execution_id})
 
 
 @router.api_route("/function/{name}", methods=_METHODS, include_in_schema=False)
-async def function_root(name: str, request: Request, _k: KeyInfo | None = function_scope) -> Response:
-    return await _invoke(name, "", request)
+async def function_root(name: str, request: Request, key: KeyInfo | None = function_scope) -> Response:
+    return await _invoke(name, "", request, key)
 
 
 @router.api_route("/function/{name}/{path:path}", methods=_METHODS, include_in_schema=False)
 async def function_path(
-    name: str, path: str, request: Request, _k: KeyInfo | None = function_scope
+    name: str, path: str, request: Request, key: KeyInfo | None = function_scope
 ) -> Response:
-    return await _invoke(name, path, request)
+    return await _invoke(name, path, request, key)
 
 
-async def _invoke_async(name: str, path: str, request: Request) -> Response:
-    name = _strip_namespace(name)
+async def _invoke_async(name: str, path: str, request: Request, key: KeyInfo | None) -> Response:
+    fid = address_function_id(name, key)
     p = _p(request)
     inv = await invocation_from(request, "/" + path)
-    ex = p.executions.submit(name, inv, callback_url=request.headers.get("x-callback-url") or None)
+    ex = p.executions.submit(fid, inv, callback_url=request.headers.get("x-callback-url") or None)
     return Response(status_code=202, headers={"X-Call-Id": ex.id, "X-Execution-Id": ex.id})
 
 
 @router.api_route(
     "/async-function/{name}", methods=["POST", "PUT", "PATCH", "DELETE", "GET"], include_in_schema=False
 )
-async def async_root(name: str, request: Request, _k: KeyInfo | None = function_scope) -> Response:
-    return await _invoke_async(name, "", request)
+async def async_root(name: str, request: Request, key: KeyInfo | None = function_scope) -> Response:
+    return await _invoke_async(name, "", request, key)
 
 
 @router.api_route(
@@ -389,8 +415,10 @@ async def async_root(name: str, request: Request, _k: KeyInfo | None = function_
     methods=["POST", "PUT", "PATCH", "DELETE", "GET"],
     include_in_schema=False,
 )
-async def async_path(name: str, path: str, request: Request, _k: KeyInfo | None = function_scope) -> Response:
-    return await _invoke_async(name, path, request)
+async def async_path(
+    name: str, path: str, request: Request, key: KeyInfo | None = function_scope
+) -> Response:
+    return await _invoke_async(name, path, request, key)
 
 
 __all__ = ["deployment_to_spec", "router"]

@@ -12,17 +12,21 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse
 
-from faasd import __version__
+from faasd._version import __version__
 from faasd.api.auth import require
+from faasd.api.namespacing import require_unbound
 from faasd.api.openapi_docs import ERRORS, SSE, errors
+from faasd.api.routes_v1 import visible_execution
 from faasd.platform.core import Platform
+from faasd.platform.env import EnvVars, EnvVarsOrPairs
 from faasd.platform.errors import UnavailableError
 from faasd.platform.keys import KeyInfo
+from faasd.platform.namespaces import namespace_of_function_id, split_function_id
 from faasd.platform.seed_execute import SeedExecuteService
-from faasd.platform.seed_models import RuntimeName, SeedExecuteRequest, env_pairs, sandbox_runtime
+from faasd.platform.seed_models import RuntimeName, SeedExecuteRequest, sandbox_runtime
 
 router = APIRouter()
 invoke_scope = Depends(require("invoke"))
@@ -92,8 +96,12 @@ async def health(request: Request) -> JSONResponse:
 
 # -- execute ------------------------------------------------------------------------------------
 @router.post("/api/v1/execute", responses=errors(400, 401, 403, 404, 413, 422, 429, 503), tags=["seed"])
-async def execute(body: SeedExecuteRequest, request: Request, _k: KeyInfo = deploy_scope) -> dict[str, Any]:
-    """Run a command once in one of the modes ephemeral, cached, checkpointed, branched, persistent."""
+async def execute(body: SeedExecuteRequest, request: Request, key: KeyInfo = deploy_scope) -> dict[str, Any]:
+    """Run a command once in one of the modes ephemeral, cached, checkpointed, branched, persistent.
+    A namespaced key may run mode ``ephemeral`` only (the other modes keep state every namespace shares:
+    the result cache, workspaces, execute snapshots)."""
+    if body.effective_mode != "ephemeral" or body.snapshot_id or body.branch_from or body.workspace:
+        require_unbound(key, f"execute mode {body.effective_mode!r}")
     return await _seed(request).execute(body)
 
 
@@ -104,15 +112,13 @@ class ForkRequest(BaseModel):
     command: list[str] | str | None = None
     code: str | None = Field(default=None, max_length=1024 * 1024)
     language: Literal["python", "node", "shell"] | None = None
-    env_vars: dict[str, str] = Field(default_factory=dict)
+    env_vars: EnvVarsOrPairs = Field(default_factory=dict)
     timeout_ms: int = Field(default=30000, ge=1, le=3_600_000)
     memory_mb: int = Field(default=256, ge=16, le=65536)
     cpu_cores: float = Field(default=1.0, ge=0.05, le=64)
     working_dir: str | None = Field(default=None, max_length=4096)
     stdin: str | None = Field(default=None, max_length=4 * 1024 * 1024)
     runtime: RuntimeName | None = None
-
-    _env_shape = field_validator("env_vars", mode="before")(lambda v: env_pairs(v))
 
     def to_execute(self, branch_from: str) -> SeedExecuteRequest:
         data = self.model_dump(exclude_none=True)
@@ -124,7 +130,7 @@ class ForkManyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     branch_from: str = Field(min_length=1, max_length=128)
     commands: list[list[str] | str] = Field(min_length=1, max_length=16)
-    env_vars: dict[str, str] = Field(default_factory=dict)
+    env_vars: EnvVars = Field(default_factory=dict)
     timeout_ms: int = Field(default=30000, ge=1, le=3_600_000)
     memory_mb: int = Field(default=256, ge=16, le=65536)
     cpu_cores: float = Field(default=1.0, ge=0.05, le=64)
@@ -137,17 +143,19 @@ class ForkManyRequest(BaseModel):
     tags=["seed"],
 )
 async def fork_execution(
-    execution_id: str, body: ForkRequest, request: Request, _k: KeyInfo = deploy_scope
+    execution_id: str, body: ForkRequest, request: Request, key: KeyInfo = deploy_scope
 ) -> dict[str, Any]:
     """Run a command in a copy of a checkpointed/persistent execution's state (or a snapshot's)."""
+    require_unbound(key, "fork")
     return await _seed(request).execute(body.to_execute(execution_id))
 
 
 @router.post("/api/v1/fork", responses=errors(400, 401, 403, 404, 413, 422, 429, 503), tags=["seed"])
 async def fork_many(
-    body: ForkManyRequest, request: Request, _k: KeyInfo = deploy_scope
+    body: ForkManyRequest, request: Request, key: KeyInfo = deploy_scope
 ) -> list[dict[str, Any]]:
     """Each command in its own copy of ``branch_from``; the answers in the order of ``commands``."""
+    require_unbound(key, "fork")
     common = body.model_dump(exclude={"branch_from", "commands"}, exclude_none=True)
     reqs = [
         SeedExecuteRequest.model_validate(
@@ -169,8 +177,9 @@ class PrewarmRequest(BaseModel):
 
 
 @router.post("/api/v1/prewarm", responses=errors(400, 401, 403, 404, 413, 422, 429, 503), tags=["seed"])
-async def prewarm(body: PrewarmRequest, request: Request, _k: KeyInfo = deploy_scope) -> dict[str, Any]:
+async def prewarm(body: PrewarmRequest, request: Request, key: KeyInfo = deploy_scope) -> dict[str, Any]:
     """Start ``count`` warm execute sandboxes of ``image`` (waits until they run)."""
+    require_unbound(key, "prewarm (warm execute sandboxes)")
     seed = _seed(request)
     if seed.pool is None:
         raise UnavailableError("warm execute sandboxes need real sandboxes; this daemon runs without them")
@@ -180,15 +189,20 @@ async def prewarm(body: PrewarmRequest, request: Request, _k: KeyInfo = deploy_s
 
 
 @router.get("/api/v1/pools", responses=errors(401, 403, 429), tags=["seed"])
-async def pools(request: Request, _k: KeyInfo = invoke_scope) -> dict[str, Any]:
-    """Warm execute sandboxes per image, and the warm workers of every function."""
+async def pools(request: Request, key: KeyInfo = invoke_scope) -> dict[str, Any]:
+    """Warm execute sandboxes per image, and the warm workers of every function (a namespaced key: of
+    its namespace's functions, and no execute sandboxes)."""
     p = _p(request)
     seed = p.seed
     functions = []
-    for name, pool in list(p.runner.pools.items()):
+    for fid, pool in list(p.runner.pools.items()):
+        if not key.access.sees(namespace_of_function_id(fid)):
+            continue
         st = pool.stats()
-        functions.append({"function": name, "busy": st.busy, "idle": st.idle})
-    return {"execute": seed.pool.list() if seed and seed.pool else [], "functions": functions}
+        name, namespace = split_function_id(fid)
+        functions.append({"function": name, "namespace": namespace, "busy": st.busy, "idle": st.idle})
+    execute = seed.pool.list() if seed and seed.pool and key.namespace is None else []
+    return {"execute": execute, "functions": functions}
 
 
 # -- metrics ------------------------------------------------------------------------------------
@@ -239,12 +253,15 @@ async def metrics_detailed(request: Request, _k: KeyInfo = invoke_scope) -> dict
     response_class=EventSourceResponse,
     tags=["seed"],
 )
-async def stream_logs(execution_id: str, request: Request, _k: KeyInfo = invoke_scope) -> EventSourceResponse:
+async def stream_logs(
+    execution_id: str, request: Request, key: KeyInfo = invoke_scope
+) -> EventSourceResponse:
     """SSE of an execution's output: ``stdout``/``stderr`` events (one per line), then ``exit``. For a
     function execution still queued or running, lines are sent as they are recorded until it finishes;
     for an execute request (``rq_...``) its output is replayed."""
     p = _p(request)
     if execution_id.startswith("rq_"):
+        require_unbound(key, "the output of execute requests")
         rec = _seed(request).record(execution_id)
 
         async def replay() -> AsyncIterator[dict[str, str]]:
@@ -257,7 +274,7 @@ async def stream_logs(execution_id: str, request: Request, _k: KeyInfo = invoke_
             }
 
         return EventSourceResponse(replay())
-    ex = p.executions.get(execution_id)
+    ex = visible_execution(request, key, execution_id)
     follower = p.logs.follow(ex.function) if ex.status not in FINISHED else None
     history = p.logs.for_execution(execution_id)
     if follower is not None:

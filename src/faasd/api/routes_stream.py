@@ -32,17 +32,22 @@ from faasd.errors import (
 from faasd.platform.core import Platform
 from faasd.platform.exec_stream import StreamingExec
 from faasd.platform.instances import instance_dict
+from faasd.platform.namespaces import DEFAULT_NAMESPACE, Access
 
 router = APIRouter()
 
 
-def _instance_id(p: Platform, ref: str) -> str:
+def _instance_id(p: Platform, ref: str, access: Access) -> str:
+    """The instance of ``ref`` (instance, its sandbox, or a workspace request id) if the caller may see it;
+    else the same 404 as for an unknown id."""
     if p.instances is None:
         raise NotFoundError("this daemon runs without instances")
+    found: str | None
     if p.seed is not None and ref in p.seed.workspaces:
-        return p.seed.workspaces[ref].instance_id
-    found = p.instances.find(ref)
-    if found is None:
+        found = p.seed.workspaces[ref].instance_id
+    else:
+        found = p.instances.find(ref)
+    if found is None or not access.sees(p.tenancy.instance_namespace(found) or DEFAULT_NAMESPACE):
         raise NotFoundError(f"no instance or persistent workspace {ref!r}", container=ref)
     return found
 
@@ -52,8 +57,9 @@ async def container_stream(websocket: WebSocket, container_id: str, heartbeat_s:
     p: Platform = websocket.app.state.platform
     await websocket.accept()
     try:
-        authenticate(websocket).require("invoke")
-        inst_id = _instance_id(p, container_id)
+        key = authenticate(websocket)
+        key.require("invoke")
+        inst_id = _instance_id(p, container_id, key.access)
     except FaasdError as exc:
         code = 4401 if isinstance(exc, AuthError) else 4403 if isinstance(exc, ForbiddenError) else 4404
         await websocket.send_json({"type": "error", "error": exc.code, "message": exc.message})
@@ -136,6 +142,7 @@ async def container_stream(websocket: WebSocket, container_id: str, heartbeat_s:
                     elif kind == "checkpoint":
                         if current is not None and current.running:
                             raise ConflictError("a process is running; checkpoint after its exit")
+                        p.tenancy.check_new_snapshot(instances.get(inst_id).namespace)
                         snap = await instances.snapshot(inst_id, labels={"faasd.stream": container_id})
                         await send({"type": "custom", "event": "checkpoint", "snapshot_id": snap.id})
                     elif kind == "custom":

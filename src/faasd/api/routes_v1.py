@@ -17,16 +17,24 @@ from sse_starlette import EventSourceResponse
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from faasd import __version__
+from faasd._version import __version__
 from faasd.api.auth import require
 from faasd.api.errors import loads_json
 from faasd.api.invoke import function_response, invocation_from, read_body
+from faasd.api.namespacing import list_namespace, require_visible, target_namespace
 from faasd.errors import ConflictError, FaasdError, InvalidInputError, NotFoundError
 from faasd.platform.core import Platform
 from faasd.platform.executions import Outcome, StreamStart, encode_body, execution_dict
 from faasd.platform.functions import MODES, RUNTIMES, FunctionSpec
 from faasd.platform.invocation import StreamChunk
 from faasd.platform.keys import KeyInfo
+from faasd.platform.namespaces import (
+    DEFAULT_NAMESPACE,
+    function_id,
+    namespace_of_function_id,
+    split_function_id,
+)
+from faasd.platform.secrets import display_name as secret_display_name
 from faasd.platform.source_deploy import build_source_image, default_base_image, source_ref
 from faasd.state.models import iso
 
@@ -53,6 +61,7 @@ class SecretCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     name: str = Field(min_length=1, max_length=253)
     value: str
+    namespace: str | None = Field(default=None, min_length=1, max_length=63)
 
 
 class SecretUpdate(BaseModel):
@@ -66,6 +75,7 @@ class KeyCreate(BaseModel):
     scopes: list[str] = Field(min_length=1)
     rate_limit_rps: float | None = Field(default=None, gt=0)
     burst: int | None = Field(default=None, ge=1)
+    namespace: str | None = Field(default=None, min_length=1, max_length=63)
 
 
 async def _json_body(request: Request) -> Any:
@@ -92,9 +102,14 @@ async def info(request: Request, _k: KeyInfo = invoke_scope) -> dict[str, Any]:
 
 # -- functions ----------------------------------------------------------------------------------
 @router.get("/functions")
-async def list_functions(request: Request, _k: KeyInfo = invoke_scope) -> dict[str, Any]:
+async def list_functions(request: Request, key: KeyInfo = invoke_scope) -> dict[str, Any]:
     p = platform_of(request)
-    return {"functions": [p.view(fn) for fn in p.functions.list()]}
+    return {"functions": [p.view(fn) for fn in p.functions.list(list_namespace(request, key))]}
+
+
+def _fid(request: Request, key: KeyInfo, name: str) -> str:
+    """The id of function ``name`` in the namespace the request acts in."""
+    return function_id(name, target_namespace(request, key))
 
 
 # Source deploy: create/update also take multipart/form-data with a `function` part (the Function JSON,
@@ -153,10 +168,11 @@ async def _with_source_image(
     store = _source_store(p)
     if store is None:
         raise InvalidInputError("this daemon has no image store for source deploys; deploy an image instead")
-    ref = source_ref(spec.name, archive)
+    fid = function_id(spec.name, spec.namespace or DEFAULT_NAMESPACE)
+    ref = source_ref(fid, archive)
     existed = bool(getattr(store, "exists", lambda _r: True)(ref))
     tmp_root = p.settings.data_dir / "tmp" / "source-deploy"
-    built = await asyncio.to_thread(build_source_image, store, spec.name, spec.image, archive, tmp_root)
+    built = await asyncio.to_thread(build_source_image, store, fid, spec.image, archive, tmp_root)
     return spec.model_copy(update={"image": built}), (None if existed else built)
 
 
@@ -176,18 +192,20 @@ def _drop_image(p: Platform, ref: str | None) -> None:
 
 
 @router.post("/functions", status_code=201)
-async def create_function(request: Request, _k: KeyInfo = deploy_scope) -> JSONResponse:
+async def create_function(request: Request, key: KeyInfo = deploy_scope) -> JSONResponse:
     p = platform_of(request)
     spec, archive = await _function_request(request)
+    namespace = target_namespace(request, key, spec.namespace)
+    spec.namespace = namespace
     new_ref = None
     if archive is not None:
-        if _exists(p, spec.name):  # 409 before building anything
+        if _exists(p, function_id(spec.name, namespace)):  # 409 before building anything
             raise ConflictError(
                 f"function {spec.name!r} already exists; update it with PUT", function=spec.name
             )
         spec, new_ref = await _with_source_image(p, spec, archive)
     try:
-        fn = await p.deploy(spec)
+        fn = await p.deploy(spec, namespace)
     except BaseException:
         _drop_image(p, new_ref)
         raise
@@ -195,21 +213,24 @@ async def create_function(request: Request, _k: KeyInfo = deploy_scope) -> JSONR
 
 
 @router.get("/functions/{name}")
-async def get_function(name: str, request: Request, _k: KeyInfo = invoke_scope) -> dict[str, Any]:
+async def get_function(name: str, request: Request, key: KeyInfo = invoke_scope) -> dict[str, Any]:
     p = platform_of(request)
-    return p.view(p.functions.get(name))
+    return p.view(p.functions.get(_fid(request, key, name)))
 
 
 @router.put("/functions/{name}")
-async def update_function(name: str, request: Request, _k: KeyInfo = deploy_scope) -> dict[str, Any]:
+async def update_function(name: str, request: Request, key: KeyInfo = deploy_scope) -> dict[str, Any]:
     p = platform_of(request)
     spec, archive = await _function_request(request, name)
+    namespace = target_namespace(request, key, spec.namespace)
+    spec.namespace = namespace
+    fid = function_id(name, namespace)
     new_ref = None
     if archive is not None:
-        p.functions.get(name)  # 404 before building anything
+        p.functions.get(fid)  # 404 before building anything
         spec, new_ref = await _with_source_image(p, spec, archive)
     try:
-        fn = await p.update(name, spec)
+        fn = await p.update(fid, spec)
     except BaseException:
         _drop_image(p, new_ref)
         raise
@@ -217,21 +238,27 @@ async def update_function(name: str, request: Request, _k: KeyInfo = deploy_scop
 
 
 @router.delete("/functions/{name}", status_code=204)
-async def delete_function(name: str, request: Request, _k: KeyInfo = deploy_scope) -> Response:
-    await platform_of(request).delete(name)
+async def delete_function(name: str, request: Request, key: KeyInfo = deploy_scope) -> Response:
+    await platform_of(request).delete(_fid(request, key, name))
     return Response(status_code=204)
 
 
 @router.post("/functions/{name}/scale")
 async def scale_function(
-    name: str, body: ScaleRequest, request: Request, _k: KeyInfo = deploy_scope
+    name: str, body: ScaleRequest, request: Request, key: KeyInfo = deploy_scope
 ) -> dict[str, Any]:
     p = platform_of(request)
     if body.min is None and body.max is None and body.replicas is None:
         raise InvalidInputError("give at least one of 'min', 'max' or 'replicas'")
-    fn = await p.scale(name, min=body.min, max=body.max, replicas=body.replicas)
+    fn = await p.scale(_fid(request, key, name), min=body.min, max=body.max, replicas=body.replicas)
     st = p.runner.status(fn)
-    return {"name": fn.name, "min": fn.scale_min, "max": fn.scale_max, "replicas": st["replicas"]}
+    return {
+        "name": name,
+        "namespace": fn.namespace,
+        "min": fn.scale_min,
+        "max": fn.scale_max,
+        "replicas": st["replicas"],
+    }
 
 
 @router.get("/functions/{name}/logs")
@@ -240,11 +267,13 @@ async def function_logs(
     request: Request,
     tail: int = Query(100, ge=0, le=100000),
     since: datetime | None = None,
-    _k: KeyInfo = deploy_scope,
+    key: KeyInfo = deploy_scope,
 ) -> dict[str, Any]:
     p = platform_of(request)
-    p.functions.get(name)
-    return {"lines": [e.to_dict() for e in p.logs.query(name, tail=tail, since=since)]}
+    fid = _fid(request, key, name)
+    p.functions.get(fid)
+    lines = [{**e.to_dict(), "function": name} for e in p.logs.query(fid, tail=tail, since=since)]
+    return {"lines": lines}
 
 
 # -- invocation ---------------------------------------------------------------------------------
@@ -260,11 +289,11 @@ def _accepted(execution_id: str) -> JSONResponse:
     )
 
 
-async def _submit(name: str, request: Request, callback_url: str | None) -> JSONResponse:
+async def _submit(fid: str, request: Request, callback_url: str | None) -> JSONResponse:
     p = platform_of(request)
     inv = await invocation_from(request)
     cb = callback_url or request.headers.get("x-callback-url") or None
-    ex = p.executions.submit(name, inv, callback_url=cb)
+    ex = p.executions.submit(fid, inv, callback_url=cb)
     return _accepted(ex.id)
 
 
@@ -274,21 +303,22 @@ async def invoke(
     request: Request,
     async_: bool = Query(False, alias="async"),
     callback_url: str | None = None,
-    _k: KeyInfo = invoke_scope,
+    key: KeyInfo = invoke_scope,
 ) -> Response:
+    fid = _fid(request, key, name)
     if async_:
-        return await _submit(name, request, callback_url)
+        return await _submit(fid, request, callback_url)
     p = platform_of(request)
     inv = await invocation_from(request)
-    outcome = await p.executions.invoke(name, inv)
-    return function_response(outcome, outcome.runtime)
+    outcome = await p.executions.invoke(fid, inv)
+    return function_response(outcome)
 
 
 @router.post("/functions/{name}/invoke-async")
 async def invoke_async(
-    name: str, request: Request, callback_url: str | None = None, _k: KeyInfo = invoke_scope
+    name: str, request: Request, callback_url: str | None = None, key: KeyInfo = invoke_scope
 ) -> Response:
-    return await _submit(name, request, callback_url)
+    return await _submit(_fid(request, key, name), request, callback_url)
 
 
 def _outcome_event(o: Outcome) -> dict[str, Any]:
@@ -308,10 +338,11 @@ def _outcome_event(o: Outcome) -> dict[str, Any]:
 
 
 @router.post("/functions/{name}/invoke-stream")
-async def invoke_stream(name: str, request: Request, _k: KeyInfo = invoke_scope) -> EventSourceResponse:
+async def invoke_stream(name: str, request: Request, key: KeyInfo = invoke_scope) -> EventSourceResponse:
     p = platform_of(request)
+    fid = _fid(request, key, name)
     inv = await invocation_from(request)
-    session = await p.executions.open_stream(name, inv)
+    session = await p.executions.open_stream(fid, inv)
 
     async def events() -> Any:
         try:
@@ -332,55 +363,87 @@ async def invoke_stream(name: str, request: Request, _k: KeyInfo = invoke_scope)
 
 
 # -- executions ---------------------------------------------------------------------------------
+def execution_view(ex: Any) -> dict[str, Any]:
+    """An execution as the API shows it: the function's name and namespace (its record holds the id)."""
+    name, namespace = split_function_id(ex.function)
+    return {**execution_dict(ex), "function": name, "namespace": namespace}
+
+
+def visible_execution(request: Request, key: KeyInfo, execution_id: str) -> Any:
+    """Execution ``execution_id`` if the key may see it; 404 (as for an absent one) otherwise."""
+    p = platform_of(request)
+    missing = NotFoundError(f"execution {execution_id!r} does not exist", id=execution_id)
+    try:
+        ex = p.executions.get(execution_id)
+    except NotFoundError:
+        raise missing from None
+    require_visible(key, namespace_of_function_id(ex.function), missing)
+    return ex
+
+
 @router.get("/executions")
 async def list_executions(
     request: Request,
     function: str | None = None,
     status: str | None = None,
     limit: int = Query(50, ge=1, le=1000),
-    _k: KeyInfo = invoke_scope,
+    key: KeyInfo = invoke_scope,
 ) -> dict[str, Any]:
     p = platform_of(request)
-    return {"executions": [execution_dict(e) for e in p.executions.list(function, status, limit)]}
+    namespace = list_namespace(request, key)
+    if function is not None:  # a function is named within the namespace the request acts in
+        fid = function_id(function, namespace or target_namespace(request, key))
+        rows = p.executions.list(fid, status, limit)
+    else:
+        rows = p.tenancy.executions(namespace, status, limit)
+    return {"executions": [execution_view(e) for e in rows]}
 
 
 @router.get("/executions/{execution_id}")
-async def get_execution(execution_id: str, request: Request, _k: KeyInfo = invoke_scope) -> dict[str, Any]:
-    return execution_dict(platform_of(request).executions.get(execution_id))
+async def get_execution(execution_id: str, request: Request, key: KeyInfo = invoke_scope) -> dict[str, Any]:
+    return execution_view(visible_execution(request, key, execution_id))
 
 
 @router.get("/executions/{execution_id}/logs")
-async def execution_logs(execution_id: str, request: Request, _k: KeyInfo = invoke_scope) -> dict[str, Any]:
-    ex = platform_of(request).executions.get(execution_id)
+async def execution_logs(execution_id: str, request: Request, key: KeyInfo = invoke_scope) -> dict[str, Any]:
+    ex = visible_execution(request, key, execution_id)
     return {"execution_id": ex.id, "stdout": ex.stdout, "stderr": ex.stderr}
 
 
 # -- secrets ------------------------------------------------------------------------------------
 def _secret_view(s: Any) -> dict[str, Any]:
-    return {"name": s.name, "created_at": iso(s.created_at), "updated_at": iso(s.updated_at)}
+    return {
+        "name": secret_display_name(s),
+        "namespace": s.namespace,
+        "created_at": iso(s.created_at),
+        "updated_at": iso(s.updated_at),
+    }
 
 
 @router.get("/secrets")
-async def list_secrets(request: Request, _k: KeyInfo = deploy_scope) -> dict[str, Any]:
-    return {"secrets": [_secret_view(s) for s in platform_of(request).secrets.list()]}
+async def list_secrets(request: Request, key: KeyInfo = deploy_scope) -> dict[str, Any]:
+    secrets = platform_of(request).secrets.list(list_namespace(request, key))
+    return {"secrets": [_secret_view(s) for s in secrets]}
 
 
 @router.post("/secrets", status_code=201)
-async def create_secret(body: SecretCreate, request: Request, _k: KeyInfo = deploy_scope) -> JSONResponse:
-    sec = platform_of(request).secrets.create(body.name, body.value.encode())
+async def create_secret(body: SecretCreate, request: Request, key: KeyInfo = deploy_scope) -> JSONResponse:
+    namespace = target_namespace(request, key, body.namespace)
+    sec = platform_of(request).secrets.create(body.name, body.value.encode(), namespace)
     return JSONResponse(_secret_view(sec), status_code=201)
 
 
 @router.put("/secrets/{name}")
 async def update_secret(
-    name: str, body: SecretUpdate, request: Request, _k: KeyInfo = deploy_scope
+    name: str, body: SecretUpdate, request: Request, key: KeyInfo = deploy_scope
 ) -> dict[str, Any]:
-    return _secret_view(platform_of(request).secrets.update(name, body.value.encode()))
+    namespace = target_namespace(request, key)
+    return _secret_view(platform_of(request).secrets.update(name, body.value.encode(), namespace))
 
 
 @router.delete("/secrets/{name}", status_code=204)
-async def delete_secret(name: str, request: Request, _k: KeyInfo = deploy_scope) -> Response:
-    platform_of(request).secrets.delete(name)
+async def delete_secret(name: str, request: Request, key: KeyInfo = deploy_scope) -> Response:
+    platform_of(request).secrets.delete(name, target_namespace(request, key))
     return Response(status_code=204)
 
 
@@ -392,6 +455,7 @@ def _key_view(k: Any) -> dict[str, Any]:
         "scopes": list(k.scopes),
         "rate_limit_rps": k.rate_limit_rps,
         "burst": k.burst,
+        "namespace": k.namespace,
         "created_at": iso(k.created_at),
         "last_used_at": iso(k.last_used_at),
     }
@@ -404,7 +468,9 @@ async def list_keys(request: Request, _k: KeyInfo = admin_scope) -> dict[str, An
 
 @router.post("/keys", status_code=201)
 async def create_key(body: KeyCreate, request: Request, _k: KeyInfo = admin_scope) -> JSONResponse:
-    row, token = platform_of(request).keys.create(body.name, body.scopes, body.rate_limit_rps, body.burst)
+    row, token = platform_of(request).keys.create(
+        body.name, body.scopes, body.rate_limit_rps, body.burst, namespace=body.namespace
+    )
     return JSONResponse({**_key_view(row), "key": token}, status_code=201)
 
 

@@ -1,1 +1,1 @@
-"""The ``faas`` command line (typer + rich). Entry point: ``faasd.cli.main:app``."""
+"""The ``faas`` command line (typer + rich). Entry point: ``faasd.cli.main:main`` (app: ``main:app``)."""

@@ -1,4 +1,8 @@
-"""Printing: rich tables for people, ``--json`` for machines, errors in red on stderr."""
+"""Printing: rich tables for people, ``--json`` for machines, errors in red on stderr.
+
+rich and pydantic are imported only when something is printed with them (``faas`` starts in a fraction
+of their import time; ``tests/unit/cli/test_cli_footprint.py`` keeps it so).
+"""
 
 from __future__ import annotations
 
@@ -7,27 +11,43 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
-from pydantic import BaseModel
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.text import Text
 
 JsonOption = typer.Option("--json", help="Print machine-readable JSON instead of a table.")
 
 
 def stdout() -> Console:
+    from rich.console import Console
+
     return Console(highlight=False, soft_wrap=True)
 
 
 def stderr() -> Console:
+    from rich.console import Console
+
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def text(message: str = "", style: str = "") -> Text:
+    from rich.text import Text
+
+    return Text(message, style=style)
+
+
+def _is_model(value: object) -> bool:
+    """A pydantic model (pydantic not loaded yet: nothing can be one)."""
+    pydantic = sys.modules.get("pydantic")
+    return pydantic is not None and isinstance(value, pydantic.BaseModel)
+
+
 def to_jsonable(value: Any) -> Any:
-    if isinstance(value, BaseModel):
+    if _is_model(value):
         return value.model_dump(mode="json")
     if isinstance(value, list | tuple):
         return [to_jsonable(v) for v in value]
@@ -49,15 +69,17 @@ def print_json(value: Any, *, compact: bool = False) -> None:
 def print_table(
     columns: Sequence[str], rows: Iterable[Sequence[Any]], *, empty: str = "nothing here"
 ) -> None:
+    from rich.table import Table
+
     rows = list(rows)
     if not rows:
-        stderr().print(Text(empty, style="dim"))
+        stderr().print(text(empty, style="dim"))
         return
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*(Text(cell_text(v)) for v in row))
+        table.add_row(*(text(cell_text(v)) for v in row))
     stdout().print(table)
 
 
@@ -127,15 +149,15 @@ def cell_text(value: Any) -> str:
 
 
 def success(message: str) -> None:
-    stderr().print(Text(message, style="green"))
+    stderr().print(text(message, style="green"))
 
 
 def info(message: str) -> None:
-    stderr().print(Text(message, style="dim"))
+    stderr().print(text(message, style="dim"))
 
 
 def error(message: str) -> None:
-    line = Text("error: ", style="bold red")
+    line = text("error: ", style="bold red")
     line.append(message, style="red")
     stderr().print(line)
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from faasd.cli import _output as out
 from faasd.cli._context import client
-from faasd.sdk import ExecuteOptions
+
+if TYPE_CHECKING:
+    from faasd.sdk import ExecuteOptions
 
 
 def exec_(

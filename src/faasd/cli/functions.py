@@ -5,16 +5,15 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from faasd.cli import _output as out
 from faasd.cli._context import client
-from faasd.cli._source import build_source_image, server_builds_source
-from faasd.config import Settings
-from faasd.sdk import Client, DeployOptions, Function, InvokeResult, StreamOutput, StreamResult, StreamStart
-from faasd.sdk._api import default_image
+
+if TYPE_CHECKING:
+    from faasd.sdk import Client, DeployOptions, Function, InvokeResult, StreamResult
 
 Json = Annotated[bool, out.JsonOption]
 
@@ -106,9 +105,13 @@ def deploy(
     with client(ctx) as c:
         if source is None:
             fn = c.deploy(name, image, replace=not create_only, **options)
-        elif server_builds_source(c):
+        elif _server_builds_source(c):
             fn = c.deploy(name, image, source=source, replace=not create_only, **options)
         else:
+            from faasd.cli._source import build_source_image
+            from faasd.config import Settings
+            from faasd.sdk._api import default_image
+
             settings = Settings()
             base = image or default_image(runtime)
             out.info(
@@ -122,6 +125,16 @@ def deploy(
         out.success(f"deployed {fn.name} ({fn.image})")
 
 
+def _server_builds_source(c: Client) -> bool:
+    from faasd.cli._source import server_builds_source
+
+    return server_builds_source(c)
+
+
+LS_COLUMNS = ["NAME", "NAMESPACE", "IMAGE", "RUNTIME", "MODE", "REPLICAS", "BUSY", "QUEUED", "SCALE"]
+LS_COLUMNS += ["ADDRESS", "CREATED"]
+
+
 def ls(ctx: typer.Context, json_: Json = False) -> None:
     """List deployed functions."""
     with client(ctx) as c:
@@ -130,8 +143,8 @@ def ls(ctx: typer.Context, json_: Json = False) -> None:
         out.print_json(functions)
         return
     out.print_table(
-        ["NAME", "IMAGE", "RUNTIME", "MODE", "REPLICAS", "BUSY", "QUEUED", "SCALE", "ADDRESS", "CREATED"],
-        [_row(f) for f in sorted(functions, key=lambda f: f.name)],
+        LS_COLUMNS,
+        [_row(f) for f in sorted(functions, key=lambda f: (f.name, f.namespace or ""))],
         empty="no functions deployed; try `faas deploy NAME --image REF`",
     )
 
@@ -142,6 +155,7 @@ def _row(f: Function) -> list[Any]:
     bounds = f"{scale.min}-{scale.max}" if scale is not None else None
     return [
         f.name,
+        f.namespace,
         f.image,
         f.runtime,
         f.mode,
@@ -265,6 +279,8 @@ def _print_result(result: InvokeResult, json_: bool) -> None:
 def _invoke_stream(
     c: Client, name: str, body: bytes | None, content_type: str | None, headers: dict[str, str], json_: bool
 ) -> None:
+    from faasd.sdk.models import StreamOutput, StreamResult, StreamStart
+
     final: StreamResult | None = None
     for event in c.invoke_stream(name, body, content_type=content_type, headers=headers):
         if json_:

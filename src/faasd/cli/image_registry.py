@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from faasd.cli.images import _fail, _human, _store, console, err_console, image_app
-from faasd.config import Settings
+from faasd.cli._image_common import _fail, _human, _store, console, err_console, image_app
 from faasd.errors import FaasdError
-from faasd.images.registry import Puller, PullEvent, Pusher, options_from_settings
+
+if TYPE_CHECKING:  # loaded by pull / push only
+    from rich.progress import Progress, TaskID
+
+    from faasd.images.registry import PullEvent
 
 
 class _Bars:
@@ -39,12 +40,14 @@ class _Bars:
 
 
 def _bars() -> Progress:
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+
     return Progress(
         TextColumn("{task.description:<24}"),
         BarColumn(),
         DownloadColumn(),
         TimeElapsedColumn(),
-        console=err_console,
+        console=err_console(),
         transient=True,
     )
 
@@ -58,13 +61,18 @@ def pull(
     Credentials come from $DOCKER_CONFIG/config.json, ~/.docker/config.json or FAASD_REGISTRY_AUTH_FILE.
     Without network access, use 'faas image import FILE --ref REF' instead.
     """
+    import asyncio
+
+    from faasd.config import Settings
+    from faasd.images.registry import Puller, options_from_settings
+
     settings = Settings()
     try:
         with _bars() as progress:
             image = asyncio.run(Puller(_store(), options_from_settings(settings)).pull(ref, _Bars(progress)))
     except FaasdError as exc:
         raise _fail(exc) from None
-    console.print(
+    console().print(
         f"pulled [bold]{', '.join(image.refs) or ref}[/bold] "
         f"({image.short_id}, {len(image.layers)} layers, {_human(image.size)})"
     )
@@ -81,6 +89,11 @@ def push(
     ] = None,
 ) -> None:
     """Push an image from the local store to a registry."""
+    import asyncio
+
+    from faasd.config import Settings
+    from faasd.images.registry import Pusher, options_from_settings
+
     settings = Settings()
     try:
         with _bars() as progress:
@@ -88,7 +101,7 @@ def push(
             result = asyncio.run(pusher.push(ref, source, _Bars(progress)))
     except FaasdError as exc:
         raise _fail(exc) from None
-    console.print(
+    console().print(
         f"pushed [bold]{result.ref}[/bold] ({result.digest}): {len(result.uploaded)} blobs uploaded, "
         f"{len(result.mounted)} mounted, {len(result.existing)} already there"
     )

@@ -8,41 +8,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from faasd.config import Settings
+from faasd.cli._image_common import _fail, _human, _store, console, err_console, image_app
 from faasd.errors import FaasdError
 
-if TYPE_CHECKING:  # the image store is loaded by the image commands only, not by every `faas` command
-    from faasd.images import ImageStore, ProgressEvent
+if TYPE_CHECKING:  # the image store and rich: loaded by the image commands only, not by every `faas` command
+    from rich.progress import Progress
 
-image_app = typer.Typer(
-    name="image", help="Import, list, inspect and remove images in the local store.", no_args_is_help=True
-)
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
-
-
-def _store() -> ImageStore:
-    from faasd.images import ImageStore
-
-    return ImageStore(Settings())
-
-
-def _fail(exc: FaasdError) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {exc.message}")
-    return typer.Exit(code=1)
-
-
-def _human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{n} B"
+    from faasd.images import ProgressEvent
 
 
 class _Bar:
@@ -69,12 +42,14 @@ class _Bar:
 
 
 def _progress() -> Progress:
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         DownloadColumn(),
         TimeElapsedColumn(),
-        console=err_console,
+        console=err_console(),
         transient=True,
     )
 
@@ -90,7 +65,7 @@ def import_(
             image = _store().import_archive(path, ref=ref, progress=_Bar(progress, f"importing {path.name}"))
     except FaasdError as exc:
         raise _fail(exc) from None
-    console.print(
+    console().print(
         f"imported [bold]{', '.join(image.refs) or image.short_id}[/bold] "
         f"({image.short_id}, {len(image.layers)} layers, {_human(image.size)})"
     )
@@ -102,13 +77,15 @@ def ls(quiet: Annotated[bool, typer.Option("--quiet", "-q", help="only ids")] = 
     images = _store().list()
     if quiet:
         for img in images:
-            console.print(img.short_id)
+            console().print(img.short_id)
         return
+    from rich.table import Table
+
     table = Table("REF", "ID", "LAYERS", "SIZE", "IN USE")
     for img in images:
         for ref in img.refs or ["<none>"]:
             table.add_row(ref, img.short_id, str(len(img.layers)), _human(img.size), str(len(img.leases)))
-    console.print(table)
+    console().print(table)
 
 
 @image_app.command("inspect")
@@ -131,7 +108,7 @@ def tag(ref: str, new_ref: str) -> None:
         image = _store().tag(ref, new_ref)
     except FaasdError as exc:
         raise _fail(exc) from None
-    console.print(f"tagged {image.short_id} as {new_ref}")
+    console().print(f"tagged {image.short_id} as {new_ref}")
 
 
 @image_app.command("rm")
@@ -144,14 +121,14 @@ def rm(
     except FaasdError as exc:
         raise _fail(exc) from None
     for r in removed or [ref]:
-        console.print(f"untagged {r}")
+        console().print(f"untagged {r}")
 
 
 @image_app.command("gc")
 def gc() -> None:
     """Delete blobs and unpacked layers no image uses."""
     report = _store().gc()
-    console.print(
+    console().print(
         f"removed {len(report.removed_images)} images, {len(report.removed_blobs)} blobs, "
         f"{len(report.removed_layers)} layers; freed {_human(report.freed_bytes)}"
     )
@@ -166,7 +143,7 @@ def build_base(
     try:
         base = importlib.import_module("faasd.baseimages")
     except ImportError as exc:
-        err_console.print(f"[red]error:[/red] base image builder is not available ({exc})")
+        err_console().print(f"[red]error:[/red] base image builder is not available ({exc})")
         raise typer.Exit(code=1) from None
     store = _store()
     try:
@@ -178,7 +155,7 @@ def build_base(
     except FaasdError as exc:
         raise _fail(exc) from None
     refs = ", ".join(getattr(image, "refs", []) or [])
-    console.print(f"built [bold]{refs or name}[/bold]")
+    console().print(f"built [bold]{refs or name}[/bold]")
 
 
 from faasd.cli import image_registry as _image_registry  # noqa: E402, F401  (registers pull / push)

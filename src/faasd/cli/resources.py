@@ -55,8 +55,9 @@ def secrets_ls(ctx: typer.Context, json_: Json = False) -> None:
     """List secrets (names only; values are never returned)."""
     with client(ctx) as c:
         secrets = c.list_secrets()
-    rows = [(s.name, s.created_at, s.updated_at) for s in secrets]
-    out.print_listing(secrets, json_, ["NAME", "CREATED", "UPDATED"], rows, empty="no secrets")
+    rows = [(s.name, s.namespace, s.created_at, s.updated_at) for s in secrets]
+    columns = ["NAME", "NAMESPACE", "CREATED", "UPDATED"]
+    out.print_listing(secrets, json_, columns, rows, empty="no secrets")
 
 
 @secrets_app.command("rm")
@@ -75,11 +76,17 @@ def keys_create(
     ] = None,
     rate_limit: Annotated[float | None, typer.Option("--rate-limit", help="Requests per second.")] = None,
     burst: Annotated[int | None, typer.Option()] = None,
+    namespace: Annotated[
+        str | None,
+        typer.Option("--namespace", help="Bind the key to this namespace (default: every namespace)."),
+    ] = None,
     json_: Json = False,
 ) -> None:
     """Create an API key; the key itself is printed once."""
     with client(ctx) as c:
-        key = c.create_api_key(name, scope or ["invoke"], rate_limit_rps=rate_limit, burst=burst)
+        key = c.create_api_key(
+            name, scope or ["invoke"], rate_limit_rps=rate_limit, burst=burst, namespace=namespace
+        )
     if json_:
         out.print_json(key)
         return
@@ -92,8 +99,11 @@ def keys_ls(ctx: typer.Context, json_: Json = False) -> None:
     """List API keys (without their secrets)."""
     with client(ctx) as c:
         keys = c.list_api_keys()
-    rows = [(k.id, k.name, k.scopes, k.rate_limit_rps, k.burst, k.created_at, k.last_used_at) for k in keys]
-    columns = ["ID", "NAME", "SCOPES", "RATE", "BURST", "CREATED", "LAST USED"]
+    rows = [
+        (k.id, k.name, k.scopes, k.namespace or "*", k.rate_limit_rps, k.burst, k.created_at, k.last_used_at)
+        for k in keys
+    ]
+    columns = ["ID", "NAME", "SCOPES", "NAMESPACE", "RATE", "BURST", "CREATED", "LAST USED"]
     out.print_listing(keys, json_, columns, rows, empty="no API keys")
 
 
@@ -118,10 +128,10 @@ def executions_ls(
     with client(ctx) as c:
         executions = c.list_executions(function=function, status=status, limit=limit)
     rows = [
-        (e.id, e.function, e.kind, e.status, e.http_status, e.cold_start, e.run_ms, e.created_at)
+        (e.id, e.function, e.namespace, e.kind, e.status, e.http_status, e.cold_start, e.run_ms, e.created_at)
         for e in executions
     ]
-    columns = ["ID", "FUNCTION", "KIND", "STATUS", "HTTP", "COLD", "RUN MS", "CREATED"]
+    columns = ["ID", "FUNCTION", "NAMESPACE", "KIND", "STATUS", "HTTP", "COLD", "RUN MS", "CREATED"]
     out.print_listing(executions, json_, columns, rows, empty="no executions")
 
 

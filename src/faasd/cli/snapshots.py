@@ -5,8 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
-from rich.text import Text
 
 from faasd.cli import _output as out
 from faasd.cli._context import client
@@ -86,6 +84,8 @@ def snapshot_inspect(ctx: typer.Context, snapshot_id: str, json_: Json = False) 
     if json_:
         out.print_json(snap)
         return
+    from rich.table import Table
+
     table = Table(box=None, show_header=False, pad_edge=False)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
@@ -104,7 +104,7 @@ def snapshot_inspect(ctx: typer.Context, snapshot_id: str, json_: Json = False) 
         ("in use by", snap.in_use_by),
         ("merge", snap.merge),
     ):
-        table.add_row(key, Text(out.cell_text(value)))
+        table.add_row(key, out.text(out.cell_text(value)))
     out.stdout().print(table)
 
 
@@ -164,14 +164,16 @@ def branch(
 
 def print_merge_report(report: Any) -> None:
     """Taken changes per branch, then conflicts (path, kind, each side, resolution)."""
+    from rich.table import Table
+
     console = out.stdout()
-    console.print(Text(f"strategy: {report.strategy}", style="bold"))
+    console.print(out.text(f"strategy: {report.strategy}", style="bold"))
     for label in report.branches:
         taken = report.taken.get(label, [])
         dropped = report.dropped.get(label, [])
         console.print(f"  {label}: {len(taken)} change(s) taken, {len(dropped)} dropped")
     if not report.conflicts:
-        console.print(Text("no conflicts", style="green"))
+        console.print(out.text("no conflicts", style="green"))
         return
     table = Table(title=f"{len(report.conflicts)} conflict(s)", title_style="bold red", header_style="bold")
     for column in ("PATH", "KIND", "SIDES", "RESOLUTION"):

@@ -59,7 +59,7 @@ async def invoke_function(
 ) -> dict[str, Any]:
     p = platform_of(request)
     outcome = await p.executions.invoke(name, form.invocation(p.settings.max_payload_bytes))
-    resp = function_response(outcome, outcome.runtime)
+    resp = function_response(outcome)
     return {
         "execution_id": outcome.execution_id,
         "status": resp.status_code,

@@ -9,11 +9,11 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from faasd import __version__
+from faasd._version import __version__
 from faasd.api.auth import ANONYMOUS
 from faasd.console.deps import console_of, platform_of
 from faasd.console.session import COOKIE, check_csrf, check_origin
-from faasd.errors import AuthError
+from faasd.errors import AuthError, ForbiddenError
 
 STATIC = Path(__file__).parent / "static"
 router = APIRouter()
@@ -95,6 +95,12 @@ async def sign_in(body: SignIn, request: Request) -> Response:
             "that API key is not valid: paste a key created with 'faas keys create' "
             "(the bootstrap admin key is in <data_dir>/admin.key)"
         ) from None
+    if key.namespace is not None:  # the console's views (lineage, live state, metrics) span namespaces
+        raise ForbiddenError(
+            f"API key {key.name!r} is bound to namespace {key.namespace!r}; the console shows every "
+            "namespace, so it signs in with keys without a namespace (use the API, SDK or faas CLI)",
+            key_namespace=key.namespace,
+        )
     state = console_of(request)
     state.sessions.delete(request.cookies.get(COOKIE))
     token, sess = state.sessions.create(body.key.strip(), key.id, key.name, key.scopes)

@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from faasd import __version__
+from faasd._version import __version__
 from faasd.console.deps import console_of, invoke_scope, platform_of
 from faasd.console.routes_live import pools_state, queue_depth
 from faasd.platform.functions import BRANCH_FROM_ANNOTATION

@@ -14,7 +14,8 @@ from fastapi import APIRouter, Query, Request, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from faasd.api.auth import ANONYMOUS
-from faasd.console.deps import console_of, deploy_scope, platform_of
+from faasd.api.namespacing import require_unbound
+from faasd.console.deps import CONSOLE, console_of, deploy_scope, platform_of
 from faasd.console.session import COOKIE, check_origin
 from faasd.errors import AuthError, FaasdError, NotFoundError
 from faasd.platform.core import Platform
@@ -74,6 +75,7 @@ async def terminal(ws: WebSocket, instance_id: str) -> None:
     try:
         key = _ws_key(ws, p)
         key.require("deploy")
+        require_unbound(key, CONSOLE)
         svc = instances_of(p)
         svc.get(instance_id)
     except FaasdError as exc:

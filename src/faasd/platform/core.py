@@ -24,12 +24,15 @@ from faasd.platform.jobs import JobService
 from faasd.platform.keys import ApiKeyService, RateLimiter
 from faasd.platform.logs import LogService
 from faasd.platform.metrics import Metrics
+from faasd.platform.namespaces import DEFAULT_NAMESPACE, Access, NamespaceService
 from faasd.platform.pulls import ImageEnsurer
+from faasd.platform.quotas import Usage
 from faasd.platform.runner import POOLED_MODES, FunctionRunner
 from faasd.platform.secrets import SecretService
 from faasd.platform.seed_execute import WORKSPACE_PREFIX, SeedExecuteService
 from faasd.platform.snapshots import SnapshotService
 from faasd.platform.source_deploy import SOURCE_REF_PREFIX
+from faasd.platform.tenancy import Tenancy
 from faasd.platform.worker_protocol import WorkerFactory
 from faasd.runtime.sandbox import SandboxManager
 from faasd.state import Database, Function
@@ -65,6 +68,7 @@ class Platform:
         self.image_pulls = ImageEnsurer(settings, images if isinstance(images, ImageStore) else None)
         self.worker_factory = worker_factory
         self.metrics = Metrics()
+        self.namespaces = NamespaceService(self.db)
         self.secrets = SecretService(self.db)
         self.functions = FunctionService(
             self.db,
@@ -73,7 +77,7 @@ class Platform:
         )
         self.functions.default_isolation = settings.isolation
         self.functions.disk_check = lambda mb: check_disk_limit(settings, mb, "each worker of the function")
-        self.keys = ApiKeyService(self.db)
+        self.keys = ApiKeyService(self.db, self.namespaces)
         self.rate_limiter = RateLimiter()
         self.logs = LogService(self.db)
         self.runner = FunctionRunner(
@@ -126,6 +130,11 @@ class Platform:
                 instances=self.instances,
                 snapshots=self.snapshots,
             )
+        self.tenancy = Tenancy(self.db, self.namespaces, self.runner, self.snapshots, self.instances)
+        """Who owns what, namespace use and quotas (:mod:`faasd.platform.tenancy`)."""
+        self.runner.start_gate = self.tenancy.worker_start
+        if self.instances is not None:
+            self.instances.admit = self.tenancy.instance_start
         self.jobs = JobService(self)
         self.addresses: DirectAddresses | None = (
             DirectAddresses(self.db, settings.direct_pool, settings.direct_port)
@@ -249,16 +258,29 @@ class Platform:
         out["direct_url"] = self.addresses.url_of(fn.name) if self.addresses is not None else None
         return out
 
-    async def deploy(self, spec: FunctionSpec) -> Function:
+    async def deploy(self, spec: FunctionSpec, namespace: str = DEFAULT_NAMESPACE) -> Function:
+        self.namespaces.require(namespace)
+        if spec.mode in POOLED_MODES and spec.scale.min > 0:  # its pre-warmed workers must fit the quotas
+            self.tenancy.guard.check(
+                namespace, Usage(sandboxes=spec.scale.min, memory_mb=spec.scale.min * spec.limits.memory_mb)
+            )
+        self._check_branch_from(spec, namespace)
         await self.ensure_image(spec.image)
-        fn = self.functions.create(spec)
+        fn = self.functions.create(spec, namespace)
         await self._assign_address(fn)
         if fn.mode in POOLED_MODES and fn.scale_min > 0:
             await self.runner.pool_for(fn)
         return fn
 
+    def _check_branch_from(self, spec: FunctionSpec, namespace: str) -> None:
+        """A ``branched`` function restores a snapshot of its own namespace (another's: 404, as absent)."""
+        if spec.branch_from is not None and self.snapshots is not None:
+            self.tenancy.visible(Access(namespace), spec.branch_from, "snapshot")
+
     async def update(self, name: str, spec: FunctionSpec) -> Function:
-        old_image = self.functions.get(name).image
+        old = self.functions.get(name)
+        self._check_branch_from(spec, old.namespace)
+        old_image = old.image
         await self.ensure_image(spec.image)
         fn = self.functions.update(name, spec)
         await self.runner.drop(name)
@@ -281,6 +303,11 @@ class Platform:
         await self._forget_source_image(name, old_image)
         self.logs.delete_function(name)
 
+    async def delete_namespace(self, name: str) -> None:
+        """Delete an empty namespace (409 naming what it holds), with its executions, logs and jobs."""
+        self.namespaces.delete(name, self.tenancy.contents)
+        self.tenancy.purge_history(name)
+
     async def _forget_source_image(self, name: str, image: str) -> None:
         """Untag ``faasd-fn/<name>:<hash>``, the image a source deploy built, once nothing uses it any more.
 
@@ -288,13 +315,13 @@ class Platform:
         layers). Workers still draining hold leases: the image disappears with the last one. Its blobs
         and layers are freed by the next image ``gc``.
         """
-        if self.images is None or not image.startswith(f"{SOURCE_REF_PREFIX}{name}:"):
+        # only the real image store removes images (test doubles of ImageStoreLike only read)
+        if not isinstance(self.images, ImageStore) or not image.startswith(f"{SOURCE_REF_PREFIX}{name}:"):
             return
-        remove = getattr(self.images, "remove", None)
-        if remove is None or self._image_in_use(image):
+        if self._image_in_use(image):
             return
         try:
-            await asyncio.to_thread(remove, image, True)
+            await asyncio.to_thread(self.images.remove, image, True)
         except FaasdError as exc:
             log.warning("could not remove %s (function %s no longer uses it): %s", image, name, exc.message)
         else:
@@ -325,6 +352,9 @@ class Platform:
             if replicas < 0 or replicas > 100:
                 raise InvalidInputError(f"replicas must be between 0 and 100, got {replicas}")
             min, max = replicas, builtin_max(fn.scale_max if max is None else max, replicas, 1)
+        if fn.mode in POOLED_MODES and min is not None:  # workers started now must fit the quotas
+            extra = builtin_max(0, min - self.runner.live_workers(fn.name))
+            self.tenancy.guard.check(fn.namespace, Usage(sandboxes=extra, memory_mb=extra * fn.memory_mb))
         fn = self.functions.set_scale(name, min=min, max=max)
         await self.runner.scale(fn, min=fn.scale_min, max=fn.scale_max, replicas=replicas)
         return fn

@@ -25,3 +25,17 @@ class UnavailableError(FaasdError):
     """A feature needs a component this daemon runs without (e.g. no image store)."""
 
     code = "unavailable"
+
+
+class QuotaExceededError(FaasdError):
+    """A namespace's count or memory quota (sandboxes, memory, snapshots) would be exceeded; nothing
+    was created (HTTP 429). ``details``: ``namespace``, ``quota``, ``limit``, ``used``, ``requested``."""
+
+    code = "quota_exceeded"
+
+
+class StorageQuotaExceededError(FaasdError):
+    """A namespace's disk quota (instance disks + snapshot bytes) would be exceeded; nothing was kept
+    (HTTP 507)."""
+
+    code = "storage_quota_exceeded"

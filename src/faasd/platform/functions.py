@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from faasd.errors import ConflictError, InvalidInputError, IsolationUnsupportedError, NotFoundError
 from faasd.platform.env import EnvVars
+from faasd.platform.namespaces import DEFAULT_NAMESPACE, check_id_length, function_id, split_function_id
 from faasd.state import Database, Function
 from faasd.state.models import iso
 
@@ -63,9 +64,9 @@ def check_gvisor_function(runtime: str, network: str, mode: str) -> None:
         )
     if mode not in ("ephemeral", "cached"):
         raise IsolationUnsupportedError(
-            f"isolation 'gvisor' does not support mode {mode!r}: snapshots are CRIU images of runc "
-            "containers and gVisor's own checkpoint/restore is not wired in; use mode 'cached' or "
-            "'ephemeral', or isolation 'runc'",
+            f"isolation 'gvisor' does not support mode {mode!r}: it snapshots a live worker, and "
+            "gVisor's checkpoint stops the sandbox it captures (runsc --leave-running does not work "
+            "here); use mode 'cached' or 'ephemeral', or isolation 'runc'",
             isolation="gvisor",
             mode=mode,
         )
@@ -110,6 +111,9 @@ class FunctionSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     name: str = Field(min_length=1, max_length=63)
+    namespace: str | None = Field(default=None, max_length=63)
+    """The namespace the function lives in (default: the key's, else ``?namespace=``, else
+    ``openfaas-fn``); names are unique per namespace."""
     image: str = Field(min_length=1, max_length=512)
     runtime: Literal["python", "node", "exec", "http"] = "python"
     handler: str | None = Field(default=None, max_length=256)
@@ -191,9 +195,16 @@ def default_handler(runtime: str) -> str | None:
     return {"python": "handler:handle", "node": "handler.js"}.get(runtime)
 
 
+def display_name(fn: Function) -> str:
+    """The function's name within its namespace (its record's ``name`` is the id, see
+    :mod:`faasd.platform.namespaces`)."""
+    return split_function_id(fn.name)[0]
+
+
 def to_spec(fn: Function) -> FunctionSpec:
     return FunctionSpec(
-        name=fn.name,
+        name=display_name(fn),
+        namespace=fn.namespace,
         image=fn.image,
         runtime=fn.runtime,  # type: ignore[arg-type]
         handler=fn.handler,
@@ -264,7 +275,8 @@ def _apply(fn: Function, spec: FunctionSpec) -> None:
 
 ImageCheck = Callable[[str], None]
 """Raises :class:`InvalidInputError` when the image ref does not exist."""
-SecretCheck = Callable[[list[str]], None]
+SecretCheck = Callable[[list[str], str], None]
+"""Raises :class:`InvalidInputError` when a secret name does not exist in the namespace."""
 
 
 class FunctionService:
@@ -284,7 +296,7 @@ class FunctionService:
         """Bumped by every change this service makes to a function record (create/update/delete/scale):
         readers may cache records for as long as it stays the same."""
 
-    def _validate(self, spec: FunctionSpec) -> None:
+    def _validate(self, spec: FunctionSpec, namespace: str) -> None:
         spec.check()
         if spec.isolation is None:
             spec.isolation = self.default_isolation
@@ -295,19 +307,23 @@ class FunctionService:
         if self.image_check is not None:
             self.image_check(spec.image)
         if self.secret_check is not None and spec.secrets:
-            self.secret_check(spec.secrets)
+            self.secret_check(spec.secrets, namespace)
         if spec.branch_from is not None and self.snapshot_check is not None:
             self.snapshot_check(spec.branch_from)
 
-    def create(self, spec: FunctionSpec) -> Function:
-        self._validate(spec)
+    def create(self, spec: FunctionSpec, namespace: str = DEFAULT_NAMESPACE) -> Function:
+        """A new function ``spec.name`` in ``namespace`` (its id: :func:`function_id`)."""
+        self._validate(spec, namespace)
+        check_id_length(spec.name, namespace)
+        fid = function_id(spec.name, namespace)
         with self.db.session() as s:
-            if s.get(Function, spec.name) is not None:
+            if s.get(Function, fid) is not None:
                 raise ConflictError(
-                    f"function {spec.name!r} already exists; update it with PUT or delete it first",
+                    f"function {spec.name!r} already exists{_in(namespace)}; update it with PUT or delete "
+                    "it first",
                     name=spec.name,
                 )
-            fn = Function(name=spec.name)
+            fn = Function(name=fid, namespace=namespace)
             _apply(fn, spec)
             self.generation += 1
             s.add(fn)
@@ -315,36 +331,48 @@ class FunctionService:
             s.refresh(fn)
             return fn
 
-    def update(self, name: str, spec: FunctionSpec) -> Function:
+    def update(self, fid: str, spec: FunctionSpec) -> Function:
+        name, namespace = split_function_id(fid)
         if spec.name != name:
             raise InvalidInputError(f"body name {spec.name!r} does not match the URL name {name!r}")
-        self._validate(spec)
+        self._validate(spec, namespace)
         with self.db.session() as s:
-            fn = s.get(Function, name)
+            fn = s.get(Function, fid)
             if fn is None:
-                raise NotFoundError(f"function {name!r} does not exist; create it first", name=name)
+                raise NotFoundError(
+                    f"function {name!r} does not exist{_in(namespace)}; create it first", name=name
+                )
             _apply(fn, spec)
             self.generation += 1
             s.flush()
             s.refresh(fn)
             return fn
 
-    def get(self, name: str) -> Function:
+    def get(self, fid: str) -> Function:
+        """The function with id ``fid`` (``name``, or ``name.namespace`` outside the default namespace)."""
         with self.db.session() as s:
-            fn = s.get(Function, name)
+            fn = s.get(Function, fid)
             if fn is None:
-                raise NotFoundError(f"function {name!r} does not exist; deploy it first", name=name)
+                name, namespace = split_function_id(fid)
+                raise NotFoundError(
+                    f"function {name!r} does not exist{_in(namespace)}; deploy it first", name=name
+                )
             return fn
 
-    def list(self) -> list[Function]:
+    def list(self, namespace: str | None = None) -> list[Function]:
+        """Every function, or those of ``namespace``."""
         with self.db.session() as s:
-            return list(s.scalars(select(Function).order_by(Function.name)))
+            q = select(Function)
+            if namespace is not None:
+                q = q.where(Function.namespace == namespace)
+            return list(s.scalars(q.order_by(Function.name)))
 
-    def delete(self, name: str) -> None:
+    def delete(self, fid: str) -> None:
         with self.db.session() as s:
-            fn = s.get(Function, name)
+            fn = s.get(Function, fid)
             if fn is None:
-                raise NotFoundError(f"function {name!r} does not exist", name=name)
+                name, namespace = split_function_id(fid)
+                raise NotFoundError(f"function {name!r} does not exist{_in(namespace)}", name=name)
             self.generation += 1
             s.delete(fn)
 
@@ -352,7 +380,8 @@ class FunctionService:
         with self.db.session() as s:
             fn = s.get(Function, name)
             if fn is None:
-                raise NotFoundError(f"function {name!r} does not exist", name=name)
+                short, namespace = split_function_id(name)
+                raise NotFoundError(f"function {short!r} does not exist{_in(namespace)}", name=short)
             new_min = fn.scale_min if min is None else min
             new_max = fn.scale_max if max is None else max
             if new_min < 0 or new_max < 1 or new_min > new_max or new_max > 100:
@@ -373,9 +402,14 @@ class FunctionService:
                 fn.invocation_count = (fn.invocation_count or 0) + 1
 
 
+def _in(namespace: str) -> str:
+    return "" if namespace == DEFAULT_NAMESPACE else f" in namespace {namespace!r}"
+
+
 def function_dict(fn: Function, status: dict[str, Any] | None = None) -> dict[str, Any]:
     spec = to_spec(fn)
     out = spec.model_dump()
+    out["namespace"] = fn.namespace
     out["created_at"] = iso(fn.created_at)
     out["updated_at"] = iso(fn.updated_at)
     out["invocation_count"] = fn.invocation_count

@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from faasd.errors import AuthError, ForbiddenError, InvalidInputError, NotFoundError
 from faasd.platform.errors import RateLimitedError
+from faasd.platform.namespaces import Access, NamespaceService
 from faasd.state import ApiKey, Database
 from faasd.state.models import utcnow
 
@@ -41,6 +42,12 @@ class KeyInfo:
     scopes: frozenset[str]
     rate_limit_rps: float | None
     burst: int | None
+    namespace: str | None = None
+    """The one namespace this key acts in; None: every namespace."""
+
+    @property
+    def access(self) -> Access:
+        return Access(self.namespace)
 
     def require(self, scope: str) -> None:
         if scope not in self.scopes:
@@ -97,14 +104,23 @@ class RateLimiter:
 
 
 class ApiKeyService:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, namespaces: NamespaceService | None = None) -> None:
         self.db = db
+        self.namespaces = namespaces
         self._cache: dict[str, tuple[KeyInfo, float]] = {}
         self._lock = threading.Lock()
 
     def create(
-        self, name: str, scopes: list[str], rate_limit_rps: float | None = None, burst: int | None = None
+        self,
+        name: str,
+        scopes: list[str],
+        rate_limit_rps: float | None = None,
+        burst: int | None = None,
+        namespace: str | None = None,
     ) -> tuple[ApiKey, str]:
+        """A new key (and its plaintext, shown once). ``namespace``: the key acts in that namespace only
+        (its objects; others' are invisible to it); None: in every namespace. Admin keys manage keys and
+        namespaces for everyone, so they cannot be bound to one."""
         if not name or len(name) > 128:
             raise InvalidInputError("key name must be 1-128 characters")
         if not scopes or any(s not in SCOPES for s in scopes):
@@ -113,6 +129,15 @@ class ApiKeyService:
             raise InvalidInputError("rate_limit_rps must be positive (or null for unlimited)")
         if burst is not None and burst < 1:
             raise InvalidInputError("burst must be at least 1")
+        if namespace is not None:
+            if "admin" in scopes:
+                raise InvalidInputError(
+                    "an admin key spans every namespace and cannot be bound to one; give a namespaced key "
+                    "the 'deploy' or 'invoke' scope",
+                    namespace=namespace,
+                )
+            if self.namespaces is not None:
+                self.namespaces.require(namespace)
         key_id = secrets.token_hex(6)
         token = f"fdk_{key_id}_{secrets.token_urlsafe(32)}"
         with self.db.session() as s:
@@ -123,15 +148,20 @@ class ApiKeyService:
                 scopes=sorted(set(scopes)),
                 rate_limit_rps=rate_limit_rps,
                 burst=burst,
+                namespace=namespace,
             )
             s.add(row)
             s.flush()
             s.refresh(row)
         return row, token
 
-    def list(self) -> list[ApiKey]:
+    def list(self, namespace: str | None = None) -> list[ApiKey]:
+        """Every key, or (``namespace``) the keys bound to that namespace."""
         with self.db.session() as s:
-            return list(s.scalars(select(ApiKey).order_by(ApiKey.created_at)))
+            q = select(ApiKey)
+            if namespace is not None:
+                q = q.where(ApiKey.namespace == namespace)
+            return list(s.scalars(q.order_by(ApiKey.created_at)))
 
     def delete(self, key_id: str) -> None:
         with self.db.session() as s:
@@ -154,7 +184,12 @@ class ApiKeyService:
             if row is None:
                 raise AuthError("invalid API key; check the key or create one with an admin key")
             info = KeyInfo(
-                row.id, row.name, frozenset(effective_scopes(list(row.scopes))), row.rate_limit_rps, row.burst
+                row.id,
+                row.name,
+                frozenset(effective_scopes(list(row.scopes))),
+                row.rate_limit_rps,
+                row.burst,
+                row.namespace,
             )
             last: datetime | None = row.last_used_at
             if last is None or (utcnow() - last).total_seconds() > 60:

@@ -8,6 +8,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 from faasd.errors import CapacityError, FaasdError
@@ -25,6 +26,9 @@ POOLED_MODES = ("cached", "checkpointed", "branched")
 """Modes served by a warm pool (checkpointed/branched workers are CRIU restores, see platform.snapshots)."""
 
 ModeStarter = Callable[[Function, WorkerConfig], Awaitable[PoolWorker]]
+StartGate = Callable[[Function], AbstractContextManager[None]]
+"""Held around every worker start: raises when the function's namespace may not start one more sandbox
+(its quotas, :class:`faasd.platform.quotas.QuotaGuard`)."""
 
 
 def worker_config(fn: Function, secrets: dict[str, bytes]) -> WorkerConfig:
@@ -82,6 +86,7 @@ class Handle:
                 await self.worker.close()
             finally:
                 if self._eph is not None:
+                    self._eph.running -= 1
                     self._eph.done()
 
 
@@ -90,6 +95,8 @@ class _Ephemeral:
     limit: int
     queue_size: int
     inflight: int = 0
+    running: int = 0
+    """Workers started and not yet closed (the rest of ``inflight`` waits or starts)."""
     sem: asyncio.Semaphore = field(init=False)
 
     def __post_init__(self) -> None:
@@ -124,6 +131,19 @@ class FunctionRunner:
         self._direct_fns: dict[str, Function] = {}
         self._armed: set[str] = set()
         self._bg: set[asyncio.Task[None]] = set()
+        self.start_gate: StartGate | None = None
+        """Quota check around every worker start (set by the platform)."""
+
+    def _gate(self, fn: Function) -> AbstractContextManager[None]:
+        return self.start_gate(fn) if self.start_gate is not None else contextlib.nullcontext()
+
+    def live_workers(self, fn_id: str) -> int:
+        """Sandboxes a function runs now: its pool's workers and its running ephemeral workers (starts
+        in flight are not counted: they hold a quota reservation)."""
+        pool = self.pools.get(fn_id)
+        pooled = pool.stats().replicas if pool is not None and not pool.closed else 0
+        eph = self._ephemeral.get(fn_id)
+        return pooled + (eph.running if eph is not None else 0)
 
     def _on_pool_change(self, pool: WarmPool) -> None:
         st = pool.stats()
@@ -134,7 +154,8 @@ class FunctionRunner:
             self._arm_direct(pool.name, st.replicas + st.starting == 0 and not pool.closed)
 
     def _starter(self, fn: Function) -> WorkerConfig:
-        config = worker_config(fn, self.secrets.values(list(fn.secrets)) if fn.secrets else {})
+        secrets = self.secrets.values(list(fn.secrets), fn.namespace) if fn.secrets else {}
+        config = worker_config(fn, secrets)
         listener = self.direct.listener(fn.name) if self.direct is not None else None
         return dataclasses.replace(config, direct_listener=listener) if listener is not None else config
 
@@ -197,9 +218,10 @@ class FunctionRunner:
                 async def start() -> PoolWorker:
                     # Secrets are read at every start: a worker started after a secret update sees it.
                     mode_start = self.starters.get(snapshot.mode)
-                    if mode_start is not None:
-                        return await mode_start(snapshot, self._starter(snapshot))
-                    return await self.factory.start(self._starter(snapshot))
+                    with self._gate(snapshot):
+                        if mode_start is not None:
+                            return await mode_start(snapshot, self._starter(snapshot))
+                        return await self.factory.start(self._starter(snapshot))
 
                 pool = WarmPool(fn.name, pool_config(fn), start, on_change=self._on_pool_change)
                 self.pools[fn.name] = pool
@@ -238,10 +260,12 @@ class FunctionRunner:
             raise
         t1 = time.monotonic()
         try:
-            worker = await self.factory.start(self._starter(fn))
+            with self._gate(fn):
+                worker = await self.factory.start(self._starter(fn))
         except BaseException:
             eph.done()
             raise
+        eph.running += 1
         return Handle(worker, True, (t1 - t0) * 1000, (time.monotonic() - t1) * 1000, _eph=eph)
 
     def status(self, fn: Function) -> dict[str, int]:

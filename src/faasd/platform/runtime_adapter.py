@@ -24,7 +24,6 @@ from faasd.runtime.models import (
     OPENFAAS_SECRETS_DIR,
     SECRETS_DIR_IN_CONTAINER,
     BindMount,
-    Limits,
     NetworkSpec,
 )
 from faasd.runtime.sandbox import SandboxManager
@@ -126,13 +125,7 @@ class RuntimeWorkerFactory:
             command=list(config.command) if config.command else None,
             port=config.port or 8080,
             env=dict(config.env),
-            limits=Limits(
-                memory_mb=config.memory_mb,
-                cpu_cores=config.cpu_cores,
-                pids=config.pids,
-                disk_mb=config.disk_mb,
-                timeout_s=config.timeout_s,
-            ),
+            limits=config.limits(),
             network=function_network(config.network),
             runtime=oci_runtime(config.isolation),
             direct_listener=config.direct_listener,

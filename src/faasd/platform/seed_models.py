@@ -7,12 +7,12 @@ default). Every field is honoured or refused with a 400 that says why; none is i
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from faasd.errors import InvalidInputError
-from faasd.platform.env import env_pairs
+from faasd.platform.env import EnvVarsOrPairs
 from faasd.platform.exec_ephemeral import ExecuteRequest
 
 Mode = Literal["ephemeral", "cached", "checkpointed", "branched", "persistent"]
@@ -48,6 +48,8 @@ class SeedExecuteRequest(ExecuteRequest):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
+    env_vars: EnvVarsOrPairs = Field(default_factory=dict)
+    """Also the seed's shapes: ``[["K", "V"], ...]`` and ``["K=V", ...]``."""
     runtime: RuntimeName | None = Field(
         default=None, description="docker/auto/runc: runc sandbox; gvisor/runsc: gVisor; firecracker: 400"
     )
@@ -66,11 +68,6 @@ class SeedExecuteRequest(ExecuteRequest):
     ttl_s: float | None = Field(
         default=None, gt=0, le=7 * 86400, description="mode persistent: workspace idle TTL (default 600 s)"
     )
-
-    @field_validator("env_vars", mode="before")
-    @classmethod
-    def _env_shape(cls, v: Any) -> Any:
-        return env_pairs(v)
 
     @model_validator(mode="after")
     def _not_blank(self) -> SeedExecuteRequest:

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from faasd.errors import InvalidInputError
+from faasd.platform.namespaces import NAMESPACE_LABEL
 from faasd.platform.runtime_adapter import RuntimeWorker, function_network
 from faasd.platform.worker_protocol import WorkerConfig
 from faasd.runtime.models import Limits
@@ -120,7 +121,7 @@ def snapshot_dict(
         "source_sandbox": meta.source_sandbox,
         "kind": "process" if "criu" in snap.trees else "filesystem",
         "restorable": "criu" in snap.trees and "bundle" in snap.trees,
-        "labels": dict(meta.labels),
+        "labels": {k: v for k, v in meta.labels.items() if k != NAMESPACE_LABEL},  # shown as "namespace"
         "sizes": asdict(snap.sizes),
         "merge": meta.extra.get("merge"),
         "children": list(children),
@@ -162,15 +163,7 @@ def worker_spec_info(store: SnapshotStore, snap: Snapshot) -> dict[str, Any]:
 
 def restore_limits(config: WorkerConfig | None) -> Limits | None:
     """A restored worker's limits: those of the function it serves (None: as captured)."""
-    if config is None:
-        return None
-    return Limits(
-        memory_mb=config.memory_mb,
-        cpu_cores=config.cpu_cores,
-        pids=config.pids,
-        disk_mb=config.disk_mb,
-        timeout_s=config.timeout_s,
-    )
+    return config.limits() if config is not None else None
 
 
 def check_seedable(snap: Snapshot, spec: WorkerSpec, seed: int | None) -> None:

@@ -81,10 +81,19 @@ __all__ = [
     "VERSION_LABEL",
     "RestoredSandbox",
     "SnapshotService",
+    "missing_sandbox",
     "snapshot_dict",
     "version_key",
     "worker_info",
 ]
+
+
+def missing_sandbox(sandbox_id: str) -> NotFoundError:
+    """The 404 of a restored sandbox that does not exist (or that the caller may not see)."""
+    return NotFoundError(
+        f"restored sandbox {sandbox_id} does not exist (it was destroyed or never restored)",
+        sandbox_id=sandbox_id,
+    )
 
 
 class SnapshotService:
@@ -385,10 +394,7 @@ class SnapshotService:
     def sandbox(self, sandbox_id: str) -> RestoredSandbox:
         entry = self.sandboxes.get(sandbox_id)
         if entry is None:
-            raise NotFoundError(
-                f"restored sandbox {sandbox_id} does not exist (it was destroyed or never restored)",
-                sandbox_id=sandbox_id,
-            )
+            raise missing_sandbox(sandbox_id)
         return entry
 
     async def invoke(self, sandbox_id: str, invocation: Invocation) -> Outcome:

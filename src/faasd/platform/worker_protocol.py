@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from faasd.runtime.agent_client import InvokeEvent, InvokeRequest, InvokeResult
+from faasd.runtime.models import Limits
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,17 @@ class WorkerConfig:
     """``runc`` or ``gvisor`` (the worker's sandbox runs under runsc)."""
     direct_listener: socket.socket | None = field(default=None, compare=False)
     """The function's direct-address listening socket (host netns), handed into the sandbox."""
+
+    def limits(self) -> Limits:
+        """The sandbox limits of the function's workers (started or restored): the one place they are
+        built from a function's configuration."""
+        return Limits(
+            memory_mb=self.memory_mb,
+            cpu_cores=self.cpu_cores,
+            pids=self.pids,
+            disk_mb=self.disk_mb,
+            timeout_s=self.timeout_s,
+        )
 
 
 @runtime_checkable

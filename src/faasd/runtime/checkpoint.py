@@ -1,6 +1,7 @@
 """CRIU checkpoint/restore of sandboxes through runc.
 
-``checkpoint`` captures a running sandbox *consistently*: the container is frozen (``runc pause``),
+``checkpoint`` captures a running sandbox *consistently*: the container is frozen (its cgroup freezer,
+written directly: :mod:`faasd.runtime.criu_freeze`; what ``runc pause`` does, minus a runc process),
 dumped with ``runc checkpoint --leave-running`` (CRIU keeps the cgroup frozen because it found it
 frozen), its overlay upper is copied while still frozen, then it is thawed. Files therefore match
 what the dumped processes had open -- CRIU refuses to restore when an open file changed size after
@@ -45,14 +46,15 @@ from faasd.errors import (
     ConflictError,
     FaasdError,
     InvalidInputError,
-    IsolationUnsupportedError,
     RuntimeFailure,
     StorageFullError,
 )
 from faasd.rootfs import mounts
+from faasd.runtime import gvisor_checkpoint
 from faasd.runtime.agent_client import AgentClient
 from faasd.runtime.checkpointable import Checkpointable, CheckpointSource, checkpoint_source
-from faasd.runtime.criu_conf import criu_annotations
+from faasd.runtime.criu_conf import criu_annotations, ensure_kdat_dir
+from faasd.runtime.criu_freeze import freeze, thaw
 from faasd.runtime.criu_work import DUMP_WORK_PREFIX, RESTORE_WORK_DIR, make_work_dir, remove_work_dir
 from faasd.runtime.models import SANDBOX_ID_RE, Limits, NetworkSpec, SandboxSpec, UserNamespace
 from faasd.runtime.sandbox import OUTPUT_LIMIT_BYTES, Sandbox, SandboxManager
@@ -81,6 +83,11 @@ class Checkpoint:
     def config(self) -> dict[str, Any]:
         data: dict[str, Any] = json.loads((self.bundle / "config.json").read_text())
         return data
+
+    @property
+    def isolation(self) -> str:
+        """``runc`` (``criu`` holds CRIU images) or ``gvisor`` (``criu`` holds runsc's checkpoint.img)."""
+        return gvisor_checkpoint.isolation_of_config(self.config)
 
 
 def source_of(sandbox: Checkpointable | CheckpointSource) -> CheckpointSource:
@@ -114,12 +121,12 @@ async def checkpoint(
     """
     src = source_of(sandbox)
     if src.runtime.name == "runsc":
-        raise IsolationUnsupportedError(
-            f"sandbox {src.id} runs under gVisor (isolation 'gvisor'): snapshots are CRIU images of runc "
-            "containers and gVisor's own checkpoint/restore is not wired in; use isolation 'runc' to "
-            "snapshot, branch or restore",
-            isolation="gvisor",
+        # gVisor's own checkpoint (the sentry, no CRIU): the sandbox stops (faasd.runtime.gvisor_checkpoint)
+        dest = Path(dest)
+        image, upper, bundle, gv_timings = await gvisor_checkpoint.checkpoint_gvisor(
+            src, dest, leave_running=leave_running, copy_upper=copy_upper
         )
+        return _finish(dest, src, image, upper, bundle, gv_timings, leave_running=False)
     if src.upper is None:
         raise InvalidInputError(
             f"sandbox {src.id} has no overlay upper (flat-copy rootfs): it cannot be "
@@ -140,14 +147,15 @@ async def checkpoint(
             f"sandbox {src.id} is {state}; only a running or paused sandbox can be snapshotted"
         )
     paused_by_us = False
+    ensure_kdat_dir()  # before the freeze: CRIU's kernel probes cached instead of re-run
     t0 = time.perf_counter()
     try:
         dest.mkdir(parents=True)
         criu_dir.mkdir()
         work_fd = make_work_dir(work)
         if state == "running":
-            await src.runtime.pause(src.id)
-            paused_by_us = True
+            paused_by_us = True  # a failed freeze is thawed too
+            await freeze(src.runtime, src.id)
         t1 = time.perf_counter()
         timings["freeze"] = (t1 - t0) * 1000
         try:
@@ -178,7 +186,7 @@ async def checkpoint(
         shutil.rmtree(dest, ignore_errors=True)
         if paused_by_us and leave_running:
             with contextlib.suppress(RuntimeFailure):
-                await src.runtime.resume(src.id)
+                await thaw(src.runtime, src.id)
         remove_work_dir(work, work_fd)
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise StorageFullError(
@@ -189,21 +197,35 @@ async def checkpoint(
         raise
     remove_work_dir(work, work_fd)
     if paused_by_us and leave_running:
-        await src.runtime.resume(src.id)
+        await thaw(src.runtime, src.id)
     timings["thaw"] = (time.perf_counter() - t3) * 1000
     timings["total"] = (time.perf_counter() - t0) * 1000
+    return _finish(dest, src, criu_dir, upper_dir, bundle_dir, timings, leave_running=leave_running)
+
+
+def _finish(
+    dest: Path,
+    src: CheckpointSource,
+    image: Path,
+    upper: Path,
+    bundle: Path,
+    timings: dict[str, float],
+    *,
+    leave_running: bool,
+) -> Checkpoint:
     info = {
         "sandbox": src.id,
         "lowers": [str(p) for p in src.lowers],
         "timings_ms": timings,
         "leave_running": leave_running,
+        "isolation": gvisor_checkpoint.isolation_of_runtime(src.runtime.name),
     }
     (dest / "checkpoint.json").write_text(json.dumps(info))
     return Checkpoint(
         root=dest,
-        criu=criu_dir,
-        upper=upper_dir,
-        bundle=bundle_dir,
+        criu=image,
+        upper=upper,
+        bundle=bundle,
         sandbox_id=src.id,
         lowers=list(src.lowers),
         timings_ms=timings,
@@ -298,6 +320,7 @@ async def restore(
     timeout_s: float = 60.0,
     seed: str | None = None,
     share_memory: bool = True,
+    isolation: str | None = None,
 ) -> Restored:
     """Start sandbox ``new_id`` of ``manager`` running from a snapshot (``runc restore --detach``).
 
@@ -310,6 +333,10 @@ async def restore(
     manager like a created one.
     ``share_memory`` (default on): the restored processes are opted into KSM (:mod:`faasd.runtime.ksm`),
     so while the host runs ``ksmd`` the copies of one snapshot share every page none of them changed.
+    ``isolation`` (``runc``/``gvisor``, default: the snapshot's): a snapshot is restored under the backend
+    that captured it (CRIU images under runc, gVisor images under runsc:
+    :mod:`faasd.runtime.gvisor_checkpoint`); asking for the other
+    one is an :class:`~faasd.errors.IsolationUnsupportedError`.
     If any step fails, everything is undone.
     """
     if not SANDBOX_ID_RE.match(new_id):
@@ -317,8 +344,14 @@ async def restore(
     for p in (snapshot.criu, snapshot.config_json, *snapshot.lowers):
         if not p.exists():
             raise InvalidInputError(f"snapshot part {p} does not exist")
-    opts = dict(CRIU_OPTS if criu_opts is None else criu_opts)
     dumped: dict[str, Any] = json.loads(snapshot.config_json.read_text())
+    kind = gvisor_checkpoint.isolation_of_config(dumped)
+    gvisor_checkpoint.check_restore_isolation(kind, isolation, f"snapshot of sandbox {_dumped_id(dumped)}")
+    if kind == gvisor_checkpoint.GVISOR:
+        gvisor_checkpoint.check_image(snapshot.criu)
+        opts: dict[str, bool] = {}  # runsc restore has none of CRIU's options
+    else:
+        opts = dict(CRIU_OPTS if criu_opts is None else criu_opts)
     spec = SandboxSpec(
         id=new_id,
         lowers=list(snapshot.lowers),
@@ -327,8 +360,10 @@ async def restore(
         network=network or NetworkSpec(),
         annotations={"faasd.restored": "true"},
         userns=UserNamespace.from_config(dumped) is not None,  # a new range if the snapshot ran in one
+        runtime=gvisor_checkpoint.runtime_of_isolation(kind),
     )
     timings: dict[str, float] = {}
+    ensure_kdat_dir()
     t0 = time.perf_counter()
 
     def config_for(sb: Sandbox) -> dict[str, Any]:
@@ -363,8 +398,9 @@ async def restore(
             shutil.rmtree(state_dir, ignore_errors=True)
         if isinstance(exc, RuntimeFailure):
             log = _read(work / "restore.log")
+            engine = "gVisor (runsc)" if kind == gvisor_checkpoint.GVISOR else "CRIU"
             raise RuntimeFailure(
-                f"CRIU restore of sandbox {new_id} failed: {exc.message}\n{_tail(log)}", sandbox=new_id
+                f"{engine} restore of sandbox {new_id} failed: {exc.message}\n{_tail(log)}", sandbox=new_id
             ) from exc
         raise
     finally:
@@ -402,6 +438,10 @@ def _publish_agent_socket(io_dir: Path) -> None:
             if stat.S_ISSOCK(p.lstat().st_mode):
                 os.rename(p, final)
                 return
+
+
+def _dumped_id(config: dict[str, Any]) -> str:
+    return str((config.get("annotations") or {}).get("faasd.sandbox.id", "?"))
 
 
 def _old_bundle(config: dict[str, Any]) -> str | None:

@@ -1,4 +1,5 @@
-"""Where the client connects and with which key: arguments, then ``FAAS_URL``/``FAAS_API_KEY``, defaults."""
+"""Where the client connects, with which key and in which namespace: arguments, then ``FAAS_URL`` /
+``FAAS_API_KEY`` / ``FAAS_NAMESPACE``, defaults."""
 
 from __future__ import annotations
 
@@ -39,3 +40,8 @@ def resolve_api_key(api_key: str | None = None, *, key_file: Path | None = None)
     except OSError:
         return None
     return key or None
+
+
+def resolve_namespace(namespace: str | None = None) -> str | None:
+    """The explicit namespace, else ``FAAS_NAMESPACE``, else None (the key's namespace, or the default)."""
+    return namespace or os.environ.get("FAAS_NAMESPACE") or None

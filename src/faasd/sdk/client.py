@@ -16,11 +16,11 @@ from typing import Any, Self, TypeVar, Unpack
 
 import httpx
 
-from faasd import __version__
+from faasd._version import __version__
 from faasd.sdk import _api
 from faasd.sdk import models as sm
 from faasd.sdk._api import Body, Call, DeployOptions, ExecuteOptions, StreamCall
-from faasd.sdk._config import resolve_api_key, resolve_base_url
+from faasd.sdk._config import resolve_api_key, resolve_base_url, resolve_namespace
 from faasd.sdk.errors import Conflict, ExecutionWaitTimeout, error_from_response, request_error
 from faasd.sdk.models import (
     ApiKey,
@@ -54,8 +54,11 @@ class _Base:
         timeout: float | httpx.Timeout | None,
         headers: Mapping[str, str] | None,
         key_file: Path | None,
+        namespace: str | None = None,
     ) -> None:
         self.base_url = resolve_base_url(base_url)
+        self.namespace = resolve_namespace(namespace)
+        """Sent as ``?namespace=`` with every request (None: the key's namespace, else the default)."""
         self.api_key = resolve_api_key(api_key, key_file=key_file)
         self.timeout = DEFAULT_TIMEOUT if timeout is None else httpx.Timeout(timeout)
         self.headers: dict[str, str] = {"user-agent": f"faasd-sdk/{__version__}", **(headers or {})}
@@ -67,10 +70,13 @@ class _Base:
         http: httpx.Client | httpx.AsyncClient,
         call: Call[Any] | StreamCall[Any],
     ) -> httpx.Request:
+        params = call.params
+        if self.namespace and not (params and "namespace" in params):
+            params = {**(params or {}), "namespace": self.namespace}
         return http.build_request(
             call.method,
             call.path,
-            params=call.params,
+            params=params,
             headers=call.headers,
             content=call.content,
             json=call.json,
@@ -157,10 +163,14 @@ class Client(_Base):
         headers: Mapping[str, str] | None = None,
         transport: httpx.BaseTransport | None = None,
         key_file: Path | None = None,
+        namespace: str | None = None,
     ) -> None:
-        super().__init__(base_url, api_key, timeout, headers, key_file)
+        super().__init__(base_url, api_key, timeout, headers, key_file, namespace)
         self._http = httpx.Client(
-            base_url=self.base_url, headers=self.headers, timeout=self.timeout, transport=transport,
+            base_url=self.base_url,
+            headers=self.headers,
+            timeout=self.timeout,
+            transport=transport,
             limits=DEFAULT_LIMITS,
         )
 
@@ -396,8 +406,41 @@ class Client(_Base):
         *,
         rate_limit_rps: float | None = None,
         burst: int | None = None,
+        namespace: str | None = None,
     ) -> CreatedApiKey:
-        return self._call(_api.create_api_key(name, scopes or ["invoke"], rate_limit_rps, burst))
+        """A new key; ``namespace``: it acts in that namespace only (None: every namespace)."""
+        call = _api.create_api_key(name, scopes or ["invoke"], rate_limit_rps, burst, namespace)
+        return self._call(call)
+
+    # -- namespaces (tenants; changes need an admin key)
+    def list_namespaces(self) -> list[sm.Namespace]:
+        return self._call(_api.list_namespaces())
+
+    def get_namespace(self, name: str) -> sm.Namespace:
+        """A namespace with its quotas and current use."""
+        return self._call(_api.get_namespace(name))
+
+    def create_namespace(
+        self,
+        name: str,
+        *,
+        max_sandboxes: int | None = None,
+        max_memory_mb: int | None = None,
+        max_disk_mb: int | None = None,
+        max_snapshots: int | None = None,
+        labels: dict[str, str] | None = None,
+    ) -> sm.Namespace:
+        """A new namespace; a quota left None is unlimited."""
+        quotas = _api.quotas(max_sandboxes, max_memory_mb, max_disk_mb, max_snapshots)
+        return self._call(_api.create_namespace(name, quotas, labels))
+
+    def set_namespace_quotas(self, name: str, **quotas: int | None) -> sm.Namespace:
+        """Change the given quotas (None: unlimited); the others stay."""
+        return self._call(_api.set_namespace_quotas(name, quotas))
+
+    def delete_namespace(self, name: str) -> None:
+        """Delete an empty namespace (:class:`Conflict` naming what it still holds otherwise)."""
+        self._call(_api.delete_namespace(name))
 
     def delete_api_key(self, key_id: str) -> None:
         self._call(_api.delete_api_key(key_id))
@@ -411,7 +454,6 @@ class Client(_Base):
 
     def metrics(self) -> str:
         return self._call(_api.metrics())
-
 
     # -- snapshots, restored sandboxes, branches, merges
     def snapshot(
@@ -508,10 +550,20 @@ class Client(_Base):
         pids: int | None = None,
     ) -> sm.Instance:
         """Start a persistent instance from an image (default faasd/python:latest) or a snapshot."""
-        return self._call(_api.start_instance(
-            image=image, snapshot_id=snapshot_id, name=name, cpu_cores=cpu_cores, memory_mb=memory_mb,
-            disk_gb=disk_gb, ttl_s=ttl_s, env=dict(env or {}), isolation=isolation, pids=pids,
-        ))
+        return self._call(
+            _api.start_instance(
+                image=image,
+                snapshot_id=snapshot_id,
+                name=name,
+                cpu_cores=cpu_cores,
+                memory_mb=memory_mb,
+                disk_gb=disk_gb,
+                ttl_s=ttl_s,
+                env=dict(env or {}),
+                isolation=isolation,
+                pids=pids,
+            )
+        )
 
     def list_instances(self) -> list[sm.Instance]:
         return self._call(_api.list_instances())
@@ -553,9 +605,7 @@ class Client(_Base):
     ) -> sm.UploadResult:
         return self._call(_api.upload_instance_files(instance_id, target_path, files))
 
-    def upload_tar_to_instance(
-        self, instance_id: str, target_path: str, archive: bytes
-    ) -> sm.UploadResult:
+    def upload_tar_to_instance(self, instance_id: str, target_path: str, archive: bytes) -> sm.UploadResult:
         return self._call(_api.upload_instance_tar(instance_id, target_path, archive))
 
     def download_from_instance(self, instance_id: str, path: str) -> bytes:
@@ -586,10 +636,14 @@ class AsyncClient(_Base):
         headers: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         key_file: Path | None = None,
+        namespace: str | None = None,
     ) -> None:
-        super().__init__(base_url, api_key, timeout, headers, key_file)
+        super().__init__(base_url, api_key, timeout, headers, key_file, namespace)
         self._http = httpx.AsyncClient(
-            base_url=self.base_url, headers=self.headers, timeout=self.timeout, transport=transport,
+            base_url=self.base_url,
+            headers=self.headers,
+            timeout=self.timeout,
+            transport=transport,
             limits=DEFAULT_LIMITS,
         )
 
@@ -820,8 +874,35 @@ class AsyncClient(_Base):
         *,
         rate_limit_rps: float | None = None,
         burst: int | None = None,
+        namespace: str | None = None,
     ) -> CreatedApiKey:
-        return await self._call(_api.create_api_key(name, scopes or ["invoke"], rate_limit_rps, burst))
+        call = _api.create_api_key(name, scopes or ["invoke"], rate_limit_rps, burst, namespace)
+        return await self._call(call)
+
+    async def list_namespaces(self) -> list[sm.Namespace]:
+        return await self._call(_api.list_namespaces())
+
+    async def get_namespace(self, name: str) -> sm.Namespace:
+        return await self._call(_api.get_namespace(name))
+
+    async def create_namespace(
+        self,
+        name: str,
+        *,
+        max_sandboxes: int | None = None,
+        max_memory_mb: int | None = None,
+        max_disk_mb: int | None = None,
+        max_snapshots: int | None = None,
+        labels: dict[str, str] | None = None,
+    ) -> sm.Namespace:
+        quotas = _api.quotas(max_sandboxes, max_memory_mb, max_disk_mb, max_snapshots)
+        return await self._call(_api.create_namespace(name, quotas, labels))
+
+    async def set_namespace_quotas(self, name: str, **quotas: int | None) -> sm.Namespace:
+        return await self._call(_api.set_namespace_quotas(name, quotas))
+
+    async def delete_namespace(self, name: str) -> None:
+        await self._call(_api.delete_namespace(name))
 
     async def delete_api_key(self, key_id: str) -> None:
         await self._call(_api.delete_api_key(key_id))
@@ -931,10 +1012,20 @@ class AsyncClient(_Base):
         pids: int | None = None,
     ) -> sm.Instance:
         """Start a persistent instance from an image (default faasd/python:latest) or a snapshot."""
-        return await self._call(_api.start_instance(
-            image=image, snapshot_id=snapshot_id, name=name, cpu_cores=cpu_cores, memory_mb=memory_mb,
-            disk_gb=disk_gb, ttl_s=ttl_s, env=dict(env or {}), isolation=isolation, pids=pids,
-        ))
+        return await self._call(
+            _api.start_instance(
+                image=image,
+                snapshot_id=snapshot_id,
+                name=name,
+                cpu_cores=cpu_cores,
+                memory_mb=memory_mb,
+                disk_gb=disk_gb,
+                ttl_s=ttl_s,
+                env=dict(env or {}),
+                isolation=isolation,
+                pids=pids,
+            )
+        )
 
     async def list_instances(self) -> list[sm.Instance]:
         return await self._call(_api.list_instances())

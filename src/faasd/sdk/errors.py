@@ -141,6 +141,13 @@ class CapacityExhausted(RateLimited):
     code, status = "capacity_exhausted", 429
 
 
+class QuotaExceeded(RateLimited):
+    """A namespace quota (sandboxes, memory, snapshots) would be exceeded; nothing was created.
+    ``details``: ``namespace``, ``quota``, ``limit``, ``used``, ``requested``."""
+
+    code, status = "quota_exceeded", 429
+
+
 class ServerError(FaasdAPIError):
     code, status = "internal_error", 500
 
@@ -153,6 +160,12 @@ class Unavailable(ServerError):
 
 class StorageFull(ServerError):
     code, status = "storage_full", 507
+
+
+class StorageQuotaExceeded(StorageFull):
+    """A namespace's disk quota (instance disks + snapshot bytes) would be exceeded; nothing was kept."""
+
+    code, status = "storage_quota_exceeded", 507
 
 
 class RuntimeFailure(ServerError):
@@ -248,8 +261,10 @@ _BY_CODE: dict[str, type[FaasdAPIError]] = {
         IsolationUnsupported,
         RateLimited,
         CapacityExhausted,
+        QuotaExceeded,
         FunctionTimeout,
         StorageFull,
+        StorageQuotaExceeded,
         Unavailable,
         RuntimeFailure,
         FunctionError,

@@ -25,7 +25,9 @@ TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "timeout"}
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    # defer_build: a model's validator is built when first used, not when this module is imported (most
+    # programs, and every `faas` command, use a few of these ~35 models).
+    model_config = ConfigDict(extra="allow", populate_by_name=True, defer_build=True)
 
     def to_json(self) -> dict[str, Any]:
         """The request/response body as JSON-ready data, without unset optional fields."""
@@ -58,6 +60,8 @@ class FunctionSpec(_Model):
 
     name: str
     image: str
+    namespace: str | None = None
+    """The namespace the function lives in (default: the key's, else the client's, else ``openfaas-fn``)."""
     runtime: str | None = None
     handler: str | None = None
     command: list[str] | None = None
@@ -99,6 +103,7 @@ class Function(FunctionSpec):
 
 class ScaleResult(_Model):
     name: str
+    namespace: str | None = None
     min: int | None = None
     max: int | None = None
     replicas: int | None = None
@@ -107,6 +112,7 @@ class ScaleResult(_Model):
 class Execution(_Model):
     id: str
     function: str | None = None
+    namespace: str | None = None
     kind: str | None = None
     status: str
     http_status: int | None = None
@@ -212,6 +218,7 @@ class ExecuteResult(_Model):
 
 class Secret(_Model):
     name: str
+    namespace: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
 
@@ -222,8 +229,37 @@ class ApiKey(_Model):
     scopes: list[str] = Field(default_factory=list)
     rate_limit_rps: float | None = None
     burst: int | None = None
+    namespace: str | None = None
+    """The one namespace the key acts in (None: every namespace)."""
     created_at: datetime | None = None
     last_used_at: datetime | None = None
+
+
+class NamespaceQuotas(_Model):
+    """A namespace's bounds (None: unlimited); see docs/API.md "Namespaces" for what each counts."""
+
+    max_sandboxes: int | None = None
+    max_memory_mb: int | None = None
+    max_disk_mb: int | None = None
+    max_snapshots: int | None = None
+
+
+class NamespaceUsage(_Model):
+    sandboxes: int = 0
+    memory_mb: int = 0
+    disk_mb: int = 0
+    snapshots: int = 0
+
+
+class Namespace(_Model):
+    """A tenant: it owns functions, secrets, snapshots, instances, executions and jobs."""
+
+    name: str
+    quotas: NamespaceQuotas = Field(default_factory=NamespaceQuotas)
+    usage: NamespaceUsage = Field(default_factory=NamespaceUsage)
+    labels: dict[str, str] = Field(default_factory=dict)
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
 
 
 class CreatedApiKey(ApiKey):
@@ -263,6 +299,7 @@ class Info(_Model):
 # -- snapshots, restored sandboxes, merges ------------------------------------------------------------
 class Snapshot(_Model):
     id: str
+    namespace: str | None = None
     created_at: str | None = None
     parent: str | None = None
     function: str | None = None
@@ -279,6 +316,7 @@ class Snapshot(_Model):
 
 class RestoredSandbox(_Model):
     id: str
+    namespace: str | None = None
     snapshot_id: str
     function: str | None = None
     alive: bool = True
@@ -339,6 +377,7 @@ class InstancePort(_Model):
 
 class Instance(_Model):
     id: str
+    namespace: str | None = None
     name: str | None = None
     image: str | None = None
     source_snapshot: str | None = None
@@ -379,6 +418,7 @@ class UploadResult(_Model):
 
 class Job(_Model):
     job_id: str
+    namespace: str | None = None
     type: int
     type_name: str
     status: str

@@ -28,7 +28,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from faasd.errors import InvalidInputError, NotFoundError
 from faasd.runtime import Limits, SandboxManager
@@ -69,6 +69,19 @@ def _exists(store: SnapshotStore, snapshot_id: str) -> bool:
 
 def _set_head(store: SnapshotStore, sandbox_id: str, snapshot_id: str) -> None:
     _HEADS.setdefault((str(store.root), sandbox_id), []).append(snapshot_id)
+
+
+def snapshot_isolation(snap: Snapshot) -> Literal["runc", "gvisor"]:
+    """``gvisor`` for a snapshot captured by gVisor's checkpoint, else ``runc`` (CRIU, or no process
+    image; snapshots from before the field existed are CRIU's)."""
+    return "gvisor" if snap.meta.extra.get("isolation") == "gvisor" else "runc"
+
+
+def continue_from(store: SnapshotStore, sandbox_id: str, snapshot_id: str) -> None:
+    """Make ``snapshot_id`` the head of ``sandbox_id``: a sandbox restored from it that takes the place
+    of the captured one (a gVisor snapshot stops its source, which is then restored right away), so
+    that its next snapshot or stop is a child of ``snapshot_id``."""
+    _set_head(store, sandbox_id, snapshot_id)
 
 
 def forget_sandbox(store: SnapshotStore, sandbox_id: str) -> None:
@@ -153,7 +166,7 @@ async def snapshot_sandbox(
             meta.limits = asdict(sandbox.spec.limits)
         if meta.function is None:
             meta.function = dict(sandbox.spec.annotations or {}).get("faasd.function")
-        meta.extra = {**meta.extra, "checkpoint_ms": cp.timings_ms}
+        meta.extra = {**meta.extra, "checkpoint_ms": cp.timings_ms, "isolation": cp.isolation}
         if upper != cp.upper:
             meta.extra["rebase_ms"] = round((time.perf_counter() - t0) * 1000, 3)
         snap = await asyncio.to_thread(

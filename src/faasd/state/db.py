@@ -73,7 +73,7 @@ class Database:
         once per handle."""
         if self._migrated:
             return
-        from faasd.state.migrate import head_revision, upgrade
+        from faasd.state.migrate import newest_revision, upgrade
 
         where = make_url(self.url).render_as_string(hide_password=True)
         try:
@@ -83,12 +83,12 @@ class Database:
                 f"cannot open the database at {where}: {exc.orig}; check FAASD_DATABASE_URL and that the "
                 "server is reachable"
             ) from exc
-        if before != (head_revision(),):
+        if before is not None:
             log.info(
                 "database %s: schema upgraded from %s to revision %s",
                 where,
                 before or "none",
-                head_revision(),
+                newest_revision(),
             )
         self._migrated = True
 

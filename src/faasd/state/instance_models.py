@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import JSON, Float, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from faasd.state.models import Base, utcnow
+from faasd.state.models import DEFAULT_NAMESPACE, Base, utcnow
 
 
 class Instance(Base):
@@ -21,6 +21,7 @@ class Instance(Base):
     __tablename__ = "instances"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    namespace: Mapped[str] = mapped_column(String(63), default=DEFAULT_NAMESPACE)
     name: Mapped[str | None] = mapped_column(String(128), default=None)
     image: Mapped[str | None] = mapped_column(String(512), default=None)
     source_snapshot: Mapped[str | None] = mapped_column(String(64), default=None)
@@ -54,6 +55,7 @@ class Job(Base):
     __tablename__ = "jobs"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    namespace: Mapped[str] = mapped_column(String(63), default=DEFAULT_NAMESPACE)
     type: Mapped[int] = mapped_column(Integer)
     type_name: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16), default="running")

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from faasd import __version__
+from faasd._version import __version__
 from faasd.errors import StateVersionError
 
 VERSION_FILE = "VERSION"

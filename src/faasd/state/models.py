@@ -40,10 +40,41 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[str]: JSON}
 
 
+DEFAULT_NAMESPACE = "openfaas-fn"
+"""The namespace of everything created without one (and of every row written before namespaces existed):
+OpenFaaS's default function namespace, so ``faas-cli`` and ``/function/<name>.openfaas-fn`` keep working."""
+
+KEY_LENGTH = 63
+"""Length of columns holding a function id: ``name`` in the default namespace, ``name.namespace``
+elsewhere (so outside the default namespace, name + namespace fit in 62 characters)."""
+SECRET_KEY_LENGTH = 253
+"""Length of a secret's id: ``name``, or ``namespace/name`` outside the default namespace."""
+
+
+class Namespace(Base):
+    """A tenant: it owns functions, secrets, snapshots, instances, executions and jobs; quotas bound it.
+
+    A quota of None is unlimited."""
+
+    __tablename__ = "namespaces"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    max_sandboxes: Mapped[int | None] = mapped_column(Integer, default=None)
+    max_memory_mb: Mapped[int | None] = mapped_column(Integer, default=None)
+    max_disk_mb: Mapped[int | None] = mapped_column(Integer, default=None)
+    max_snapshots: Mapped[int | None] = mapped_column(Integer, default=None)
+    labels: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
 class Function(Base):
     __tablename__ = "functions"
 
-    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    name: Mapped[str] = mapped_column(String(KEY_LENGTH), primary_key=True)
+    """The function's id: its name in the default namespace, ``<name>.<namespace>`` in any other
+    (function names have no dots, so the id is unambiguous; it is also OpenFaaS's address)."""
+    namespace: Mapped[str] = mapped_column(String(63), default=DEFAULT_NAMESPACE)
     image: Mapped[str] = mapped_column(String(512))
     runtime: Mapped[str] = mapped_column(String(16), default="python")
     handler: Mapped[str | None] = mapped_column(String(256), default=None)
@@ -77,7 +108,8 @@ class Execution(Base):
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    function: Mapped[str] = mapped_column(String(63))
+    function: Mapped[str] = mapped_column(String(KEY_LENGTH))
+    """The function's id (``name`` or ``name.namespace``): the execution's namespace is the function's."""
     kind: Mapped[str] = mapped_column(String(8), default="sync")  # sync | async | stream
     status: Mapped[str] = mapped_column(String(16), default="queued")
     request_body: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
@@ -110,7 +142,10 @@ class Execution(Base):
 class Secret(Base):
     __tablename__ = "secrets"
 
-    name: Mapped[str] = mapped_column(String(253), primary_key=True)
+    name: Mapped[str] = mapped_column(String(SECRET_KEY_LENGTH), primary_key=True)
+    """The secret's id: its name in the default namespace, ``<namespace>/<name>`` in any other (secret
+    names may hold dots, never a slash)."""
+    namespace: Mapped[str] = mapped_column(String(63), default=DEFAULT_NAMESPACE)
     value: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -125,6 +160,8 @@ class ApiKey(Base):
     scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
     rate_limit_rps: Mapped[float | None] = mapped_column(Float, default=None)
     burst: Mapped[int | None] = mapped_column(Integer, default=None)
+    namespace: Mapped[str | None] = mapped_column(String(63), default=None)
+    """The one namespace the key may act in; None: every namespace (keys made before namespaces)."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(default=None)
 
@@ -134,7 +171,7 @@ class LogLine(Base):
     __table_args__ = (Index("ix_log_lines_function_id", "function", "id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    function: Mapped[str] = mapped_column(String(63))
+    function: Mapped[str] = mapped_column(String(KEY_LENGTH))
     execution_id: Mapped[str | None] = mapped_column(
         String(40), ForeignKey("executions.id", ondelete="SET NULL"), default=None
     )
@@ -152,6 +189,6 @@ class FunctionAddress(Base):
 
     __tablename__ = "function_addresses"
 
-    function: Mapped[str] = mapped_column(String(63), primary_key=True)
+    function: Mapped[str] = mapped_column(String(KEY_LENGTH), primary_key=True)
     address: Mapped[str] = mapped_column(String(15), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

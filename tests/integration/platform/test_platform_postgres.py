@@ -167,7 +167,12 @@ def test_pre_alembic_database_is_adopted_on_postgres(pg_url: str) -> None:
     old = Database(pg_url)
     Base.metadata.create_all(old.engine)
     try:
+        with old.session() as s:
+            s.add(Function(name="old-pg", image="img", invocation_count=3))
         with old.engine.begin() as conn:
+            for table in ("functions", "secrets", "api_keys", "instances"):  # from before namespaces
+                conn.execute(text(f"ALTER TABLE {table} DROP COLUMN namespace"))
+            conn.execute(text("DROP TABLE namespaces"))
             conn.execute(text("ALTER TABLE instances DROP COLUMN isolation"))
             conn.execute(text("DROP TABLE jobs"))
             conn.execute(
@@ -177,8 +182,6 @@ def test_pre_alembic_database_is_adopted_on_postgres(pg_url: str) -> None:
                     "false, 1.0, 512, 1.0, 64, '{}', '[]', now(), now(), now())"
                 )
             )
-        with old.session() as s:
-            s.add(Function(name="old-pg", image="img", invocation_count=3))
         old.dispose()
         db = Database(pg_url)
         db.create_all()
@@ -189,6 +192,7 @@ def test_pre_alembic_database_is_adopted_on_postgres(pg_url: str) -> None:
             assert inst is not None and inst.isolation == "runc" and inst.pids == 64
             fn = s.get(Function, "old-pg")
             assert fn is not None and fn.invocation_count == 3
+            assert fn.namespace == "openfaas-fn" and inst.namespace == "openfaas-fn"
         db.dispose()
     finally:
         _drop_everything(old)

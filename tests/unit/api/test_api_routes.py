@@ -164,7 +164,7 @@ async def _set(ev) -> None:  # type: ignore[no-untyped-def]
 def test_scale_route(client: TestClient, api_factory) -> None:  # type: ignore[no-untyped-def]
     client.post("/api/v1/functions", json=FN)
     r = client.post("/api/v1/functions/hello/scale", json={"replicas": 2})
-    assert r.json() == {"name": "hello", "min": 2, "max": 2, "replicas": 2}
+    assert r.json() == {"name": "hello", "namespace": "openfaas-fn", "min": 2, "max": 2, "replicas": 2}
     r = client.post("/api/v1/functions/hello/scale", json={"replicas": 0})
     assert r.json()["replicas"] == 0 and api_factory.live == 0
     assert_error(client.post("/api/v1/functions/hello/scale", json={}), 400, "invalid_input")

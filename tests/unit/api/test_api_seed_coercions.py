@@ -7,10 +7,12 @@ import base64
 import pytest
 from pydantic import ValidationError
 
+from faasd.api.routes_seed import ForkManyRequest, ForkRequest
 from faasd.errors import InvalidInputError
+from faasd.platform.env import env_pairs
 from faasd.platform.exec_stats import ExecMetrics, ResultCache, cache_key_for, percentile
 from faasd.platform.jobs import ExecuteFunctionArgs, UploadFilesArgs
-from faasd.platform.seed_models import SeedExecuteRequest, env_pairs, sandbox_runtime
+from faasd.platform.seed_models import SeedExecuteRequest, sandbox_runtime
 
 pytestmark = pytest.mark.unit
 
@@ -96,6 +98,14 @@ def test_job_payload_and_files_shapes() -> None:
     ):
         with pytest.raises(ValidationError):
             ExecuteFunctionArgs.model_validate({"command": "x", **bad})
+    # every seed request model checks env names with the one validator (faasd.platform.env)
+    with pytest.raises(ValidationError, match="1BAD"):
+        SeedExecuteRequest.model_validate({"command": "x", "env_vars": [["1BAD", "x"]]})
+    with pytest.raises(ValidationError, match="1BAD"):
+        ForkRequest.model_validate({"command": "x", "env_vars": ["1BAD=x"]})
+    with pytest.raises(ValidationError, match="1BAD"):
+        ForkManyRequest.model_validate({"branch_from": "rq_1", "commands": ["x"], "env_vars": {"1BAD": "x"}})
+    assert ForkRequest.model_validate({"command": "x", "env_vars": [["K", "v"]]}).env_vars == {"K": "v"}
     assert UploadFilesArgs.model_validate({"instance_id": "in-1", "files_data": "YQ=="}).tar_bytes() == b"a"
     for bad_files in ("", "!!", []):
         with pytest.raises(ValidationError):

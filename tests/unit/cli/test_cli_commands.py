@@ -151,12 +151,13 @@ def test_deploy_source_dir_uploads_when_the_daemon_supports_it(api: Api, tmp_pat
 
 
 def test_ls_table_and_json(api: Api) -> None:
-    api.on("GET", "/api/v1/functions", httpx.Response(200, json={"functions": [FN]}))
+    listed = {**FN, "namespace": "openfaas-fn"}
+    api.on("GET", "/api/v1/functions", httpx.Response(200, json={"functions": [listed]}))
     code, out, _ = run("ls")
     assert code == 0
     header, row = out.strip().splitlines()[:2]
-    assert header.split()[:4] == ["NAME", "IMAGE", "RUNTIME", "MODE"]
-    assert row.split()[:5] == ["hello", "faasd/python:latest", "python", "cached", "1"]
+    assert header.split()[:5] == ["NAME", "NAMESPACE", "IMAGE", "RUNTIME", "MODE"]
+    assert row.split()[:6] == ["hello", "openfaas-fn", "faasd/python:latest", "python", "cached", "1"]
     code, out, _ = run("ls", "--json")
     assert code == 0 and json.loads(out)[0]["name"] == "hello"
 

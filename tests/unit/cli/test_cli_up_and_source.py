@@ -9,7 +9,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from faasd.cli import _context, _up, functions
+from faasd.cli import _context, _source, _up
 from faasd.cli.main import app
 from faasd.config import Settings
 from faasd.sdk import Client
@@ -57,7 +57,7 @@ def test_deploy_dir_falls_back_to_the_local_store(monkeypatch: pytest.MonkeyPatc
             return httpx.Response(200, json={"version": "0.1.0", "execute": True})
         return httpx.Response(201, json={"name": "fn", "image": json.loads(request.content)["image"]})
 
-    monkeypatch.setattr(functions, "build_source_image", fake_build)
+    monkeypatch.setattr(_source, "build_source_image", fake_build)  # imported by deploy when used
     monkeypatch.setattr(
         _context,
         "client_factory",

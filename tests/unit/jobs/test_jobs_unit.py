@@ -137,6 +137,7 @@ class _FakeInstances:
             raise NotFoundError("instance 'missing' does not exist")
         return SimpleNamespace(
             id=instance_id,
+            namespace="openfaas-fn",
             name=None,
             image="img",
             source_snapshot=None,
@@ -165,19 +166,24 @@ async def test_job_service_records_success_and_failure(tmp_path: Any) -> None:
 
     db.create_all()
     fake = _FakeInstances()
-    svc = JobService(SimpleNamespace(db=db, instances=fake, execute=None))  # type: ignore[arg-type]
+    tenancy = SimpleNamespace(namespace_of=lambda ref: None if ref == "missing" else "openfaas-fn")
+    svc = JobService(SimpleNamespace(db=db, instances=fake, execute=None, tenancy=tenancy))  # type: ignore[arg-type]
     job = await svc.run(8, {"instance_id": "in-1"})
     assert job.status == "succeeded" and job.result is not None and job.result["status"] == "paused"
     assert fake.calls == [("pause", "in-1")]
     with pytest.raises(NotFoundError):
         await svc.run("pause_instance", {"instance_id": "missing"})
+    with pytest.raises(NotFoundError):  # another namespace's instance is answered as absent
+        await svc.run("pause_instance", {"instance_id": "in-1"}, namespace="team-b")
+    assert fake.calls == [("pause", "in-1")]
     jobs = svc.list()
     failed = [j for j in jobs if j.status == "failed"]
-    assert len(failed) == 1 and failed[0].error is not None and failed[0].error["error"] == "not_found"
+    assert len(failed) == 2 and all(j.error is not None and j.error["error"] == "not_found" for j in failed)
+    assert [j.id for j in svc.list(namespace="team-b")] == [j.id for j in failed if j.namespace == "team-b"]
     assert job_dict(svc.get(job.id))["type_name"] == "pause_instance"
     with pytest.raises(JobValidationError):
         await svc.run(8, {})
-    assert len(svc.list()) == 2  # invalid arguments are not recorded
+    assert len(svc.list()) == 3  # invalid arguments are not recorded
     with pytest.raises(Exception) as e:
         await svc.run(0, {"command": "true"})
     assert getattr(e.value, "code", None) == "unavailable"
@@ -185,9 +191,9 @@ async def test_job_service_records_success_and_failure(tmp_path: Any) -> None:
 
 
 def test_recorded_args_drop_upload_contents() -> None:
-    from faasd.platform.jobs import _recorded
+    from faasd.platform.job_args import recorded_args
 
     args = {"instance_id": "in-1", "files_data": [{"path": "a", "content": "eA=="}]}
-    assert _recorded(args)["files_data"] == [{"path": "a", "content": "<4 base64 chars>"}]
+    assert recorded_args(args)["files_data"] == [{"path": "a", "content": "<4 base64 chars>"}]
     assert args["files_data"][0]["content"] == "eA=="  # the caller's dict is untouched
-    assert _recorded({"instance_id": "x"}) == {"instance_id": "x"}
+    assert recorded_args({"instance_id": "x"}) == {"instance_id": "x"}

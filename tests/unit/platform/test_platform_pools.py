@@ -302,3 +302,12 @@ async def test_a_release_wakes_one_queued_request_and_no_wakeup_is_lost(fake_fac
     await pool.release(second)
     assert pool.stats().queued == 0 and pool.stats().inflight == 0
     await pool.close()
+
+
+def test_worker_config_limits_are_the_functions() -> None:
+    config = WorkerConfig(
+        function="f", image="img", runtime="python", handler=None, command=None, port=None, env={},
+        secrets={}, memory_mb=96, cpu_cores=0.5, pids=64, timeout_s=7.0, disk_mb=300,
+    )
+    lim = config.limits()
+    assert (lim.memory_mb, lim.cpu_cores, lim.pids, lim.disk_mb, lim.timeout_s) == (96, 0.5, 64, 300, 7.0)

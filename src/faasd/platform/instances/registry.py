@@ -40,6 +40,7 @@ class LiveInstance:
 def instance_dict(inst: Instance) -> dict[str, Any]:
     return {
         "id": inst.id,
+        "namespace": inst.namespace,
         "name": inst.name,
         "image": inst.image,
         "source_snapshot": inst.source_snapshot,

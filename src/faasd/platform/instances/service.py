@@ -14,7 +14,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -24,23 +24,26 @@ from faasd.errors import (
     ConflictError,
     FaasdError,
     InvalidInputError,
-    IsolationUnsupportedError,
     NotFoundError,
 )
 from faasd.platform.capacity import check_disk_limit
 from faasd.platform.exec_ephemeral import EnsureImage, ImageStoreLike
 from faasd.platform.instances import files, ports
 from faasd.platform.instances.chain import LABEL, STOP_KIND, bound_chain, drop_unused_stop_snapshots
+from faasd.platform.instances.gvisor_snapshots import snapshot_and_continue
 from faasd.platform.instances.registry import InstanceRegistry, LiveInstance
 from faasd.platform.instances.specs import ExecCommand, InstanceSpec, PortSpec, UploadedFile
 from faasd.platform.instances.ttl import pause_idle
+from faasd.platform.namespaces import DEFAULT_NAMESPACE, NAMESPACE_LABEL
 from faasd.runtime.agent_files import INIT_DIR_IN_CONTAINER, init_mount
+from faasd.runtime.gvisor_checkpoint import check_restore_isolation
 from faasd.runtime.models import Limits, NetworkSpec, SandboxSpec
 from faasd.runtime.sandbox import Sandbox, SandboxManager
 from faasd.snapshots.seeds import SEED_ENV, copy_seed
 from faasd.snapshots.service import (
     forget_sandbox,
     restore_snapshot,
+    snapshot_isolation,
     snapshot_lowers,
     snapshot_sandbox,
     snapshot_upper,
@@ -81,6 +84,9 @@ class InstanceService:
         self.ttl_interval_s = ttl_interval_s
         self.registry = InstanceRegistry(db)
         self._ttl_task: asyncio.Task[None] | None = None
+        self.admit: Callable[[Instance], contextlib.AbstractContextManager[None]] | None = None
+        """Held around every start of an instance's sandbox: raises when its namespace's quotas do not
+        allow one more (set by the platform: :meth:`faasd.platform.tenancy.Tenancy.instance_start`)."""
 
     @property
     def store(self) -> SnapshotStore:
@@ -92,8 +98,9 @@ class InstanceService:
     def get(self, instance_id: str) -> Instance:
         return self.registry.get(instance_id)
 
-    def list(self) -> builtins.list[Instance]:
-        return self.registry.list()
+    def list(self, namespace: str | None = None) -> builtins.list[Instance]:
+        """Every instance, or those of ``namespace``."""
+        return [i for i in self.registry.list() if namespace is None or i.namespace == namespace]
 
     def find(self, ref: str) -> str | None:
         """The instance id for an instance id or the id of an instance's current sandbox."""
@@ -107,18 +114,19 @@ class InstanceService:
         return self.registry.use(instance_id)
 
     # ---------------------------------------------------------------------------- lifecycle
-    async def create(self, req: InstanceSpec) -> Instance:
+    async def create(self, req: InstanceSpec, namespace: str = DEFAULT_NAMESPACE) -> Instance:
+        """A new instance of ``namespace`` (a ``snapshot_id`` must be one the caller may see: the API
+        checks that), started at once."""
         if req.enable_ssh:
             raise InvalidInputError("ssh is not supported; use exec (POST /api/v1/instances/{id}/exec)")
         isolation = req.isolation or self.settings.isolation
         if req.snapshot_id is not None:
             snap = self.store.get(req.snapshot_id)  # 404 early
-            if isolation == "gvisor" and "criu" in snap.trees:
-                raise IsolationUnsupportedError(
-                    f"snapshot {req.snapshot_id} holds a CRIU process image, which cannot be restored under "
-                    "gVisor; start the instance with isolation 'runc', or from a filesystem-only snapshot",
-                    isolation="gvisor",
-                )
+            if "criu" in snap.trees:
+                # a process image restores only under the backend that captured it
+                kind = snapshot_isolation(snap)
+                isolation = req.isolation or kind
+                check_restore_isolation(kind, isolation, f"snapshot {req.snapshot_id}")
         check_disk_limit(self.settings, _disk_mb(req.disk_gb), "the instance")
         if req.image is not None:
             if self.ensure_image is not None:
@@ -132,6 +140,7 @@ class InstanceService:
             s.add(
                 Instance(
                     id=inst_id,
+                    namespace=namespace,
                     name=req.name,
                     image=req.image,
                     source_snapshot=req.snapshot_id,
@@ -177,25 +186,29 @@ class InstanceService:
                 raise ConflictError(f"instance {instance_id} is already {inst.status}", instance=instance_id)
             sb_id = "fd-i" + secrets.token_hex(8)
             limits = self._limits(inst)
-            try:
-                sb = await self._boot(inst, sb_id, limits)
-            except FaasdError as exc:
-                self.registry.update(
-                    instance_id, status="error" if inst.status == "starting" else "stopped", error=exc.message
+            # a quota refusal leaves the instance as it was; the reservation lasts until it counts as running
+            with self.admit(inst) if self.admit is not None else contextlib.nullcontext():
+                try:
+                    sb = await self._boot(inst, sb_id, limits)
+                except FaasdError as exc:
+                    self.registry.update(
+                        instance_id,
+                        status="error" if inst.status == "starting" else "stopped",
+                        error=exc.message,
+                    )
+                    raise
+                live = LiveInstance(sb)
+                self.registry.live[instance_id] = live
+                exposed = await ports.reopen(self.registry, instance_id, live, list(inst.ports or []))
+                return self.registry.update(
+                    instance_id,
+                    status="running",
+                    auto_paused=False,
+                    sandbox_id=sb.id,
+                    error=None,
+                    ports=exposed,
+                    last_active_at=utcnow(),
                 )
-                raise
-            live = LiveInstance(sb)
-            self.registry.live[instance_id] = live
-            exposed = await ports.reopen(self.registry, instance_id, live, list(inst.ports or []))
-            return self.registry.update(
-                instance_id,
-                status="running",
-                auto_paused=False,
-                sandbox_id=sb.id,
-                error=None,
-                ports=exposed,
-                last_active_at=utcnow(),
-            )
 
     async def _boot(self, inst: Instance, sb_id: str, limits: Limits) -> Sandbox:
         base = inst.fs_snapshot
@@ -205,7 +218,8 @@ class InstanceService:
             snap = await asyncio.to_thread(self.store.get, base)
             if "criu" in snap.trees and base == inst.source_snapshot:
                 restored = await restore_snapshot(
-                    self.store, base, sb_id, manager=self.manager, limits=limits, notify_agent=False
+                    self.store, base, sb_id, manager=self.manager, limits=limits, notify_agent=False,
+                    isolation="gvisor" if gvisor else "runc",
                 )
                 return restored.sandbox
             lowers = await asyncio.to_thread(snapshot_lowers, self.store, base)
@@ -258,7 +272,7 @@ class InstanceService:
                         layers=[] if inst.fs_snapshot else [str(p) for p in sb.spec.lowers],
                         limits={},
                         parent=inst.fs_snapshot,
-                        labels={LABEL: inst.id, "kind": STOP_KIND},
+                        labels={LABEL: inst.id, "kind": STOP_KIND, NAMESPACE_LABEL: inst.namespace},
                     )
                     # a child of the instance's newest snapshot if it was snapshotted while running
                     snap = await asyncio.to_thread(
@@ -392,9 +406,16 @@ class InstanceService:
 
     # ------------------------------------------------------------------------------ snapshots
     async def snapshot(self, instance_id: str, labels: dict[str, str] | None = None) -> Snapshot:
-        """CRIU snapshot (processes + filesystem) of a running instance; it keeps running. The snapshot
-        becomes the instance's new base: its next snapshot (or stop) is a child of it."""
+        """Snapshot (processes + filesystem) of a running instance; it keeps running. The snapshot
+        becomes the instance's new base: its next snapshot (or stop) is a child of it. Under gVisor the
+        instance continues in a sandbox restored from the snapshot (:mod:`.gvisor_snapshots`)."""
         inst = self.get(instance_id)
+        meta = SnapshotMeta(
+            image_ref=inst.image, labels={LABEL: inst.id, **(labels or {}), NAMESPACE_LABEL: inst.namespace}
+        )
+        if inst.isolation == "gvisor":
+            return await snapshot_and_continue(
+                self.registry, self.store, self.manager, instance_id, meta, self._limits(inst)
+            )
         async with self.use(instance_id) as sb:
-            meta = SnapshotMeta(image_ref=inst.image, labels={LABEL: inst.id, **(labels or {})})
             return await snapshot_sandbox(self.store, sb, meta)

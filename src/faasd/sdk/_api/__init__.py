@@ -2,9 +2,9 @@
 
 ``Client`` and ``AsyncClient`` only send these ``Call``/``StreamCall`` descriptions with their own
 httpx client, so the two stay thin and cannot drift apart. One module per route family (``functions``,
-``invoke``, ``executions``, ``access``, ``system``, ``snapshots``, ``instances``, ``jobs``, ``images``) on
-top of ``calls`` (what a call is, the shared parsers); a new route family is a module here returning
-``Call``s, re-exported below, plus a one-line method on each client.
+``invoke``, ``executions``, ``access``, ``namespaces``, ``system``, ``snapshots``, ``instances``, ``jobs``,
+``images``) on top of ``calls`` (what a call is, the shared parsers); a new route family is a module
+here returning ``Call``s, re-exported below, plus a one-line method on each client.
 """
 
 from __future__ import annotations
@@ -71,6 +71,14 @@ from faasd.sdk._api.invoke import (
     invoke_stream,
 )
 from faasd.sdk._api.jobs import get_job, run_job
+from faasd.sdk._api.namespaces import (
+    create_namespace,
+    delete_namespace,
+    get_namespace,
+    list_namespaces,
+    quotas,
+    set_namespace_quotas,
+)
 from faasd.sdk._api.snapshots import (
     SNAPSHOT_TIMEOUT,
     branch_snapshot,
@@ -108,12 +116,14 @@ __all__ = [
     "check",
     "create_api_key",
     "create_function",
+    "create_namespace",
     "create_secret",
     "create_snapshot",
     "default_image",
     "delete_api_key",
     "delete_function",
     "delete_instance",
+    "delete_namespace",
     "delete_sandbox",
     "delete_secret",
     "delete_snapshot",
@@ -135,6 +145,7 @@ __all__ = [
     "get_instance",
     "get_job",
     "get_metrics",
+    "get_namespace",
     "get_sandbox",
     "get_snapshot",
     "health",
@@ -149,6 +160,7 @@ __all__ = [
     "list_executions",
     "list_functions",
     "list_instances",
+    "list_namespaces",
     "list_sandboxes",
     "list_secrets",
     "list_snapshots",
@@ -160,9 +172,11 @@ __all__ = [
     "prewarm",
     "pull_image",
     "push_image",
+    "quotas",
     "restore_snapshot",
     "run_job",
     "scale_function",
+    "set_namespace_quotas",
     "start_instance",
     "update_function",
     "update_secret",

@@ -35,12 +35,15 @@ def create_api_key(
     scopes: list[str],
     rate_limit_rps: float | None,
     burst: int | None,
+    namespace: str | None = None,
 ) -> Call[CreatedApiKey]:
     body: dict[str, Any] = {"name": name, "scopes": scopes}
     if rate_limit_rps is not None:
         body["rate_limit_rps"] = rate_limit_rps
     if burst is not None:
         body["burst"] = burst
+    if namespace is not None:  # the key acts in that namespace only
+        body["namespace"] = namespace
     return Call("POST", f"{API}/keys", _model(TypeAdapter(CreatedApiKey)), json=body)
 
 

@@ -50,9 +50,7 @@ def create_snapshot(
 
 def list_snapshots(function: str | None) -> Call[list[sm.Snapshot]]:
     params = {"function": function} if function is not None else None
-    return Call(
-        "GET", f"{API}/snapshots", _model(TypeAdapter(list[sm.Snapshot]), "snapshots"), params=params
-    )
+    return Call("GET", f"{API}/snapshots", _model(TypeAdapter(list[sm.Snapshot]), "snapshots"), params=params)
 
 
 def get_snapshot(snapshot_id: str) -> Call[sm.Snapshot]:
