@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     userns: bool = True
     """Run every runc sandbox in its own user namespace: root inside is an unprivileged host id range
     (``faasd.runtime.userns``). A sandbox spec can override it (``SandboxSpec.userns``)."""
+    keep_sandboxes_on_shutdown: bool = True
+    """A clean shutdown (SIGTERM, an upgrade) leaves instances and restored sandboxes running, and the
+    next daemon re-adopts them (``faasd.runtime.adopt``), as it does after a crash. False: they are
+    stopped at shutdown (instances keep their files as a stop snapshot). Warm pool workers are always
+    drained (stopped at shutdown, removed at start-up after a crash)."""
 
     @cached_property
     def db_url(self) -> str:

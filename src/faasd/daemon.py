@@ -2,9 +2,12 @@
 
 Start-up: settings → directories (layout versions checked, ``faasd.state.layout``) → database (schema
 upgraded to this faasd's revision, ``faasd.state.migrate``) → image store (+ base images) → sandbox
-manager → platform (reconciliation: re-queue interrupted async executions, remove orphaned sandboxes) →
-HTTP server. SIGTERM/SIGINT shut down gracefully: the async loop stops, pools close, no sandbox is left.
-State written by a newer faasd stops the start with exit status 2 and a message saying what to do.
+manager → platform (reconciliation: re-queue interrupted async executions, re-adopt the instances and
+restored sandboxes a previous daemon left running, remove the other orphaned sandboxes) → HTTP server.
+SIGTERM/SIGINT shut down gracefully: the async loop stops, pools close; instances and restored sandboxes
+keep running for the next daemon (``FAASD_KEEP_SANDBOXES_ON_SHUTDOWN=false``: they are stopped too,
+instances keep their files). State written by a newer faasd stops the start with exit status 2 and a
+message saying what to do.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from faasd.config import Settings
 from faasd.errors import FaasdError, InvalidInputError, NotFoundError
 from faasd.images.store import ImageStore
 from faasd.platform.addresses import DirectAddresses
+from faasd.platform.adoption import AdoptionReport, adopt_all, release_all
 from faasd.platform.capacity import check_disk_limit
 from faasd.platform.exec_ephemeral import ExecuteService, ImageStoreLike, SandboxRunner
 from faasd.platform.exec_pool import WarmExecPool
@@ -145,6 +146,8 @@ class Platform:
         self.runner.direct = self.addresses
         self.started = False
         self.started_at = time.time()
+        self.adoption = AdoptionReport()
+        """What start-up re-adopted from the previous daemon (:mod:`faasd.platform.adoption`)."""
 
     async def resolve_image(self, ref: str) -> Any:
         """The image a reference names, for one-off executions (execute, prewarm, workspaces).
@@ -182,6 +185,12 @@ class Platform:
     # -- lifecycle ----------------------------------------------------------------------------
     async def reconcile(self) -> ReconcileReport:
         report = self.executions.reconcile()
+        # before orphans are cleaned up: sandboxes a previous daemon left running are re-adopted (and the
+        # writable layers of instances that exited meanwhile are kept); the rest are drained below
+        try:
+            self.adoption = await adopt_all(self.instances, self.snapshots, skip_names=(WORKSPACE_PREFIX,))
+        except Exception:  # never keep the daemon from starting; what was not adopted is cleaned up below
+            log.exception("re-adopting the previous daemon's sandboxes failed")
         if self.instances is not None:
             self.instances.reconcile()
             await self._drop_execute_instances()
@@ -240,6 +249,9 @@ class Platform:
         await self.executions.stop(self.options.shutdown_grace_s)
         if self.seed is not None:
             await self.seed.close()
+        if self.settings.keep_sandboxes_on_shutdown:
+            # instances and restored sandboxes keep running; the next daemon re-adopts them
+            await release_all(self.instances, self.snapshots)
         if self.instances is not None:
             await self.instances.close()
         await self.runner.close()

@@ -38,6 +38,10 @@ AGENT_MODES = ("python", "node")
 """Worker modes whose agent reseeds PRNGs after a restore (a ``seed`` needs one of them)."""
 
 
+RESTORED_OWNER = "restored"
+"""Owner of the adoption records of restored/branched sandboxes (``faasd.platform.adoption``)."""
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
@@ -57,6 +61,31 @@ class RestoredSandbox:
     created_at: str = field(default_factory=_now)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     invocations: int = 0
+
+    def record_data(self, worker: dict[str, Any]) -> dict[str, Any]:
+        """What a daemon that re-adopts this sandbox needs to register it again (the ``data`` of its
+        adoption record, owner :data:`RESTORED_OWNER`); ``worker``: its ``worker_info``."""
+        return {
+            "snapshot_id": self.snapshot_id,
+            "function": self.function,
+            "seed": self.seed,
+            "copy_index": self.copy_index,
+            "created_at": self.created_at,
+            "restore_ms": self.restore_ms,
+            "worker": dict(worker),
+        }
+
+    @classmethod
+    def from_record(cls, sandbox_id: str, worker: RuntimeWorker, data: dict[str, Any]) -> RestoredSandbox:
+        """The entry of a re-adopted sandbox, from :meth:`record_data`."""
+        entry = cls(
+            sandbox_id, str(data.get("snapshot_id") or ""), data.get("function"), worker,
+            float(data.get("restore_ms") or 0.0), seed=data.get("seed"),
+            copy_index=int(data.get("copy_index") or 0),
+        )
+        if data.get("created_at"):
+            entry.created_at = str(data["created_at"])
+        return entry
 
     def to_dict(self) -> dict[str, Any]:
         return {

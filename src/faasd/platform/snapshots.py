@@ -45,6 +45,7 @@ from faasd.platform.snapshot_meta import (
     CHECKPOINT_KIND,
     FUNCTION_LABEL,
     KIND_LABEL,
+    RESTORED_OWNER,
     SNAPSHOT_ID_RE,
     VERSION_LABEL,
     RestoredSandbox,
@@ -59,6 +60,7 @@ from faasd.platform.snapshot_meta import (
 )
 from faasd.platform.snapshot_modes import FunctionSnapshotModes
 from faasd.platform.worker_protocol import PoolWorker, WorkerConfig, WorkerFactory
+from faasd.runtime.adopt import write_record
 from faasd.runtime.checkpoint import Restored
 from faasd.runtime.sandbox import SandboxManager
 from faasd.runtime.workers import Worker, WorkerSpec
@@ -351,6 +353,7 @@ class SnapshotService:
             function = worker_spec_info(self.store, snap).get("function")
             entry = RestoredSandbox(rw.id, snap.id, function, rw, ms, seed=seed)
             self.sandboxes[entry.id] = entry
+            self._keep(entry)
             return entry
 
     async def branch(
@@ -389,7 +392,18 @@ class SnapshotService:
                 entry = RestoredSandbox(rw.id, snap.id, function, rw, ms, seed=seed, copy_index=k)
                 self.sandboxes[entry.id] = entry
                 out.append(entry)
+            for entry in out:  # only a whole branch outlives a daemon crash
+                self._keep(entry)
             return out
+
+    def _keep(self, entry: RestoredSandbox) -> None:
+        """Mark a restored sandbox for re-adoption after a daemon restart (``faasd.platform.adoption``)."""
+        try:
+            write_record(
+                entry.worker.worker.sandbox, RESTORED_OWNER, entry.record_data(self._info.get(entry.id, {}))
+            )
+        except OSError as exc:
+            log.warning("restored sandbox %s: could not write its adoption record: %s", entry.id, exc)
 
     def sandbox(self, sandbox_id: str) -> RestoredSandbox:
         entry = self.sandboxes.get(sandbox_id)

@@ -186,23 +186,25 @@ class Tenancy:
     def usage(self, namespace: str) -> Usage:
         """What ``namespace`` uses now (see :mod:`faasd.platform.quotas` for what counts)."""
         sandboxes = memory = disk = 0
-        with self.db.session() as s:
-            fns = list(s.scalars(select(Function).where(Function.namespace == namespace)))
-            insts = list(
-                s.scalars(
-                    select(Instance).where(
-                        Instance.namespace == namespace, Instance.status.in_(LIVE_INSTANCE)
-                    )
+        # Core SELECTs, not a session: this runs on worker starts, where a session would flush the
+        # execution journal (see faasd.platform.executions.ExecutionJournal)
+        with self.db.engine.connect() as conn:
+            fns = conn.execute(
+                select(Function.name, Function.memory_mb).where(Function.namespace == namespace)
+            ).all()
+            insts = conn.execute(
+                select(Instance.memory_mb, Instance.disk_gb).where(
+                    Instance.namespace == namespace, Instance.status.in_(LIVE_INSTANCE)
                 )
-            )
-        for fn in fns:
-            n = self.runner.live_workers(fn.name)
+            ).all()
+        for fid, fn_memory in fns:
+            n = self.runner.live_workers(fid)
             sandboxes += n
-            memory += n * fn.memory_mb
-        for inst in insts:
+            memory += n * fn_memory
+        for inst_memory, disk_gb in insts:
             sandboxes += 1
-            memory += inst.memory_mb
-            disk += math.ceil(inst.disk_gb * 1024)
+            memory += inst_memory
+            disk += math.ceil(disk_gb * 1024)
         snaps = self.snapshots_of(namespace)
         disk += math.ceil(sum(s.sizes.stored_bytes for s in snaps) / MiB)
         if self.snapshots is not None:

@@ -172,6 +172,36 @@ class OverlayRootfs:
                 shutil.rmtree(p, ignore_errors=True)
             raise
 
+    @classmethod
+    def attach(cls, sandbox_dir: Path) -> OverlayRootfs:
+        """The rootfs another process (a daemon that died or restarted) mounted in ``sandbox_dir``, as
+        :meth:`mount` returned it there, from its ``rootfs.json``. Nothing is mounted or changed.
+
+        Raises :class:`RuntimeFailure` when the state file is missing or unreadable, or the merged view
+        (overlay mode) is no longer mounted."""
+        sandbox_dir = Path(sandbox_dir)
+        try:
+            state = json.loads((sandbox_dir / "rootfs.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise RuntimeFailure(
+                f"no rootfs state in {sandbox_dir} ({exc}); it cannot be re-attached"
+            ) from exc
+        merged, scratch = sandbox_dir / "rootfs", sandbox_dir / "scratch"
+        mode = state.get("mode")
+        backend = state.get("backend")
+        lowers = [Path(p) for p in state.get("lowers") or []]
+        size_mb = state.get("size_mb")
+        if mode == "copy":
+            return cls(sandbox_dir, merged, None, None, None, "copy", "none", size_mb, lowers)
+        if mode != "overlay" or backend not in ("tmpfs", "loop", "none"):
+            raise RuntimeFailure(f"unknown rootfs state in {sandbox_dir}: {state}")
+        if not mounts.is_mountpoint(merged):
+            raise RuntimeFailure(f"the overlay of {sandbox_dir} is not mounted any more")
+        return cls(
+            sandbox_dir, merged, scratch / "upper", scratch / "work", scratch, "overlay", backend, size_mb,
+            lowers,
+        )
+
     # ---------------------------------------------------------------- unmount
     def unmount(self) -> None:
         """Unmount the merged view and the scratch fs and remove them. Idempotent."""
@@ -349,6 +379,27 @@ def _mount_loop_cli(image: Path, target: Path, size_mb: int) -> None:
         raise RuntimeFailure(f"loop mount of the sandbox disk failed: {mnt.stderr.strip()}")
     # ext4 root dir has lost+found; keep the fs root clean for upper/work
     shutil.rmtree(target / "lost+found", ignore_errors=True)
+
+
+def scratch_image(image_dir: Path, sandbox_id: str) -> Path:
+    """Where the loop backend keeps the disk of ``sandbox_id`` (:meth:`OverlayRootfs.mount` with
+    ``image_dir``): it outlives ``run_dir`` (a tmpfs), e.g. across a host reboot."""
+    return Path(image_dir) / f"{sandbox_id}.scratch.img"
+
+
+def mount_scratch_readonly(image: Path, target: Path) -> Path | None:
+    """Mount a loop-backed scratch disk that no sandbox uses any more read-only at ``target`` (to recover
+    the writable layer of a sandbox whose run_dir state is gone). Returns its ``upper`` dir, or None if the
+    disk holds none. Unmount with :func:`faasd.rootfs.mounts.unmount_all_under`."""
+    target.mkdir(parents=True, exist_ok=True)
+    res = subprocess.run(
+        ["mount", "-o", "loop,ro,nosuid,nodev,noexec", str(image), str(target)],
+        capture_output=True, text=True, check=False,
+    )
+    if res.returncode != 0:
+        raise RuntimeFailure(f"mounting the sandbox disk {image} read-only failed: {res.stderr.strip()}")
+    upper = target / "upper"
+    return upper if upper.is_dir() else None
 
 
 def _is_whiteout(st: os.stat_result) -> bool:

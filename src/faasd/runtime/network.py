@@ -181,6 +181,23 @@ def _release(sandbox_id: str) -> None:
         marker.unlink()
 
 
+def egress_link(sandbox_id: str) -> EgressLink | None:
+    """The egress link set up for ``sandbox_id`` (by this or an earlier daemon process), from its /30
+    allocation; None when it has none. For re-adopting a running sandbox after a daemon restart."""
+    try:
+        index = int((ALLOC_DIR / f"{sandbox_id}.idx").read_text())
+        if (ALLOC_DIR / str(index)).read_text() != sandbox_id:
+            return None
+    except (OSError, ValueError):
+        return None
+    base = int(EGRESS_POOL.network_address) + index * 4
+    host_if, _ = _ifnames(sandbox_id)
+    return EgressLink(
+        sandbox_id, index, host_if, str(ipaddress.ip_address(base + 1)), str(ipaddress.ip_address(base + 2)),
+        f"{ipaddress.ip_address(base)}/30",
+    )
+
+
 def has_egress(sandbox_id: str) -> bool:
     host_if, _ = _ifnames(sandbox_id)
     return (ALLOC_DIR / f"{sandbox_id}.idx").exists() or Path(f"/sys/class/net/{host_if}").exists()

@@ -23,6 +23,7 @@ merge of branches; the platform, the API, the jobs and the CLI all go through it
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import time
 from collections.abc import Sequence
@@ -46,8 +47,11 @@ longer one is flattened into a single snapshot (:func:`flatten_snapshot`)."""
 
 # ------------------------------------------------------------------------------------- lineage
 _HEADS: dict[tuple[str, str], list[str]] = {}
-"""(store root, sandbox id) -> snapshots taken of that running sandbox, oldest first. In memory: a
-sandbox does not outlive the daemon process, and neither does its lineage."""
+"""(store root, sandbox id) -> snapshots taken of that running sandbox, oldest first. In memory, and
+written to ``<bundle>/faasd-heads.json`` (:data:`HEADS_FILE`) so that a daemon that re-adopts the sandbox
+after a restart gets its lineage back (:func:`adopt_lineage`)."""
+
+HEADS_FILE = "faasd-heads.json"
 
 
 def head_of(store: SnapshotStore, sandbox_id: str) -> Snapshot | None:
@@ -67,8 +71,31 @@ def _exists(store: SnapshotStore, snapshot_id: str) -> bool:
     return True
 
 
-def _set_head(store: SnapshotStore, sandbox_id: str, snapshot_id: str) -> None:
-    _HEADS.setdefault((str(store.root), sandbox_id), []).append(snapshot_id)
+def _set_head(store: SnapshotStore, sandbox_id: str, snapshot_id: str, bundle: Path | None = None) -> None:
+    heads = _HEADS.setdefault((str(store.root), sandbox_id), [])
+    heads.append(snapshot_id)
+    if bundle is not None and bundle.is_dir():
+        tmp = bundle / f".{HEADS_FILE}.tmp"
+        try:
+            tmp.write_text(json.dumps({"store": str(store.root), "heads": heads}))
+            tmp.replace(bundle / HEADS_FILE)
+        except OSError:  # lineage is best effort: without it the next snapshot is a child of the base
+            tmp.unlink(missing_ok=True)
+
+
+def adopt_lineage(store: SnapshotStore, sandbox_id: str, bundle: Path) -> list[str]:
+    """After a daemon restart: restore the lineage of the running sandbox ``sandbox_id`` (re-adopted from
+    ``bundle``) from what :func:`snapshot_sandbox` wrote there. Returns its heads, oldest first."""
+    try:
+        data = json.loads((bundle / HEADS_FILE).read_text())
+    except (OSError, ValueError):
+        return []
+    if data.get("store") != str(store.root):
+        return []
+    heads = [str(h) for h in data.get("heads") or []]
+    if heads:
+        _HEADS[(str(store.root), sandbox_id)] = heads
+    return heads
 
 
 def snapshot_isolation(snap: Snapshot) -> Literal["runc", "gvisor"]:
@@ -173,7 +200,7 @@ async def snapshot_sandbox(
             store.create, {"criu": cp.criu, "upper": upper, "bundle": cp.bundle}, meta
         )
         if lineage:
-            _set_head(store, cp.sandbox_id, snap.id)
+            _set_head(store, cp.sandbox_id, snap.id, Path(sandbox.bundle))
         return snap
     finally:
         shutil.rmtree(stage, ignore_errors=True)

@@ -141,6 +141,8 @@ class FaasdServer:
             "FAASD_PORT": str(port),
             "FAASD_AUTH": "true" if auth else "false",
             "FAASD_DIRECT_POOL": (env or {}).get("FAASD_DIRECT_POOL", private_direct_pool()),
+            # a test daemon leaves nothing behind when it stops (a real one keeps instances running)
+            "FAASD_KEEP_SANDBOXES_ON_SHUTDOWN": (env or {}).get("FAASD_KEEP_SANDBOXES_ON_SHUTDOWN", "false"),
         }
         for d in ("data", "run"):
             (base / d).mkdir()

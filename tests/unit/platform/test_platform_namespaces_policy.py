@@ -206,3 +206,38 @@ def test_snapshot_owner_label_function_instance_then_parent() -> None:
         "snap-o": DEFAULT_NAMESPACE,
         "snap-x": DEFAULT_NAMESPACE,
     }
+
+
+async def test_quota_checked_worker_start_keeps_the_execution_journal_buffered(tmp_path: Path) -> None:
+    """A cold start in a namespace with quotas reads quotas and use without a database session (a session
+    would flush the write-behind execution journal), and is refused once the quota is reached."""
+    import traceback
+
+    import platform_fakes
+
+    from faasd.config import Settings
+    from faasd.platform.core import Platform, PlatformOptions
+    from faasd.platform.functions import FunctionSpec
+    from faasd.platform.invocation import Invocation
+
+    s = Settings(data_dir=tmp_path / "d", run_dir=tmp_path / "r", cache_dir=tmp_path / "c", auth=False)
+    s.data_dir.mkdir(parents=True)
+    p = Platform(s, platform_fakes.FakeFactory(), options=PlatformOptions(poll_interval_s=0.05))
+    try:
+        p.namespaces.create("team-q", Quotas(max_sandboxes=1, max_memory_mb=1024))
+        for name in ("one", "two"):
+            spec = FunctionSpec.model_validate({"name": name, "image": "faasd/python:latest"})
+            await p.deploy(spec, "team-q")
+        sessions: list[str] = []
+        p.db.add_before_session(lambda: sessions.append("".join(traceback.format_stack())))
+        await p.executions.invoke("one.team-q", Invocation(body=b"x"))
+        assert p.runner.live_workers("one.team-q") == 1
+        quota_sessions = [st for st in sessions if "tenancy.py" in st or "quotas.py" in st]
+        assert quota_sessions == []  # the quota check opened no session
+        assert p.tenancy.usage("team-q") == Usage(sandboxes=1, memory_mb=256)
+        with pytest.raises(QuotaExceededError):
+            await p.executions.invoke("two.team-q", Invocation(body=b"x"))
+        assert p.runner.live_workers("two.team-q") == 0
+    finally:
+        await p.close()
+        p.db.dispose()

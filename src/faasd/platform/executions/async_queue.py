@@ -14,11 +14,11 @@ import contextlib
 import logging
 import time
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, func, or_, select, update
 
 from faasd.errors import CapacityError, FaasdError, NotFoundError
+from faasd.platform.executions.host import ExecutionHost
 from faasd.platform.executions.records import (
     EXECUTION_RETENTION_S,
     MAX_ASYNC_ATTEMPTS,
@@ -30,9 +30,6 @@ from faasd.runtime.agent_client import InvokeRequest
 from faasd.state import Execution
 from faasd.state.models import utcnow
 
-if TYPE_CHECKING:
-    from faasd.platform.executions.service import ExecutionService
-
 log = logging.getLogger(__name__)
 
 
@@ -40,7 +37,7 @@ class AsyncQueue:
     """Runs the ``queued`` async executions of an :class:`ExecutionService`, at most
     ``service.max_async_concurrency`` at a time."""
 
-    def __init__(self, service: ExecutionService) -> None:
+    def __init__(self, service: ExecutionHost) -> None:
         self.service = service
         self._wakeup = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
@@ -125,7 +122,7 @@ class AsyncQueue:
         try:
             fn = svc.functions.get(ex.function)
         except NotFoundError:
-            svc._finish(
+            svc.finish(
                 ex.id,
                 ex.function,
                 None,
@@ -145,7 +142,7 @@ class AsyncQueue:
             request_id=ex.id,
         )
         try:
-            outcome = await svc._run(fn, req)
+            outcome = await svc.run(fn, req)
         except CapacityError as exc:
             with self.service.db.session() as s:
                 row = s.get(Execution, ex.id)
@@ -157,16 +154,16 @@ class AsyncQueue:
             return
         except FaasdError as exc:
             svc.metrics.errors.labels(exc.code).inc()
-            svc._finish(ex.id, ex.function, None, status="failed", error=exc.message, durable=True)
+            svc.finish(ex.id, ex.function, None, status="failed", error=exc.message, durable=True)
         except asyncio.CancelledError:
             raise  # shutdown: stays 'running', reconcile() re-queues it on the next start
         except Exception as exc:
             log.exception("async execution %s failed unexpectedly", ex.id)
-            svc._finish(
+            svc.finish(
                 ex.id, ex.function, None, status="failed", error=f"internal error: {exc!r}", durable=True
             )
         else:
-            svc._finish(ex.id, ex.function, outcome, durable=True)
+            svc.finish(ex.id, ex.function, outcome, durable=True)
         await deliver_callback(svc.get(ex.id), svc.callback_timeout_s)
 
     # -- the loop ----------------------------------------------------------------------------

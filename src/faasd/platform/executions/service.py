@@ -121,7 +121,7 @@ class ExecutionService:
             s.add(ex)
         return ex
 
-    def _finish(
+    def finish(
         self,
         ex_id: str,
         fn_name: str,
@@ -216,7 +216,7 @@ class ExecutionService:
             return Outcome.of_limit(exc, wall_ms=(time.monotonic() - t0) * 1000)
         return Outcome.of_result(result, wall_ms=(time.monotonic() - t0) * 1000)
 
-    async def _run(self, fn: Function, req: InvokeRequest) -> Outcome:
+    async def run(self, fn: Function, req: InvokeRequest) -> Outcome:
         handle = await self.runner.acquire(fn, timeout_s=max(fn.timeout_s, 1.0))
         broken = True
         try:
@@ -224,9 +224,9 @@ class ExecutionService:
             broken = outcome.timed_out or not handle.worker.alive
         finally:
             await release_handle(handle, broken)
-        return self._ran(outcome, fn, handle, req.request_id)
+        return self.ran(outcome, fn, handle, req.request_id)
 
-    def _ran(self, outcome: Outcome, fn: Function, handle: Handle, ex_id: str) -> Outcome:
+    def ran(self, outcome: Outcome, fn: Function, handle: Handle, ex_id: str) -> Outcome:
         """Complete ``outcome`` with how it ran (execution, cold start, timings) and count it."""
         outcome.execution_id = ex_id
         outcome.cold = handle.cold
@@ -250,20 +250,20 @@ class ExecutionService:
         ex_id = req.request_id
         self._create(fn, req, "sync", status="running")
         try:
-            outcome = await self._run(fn, req)
+            outcome = await self.run(fn, req)
         except CapacityError:
             self.metrics.invocations.labels(name, "rejected").inc()
             self.metrics.errors.labels(CapacityError.code).inc()
-            self._finish(ex_id, name, None, status="failed", error="rejected: pool saturated (429)")
+            self.finish(ex_id, name, None, status="failed", error="rejected: pool saturated (429)")
             raise
         except FaasdError as exc:
             self.metrics.errors.labels(exc.code).inc()
-            self._finish(ex_id, name, None, status="failed", error=exc.message)
+            self.finish(ex_id, name, None, status="failed", error=exc.message)
             raise
         except BaseException as exc:
-            self._finish(ex_id, name, None, status="failed", error=f"internal error: {exc!r}")
+            self.finish(ex_id, name, None, status="failed", error=f"internal error: {exc!r}")
             raise
-        self._finish(ex_id, name, outcome)
+        self.finish(ex_id, name, outcome)
         if outcome.status == "timeout":
             raise InvocationTimeoutError(
                 f"function {name!r} did not finish within its timeout of {fn.timeout_s:g} s; the worker was "
@@ -283,7 +283,7 @@ class ExecutionService:
             handle = await self.runner.acquire(fn, timeout_s=max(fn.timeout_s, 1.0))
         except FaasdError as exc:
             self.metrics.errors.labels(exc.code).inc()
-            self._finish(req.request_id, name, None, status="failed", error=exc.message)
+            self.finish(req.request_id, name, None, status="failed", error=exc.message)
             raise
         return StreamSession(self, fn, req, handle)
 

@@ -5,17 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
 from faasd.errors import ResourceLimitError
+from faasd.platform.executions.host import ExecutionHost
 from faasd.platform.executions.records import STORED_LOG_LIMIT, TIMEOUT_GRACE_S, StreamStart
 from faasd.platform.invocation import Outcome
 from faasd.platform.runner import Handle
 from faasd.runtime.agent_client import InvokeRequest, InvokeResult, StreamChunk
 from faasd.state import Function
-
-if TYPE_CHECKING:
-    from faasd.platform.executions.service import ExecutionService
 
 
 async def release_handle(handle: Handle, broken: bool) -> None:
@@ -32,7 +29,7 @@ async def release_handle(handle: Handle, broken: bool) -> None:
 class StreamSession:
     """A streaming invocation with its worker reserved. Iterate :meth:`events` exactly once."""
 
-    def __init__(self, service: ExecutionService, fn: Function, req: InvokeRequest, handle: Handle) -> None:
+    def __init__(self, service: ExecutionHost, fn: Function, req: InvokeRequest, handle: Handle) -> None:
         self.service = service
         self.fn = fn
         self.req = req
@@ -83,14 +80,14 @@ class StreamSession:
             if not ended.stderr:
                 ended.stderr = bytes(err)
             broken = ended.timed_out or not handle.worker.alive
-            outcome = svc._ran(ended, fn, handle, ex_id)
+            outcome = svc.ran(ended, fn, handle, ex_id)
             yield outcome
         finally:
             await release_handle(handle, broken)
             if outcome is not None:
-                svc._finish(ex_id, fn.name, outcome)
+                svc.finish(ex_id, fn.name, outcome)
             else:
-                svc._finish(
+                svc.finish(
                     ex_id,
                     fn.name,
                     None,

@@ -18,14 +18,16 @@ nothing references any more (no instance record, no function's ``branch_from``, 
 e.g. a user's snapshot of the instance keeps its ancestors) are then deleted; ``gc`` frees their
 blobs.
 
-Instances do not survive a daemon restart as processes: at start-up instances whose sandbox is gone
-become ``stopped`` (their files are those of the last stop).
+Instances outlive the daemon: a daemon crash or restart leaves their sandboxes running and the next
+daemon re-adopts them (processes, files, pause state, ports, TTL); one whose sandbox exited meanwhile
+keeps its writable layer as its next base (:mod:`.adoption`).
 
 Modules: :mod:`.service` (:class:`InstanceService`, the lifecycle), :mod:`.registry` (records, locks,
 live sandboxes, ``use``), :mod:`.files` (exec, upload, download), :mod:`.tarfiles` (archive checks),
 :mod:`.ports` (port listeners), :mod:`.chain` (chain bounding, stop-snapshot GC), :mod:`.ttl` (idle
 pauses), :mod:`.specs` (the typed inputs: :class:`InstanceSpec`, :class:`ExecCommand`, :class:`PortSpec`,
-:class:`UploadedFile`). The HTTP request models are :mod:`faasd.api.instance_models`.
+:class:`UploadedFile`), :mod:`.adoption` (re-adoption after a daemon restart). The HTTP request models
+are :mod:`faasd.api.instance_models`.
 """
 
 from faasd.platform.instances.chain import LABEL, STOP_KIND

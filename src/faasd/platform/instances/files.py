@@ -18,6 +18,18 @@ from faasd.platform.instances.tarfiles import abs_path, check_tar, files_to_tar
 
 MAX_OUTPUT_BYTES = 4 * 1024 * 1024
 MAX_DOWNLOAD_BYTES = 256 * 1024 * 1024
+UPLOAD_SCRIPT = """set -e
+mkdir -p -- "$1"
+f=$(mktemp -p "$1" .faasd-upload.XXXXXX)
+trap 'rm -f -- "$f"' EXIT
+trap 'rm -f -- "$f"; exit 1' HUP INT TERM PIPE
+cat > "$f"
+n=$(wc -c < "$f")
+if [ $n -ne "$2" ]; then echo "the upload was cut short: $n of $2 bytes arrived" >&2; exit 75; fi
+tar -x -f "$f" -C "$1" --no-same-owner --no-overwrite-dir
+"""
+"""Upload: receive the whole archive (``$2`` bytes) into a hidden file in the target dir ``$1``, then
+extract it (see :func:`upload_tar`)."""
 
 
 async def exec_in(registry: InstanceRegistry, instance_id: str, cmd: ExecCommand) -> dict[str, Any]:
@@ -55,12 +67,18 @@ async def exec_in(registry: InstanceRegistry, instance_id: str, cmd: ExecCommand
 async def upload_tar(
     registry: InstanceRegistry, instance_id: str, target_path: str, data: bytes
 ) -> dict[str, Any]:
-    """Extract a (validated) tar archive under ``target_path`` *inside* the instance."""
+    """Extract a (validated) tar archive under ``target_path`` *inside* the instance.
+
+    All or nothing with respect to the daemon: the archive is first received whole into a hidden file
+    in the target directory (removed afterwards), and extracted only if every byte arrived. A daemon
+    that dies while it sends the archive leaves no partial file; one that dies after that leaves the
+    extraction to finish by itself (the exec'd process does not depend on the daemon)."""
     target = abs_path(target_path, "target_path")
     count = check_tar(data)
-    script = 'mkdir -p -- "$1" && exec tar -x -f - -C "$1" --no-same-owner --no-overwrite-dir'
     async with registry.use(instance_id) as sb:
-        res = await sb.exec(["/bin/sh", "-c", script, "sh", target], stdin=data, timeout=300)
+        res = await sb.exec(
+            ["/bin/sh", "-c", UPLOAD_SCRIPT, "sh", target, str(len(data))], stdin=data, timeout=300
+        )
     if res.exit_code != 0:
         raise InvalidInputError(
             f"extracting the upload into {target} failed (exit {res.exit_code}): "

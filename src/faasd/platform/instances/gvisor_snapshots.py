@@ -15,6 +15,7 @@ import contextlib
 import secrets
 
 from faasd.errors import ConflictError, FaasdError
+from faasd.platform.instances.adoption import mark_adoptable
 from faasd.platform.instances.registry import InstanceRegistry
 from faasd.runtime.models import Limits
 from faasd.runtime.sandbox import SandboxManager
@@ -79,6 +80,7 @@ async def snapshot_and_continue(
             await old.destroy()
             forget_sandbox(store, old.id)
         live.sandbox = restored.sandbox
+        mark_adoptable(restored.sandbox, instance_id)  # the instance's new sandbox outlives the daemon too
         continue_from(store, new_id, snap.id)
         registry.update(instance_id, sandbox_id=new_id, last_active_at=utcnow())
         return snap

@@ -28,7 +28,7 @@ from faasd.errors import (
 )
 from faasd.platform.capacity import check_disk_limit
 from faasd.platform.exec_ephemeral import EnsureImage, ImageStoreLike
-from faasd.platform.instances import files, ports
+from faasd.platform.instances import adoption, files, ports
 from faasd.platform.instances.chain import LABEL, STOP_KIND, bound_chain, drop_unused_stop_snapshots
 from faasd.platform.instances.gvisor_snapshots import snapshot_and_continue
 from faasd.platform.instances.registry import InstanceRegistry, LiveInstance
@@ -197,6 +197,7 @@ class InstanceService:
                         error=exc.message,
                     )
                     raise
+                adoption.mark_adoptable(sb, instance_id)  # from now on it outlives this daemon
                 live = LiveInstance(sb)
                 self.registry.live[instance_id] = live
                 exposed = await ports.reopen(self.registry, instance_id, live, list(inst.ports or []))
@@ -347,8 +348,26 @@ class InstanceService:
         if self._ttl_task is None:
             self._ttl_task = asyncio.create_task(self._ttl_loop(), name="instance-ttl")
 
+    async def adopt(self, *, skip_names: tuple[str, ...] = ()) -> adoption.InstanceAdoption:
+        """At daemon start, before orphans are removed: re-adopt the instances whose sandbox still runs,
+        keep the files of those whose sandbox exited meanwhile (see :mod:`.adoption`). Instances named
+        with a prefix in ``skip_names`` are left to :meth:`reconcile`."""
+        disks = adoption.ScratchDisks(
+            self.settings.data_dir / "scratch", self.settings.run_dir,
+            lambda ref: list(self.images.layer_dirs(self.images.get(ref))),
+        )
+        return await adoption.adopt_instances(
+            self.registry, self.manager, self.store, skip_names=skip_names, disks=disks
+        )
+
+    async def release(self) -> builtins.list[str]:
+        """At a clean shutdown that keeps sandboxes running: let go of every running instance without
+        stopping it (the next daemon re-adopts it). Returns the sandbox ids left running."""
+        return await adoption.release_instances(self.registry)
+
     def reconcile(self) -> builtins.list[str]:
-        """At daemon start: instances whose sandbox is gone become ``stopped``."""
+        """At daemon start, after :meth:`adopt`: instances still shown active whose sandbox was not
+        re-adopted become ``stopped``."""
         fixed: builtins.list[str] = []
         with self.db.session() as s:
             for inst in s.scalars(
@@ -359,7 +378,10 @@ class InstanceService:
                 inst.status = "stopped"
                 inst.sandbox_id = None
                 inst.auto_paused = False
-                inst.error = "the daemon restarted; changes since the last stop were lost"
+                inst.error = (
+                    "the daemon restarted and did not re-adopt its sandbox; "
+                    "changes since the last stop were lost"
+                )
                 fixed.append(inst.id)
         return fixed
 

@@ -22,6 +22,7 @@ from faasd.errors import (
     pids_exhausted,
 )
 from faasd.runtime import cgroups
+from faasd.runtime.adopt import release
 from faasd.runtime.agent_client import AgentClient, InvokeEvent, InvokeRequest, InvokeResult
 from faasd.runtime.agent_files import init_mount
 from faasd.runtime.direct import Handover
@@ -392,6 +393,19 @@ class Worker:
         if self._client is None:
             return {"type": "pong", "runtime": self.spec.mode, "ready": True}
         return await self._client.ping()
+
+    async def release(self) -> None:
+        """Close the host side only, leaving the sandbox running for the next daemon to re-adopt
+        (:func:`faasd.runtime.adopt.release`). The worker is closed afterwards."""
+        if self._closed:
+            return
+        self._closed = True
+        self._oom.close()
+        self._pids.close()
+        if self._http is not None:
+            with contextlib.suppress(Exception):
+                await self._http.aclose()
+        await release(self.sandbox)
 
     async def close(self) -> None:
         """Destroy the sandbox. Idempotent."""

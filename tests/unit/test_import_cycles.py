@@ -1,4 +1,4 @@
-"""No import circle involves a runtime module (``scripts/import_cycles.py``: every import statement counts,
+"""No import circle anywhere in ``faasd`` (``scripts/import_cycles.py``: every import statement counts,
 function-local and ``TYPE_CHECKING`` ones included)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import faasd
 
-SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "import_cycles.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "import_cycles.py"
 
 
 def run(src: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -18,10 +18,10 @@ def run(src: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_no_import_cycle_involves_faasd_runtime() -> None:
-    res = run(Path(faasd.__file__).parent, "--only", "faasd.runtime")
+def test_no_import_cycle_in_faasd() -> None:
+    res = run(Path(faasd.__file__).parent)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "no import cycles involving faasd.runtime" in res.stdout
+    assert "no import cycles" in res.stdout
 
 
 def test_the_check_sees_a_function_local_cycle(tmp_path: Path) -> None:
