@@ -6,6 +6,11 @@ answer as if the object did not exist (404, absent from lists), naming ``team-a`
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import io
+import json
+import zipfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +37,7 @@ class Tenants:
     admin: dict[str, str]
     a: dict[str, str]
     b: dict[str, str]
+    app: Any = None
 
     async def ok(self, method: str, path: str, who: dict[str, str], status: int = 200, **kw: Any) -> Any:
         r = await self.c.request(method, path, headers=who, **kw)
@@ -81,7 +87,7 @@ async def t(settings: Settings, tmp_path: Path) -> AsyncIterator[Tenants]:
                 )
                 assert r.status_code == 201, r.text
                 keys[ns] = _bearer(r.json()["key"])
-            yield Tenants(c, pe.platform, admin, keys["team-a"], keys["team-b"])
+            yield Tenants(c, pe.platform, admin, keys["team-a"], keys["team-b"], app)
             for inst in (await c.get("/api/v1/instances", headers=admin)).json()["instances"]:
                 await c.delete(f"/api/v1/instances/{inst['id']}", headers=admin)
             for sb in (await c.get("/api/v1/sandboxes", headers=admin)).json()["sandboxes"]:
@@ -246,3 +252,162 @@ async def test_quotas_answer_429_and_507_and_create_nothing(t: Tenants) -> None:
     # another namespace is not bound by team-q's quotas
     other = await t.ok("POST", "/api/v1/instances", t.a, 201, json=small)
     await t.ok("DELETE", f"/api/v1/instances/{other['id']}", t.a, 204)
+
+
+BOOTSTRAP = '#!/bin/sh\nread -r line || true\necho "$WHO:$line"\n'
+
+
+def _zip(files: dict[str, str]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, text in files.items():
+            info = zipfile.ZipInfo(name)
+            info.external_attr = 0o100755 << 16
+            zf.writestr(info, text)
+    return buf.getvalue()
+
+
+async def test_blueprint_zip_deploy_lands_in_the_keys_namespace(t: Tenants) -> None:
+    url = "/api/blueprint/functions/bp"
+
+    def cfg(who: str) -> dict[str, str]:
+        raw = json.dumps({"env_vars": {"WHO": who}, "max_concurrency": 1})
+        return {"X-Blueprint-Config": base64.b64encode(raw.encode()).decode()}
+
+    zipped = _zip({"bootstrap": BOOTSTRAP})
+    r = await t.c.put(url, content=zipped, headers={**t.a, **cfg("A")})
+    assert r.status_code == 201, r.text
+    got = r.json()
+    assert got["namespace"] == "team-a" and got["function_id"] == "bp"
+    assert (await t.ok("GET", "/api/v1/functions/bp", t.a))["namespace"] == "team-a"
+    for method, path in [
+        ("GET", url),
+        ("GET", url + "/health"),
+        ("POST", url + "/warm"),
+        ("DELETE", url),
+        ("GET", "/api/v1/functions/bp"),
+    ]:
+        await t.absent(method, path)
+    await t.absent("POST", url + "/invoke", json={"args": "x"})
+    # team-b's zip with the same id is team-b's own function: team-a's is neither replaced nor reached
+    r = await t.c.put(url, content=zipped, headers={**t.b, **cfg("B")})
+    assert r.status_code == 201, r.text
+    got = r.json()
+    assert got["namespace"] == "team-b" and got["image"] != (await t.ok("GET", url, t.a))["image"]
+    assert (await t.ok("POST", url + "/invoke", t.b, json={"args": "1"}))["result"] == "B:1\n"
+    assert (await t.ok("POST", url + "/invoke", t.a, json={"args": "2"}))["result"] == "A:2\n"
+    # naming team-a outright: 403, and nothing is deployed there
+    r = await t.c.put(url + "?namespace=team-a", content=zipped, headers={**t.b, **cfg("B")})
+    assert r.status_code == 403 and r.json()["error"] == "forbidden", r.text
+    await t.ok("DELETE", url, t.b, 204)
+    assert (await t.ok("GET", url, t.a))["env_vars"] == {"WHO": "A"}
+    assert (await t.ok("POST", url + "/invoke", t.a, json={"args": "3"}))["result"] == "A:3\n"
+    await t.ok("DELETE", url, t.a, 204)
+    await t.ok("GET", url, t.a, 404)
+
+
+class AsgiWebSocket:
+    """A WebSocket client speaking ASGI straight to the app (no server, no socket)."""
+
+    def __init__(self, app: Any, path: str, headers: dict[str, str]) -> None:
+        self.to_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.from_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        path, _, query = path.partition("?")
+        scope = {
+            "type": "websocket",
+            "asgi": {"version": "3.0"},
+            "scheme": "ws",
+            "http_version": "1.1",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": query.encode(),
+            "root_path": "",
+            "headers": [(b"host", b"faasd.test")]
+            + [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+            "client": ("127.0.0.1", 50000),
+            "server": ("faasd.test", 80),
+            "subprotocols": [],
+        }
+        self.close_code: int | None = None
+        self.task = asyncio.get_running_loop().create_task(app(scope, self.to_app.get, self.from_app.put))
+
+    async def connect(self) -> None:
+        await self.to_app.put({"type": "websocket.connect"})
+        assert (await asyncio.wait_for(self.from_app.get(), 60))["type"] == "websocket.accept"
+
+    async def recv(self) -> dict[str, Any] | None:
+        """The next JSON message; None once the app closed (its code in ``close_code``)."""
+        msg = await asyncio.wait_for(self.from_app.get(), 120)
+        if msg["type"] == "websocket.close":
+            self.close_code = msg.get("code", 1000)
+            return None
+        assert msg["type"] == "websocket.send", msg
+        return dict(json.loads(msg["text"]))
+
+    async def send(self, obj: dict[str, Any]) -> None:
+        await self.to_app.put({"type": "websocket.receive", "text": json.dumps(obj)})
+
+    async def disconnect(self) -> None:
+        await self.to_app.put({"type": "websocket.disconnect", "code": 1000})
+        await asyncio.wait_for(self.task, 60)
+
+
+async def test_namespaced_key_cannot_stream_into_or_forward_to_another_tenants_instance(t: Tenants) -> None:
+    app = t.app
+    inst = await t.ok(
+        "POST", "/api/v1/instances", t.a, 201, json={"image": "faasd/python:latest", "disk_gb": 0.25}
+    )
+    iid = inst["id"]
+
+    # the container stream WebSocket: team-b's key gets what an unknown id gets (error + close 4404)
+    async def refused(ref: str) -> dict[str, Any]:
+        ws = AsgiWebSocket(app, f"/api/v1/containers/{ref}/stream?heartbeat_s=60", t.b)
+        await ws.connect()
+        first = await ws.recv()
+        assert await ws.recv() is None and ws.close_code == 4404
+        await asyncio.wait_for(ws.task, 60)
+        assert first is not None and first["type"] == "error" and first["error"] == "not_found"
+        return first
+
+    unknown = await refused("inst-doesnotexist")
+    for ref in (iid, inst["sandbox_id"]):
+        got = await refused(ref)
+        assert got["message"] == unknown["message"].replace("inst-doesnotexist", ref)
+    # team-a's key streams a command into its own instance
+    ws = AsgiWebSocket(app, f"/api/v1/containers/{iid}/stream?heartbeat_s=60", t.a)
+    await ws.connect()
+    await ws.send(
+        {
+            "type": "exec",
+            "command": "mkdir -p /site && echo a-site > /site/index.html && echo started && "
+            "(cd /site && python3 -m http.server 8000 --bind 127.0.0.1 </dev/null >/dev/null 2>&1 &)",
+        }
+    )
+    seen: list[dict[str, Any]] = []
+    while not seen or seen[-1]["type"] != "exit":
+        msg = await ws.recv()
+        assert msg is not None, seen
+        seen.append(msg)
+    assert seen[-1]["exit_code"] == 0 and {"type": "stdout", "data": "started\n"} in seen, seen
+    await ws.disconnect()
+
+    # the port forward: team-b can neither expose team-a's port nor reach an exposed one
+    await t.absent("POST", f"/api/v1/instances/{iid}/ports", json={"internal_port": 8000})
+    await t.ok("POST", f"/api/v1/instances/{iid}/ports", t.a, json={"internal_port": 8000})
+    body = None
+    for _ in range(100):  # the server inside may still be starting
+        r = await t.c.get(f"/api/v1/instances/{iid}/ports/8000/index.html", headers=t.a)
+        if r.status_code == 200:
+            body = r.text
+            break
+        await asyncio.sleep(0.1)
+    assert body == "a-site\n"
+    for method in ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"):
+        await t.absent(method, f"/api/v1/instances/{iid}/ports/8000/index.html")
+    await t.absent("GET", f"/api/v1/instances/{inst['sandbox_id']}/ports/8000/index.html")
+    r = await t.c.get(f"/api/v1/instances/{iid}/ports/8000/index.html?namespace=team-a", headers=t.b)
+    assert r.status_code == 403 and r.json()["error"] == "forbidden", r.text
+    # team-a's instance is untouched and still serves its own key
+    assert (await t.ok("GET", f"/api/v1/instances/{iid}", t.a))["status"] == "running"
+    r = await t.c.get(f"/api/v1/instances/{iid}/ports/8000/index.html", headers=t.a)
+    assert r.status_code == 200 and r.text == "a-site\n"
