@@ -16,8 +16,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from faasd._version import __version__
 from faasd.api import routes_blueprint, routes_openfaas, routes_seed, routes_stream, routes_v1
+from faasd.api.accesslog import AccessLog
 from faasd.api.auth import require
 from faasd.api.errors import install_error_handlers
+from faasd.api.fastpath import InvokeFastPath
 from faasd.api.namespacing import require_unbound
 from faasd.api.openapi_docs import PROMETHEUS, complete_document
 from faasd.api.routes_images import router as images_router
@@ -106,9 +108,10 @@ class PayloadLimitMiddleware:
 
 
 class MetricsMiddleware:
-    def __init__(self, app: ASGIApp, platform: Platform) -> None:
+    def __init__(self, app: ASGIApp, platform: Platform, access: AccessLog) -> None:
         self.app = app
         self.platform = platform
+        self.access = access
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -132,19 +135,14 @@ class MetricsMiddleware:
             self.platform.metrics.http_requests.labels(method, path, str(status)).inc()
             state = scope.get("state") or {}
             key = state.get("key") if isinstance(state, dict) else None
-            access_log.info(
-                "%s %s %d",
+            self.access.record(
+                time.time(),
                 method,
                 scope.get("path", ""),
+                path,
                 status,
-                extra={
-                    "http_method": method,
-                    "http_path": scope.get("path", ""),
-                    "http_route": path,
-                    "http_status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-                    "key_id": getattr(key, "id", None),
-                },
+                (time.perf_counter() - started) * 1000,
+                getattr(key, "id", None),
             )
 
 
@@ -161,6 +159,7 @@ def create_app(
     if platform is None:
         platform = Platform(settings, **platform_kwargs)
     plat = platform
+    access = AccessLog(access_log)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -169,16 +168,25 @@ def create_app(
         try:
             yield
         finally:
+            access.flush()
             if manage_platform:
                 await plat.close()
 
     app = FastAPI(title="faasd", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.platform = plat
     app.state.settings = settings
+    app.state.access_log = access
     app.state.count_error = lambda code: plat.metrics.errors.labels(code).inc()
     install_error_handlers(app)
-    app.add_middleware(MetricsMiddleware, platform=plat)
+    app.add_middleware(MetricsMiddleware, platform=plat, access=access)
     app.add_middleware(PayloadLimitMiddleware, limit=settings.max_payload_bytes)
+    build_stack = app.build_middleware_stack
+
+    def build_with_fast_path() -> ASGIApp:
+        # outside even Starlette's/FastAPI's own outer middleware: sync invokes skip the whole stack
+        return InvokeFastPath(build_stack(), plat, access)
+
+    app.build_middleware_stack = build_with_fast_path  # type: ignore[method-assign]
 
     @app.get("/healthz")
     async def healthz() -> Response:

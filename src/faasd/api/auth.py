@@ -20,7 +20,11 @@ ANONYMOUS = KeyInfo(
 
 
 def _token(request: HTTPConnection) -> str | None:
-    header = request.headers.get("authorization")
+    return token_from_header(request.headers.get("authorization"))
+
+
+def token_from_header(header: str | None) -> str | None:
+    """The API key of an ``Authorization`` header (Bearer, or Basic with the key as password)."""
     if not header:
         return None
     scheme, _, value = header.partition(" ")

@@ -363,7 +363,7 @@ async def system_logs(
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
-def _address(address: str, key: KeyInfo | None) -> str:
+def address_function_id(address: str, key: KeyInfo | None) -> str:
     """The function id of an OpenFaaS address ``<name>`` or ``<name>.<namespace>``. With function auth
     on, a namespaced key reaches only its own namespace's functions (others: 404, as absent ones)."""
     name, namespace = parse_function_address(address)
@@ -376,7 +376,7 @@ def _address(address: str, key: KeyInfo | None) -> str:
 
 
 async def _invoke(name: str, path: str, request: Request, key: KeyInfo | None) -> Response:
-    fid = _address(name, key)
+    fid = address_function_id(name, key)
     p = _p(request)
     inv = await invocation_from(request, "/" + path)
     outcome = await p.executions.invoke(fid, inv)
@@ -396,7 +396,7 @@ async def function_path(
 
 
 async def _invoke_async(name: str, path: str, request: Request, key: KeyInfo | None) -> Response:
-    fid = _address(name, key)
+    fid = address_function_id(name, key)
     p = _p(request)
     inv = await invocation_from(request, "/" + path)
     ex = p.executions.submit(fid, inv, callback_url=request.headers.get("x-callback-url") or None)

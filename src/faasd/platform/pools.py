@@ -5,8 +5,9 @@ A pool keeps at least ``min`` workers, starts more up to ``max`` under load, let
 refuses beyond that with :class:`~faasd.errors.CapacityError` (HTTP 429 + Retry-After). Workers above
 ``min`` that stay idle longer than ``idle_ttl_s`` are closed (scale to zero when ``min`` is 0).
 
-All bookkeeping happens under one :class:`asyncio.Condition`; worker start/close (slow, real I/O)
-happens outside it.
+All bookkeeping happens under one lock (:class:`asyncio.Condition` ``_cond`` for every state change, and
+``_free`` on the same lock for queued requests: a release that frees one slot wakes one of them, not the
+whole queue); worker start/close (slow, real I/O) happens outside it.
 """
 
 from __future__ import annotations
@@ -96,7 +97,10 @@ class WarmPool:
         self._start_worker = start_worker
         self._clock = clock
         self._on_change = on_change
-        self._cond = asyncio.Condition()
+        lock = asyncio.Lock()
+        self._cond = asyncio.Condition(lock)
+        self._free = asyncio.Condition(lock)
+        """Queued requests wait here: woken one per freed slot (and all at once by any other change)."""
         self._slots: list[Slot] = []
         self._draining: list[Slot] = []
         """Busy workers of a pool closed with ``drain=True``: closed when their last request ends."""
@@ -131,6 +135,10 @@ class WarmPool:
     @property
     def draining(self) -> int:
         return len(self._draining)
+
+    def _notify_all(self) -> None:
+        self._cond.notify_all()
+        self._free.notify_all()
 
     def _changed(self) -> None:
         if self._on_change is not None:
@@ -208,7 +216,11 @@ class WarmPool:
                         )
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(remaining):
-                            await self._cond.wait()
+                            await self._free.wait()
+            except BaseException:
+                if queued:  # a wake-up this request may have been given goes to the next in the queue
+                    self._free.notify(1)
+                raise
             finally:
                 if queued:
                     self._waiting -= 1
@@ -220,19 +232,19 @@ class WarmPool:
         except BaseException:
             async with self._cond:
                 self._starting -= 1
-                self._cond.notify_all()
+                self._notify_all()
                 self._changed()
             raise
         async with self._cond:
             self._starting -= 1
             if self._closed:
-                self._cond.notify_all()
+                self._notify_all()
                 closed = True
             else:
                 closed = False
                 slot = Slot(worker, inflight=1, last_used=self._clock())
                 self._slots.append(slot)
-                self._cond.notify_all()
+                self._notify_all()
             self._changed()
         if closed:
             await _close_quietly(worker)
@@ -255,7 +267,13 @@ class WarmPool:
             drained = slot.inflight <= 0 and slot in self._draining
             if drained:
                 self._draining.remove(slot)
-            self._cond.notify_all()
+            if to_close is None and not drained:
+                # one slot is free: one queued request takes it (waking all of them costs O(queue) per
+                # request); waiters for other changes (pre-warm, hold) still see every change
+                self._cond.notify_all()
+                self._free.notify(1)
+            else:
+                self._notify_all()
             self._changed()
         if drained:
             await _close_quietly(slot.worker)
@@ -316,7 +334,7 @@ class WarmPool:
             async with self._cond:
                 slot.inflight -= hold
                 slot.last_used = self._clock()
-                self._cond.notify_all()
+                self._notify_all()
                 self._changed()
 
     # -- scaling -------------------------------------------------------------------------------
@@ -357,7 +375,7 @@ class WarmPool:
                         continue
                     self._slots.append(Slot(r, last_used=self._clock()))
                     started += 1
-                self._cond.notify_all()
+                self._notify_all()
                 self._changed()
             for w in to_close:
                 await _close_quietly(w)
@@ -423,7 +441,7 @@ class WarmPool:
         new.validate()
         async with self._cond:
             self.config = new
-            self._cond.notify_all()
+            self._notify_all()
             self._changed()
         if replicas is not None:
             await self._trim_to(replicas)
@@ -474,7 +492,7 @@ class WarmPool:
                 slots = self._slots + self._draining
                 self._draining = []
             self._slots = []
-            self._cond.notify_all()
+            self._notify_all()
             self._changed()
         if self._reaper is not None:
             self._reaper.cancel()

@@ -270,6 +270,40 @@ async def test_drain_close_lets_inflight_finish(fake_factory: FakeFactory) -> No
     assert busy.worker.id in fake_factory.closed and fake_factory.live == 0
 
 
+async def test_a_release_wakes_one_queued_request_and_no_wakeup_is_lost(fake_factory: FakeFactory) -> None:
+    """A freed slot wakes one queued request (not the whole queue, which costs O(queue) per request under
+    load); a woken request that is cancelled before it runs hands its wake-up to the next one."""
+    pool = make_pool(fake_factory, min=0, max=1, queue_size=16)
+    held = await pool.acquire(1)
+    wakeups = 0
+    real_wait = pool._free.wait
+
+    async def counting_wait() -> bool:
+        nonlocal wakeups
+        result = await real_wait()
+        wakeups += 1
+        return result
+
+    pool._free.wait = counting_wait  # type: ignore[method-assign]
+    waiters = [asyncio.ensure_future(pool.acquire(5)) for _ in range(8)]
+    await asyncio.sleep(0.05)
+    assert pool.stats().queued == 8
+    await pool.release(held)
+    first = await asyncio.wait_for(waiters[0], 1)
+    assert wakeups == 1 and all(not w.done() for w in waiters[1:])
+    # the next wake-up goes to waiters[1]: cancel it right after it is notified, before it runs
+    await pool.release(first)
+    waiters[1].cancel()
+    second = await asyncio.wait_for(waiters[2], 1)  # served all the same
+    assert waiters[1].cancelled()
+    for w in waiters[3:]:
+        await pool.release(second)
+        second = await asyncio.wait_for(w, 1)
+    await pool.release(second)
+    assert pool.stats().queued == 0 and pool.stats().inflight == 0
+    await pool.close()
+
+
 def test_worker_config_limits_are_the_functions() -> None:
     config = WorkerConfig(
         function="f", image="img", runtime="python", handler=None, command=None, port=None, env={},
