@@ -46,6 +46,25 @@ def write_runc_wrapper(
     return path
 
 
+def write_init_killing_runc(path: Path) -> Path:
+    """A ``runc`` stand-in that runs the real runc, and after a successful ``create`` SIGKILLs the
+    container's init (blocked on its exec FIFO): the container dies between create and start."""
+    path.write_text(
+        "#!/usr/bin/env python3\n"
+        "import json, os, signal, subprocess, sys\n"
+        "args = sys.argv[1:]\n"
+        "rc = subprocess.call(['runc', *args])\n"
+        "if rc == 0 and 'create' in args:\n"
+        "    root = args[args.index('--root') + 1] if '--root' in args else '/run/runc'\n"
+        "    state = subprocess.run(['runc', '--root', root, 'state', args[-1]],\n"
+        "                           capture_output=True, check=True)\n"
+        "    os.kill(json.loads(state.stdout)['pid'], signal.SIGKILL)\n"
+        "sys.exit(rc)\n"
+    )
+    path.chmod(0o755)
+    return path
+
+
 class Ids:
     def __init__(self, rootfs: Path) -> None:
         self.rootfs = rootfs

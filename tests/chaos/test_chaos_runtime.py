@@ -14,7 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from chaos_helpers import Ids, alive, reap, write_runc_wrapper
+from chaos_helpers import Ids, alive, reap, write_init_killing_runc, write_runc_wrapper
 
 from faasd.config import Settings
 from faasd.errors import FaasdError, RuntimeFailure
@@ -116,14 +116,17 @@ async def test_runc_killed_after_create_is_a_clear_error_and_nothing_left(
     assert sandbox_leaks(settings, spec.id) == []
 
 
-async def test_runc_killed_on_start_run_fails_clearly_and_nothing_left(
+async def test_container_killed_before_start_run_fails_clearly_and_nothing_left(
     settings: Settings, tmp_path: Path, ids: Ids
 ) -> None:
-    wrapper = write_runc_wrapper(tmp_path / "runc-chaos", kill_self_before="start")
+    # a created container is started by reading its exec FIFO (faasd.runtime.execfifo), not by `runc start`:
+    # the fault here is its init dying between create and start
+    wrapper = write_init_killing_runc(tmp_path / "runc-chaos")
     m = SandboxManager(settings.model_copy(update={"runc_binary": str(wrapper)}))
     spec = ids.spec("echo", "never")
-    with pytest.raises(RuntimeFailure, match="start"):
+    with pytest.raises(RuntimeFailure) as err:  # whichever step notices first (netns pin, start) says so
         await asyncio.wait_for(m.run(spec, timeout_s=30), HANG_GUARD_S)
+    assert spec.id in str(err.value)
     assert sandbox_leaks(settings, spec.id) == []
 
 

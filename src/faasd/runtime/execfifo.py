@@ -51,10 +51,12 @@ def start_via_fifo(state_dir: Path, timeout_s: float) -> bool:
             ready, _, _ = select.select([fd], [], [], POLL_S)
             if ready:
                 if not os.read(fd, 1):
-                    raise RuntimeFailure(f"container {state_dir.name}: its process is already dead")
+                    raise RuntimeFailure(
+                        f"cannot start container {state_dir.name}: its process is already dead"
+                    )
                 break
             if _dead(pid):
-                raise RuntimeFailure(f"container {state_dir.name}: its process is already dead")
+                raise RuntimeFailure(f"cannot start container {state_dir.name}: its process is already dead")
             if time.monotonic() > deadline:
                 raise RuntimeFailure(f"runc start of {state_dir.name} timed out after {timeout_s:g} s")
     finally:
