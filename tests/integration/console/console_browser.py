@@ -137,13 +137,14 @@ class Browser:
     def click(self, css: str) -> None:
         """Click the element ``css`` selects. Live views re-render rows while the test runs (SSE updates),
         so an element found a moment ago may be replaced before the click lands: find it again then."""
-        from selenium.common.exceptions import StaleElementReferenceException
+        def enabled() -> WebElement | None:  # found afresh each time: a re-rendered row is a new element
+            found = [e for e in self.driver.find_elements(By.CSS_SELECTOR, css) if e.is_displayed()]
+            return found[0] if found and found[0].is_enabled() else None
 
         for attempt in range(5):
-            e = self.el(css)
+            e: WebElement = self.wait(enabled, 60, f"{css!r} visible and enabled")
             try:
                 self.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", e)
-                self.wait(lambda e=e: e.is_enabled(), 60, f"{css!r} enabled")
                 e.click()
                 return
             except StaleElementReferenceException:
