@@ -180,6 +180,8 @@ async def create_steps(
         logged = read_log_errors(log_file)
         if logged and logged not in exc.message:
             exc.message = f"{exc.message} ({logged})"
+        if restore is not None and restore.work_path is None:  # CRIU's log goes with the bundle: quote it now
+            exc.message = f"{exc.message}{_criu_errors(bundle / 'criu-restore' / 'restore.log')}"
         raise
     finally:
         for fd in (in_r, out_w, err_w):
@@ -207,3 +209,13 @@ async def create_steps(
         sb._status = "running"
         sb.started_at = time.monotonic()
     sb._waiter = asyncio.ensure_future(sb._watch())
+
+
+def _criu_errors(log: Path, limit: int = 8) -> str:
+    """The last ``Error`` lines of a CRIU log (empty when there is none to read)."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    errors = [line for line in lines if "Error" in line][-limit:]
+    return ("\n" + "\n".join(errors)) if errors else ""
