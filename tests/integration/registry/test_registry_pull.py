@@ -295,7 +295,9 @@ async def test_interrupted_download_resumes_with_range(
         with pytest.raises(RegistryError, match="pull again to continue"):
             await Puller(store, _opts(), retries=0).pull(ref)
         partial = [p for p in store.content.ingest_dir.iterdir() if p.name.endswith(".partial")]
-        assert [p.stat().st_size for p in partial] == [200_000]
+        # downloads run concurrently: another blob's download may have been opened (0 bytes) when the cut
+        # ended the pull; the cut blob's partial holds exactly what arrived
+        assert [p.stat().st_size for p in partial if p.stat().st_size] == [200_000]
         assert tb.leftovers(store)["images"] == []
         proxy.requests.clear()
         image = await Puller(store, _opts(), retries=0).pull(ref)
