@@ -12,7 +12,6 @@ No timing is asserted: the bounds below only stop a hung run.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import statistics
 import time
@@ -23,6 +22,7 @@ import pytest
 from stress_helpers import daemon_rss_kib, delete_function, deploy_echo
 
 from faasd.testing.server import FaasdServer
+from fixtures.invoke import invoke_echo
 
 pytestmark = [pytest.mark.stress, pytest.mark.slow]
 
@@ -33,21 +33,6 @@ RSS_GROWTH_MAX = 0.10
 
 def _auth(server: FaasdServer) -> dict[str, str]:
     return {"Authorization": f"Bearer {server.api_key}"}
-
-
-async def _invoke(client: httpx.AsyncClient, name: str, i: int) -> str | None:
-    """One invocation; None when it answered 200 with its own payload, else what went wrong."""
-    try:
-        resp = await client.post(f"/api/v1/functions/{name}/invoke", content=json.dumps({"i": i}))
-    except httpx.HTTPError as exc:
-        return f"#{i}: {type(exc).__name__}: {exc}"
-    if resp.status_code != 200:
-        return f"#{i}: HTTP {resp.status_code}: {resp.text[:300]}"
-    try:
-        got = resp.json()
-    except ValueError:
-        return f"#{i}: not JSON: {resp.text[:300]!r}"
-    return None if got == {"i": i} else f"#{i}: wrong payload {got!r}"
 
 
 @pytest.mark.timeout(int(SOAK_S) + 900)
@@ -67,7 +52,7 @@ async def test_stress_soak_daemon_rss_bounded(stress_server: FaasdServer, tmp_pa
 
         async def one(i: int) -> None:
             async with in_flight:
-                err = await _invoke(client, name, i)
+                err = await invoke_echo(client, name, i)
             if err is not None:
                 errors.append(err)
 

@@ -10,7 +10,6 @@ time-outs only stop a hung run. The soak (memory over minutes) stays in tests/st
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ import pytest
 from faasd.testing.helpers import deploy_function, unique_name
 from faasd.testing.leaks import leak_checked_server
 from faasd.testing.server import FaasdServer
+from fixtures.invoke import invoke_echo
 
 pytestmark = pytest.mark.slow
 
@@ -33,21 +33,6 @@ ECHO = 'def handle(event, context):\n    return {"i": event.json()["i"]}\n'
 def server() -> Iterator[FaasdServer]:
     with leak_checked_server(env={"FAASD_BASE_IMAGES": "python"}) as s:
         yield s
-
-
-async def _invoke(client: httpx.AsyncClient, name: str, i: int) -> str | None:
-    """One invocation; None when it answered 200 with its own payload, else what went wrong."""
-    try:
-        resp = await client.post(f"/api/v1/functions/{name}/invoke", content=json.dumps({"i": i}))
-    except httpx.HTTPError as exc:
-        return f"#{i}: {type(exc).__name__}: {exc}"
-    if resp.status_code != 200:
-        return f"#{i}: HTTP {resp.status_code}: {resp.text[:300]}"
-    try:
-        got = resp.json()
-    except ValueError:
-        return f"#{i}: not JSON: {resp.text[:300]!r}"
-    return None if got == {"i": i} else f"#{i}: wrong payload {got!r}"
 
 
 def _counter(metrics: str, name: str, status: str) -> float:
@@ -80,7 +65,7 @@ async def test_1000_concurrent_invocations_all_answer_and_are_counted(
     async with httpx.AsyncClient(
         base_url=server.url, headers=headers, limits=limits, timeout=timeout
     ) as client:
-        assert await _invoke(client, name, -1) is None  # the warm worker answers before the storm
+        assert await invoke_echo(client, name, -1) is None  # the warm worker answers before the storm
         max_replicas_seen = 0
         done = asyncio.Event()
 
@@ -94,7 +79,7 @@ async def test_1000_concurrent_invocations_all_answer_and_are_counted(
 
         watcher = asyncio.create_task(watch_pool())
         results = await asyncio.wait_for(
-            asyncio.gather(*(_invoke(client, name, i) for i in range(CONCURRENT))), timeout=900
+            asyncio.gather(*(invoke_echo(client, name, i) for i in range(CONCURRENT))), timeout=900
         )
         done.set()
         await watcher
