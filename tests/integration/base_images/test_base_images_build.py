@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.fixtures.signals import default_sigint
 
 from faasd.baseimages import (
     LABEL_RECIPE_HASH,
@@ -193,6 +194,7 @@ def test_interrupted_build_leaves_no_dir_mount_or_process(private_cache: Path) -
         stderr=subprocess.STDOUT,
         env=env,
         text=True,
+        preexec_fn=default_sigint,
     )
     try:
         deadline = time.monotonic() + 300

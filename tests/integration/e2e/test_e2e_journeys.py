@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from tests.fixtures.signals import default_sigint
 
 from faasd.sdk import Client, Forbidden, FunctionError, NotFound, StreamOutput, StreamResult, StreamStart
 from faasd.testing.helpers import deploy_function, invoke
@@ -343,7 +344,8 @@ def test_cli_logs_follow_streams_until_ctrl_c(faas: Faas, faasd_server: FaasdSer
 
     _ok(faas("deploy", name, str(source), "--runtime", "python"))
     follower = subprocess.Popen([str(FAAS), "logs", name, "--follow"], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=faasd_server.env())
+                                stderr=subprocess.PIPE, text=True, env=faasd_server.env(),
+                                preexec_fn=default_sigint)
     lines: queue.Queue[str] = queue.Queue()
 
     def pump() -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.fixtures.signals import default_sigint
 
 from faasd.testing.server import free_port, remove_containers
 
@@ -32,6 +33,7 @@ def test_faas_up_serves_and_stops_on_sigint(tmp_path: Path) -> None:
         stderr=subprocess.STDOUT,
         env={**env, "COLUMNS": "200"},
         start_new_session=True,
+        preexec_fn=default_sigint,
     )
     try:
         url = f"http://127.0.0.1:{port}"
