@@ -57,6 +57,7 @@ from faasd.runtime.criu_conf import criu_annotations, ensure_kdat_dir
 from faasd.runtime.criu_freeze import freeze, thaw
 from faasd.runtime.criu_work import DUMP_WORK_PREFIX, RESTORE_WORK_DIR, make_work_dir, remove_work_dir
 from faasd.runtime.models import SANDBOX_ID_RE, Limits, NetworkSpec, SandboxSpec, UserNamespace
+from faasd.runtime.runc_state import RUNC_STATE_NAME, RestoreSource
 from faasd.runtime.sandbox import OUTPUT_LIMIT_BYTES, Sandbox, SandboxManager
 
 CRIU_OPTS: dict[str, bool] = {"tcp_established": True, "file_locks": True, "ext_unix_sk": True}
@@ -180,6 +181,8 @@ async def checkpoint(
         await asyncio.to_thread(copy_upper, src.upper, upper_dir)
         bundle_dir.mkdir()
         shutil.copy2(src.bundle / "config.json", bundle_dir / "config.json")
+        with contextlib.suppress(OSError):  # runc's record: lets a restore run CRIU without runc
+            shutil.copy2(src.runtime.root / src.id / "state.json", bundle_dir / RUNC_STATE_NAME)
         t3 = time.perf_counter()
         timings["copy_upper"] = (t3 - t2) * 1000
     except BaseException as exc:
@@ -277,6 +280,15 @@ class Restored:
     sandbox: Sandbox
     timings_ms: dict[str, float]
     agent_ack: dict[str, Any] | None = None
+
+
+def _runc_source(snapshot: SnapshotDirs, dumped: dict[str, Any]) -> RestoreSource | None:
+    """runc's record of the snapshot's source sandbox, when the snapshot kept it."""
+    try:
+        state = json.loads((snapshot.config_json.parent / RUNC_STATE_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    return RestoreSource(state, dumped) if isinstance(state, dict) else None
 
 
 def rewrite_config(
@@ -387,7 +399,7 @@ async def restore(
     try:
         sb = await manager.restore(
             spec, snapshot.criu, config_for, work_path=work, criu_opts=opts, output_limit=output_limit,
-            timeout_s=timeout_s, share_memory=share_memory,
+            timeout_s=timeout_s, share_memory=share_memory, source=_runc_source(snapshot, dumped),
         )
     except BaseException as exc:
         # the manager undid its steps; a failed `runc restore` can also leave its CRIU root

@@ -19,9 +19,10 @@ from faasd.config import Settings
 from faasd.errors import RuntimeFailure
 from faasd.rootfs import OverlayRootfs, idmap
 from faasd.rootfs import mounts as _mounts
-from faasd.runtime import ksm, network, reaper, userns
+from faasd.runtime import criu_restore, ksm, network, reaper, runc_state, userns
 from faasd.runtime.models import IO_DIR_IN_CONTAINER, SandboxSpec
 from faasd.runtime.runc import read_log_errors
+from faasd.runtime.runc_state import RestoreSource
 from faasd.runtime.sandbox.output import OutputCallback, OutputCollector, collector_factory
 from faasd.runtime.sandbox.sandbox import Sandbox
 from faasd.runtime.sandbox.userns_setup import (
@@ -56,6 +57,8 @@ class RestoreJob:
     criu_opts: dict[str, bool]
     timeout_s: float | None = None
     share_memory: bool = False
+    source: RestoreSource | None = None
+    """runc's record of the snapshot's source sandbox: lets CRIU restore without runc."""
 
 
 def wants_userns(settings: Settings, spec: SandboxSpec) -> bool:
@@ -156,23 +159,36 @@ async def create_steps(
         sb._transports.append(transport)
     log_file = bundle / "runc.log"
     pid_file = bundle / "init.pid"
+    state_plan: runc_state.StatePlan | None = None
+    if restore is not None:
+        work = restore.work_path or bundle / "criu-restore"
+        work.mkdir(parents=True, exist_ok=True)
+        opts = restore.criu_opts
+        preexec = ksm.opt_in_child if restore.share_memory and ksm.supported() else None
+        state_plan = _direct_plan(sb, settings, restore, config)
+        sb.restored_by = "criu" if state_plan is not None else "runc"
     try:
         if restore is None:
             sb.pid = await sb.runtime.create(
                 spec.id, bundle, stdin=in_r, stdout=out_w, stderr=err_w, pid_file=pid_file,
                 log_file=log_file,
             )
+        elif state_plan is not None:
+            sb.pid = await criu_restore.restore(
+                runc_root=sb.runtime.root, container_id=spec.id, bundle=bundle, state_plan=state_plan,
+                image_path=image_path or restore.image_path, work_path=work, pid_file=pid_file,
+                stdin=in_r, stdout=out_w, stderr=err_w, criu_opts=opts, criu_binary=settings.criu_binary,
+                preexec_fn=preexec,
+                **({} if restore.timeout_s is None else {"timeout_s": restore.timeout_s}),
+            )
         else:
-            work = restore.work_path or bundle / "criu-restore"
-            work.mkdir(parents=True, exist_ok=True)
-            opts = restore.criu_opts
             await sb.runtime.restore(
                 spec.id, bundle, image_path or restore.image_path, stdin=in_r, stdout=out_w, stderr=err_w,
                 log_file=log_file, work_path=work, detach=True, pid_file=pid_file,
                 tcp_established=opts.get("tcp_established", False),
                 file_locks=opts.get("file_locks", False), ext_unix_sk=opts.get("ext_unix_sk", False),
                 shell_job=opts.get("shell_job", False),
-                preexec_fn=ksm.opt_in_child if restore.share_memory and ksm.supported() else None,
+                preexec_fn=preexec,
                 **({} if restore.timeout_s is None else {"timeout_s": restore.timeout_s}),
             )
             sb.pid = int(pid_file.read_text().strip())
@@ -181,7 +197,7 @@ async def create_steps(
         if logged and logged not in exc.message:
             exc.message = f"{exc.message} ({logged})"
         if restore is not None and restore.work_path is None:  # CRIU's log goes with the bundle: quote it now
-            exc.message = f"{exc.message}{_criu_errors(bundle / 'criu-restore' / 'restore.log')}"
+            exc.message = f"{exc.message}{_criu_errors(work / 'restore.log')}"
         raise
     finally:
         for fd in (in_r, out_w, err_w):
@@ -197,7 +213,8 @@ async def create_steps(
     if sb.userns is not None:
         assert sb.pid is not None
         sb.netns = await loop.run_in_executor(
-            None, lambda: userns.pin_netns(spec.id, sb.pid or 0, lo_up=restore is None)
+            # after runc restore its prestart hook brought lo up already (see userns_setup.LO_UP_HOOK)
+            None, lambda: userns.pin_netns(spec.id, sb.pid or 0, lo_up=sb.restored_by != "runc")
         )
         if spec.network.mode == "egress":
             sb.egress = await loop.run_in_executor(None, network.setup_egress, spec.id, sb.netns)
@@ -209,6 +226,21 @@ async def create_steps(
         sb._status = "running"
         sb.started_at = time.monotonic()
     sb._waiter = asyncio.ensure_future(sb._watch())
+
+
+def _direct_plan(
+    sb: Sandbox, settings: Settings, restore: RestoreJob, config: Mapping[str, Any]
+) -> runc_state.StatePlan | None:
+    """runc's record of the restored sandbox when CRIU may restore it without runc, else None."""
+    if (
+        settings.restore_engine != "criu"
+        or restore.source is None
+        or sb.runtime.name != "runc"
+        or sb.userns is None
+        or not criu_restore.eligible_host()
+    ):
+        return None
+    return runc_state.plan(restore.source.state, restore.source.oci, config, sb.bundle)
 
 
 def _criu_errors(log: Path, limit: int = 8) -> str:

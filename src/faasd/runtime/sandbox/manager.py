@@ -20,6 +20,7 @@ from faasd.runtime import network, reaper
 from faasd.runtime.criu_work import remove_stale_work_dirs
 from faasd.runtime.models import RunResult, SandboxInfo, SandboxSpec
 from faasd.runtime.runc import OciRuntime, make_runtime
+from faasd.runtime.runc_state import RestoreSource
 from faasd.runtime.sandbox.create import RestoreJob, create_steps, wants_userns
 from faasd.runtime.sandbox.output import OUTPUT_LIMIT_BYTES, OutputCallback
 from faasd.runtime.sandbox.registry import LIVE
@@ -94,8 +95,9 @@ class SandboxManager:
         output_limit: int = OUTPUT_LIMIT_BYTES,
         timeout_s: float | None = None,
         share_memory: bool = False,
+        source: RestoreSource | None = None,
     ) -> Sandbox:
-        """A *running* sandbox restored from a CRIU image (``runc restore --detach``).
+        """A *running* sandbox restored from a CRIU image (``runc restore --detach``, or CRIU directly).
 
         Same steps and cleanup-on-failure as :meth:`create`, except: the overlay has no copy fallback (a
         snapshot needs an upper), ``config`` (the dumped config.json with bundle/rootfs/netns/io paths
@@ -105,9 +107,13 @@ class SandboxManager:
         ``criu_opts``: ``tcp_established``, ``file_locks``, ``ext_unix_sk``, ``shell_job`` (booleans).
         ``timeout_s`` bounds ``runc restore`` (default: the runtime driver's). ``share_memory``: opt the
         restored processes into KSM (:mod:`faasd.runtime.ksm`), so copies of one image share the pages
-        none of them changed while ``ksmd`` runs.
+        none of them changed while ``ksmd`` runs. ``source``: runc's record of the snapshot's source sandbox;
+        with it (and ``Settings.restore_engine == "criu"``) CRIU restores the sandbox without runc
+        (:mod:`faasd.runtime.criu_restore`) when :func:`faasd.runtime.runc_state.plan` allows it.
         """
-        job = RestoreJob(Path(image_path), config, work_path, dict(criu_opts or {}), timeout_s, share_memory)
+        job = RestoreJob(
+            Path(image_path), config, work_path, dict(criu_opts or {}), timeout_s, share_memory, source
+        )
         return await self._make(spec, False, on_output, output_limit, job)
 
     async def _make(

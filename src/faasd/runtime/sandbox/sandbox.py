@@ -52,6 +52,9 @@ class Sandbox:
         self.rootfs: OverlayRootfs | None = None
         self.netns: Path | None = None
         self.egress: network.EgressLink | None = None
+        self.restored_by: str | None = None
+        """How a restored sandbox was restored: ``criu`` (without runc, :mod:`faasd.runtime.criu_restore`) or
+        ``runc``; None for a created one."""
         self.user: ProcessUser | None = None
         self.userns: UserNamespace | None = None
         """The sandbox's user namespace (also in config.json), ``None`` when it runs without one."""

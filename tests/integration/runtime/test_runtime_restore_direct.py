@@ -1,0 +1,174 @@
+"""Restores that run CRIU without runc (``faasd.runtime.criu_restore``): same result as ``runc restore``,
+the same record in runc's state dir, runc's commands work on the copy, and a failure leaves nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from faasd.errors import RuntimeFailure
+from faasd.runtime import Sandbox, SandboxManager, SandboxSpec, cgroups
+from faasd.runtime.checkpoint import Checkpoint, SnapshotDirs, checkpoint, restore
+from faasd.runtime.runc_state import RUNC_STATE_NAME
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(shutil.which("criu") is None, reason="criu not installed"),
+]
+
+Spec = Callable[..., SandboxSpec]
+COUNTER = (
+    "import time, os\ni = 0\nwhile True:\n    i += 1\n    open('/run/faasd-io/n.tmp', 'w').write(str(i))\n"
+    "    os.replace('/run/faasd-io/n.tmp', '/run/faasd-io/n')\n    time.sleep(0.01)\n"
+)
+
+
+async def _count(io: Path) -> int:
+    for _ in range(500):
+        try:
+            return int((io / "n").read_text())
+        except (FileNotFoundError, ValueError):
+            await asyncio.sleep(0.02)
+    raise AssertionError("the counter never appeared")
+
+
+async def _counting_on(sb: Sandbox, at_least: int) -> int:
+    """The restored program keeps counting from its dumped memory (not from 1)."""
+    first = await _count(sb.io_dir)
+    assert first >= at_least
+    for _ in range(250):
+        n = await _count(sb.io_dir)
+        if n > first:
+            return n
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"the restored program stopped at {first}")
+
+
+def _dirs(cp: Checkpoint, sb: Sandbox) -> SnapshotDirs:
+    lowers = [*sb.spec.lowers, cp.upper]
+    return SnapshotDirs(criu=cp.criu, config_json=cp.bundle / "config.json", lowers=lowers)
+
+
+def _record(manager: SandboxManager, sandbox_id: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((manager.runtime("runc").root / sandbox_id / "state.json").read_text())
+    return data
+
+
+def _comparable(state: dict[str, Any]) -> dict[str, Any]:
+    """A record without what differs between any two restores (ids, pids, times, ranges, pipes)."""
+    text = json.dumps(state).replace(state["id"], "ID")
+    out: dict[str, Any] = json.loads(text)
+    for key in ("init_process_pid", "init_process_start", "created", "namespace_paths"):
+        out.pop(key)
+    out.pop("external_descriptors")
+    cfg = out["config"]
+    cfg["labels"] = sorted(cfg["labels"])
+    for m in cfg["uid_mappings"] + cfg["gid_mappings"]:
+        m.pop("host_id")
+    for d in cfg["devices"]:
+        d.pop("uid"), d.pop("gid")
+    return out
+
+
+async def test_direct_restore_writes_runcs_own_record_and_runc_drives_the_copy(
+    manager: SandboxManager, make_spec: Spec, sid: str, leaks_of: Callable[[str], list[str]], tmp_path: Path
+) -> None:
+    sb = await manager.create(make_spec("python3", "-c", COUNTER), stdin_pipe=False)
+    copies: dict[str, Sandbox] = {}
+    ids = {"criu": sid + "-c", "runc": sid + "-r", "again": sid + "-a"}
+    try:
+        await sb.start()
+        before = await _count(sb.io_dir)
+        cp = await checkpoint(sb, tmp_path / "cp")
+        assert (cp.bundle / RUNC_STATE_NAME).is_file()  # the snapshot keeps runc's record of its source
+        for engine in ("criu", "runc"):
+            manager.settings.restore_engine = engine  # type: ignore[assignment]
+            r = await restore(manager, _dirs(cp, sb), ids[engine], notify_agent=False)
+            copies[engine] = r.sandbox
+            assert r.sandbox.restored_by == engine
+            await _counting_on(r.sandbox, before)
+        # the record faasd wrote is the one runc writes for the same snapshot
+        assert _comparable(_record(manager, ids["criu"])) == _comparable(_record(manager, ids["runc"]))
+        direct = copies["criu"]
+        assert (await direct.state())["status"] == "running"
+        cg = cgroups.controller_dir(direct.id, "memory")
+        assert cg is not None and (cg / "memory.limit_in_bytes").read_text().strip() == str(
+            direct.spec.limits.memory_mb * 1024 * 1024
+        )
+        assert direct.pid in cgroups.procs(direct.id)
+        assert not (manager.runtime("runc").root / direct.id / "criu-root").exists()
+        # runc's own commands on the copy: exec, and a checkpoint whose restore continues the count
+        res = await direct.exec(["cat", "/run/faasd-io/n"], timeout=30)
+        assert res.exit_code == 0 and int(res.stdout) >= before
+        n = await _count(direct.io_dir)
+        manager.settings.restore_engine = "criu"
+        cp2 = await checkpoint(direct, tmp_path / "cp2")
+        r2 = await restore(manager, _dirs(cp2, direct), ids["again"], notify_agent=False)
+        copies["again"] = r2.sandbox
+        assert r2.sandbox.restored_by == "criu"
+        await _counting_on(r2.sandbox, n)
+    finally:
+        for c in copies.values():
+            await c.destroy()
+        await sb.destroy()
+    assert leaks_of(sid) == []
+    for i in ids.values():
+        assert leaks_of(i) == []
+        assert not (manager.runtime("runc").root / i).exists()
+
+
+async def test_a_failed_direct_restore_says_why_and_leaves_nothing(
+    manager: SandboxManager, make_spec: Spec, sid: str, leaks_of: Callable[[str], list[str]], tmp_path: Path
+) -> None:
+    sb = await manager.create(make_spec("python3", "-c", COUNTER), stdin_pipe=False)
+    new_id = sid + "-x"
+    try:
+        await sb.start()
+        await _count(sb.io_dir)
+        cp = await checkpoint(sb, tmp_path / "cp")
+        cores = sorted(cp.criu.glob("core-*.img"))
+        assert cores
+        cores[0].write_bytes(b"\0" * 16)  # the init's registers and state are garbage
+        with pytest.raises(RuntimeFailure) as info:
+            await restore(manager, _dirs(cp, sb), new_id, notify_agent=False)
+        assert "criu restore" in info.value.message and "Error" in info.value.message
+        assert manager.get(new_id) is None
+        assert not (manager.runtime("runc").root / new_id).exists()
+        assert cgroups.dirs(new_id) == []
+    finally:
+        await sb.destroy()
+    assert leaks_of(sid) == [] and leaks_of(new_id) == []
+
+
+async def test_snapshots_without_runcs_record_of_their_source_use_runc(
+    manager: SandboxManager, make_spec: Spec, sid: str, leaks_of: Callable[[str], list[str]], tmp_path: Path
+) -> None:
+    sb = await manager.create(make_spec("python3", "-c", COUNTER), stdin_pipe=False)
+    ids = [sid + "-o", sid + "-e"]
+    copies: list[Sandbox] = []
+    try:
+        await sb.start()
+        before = await _count(sb.io_dir)
+        cp = await checkpoint(sb, tmp_path / "cp")
+        record = (cp.bundle / RUNC_STATE_NAME).read_text()
+        (cp.bundle / RUNC_STATE_NAME).unlink()  # a snapshot from before faasd kept runc's record
+        r = await restore(manager, _dirs(cp, sb), ids[0], notify_agent=False)
+        copies.append(r.sandbox)
+        assert r.sandbox.restored_by == "runc"
+        await _counting_on(r.sandbox, before)
+        # a record of another sandbox than the one the snapshot's config.json describes
+        (cp.bundle / RUNC_STATE_NAME).write_text(record.replace(sb.id, sid + "-other"))
+        r = await restore(manager, _dirs(cp, sb), ids[1], notify_agent=False)
+        copies.append(r.sandbox)
+        assert r.sandbox.restored_by == "runc"
+    finally:
+        for c in copies:
+            await c.destroy()
+        await sb.destroy()
+    assert leaks_of(sid) == [] and all(leaks_of(i) == [] for i in ids)
