@@ -20,6 +20,10 @@ Each round, all measured the same way in the same run:
   merged the pages the copies share (restored sandboxes opt into KSM; ``--ksm`` turns ``ksmd`` on for
   the run with a faster scan rate and puts the host's settings back at the end).
 
+* **through runc** (same round, same snapshot source): a snapshot by ``runc checkpoint`` and a hot restore
+  by ``runc restore`` (``Settings.criu_direct=False``), against faasd's own path that runs CRIU directly
+  (:mod:`faasd.runtime.criu_dump`, :mod:`faasd.runtime.criu_restore`); every result records which one ran;
+
 * **HTTP, ``checkpointed`` vs ``cached``** (``bench/snapshot_http.py``): the same ≥ 300 ms-init function
   deployed in both modes on a real daemon; first-request latency after scaling to zero, alternating order.
 
@@ -148,7 +152,9 @@ async def scenario(program: str, rounds: int, branch_n: int, concurrency: int,
     tag = uuid.uuid4().hex[:6]
     m: dict[str, list[float]] = {k: [] for k in (
         "cold", "snapshot", "frozen", "store_ingest", "hot", "hot_running", "from_store", "unpack",
-        "branch", "mem_one_kib", "mem_branch_at_answer_kib", "mem_branch_ksm_kib", "ksm_settle_s")}
+        "branch", "mem_one_kib", "mem_branch_at_answer_kib", "mem_branch_ksm_kib", "ksm_settle_s",
+        "snapshot_runc", "frozen_runc", "hot_runc")}
+    engines: set[str] = set()
     ckpt_parts: dict[str, list[float]] = {}
     hot_parts: dict[str, list[float]] = {}
     sizes: dict[str, Any] = {}
@@ -169,6 +175,7 @@ async def scenario(program: str, rounds: int, branch_n: int, concurrency: int,
             for k, v in cms.items():
                 ckpt_parts.setdefault(k, []).append(v)
             m["frozen"].append(cms["freeze"] + cms["dump"] + cms["copy_upper"] + cms["thaw"])
+            engines.add(f"dump: {snap.meta.extra.get('dumped_by')}")
             m["store_ingest"].append(m["snapshot"][-1] - cms["total"])
             if r == 0:
                 sizes = {"logical_bytes": snap.sizes.logical_bytes, "stored_bytes": snap.sizes.stored_bytes,
@@ -182,7 +189,26 @@ async def scenario(program: str, rounds: int, branch_n: int, concurrency: int,
             for k, v in restored.timings_ms.items():
                 hot_parts.setdefault(k, []).append(v)
             m["mem_one_kib"].append(pss_kib(restored.sandbox.pid))
+            engines.add(f"restore: {restored.sandbox.restored_by}")
             await restored.sandbox.destroy()
+            # the same through runc (runc checkpoint, runc restore), same round
+            manager.settings.criu_direct = False
+            try:
+                t0 = time.perf_counter()
+                snap_r = await snapshot_sandbox(store, src)
+                m["snapshot_runc"].append((time.perf_counter() - t0) * 1000)
+                c = {k: float(v) for k, v in snap_r.meta.extra["checkpoint_ms"].items()}
+                m["frozen_runc"].append(c["freeze"] + c["dump"] + c["copy_upper"] + c["thaw"])
+                assert snap_r.meta.extra.get("dumped_by") == "runc"
+                t0 = time.perf_counter()
+                via_runc = await restore_snapshot(store, snap.id, f"fd-bench-{tag}-u{r}", manager=manager)
+                await wait_first_line_sandbox(via_runc.sandbox)
+                m["hot_runc"].append((time.perf_counter() - t0) * 1000)
+                assert via_runc.sandbox.restored_by == "runc"
+                await via_runc.sandbox.destroy()
+                store.delete(snap_r.id)
+            finally:
+                manager.settings.criu_direct = True
             # restore from the store: unpacking the blobs included
             if not store.evict(snap.id):
                 raise RuntimeError(f"could not evict the unpacked copy of {snap.id}")
@@ -234,6 +260,14 @@ async def scenario(program: str, rounds: int, branch_n: int, concurrency: int,
         f"branch_{branch_n}_to_all_output": stats(m["branch"]),
         "checkpoint_breakdown_median_ms": {k: med(v) for k, v in ckpt_parts.items()},
         "restore_breakdown_median_ms": {k: med(v) for k, v in hot_parts.items()},
+        "engines": sorted(engines),
+        "through_runc": {
+            "snapshot_total": stats(m["snapshot_runc"]),
+            "source_frozen": stats(m["frozen_runc"]),
+            "restore_hot_to_first_output": stats(m["hot_runc"]),
+            "ratio_restore_hot_vs_cold": round(med(m["hot_runc"]) / cold, 2),
+            "ratio_snapshot_total_vs_cold": round(med(m["snapshot_runc"]) / cold, 2),
+        },
         "memory_kib": {
             "one_copy_pss": int(mem_one),
             f"branch_{branch_n}_pss_at_answer": int(statistics.median(m["mem_branch_at_answer_kib"])),
@@ -294,6 +328,8 @@ def print_table(res: dict[str, Any]) -> None:
         print(f"{name:38} {s['median_ms']:>7.1f}ms {s['min_ms']:>7.1f}ms {s['max_ms']:>7.1f}ms  {s['n']}")
     print("checkpoint breakdown (median ms):", res["checkpoint_breakdown_median_ms"])
     print("restore breakdown (median ms):   ", res["restore_breakdown_median_ms"])
+    print("engines:", res["engines"])
+    print("through runc, same rounds:", json.dumps(res["through_runc"]))
     print("memory (KiB):", res["memory_kib"])
     print("same-run ratios:", res["ratios"])
     print("snapshot size:", res["snapshot_size"])

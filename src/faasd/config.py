@@ -56,11 +56,12 @@ class Settings(BaseSettings):
     """Deploy, execute and instances pull an image that is not in the store from its registry."""
     runsc_binary: str = "runsc"
     criu_binary: str = "criu"
-    restore_engine: Literal["criu", "runc"] = "criu"
-    """How a runc sandbox is restored from a snapshot: ``criu`` runs CRIU directly and writes runc's record
-    of the container itself (:mod:`faasd.runtime.criu_restore`, about half of ``runc restore``'s time for
-    a small program), ``runc`` always uses ``runc restore``. Snapshots taken before faasd kept runc's record,
-    sandboxes without a user namespace and cgroup-v2-only hosts use ``runc restore`` either way."""
+    criu_direct: bool = True
+    """Checkpoints and restores of runc sandboxes run CRIU directly (:mod:`faasd.runtime.criu_dump`,
+    :mod:`faasd.runtime.criu_restore`: faasd writes runc's record of a restored copy itself), which takes
+    about half of ``runc checkpoint``/``runc restore``'s time for a small program. False: always through
+    runc. Snapshots taken before faasd kept runc's record, sandboxes without a user namespace and
+    cgroup-v2-only hosts go through runc either way."""
     direct_pool: str = "127.77.0.0/16"
     """Direct function addresses are taken from this range (must lie inside 127.0.0.0/8; added to
     ``lo`` with the label ``lo:faas``). Empty: functions get no direct address."""

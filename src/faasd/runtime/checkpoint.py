@@ -50,10 +50,10 @@ from faasd.errors import (
     StorageFullError,
 )
 from faasd.rootfs import mounts
-from faasd.runtime import gvisor_checkpoint
+from faasd.runtime import criu_dump, gvisor_checkpoint
 from faasd.runtime.agent_client import AgentClient
 from faasd.runtime.checkpointable import Checkpointable, CheckpointSource, checkpoint_source
-from faasd.runtime.criu_conf import criu_annotations, ensure_kdat_dir
+from faasd.runtime.criu_conf import cgroup_yard, criu_annotations
 from faasd.runtime.criu_freeze import freeze, thaw
 from faasd.runtime.criu_work import DUMP_WORK_PREFIX, RESTORE_WORK_DIR, make_work_dir, remove_work_dir
 from faasd.runtime.models import SANDBOX_ID_RE, Limits, NetworkSpec, SandboxSpec, UserNamespace
@@ -79,6 +79,9 @@ class Checkpoint:
     lowers: list[Path]
     timings_ms: dict[str, float]
     leave_running: bool
+    dumped_by: str = "runc"
+    """``criu`` (CRIU run directly: :mod:`faasd.runtime.criu_dump`), ``runc`` (``runc checkpoint``) or
+    ``runsc`` (gVisor's own checkpoint)."""
 
     @property
     def config(self) -> dict[str, Any]:
@@ -127,7 +130,7 @@ async def checkpoint(
         image, upper, bundle, gv_timings = await gvisor_checkpoint.checkpoint_gvisor(
             src, dest, leave_running=leave_running, copy_upper=copy_upper
         )
-        return _finish(dest, src, image, upper, bundle, gv_timings, leave_running=False)
+        return _finish(dest, src, image, upper, bundle, gv_timings, leave_running=False, dumped_by="runsc")
     if src.upper is None:
         raise InvalidInputError(
             f"sandbox {src.id} has no overlay upper (flat-copy rootfs): it cannot be "
@@ -148,7 +151,7 @@ async def checkpoint(
             f"sandbox {src.id} is {state}; only a running or paused sandbox can be snapshotted"
         )
     paused_by_us = False
-    ensure_kdat_dir()  # before the freeze: CRIU's kernel probes cached instead of re-run
+    cgroup_yard()  # before the freeze: CRIU's kernel probes cached, its cgroup yard ready
     t0 = time.perf_counter()
     try:
         dest.mkdir(parents=True)
@@ -159,12 +162,21 @@ async def checkpoint(
             await freeze(src.runtime, src.id)
         t1 = time.perf_counter()
         timings["freeze"] = (t1 - t0) * 1000
+        record = None
+        if src.criu_direct and leave_running and src.runtime.name == "runc":
+            record = criu_dump.read_record(src.runtime.root, src.id)
+        direct = record is not None and criu_dump.eligible(record)
         try:
-            await src.runtime.checkpoint(
-                src.id, criu_dir, work_path=work, leave_running=leave_running,
-                tcp_established=opts.get("tcp_established", False), file_locks=opts.get("file_locks", False),
-                ext_unix_sk=opts.get("ext_unix_sk", False),
-            )
+            if record is not None and direct:
+                await criu_dump.dump(
+                    record, image_path=criu_dir, work_path=work, criu_opts=opts, criu_binary=src.criu_binary
+                )
+            else:
+                await src.runtime.checkpoint(
+                    src.id, criu_dir, work_path=work, leave_running=leave_running,
+                    tcp_established=opts.get("tcp_established", False),
+                    file_locks=opts.get("file_locks", False), ext_unix_sk=opts.get("ext_unix_sk", False),
+                )
         except RuntimeFailure as exc:
             log = _read(work / "dump.log")
             if _is_enospc_text(log) or _is_enospc_text(str(exc)) or _free_bytes(dest) < 1024 * 1024:
@@ -203,7 +215,10 @@ async def checkpoint(
         await thaw(src.runtime, src.id)
     timings["thaw"] = (time.perf_counter() - t3) * 1000
     timings["total"] = (time.perf_counter() - t0) * 1000
-    return _finish(dest, src, criu_dir, upper_dir, bundle_dir, timings, leave_running=leave_running)
+    return _finish(
+        dest, src, criu_dir, upper_dir, bundle_dir, timings, leave_running=leave_running,
+        dumped_by="criu" if direct else "runc",
+    )
 
 
 def _finish(
@@ -215,12 +230,14 @@ def _finish(
     timings: dict[str, float],
     *,
     leave_running: bool,
+    dumped_by: str,
 ) -> Checkpoint:
     info = {
         "sandbox": src.id,
         "lowers": [str(p) for p in src.lowers],
         "timings_ms": timings,
         "leave_running": leave_running,
+        "dumped_by": dumped_by,
         "isolation": gvisor_checkpoint.isolation_of_runtime(src.runtime.name),
     }
     (dest / "checkpoint.json").write_text(json.dumps(info))
@@ -233,6 +250,7 @@ def _finish(
         lowers=list(src.lowers),
         timings_ms=timings,
         leave_running=leave_running,
+        dumped_by=dumped_by,
     )
 
 
@@ -375,7 +393,7 @@ async def restore(
         runtime=gvisor_checkpoint.runtime_of_isolation(kind),
     )
     timings: dict[str, float] = {}
-    ensure_kdat_dir()
+    cgroup_yard()  # CRIU's kdat cache dir and cgroup yard
     t0 = time.perf_counter()
 
     def config_for(sb: Sandbox) -> dict[str, Any]:
@@ -418,7 +436,7 @@ async def restore(
     finally:
         remove_work_dir(work, work_fd)
     t2 = time.perf_counter()
-    timings["runc_restore"] = (t2 - t0) * 1000 - timings.get("prepare", 0.0)
+    timings["restore"] = (t2 - t0) * 1000 - timings.get("prepare", 0.0)  # runc restore or criu restore
     ack = None
     try:
         _publish_agent_socket(sb.io_dir)

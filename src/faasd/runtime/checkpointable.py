@@ -27,6 +27,9 @@ class CheckpointSource:
     upper: Path | None
     runtime: OciRuntime
     lowers: list[Path] = field(default_factory=list)
+    criu_direct: bool = False
+    """Dump with CRIU directly when :func:`faasd.runtime.criu_dump.eligible` (else ``runc checkpoint``)."""
+    criu_binary: str = "criu"
 
 
 @runtime_checkable
@@ -48,6 +51,12 @@ class Checkpointable(Protocol):
     @property
     def rootfs(self) -> OverlayRootfs | None: ...
 
+    @property
+    def criu_direct(self) -> bool: ...
+
+    @property
+    def criu_binary(self) -> str: ...
+
 
 def checkpoint_source(sandbox: Checkpointable) -> CheckpointSource:
     """What :func:`~faasd.runtime.checkpoint.checkpoint` needs to know about ``sandbox``."""
@@ -59,6 +68,8 @@ def checkpoint_source(sandbox: Checkpointable) -> CheckpointSource:
         upper=rootfs.upper if rootfs is not None else None,
         runtime=sandbox.runtime,
         lowers=[Path(p) for p in lowers],
+        criu_direct=sandbox.criu_direct,
+        criu_binary=sandbox.criu_binary,
     )
 
 

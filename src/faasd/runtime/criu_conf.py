@@ -25,6 +25,8 @@ from faasd.runtime import cgroups
 
 CRIU_CONFIG_ANNOTATION = "org.criu.config"
 CRIU_CONFIG = Path(__file__).with_name("criu.conf")
+CRIU_CONFIG_YARD = Path(__file__).with_name("criu-yard.conf")
+""":data:`CRIU_CONFIG` plus ``cgroup-yard`` = :func:`cgroup_yard` (the path is fixed: ``KDAT_DIR/cgyard``)."""
 
 KDAT_DIR = Path("/run/faasd-criu")
 """CRIU's ``RUNDIR`` as built by ``scripts/setup-system.sh`` (keep the two in step)."""
@@ -35,8 +37,14 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 
 def criu_annotations() -> dict[str, str]:
-    """The config.json annotations that make runc use faasd's CRIU settings."""
+    """The config.json annotations that make runc use faasd's CRIU settings (the sandbox manager switches
+    to :func:`config_file`'s choice when it writes the config)."""
     return {CRIU_CONFIG_ANNOTATION: str(CRIU_CONFIG)}
+
+
+def config_file() -> Path:
+    """The CRIU config file for a sandbox of this host: with the cgroup yard when the host has one."""
+    return CRIU_CONFIG_YARD if cgroup_yard() is not None else CRIU_CONFIG
 
 
 def fs_type(path: Path) -> int:
@@ -96,8 +104,9 @@ def _hierarchy_mount(controllers: str) -> Path | None:
 
 
 def cgroup_yard(kdat_dir: Path = KDAT_DIR) -> Path | None:
-    """A CRIU cgroup yard made of symlinks to this host's mounted hierarchies (``criu restore
-    --cgroup-yard``), or None when one hierarchy is not found mounted.
+    """A CRIU cgroup yard made of symlinks to this host's mounted hierarchies (CRIU's ``--cgroup-yard``,
+    for dumps and restores), or None when one hierarchy is not found mounted. Called before every dump
+    and restore (cheap: a yard removed meanwhile is made again).
 
     Without it CRIU mounts every hierarchy into a fresh yard on each restore, and mounting the cgroup2
     one costs an RCU grace period (~12 ms measured here); with it CRIU mounts nothing."""

@@ -31,7 +31,7 @@ import contextlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from faasd.errors import ConflictError, RuntimeFailure
@@ -159,7 +159,7 @@ async def restore(
     criu_opts: Mapping[str, bool],
     criu_binary: str = "criu",
     timeout_s: float = 120.0,
-    preexec_fn: Callable[[], None] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> int:
     """Restore ``container_id`` from the CRIU image at ``image_path`` (see the module doc); returns the
     restored init's pid. On failure nothing of it is left (state dir, cgroups, CRIU root mount)."""
@@ -184,7 +184,8 @@ async def restore(
             cgroup_yard=await asyncio.to_thread(criu_conf.cgroup_yard),
         )
         proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=stdin, stdout=stdout, stderr=stderr, preexec_fn=preexec_fn, cwd=str(bundle)
+            *argv, stdin=stdin, stdout=stdout, stderr=stderr, cwd=str(bundle),
+            env={**os.environ, **env} if env else None,
         )
         try:
             rc = await asyncio.wait_for(proc.wait(), timeout_s)

@@ -60,8 +60,10 @@ class OciRuntime(OciCommandLine):
         stdout: int | None = None,
         stderr: int | None = None,
         preexec_fn: Callable[[], None] | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> CallResult:
         """Run ``<binary> --root ROOT <args>``; RuntimeFailure (with stderr) when ``check`` and rc != 0.
+        ``env``: added to the daemon's environment for this call.
 
         ``stdin``/``stdout``/``stderr`` may be caller-owned fds (then that stream is not captured).
         ``preexec_fn`` runs in the child before exec (keep it to a syscall: the daemon has threads).
@@ -76,6 +78,7 @@ class OciRuntime(OciCommandLine):
             stdout=stdout if stdout is not None else asyncio.subprocess.PIPE,
             stderr=stderr if stderr is not None else asyncio.subprocess.PIPE,
             preexec_fn=preexec_fn,
+            env={**os.environ, **env} if env else None,
         )
         try:
             out, err = await asyncio.wait_for(proc.communicate(input), timeout_s)
@@ -245,11 +248,11 @@ class OciRuntime(OciCommandLine):
         stderr: int | None = None,
         log_file: Path | None = None,
         timeout_s: float = 120.0,
-        preexec_fn: Callable[[], None] | None = None,
+        env: Mapping[str, str] | None = None,
         **opts: Any,
     ) -> CallResult:
-        """``runc restore``; ``preexec_fn`` runs in the runc child before exec (e.g.
-        :func:`faasd.runtime.ksm.opt_in_child`: inherited by CRIU and the restored processes)."""
+        """``runc restore``; ``env`` is added to runc's environment, which runc passes on to CRIU (e.g.
+        :data:`faasd.runtime.ksm.CRIU_ENV`: inherited by the restored processes)."""
         return await self.call(
             self.restore_args(container_id, bundle, image_path, **opts),
             stdin=stdin,
@@ -257,7 +260,7 @@ class OciRuntime(OciCommandLine):
             stderr=stderr,
             log_file=log_file,
             timeout_s=timeout_s,
-            preexec_fn=preexec_fn,
+            env=env,
         )
 
 

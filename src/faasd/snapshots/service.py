@@ -193,7 +193,10 @@ async def snapshot_sandbox(
             meta.limits = asdict(sandbox.spec.limits)
         if meta.function is None:
             meta.function = dict(sandbox.spec.annotations or {}).get("faasd.function")
-        meta.extra = {**meta.extra, "checkpoint_ms": cp.timings_ms, "isolation": cp.isolation}
+        meta.extra = {
+            **meta.extra, "checkpoint_ms": cp.timings_ms, "isolation": cp.isolation,
+            "dumped_by": cp.dumped_by,
+        }
         if upper != cp.upper:
             meta.extra["rebase_ms"] = round((time.perf_counter() - t0) * 1000, 3)
         snap = await asyncio.to_thread(

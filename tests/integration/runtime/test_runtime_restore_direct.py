@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from faasd.errors import RuntimeFailure
-from faasd.runtime import Sandbox, SandboxManager, SandboxSpec, cgroups
+from faasd.runtime import Sandbox, SandboxManager, SandboxSpec, cgroups, ksm
 from faasd.runtime.checkpoint import Checkpoint, SnapshotDirs, checkpoint, restore
 from faasd.runtime.runc_state import RUNC_STATE_NAME
 
@@ -86,13 +86,18 @@ async def test_direct_restore_writes_runcs_own_record_and_runc_drives_the_copy(
         await sb.start()
         before = await _count(sb.io_dir)
         cp = await checkpoint(sb, tmp_path / "cp")
+        assert cp.dumped_by == "criu"  # CRIU ran without runc
+        assert (cp.criu / "descriptors.json").is_file()
         assert (cp.bundle / RUNC_STATE_NAME).is_file()  # the snapshot keeps runc's record of its source
+        assert (await sb.state())["status"] == "running"  # and the source keeps running
         for engine in ("criu", "runc"):
-            manager.settings.restore_engine = engine  # type: ignore[assignment]
+            manager.settings.criu_direct = engine == "criu"
             r = await restore(manager, _dirs(cp, sb), ids[engine], notify_agent=False)
             copies[engine] = r.sandbox
             assert r.sandbox.restored_by == engine
             await _counting_on(r.sandbox, before)
+            if ksm.supported():  # CRIU opted itself into KSM (FAASD_KSM=1): the restored init inherited it
+                assert ksm.process_stats(r.sandbox.pid or 0).get("ksm_merge_any") is True
         # the record faasd wrote is the one runc writes for the same snapshot
         assert _comparable(_record(manager, ids["criu"])) == _comparable(_record(manager, ids["runc"]))
         direct = copies["criu"]
@@ -107,8 +112,9 @@ async def test_direct_restore_writes_runcs_own_record_and_runc_drives_the_copy(
         res = await direct.exec(["cat", "/run/faasd-io/n"], timeout=30)
         assert res.exit_code == 0 and int(res.stdout) >= before
         n = await _count(direct.io_dir)
-        manager.settings.restore_engine = "criu"
+        manager.settings.criu_direct = True
         cp2 = await checkpoint(direct, tmp_path / "cp2")
+        assert cp2.dumped_by == "criu"
         r2 = await restore(manager, _dirs(cp2, direct), ids["again"], notify_agent=False)
         copies["again"] = r2.sandbox
         assert r2.sandbox.restored_by == "criu"
@@ -146,15 +152,23 @@ async def test_a_failed_direct_restore_says_why_and_leaves_nothing(
     assert leaks_of(sid) == [] and leaks_of(new_id) == []
 
 
-async def test_snapshots_without_runcs_record_of_their_source_use_runc(
+async def test_runc_does_both_when_told_or_without_runcs_record_of_the_source(
     manager: SandboxManager, make_spec: Spec, sid: str, leaks_of: Callable[[str], list[str]], tmp_path: Path
 ) -> None:
     sb = await manager.create(make_spec("python3", "-c", COUNTER), stdin_pipe=False)
-    ids = [sid + "-o", sid + "-e"]
+    ids = [sid + "-o", sid + "-e", sid + "-n"]
     copies: list[Sandbox] = []
     try:
         await sb.start()
         before = await _count(sb.io_dir)
+        manager.settings.criu_direct = False  # FAASD_CRIU_DIRECT=false: runc checkpoint, runc restore
+        cp_runc = await checkpoint(sb, tmp_path / "cp-runc")
+        assert cp_runc.dumped_by == "runc"
+        r = await restore(manager, _dirs(cp_runc, sb), ids[2], notify_agent=False)
+        copies.append(r.sandbox)
+        assert r.sandbox.restored_by == "runc"
+        await _counting_on(r.sandbox, before)
+        manager.settings.criu_direct = True
         cp = await checkpoint(sb, tmp_path / "cp")
         record = (cp.bundle / RUNC_STATE_NAME).read_text()
         (cp.bundle / RUNC_STATE_NAME).unlink()  # a snapshot from before faasd kept runc's record

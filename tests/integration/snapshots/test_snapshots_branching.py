@@ -107,7 +107,7 @@ async def test_snapshot_restore_continues_counting(env: dict) -> None:  # type: 
 
     restored = await restore_snapshot(env["store"], snap.id, env["new_id"]("r1"), manager=env["manager"])
     sb = restored.sandbox
-    assert restored.agent_ack is None and restored.timings_ms["runc_restore"] > 0
+    assert restored.agent_ack is None and restored.timings_ms["restore"] > 0
     assert env["manager"].get(sb.id) is sb and sb.status == "running"
     lines = await lines_after(sb, 5)
     first = lines[0][0]

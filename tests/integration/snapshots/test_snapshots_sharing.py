@@ -13,7 +13,7 @@ import pytest
 
 from faasd.config import Settings
 from faasd.runtime import Limits, SandboxManager, SandboxSpec, ksm
-from faasd.runtime.criu_conf import CRIU_CONFIG, CRIU_CONFIG_ANNOTATION
+from faasd.runtime.criu_conf import CRIU_CONFIG_ANNOTATION, CRIU_CONFIG_YARD
 from faasd.runtime.sandbox import Sandbox
 from faasd.snapshots.service import branch, restore_snapshot, snapshot_sandbox
 from faasd.snapshots.store import Snapshot, SnapshotStore
@@ -64,7 +64,9 @@ async def _snapshot(env: Env, sid: str) -> tuple[Sandbox, Snapshot]:
     await src.start()
     await first_line(src)
     assert src.config_path.exists()
-    assert json.loads(src.config_path.read_text())["annotations"][CRIU_CONFIG_ANNOTATION] == str(CRIU_CONFIG)
+    # faasd's CRIU settings, with the cgroup yard this host has
+    annotations = json.loads(src.config_path.read_text())["annotations"]
+    assert annotations[CRIU_CONFIG_ANNOTATION] == str(CRIU_CONFIG_YARD)
     snap = await snapshot_sandbox(store, src)
     return src, snap
 

@@ -51,3 +51,11 @@ def test_restore_points_at_this_install_config(tmp_path: Path) -> None:
         netns=Path("/run/netns/fd-b"),
     )
     assert out["annotations"][CRIU_CONFIG_ANNOTATION] == str(CRIU_CONFIG)
+
+
+def test_the_yard_config_is_the_base_one_plus_the_yard() -> None:
+    from faasd.runtime.criu_conf import CGROUP_YARD_NAME, CRIU_CONFIG_YARD, KDAT_DIR
+
+    assert _options(CRIU_CONFIG_YARD) == {
+        **_options(CRIU_CONFIG), "cgroup-yard": str(KDAT_DIR / CGROUP_YARD_NAME),
+    }

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from faasd.runtime import criu_restore
+from faasd.runtime import criu_dump, criu_restore
 from faasd.runtime.criu_conf import _yard_name
 from faasd.runtime.runc_state import StatePlan, cgroup_writes, plan, record, write_record
 
@@ -164,3 +164,32 @@ def test_cgroup_yard_names_are_crius() -> None:
     assert _yard_name("name=systemd") == "systemd"
     assert _yard_name("cpu,cpuacct") == "cpu,cpuacct"
     assert _yard_name("pids") == "pids"
+
+
+def test_a_direct_dump_gets_runcs_checkpoint_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    record = _load("runc-record-source.json")
+    args = criu_dump.criu_args(
+        record, criu_binary="criu", image_path=Path("/img"), work_path=Path("/work"),
+        criu_opts={"tcp_established": True, "ext_unix_sk": True}, masked_files=["/proc/kcore"],
+    )
+    joined = " ".join(args)
+    assert args[:4] == ["criu", "dump", "--tree", str(record["init_process_pid"])]
+    assert f"--root {record['config']['rootfs']}" in joined
+    assert f"--freeze-cgroup {record['cgroup_paths']['freezer']}" in joined
+    assert "--leave-running" in args and "--empty-ns net" in joined and "--manage-cgroups" in args
+    assert "--tcp-established" in args and "--ext-unix-sk" in args and "--file-locks" not in args
+    assert "--ext-mount-map /run/faasd-io:/run/faasd-io" in joined
+    assert "--ext-mount-map /proc/kcore:/dev/null" in joined
+    assert "--ext-mount-map /dev/null:/dev/null" in joined
+    assert "--config /opt/faasd/runtime/criu.conf" in joined
+    monkeypatch.setattr(criu_dump.cgroups, "is_v2_only", lambda: False)
+    monkeypatch.setattr(criu_dump.os, "geteuid", lambda: 0)
+    assert criu_dump.eligible(record)
+    assert not criu_dump.eligible(None)
+    external = copy.deepcopy(record)
+    for ns in external["config"]["namespaces"]:
+        if ns["type"] == "NEWNET":
+            ns["path"] = "/run/netns/x"  # runc hands CRIU an external netns: left to runc
+    assert not criu_dump.eligible(external)
+    monkeypatch.setattr(criu_dump.cgroups, "is_v2_only", lambda: True)
+    assert not criu_dump.eligible(record)

@@ -19,7 +19,7 @@ from faasd.config import Settings
 from faasd.errors import RuntimeFailure
 from faasd.rootfs import OverlayRootfs, idmap
 from faasd.rootfs import mounts as _mounts
-from faasd.runtime import criu_restore, ksm, network, reaper, runc_state, userns
+from faasd.runtime import criu_conf, criu_restore, ksm, network, reaper, runc_state, userns
 from faasd.runtime.models import IO_DIR_IN_CONTAINER, SandboxSpec
 from faasd.runtime.runc import read_log_errors
 from faasd.runtime.runc_state import RestoreSource
@@ -138,6 +138,10 @@ async def create_steps(
             )
         user = config.get("process", {}).get("user", {})
         sb.user = ProcessUser(int(user.get("uid", 0)), int(user.get("gid", 0)))
+    if sb.runtime.name == "runc":  # CRIU's settings for this host (with its cgroup yard when it has one)
+        config = {**config, "annotations": {
+            **config.get("annotations", {}), criu_conf.CRIU_CONFIG_ANNOTATION: str(criu_conf.config_file()),
+        }}
     os.chown(sb.io_dir, sb.user.uid, sb.user.gid)
     sb.io_dir.chmod(0o770)
     sb.config_path.write_text(json.dumps(config, indent=1))
@@ -164,7 +168,7 @@ async def create_steps(
         work = restore.work_path or bundle / "criu-restore"
         work.mkdir(parents=True, exist_ok=True)
         opts = restore.criu_opts
-        preexec = ksm.opt_in_child if restore.share_memory and ksm.supported() else None
+        criu_env = ksm.CRIU_ENV if restore.share_memory and ksm.supported() else None
         state_plan = _direct_plan(sb, settings, restore, config)
         sb.restored_by = "criu" if state_plan is not None else "runc"
     try:
@@ -178,7 +182,7 @@ async def create_steps(
                 runc_root=sb.runtime.root, container_id=spec.id, bundle=bundle, state_plan=state_plan,
                 image_path=image_path or restore.image_path, work_path=work, pid_file=pid_file,
                 stdin=in_r, stdout=out_w, stderr=err_w, criu_opts=opts, criu_binary=settings.criu_binary,
-                preexec_fn=preexec,
+                env=criu_env,
                 **({} if restore.timeout_s is None else {"timeout_s": restore.timeout_s}),
             )
         else:
@@ -188,7 +192,7 @@ async def create_steps(
                 tcp_established=opts.get("tcp_established", False),
                 file_locks=opts.get("file_locks", False), ext_unix_sk=opts.get("ext_unix_sk", False),
                 shell_job=opts.get("shell_job", False),
-                preexec_fn=preexec,
+                env=criu_env,
                 **({} if restore.timeout_s is None else {"timeout_s": restore.timeout_s}),
             )
             sb.pid = int(pid_file.read_text().strip())
@@ -233,7 +237,7 @@ def _direct_plan(
 ) -> runc_state.StatePlan | None:
     """runc's record of the restored sandbox when CRIU may restore it without runc, else None."""
     if (
-        settings.restore_engine != "criu"
+        not settings.criu_direct
         or restore.source is None
         or sb.runtime.name != "runc"
         or sb.userns is None

@@ -108,7 +108,7 @@ class SandboxManager:
         ``timeout_s`` bounds ``runc restore`` (default: the runtime driver's). ``share_memory``: opt the
         restored processes into KSM (:mod:`faasd.runtime.ksm`), so copies of one image share the pages
         none of them changed while ``ksmd`` runs. ``source``: runc's record of the snapshot's source sandbox;
-        with it (and ``Settings.restore_engine == "criu"``) CRIU restores the sandbox without runc
+        with it (and ``Settings.criu_direct``) CRIU restores the sandbox without runc
         (:mod:`faasd.runtime.criu_restore`) when :func:`faasd.runtime.runc_state.plan` allows it.
         """
         job = RestoreJob(

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from faasd.config import Settings
 from faasd.errors import ConflictError, RuntimeFailure
 from faasd.rootfs import OverlayRootfs
 from faasd.runtime import cgroups, network, reaper
@@ -29,6 +30,9 @@ from faasd.runtime.spec import ProcessUser
 class SandboxOwner(Protocol):
     """What a :class:`Sandbox` needs of the manager that made it
     (:class:`~faasd.runtime.sandbox.SandboxManager`)."""
+
+    @property
+    def settings(self) -> Settings: ...
 
     async def _teardown(
         self, sandbox_id: str, bundle: Path, runtime: OciRuntime, rootfs: OverlayRootfs | None
@@ -94,6 +98,15 @@ class Sandbox:
     @property
     def config_path(self) -> Path:
         return self.bundle / "config.json"
+
+    @property
+    def criu_direct(self) -> bool:
+        """Whether checkpoints of this sandbox may run CRIU without runc (``Settings.criu_direct``)."""
+        return self.manager.settings.criu_direct
+
+    @property
+    def criu_binary(self) -> str:
+        return self.manager.settings.criu_binary
 
     @property
     def exit_status(self) -> ExitStatus | None:
