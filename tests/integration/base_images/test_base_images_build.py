@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.fixtures.signals import default_sigint
 
 from faasd.baseimages import (
     LABEL_RECIPE_HASH,
@@ -26,6 +25,7 @@ from faasd.baseimages import (
 )
 from faasd.config import Settings
 from faasd.errors import RuntimeFailure
+from fixtures.signals import default_sigint
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 

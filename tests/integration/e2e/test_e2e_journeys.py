@@ -16,11 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tests.fixtures.signals import default_sigint
 
 from faasd.sdk import Client, Forbidden, FunctionError, NotFound, StreamOutput, StreamResult, StreamStart
 from faasd.testing.helpers import deploy_function, invoke
 from faasd.testing.server import FaasdServer
+from fixtures.signals import default_sigint
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

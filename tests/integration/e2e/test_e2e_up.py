@@ -13,9 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.fixtures.signals import default_sigint
 
 from faasd.testing.server import free_port, remove_containers
+from fixtures.signals import default_sigint
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
