@@ -23,6 +23,8 @@ from faasd.errors import CapacityError, InvalidInputError, NotFoundError
 from faasd.platform.worker_protocol import PoolWorker
 
 log = logging.getLogger(__name__)
+CLOSE_WAIT_FOR_STARTS_S = 120.0
+"""How long closing a pool waits for worker starts in flight (each closes its worker once started)."""
 
 Clock = Callable[[], float]
 
@@ -105,6 +107,8 @@ class WarmPool:
         self._draining: list[Slot] = []
         """Busy workers of a pool closed with ``drain=True``: closed when their last request ends."""
         self._starting = 0
+        self._late_closes = 0
+        """Workers whose start finished after the pool closed, being closed (:meth:`close` waits for them)."""
         self._prewarming = 0
         """Starts from :meth:`ensure_min` still in flight: requests wait for them instead of starting more."""
         self._prewarm_waiters = 0
@@ -238,6 +242,7 @@ class WarmPool:
         async with self._cond:
             self._starting -= 1
             if self._closed:
+                self._late_closes += 1
                 self._notify_all()
                 closed = True
             else:
@@ -247,7 +252,12 @@ class WarmPool:
                 self._notify_all()
             self._changed()
         if closed:
-            await _close_quietly(worker)
+            try:
+                await _close_quietly(worker)
+            finally:
+                async with self._cond:
+                    self._late_closes -= 1
+                    self._notify_all()
             raise NotFoundError(f"function {self.name!r} was deleted while its worker was starting")
         return Lease(slot, cold=True, wait_ms=(t1 - t0) * 1000, init_ms=(self._clock() - t1) * 1000)
 
@@ -375,10 +385,17 @@ class WarmPool:
                         continue
                     self._slots.append(Slot(r, last_used=self._clock()))
                     started += 1
+                self._late_closes += len(to_close)
                 self._notify_all()
                 self._changed()
-            for w in to_close:
-                await _close_quietly(w)
+            try:
+                for w in to_close:
+                    await _close_quietly(w)
+            finally:
+                if to_close:
+                    async with self._cond:
+                        self._late_closes -= len(to_close)
+                        self._notify_all()
             if failed:
                 return started
 
@@ -504,6 +521,15 @@ class WarmPool:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         await asyncio.gather(*(_close_quietly(s.worker) for s in slots))
+        # a start in flight when the pool closed ends by closing its worker: wait for that, so that no
+        # sandbox outlives its pool (the caller may check for leftovers, or the daemon exit, right after)
+        async with self._cond:
+            try:
+                async with asyncio.timeout(CLOSE_WAIT_FOR_STARTS_S):
+                    await self._cond.wait_for(lambda: self._starting == 0 and self._late_closes == 0)
+            except TimeoutError:
+                log.warning("%s: %d worker start(s) still running after the pool closed", self.name,
+                            self._starting + self._late_closes)
 
 
 builtin_max = max

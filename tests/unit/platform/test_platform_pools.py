@@ -196,6 +196,27 @@ async def test_closed_pool_refuses_and_closes_everything(fake_factory: FakeFacto
         await pool.acquire(1)
 
 
+async def test_close_waits_for_starts_in_flight_and_closes_their_workers(fake_factory: FakeFactory) -> None:
+    """A worker whose start was in flight when the pool closed is closed before close() returns (it
+    would otherwise outlive its pool: a leaked sandbox once the daemon exits)."""
+    fake_factory.start_delay = 0.2
+    pool = make_pool(fake_factory, min=0, max=1)  # a request's start
+    request = asyncio.create_task(pool.acquire(1))
+    await asyncio.sleep(0.05)
+    assert pool.stats().starting == 1
+    await pool.close()
+    assert len(fake_factory.started) == 1 and fake_factory.live == 0
+    with pytest.raises(NotFoundError):
+        await request
+    pool = make_pool(fake_factory, min=2, max=2)  # pre-warm starts
+    prewarm = asyncio.create_task(pool.ensure_min())
+    await asyncio.sleep(0.05)
+    assert pool.stats().starting == 2
+    await pool.close()
+    assert len(fake_factory.started) == 3 and fake_factory.live == 0
+    assert await prewarm == 0
+
+
 async def test_concurrency_limit_is_respected(fake_factory: FakeFactory) -> None:
     fake_factory.gate = asyncio.Event()
     pool = make_pool(fake_factory, min=0, max=2, concurrency=2, queue_size=100)
