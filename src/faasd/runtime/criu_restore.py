@@ -177,6 +177,9 @@ async def restore(
         criu_root.mkdir(mode=0o755)
         mounts.mount(str(rootfs), criu_root, None, mounts.MS_BIND | mounts.MS_REC)
         mounted = True
+        # private: what CRIU mounts below its copy of the root (in its own mount namespace) must not
+        # propagate back to this one (nor this one's mounts into CRIU's)
+        mounts.mount("none", criu_root, None, mounts.MS_REC | mounts.MS_PRIVATE)
         argv = criu_args(
             state_plan, criu_binary=shutil.which(criu_binary) or criu_binary, image_path=image_path,
             work_path=work_path, criu_root=criu_root, pid_file=pid_file,
@@ -208,13 +211,11 @@ async def restore(
         write_record(state_dir, record(container_id, pid, state_plan))
     except BaseException:
         if mounted:
-            with contextlib.suppress(OSError):
-                mounts.umount(criu_root, mounts.MNT_DETACH)
+            await asyncio.to_thread(mounts.unmount_all_under, criu_root)
         await asyncio.to_thread(cgroups.remove, container_id)
         shutil.rmtree(state_dir, ignore_errors=True)
         raise
-    with contextlib.suppress(OSError):
-        mounts.umount(criu_root, mounts.MNT_DETACH)
+    await asyncio.to_thread(mounts.unmount_all_under, criu_root)
     with contextlib.suppress(OSError):
         criu_root.rmdir()
     return pid

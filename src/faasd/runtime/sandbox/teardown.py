@@ -19,6 +19,10 @@ async def teardown(
 ) -> None:
     """Remove every trace of ``sandbox_id``; collects errors and raises one RuntimeFailure at the end."""
     problems: list[str] = []
+    loop = asyncio.get_running_loop()
+    state_dir = runtime.root / sandbox_id  # a restore interrupted mid-way can leave CRIU's root mounted there
+    if _mounts.mounts_under(state_dir):
+        await loop.run_in_executor(None, _mounts.unmount_all_under, state_dir)
     try:
         await runtime.delete(sandbox_id, force=True)
     except ContainerNotFound:
@@ -34,7 +38,6 @@ async def teardown(
             problems.append(str(exc))
             # runc's state dir would keep a dead container listed: remove it
             shutil.rmtree(runtime.root / sandbox_id, ignore_errors=True)
-    loop = asyncio.get_running_loop()
     left = await loop.run_in_executor(None, cgroups.remove, sandbox_id)
     if left:
         problems.append(f"cgroup dirs {', '.join(map(str, left))} could not be removed")
