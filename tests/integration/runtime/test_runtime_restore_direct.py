@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import sys
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -186,3 +188,48 @@ async def test_runc_does_both_when_told_or_without_runcs_record_of_the_source(
             await c.destroy()
         await sb.destroy()
     assert leaks_of(sid) == [] and all(leaks_of(i) == [] for i in ids)
+
+
+async def test_a_daemon_dying_mid_restore_leaves_nothing_cleanup_cannot_take(
+    settings: Any, python_rootfs: Path, sid: str, manager: SandboxManager,
+    leaks_of: Callable[[str], list[str]], tmp_path: Path,
+) -> None:
+    """The daemon dies after CRIU restored the copy but before runc's record was written (the worst moment:
+    the copy runs, its cgroups exist, CRIU's root is still mounted in runc's state dir, runc knows nothing):
+    the next daemon's ``cleanup_orphans`` removes every trace."""
+    new_id = sid + "-c"
+    script = textwrap.dedent(f"""
+        import asyncio, os
+        from pathlib import Path
+        from faasd.config import Settings
+        from faasd.runtime import SandboxManager, SandboxSpec, criu_restore
+        from faasd.runtime.checkpoint import SnapshotDirs, checkpoint, restore
+        def crash(*args, **kwargs):
+            print("crashing", flush=True)
+            os._exit(9)
+        criu_restore.write_record = crash
+        async def main():
+            s = Settings(data_dir=Path({str(settings.data_dir)!r}), run_dir=Path({str(settings.run_dir)!r}))
+            m = SandboxManager(s)
+            sb = await m.create(SandboxSpec(id={sid!r}, lowers=[Path({str(python_rootfs)!r})],
+                                args=["python3", "-c", {COUNTER!r}]), stdin_pipe=False)
+            await sb.start()
+            await asyncio.sleep(0.5)
+            cp = await checkpoint(sb, Path({str(tmp_path / "cp")!r}))
+            dirs = SnapshotDirs(criu=cp.criu, config_json=cp.bundle / "config.json",
+                                lowers=[*sb.spec.lowers, cp.upper])
+            await restore(m, dirs, {new_id!r}, notify_agent=False)
+        asyncio.run(main())
+    """)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert b"crashing" in out and proc.returncode == 9, err.decode(errors="replace")
+    state_dir = manager.runtime("runc").root / new_id
+    assert (state_dir / "criu-root").is_dir() and not (state_dir / "state.json").exists()
+    assert cgroups.procs(new_id)  # the restored copy runs
+    cleaned = await manager.cleanup_orphans()
+    assert set(cleaned) == {sid, new_id}
+    assert leaks_of(sid) == [] and leaks_of(new_id) == []
+    assert not state_dir.exists()
