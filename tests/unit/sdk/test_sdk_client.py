@@ -432,3 +432,21 @@ def test_no_automatic_retries() -> None:
     with pytest.raises(Exception, match="pool full"):
         client.invoke("hello")
     assert len(rec.requests) == 1
+
+
+def test_a_plain_http_client_loads_no_ca_bundle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading certifi's CA bundle took ~90 ms of every ``faas`` command; a client of an ``http`` daemon
+    never opens a TLS connection, so it does not load it. An ``https`` daemon is still verified."""
+    import ssl
+
+    from faasd.sdk import AsyncClient
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the CA bundle was loaded")
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", refuse)
+    for cls in (Client, AsyncClient):
+        c = cls("http://127.0.0.1:8080", api_key="k")
+        assert c.verify is False
+        with pytest.raises(AssertionError, match="CA bundle"):
+            cls("https://faasd.example:8443", api_key="k")
