@@ -165,7 +165,7 @@ async def checkpoint(
         record = None
         if src.criu_direct and leave_running and src.runtime.name == "runc":
             record = criu_dump.read_record(src.runtime.root, src.id)
-        direct = record is not None and criu_dump.eligible(record)
+        direct = criu_dump.eligible(record)
         try:
             if record is not None and direct:
                 await criu_dump.dump(

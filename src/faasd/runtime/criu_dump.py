@@ -16,7 +16,6 @@ runc, which also removes the container).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import shutil
@@ -25,9 +24,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from faasd.errors import RuntimeFailure
-from faasd.runtime import cgroups
-from faasd.runtime.criu_restore import DESCRIPTORS_JSON
+from faasd.runtime import criu_cli
+from faasd.runtime.criu_cli import DESCRIPTORS_JSON
+from faasd.runtime.runc_state import labels
 
 DUMP_LOG = "dump.log"
 
@@ -44,7 +43,7 @@ def read_record(runc_root: Path, container_id: str) -> dict[str, Any] | None:
 def eligible(record: Mapping[str, Any] | None) -> bool:
     """Whether CRIU can dump the container of ``record`` without runc: its network and pid namespaces are
     its own (runc hands CRIU an external namespace otherwise) and the host has v1 cgroups."""
-    if record is None or cgroups.is_v2_only() or os.geteuid() != 0:
+    if record is None or not criu_cli.eligible_host():
         return False
     config = record.get("config") or {}
     namespaces = {ns.get("type"): ns.get("path", "") for ns in config.get("namespaces") or []}
@@ -86,18 +85,13 @@ def criu_args(
         "--work-dir", str(work_path), "--log-file", DUMP_LOG, "-v4", "--root", str(config["rootfs"]),
         "--manage-cgroups", "--empty-ns", "net", "--leave-running",
     ]
-    labels = dict(str(label).partition("=")[::2] for label in config.get("labels") or [])
-    if labels.get("org.criu.config"):
-        args += ["--config", labels["org.criu.config"]]
+    criu_config = labels(config).get("org.criu.config")
+    if criu_config:
+        args += ["--config", criu_config]
     freezer = (record.get("cgroup_paths") or {}).get("freezer")
     if freezer:
         args += ["--freeze-cgroup", str(freezer)]
-    for flag, key in (
-        ("--tcp-established", "tcp_established"), ("--ext-unix-sk", "ext_unix_sk"),
-        ("--file-locks", "file_locks"), ("--shell-job", "shell_job"),
-    ):
-        if criu_opts.get(key, False):
-            args.append(flag)
+    args += criu_cli.option_flags(criu_opts)
     for m in config.get("mounts") or []:
         if m.get("device") == "bind":
             args += ["--ext-mount-map", f"{m['destination']}:{m['destination']}"]
@@ -130,18 +124,7 @@ async def dump(
         record, criu_binary=shutil.which(criu_binary) or criu_binary, image_path=image_path,
         work_path=work_path, criu_opts=criu_opts, masked_files=masked,
     )
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
+    devnull = asyncio.subprocess.DEVNULL
+    await criu_cli.run(
+        argv, what="criu dump", timeout_s=timeout_s, stdin=devnull, stdout=devnull, stderr=devnull
     )
-    try:
-        rc = await asyncio.wait_for(proc.wait(), timeout_s)
-    except BaseException as exc:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        if isinstance(exc, TimeoutError):
-            raise RuntimeFailure(f"criu dump did not finish within {timeout_s:g} s") from None
-        raise
-    if rc != 0:
-        raise RuntimeFailure(f"criu dump exited with status {rc}")

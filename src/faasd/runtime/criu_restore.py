@@ -36,13 +36,12 @@ from pathlib import Path
 
 from faasd.errors import ConflictError, RuntimeFailure
 from faasd.rootfs import mounts
-from faasd.runtime import cgroups, criu_conf
+from faasd.runtime import cgroups, criu_cli, criu_conf
+from faasd.runtime.criu_cli import DESCRIPTORS_JSON
 from faasd.runtime.runc_state import StatePlan, cgroup_writes, record, write_record
 
 LO_UP_SCRIPT = Path(__file__).with_name("criu_lo_up.sh")
 """CRIU action script bringing ``lo`` up at ``setup-namespaces`` (what runc's prestart hook did)."""
-DESCRIPTORS_JSON = "descriptors.json"
-"""runc's list of the dumped init's fds 0-2 (``pipe:[ino]``, ``/dev/null``, ...), in the CRIU image dir."""
 
 
 def _write(path: Path, value: str) -> None:
@@ -104,12 +103,7 @@ def criu_args(
         args += ["--action-script", str(LO_UP_SCRIPT)]
     if state_plan.criu_config:
         args += ["--config", state_plan.criu_config]
-    for flag, key in (
-        ("--tcp-established", "tcp_established"), ("--ext-unix-sk", "ext_unix_sk"),
-        ("--file-locks", "file_locks"), ("--shell-job", "shell_job"),
-    ):
-        if criu_opts.get(key, False):
-            args.append(flag)
+    args += criu_cli.option_flags(criu_opts)
     for dest, source in state_plan.bind_mounts:
         args += ["--ext-mount-map", f"{dest}:{source}"]
     try:
@@ -186,24 +180,11 @@ async def restore(
             cgroup_path=str(state_plan.config["cgroups"]["path"]), criu_opts=criu_opts,
             cgroup_yard=await asyncio.to_thread(criu_conf.cgroup_yard),
         )
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=stdin, stdout=stdout, stderr=stderr, cwd=str(bundle),
+        await criu_cli.run(
+            argv, what=f"criu restore of sandbox {container_id}", timeout_s=timeout_s,
+            details={"sandbox": container_id}, stdin=stdin, stdout=stdout, stderr=stderr, cwd=str(bundle),
             env={**os.environ, **env} if env else None,
         )
-        try:
-            rc = await asyncio.wait_for(proc.wait(), timeout_s)
-        except BaseException as exc:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-            if isinstance(exc, TimeoutError):
-                raise RuntimeFailure(
-                    f"criu restore of sandbox {container_id} did not finish within {timeout_s:g} s",
-                    sandbox=container_id,
-                ) from None
-            raise
-        if rc != 0:
-            raise RuntimeFailure(f"criu restore exited with status {rc}", sandbox=container_id)
         try:
             pid = int(pid_file.read_text().strip())
         except (OSError, ValueError) as exc:
@@ -220,7 +201,3 @@ async def restore(
         criu_root.rmdir()
     return pid
 
-
-def eligible_host() -> bool:
-    """Whether this host's cgroups are v1 or hybrid (:func:`runc_state.cgroup_writes` writes v1 files)."""
-    return not cgroups.is_v2_only() and os.geteuid() == 0

@@ -76,7 +76,7 @@ class StatePlan:
 
     @property
     def criu_config(self) -> str | None:
-        return _labels(self.config).get("org.criu.config")
+        return labels(self.config).get("org.criu.config")
 
 
 def _normalized(oci: Mapping[str, Any]) -> dict[str, Any]:
@@ -100,7 +100,8 @@ def _normalized(oci: Mapping[str, Any]) -> dict[str, Any]:
     return cfg
 
 
-def _labels(config: Mapping[str, Any]) -> dict[str, str]:
+def labels(config: Mapping[str, Any]) -> dict[str, str]:
+    """libcontainer's ``key=value`` labels (the OCI annotations, plus ``bundle``) as a mapping."""
     out = {}
     for label in config.get("labels") or []:
         key, _, value = str(label).partition("=")
@@ -176,9 +177,9 @@ def plan(
         oci_type = next((k for k, v in oci_to_lc.items() if v == ns.get("type")), None)
         ns["path"] = paths.get(oci_type, "") if oci_type else ns.get("path", "")
     cfg["Hooks"] = _hooks(new_oci)
-    labels = {**_labels(cfg), **{k: str(v) for k, v in (new_oci.get("annotations") or {}).items()}}
-    labels["bundle"] = str(bundle)
-    cfg["labels"] = [f"{k}={v}" for k, v in labels.items()]
+    new_labels = {**labels(cfg), **{k: str(v) for k, v in (new_oci.get("annotations") or {}).items()}}
+    new_labels["bundle"] = str(bundle)
+    cfg["labels"] = [f"{k}={v}" for k, v in new_labels.items()]
     cgroup_paths = {}
     for ctrl, path in (source_state.get("cgroup_paths") or {}).items():
         if not str(path).endswith(old_path):

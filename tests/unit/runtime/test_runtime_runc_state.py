@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from faasd.runtime import criu_dump, criu_restore
+from faasd.runtime import criu_cli, criu_dump, criu_restore
 from faasd.runtime.criu_conf import _yard_name
 from faasd.runtime.runc_state import StatePlan, cgroup_writes, plan, record, write_record
 
@@ -182,8 +182,8 @@ def test_a_direct_dump_gets_runcs_checkpoint_options(monkeypatch: pytest.MonkeyP
     assert "--ext-mount-map /proc/kcore:/dev/null" in joined
     assert "--ext-mount-map /dev/null:/dev/null" in joined
     assert "--config /opt/faasd/runtime/criu.conf" in joined
-    monkeypatch.setattr(criu_dump.cgroups, "is_v2_only", lambda: False)
-    monkeypatch.setattr(criu_dump.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(criu_cli.cgroups, "is_v2_only", lambda: False)
+    monkeypatch.setattr(criu_cli.os, "geteuid", lambda: 0)
     assert criu_dump.eligible(record)
     assert not criu_dump.eligible(None)
     external = copy.deepcopy(record)
@@ -191,5 +191,5 @@ def test_a_direct_dump_gets_runcs_checkpoint_options(monkeypatch: pytest.MonkeyP
         if ns["type"] == "NEWNET":
             ns["path"] = "/run/netns/x"  # runc hands CRIU an external netns: left to runc
     assert not criu_dump.eligible(external)
-    monkeypatch.setattr(criu_dump.cgroups, "is_v2_only", lambda: True)
+    monkeypatch.setattr(criu_cli.cgroups, "is_v2_only", lambda: True)
     assert not criu_dump.eligible(record)

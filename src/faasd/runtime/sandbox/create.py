@@ -19,7 +19,7 @@ from faasd.config import Settings
 from faasd.errors import RuntimeFailure
 from faasd.rootfs import OverlayRootfs, idmap
 from faasd.rootfs import mounts as _mounts
-from faasd.runtime import criu_conf, criu_restore, ksm, network, reaper, runc_state, userns
+from faasd.runtime import criu_cli, criu_conf, criu_restore, ksm, network, reaper, runc_state, userns
 from faasd.runtime.models import IO_DIR_IN_CONTAINER, SandboxSpec
 from faasd.runtime.runc import read_log_errors
 from faasd.runtime.runc_state import RestoreSource
@@ -241,7 +241,7 @@ def _direct_plan(
         or restore.source is None
         or sb.runtime.name != "runc"
         or sb.userns is None
-        or not criu_restore.eligible_host()
+        or not criu_cli.eligible_host()
     ):
         return None
     return runc_state.plan(restore.source.state, restore.source.oci, config, sb.bundle)
