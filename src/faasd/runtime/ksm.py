@@ -3,8 +3,8 @@
 Every copy restored from one snapshot starts with the same memory, but CRIU writes each copy's pages
 into fresh anonymous memory, so ten copies cost ten times the memory. Since Linux 6.4 a process can
 opt its whole address space into KSM (``prctl(PR_SET_MEMORY_MERGE, 1)``); the setting is inherited
-across ``fork`` and (since 6.7) ``execve``. faasd sets it in the ``runc restore`` process it spawns,
-so ``runc`` -> ``criu`` -> the restored processes all carry it (see ``/proc/<pid>/ksm_stat``:
+across ``fork`` and (since 6.7) ``execve``. faasd's CRIU sets it on itself when started with
+:data:`CRIU_ENV`, so the processes it restores all carry it (see ``/proc/<pid>/ksm_stat``:
 ``ksm_merge_any: yes``) and ``ksmd`` folds the pages the copies have not changed into one.
 
 Merging happens only while ``ksmd`` runs (``/sys/kernel/mm/ksm/run`` = 1), a host-wide switch that
@@ -20,7 +20,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-PR_SET_MEMORY_MERGE = 67
 PR_GET_MEMORY_MERGE = 68
 KSM_DIR = Path("/sys/kernel/mm/ksm")
 
@@ -38,14 +37,8 @@ def supported() -> bool:
 CRIU_ENV = {"FAASD_KSM": "1"}
 """Environment that makes faasd's CRIU (patch ``scripts/criu-patches/0003-ksm-env.patch``) opt itself into
 KSM before it restores anything: the restored processes, forked from it, inherit it. An environment
-variable rather than :func:`opt_in_child` as a ``preexec_fn``, which makes Python fork the daemon's whole
+variable rather than a ``preexec_fn`` calling ``prctl``, which makes Python fork the daemon's whole
 address space instead of using vfork (~4-5 ms per restore); runc passes its environment on to CRIU."""
-
-
-def opt_in_child() -> None:
-    """``preexec_fn`` for a child about to exec: opt its address space (and its descendants') into
-    KSM. Best effort: on an older kernel the child runs without."""
-    _prctl(PR_SET_MEMORY_MERGE, 1, 0, 0, 0)
 
 
 @dataclass(frozen=True)

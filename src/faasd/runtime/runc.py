@@ -14,7 +14,7 @@ import contextlib
 import json
 import os
 import shutil
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,14 +59,12 @@ class OciRuntime(OciCommandLine):
         stdin: int | None = None,
         stdout: int | None = None,
         stderr: int | None = None,
-        preexec_fn: Callable[[], None] | None = None,
         env: Mapping[str, str] | None = None,
     ) -> CallResult:
         """Run ``<binary> --root ROOT <args>``; RuntimeFailure (with stderr) when ``check`` and rc != 0.
         ``env``: added to the daemon's environment for this call.
 
         ``stdin``/``stdout``/``stderr`` may be caller-owned fds (then that stream is not captured).
-        ``preexec_fn`` runs in the child before exec (keep it to a syscall: the daemon has threads).
         """
         self.require()
         argv = [*self.global_args(log_file), *args]
@@ -77,7 +75,6 @@ class OciRuntime(OciCommandLine):
             else (asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL),
             stdout=stdout if stdout is not None else asyncio.subprocess.PIPE,
             stderr=stderr if stderr is not None else asyncio.subprocess.PIPE,
-            preexec_fn=preexec_fn,
             env={**os.environ, **env} if env else None,
         )
         try:
