@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 from pathlib import Path
 
@@ -42,8 +43,11 @@ def criu_annotations() -> dict[str, str]:
     return {CRIU_CONFIG_ANNOTATION: str(CRIU_CONFIG)}
 
 
+@functools.cache
 def config_file() -> Path:
-    """The CRIU config file for a sandbox of this host: with the cgroup yard when the host has one."""
+    """The CRIU config file for a sandbox of this host: with the cgroup yard when the host has one. Decided
+    once per process (it is asked on every sandbox start); every dump and restore makes the yard again
+    with :func:`cgroup_yard` should it have gone meanwhile."""
     return CRIU_CONFIG_YARD if cgroup_yard() is not None else CRIU_CONFIG
 
 

@@ -20,8 +20,8 @@ async def teardown(
     """Remove every trace of ``sandbox_id``; collects errors and raises one RuntimeFailure at the end."""
     problems: list[str] = []
     loop = asyncio.get_running_loop()
-    state_dir = runtime.root / sandbox_id  # a restore interrupted mid-way can leave CRIU's root mounted there
-    if _mounts.mounts_under(state_dir):
+    state_dir = runtime.root / sandbox_id
+    if (state_dir / "criu-root").exists():  # a restore interrupted mid-way can leave CRIU's root mounted
         await loop.run_in_executor(None, _mounts.unmount_all_under, state_dir)
     try:
         await runtime.delete(sandbox_id, force=True)
