@@ -15,7 +15,8 @@ from faasd.errors import CapacityError, FaasdError
 from faasd.platform.addresses import DirectAddresses
 from faasd.platform.functions import isolation_of, network_of
 from faasd.platform.metrics import Metrics
-from faasd.platform.pools import Lease, PoolConfig, WarmPool
+from faasd.platform.pool_models import Lease, PoolConfig
+from faasd.platform.pools import WarmPool
 from faasd.platform.secrets import SecretService
 from faasd.platform.worker_protocol import PoolWorker, WorkerConfig, WorkerFactory
 from faasd.state import Function

@@ -8,7 +8,8 @@ import pytest
 from platform_fakes import FakeFactory
 
 from faasd.errors import CapacityError, InvalidInputError, NotFoundError
-from faasd.platform.pools import PoolConfig, WarmPool
+from faasd.platform.pool_models import PoolConfig
+from faasd.platform.pools import WarmPool
 from faasd.platform.worker_protocol import WorkerConfig
 from faasd.runtime.agent_client import InvokeRequest
 

@@ -14,7 +14,8 @@ from faasd.cli import _context
 from faasd.cli.main import app
 from faasd.errors import CapacityError, InvalidInputError, NotFoundError
 from faasd.platform.functions import BRANCH_FROM_ANNOTATION, FunctionSpec, to_spec
-from faasd.platform.pools import PoolConfig, WarmPool
+from faasd.platform.pool_models import PoolConfig
+from faasd.platform.pools import WarmPool
 from faasd.platform.snapshots import version_key
 from faasd.platform.worker_protocol import WorkerConfig
 from faasd.runtime.agent_client import InvokeEvent, InvokeRequest, InvokeResult
