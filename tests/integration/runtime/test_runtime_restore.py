@@ -12,23 +12,11 @@ from typing import Any
 import pytest
 
 from faasd.runtime import Sandbox, SandboxManager, SandboxSpec
+from fixtures.counter import COUNTER, read_count
 
 pytestmark = pytest.mark.integration
 
 Spec = Callable[..., SandboxSpec]
-COUNTER = (
-    "import time, os\ni = 0\nwhile True:\n    i += 1\n    open('/run/faasd-io/n.tmp', 'w').write(str(i))\n"
-    "    os.replace('/run/faasd-io/n.tmp', '/run/faasd-io/n')\n    time.sleep(0.01)\n"
-)
-
-
-async def _counter(io: Path) -> int:
-    for _ in range(500):
-        try:
-            return int((io / "n").read_text())
-        except (FileNotFoundError, ValueError):
-            await asyncio.sleep(0.02)
-    raise AssertionError("counter never appeared")
 
 
 @pytest.mark.skipif(shutil.which("criu") is None, reason="criu not installed")
@@ -39,7 +27,7 @@ async def test_checkpoint_then_restore_into_new_sandbox(
     new_id = sid + "-r"
     try:
         await sb.start()
-        before = await _counter(sb.io_dir)
+        before = await read_count(sb.io_dir)
         image = tmp_path / "criu"
         await sb.runtime.checkpoint(sb.id, image, work_path=tmp_path / "work", leave_running=False)
         await sb.wait(10)
@@ -55,12 +43,12 @@ async def test_checkpoint_then_restore_into_new_sandbox(
         restored = await manager.restore(spec, image, rewrite)
         assert restored.status == "running"
         assert (await restored.state())["status"] == "running"
-        after = await _counter(restored.io_dir)
+        after = await read_count(restored.io_dir)
         for _ in range(250):  # the restored process keeps counting
-            if await _counter(restored.io_dir) > after:
+            if await read_count(restored.io_dir) > after:
                 break
             await asyncio.sleep(0.02)
-        assert await _counter(restored.io_dir) > after >= 1
+        assert await read_count(restored.io_dir) > after >= 1
         assert after >= before  # continues from the dumped memory state, not a fresh start at 1
         await restored.destroy()
     finally:

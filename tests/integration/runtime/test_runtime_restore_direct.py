@@ -18,6 +18,7 @@ from faasd.errors import RuntimeFailure
 from faasd.runtime import Sandbox, SandboxManager, SandboxSpec, cgroups, ksm
 from faasd.runtime.checkpoint import Checkpoint, SnapshotDirs, checkpoint, restore
 from faasd.runtime.runc_state import RUNC_STATE_NAME
+from fixtures.counter import COUNTER, read_count
 
 pytestmark = [
     pytest.mark.integration,
@@ -25,27 +26,14 @@ pytestmark = [
 ]
 
 Spec = Callable[..., SandboxSpec]
-COUNTER = (
-    "import time, os\ni = 0\nwhile True:\n    i += 1\n    open('/run/faasd-io/n.tmp', 'w').write(str(i))\n"
-    "    os.replace('/run/faasd-io/n.tmp', '/run/faasd-io/n')\n    time.sleep(0.01)\n"
-)
-
-
-async def _count(io: Path) -> int:
-    for _ in range(500):
-        try:
-            return int((io / "n").read_text())
-        except (FileNotFoundError, ValueError):
-            await asyncio.sleep(0.02)
-    raise AssertionError("the counter never appeared")
 
 
 async def _counting_on(sb: Sandbox, at_least: int) -> int:
     """The restored program keeps counting from its dumped memory (not from 1)."""
-    first = await _count(sb.io_dir)
+    first = await read_count(sb.io_dir)
     assert first >= at_least
     for _ in range(250):
-        n = await _count(sb.io_dir)
+        n = await read_count(sb.io_dir)
         if n > first:
             return n
         await asyncio.sleep(0.02)
@@ -86,7 +74,7 @@ async def test_direct_restore_writes_runcs_own_record_and_runc_drives_the_copy(
     ids = {"criu": sid + "-c", "runc": sid + "-r", "again": sid + "-a"}
     try:
         await sb.start()
-        before = await _count(sb.io_dir)
+        before = await read_count(sb.io_dir)
         cp = await checkpoint(sb, tmp_path / "cp")
         assert cp.dumped_by == "criu"  # CRIU ran without runc
         assert (cp.criu / "descriptors.json").is_file()
@@ -113,7 +101,7 @@ async def test_direct_restore_writes_runcs_own_record_and_runc_drives_the_copy(
         # runc's own commands on the copy: exec, and a checkpoint whose restore continues the count
         res = await direct.exec(["cat", "/run/faasd-io/n"], timeout=30)
         assert res.exit_code == 0 and int(res.stdout) >= before
-        n = await _count(direct.io_dir)
+        n = await read_count(direct.io_dir)
         manager.settings.criu_direct = True
         cp2 = await checkpoint(direct, tmp_path / "cp2")
         assert cp2.dumped_by == "criu"
@@ -138,7 +126,7 @@ async def test_a_failed_direct_restore_says_why_and_leaves_nothing(
     new_id = sid + "-x"
     try:
         await sb.start()
-        await _count(sb.io_dir)
+        await read_count(sb.io_dir)
         cp = await checkpoint(sb, tmp_path / "cp")
         cores = sorted(cp.criu.glob("core-*.img"))
         assert cores
@@ -162,7 +150,7 @@ async def test_runc_does_both_when_told_or_without_runcs_record_of_the_source(
     copies: list[Sandbox] = []
     try:
         await sb.start()
-        before = await _count(sb.io_dir)
+        before = await read_count(sb.io_dir)
         manager.settings.criu_direct = False  # FAASD_CRIU_DIRECT=false: runc checkpoint, runc restore
         cp_runc = await checkpoint(sb, tmp_path / "cp-runc")
         assert cp_runc.dumped_by == "runc"
