@@ -99,7 +99,7 @@ async def test_direct_restore_writes_runcs_own_record_and_runc_drives_the_copy(
         assert direct.pid in cgroups.procs(direct.id)
         assert not (manager.runtime("runc").root / direct.id / "criu-root").exists()
         # runc's own commands on the copy: exec, and a checkpoint whose restore continues the count
-        res = await direct.exec(["cat", "/run/faasd-io/n"], timeout=30)
+        res = await direct.exec(["readlink", "/run/faasd-io/n"], timeout=30)
         assert res.exit_code == 0 and int(res.stdout) >= before
         n = await read_count(direct.io_dir)
         manager.settings.criu_direct = True
