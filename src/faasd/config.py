@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     about half of ``runc checkpoint``/``runc restore``'s time for a small program. False: always through
     runc. Snapshots taken before faasd kept runc's record, sandboxes without a user namespace and
     cgroup-v2-only hosts go through runc either way."""
+    gateway_handoff: bool = True
+    """The gateway hands a new connection whose first request invokes a function with a warm Python worker
+    to that worker (:mod:`faasd.api.handoff`): later requests on it skip the daemon. False: the daemon
+    serves every request."""
     direct_pool: str = "127.77.0.0/16"
     """Direct function addresses are taken from this range (must lie inside 127.0.0.0/8; added to
     ``lo`` with the label ``lo:faas``). Empty: functions get no direct address."""

@@ -98,7 +98,7 @@ def build_platform(settings: Settings, base_images: Sequence[str] = ()) -> Platf
                 log.exception("could not prepare the base images; functions on them will fail to start")
     manager = SandboxManager(settings)
     factory = RuntimeWorkerFactory(settings, manager, store)
-    return Platform(settings, factory, db=db, images=store, sandboxes=manager)
+    return Platform(settings, factory, db=db, images=store, sandboxes=manager, gateways=factory.gateways)
 
 
 def release_free_heap() -> None:
@@ -145,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         timeout_graceful_shutdown=10,
         timeout_keep_alive=max(1, round(settings.keep_alive_s)),
         access_log=False,
+        http=app.state.handoff.protocol_class,  # invocations' connections may go to warm workers
     )
     server = uvicorn.Server(config)
     log.info("faasd %s listening on http://%s:%d", __version__, settings.host, settings.port)

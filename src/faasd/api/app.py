@@ -20,6 +20,7 @@ from faasd.api.accesslog import AccessLog
 from faasd.api.auth import require
 from faasd.api.errors import install_error_handlers
 from faasd.api.fastpath import InvokeFastPath
+from faasd.api.handoff import GatewayHandoff
 from faasd.api.namespacing import require_unbound
 from faasd.api.openapi_docs import PROMETHEUS, complete_document
 from faasd.api.routes_images import router as images_router
@@ -182,9 +183,12 @@ def create_app(
     app.add_middleware(PayloadLimitMiddleware, limit=settings.max_payload_bytes)
     build_stack = app.build_middleware_stack
 
+    handoff = app.state.handoff = GatewayHandoff(plat, access)
+
     def build_with_fast_path() -> ASGIApp:
         # outside even Starlette's/FastAPI's own outer middleware: sync invokes skip the whole stack
-        return InvokeFastPath(build_stack(), plat, access)
+        fast = handoff.fastpath = InvokeFastPath(build_stack(), plat, access)
+        return fast
 
     app.build_middleware_stack = build_with_fast_path  # type: ignore[method-assign]
 

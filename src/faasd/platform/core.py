@@ -35,6 +35,7 @@ from faasd.platform.snapshots import SnapshotService
 from faasd.platform.source_deploy import SOURCE_REF_PREFIX
 from faasd.platform.tenancy import Tenancy
 from faasd.platform.worker_protocol import WorkerFactory
+from faasd.runtime.gateway_channel import GatewayRegistry
 from faasd.runtime.sandbox import SandboxManager
 from faasd.state import Database, Function
 from faasd.state.instance_models import Instance
@@ -60,8 +61,11 @@ class Platform:
         images: ImageStoreLike | None = None,
         sandboxes: SandboxRunner | None = None,
         options: PlatformOptions | None = None,
+        gateways: GatewayRegistry | None = None,
     ) -> None:
         self.settings = settings
+        self.gateways = gateways or GatewayRegistry()
+        """Open gateway channels of warm workers, by function (see :mod:`faasd.runtime.gateway_channel`)."""
         self.options = options or PlatformOptions()
         self.db = db or Database(settings.db_url)
         self.db.create_all()

@@ -24,6 +24,18 @@ class Metrics:
             registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
         )
+        self.handoffs = Counter(
+            "faasd_gateway_handoffs_total",
+            "Client connections the gateway handed to a warm worker (see faasd.api.handoff)",
+            ["function"],
+            registry=r,
+        )
+        self.handbacks = Counter(
+            "faasd_gateway_handbacks_total",
+            "Handed client connections a worker gave back to the gateway",
+            ["function"],
+            registry=r,
+        )
         self.cold_starts = Counter(
             "faasd_cold_starts_total", "Invocations that had to start a worker", ["function"], registry=r
         )

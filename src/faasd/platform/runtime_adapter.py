@@ -20,6 +20,7 @@ from typing import Any
 from faasd.config import Settings
 from faasd.platform.functions import oci_runtime
 from faasd.platform.worker_protocol import PoolWorker, WorkerConfig
+from faasd.runtime.gateway_channel import GatewayRegistry
 from faasd.runtime.models import (
     OPENFAAS_SECRETS_DIR,
     SECRETS_DIR_IN_CONTAINER,
@@ -93,6 +94,8 @@ class RuntimeWorkerFactory:
         self.manager = manager
         self.images = images
         self.secrets_root = settings.run_dir / "secrets"
+        self.gateways = GatewayRegistry()
+        """Gateway channels of the workers this factory started (the API hands connections over them)."""
 
     def _write_secrets(self, sandbox_id: str, secrets: dict[str, bytes]) -> Path:
         self.secrets_root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -148,6 +151,8 @@ class RuntimeWorkerFactory:
                 with contextlib.suppress(Exception):
                     cb()
             raise
+        if worker.gateway is not None:
+            self.gateways.add(config.function, worker.gateway)
         return RuntimeWorker(worker, cleanups)
 
     async def cleanup_orphans(self) -> list[str]:

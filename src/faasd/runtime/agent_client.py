@@ -370,45 +370,69 @@ class AgentClient:
     def _final(
         header: dict[str, Any], body: bytes, output: _Output, total_ms: float, request: InvokeRequest
     ) -> InvokeResult:
-        timings = Timings(run_ms=header.get("run_ms"), total_ms=total_ms)
-        common: dict[str, Any] = {
-            "stdout": bytes(output.parts["stdout"]),
-            "stderr": bytes(output.parts["stderr"]),
-            "exit_code": header.get("exit_code"),
-            "timings": timings,
-            "output_truncated": output.truncated,
-        }
-        kind = header["type"]
-        if kind == "result":
-            status = header.get("status", 200)
-            raw_headers = header.get("headers") or []
-            if not isinstance(status, int) or not isinstance(raw_headers, list):
-                raise ProtocolError("the agent sent a malformed result frame")
-            headers = [(str(h[0]), str(h[1])) for h in raw_headers if isinstance(h, list) and len(h) == 2]
-            return InvokeResult(status=status, headers=headers, body=body, **common)
-        if kind == "error":
-            err_kind = str(header.get("kind", "exception"))
-            message = str(header.get("message", ""))
-            if err_kind == "timeout":
-                raise ResourceLimitError(
-                    f"the function did not finish within its timeout of {request.timeout_s} s",
-                    limit="timeout",
-                    timeout_s=request.timeout_s,
-                    worker_usable=True,
-                    stdout=common["stdout"].decode("utf-8", "replace")[-4096:],
-                    stderr=common["stderr"].decode("utf-8", "replace")[-4096:],
-                )
-            if err_kind in ("bad_request", "not_ready"):
-                raise RuntimeFailure(
-                    f"the agent refused the request ({err_kind}): {message}\n"
-                    f"{header.get('traceback', '')}".rstrip(),
-                    kind=err_kind,
-                )
-            err = FunctionError(
-                kind=err_kind,
-                message=message,
-                traceback=str(header.get("traceback", "")),
-                exception=header.get("exception"),
+        return final_result(
+            header,
+            body,
+            stdout=bytes(output.parts["stdout"]),
+            stderr=bytes(output.parts["stderr"]),
+            output_truncated=output.truncated,
+            total_ms=total_ms,
+            request=request,
+        )
+
+
+def final_result(
+    header: dict[str, Any],
+    body: bytes,
+    *,
+    stdout: bytes,
+    stderr: bytes,
+    output_truncated: bool,
+    total_ms: float,
+    request: InvokeRequest,
+) -> InvokeResult:
+    """The result of an invocation from the agent's final frame (``result`` or ``error``) and the output
+    it wrote. Raises :class:`ResourceLimitError` (timeout) and :class:`RuntimeFailure` (the agent refused
+    the request) as :meth:`AgentClient.invoke` does."""
+    timings = Timings(run_ms=header.get("run_ms"), total_ms=total_ms)
+    common: dict[str, Any] = {
+        "stdout": stdout,
+        "stderr": stderr,
+        "exit_code": header.get("exit_code"),
+        "timings": timings,
+        "output_truncated": output_truncated,
+    }
+    kind = header["type"]
+    if kind == "result":
+        status = header.get("status", 200)
+        raw_headers = header.get("headers") or []
+        if not isinstance(status, int) or not isinstance(raw_headers, list):
+            raise ProtocolError("the agent sent a malformed result frame")
+        headers = [(str(h[0]), str(h[1])) for h in raw_headers if isinstance(h, list) and len(h) == 2]
+        return InvokeResult(status=status, headers=headers, body=body, **common)
+    if kind == "error":
+        err_kind = str(header.get("kind", "exception"))
+        message = str(header.get("message", ""))
+        if err_kind == "timeout":
+            raise ResourceLimitError(
+                f"the function did not finish within its timeout of {request.timeout_s} s",
+                limit="timeout",
+                timeout_s=request.timeout_s,
+                worker_usable=True,
+                stdout=stdout.decode("utf-8", "replace")[-4096:],
+                stderr=stderr.decode("utf-8", "replace")[-4096:],
             )
-            return error_result(err, **common)
-        raise ProtocolError(f"the agent answered an invoke with an unexpected {kind!r} frame")
+        if err_kind in ("bad_request", "not_ready"):
+            raise RuntimeFailure(
+                f"the agent refused the request ({err_kind}): {message}\n"
+                f"{header.get('traceback', '')}".rstrip(),
+                kind=err_kind,
+            )
+        err = FunctionError(
+            kind=err_kind,
+            message=message,
+            traceback=str(header.get("traceback", "")),
+            exception=header.get("exception"),
+        )
+        return error_result(err, **common)
+    raise ProtocolError(f"the agent answered an invoke with an unexpected {kind!r} frame")

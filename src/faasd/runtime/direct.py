@@ -61,13 +61,23 @@ class Handover:
             self.close()
             raise RuntimeFailure(f"cannot prepare the socket hand-over at {self.path}: {exc}") from exc
 
-    async def send(self) -> None:
-        """Wait for the sandbox's process to connect, then pass the listening socket (SCM_RIGHTS)."""
+    async def send(self, *, keep: bool = False) -> socket.socket | None:
+        """Wait for the sandbox's process to connect, then pass the listening socket (SCM_RIGHTS).
+
+        With ``keep`` the byte sent is ``G`` and the connection is returned open: the Python agent keeps
+        it as its gateway channel (:mod:`faasd.runtime.gateway_channel`); otherwise ``L`` and closed."""
         loop = asyncio.get_running_loop()
         conn, _ = await loop.sock_accept(self._sock)
-        with conn:
-            socket.send_fds(conn, [b"L"], [self._listener.fileno()])
+        try:
+            socket.send_fds(conn, [b"G" if keep else b"L"], [self._listener.fileno()])
+        except BaseException:
+            conn.close()
+            raise
         self.close()
+        if keep:
+            return conn
+        conn.close()
+        return None
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -266,7 +266,6 @@ class _Child:
             os.waitpid(self.pid, 0)
 
 
-
 def seed_prngs(seed: str | None) -> None:
     """Reseed the PRNGs of this process: ``random`` and, if the handler imported it, numpy's global
     generator. ``seed`` None: from the kernel (copies differ); a string: deterministically from it."""
@@ -284,6 +283,7 @@ def seed_prngs(seed: str | None) -> None:
                 nprandom.seed(int.from_bytes(hashlib.sha256(seed.encode()).digest()[:4], "big"))
         except Exception:
             pass
+
 
 class Agent:
     def __init__(self, socket_path: str, handler: str, code_dir: str, function_name: str, fork: bool) -> None:
@@ -563,7 +563,6 @@ class Agent:
             )
 
     def invoke_inprocess(self, conn: socket.socket, header: dict, body: bytes) -> None:
-        lock = threading.Lock()
         broken = [False]
 
         def send(kind: str, data: bytes) -> None:
@@ -574,6 +573,14 @@ class Agent:
             except OSError:
                 broken[0] = True
 
+        final = self._run_inprocess(header, body, send)
+        if not broken[0]:
+            _send_quiet(conn, final)
+
+    def _run_inprocess(self, header: dict, body: bytes, send) -> bytes:
+        """Run one request in this process with its output going to ``send(kind, data)`` as it is
+        written; returns the final frame."""
+        lock = threading.Lock()
         out = _FrameStream(send, "stdout", lock)
         err = _FrameStream(send, "stderr", lock)
         env = header.get("env") or {}
@@ -595,8 +602,36 @@ class Agent:
                     os.environ[k] = v
         out.flush()
         err.flush()
-        if not broken[0]:
-            _send_quiet(conn, final)
+        return final
+
+    def gate_invoke(self, header: dict, body: bytes, output_limit: int) -> tuple:
+        """One request of a connection the daemon's gateway handed over (``faasd_handoff``): run in
+        process with its output captured up to ``output_limit`` bytes per stream. Returns the final
+        frame's header and body, stdout and stderr."""
+        self.requests += 1
+        captured = {"stdout": bytearray(), "stderr": bytearray()}
+
+        def send(kind: str, data: bytes) -> None:
+            buf = captured[kind]
+            room = output_limit - len(buf)
+            if room > 0:
+                buf += data[:room]
+
+        if self.handler is None:
+            final = encode_frame(
+                {
+                    "type": "error",
+                    "kind": "not_ready",
+                    "message": f"handler {self.handler_spec!r} failed to load",
+                    "traceback": self.load_error or "",
+                }
+            )
+        else:
+            final = self._run_inprocess(header, body, send)
+            if os.getpid() == 1:
+                _reap_orphans()
+        fh, fb = parse_frame_bytes(final)
+        return fh, fb, captured["stdout"], captured["stderr"]
 
     def direct_invoke(self, method: str, path: str, query: str, headers: dict, body: bytes) -> tuple:
         """One request from the direct address: run the handler (in-process, or in a forked child in
@@ -1063,7 +1098,10 @@ def main(argv: list[str] | None = None) -> int:
     agent = Agent(args.socket, args.handler, args.code_dir, args.function_name, args.fork)
     if args.direct_socket:
         try:
-            agent.direct = faasd_direct.DirectServer(faasd_direct.receive_listener(args.direct_socket))
+            listener, channel = faasd_direct.receive_listener(args.direct_socket)
+            # Connections from the daemon's gateway are served in process (not in fork mode).
+            gate = None if args.fork else agent.gate_invoke
+            agent.direct = faasd_direct.DirectServer(listener, channel, gate)
             agent.direct_timeout_s = args.direct_timeout_s or None
         except OSError as exc:
             print(f"faasd agent: no direct address: {exc}", file=sys.stderr, flush=True)

@@ -9,16 +9,21 @@ listening socket; whichever agent accepts first serves the connection.
 
 Standard library only, Python 3.8+. Requests are served one at a time, in the agent's main loop,
 multiplexed with the agent protocol socket (keep-alive and pipelining are supported; chunked request
-bodies are not: send ``Content-Length``).
+bodies are not: send ``Content-Length``). The same loop serves the connections the daemon's gateway
+hands over (:mod:`faasd_handoff`).
 """
 
 from __future__ import annotations
 
 import array
 import contextlib
+import os
 import selectors
 import socket
 import sys
+import time
+
+import faasd_handoff
 
 MAX_HEAD_BYTES = 64 * 1024
 MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -40,44 +45,73 @@ _REASONS = {
 _SKIP_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive"}
 
 
-def receive_listener(path: str, timeout_s: float = 30.0) -> socket.socket:
-    """Connect to the host's hand-over socket at ``path`` and receive the listening socket (SCM_RIGHTS)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+def receive_listener(path: str, timeout_s: float = 30.0) -> tuple[socket.socket, socket.socket | None]:
+    """Connect to the host's hand-over socket at ``path`` and receive the listening socket (SCM_RIGHTS).
+
+    Returns the listener and, when the host sent ``G``, the connection itself: the gateway channel."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
         s.settimeout(timeout_s)
         s.connect(path)
         fds = array.array("i")
-        _msg, ancdata, _flags, _addr = s.recvmsg(1, socket.CMSG_SPACE(fds.itemsize))
+        msg, ancdata, _flags, _addr = s.recvmsg(1, socket.CMSG_SPACE(fds.itemsize))
         for level, kind, data in ancdata:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
+    except BaseException:
+        s.close()
+        raise
     if not fds:
+        s.close()
         raise OSError("the host sent no listening socket")
-    return socket.socket(fileno=fds[0])
+    if msg == b"G":
+        return socket.socket(fileno=fds[0]), s
+    s.close()
+    return socket.socket(fileno=fds[0]), None
 
 
 class _Conn:
-    __slots__ = ("buf", "sock")
+    __slots__ = ("buf", "gate", "sock")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, gate: faasd_handoff.Gate | None = None) -> None:
         self.sock = sock
         self.buf = bytearray()
+        self.gate = gate
 
 
 class DirectServer:
     """Serves HTTP on ``listener`` and the agent protocol on ``agent_listener`` from one select loop."""
 
-    def __init__(self, listener: socket.socket) -> None:
+    def __init__(
+        self, listener: socket.socket, channel: socket.socket | None = None, gate_invoke=None
+    ) -> None:
         self.listener = listener
         self.listener.setblocking(False)
         self.requests = 0
+        self.handed = 0
+        """Requests served on connections the gateway handed over."""
+        self.channel = faasd_handoff.Channel(channel) if channel is not None and gate_invoke else None
+        if channel is not None and self.channel is None:
+            channel.close()
+        self.gate_invoke = gate_invoke
+        """``gate_invoke(header, body, output_limit)``: the final frame (header, body), stdout, stderr."""
         self._sel: selectors.BaseSelector | None = None
         self._conns: dict[int, _Conn] = {}
 
     def close(self) -> None:
-        """Stop serving the direct address in this sandbox (open connections are closed)."""
+        """Stop serving the direct address in this sandbox (open connections are closed; those the gateway
+        handed over go back to it first)."""
         sel = self._sel
         for c in list(self._conns.values()):
+            if c.gate is not None:
+                self._hand_back(c)
             self._drop(c)
+        if self.channel is not None:
+            if sel is not None:
+                with contextlib.suppress(KeyError, ValueError):
+                    sel.unregister(self.channel.sock)
+            self.channel.close()
+            self.channel = None
         if sel is not None:
             with contextlib.suppress(KeyError, ValueError):
                 sel.unregister(self.listener)
@@ -92,10 +126,16 @@ class DirectServer:
         sel = self._sel = selectors.DefaultSelector()
         sel.register(agent_listener, selectors.EVENT_READ, "agent")
         sel.register(self.listener, selectors.EVENT_READ, "accept")
+        if self.channel is not None:
+            sel.register(self.channel.sock, selectors.EVENT_READ, "channel")
         try:
             while still_direct():
+                if self.channel is not None:
+                    self.channel.flush()
                 for key, _ in sel.select():
-                    if key.data == "agent":
+                    if key.data == "channel":
+                        self._channel_events(sel, invoke)
+                    elif key.data == "agent":
                         try:
                             conn, _ = agent_listener.accept()
                         except (InterruptedError, BlockingIOError):
@@ -127,6 +167,111 @@ class DirectServer:
             self._conns[sock.fileno()] = conn
             sel.register(sock, selectors.EVENT_READ, conn)
 
+    # -- connections from the daemon's gateway (faasd_handoff)
+    def _channel_events(self, sel: selectors.BaseSelector, invoke) -> None:
+        channel = self.channel
+        if channel is None:
+            return
+        for header, body, fd in channel.read():
+            kind = header.get("type")
+            if kind == "conn" and fd is not None:
+                sock = socket.socket(fileno=fd)
+                sock.settimeout(IO_TIMEOUT_S)
+                conn = _Conn(sock, faasd_handoff.Gate(header["gate"]))
+                conn.buf += body
+                self._conns[sock.fileno()] = conn
+                sel.register(sock, selectors.EVENT_READ, conn)
+                self._serve_buffered(conn, invoke)
+            elif kind == "drain":
+                for c in list(self._conns.values()):
+                    if c.gate is not None:
+                        self._hand_back(c)
+                        self._drop(c)
+                channel.send({"type": "drained"})
+        if channel.closed:
+            # The daemon is gone: its records cannot be written, so its connections end here.
+            for c in list(self._conns.values()):
+                if c.gate is not None:
+                    self._drop(c)
+            with contextlib.suppress(KeyError, ValueError):
+                sel.unregister(channel.sock)
+            channel.close()
+            self.channel = None
+
+    def _hand_back(self, conn: _Conn, record: dict | None = None, parts: list | None = None) -> None:
+        """Give ``conn`` back to the daemon with its unserved bytes (and the record of a request it is to
+        answer); without a channel the connection just closes."""
+        if self.channel is None:
+            return
+        parts = list(parts or [])
+        rest = bytes(conn.buf)
+        header = {"type": "back", "record": record, "lens": [len(p) for p in parts], "rest": len(rest)}
+        self.channel.flush()  # records of earlier requests first: the daemon writes them in order
+        self.channel.send(header, b"".join(parts) + rest, conn.sock.fileno())
+
+    def _gated(self, conn: _Conn, method, path, fn_path, query, headers, body: bytes, keep: bool) -> bool:
+        """Serve one request of a handed-over connection as the gateway would, and report it."""
+        gate = conn.gate
+        assert gate is not None and self.gate_invoke is not None
+        meta = gate.meta
+        ex_id = "ex_" + os.urandom(12).hex()
+        started = time.time()
+        t0 = time.perf_counter()
+        header = {
+            "type": "invoke",
+            "id": ex_id,
+            "method": method,
+            "path": fn_path,
+            "query": query,
+            "headers": gate.event_headers(headers),
+            "timeout_s": meta.get("timeout_s"),
+        }
+        fh, fb, out, err = self.gate_invoke(header, body, int(meta["output_limit"]))
+        fh.pop("body_len", None)
+        store = int(meta["store_limit"]) + 1  # the daemon cuts (and flags) what is longer
+        record = {
+            "id": ex_id,
+            "method": method,
+            "path": path,
+            "query": query,
+            "headers": headers,
+            "final": fh,
+            "t": started,
+            "ms": 0.0,
+            "keep": keep,
+            "key": meta.get("key"),
+        }
+        parts = [body[:store], fb[:store], bytes(out), bytes(err)]
+        self.handed += 1
+        if fh.get("type") != "result":
+            record["ms"] = round((time.perf_counter() - t0) * 1000, 3)
+            self._hand_back(conn, record, parts)
+            return False
+        status = int(fh.get("status") or 200)
+        run_ms = fh.get("run_ms")
+        duration = float(run_ms) if run_ms is not None else (time.perf_counter() - t0) * 1000
+        data = gate.answer(
+            status, fh.get("headers") or [], ex_id, duration, b"" if method == "HEAD" else fb, keep
+        )
+        try:
+            conn.sock.sendall(data)
+        except OSError:
+            keep = False
+        record["ms"] = round((time.perf_counter() - t0) * 1000, 3)
+        record["status"] = status
+        if self.channel is not None:
+            self.channel.report(record, parts)
+        return keep
+
+    def _serve_buffered(self, conn: _Conn, invoke) -> None:
+        while conn.buf:
+            keep = self._one_request(conn, invoke)
+            if keep is None:
+                return  # incomplete: wait for more bytes
+            if not keep:
+                self._drop(conn)
+                return
+
     def _drop(self, conn: _Conn) -> None:
         self._conns.pop(conn.sock.fileno(), None)
         if self._sel is not None:
@@ -146,13 +291,7 @@ class DirectServer:
             self._drop(conn)
             return
         conn.buf += data
-        while conn.buf:
-            keep = self._one_request(conn, invoke)
-            if keep is None:
-                return  # incomplete: wait for more bytes
-            if not keep:
-                self._drop(conn)
-                return
+        self._serve_buffered(conn, invoke)
 
     def _one_request(self, conn: _Conn, invoke):
         """Serve the first complete request in ``conn.buf``: True (keep the connection), False (close it),
@@ -178,6 +317,13 @@ class DirectServer:
         except ValueError:
             self._send(conn, 400, [], b"malformed request\n", False)
             return False
+        path, _, query = target.partition("?")
+        fn_path = None
+        if conn.gate is not None:
+            fn_path = conn.gate.function_path(method, path, query, headers, length)
+            if fn_path is None:  # the daemon's to serve: the connection goes back with this request
+                self._hand_back(conn)
+                return False
         if "chunked" in headers.get("transfer-encoding", "").lower():
             msg = b"chunked request bodies are not supported; send Content-Length\n"
             self._send(conn, 411, [], msg, False)
@@ -191,7 +337,8 @@ class DirectServer:
         del buf[: end + 4 + length]
         conn_hdr = headers.get("connection", "").lower()
         keep = ("close" not in conn_hdr) if version == "HTTP/1.1" else ("keep-alive" in conn_hdr)
-        path, _, query = target.partition("?")
+        if conn.gate is not None:
+            return self._gated(conn, method, path, fn_path, query, headers, body, keep)
         self.requests += 1
         try:
             status, out_headers, out_body = invoke(method, path or "/", query, headers, body)

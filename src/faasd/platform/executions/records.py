@@ -20,6 +20,8 @@ EXECUTION_RETENTION_S = 7 * 86400
 PRUNE_INTERVAL_S = 600.0
 TIMEOUT_GRACE_S = 5.0
 FORWARDED_HEADER_PREFIXES = ("x-", "content-type", "accept", "user-agent", "authorization-function")
+NOT_FORWARDED = frozenset({"authorization", "cookie", "x-callback-url"})
+"""Never handed to the function (the caller's credentials, faasd's own callback)."""
 
 
 def new_execution_id() -> str:
@@ -31,7 +33,7 @@ def forwardable_headers(headers: Mapping[str, str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for k, v in headers.items():
         lk = k.lower()
-        if lk in ("authorization", "cookie", "x-callback-url"):
+        if lk in NOT_FORWARDED:
             continue
         if lk.startswith(FORWARDED_HEADER_PREFIXES):
             out[lk] = v

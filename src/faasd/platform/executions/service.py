@@ -30,7 +30,8 @@ from faasd.platform.invocation import Invocation, Outcome, invoke_request
 from faasd.platform.logs import LogService
 from faasd.platform.metrics import Metrics
 from faasd.platform.runner import FunctionRunner, Handle
-from faasd.runtime.agent_client import InvokeRequest
+from faasd.runtime.agent_client import InvokeRequest, final_result
+from faasd.runtime.gateway_channel import HandedRequest
 from faasd.state import Database, Execution, Function
 from faasd.state.models import utcnow
 
@@ -228,12 +229,19 @@ class ExecutionService:
 
     def ran(self, outcome: Outcome, fn: Function, handle: Handle, ex_id: str) -> Outcome:
         """Complete ``outcome`` with how it ran (execution, cold start, timings) and count it."""
+        return self._complete(
+            outcome, fn, ex_id, cold=handle.cold, init_ms=handle.init_ms, wait_ms=handle.wait_ms
+        )
+
+    def _complete(
+        self, outcome: Outcome, fn: Function, ex_id: str, *, cold: bool, init_ms: float, wait_ms: float
+    ) -> Outcome:
         outcome.execution_id = ex_id
-        outcome.cold = handle.cold
-        outcome.init_ms = handle.init_ms
-        outcome.wait_ms = handle.wait_ms
+        outcome.cold = cold
+        outcome.init_ms = init_ms
+        outcome.wait_ms = wait_ms
         outcome.runtime = fn.runtime
-        self._observe(fn.name, outcome.status, handle.cold, outcome.duration_ms)
+        self._observe(fn.name, outcome.status, cold, outcome.duration_ms)
         return outcome
 
     def _observe(self, name: str, status: str, cold: bool, duration_ms: float) -> None:
@@ -265,12 +273,50 @@ class ExecutionService:
             raise
         self.finish(ex_id, name, outcome)
         if outcome.status == "timeout":
-            raise InvocationTimeoutError(
-                f"function {name!r} did not finish within its timeout of {fn.timeout_s:g} s; the worker was "
-                "stopped. Raise limits.timeout_s or make the function faster",
-                execution_id=ex_id,
-                timeout_s=fn.timeout_s,
+            raise self._timed_out(fn, ex_id)
+        return outcome
+
+    @staticmethod
+    def _timed_out(fn: Function, ex_id: str) -> InvocationTimeoutError:
+        return InvocationTimeoutError(
+            f"function {fn.name!r} did not finish within its timeout of {fn.timeout_s:g} s; the worker was "
+            "stopped. Raise limits.timeout_s or make the function faster",
+            execution_id=ex_id,
+            timeout_s=fn.timeout_s,
+        )
+
+    def record_handed(
+        self, name: str, inv: Invocation, handed: HandedRequest, *, output_limit: int
+    ) -> Outcome:
+        """Record an invocation a warm worker served itself, on a client connection the gateway handed
+        over (:mod:`faasd.runtime.gateway_channel`): the same execution record and metrics as
+        :meth:`invoke`, from what the worker reported. Raises as :meth:`invoke` does when the function
+        timed out or the agent refused the request (the gateway then answers that error)."""
+        fn = self._function(name)
+        req = self._request(fn, inv, handed.id)
+        self._create(fn, req, "sync", status="running")
+        truncated = len(handed.stdout) >= output_limit or len(handed.stderr) >= output_limit
+        try:
+            result = final_result(
+                handed.final,
+                handed.result,
+                stdout=handed.stdout,
+                stderr=handed.stderr,
+                output_truncated=truncated,
+                total_ms=handed.wall_ms,
+                request=req,
             )
+            outcome = Outcome.of_result(result, wall_ms=handed.wall_ms)
+        except ResourceLimitError as exc:
+            outcome = Outcome.of_limit(exc, wall_ms=handed.wall_ms)
+        except FaasdError as exc:
+            self.metrics.errors.labels(exc.code).inc()
+            self.finish(handed.id, name, None, status="failed", error=exc.message)
+            raise
+        self._complete(outcome, fn, handed.id, cold=False, init_ms=0.0, wait_ms=0.0)
+        self.finish(handed.id, name, outcome)
+        if outcome.status == "timeout":
+            raise self._timed_out(fn, handed.id)
         return outcome
 
     # -- streaming ----------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ from faasd.runtime.adopt import release
 from faasd.runtime.agent_client import AgentClient, InvokeEvent, InvokeRequest, InvokeResult
 from faasd.runtime.agent_files import init_mount
 from faasd.runtime.direct import Handover
+from faasd.runtime.gateway_channel import GatewayChannel
 from faasd.runtime.models import BindMount, ExitStatus
 from faasd.runtime.sandbox import Sandbox, SandboxManager, pids_limit_hit
 from faasd.runtime.workers.agent_mode import (
@@ -76,20 +78,24 @@ async def start_worker(manager: SandboxManager, spec: WorkerSpec) -> Worker:
         raise
     worker: Worker | None = None
     handover: Handover | None = None
-    handing: asyncio.Task[None] | None = None
+    handing: asyncio.Task[socket.socket | None] | None = None
+    # The Python agent in process mode keeps the hand-over connection as its gateway channel.
+    gateway = spec.mode == "python" and not spec.fork_per_request
     try:
         if spec.direct and spec.direct_listener is not None:
             user = getattr(sb, "user", None)
             owner = (user.uid, user.gid) if user is not None else None
             handover = Handover(sandbox_io_dir(sb), spec.direct_listener, owner)
-            handing = asyncio.create_task(handover.send())
+            handing = asyncio.create_task(handover.send(keep=gateway))
         await sb.start()
         worker = Worker(spec, sb)
         await worker._wait_ready(spec.ready_timeout_s)
         if handing is not None:
             # The agent (faasd-init for node) takes the socket before it loads the handler: done by now.
-            await asyncio.wait_for(asyncio.shield(handing), 5.0)
+            kept = await asyncio.wait_for(asyncio.shield(handing), 5.0)
             worker.direct = True
+            if kept is not None:
+                worker.gateway = GatewayChannel(kept, spec.function, worker.id)
     except BaseException:
         with contextlib.suppress(Exception):
             await asyncio.shield(worker.close() if worker is not None else sb.destroy())
@@ -116,6 +122,8 @@ class Worker:
         self.pong: dict[str, Any] | None = None
         self.direct = False
         """True while the sandbox serves the function's direct address (received its listening socket)."""
+        self.gateway: GatewayChannel | None = None
+        """The agent's gateway channel: the daemon's gateway hands client connections over it."""
         self._closed = False
         self._dead_reason: str | None = None
         self._lock = asyncio.Lock()
@@ -385,7 +393,8 @@ class Worker:
             )
         self._check_usable()
         async with self._lock:
-            await self._client.unlisten()
+            await self._client.unlisten()  # handed connections go back to the gateway first
+        await self._close_gateway()
         self.direct = False
 
     async def ping(self) -> dict[str, Any]:
@@ -394,12 +403,21 @@ class Worker:
             return {"type": "pong", "runtime": self.spec.mode, "ready": True}
         return await self._client.ping()
 
+    async def _close_gateway(self) -> None:
+        """Take back the client connections the gateway handed to this worker, then close the channel."""
+        if self.gateway is not None:
+            with contextlib.suppress(Exception):
+                await self.gateway.drain()
+            self.gateway.close()
+            self.gateway = None
+
     async def release(self) -> None:
         """Close the host side only, leaving the sandbox running for the next daemon to re-adopt
         (:func:`faasd.runtime.adopt.release`). The worker is closed afterwards."""
         if self._closed:
             return
         self._closed = True
+        await self._close_gateway()
         self._oom.close()
         self._pids.close()
         if self._http is not None:
@@ -412,6 +430,7 @@ class Worker:
         if self._closed:
             return
         self._closed = True
+        await self._close_gateway()
         self._oom.close()
         self._pids.close()
         if self._http is not None:

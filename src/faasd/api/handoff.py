@@ -1,0 +1,306 @@
+"""Gateway hand-off: the client's connection itself goes to a warm worker, the kernel does the rest.
+
+A Python gateway pays ~0.7 ms of CPU per proxied invocation, a fraction of what a worker answers on its
+own. So the daemon's HTTP server reads the **first** request of each new connection and, when it is an
+invocation (``/function/<name>[/...]`` or ``POST /api/v1/functions/<name>/invoke``) of a function with a
+warm Python worker serving its direct address in process mode, passes the client's TCP socket into that
+worker's sandbox over the worker's gateway channel (SCM_RIGHTS, :mod:`faasd.runtime.gateway_channel`)
+together with the bytes read so far and the connection's *gate*. The agent then serves that request and
+every later one on the connection that passes the gate, answering exactly as the gateway would
+(``X-Execution-Id``, ``X-Cold-Start``, ``X-Duration-Ms``, ``X-Call-Id``, the same header policy), and
+reports each request back; :class:`GatewayHandoff` writes the execution record, the invocation metrics,
+``faasd_http_requests_total`` and the access log line from the report, as the fast path does.
+
+The gate is what the daemon checked on the first request: the route prefix (``/function/<name>`` or the
+exact invoke path, no query for the latter), the methods, the payload limit, and the exact
+``Authorization`` header when a key was needed (a request with another header comes back). Requests the
+gate refuses, a function that failed (the daemon renders its error answer from the report), workers
+stopping, scaling down or being snapshotted all give the connection back here (``back``): it continues
+on this server as any other connection (:meth:`GatewayHandoff.resume`).
+
+Not handed: keys with a rate limit (every request must be checked here), requests that are not complete
+in the first read, chunked or ``Expect`` requests, HTTP/1.0, ``Connection: close``, functions without an
+open channel (none warm, Node, ``http`` mode, fork mode, restored workers). ``FAASD_GATEWAY_HANDOFF=false``
+turns it off. A connection belongs to one worker for its life: load spreads by connection, not by request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Any
+
+from starlette.responses import Response
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from faasd.api.accesslog import AccessLog
+from faasd.api.fastpath import FUNCTION_METHODS, InvokeFastPath, error_answer, internal_error_answer, match
+from faasd.api.invoke import RESPONSE_DROP, function_response
+from faasd.api.routes_openfaas import address_function_id
+from faasd.errors import FaasdError
+from faasd.platform.core import Platform
+from faasd.platform.executions.records import FORWARDED_HEADER_PREFIXES, NOT_FORWARDED, STORED_BODY_LIMIT
+from faasd.platform.invocation import Invocation
+from faasd.platform.keys import KeyInfo
+from faasd.platform.namespaces import function_id
+from faasd.runtime.agent_client import DEFAULT_MAX_OUTPUT_BYTES
+from faasd.runtime.gateway_channel import GatewayChannel, HandedBack, HandedRequest
+
+log = logging.getLogger("faasd.api")
+
+SERVER_HEADER = "uvicorn"
+"""What the daemon's HTTP server writes as ``server`` (uvicorn's default): handed answers write the same."""
+_REASONS = {int(s): s.phrase for s in HTTPStatus}
+
+
+class GatewayHandoff:
+    """Decides which new connections go to a worker, and writes down what the workers report."""
+
+    def __init__(self, platform: Platform, access: AccessLog) -> None:
+        self.platform = platform
+        self.access = access
+        self.fastpath: InvokeFastPath | None = None
+        """The app's fast path (set once the app built its middleware stack): its request counter."""
+        self.enabled = platform.settings.gateway_handoff
+        self.limit = platform.settings.max_payload_bytes
+        self.handed = 0
+        """Connections handed to workers so far."""
+        self.resumed = 0
+        """Connections workers gave back so far."""
+        self._protocol: tuple[Any, Any, Any] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.protocol_class = protocol_for(self)
+        """The uvicorn ``http`` protocol class of a server with this hand-off."""
+
+    # -- the first request of a connection
+    def try_hand(self, sock: socket.socket | None, data: bytes) -> bool:
+        """Hand the connection whose first bytes are ``data`` to a worker; False: serve it here."""
+        if not self.enabled or sock is None:
+            return False
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            return False
+        try:
+            lines = data[:end].decode("latin-1").split("\r\n")
+            method, target, version = lines[0].split(" ")
+        except ValueError:
+            return False
+        if version != "HTTP/1.1":
+            return False
+        path, _, query = target.partition("?")
+        m = match(method, path, query.encode("latin-1"))
+        if m is None:
+            return False
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            name = name.strip().lower()
+            if not sep or name in headers:
+                return False  # malformed or repeated: the app's to answer or join
+            headers[name] = value.strip()
+        if "transfer-encoding" in headers or "expect" in headers or "upgrade" in headers:
+            return False
+        if "close" in headers.get("connection", "").lower():
+            return False
+        declared = headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            return False
+        try:
+            fid, key, pinned = self._target(m.openfaas, m.name, headers)
+            fn = self.platform.executions._function(fid)
+        except (FaasdError, _NotHanded):
+            return False  # served here: the app answers what needs answering
+        channel = self.platform.gateways.pick(fid)
+        if channel is None:
+            return False
+        channel.sink = self
+        gate = {
+            "prefix": path if not m.openfaas else "/function/" + m.name,
+            "auth": headers.get("authorization") if pinned else None,
+            "limit": self.limit,
+            "methods": sorted(FUNCTION_METHODS) if m.openfaas else ["POST"],
+            "query_ok": m.openfaas,
+            "openfaas": m.openfaas,
+            "fwd": list(FORWARDED_HEADER_PREFIXES),
+            "deny": sorted(NOT_FORWARDED),
+            "drop": sorted(RESPONSE_DROP),
+            "timeout_s": fn.timeout_s,
+            "output_limit": DEFAULT_MAX_OUTPUT_BYTES,
+            "store_limit": STORED_BODY_LIMIT,
+            "server": SERVER_HEADER,
+            "key": key.id if key is not None else None,
+        }
+        if not channel.hand(sock, data, gate):
+            return False
+        self.handed += 1
+        self.platform.metrics.handoffs.labels(fid).inc()
+        return True
+
+    def _target(self, openfaas: bool, name: str, headers: dict[str, str]) -> tuple[str, KeyInfo | None, bool]:
+        """The function's id, the caller's key and whether the connection is pinned to its
+        ``Authorization`` header; raises what the fast path would (the app then answers it)."""
+        settings = self.platform.settings
+        if openfaas and not settings.function_auth:
+            return address_function_id(name, None), None, False
+        if not settings.auth:
+            key: KeyInfo | None = None
+            pinned = False
+        else:
+            token = self._token(headers)
+            key = self.platform.keys.verify(token)
+            if key.rate_limit_rps is not None and key.rate_limit_rps > 0:
+                raise _NotHanded()  # every request must pass the rate limiter here
+            key.require("invoke")
+            pinned = True
+        if openfaas:
+            return address_function_id(name, key), key, pinned
+        if key is None:
+            raise _NotHanded()
+        return function_id(name, self.platform.namespaces.require(key.access.target(None))), key, pinned
+
+    @staticmethod
+    def _token(headers: dict[str, str]) -> str:
+        from faasd.api.auth import token_from_header
+
+        token = token_from_header(headers.get("authorization"))
+        if token is None:
+            raise _NotHanded()
+        return token
+
+    # -- GatewaySink: what the workers send back
+    def reported(self, channel: GatewayChannel, requests: list[HandedRequest]) -> None:
+        for req in requests:
+            try:
+                self._record(channel, req)
+            except FaasdError as exc:
+                log.warning("execution %s of %s: %s", req.id, channel.function, exc.message)
+            assert req.status is not None
+            self._count(req, req.status)
+
+    def handed_back(self, channel: GatewayChannel, back: HandedBack) -> None:
+        self.resumed += 1
+        self.platform.metrics.handbacks.labels(channel.function).inc()
+        task = asyncio.get_running_loop().create_task(self.resume(channel, back))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def resume(self, channel: GatewayChannel, back: HandedBack) -> None:
+        """Serve a connection a worker gave back: first the answer to its failed request (if any), then
+        whatever the client sent after it, on this server."""
+        answer = b""
+        keep = True
+        if back.request is not None:
+            req = back.request
+            keep = req.keep
+            try:
+                outcome = self._record(channel, req)
+                m = match(req.method, req.path, req.query.encode("latin-1"))
+                extra = {"X-Call-Id": outcome.execution_id} if m is not None and m.openfaas else None
+                response = function_response(outcome, extra)
+            except FaasdError as exc:
+                response = error_answer(self.platform, exc)
+            except Exception as exc:
+                response = internal_error_answer(self.platform, req.method, req.path, exc)
+            self._count(req, response.status_code)
+            answer = render(response, keep)
+        if self._protocol is None:
+            back.sock.close()
+            return
+        config, server_state, app_state = self._protocol
+        loop = asyncio.get_running_loop()
+        back.sock.setblocking(False)
+        try:
+            transport, protocol = await loop.connect_accepted_socket(
+                lambda: _resumed_protocol(self, config, server_state, app_state), back.sock
+            )
+        except OSError:
+            with contextlib.suppress(OSError):
+                back.sock.close()
+            return
+        if answer:
+            transport.write(answer)
+        if not keep:
+            transport.close()
+            return
+        if back.rest:
+            protocol.data_received(back.rest)
+
+    def _record(self, channel: GatewayChannel, req: HandedRequest) -> Any:
+        m = match(req.method, req.path, req.query.encode("latin-1"))
+        path = m.path if m is not None else "/"
+        inv = Invocation(body=req.body, headers=req.headers, path=path, method=req.method, query=req.query)
+        return self.platform.executions.record_handed(
+            channel.function, inv, req, output_limit=DEFAULT_MAX_OUTPUT_BYTES
+        )
+
+    def _count(self, req: HandedRequest, status: int) -> None:
+        m = match(req.method, req.path, req.query.encode("latin-1"))
+        route = m.route if m is not None else req.path
+        if self.fastpath is not None:
+            self.fastpath.count(req.method, route, status)
+        else:
+            self.platform.metrics.http_requests.labels(req.method, route, str(status)).inc()
+        self.access.record(req.started, req.method, req.path, route, status, req.wall_ms, req.key)
+
+    def remember(self, config: Any, server_state: Any, app_state: Any) -> None:
+        if self._protocol is None:
+            self._protocol = (config, server_state, app_state)
+
+
+class _NotHanded(Exception):
+    """The connection is served here (raised before anything was decided)."""
+
+
+def render(response: Response, keep: bool) -> bytes:
+    """``response`` as the bytes uvicorn would send for it."""
+    status = response.status_code
+    head = [f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\n".encode("latin-1")]
+    head.append(f"server: {SERVER_HEADER}\r\ndate: {formatdate(time.time(), usegmt=True)}\r\n".encode())
+    for k, v in response.raw_headers:
+        head.append(k + b": " + v + b"\r\n")
+    if not keep:
+        head.append(b"connection: close\r\n")
+    head.append(b"\r\n")
+    return b"".join(head) + bytes(response.body)
+
+
+class HandoffHttpProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP protocol, which first offers each new connection's first request to the
+    gateway hand-off (see the module)."""
+
+    handoff: GatewayHandoff | None = None
+
+    def __init__(self, config: Any, server_state: Any, app_state: Any, _loop: Any = None) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self._fresh = True
+        if self.handoff is not None:
+            self.handoff.remember(config, server_state, app_state)
+
+    def data_received(self, data: bytes) -> None:
+        if self._fresh:
+            self._fresh = False
+            handoff = self.handoff
+            if handoff is not None:
+                sock = self.transport.get_extra_info("socket")
+                if handoff.try_hand(sock, data):
+                    self.transport.close()
+                    return
+        super().data_received(data)
+
+
+def protocol_for(handoff: GatewayHandoff) -> type[HandoffHttpProtocol]:
+    """The uvicorn ``http`` protocol class for a daemon with ``handoff``."""
+    return type("HandoffHttpProtocol", (HandoffHttpProtocol,), {"handoff": handoff})
+
+
+def _resumed_protocol(
+    handoff: GatewayHandoff, config: Any, server_state: Any, app_state: Any
+) -> HandoffHttpProtocol:
+    proto = handoff.protocol_class(config, server_state, app_state)
+    proto._fresh = False  # a connection given back stays here
+    return proto

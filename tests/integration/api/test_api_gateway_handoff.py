@@ -1,0 +1,166 @@
+"""Gateway hand-off with the real daemon: a client connection whose first request invokes a function with
+a warm Python worker is passed into the worker's sandbox (its TCP socket ends up held by the sandboxed
+agent alone), served there with the gateway's own answers, recorded by the daemon from the worker's
+reports, and given back whenever the daemon has to answer: another route, another API key, a function
+error, the function deleted."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import subprocess
+import time
+
+import httpx
+import pytest
+
+from fixtures.daemon import Daemon, daemon_env
+
+pytestmark = pytest.mark.integration
+__all__ = ["daemon_env"]
+
+
+def holders_of(client: http.client.HTTPConnection) -> list[int]:
+    """Pids holding the server side of ``client``'s TCP connection (as ``ss`` sees them)."""
+    assert client.sock is not None
+    port = client.sock.getsockname()[1]
+    out = subprocess.run(
+        ["ss", "-Htnp", "state", "established", f"( dport = :{port} )"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return sorted({int(p) for p in re.findall(r"pid=(\d+)", out)})
+
+
+def in_sandbox(pids: list[int]) -> bool:
+    host_ns = os.readlink("/proc/self/ns/net")
+    return bool(pids) and all(os.readlink(f"/proc/{p}/ns/net") != host_ns for p in pids)
+
+
+def call(
+    conn: http.client.HTTPConnection,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    conn.request(method, path, body=body, headers=headers or {})
+    r = conn.getresponse()
+    return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+
+
+def metric(c: httpx.Client, name: str, **labels: str) -> float:
+    text = c.get("/metrics").text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def execution(c: httpx.Client, ex_id: str) -> dict:  # type: ignore[type-arg]
+    """The record of ``ex_id`` (the worker reports it just after answering: wait for it)."""
+    deadline = time.monotonic() + 20
+    while True:
+        r = c.get(f"/api/v1/executions/{ex_id}")
+        if (r.status_code == 200 and r.json()["status"] != "running") or time.monotonic() > deadline:
+            assert r.status_code == 200, r.text
+            return dict(r.json())
+        time.sleep(0.05)
+
+
+def test_gateway_hands_connections_to_warm_workers(daemon_env: tuple[Daemon, str], unique_id: str) -> None:
+    d, image = daemon_env
+    d.start()
+    key = (d.settings.data_dir / "admin.key").read_text().strip()
+    auth = {"Authorization": f"Bearer {key}"}
+    fn = unique_id
+    with httpx.Client(base_url=d.url, headers=auth, timeout=60) as c:
+        r = c.post("/api/v1/functions", json={"name": fn, "image": image, "scale": {"min": 1, "max": 1}})
+        assert r.status_code == 201, r.text
+        assert c.post(f"/function/{fn}", content=b"warm").text == "echo:warm"  # a warm worker is up
+
+        # 1. /function/<name>: the connection goes to the worker; the gateway's answers, the daemon's records
+        conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=60)
+        ids = []
+        for body in (b"a", b"b", b"c"):
+            status, headers, out = call(conn, "POST", f"/function/{fn}", body)
+            assert (status, out) == (200, b"echo:" + body)
+            assert headers["x-call-id"] == headers["x-execution-id"] and headers["x-cold-start"] == "false"
+            assert headers["server"] == "uvicorn" and float(headers["x-duration-ms"]) >= 0
+            ids.append(headers["x-execution-id"])
+        holders = holders_of(conn)
+        assert in_sandbox(holders), f"the connection is not held in the sandbox: {holders}"
+        assert d.proc is not None and d.proc.pid not in holders
+        for ex_id, body in zip(ids, ("a", "b", "c"), strict=True):
+            ex = execution(c, ex_id)
+            assert ex["function"] == fn and ex["status"] == "succeeded" and ex["http_status"] == 200
+            assert ex["result"] == f"echo:{body}" and ex["cold_start"] is False and ex["kind"] == "sync"
+        logs = c.get(f"/api/v1/functions/{fn}/logs").text
+        assert "got b" in logs  # the handler's output, captured in the sandbox, stored by the daemon
+        assert metric(c, "faasd_gateway_handoffs_total", function=fn) >= 1
+        assert metric(c, "faasd_invocations_total", function=fn, status="succeeded") >= 4
+
+        # 2. a function error: the worker gives the connection back and the daemon answers as it always does
+        backs = metric(c, "faasd_gateway_handbacks_total", function=fn)
+        status, headers, out = call(conn, "POST", f"/function/{fn}", b"boom")
+        err = json.loads(out)
+        assert status == 500 and err["error"] == "function_error", out
+        assert "boom went the handler" in err["details"]["traceback"]
+        assert execution(c, headers["x-execution-id"])["status"] == "failed"
+        assert metric(c, "faasd_gateway_handbacks_total", function=fn) == backs + 1
+        # the connection lives on, in the daemon now
+        assert call(conn, "POST", f"/function/{fn}", b"d")[2] == b"echo:d"
+        assert d.proc.pid in holders_of(conn)
+        conn.close()
+
+        # 3. another route on a handed connection comes back to the daemon
+        conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=60)
+        assert call(conn, "POST", f"/function/{fn}/sub/path?x=1", b"e")[2] == b"echo:e"
+        assert in_sandbox(holders_of(conn))
+        status, _, out = call(conn, "GET", "/healthz")
+        assert status == 200 and json.loads(out)["status"] == "ok"
+        conn.close()
+
+        # 4. the API route is pinned to the key that was checked: any other Authorization comes back
+        conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=60)
+        invoke = f"/api/v1/functions/{fn}/invoke"
+        status, headers, out = call(conn, "POST", invoke, b"f", auth)
+        assert (status, out) == (200, b"echo:f") and "x-call-id" not in headers
+        assert in_sandbox(holders_of(conn))
+        status, _, out = call(conn, "POST", invoke, b"g", {"Authorization": "Bearer not-a-key"})
+        assert status == 401, out
+        assert call(conn, "POST", invoke, b"h", auth)[2] == b"echo:h"
+        conn.close()
+
+        # 5. deleting the function takes its handed connections back first (not cut under the client)
+        conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=60)
+        assert call(conn, "POST", f"/function/{fn}", b"i")[2] == b"echo:i"
+        assert in_sandbox(holders_of(conn))
+        assert c.delete(f"/api/v1/functions/{fn}").status_code in (200, 204)
+        status, _, out = call(conn, "POST", f"/function/{fn}", b"j")
+        assert status == 404, out
+        conn.close()
+
+
+def test_handoff_off_serves_every_request_in_the_daemon(
+    daemon_env: tuple[Daemon, str], unique_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAASD_GATEWAY_HANDOFF", "false")
+    d, image = daemon_env
+    d.start()
+    key = (d.settings.data_dir / "admin.key").read_text().strip()
+    with httpx.Client(base_url=d.url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as c:
+        r = c.post(
+            "/api/v1/functions", json={"name": unique_id, "image": image, "scale": {"min": 1, "max": 1}}
+        )
+        assert r.status_code == 201, r.text
+        assert c.post(f"/function/{unique_id}", content=b"warm").text == "echo:warm"
+        conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=60)
+        assert call(conn, "POST", f"/function/{unique_id}", b"a")[2] == b"echo:a"
+        assert d.proc is not None and holders_of(conn) == [d.proc.pid]
+        conn.close()
+        assert metric(c, "faasd_gateway_handoffs_total", function=unique_id) == 0
