@@ -20,7 +20,9 @@ on this server as any other connection (:meth:`GatewayHandoff.resume`).
 
 Not handed: keys with a rate limit (every request must be checked here), requests that are not complete
 in the first read, chunked or ``Expect`` requests, HTTP/1.0, ``Connection: close``, functions without an
-open channel (none warm, Node, ``http`` mode, fork mode, restored workers). ``FAASD_GATEWAY_HANDOFF=false``
+open channel (none warm, Node, ``http`` mode, fork mode, restored workers), workers the pool has a request on
+or queued for (those keep their order and their ``running`` records; a handed request's record is written once
+it was served). ``FAASD_GATEWAY_HANDOFF=false``
 turns it off. A connection belongs to one worker for its life: load spreads by connection, not by request.
 """
 
@@ -115,7 +117,12 @@ class GatewayHandoff:
             fn = self.platform.executions._function(fid)
         except (FaasdError, _NotHanded):
             return False  # served here: the app answers what needs answering
-        channel = self.platform.gateways.pick(fid)
+        pool = self.platform.runner.pools.get(fid)
+        if pool is None or pool.closed:
+            return False
+        # Only to a worker the pool has nothing running on and no request queued for: the pool's
+        # invocations (async ones, streams) keep their order and their running records.
+        channel = self.platform.gateways.pick(fid, pool.idle_worker_ids())
         if channel is None:
             return False
         channel.sink = self

@@ -259,6 +259,12 @@ class WarmPool:
     def worker_ids(self) -> list[str]:
         return [s.worker.id for s in self._slots]
 
+    def idle_worker_ids(self) -> set[str]:
+        """Workers serving nothing the pool handed them (no lease in flight), none waiting for one."""
+        if self._waiting:
+            return set()
+        return {s.worker.id for s in self._slots if s.inflight <= 0 and not s.broken}
+
     @contextlib.asynccontextmanager
     async def hold(self, worker_id: str, timeout_s: float) -> AsyncIterator[PoolWorker]:
         """Exclusive use of one worker (e.g. to snapshot it): waits until it has no request in flight

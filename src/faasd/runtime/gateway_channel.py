@@ -280,8 +280,9 @@ class GatewayRegistry:
     def add(self, function: str, channel: GatewayChannel) -> None:
         self._by_function.setdefault(function, []).append(channel)
 
-    def pick(self, function: str) -> GatewayChannel | None:
-        """The open channel of ``function`` holding the fewest handed connections, if any."""
+    def pick(self, function: str, among: set[str]) -> GatewayChannel | None:
+        """The open channel of ``function`` holding the fewest handed connections among the workers
+        ``among`` (ids), if any."""
         channels = self._by_function.get(function)
         if not channels:
             return None
@@ -292,7 +293,8 @@ class GatewayRegistry:
             else:
                 del self._by_function[function]
                 return None
-        return min(live, key=lambda c: c.connections)
+        eligible = [c for c in live if c.worker_id in among]
+        return min(eligible, key=lambda c: c.connections) if eligible else None
 
     def channels(self, function: str) -> list[GatewayChannel]:
         return [c for c in self._by_function.get(function, []) if not c.closed]

@@ -333,3 +333,20 @@ def test_worker_config_limits_are_the_functions() -> None:
     )
     lim = config.limits()
     assert (lim.memory_mb, lim.cpu_cores, lim.pids, lim.disk_mb, lim.timeout_s) == (96, 0.5, 64, 300, 7.0)
+
+
+async def test_idle_worker_ids_are_the_gateways_hand_off_targets(fake_factory: FakeFactory) -> None:
+    """Only a worker with nothing in flight may get a client connection, and none while requests queue."""
+    pool = make_pool(fake_factory, min=0, max=1, concurrency=1, queue_size=2)
+    lease = await pool.acquire(1)
+    wid = lease.slot.worker.id
+    assert pool.idle_worker_ids() == set()  # busy
+    queued = asyncio.create_task(pool.acquire(5))
+    while pool.stats().queued < 1:
+        await asyncio.sleep(0)
+    await pool.release(lease)
+    second = await queued
+    assert pool.idle_worker_ids() == set()
+    await pool.release(second)
+    assert pool.idle_worker_ids() == {wid}
+    await pool.close()
