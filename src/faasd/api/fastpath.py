@@ -59,7 +59,7 @@ _INVOKE_SUFFIX = "/invoke"
 
 
 @dataclass(frozen=True, slots=True)
-class _Match:
+class RouteMatch:
     name: str
     path: str
     """The path the function sees (``/`` for the route's root)."""
@@ -68,7 +68,7 @@ class _Match:
     openfaas: bool
 
 
-def match(method: str, path: str, query: bytes) -> _Match | None:
+def match(method: str, path: str, query: bytes) -> RouteMatch | None:
     """The fast-path route of a request, or None (the app serves it). ``name`` is the route's ``{name}``
     (for ``/function/*`` an OpenFaaS address, ``<name>`` or ``<name>.<namespace>``)."""
     if path.startswith("/function/"):
@@ -78,12 +78,12 @@ def match(method: str, path: str, query: bytes) -> _Match | None:
         if not name:
             return None
         if slash:
-            return _Match(name, "/" + rest, ROUTE_FUNCTION_PATH, True)
-        return _Match(name, "/", ROUTE_FUNCTION, True)
+            return RouteMatch(name, "/" + rest, ROUTE_FUNCTION_PATH, True)
+        return RouteMatch(name, "/", ROUTE_FUNCTION, True)
     if method == "POST" and path.startswith(_API_PREFIX) and path.endswith(_INVOKE_SUFFIX) and not query:
         name = path[len(_API_PREFIX) : -len(_INVOKE_SUFFIX)]
         if name and "/" not in name:
-            return _Match(name, "/", ROUTE_INVOKE, False)
+            return RouteMatch(name, "/", ROUTE_INVOKE, False)
     return None
 
 
@@ -135,7 +135,7 @@ class InvokeFastPath:
             return
         await self._invoke(scope, receive, send, m, headers, key)
 
-    def _caller(self, m: _Match, headers: dict[str, str]) -> KeyInfo | None:
+    def _caller(self, m: RouteMatch, headers: dict[str, str]) -> KeyInfo | None:
         settings = self.platform.settings
         if m.openfaas and not settings.function_auth:
             return None  # the Authorization header, if any, is the function's to check
@@ -154,7 +154,7 @@ class InvokeFastPath:
         scope: Scope,
         receive: Receive,
         send: Send,
-        m: _Match,
+        m: RouteMatch,
         headers: dict[str, str],
         key: KeyInfo | None,
     ) -> None:
@@ -199,7 +199,7 @@ class InvokeFastPath:
         child.inc()
 
     @staticmethod
-    def _function_id(scope: Scope, m: _Match, key: KeyInfo | None) -> str:
+    def _function_id(scope: Scope, m: RouteMatch, key: KeyInfo | None) -> str:
         """The function's id, resolved as the routes do (namespaces: ``faasd.api.namespacing``)."""
         if m.openfaas:
             return address_function_id(m.name, key)
@@ -217,7 +217,7 @@ class InvokeFastPath:
         scope: Scope,
         receive: Receive,
         send: Send,
-        m: _Match,
+        m: RouteMatch,
         response: Response,
         key: KeyInfo | None,
         started: float,

@@ -41,13 +41,20 @@ from starlette.responses import Response
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from faasd.api.accesslog import AccessLog
-from faasd.api.fastpath import FUNCTION_METHODS, InvokeFastPath, error_answer, internal_error_answer, match
+from faasd.api.fastpath import (
+    FUNCTION_METHODS,
+    InvokeFastPath,
+    RouteMatch,
+    error_answer,
+    internal_error_answer,
+    match,
+)
 from faasd.api.invoke import RESPONSE_DROP, function_response
 from faasd.api.routes_openfaas import address_function_id
 from faasd.errors import FaasdError
 from faasd.platform.core import Platform
 from faasd.platform.executions.records import FORWARDED_HEADER_PREFIXES, NOT_FORWARDED, STORED_BODY_LIMIT
-from faasd.platform.invocation import Invocation
+from faasd.platform.invocation import Invocation, Outcome
 from faasd.platform.keys import KeyInfo
 from faasd.platform.namespaces import function_id
 from faasd.runtime.agent_client import DEFAULT_MAX_OUTPUT_BYTES
@@ -182,12 +189,13 @@ class GatewayHandoff:
     # -- GatewaySink: what the workers send back
     def reported(self, channel: GatewayChannel, requests: list[HandedRequest]) -> None:
         for req in requests:
+            m = match(req.method, req.path, req.query.encode("latin-1"))
             try:
-                self._record(channel, req)
+                self._record(channel, req, m)
             except FaasdError as exc:
                 log.warning("execution %s of %s: %s", req.id, channel.function, exc.message)
             assert req.status is not None
-            self._count(req, req.status)
+            self._count(req, m, req.status)
 
     def handed_back(self, channel: GatewayChannel, back: HandedBack) -> None:
         self.resumed += 1
@@ -204,16 +212,16 @@ class GatewayHandoff:
         if back.request is not None:
             req = back.request
             keep = req.keep
+            m = match(req.method, req.path, req.query.encode("latin-1"))
             try:
-                outcome = self._record(channel, req)
-                m = match(req.method, req.path, req.query.encode("latin-1"))
+                outcome = self._record(channel, req, m)
                 extra = {"X-Call-Id": outcome.execution_id} if m is not None and m.openfaas else None
                 response = function_response(outcome, extra)
             except FaasdError as exc:
                 response = error_answer(self.platform, exc)
             except Exception as exc:
                 response = internal_error_answer(self.platform, req.method, req.path, exc)
-            self._count(req, response.status_code)
+            self._count(req, m, response.status_code)
             answer = render(response, keep)
         if self._protocol is None:
             back.sock.close()
@@ -237,16 +245,14 @@ class GatewayHandoff:
         if back.rest:
             protocol.data_received(back.rest)
 
-    def _record(self, channel: GatewayChannel, req: HandedRequest) -> Any:
-        m = match(req.method, req.path, req.query.encode("latin-1"))
+    def _record(self, channel: GatewayChannel, req: HandedRequest, m: RouteMatch | None) -> Outcome:
         path = m.path if m is not None else "/"
         inv = Invocation(body=req.body, headers=req.headers, path=path, method=req.method, query=req.query)
         return self.platform.executions.record_handed(
             channel.function, inv, req, output_limit=DEFAULT_MAX_OUTPUT_BYTES
         )
 
-    def _count(self, req: HandedRequest, status: int) -> None:
-        m = match(req.method, req.path, req.query.encode("latin-1"))
+    def _count(self, req: HandedRequest, m: RouteMatch | None, status: int) -> None:
         route = m.route if m is not None else req.path
         if self.fastpath is not None:
             self.fastpath.count(req.method, route, status)

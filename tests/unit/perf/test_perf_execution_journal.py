@@ -256,3 +256,50 @@ async def test_large_bodies_are_written_at_once(plat: Platform, monkeypatch: pyt
     got = dict(_raw(plat, "SELECT id, length(request_body) FROM executions"))  # type: ignore[arg-type]
     assert got == {small.execution_id: 1, big.execution_id: 2000}
     await plat.close()
+
+
+async def test_a_handed_request_is_one_row_written_once(plat: Platform) -> None:
+    """A request a worker served on a handed-over connection: one journal operation (created and finished
+    at once), the same row and counts as a proxied invocation, its output stored as log lines."""
+    import time
+
+    from faasd.runtime.gateway_channel import HandedRequest
+
+    plat.executions.journal.delay_s = 60.0
+    await _deploy(plat)
+    handed = HandedRequest(
+        id="ex_" + "ab" * 12,
+        method="POST",
+        path="/function/hello",
+        query="",
+        headers={"content-type": "text/plain", "authorization": "Bearer secret"},
+        final={"type": "result", "status": 201, "headers": [["x-a", "1"]], "run_ms": 0.5},
+        body=b"hi",
+        result=b"made",
+        stdout=b"printed\n",
+        stderr=b"",
+        wall_ms=0.7,
+        started=time.time() - 1,
+        status=201,
+    )
+    journal = plat.executions.journal
+    kinds: list[str] = []
+    record = journal._record
+
+    def counting(op: tuple[str, str, dict[str, object]]) -> None:
+        kinds.append(op[0])
+        record(op)  # type: ignore[arg-type]
+
+    journal._record = counting  # type: ignore[method-assign]
+    inv = Invocation(body=b"hi", headers=handed.headers, path="/", method="POST")
+    out = plat.executions.record_handed("hello", inv, handed, output_limit=1 << 20)
+    assert out.execution_id == handed.id and out.http_status == 201 and out.status == "succeeded"
+    assert kinds == ["done"]
+    ex = plat.executions.get(handed.id)
+    assert ex.status == "succeeded" and ex.http_status == 201 and ex.result_body == b"made"
+    assert ex.request_body == b"hi" and ex.cold_start is False and ex.run_ms == 0.5
+    assert "authorization" not in ex.request_headers and ex.result_headers == {"x-a": "1"}
+    assert ex.created_at is not None and ex.finished_at is not None and ex.created_at < ex.finished_at
+    assert plat.functions.get("hello").invocation_count == 1
+    assert "printed" in "".join(e.text for e in plat.logs.for_execution(handed.id))
+    await plat.close()

@@ -102,6 +102,12 @@ class ExecutionJournal:
     def finish(self, ex_id: str, function: str, values: dict[str, Any]) -> None:
         self._record(("finish", ex_id, {**values, "_function": function}))
 
+    def done(self, row: dict[str, Any], function: str) -> None:
+        """A finished execution recorded in one go (created and finished at once: one INSERT, counted in
+        ``invocation_count``). ``row`` must carry every column :data:`_FINISH_DEFAULTS` names."""
+        row["_function"] = function
+        self._record(("done", str(row["id"]), row))
+
     def _record(self, op: tuple[str, str, dict[str, Any]]) -> None:
         values = op[2]
         size = len(values.get("request_body") or b"") + len(values.get("result_body") or b"")
@@ -171,6 +177,12 @@ class ExecutionJournal:
         for kind, ex_id, values in ops:
             if kind == "create":
                 inserts[ex_id] = {**_FINISH_DEFAULTS, **values}
+                continue
+            if kind == "done":
+                done = dict(values)
+                fn = done.pop("_function")
+                counts[fn] = counts.get(fn, 0) + 1
+                inserts[ex_id] = done
                 continue
             vals = dict(values)
             fn_name = vals.pop("_function")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import bindparam, select
@@ -65,6 +66,8 @@ class ExecutionService:
         """Write-behind for sync/stream execution records (see :class:`ExecutionJournal`)."""
         self._fn_query = select(Function.__table__).where(Function.__table__.c.name == bindparam("name"))
         self._fn_cache: dict[str, tuple[int, Function]] = {}
+        self._children: dict[tuple[str, str, bool], tuple[Any, Any, Any, Any]] = {}
+        """Metric children per (function, status, cold): ``labels()`` is most of a counter's cost."""
         self.queue = AsyncQueue(self)
         """The async invocations (see :class:`AsyncQueue`)."""
 
@@ -92,12 +95,32 @@ class ExecutionService:
     ) -> Execution | None:
         """Record a new execution. Async rows are committed before this returns (the 202 promises
         durability) and returned; sync/stream rows go through the write-behind :attr:`journal`."""
+        row = self._row(fn, req, kind, status=status, callback_url=callback_url)
+        if kind != "async":
+            self.journal.create(row)
+            return None
+        ex = Execution(**row)
+        with self.db.session() as s:
+            s.add(ex)
+        return ex
+
+    @staticmethod
+    def _row(
+        fn: Function,
+        req: InvokeRequest,
+        kind: str,
+        *,
+        status: str,
+        callback_url: str | None = None,
+        now: datetime | None = None,
+    ) -> dict[str, Any]:
+        """A new execution's row (the columns a finish sets are the model's defaults)."""
         if kind == "async":
             body, truncated = req.body, False
         else:
             body, truncated = cut(req.body, STORED_BODY_LIMIT)
-        now = utcnow()
-        row: dict[str, Any] = {
+        now = now or utcnow()
+        return {
             "id": req.request_id,
             "function": fn.name,
             "kind": kind,
@@ -114,13 +137,6 @@ class ExecutionService:
             "started_at": now if status == "running" else None,
             "not_before": None,
         }
-        if kind != "async":
-            self.journal.create(row)
-            return None
-        ex = Execution(**row)
-        with self.db.session() as s:
-            s.add(ex)
-        return ex
 
     def finish(
         self,
@@ -134,6 +150,26 @@ class ExecutionService:
     ) -> None:
         """Record the end of an execution and count the invocation. ``durable`` (async executions):
         committed before this returns; otherwise through the write-behind :attr:`journal`."""
+        values = self._finished(outcome, status=status, error=error)
+        if durable:
+            with self.db.session() as s:
+                ex = s.get(Execution, ex_id)
+                if ex is None:
+                    return
+                for k, v in values.items():
+                    setattr(ex, k, v)
+                fn = s.get(Function, fn_name)
+                if fn is not None:
+                    fn.invocation_count = (fn.invocation_count or 0) + 1
+        else:
+            self.journal.finish(ex_id, fn_name, values)
+        self._store_output(fn_name, ex_id, outcome)
+
+    @staticmethod
+    def _finished(
+        outcome: Outcome | None, *, status: str | None = None, error: str | None = None
+    ) -> dict[str, Any]:
+        """The columns the end of an execution sets."""
         values: dict[str, Any] = {"finished_at": utcnow()}
         if outcome is not None:
             values["result_body"], values["result_truncated"] = cut(outcome.body, STORED_BODY_LIMIT)
@@ -152,18 +188,9 @@ class ExecutionService:
             )
         else:
             values.update(status=status or "failed", error=error)
-        if durable:
-            with self.db.session() as s:
-                ex = s.get(Execution, ex_id)
-                if ex is None:
-                    return
-                for k, v in values.items():
-                    setattr(ex, k, v)
-                fn = s.get(Function, fn_name)
-                if fn is not None:
-                    fn.invocation_count = (fn.invocation_count or 0) + 1
-        else:
-            self.journal.finish(ex_id, fn_name, values)
+        return values
+
+    def _store_output(self, fn_name: str, ex_id: str, outcome: Outcome | None) -> None:
         if outcome is not None and (outcome.stdout or outcome.stderr):
             try:
                 # a session: the journal writes the execution row first (log lines reference it)
@@ -245,11 +272,24 @@ class ExecutionService:
         return outcome
 
     def _observe(self, name: str, status: str, cold: bool, duration_ms: float) -> None:
-        self.metrics.invocations.labels(name, status).inc()
-        self.metrics.duration.labels(name).observe(duration_ms / 1000)
-        (self.metrics.cold_starts if cold else self.metrics.warm_starts).labels(name).inc()
-        if status != "succeeded":
-            self.metrics.errors.labels("function_" + status).inc()
+        key = (name, status, cold)
+        children = self._children.get(key)
+        if children is None:
+            m = self.metrics
+            if len(self._children) > 16384:
+                self._children.clear()
+            children = self._children[key] = (
+                m.invocations.labels(name, status),
+                m.duration.labels(name),
+                (m.cold_starts if cold else m.warm_starts).labels(name),
+                m.errors.labels("function_" + status) if status != "succeeded" else None,
+            )
+        invocations, duration, starts, errors = children
+        invocations.inc()
+        duration.observe(duration_ms / 1000)
+        starts.inc()
+        if errors is not None:
+            errors.inc()
 
     async def invoke(self, name: str, inv: Invocation) -> Outcome:
         """Synchronous invocation. Raises :class:`InvocationTimeoutError` (504) after recording a time-out."""
@@ -294,7 +334,7 @@ class ExecutionService:
         timed out or the agent refused the request (the gateway then answers that error)."""
         fn = self._function(name)
         req = self._request(fn, inv, handed.id)
-        self._create(fn, req, "sync", status="running")
+        row = self._row(fn, req, "sync", status="running", now=datetime.fromtimestamp(handed.started, UTC))
         truncated = len(handed.stdout) >= output_limit or len(handed.stderr) >= output_limit
         try:
             result = final_result(
@@ -311,10 +351,13 @@ class ExecutionService:
             outcome = Outcome.of_limit(exc, wall_ms=handed.wall_ms)
         except FaasdError as exc:
             self.metrics.errors.labels(exc.code).inc()
-            self.finish(handed.id, name, None, status="failed", error=exc.message)
+            row.update(self._finished(None, status="failed", error=exc.message))
+            self.journal.done(row, name)
             raise
         self._complete(outcome, fn, handed.id, cold=False, init_ms=0.0, wait_ms=0.0)
-        self.finish(handed.id, name, outcome)
+        row.update(self._finished(outcome))
+        self.journal.done(row, name)  # created and finished in one INSERT
+        self._store_output(name, handed.id, outcome)
         if outcome.status == "timeout":
             raise self._timed_out(fn, handed.id)
         return outcome
