@@ -531,14 +531,18 @@ class Agent:
 
     def _final_frame(self, fn, run_started: float) -> bytes:
         """Run ``fn`` (which calls the handler) and turn its outcome into a result or error frame."""
+        return encode_frame(*self._final(fn, run_started))
+
+    def _final(self, fn, run_started: float) -> tuple:
+        """:meth:`_final_frame` as the frame's header and body (not encoded)."""
         try:
             value = fn()
             status, headers, out = normalize_result(value)
             header = {"type": "result", "status": status, "headers": headers}
-            return _with_run_ms(header, run_started, out)
+            return _timed(header, run_started, out)
         except _HandlerTimeout:
             self._loop = None  # an interrupted event loop is not reusable; drop it
-            return _with_run_ms(
+            return _timed(
                 {
                     "type": "error",
                     "kind": "timeout",
@@ -547,11 +551,11 @@ class Agent:
                 run_started,
             )
         except InvalidResponse as exc:
-            return _with_run_ms(
+            return _timed(
                 {"type": "error", "kind": "invalid_response", "message": str(exc)}, run_started
             )
         except BaseException as exc:  # includes SystemExit from sys.exit() in the handler
-            return _with_run_ms(
+            return _timed(
                 {
                     "type": "error",
                     "kind": "exception",
@@ -577,9 +581,9 @@ class Agent:
         if not broken[0]:
             _send_quiet(conn, final)
 
-    def _run_inprocess(self, header: dict, body: bytes, send) -> bytes:
+    def _run_inprocess(self, header: dict, body: bytes, send, encoded: bool = True):
         """Run one request in this process with its output going to ``send(kind, data)`` as it is
-        written; returns the final frame."""
+        written; returns the final frame (``encoded=False``: its header and body)."""
         lock = threading.Lock()
         out = _FrameStream(send, "stdout", lock)
         err = _FrameStream(send, "stderr", lock)
@@ -591,7 +595,7 @@ class Agent:
         os.environ.update({str(k): str(v) for k, v in env.items()})
         sys.stdout, sys.stderr = out, err
         try:
-            final = self._final_frame(run, started)
+            final = self._final(run, started)
         finally:
             sys.stdout, sys.stderr = saved_stdio
             self._in_handler = False
@@ -602,7 +606,7 @@ class Agent:
                     os.environ[k] = v
         out.flush()
         err.flush()
-        return final
+        return encode_frame(*final) if encoded else final
 
     def gate_invoke(self, header: dict, body: bytes, output_limit: int) -> tuple:
         """One request of a connection the daemon's gateway handed over (``faasd_handoff``): run in
@@ -618,19 +622,17 @@ class Agent:
                 buf += data[:room]
 
         if self.handler is None:
-            final = encode_frame(
-                {
-                    "type": "error",
-                    "kind": "not_ready",
-                    "message": f"handler {self.handler_spec!r} failed to load",
-                    "traceback": self.load_error or "",
-                }
-            )
+            fh = {
+                "type": "error",
+                "kind": "not_ready",
+                "message": f"handler {self.handler_spec!r} failed to load",
+                "traceback": self.load_error or "",
+            }
+            fb = b""
         else:
-            final = self._run_inprocess(header, body, send)
+            fh, fb = self._run_inprocess(header, body, send, encoded=False)
             if os.getpid() == 1:
                 _reap_orphans()
-        fh, fb = parse_frame_bytes(final)
         return fh, fb, captured["stdout"], captured["stderr"]
 
     def direct_invoke(self, method: str, path: str, query: str, headers: dict, body: bytes) -> tuple:
@@ -1003,8 +1005,12 @@ async def _await(aw: object) -> object:
 
 
 def _with_run_ms(header: dict, started: float, body: bytes = b"") -> bytes:
+    return encode_frame(*_timed(header, started, body))
+
+
+def _timed(header: dict, started: float, body: bytes = b"") -> tuple:
     header["run_ms"] = round((time.perf_counter() - started) * 1000, 3)
-    return encode_frame(header, body)
+    return header, body
 
 
 def _exc_message(exc: BaseException) -> str:
