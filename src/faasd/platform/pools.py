@@ -319,9 +319,15 @@ class WarmPool:
                 self._starting += need
                 self._prewarming += need
                 self._changed()
-            results = await asyncio.gather(
-                *(self._start_worker() for _ in range(need)), return_exceptions=True
-            )
+            starts = asyncio.gather(*(self._start_worker() for _ in range(need)), return_exceptions=True)
+            cancelled = False
+            try:
+                results = await asyncio.shield(starts)
+            except asyncio.CancelledError:
+                # The pool is closing (it cancels its background tasks): the starts run to their end and
+                # what they started is closed below, so the counters stay true and no sandbox is left.
+                cancelled = True
+                results = await starts
             failed = False
             to_close: list[PoolWorker] = []
             async with self._cond:
@@ -348,6 +354,8 @@ class WarmPool:
                     async with self._cond:
                         self._late_closes -= len(to_close)
                         self._notify_all()
+            if cancelled:
+                raise asyncio.CancelledError
             if failed:
                 return started
 

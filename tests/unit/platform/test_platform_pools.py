@@ -218,6 +218,21 @@ async def test_close_waits_for_starts_in_flight_and_closes_their_workers(fake_fa
     assert await prewarm == 0
 
 
+async def test_close_during_a_background_prewarm_neither_hangs_nor_leaks(fake_factory: FakeFactory) -> None:
+    """close() cancels the pool's background pre-warm: its starts run to their end and are closed, and
+    the start counter is given back (a leaked count made close() wait its full bound: a daemon's DELETE
+    hung 70 s)."""
+    fake_factory.start_delay = 0.2
+    pool = make_pool(fake_factory, min=1, max=1)
+    pool.start_background(60.0)  # spawns ensure_min as a background task
+    while pool.stats().starting < 1:
+        await asyncio.sleep(0.01)
+    async with asyncio.timeout(5):  # close's own bound is 120 s
+        await pool.close()
+    assert pool.stats().starting == 0
+    assert len(fake_factory.started) >= 1 and fake_factory.live == 0
+
+
 async def test_concurrency_limit_is_respected(fake_factory: FakeFactory) -> None:
     fake_factory.gate = asyncio.Event()
     pool = make_pool(fake_factory, min=0, max=2, concurrency=2, queue_size=100)
