@@ -229,21 +229,16 @@ class GatewayHandoff:
         config, server_state, app_state = self._protocol
         loop = asyncio.get_running_loop()
         back.sock.setblocking(False)
-        try:
-            transport, protocol = await loop.connect_accepted_socket(
-                lambda: _resumed_protocol(self, config, server_state, app_state), back.sock
+        with contextlib.suppress(OSError):
+            # The protocol writes the answer and takes the given-back bytes in connection_made, before the
+            # transport reads the socket: what the client sends later must come after them.
+            await loop.connect_accepted_socket(
+                lambda: _resumed_protocol(self, config, server_state, app_state, answer, keep, back.rest),
+                back.sock,
             )
-        except OSError:
-            with contextlib.suppress(OSError):
-                back.sock.close()
             return
-        if answer:
-            transport.write(answer)
-        if not keep:
-            transport.close()
-            return
-        if back.rest:
-            protocol.data_received(back.rest)
+        with contextlib.suppress(OSError):
+            back.sock.close()
 
     def _record(self, channel: GatewayChannel, req: HandedRequest, m: RouteMatch | None) -> Outcome:
         path = m.path if m is not None else "/"
@@ -291,8 +286,23 @@ class HandoffHttpProtocol(HttpToolsProtocol):
     def __init__(self, config: Any, server_state: Any, app_state: Any, _loop: Any = None) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self._fresh = True
+        self._resume: tuple[bytes, bool, bytes] | None = None
+        """A given-back connection: the daemon's answer to write first, keep-alive, the bytes not served."""
         if self.handoff is not None:
             self.handoff.remember(config, server_state, app_state)
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        resume, self._resume = self._resume, None
+        if resume is None:
+            return
+        answer, keep, rest = resume
+        if answer:
+            transport.write(answer)
+        if not keep:
+            transport.close()
+        elif rest:
+            super().data_received(rest)
 
     def data_received(self, data: bytes) -> None:
         if self._fresh:
@@ -312,8 +322,15 @@ def protocol_for(handoff: GatewayHandoff) -> type[HandoffHttpProtocol]:
 
 
 def _resumed_protocol(
-    handoff: GatewayHandoff, config: Any, server_state: Any, app_state: Any
+    handoff: GatewayHandoff,
+    config: Any,
+    server_state: Any,
+    app_state: Any,
+    answer: bytes,
+    keep: bool,
+    rest: bytes,
 ) -> HandoffHttpProtocol:
     proto = handoff.protocol_class(config, server_state, app_state)
     proto._fresh = False  # a connection given back stays here
+    proto._resume = (answer, keep, rest)
     return proto
