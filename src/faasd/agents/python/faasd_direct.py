@@ -130,9 +130,14 @@ class DirectServer:
             sel.register(self.channel.sock, selectors.EVENT_READ, "channel")
         try:
             while still_direct():
-                if self.channel is not None:
-                    self.channel.flush()
-                for key, _ in sel.select():
+                timeout = None
+                channel = self.channel
+                if channel is not None:
+                    timeout = channel.due()
+                    if timeout is not None and timeout <= 0:
+                        channel.flush()
+                        timeout = None
+                for key, _ in sel.select(timeout):
                     if key.data == "channel":
                         self._channel_events(sel, invoke)
                     elif key.data == "agent":
@@ -226,6 +231,11 @@ class DirectServer:
             "headers": gate.event_headers(headers),
             "timeout_s": meta.get("timeout_s"),
         }
+        channel = self.channel
+        if channel is not None:
+            due = channel.due()
+            if due is not None and due <= 0:
+                channel.flush()  # records never wait for a slow request
         fh, fb, out, err = self.gate_invoke(header, body, int(meta["output_limit"]))
         fh.pop("body_len", None)
         store = int(meta["store_limit"]) + 1  # the daemon cuts (and flags) what is longer

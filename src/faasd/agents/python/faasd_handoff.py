@@ -30,6 +30,10 @@ import time
 from http import HTTPStatus
 
 MAX_FRAME_HEADER = 1 << 20
+REPORT_BATCH = 128
+"""Records sent in one ``report`` at most; a batch goes out once full or :data:`REPORT_DELAY_S` old."""
+REPORT_DELAY_S = 0.01
+"""How long a record may wait for others: the daemon is woken once per batch, not once per request."""
 _FD_SPACE = socket.CMSG_SPACE(array.array("i").itemsize * 8)
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -52,6 +56,7 @@ class Channel:
         self._fds: list[int] = []
         self._records: list[dict] = []
         self._parts: list[bytes] = []
+        self._first = 0.0
         self.closed = False
 
     def fileno(self) -> int:
@@ -113,8 +118,18 @@ class Channel:
     def report(self, record: dict, parts: list) -> None:
         """Queue one record; ``parts`` (bytes) follow the JSON, their lengths in ``lens``."""
         record["lens"] = [len(p) for p in parts]
+        if not self._records:
+            self._first = time.monotonic()
         self._records.append(record)
         self._parts.extend(parts)
+        if len(self._records) >= REPORT_BATCH:
+            self.flush()
+
+    def due(self):
+        """Seconds until the pending batch must go (<= 0: now), None when nothing is pending."""
+        if not self._records:
+            return None
+        return self._first + REPORT_DELAY_S - time.monotonic()
 
     def flush(self) -> None:
         if not self._records:
