@@ -5,8 +5,9 @@ Usage (root): ``.venv/bin/python bench/load.py [--levels 1,8,64] [--seconds-per-
 Same run, same client, same request (``POST`` with a 5-byte body, keep-alive connections), against:
 
 * **uvicorn**: bare Starlette/uvicorn hello endpoint (``bench/hello_app.py``, one process) — the baseline;
-* **openfaas**: ``POST /function/<name>`` through a real ``faasd`` daemon (auth on);
-* **api**: ``POST /api/v1/functions/<name>/invoke`` through the same daemon;
+* **openfaas**: ``POST /function/<name>`` through a real ``faasd`` daemon (auth on; the route itself is open
+  unless ``FAASD_FUNCTION_AUTH``, so no key is sent and the gateway may hand the connection to the worker);
+* **api**: ``POST /api/v1/functions/<name>/invoke`` through the same daemon (with the key: never handed);
 * **direct**: ``POST http://<direct address>/`` (the function's ``lo:faas`` address, no gateway).
 
 The function is the Python hello handler, mode ``cached``, ``scale`` min 1 max 4 (a warm worker is up).
@@ -125,7 +126,9 @@ def main() -> int:
         fn = httpx.get(f"{server.url}/api/v1/functions/{name}", headers=auth, timeout=30).json()
         targets: dict[str, tuple[str, dict[str, str]]] = {
             "uvicorn": (uv_url, {}),
-            "openfaas": (f"{server.url}/function/{name}", auth),
+            # The OpenFaaS route is open (FAASD_FUNCTION_AUTH off), as OpenFaaS clients call it: no key sent,
+            # so the gateway may hand the connection to the worker. The API route needs the key: never handed.
+            "openfaas": (f"{server.url}/function/{name}", {}),
             "api": (f"{server.url}/api/v1/functions/{name}/invoke", auth),
         }
         if fn.get("direct_url"):

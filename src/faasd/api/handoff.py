@@ -12,17 +12,24 @@ reports each request back; :class:`GatewayHandoff` writes the execution record, 
 ``faasd_http_requests_total`` and the access log line from the report, as the fast path does.
 
 The gate is what the daemon checked on the first request: the route prefix (``/function/<name>`` or the
-exact invoke path, no query for the latter), the methods, the payload limit, and the exact
-``Authorization`` header when a key was needed (a request with another header comes back). Requests the
-gate refuses, a function that failed (the daemon renders its error answer from the report), workers
-stopping, scaling down or being snapshotted all give the connection back here (``back``): it continues
-on this server as any other connection (:meth:`GatewayHandoff.resume`).
+exact invoke path, no query for the latter), the methods, the payload limit. Requests the gate refuses, a
+function that failed (the daemon renders its error answer from the report), workers stopping, scaling down
+or being snapshotted all give the connection back here (``back``): it continues on this server as any other
+connection (:meth:`GatewayHandoff.resume`).
 
-Not handed: keys with a rate limit (every request must be checked here), requests that are not complete
-in the first read, chunked or ``Expect`` requests, HTTP/1.0, ``Connection: close``, functions without an
-open channel (none warm, Node, ``http`` mode, fork mode, restored workers), workers the pool has a request on
-or queued for (those keep their order and their ``running`` records; a handed request's record is written once
-it was served). ``FAASD_GATEWAY_HANDOFF=false``
+**Credentials.** A handed connection belongs to the function's sandbox: whatever the client sends on it
+later is read there first. faasd's own credentials never go into a sandbox (``runtime.headers.CREDENTIALS``),
+so only connections whose first request carries neither ``Authorization`` nor ``Cookie`` are handed: the
+OpenFaaS routes while ``FAASD_FUNCTION_AUTH`` is off (they need no key), the API route only when auth is off.
+A later request with either header is given back (the gate's ``refuse``) -- but the sandbox has seen it by
+then: a client should not send faasd credentials on a connection it used for an unauthenticated function
+call (the SDK and faas-cli set credentials per client, on every request, so their connections are never
+handed).
+
+Not handed either: requests that are not complete in the first read, chunked or ``Expect`` requests,
+HTTP/1.0, ``Connection: close``, functions without an open channel (none warm, Node, ``http`` mode, fork
+mode, restored workers), workers the pool has a request on or queued for (those keep their order and their
+``running`` records; a handed request's record is written once it was served). ``FAASD_GATEWAY_HANDOFF=false``
 turns it off. A connection belongs to one worker for its life: load spreads by connection, not by request.
 """
 
@@ -41,6 +48,7 @@ from starlette.responses import Response
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from faasd.api.accesslog import AccessLog
+from faasd.api.auth import ANONYMOUS
 from faasd.api.fastpath import (
     FUNCTION_METHODS,
     InvokeFastPath,
@@ -55,10 +63,10 @@ from faasd.errors import FaasdError
 from faasd.platform.core import Platform
 from faasd.platform.executions.records import FORWARDED_HEADER_PREFIXES, NOT_FORWARDED, STORED_BODY_LIMIT
 from faasd.platform.invocation import Invocation, Outcome
-from faasd.platform.keys import KeyInfo
 from faasd.platform.namespaces import function_id
 from faasd.runtime.agent_client import DEFAULT_MAX_OUTPUT_BYTES
 from faasd.runtime.gateway_channel import GatewayChannel, HandedBack, HandedRequest
+from faasd.runtime.headers import CREDENTIALS
 
 log = logging.getLogger("faasd.api")
 
@@ -116,11 +124,13 @@ class GatewayHandoff:
             return False
         if "close" in headers.get("connection", "").lower():
             return False
+        if not CREDENTIALS.isdisjoint(headers):
+            return False  # faasd's credentials never go into a sandbox (see the module)
         declared = headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
             return False
         try:
-            fid, key, pinned = self._target(m.openfaas, m.name, headers)
+            fid = self._target(m.openfaas, m.name)
             fn = self.platform.executions._function(fid)
         except (FaasdError, _NotHanded):
             return False  # served here: the app answers what needs answering
@@ -135,7 +145,7 @@ class GatewayHandoff:
         channel.sink = self
         gate = {
             "prefix": path if not m.openfaas else "/function/" + m.name,
-            "auth": headers.get("authorization") if pinned else None,
+            "refuse": sorted(CREDENTIALS),
             "limit": self.limit,
             "methods": sorted(FUNCTION_METHODS) if m.openfaas else ["POST"],
             "query_ok": m.openfaas,
@@ -147,7 +157,7 @@ class GatewayHandoff:
             "output_limit": DEFAULT_MAX_OUTPUT_BYTES,
             "store_limit": STORED_BODY_LIMIT,
             "server": SERVER_HEADER,
-            "key": key.id if key is not None else None,
+            "key": None,
         }
         if not channel.hand(sock, data, gate):
             return False
@@ -155,36 +165,17 @@ class GatewayHandoff:
         self.platform.metrics.handoffs.labels(fid).inc()
         return True
 
-    def _target(self, openfaas: bool, name: str, headers: dict[str, str]) -> tuple[str, KeyInfo | None, bool]:
-        """The function's id, the caller's key and whether the connection is pinned to its
-        ``Authorization`` header; raises what the fast path would (the app then answers it)."""
+    def _target(self, openfaas: bool, name: str) -> str:
+        """The function's id for a request without credentials; raises :class:`_NotHanded` when the route
+        needs a key (the app answers it)."""
         settings = self.platform.settings
         if openfaas and not settings.function_auth:
-            return address_function_id(name, None), None, False
-        if not settings.auth:
-            key: KeyInfo | None = None
-            pinned = False
-        else:
-            token = self._token(headers)
-            key = self.platform.keys.verify(token)
-            if key.rate_limit_rps is not None and key.rate_limit_rps > 0:
-                raise _NotHanded()  # every request must pass the rate limiter here
-            key.require("invoke")
-            pinned = True
+            return address_function_id(name, None)
+        if settings.auth:
+            raise _NotHanded()  # an API key would travel on the connection: never into a sandbox
         if openfaas:
-            return address_function_id(name, key), key, pinned
-        if key is None:
-            raise _NotHanded()
-        return function_id(name, self.platform.namespaces.require(key.access.target(None))), key, pinned
-
-    @staticmethod
-    def _token(headers: dict[str, str]) -> str:
-        from faasd.api.auth import token_from_header
-
-        token = token_from_header(headers.get("authorization"))
-        if token is None:
-            raise _NotHanded()
-        return token
+            return address_function_id(name, ANONYMOUS)
+        return function_id(name, self.platform.namespaces.require(ANONYMOUS.access.target(None)))
 
     # -- GatewaySink: what the workers send back
     def reported(self, channel: GatewayChannel, requests: list[HandedRequest]) -> None:

@@ -1,8 +1,8 @@
 """Gateway hand-off with the real daemon: a client connection whose first request invokes a function with
 a warm Python worker is passed into the worker's sandbox (its TCP socket ends up held by the sandboxed
 agent alone), served there with the gateway's own answers, recorded by the daemon from the worker's
-reports, and given back whenever the daemon has to answer: another route, another API key, a function
-error, the function deleted."""
+reports, and given back whenever the daemon has to answer: another route, a credential, a function
+error, the function deleted. Connections carrying faasd's credentials are never handed."""
 
 from __future__ import annotations
 
@@ -125,15 +125,24 @@ def test_gateway_hands_connections_to_warm_workers(daemon_env: tuple[Daemon, str
         assert status == 200 and json.loads(out)["status"] == "ok"
         conn.close()
 
-        # 4. the API route is pinned to the key that was checked: any other Authorization comes back
+        # 4. faasd's credentials never go into a sandbox: a connection whose first request carries a key
+        # is not handed (the API route needs one), and a later request with one comes back to the daemon
         conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=60)
         invoke = f"/api/v1/functions/{fn}/invoke"
         status, headers, out = call(conn, "POST", invoke, b"f", auth)
         assert (status, out) == (200, b"echo:f") and "x-call-id" not in headers
+        assert holders_of(conn) == [d.proc.pid]
+        conn.close()
+        conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=60)
+        assert call(conn, "POST", f"/function/{fn}", b"g", auth)[2] == b"echo:g"
+        assert holders_of(conn) == [d.proc.pid]
+        conn.close()
+        conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=60)
+        assert call(conn, "POST", f"/function/{fn}", b"h")[2] == b"echo:h"
         assert in_sandbox(holders_of(conn))
-        status, _, out = call(conn, "POST", invoke, b"g", {"Authorization": "Bearer not-a-key"})
-        assert status == 401, out
-        assert call(conn, "POST", invoke, b"h", auth)[2] == b"echo:h"
+        status, _, out = call(conn, "POST", invoke, b"i", {"Authorization": "Bearer not-a-key"})
+        assert status == 401, out  # answered by the daemon, not the function
+        assert holders_of(conn) == [d.proc.pid]
         conn.close()
 
         # 5. deleting the function takes its handed connections back first (not cut under the client)

@@ -181,8 +181,17 @@ class DirectServer:
             kind = header.get("type")
             if kind == "conn" and fd is not None:
                 sock = socket.socket(fileno=fd)
+                try:
+                    gate = faasd_handoff.Gate(header["gate"])
+                except Exception as exc:  # never let one bad hand-over take the agent down
+                    print(f"faasd agent: gave a handed connection back: {exc!r}", file=sys.stderr, flush=True)
+                    refused = _Conn(sock)
+                    refused.buf += body
+                    self._hand_back(refused)
+                    sock.close()
+                    continue
                 sock.settimeout(IO_TIMEOUT_S)
-                conn = _Conn(sock, faasd_handoff.Gate(header["gate"]))
+                conn = _Conn(sock, gate)
                 conn.buf += body
                 self._conns[sock.fileno()] = conn
                 sel.register(sock, selectors.EVENT_READ, conn)
