@@ -133,10 +133,11 @@ class DirectServer:
                 timeout = None
                 channel = self.channel
                 if channel is not None:
+                    channel.push()
                     timeout = channel.due()
                     if timeout is not None and timeout <= 0:
                         channel.flush()
-                        timeout = None
+                        timeout = channel.due()
                 for key, _ in sel.select(timeout):
                     if key.data == "channel":
                         self._channel_events(sel, invoke)

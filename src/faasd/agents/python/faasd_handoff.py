@@ -34,6 +34,10 @@ REPORT_BATCH = 128
 """Records sent in one ``report`` at most; a batch goes out once full or :data:`REPORT_DELAY_S` old."""
 REPORT_DELAY_S = 0.01
 """How long a record may wait for others: the daemon is woken once per batch, not once per request."""
+OUT_LIMIT = 16 * 1024 * 1024
+"""Reports kept while the daemon does not read (a pause, a burst of its own work) before the agent waits for
+it: requests are not held up by the daemon's bookkeeping."""
+OUT_RETRY_S = 0.005
 _FD_SPACE = socket.CMSG_SPACE(array.array("i").itemsize * 8)
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -57,6 +61,7 @@ class Channel:
         self._records: list[dict] = []
         self._parts: list[bytes] = []
         self._first = 0.0
+        self._out = bytearray()
         self.closed = False
 
     def fileno(self) -> int:
@@ -98,10 +103,14 @@ class Channel:
         return out
 
     def send(self, header: dict, body: bytes = b"", fd: int | None = None) -> bool:
+        """Send a frame now (after the queued reports: order is kept), waiting for room if need be."""
         if self.closed:
             return False
         data = encode(header, body)
         try:
+            if self._out:
+                self.sock.sendall(self._out)
+                self._out.clear()
             if fd is None:
                 self.sock.sendall(data)
             else:
@@ -115,6 +124,25 @@ class Channel:
             return False
         return True
 
+    def push(self) -> None:
+        """Send what of the queued reports the socket takes now, without waiting."""
+        while self._out and not self.closed:
+            try:
+                sent = self.sock.send(self._out, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                self.closed = True
+                self._out.clear()
+                return
+            del self._out[:sent]
+        if len(self._out) > OUT_LIMIT:  # the daemon stopped reading: wait for it rather than grow
+            try:
+                self.sock.sendall(self._out)
+            except OSError:
+                self.closed = True
+            self._out.clear()
+
     def report(self, record: dict, parts: list) -> None:
         """Queue one record; ``parts`` (bytes) follow the JSON, their lengths in ``lens``."""
         record["lens"] = [len(p) for p in parts]
@@ -126,20 +154,28 @@ class Channel:
             self.flush()
 
     def due(self):
-        """Seconds until the pending batch must go (<= 0: now), None when nothing is pending."""
+        """Seconds until the pending batch must go (<= 0: now), None when nothing is pending; while reports
+        wait for the socket, at most :data:`OUT_RETRY_S`."""
         if not self._records:
-            return None
-        return self._first + REPORT_DELAY_S - time.monotonic()
+            return OUT_RETRY_S if self._out else None
+        left = self._first + REPORT_DELAY_S - time.monotonic()
+        return min(left, OUT_RETRY_S) if self._out else left
 
     def flush(self) -> None:
         if not self._records:
             return
         records, parts = self._records, self._parts
         self._records, self._parts = [], []
-        self.send({"type": "report", "records": records}, b"".join(parts))
+        if not self.closed:
+            self._out += encode({"type": "report", "records": records}, b"".join(parts))
+        self.push()
 
     def close(self) -> None:
         self.flush()
+        if self._out and not self.closed:
+            with contextlib.suppress(OSError):
+                self.sock.sendall(self._out)  # the records the daemon has not read yet
+            self._out.clear()
         self.closed = True
         for fd in self._fds:
             with contextlib.suppress(OSError):
