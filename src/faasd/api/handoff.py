@@ -85,10 +85,6 @@ class GatewayHandoff:
         """The app's fast path (set once the app built its middleware stack): its request counter."""
         self.enabled = platform.settings.gateway_handoff
         self.limit = platform.settings.max_payload_bytes
-        self.handed = 0
-        """Connections handed to workers so far."""
-        self.resumed = 0
-        """Connections workers gave back so far."""
         self._protocol: tuple[Any, Any, Any] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.protocol_class = protocol_for(self)
@@ -157,11 +153,9 @@ class GatewayHandoff:
             "output_limit": DEFAULT_MAX_OUTPUT_BYTES,
             "store_limit": STORED_BODY_LIMIT,
             "server": SERVER_HEADER,
-            "key": None,
         }
         if not channel.hand(sock, data, gate):
             return False
-        self.handed += 1
         self.platform.metrics.handoffs.labels(fid).inc()
         return True
 
@@ -189,7 +183,6 @@ class GatewayHandoff:
             self._count(req, m, req.status)
 
     def handed_back(self, channel: GatewayChannel, back: HandedBack) -> None:
-        self.resumed += 1
         self.platform.metrics.handbacks.labels(channel.function).inc()
         task = asyncio.get_running_loop().create_task(self.resume(channel, back))
         self._tasks.add(task)
@@ -244,7 +237,7 @@ class GatewayHandoff:
             self.fastpath.count(req.method, route, status)
         else:
             self.platform.metrics.http_requests.labels(req.method, route, str(status)).inc()
-        self.access.record(req.started, req.method, req.path, route, status, req.wall_ms, req.key)
+        self.access.record(req.started, req.method, req.path, route, status, req.wall_ms, None)
 
     def remember(self, config: Any, server_state: Any, app_state: Any) -> None:
         if self._protocol is None:

@@ -62,8 +62,6 @@ class HandedRequest:
     """The HTTP status the agent sent (None: the daemon answers, see :attr:`HandedBack.request`)."""
     keep: bool = True
     """The client keeps the connection open after this request."""
-    key: str | None = None
-    """The API key the gateway checked for the connection (the access log's)."""
 
 
 @dataclass
@@ -266,7 +264,6 @@ def _request(rec: dict[str, Any], blob: bytes, lens: list[int]) -> HandedRequest
         started=float(rec.get("t") or 0.0),
         status=int(status) if status is not None else None,
         keep=bool(rec.get("keep", True)),
-        key=str(rec["key"]) if rec.get("key") is not None else None,
     )
 
 
@@ -295,6 +292,3 @@ class GatewayRegistry:
                 return None
         eligible = [c for c in live if c.worker_id in among]
         return min(eligible, key=lambda c: c.connections) if eligible else None
-
-    def channels(self, function: str) -> list[GatewayChannel]:
-        return [c for c in self._by_function.get(function, []) if not c.closed]

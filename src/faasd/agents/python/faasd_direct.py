@@ -88,8 +88,6 @@ class DirectServer:
         self.listener = listener
         self.listener.setblocking(False)
         self.requests = 0
-        self.handed = 0
-        """Requests served on connections the gateway handed over."""
         self.channel = faasd_handoff.Channel(channel) if channel is not None and gate_invoke else None
         if channel is not None and self.channel is None:
             channel.close()
@@ -259,10 +257,8 @@ class DirectServer:
             "t": started,
             "ms": 0.0,
             "keep": keep,
-            "key": meta.get("key"),
         }
         parts = [body[:store], fb[:store], bytes(out), bytes(err)]
-        self.handed += 1
         if fh.get("type") != "result":
             record["ms"] = round((time.perf_counter() - t0) * 1000, 3)
             self._hand_back(conn, record, parts)
