@@ -19,7 +19,7 @@ from faasd.api import routes_blueprint, routes_openfaas, routes_seed, routes_str
 from faasd.api.accesslog import AccessLog
 from faasd.api.auth import require
 from faasd.api.errors import install_error_handlers
-from faasd.api.fastpath import InvokeFastPath
+from faasd.api.fastpath import InvokeFastPath, RequestCounter
 from faasd.api.handoff import GatewayHandoff
 from faasd.api.namespacing import require_unbound
 from faasd.api.openapi_docs import PROMETHEUS, complete_document
@@ -183,12 +183,12 @@ def create_app(
     app.add_middleware(PayloadLimitMiddleware, limit=settings.max_payload_bytes)
     build_stack = app.build_middleware_stack
 
-    handoff = app.state.handoff = GatewayHandoff(plat, access)
+    requests = RequestCounter(plat.metrics.http_requests)
+    app.state.handoff = GatewayHandoff(plat, access, requests)
 
     def build_with_fast_path() -> ASGIApp:
         # outside even Starlette's/FastAPI's own outer middleware: sync invokes skip the whole stack
-        fast = handoff.fastpath = InvokeFastPath(build_stack(), plat, access)
-        return fast
+        return InvokeFastPath(build_stack(), plat, access, requests)
 
     app.build_middleware_stack = build_with_fast_path  # type: ignore[method-assign]
 

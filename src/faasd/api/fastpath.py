@@ -91,14 +91,31 @@ class _Fallback(Exception):
     """The request is the app's to serve (raised before anything of it was consumed)."""
 
 
+class RequestCounter:
+    """``faasd_http_requests_total`` with its label children cached (``labels()`` is most of a counter's
+    cost on the hot path). One per app: the fast path and the gateway hand-off count through it."""
+
+    def __init__(self, counter: Counter) -> None:
+        self._counter = counter
+        self._children: dict[tuple[str, str, int], Any] = {}
+
+    def count(self, method: str, route: str, status: int) -> None:
+        key = (method, route, status)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self._counter.labels(method, route, str(status))
+        child.inc()
+
+
 class InvokeFastPath:
-    def __init__(self, app: ASGIApp, platform: Platform, access: AccessLog) -> None:
+    def __init__(
+        self, app: ASGIApp, platform: Platform, access: AccessLog, requests: RequestCounter | None = None
+    ) -> None:
         self.app = app
         self.platform = platform
         self.access = access
         self.limit = platform.settings.max_payload_bytes
-        self._requests: dict[tuple[str, str, int], Any] = {}
-        self._counter: Counter = platform.metrics.http_requests
+        self.requests = requests or RequestCounter(platform.metrics.http_requests)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("root_path"):
@@ -190,14 +207,6 @@ class InvokeFastPath:
             response = self._internal_error(scope, exc)
         await self._respond(scope, receive, send, m, response, key, started)
 
-    def count(self, method: str, route: str, status: int) -> None:
-        """One request in ``faasd_http_requests_total`` (label children cached: the hot path's cost)."""
-        counter_key = (method, route, status)
-        child = self._requests.get(counter_key)
-        if child is None:
-            child = self._requests[counter_key] = self._counter.labels(method, route, str(status))
-        child.inc()
-
     @staticmethod
     def _function_id(scope: Scope, m: RouteMatch, key: KeyInfo | None) -> str:
         """The function's id, resolved as the routes do (namespaces: ``faasd.api.namespacing``)."""
@@ -227,7 +236,7 @@ class InvokeFastPath:
             await response(scope, receive, send)
         finally:
             method: str = scope["method"]
-            self.count(method, m.route, status)
+            self.requests.count(method, m.route, status)
             self.access.record(
                 time.time(),
                 method,

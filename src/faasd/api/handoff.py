@@ -51,7 +51,7 @@ from faasd.api.accesslog import AccessLog
 from faasd.api.auth import ANONYMOUS
 from faasd.api.fastpath import (
     FUNCTION_METHODS,
-    InvokeFastPath,
+    RequestCounter,
     RouteMatch,
     error_answer,
     internal_error_answer,
@@ -78,11 +78,10 @@ _REASONS = {int(s): s.phrase for s in HTTPStatus}
 class GatewayHandoff:
     """Decides which new connections go to a worker, and writes down what the workers report."""
 
-    def __init__(self, platform: Platform, access: AccessLog) -> None:
+    def __init__(self, platform: Platform, access: AccessLog, requests: RequestCounter) -> None:
         self.platform = platform
         self.access = access
-        self.fastpath: InvokeFastPath | None = None
-        """The app's fast path (set once the app built its middleware stack): its request counter."""
+        self.requests = requests
         self.enabled = platform.settings.gateway_handoff
         self.limit = platform.settings.max_payload_bytes
         self._protocol: tuple[Any, Any, Any] | None = None
@@ -233,10 +232,7 @@ class GatewayHandoff:
 
     def _count(self, req: HandedRequest, m: RouteMatch | None, status: int) -> None:
         route = m.route if m is not None else req.path
-        if self.fastpath is not None:
-            self.fastpath.count(req.method, route, status)
-        else:
-            self.platform.metrics.http_requests.labels(req.method, route, str(status)).inc()
+        self.requests.count(req.method, route, status)
         self.access.record(req.started, req.method, req.path, route, status, req.wall_ms, None)
 
     def remember(self, config: Any, server_state: Any, app_state: Any) -> None:
