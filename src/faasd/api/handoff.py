@@ -126,7 +126,7 @@ class GatewayHandoff:
             return False
         try:
             fid = self._target(m.openfaas, m.name)
-            fn = self.platform.executions._function(fid)
+            fn = self.platform.executions.function_record(fid)
         except (FaasdError, _NotHanded):
             return False  # served here: the app answers what needs answering
         pool = self.platform.runner.pools.get(fid)

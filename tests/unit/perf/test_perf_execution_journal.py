@@ -239,7 +239,7 @@ async def test_function_update_is_seen_by_the_next_invocation(plat: Platform) ->
             {"name": "hello", "image": "faasd/python:latest", "limits": {"timeout_s": 7}}
         ),
     )
-    assert plat.executions._function("hello").timeout_s == 7
+    assert plat.executions.function_record("hello").timeout_s == 7
     await plat.close()
 
 

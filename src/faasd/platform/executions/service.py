@@ -198,7 +198,7 @@ class ExecutionService:
             except Exception:
                 log.exception("storing log lines of %s failed", ex_id)
 
-    def _function(self, name: str) -> Function:
+    def function_record(self, name: str) -> Function:
         """The function record for an invocation, read with one Core ``SELECT`` (a fraction of an ORM
         session's cost) into a detached :class:`Function`. Not through a session on purpose: that would
         flush the journal on every request and defeat its batching (only ``invocation_count`` /
@@ -293,7 +293,7 @@ class ExecutionService:
 
     async def invoke(self, name: str, inv: Invocation) -> Outcome:
         """Synchronous invocation. Raises :class:`InvocationTimeoutError` (504) after recording a time-out."""
-        fn = self._function(name)
+        fn = self.function_record(name)
         req = self._request(fn, inv, new_execution_id())
         ex_id = req.request_id
         self._create(fn, req, "sync", status="running")
@@ -332,7 +332,7 @@ class ExecutionService:
         over (:mod:`faasd.runtime.gateway_channel`): the same execution record and metrics as
         :meth:`invoke`, from what the worker reported. Raises as :meth:`invoke` does when the function
         timed out or the agent refused the request (the gateway then answers that error)."""
-        fn = self._function(name)
+        fn = self.function_record(name)
         req = self._request(fn, inv, handed.id)
         row = self._row(fn, req, "sync", status="running", now=datetime.fromtimestamp(handed.started, UTC))
         truncated = len(handed.stdout) >= output_limit or len(handed.stderr) >= output_limit
@@ -365,7 +365,7 @@ class ExecutionService:
     # -- streaming ----------------------------------------------------------------------------
     async def open_stream(self, name: str, inv: Invocation) -> StreamSession:
         """Reserve a worker (so 404/429 surface before the stream starts) and return the session."""
-        fn = self._function(name)
+        fn = self.function_record(name)
         req = self._request(fn, inv, new_execution_id())
         self._create(fn, req, "stream", status="running")
         try:
