@@ -24,6 +24,7 @@ import logging
 import os
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -94,6 +95,8 @@ class GatewayChannel:
         self.function = function
         self.worker_id = worker_id
         self.sink: GatewaySink | None = None
+        self.on_close: Callable[[GatewayChannel], None] | None = None
+        """Called once when the channel closes (the registry drops it)."""
         self.connections = 0
         """Connections handed over and not given back (as far as the daemon knows)."""
         self.closed = False
@@ -165,6 +168,8 @@ class GatewayChannel:
         self._reader.fds.clear()
         if self._drained is not None:
             self._drained.set()
+        if self.on_close is not None:
+            self.on_close(self)
 
     # -- frames from the agent
     def _readable(self) -> None:
@@ -269,26 +274,29 @@ def _request(rec: dict[str, Any], blob: bytes, lens: list[int]) -> HandedRequest
 
 class GatewayRegistry:
     """The open gateway channels of each function's warm workers (the worker factory adds them; a
-    channel that closed drops out)."""
+    channel that closes removes itself, so a deleted function leaves nothing here)."""
 
     def __init__(self) -> None:
         self._by_function: dict[str, list[GatewayChannel]] = {}
 
     def add(self, function: str, channel: GatewayChannel) -> None:
+        if channel.closed:
+            return
         self._by_function.setdefault(function, []).append(channel)
+        channel.on_close = lambda c: self._discard(function, c)
+
+    def _discard(self, function: str, channel: GatewayChannel) -> None:
+        channels = self._by_function.get(function)
+        if channels is not None and channel in channels:
+            channels.remove(channel)
+            if not channels:
+                del self._by_function[function]
 
     def pick(self, function: str, among: set[str]) -> GatewayChannel | None:
         """The open channel of ``function`` holding the fewest handed connections among the workers
         ``among`` (ids), if any."""
-        channels = self._by_function.get(function)
-        if not channels:
-            return None
-        live = [c for c in channels if not c.closed]
-        if len(live) != len(channels):
-            if live:
-                self._by_function[function] = live
-            else:
-                del self._by_function[function]
-                return None
-        eligible = [c for c in live if c.worker_id in among]
+        eligible = [c for c in self._by_function.get(function, ()) if c.worker_id in among]
         return min(eligible, key=lambda c: c.connections) if eligible else None
+
+    def __len__(self) -> int:
+        return sum(len(c) for c in self._by_function.values())

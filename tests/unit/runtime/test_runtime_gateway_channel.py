@@ -1,0 +1,65 @@
+"""The daemon's end of a worker's gateway channel (``faasd.runtime.gateway_channel``): report frames become
+:class:`HandedRequest` records for the sink, a channel that closes leaves the registry, and only the
+workers asked for are picked."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from faasd.runtime.agent_client import encode_frame
+from faasd.runtime.gateway_channel import GatewayChannel, GatewayRegistry, HandedBack, HandedRequest
+
+pytestmark = pytest.mark.unit
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.requests: list[HandedRequest] = []
+        self.got = asyncio.Event()
+
+    def reported(self, channel: GatewayChannel, requests: list[HandedRequest]) -> None:
+        self.requests.extend(requests)
+        self.got.set()
+
+    def handed_back(self, channel: GatewayChannel, back: HandedBack) -> None:
+        back.sock.close()
+
+
+async def test_reports_become_records_and_a_closed_channel_leaves_the_registry() -> None:
+    ours, agent = socket.socketpair()
+    registry = GatewayRegistry()
+    channel = GatewayChannel(ours, "fn", "w1")
+    registry.add("fn", channel)
+    sink = _Sink()
+    channel.sink = sink
+    assert registry.pick("fn", {"w2"}) is None  # a busy worker is not a target
+    assert registry.pick("fn", {"w1"}) is channel
+
+    record = {
+        "id": "ex_1",
+        "method": "POST",
+        "path": "/function/fn",
+        "query": "",
+        "headers": {"x-a": "1"},
+        "final": {"type": "result", "status": 200},
+        "status": 200,
+        "t": 1.0,
+        "ms": 0.5,
+        "lens": [2, 4, 3, 0],
+    }
+    agent.sendall(encode_frame({"type": "report", "records": [record]}, b"hi" + b"echo" + b"out"))
+    await asyncio.wait_for(sink.got.wait(), 5)
+    (req,) = sink.requests
+    assert (req.id, req.body, req.result, req.stdout, req.stderr) == ("ex_1", b"hi", b"echo", b"out", b"")
+    assert req.status == 200 and req.keep and req.headers == {"x-a": "1"}
+
+    agent.close()  # the agent went away: the channel closes and drops out
+    for _ in range(100):
+        if channel.closed:
+            break
+        await asyncio.sleep(0.01)
+    assert channel.closed and len(registry) == 0
+    assert registry.pick("fn", {"w1"}) is None
