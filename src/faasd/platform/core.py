@@ -64,7 +64,7 @@ class Platform:
         gateways: GatewayRegistry | None = None,
     ) -> None:
         self.settings = settings
-        self.gateways = gateways or GatewayRegistry()
+        self.gateways = gateways if gateways is not None else GatewayRegistry()
         """Open gateway channels of warm workers, by function (see :mod:`faasd.runtime.gateway_channel`)."""
         self.options = options or PlatformOptions()
         self.db = db or Database(settings.db_url)

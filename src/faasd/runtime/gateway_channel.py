@@ -298,5 +298,6 @@ class GatewayRegistry:
         eligible = [c for c in self._by_function.get(function, ()) if c.worker_id in among]
         return min(eligible, key=lambda c: c.connections) if eligible else None
 
-    def __len__(self) -> int:
+    def channel_count(self) -> int:
+        """Open channels held, all functions together."""
         return sum(len(c) for c in self._by_function.values())

@@ -61,5 +61,5 @@ async def test_reports_become_records_and_a_closed_channel_leaves_the_registry()
         if channel.closed:
             break
         await asyncio.sleep(0.01)
-    assert channel.closed and len(registry) == 0
+    assert channel.closed and registry.channel_count() == 0
     assert registry.pick("fn", {"w1"}) is None
