@@ -84,6 +84,18 @@ class GatewayHandoff:
         self.requests = requests
         self.enabled = platform.settings.gateway_handoff
         self.limit = platform.settings.max_payload_bytes
+        self._gate: dict[str, Any] = {
+            "refuse": sorted(CREDENTIALS),
+            "limit": self.limit,
+            "fwd": list(FORWARDED_HEADER_PREFIXES),
+            "deny": sorted(NOT_FORWARDED),
+            "drop": sorted(RESPONSE_DROP),
+            "output_limit": DEFAULT_MAX_OUTPUT_BYTES,
+            "store_limit": STORED_BODY_LIMIT,
+            "server": SERVER_HEADER,
+        }
+        """The part of every gate that does not depend on the connection."""
+        self._openfaas_methods = sorted(FUNCTION_METHODS)
         self._protocol: tuple[Any, Any, Any] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.protocol_class = protocol_for(self)
@@ -139,19 +151,12 @@ class GatewayHandoff:
             return False
         channel.sink = self
         gate = {
+            **self._gate,
             "prefix": path if not m.openfaas else "/function/" + m.name,
-            "refuse": sorted(CREDENTIALS),
-            "limit": self.limit,
-            "methods": sorted(FUNCTION_METHODS) if m.openfaas else ["POST"],
+            "methods": self._openfaas_methods if m.openfaas else ["POST"],
             "query_ok": m.openfaas,
             "openfaas": m.openfaas,
-            "fwd": list(FORWARDED_HEADER_PREFIXES),
-            "deny": sorted(NOT_FORWARDED),
-            "drop": sorted(RESPONSE_DROP),
             "timeout_s": fn.timeout_s,
-            "output_limit": DEFAULT_MAX_OUTPUT_BYTES,
-            "store_limit": STORED_BODY_LIMIT,
-            "server": SERVER_HEADER,
         }
         if not channel.hand(sock, data, gate):
             return False
