@@ -23,6 +23,9 @@ if ! .venv/bin/python -c 'import faasd, pytest, fastapi' >/dev/null 2>&1 \
 else
   say "venv up to date"
 fi
+# An editable install is not byte-compiled (a wheel install is): without this, a shell with
+# PYTHONDONTWRITEBYTECODE=1 compiles faasd's sources on every `faas` run (~50-80 ms of each, measured).
+.venv/bin/python -m compileall -q -j 0 src > /dev/null
 
 if [ "${FAASD_SKIP_BASE_IMAGES:-0}" != 1 ]; then
   say "ensuring base images (built once with debootstrap, then cached in /var/cache/faasd/base)"
