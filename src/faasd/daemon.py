@@ -77,7 +77,7 @@ def build_platform(settings: Settings, base_images: Sequence[str] = ()) -> Platf
     from faasd.images.store import ImageStore
     from faasd.runtime.sandbox import SandboxManager
 
-    db = Database(settings.db_url)
+    db = Database(settings.db_url, background_checkpoint=True)
     db.create_all()
     store = ImageStore(settings)
     if base_images:

@@ -303,3 +303,79 @@ async def test_a_handed_request_is_one_row_written_once(plat: Platform) -> None:
     assert plat.functions.get("hello").invocation_count == 1
     assert "printed" in "".join(e.text for e in plat.logs.for_execution(handed.id))
     await plat.close()
+
+
+def _journal_row(ex_id: str, **over: object) -> dict[str, object]:
+    from datetime import UTC, datetime
+
+    now = datetime(2026, 12, 6, 12, 0, 0, 123456, tzinfo=UTC)
+    row: dict[str, object] = {
+        "id": ex_id,
+        "function": "hello",
+        "kind": "sync",
+        "status": "succeeded",
+        "request_body": b"\x00hi",
+        "request_truncated": True,
+        "request_headers": {"x-a": "é", "n": [1, 2]},
+        "request_path": "/p",
+        "request_method": "PUT",
+        "request_query": "a=1",
+        "callback_url": None,
+        "created_at": now,
+        "attempts": 1,
+        "started_at": now,
+        "not_before": None,
+        "result_body": None,
+        "result_truncated": False,
+        "result_headers": {},
+        "http_status": 201,
+        "error": None,
+        "exit_code": None,
+        "stdout": "out",
+        "stderr": "",
+        "init_ms": None,
+        "wait_ms": 0.25,
+        "run_ms": 1.5,
+        "cold_start": False,
+        "finished_at": now,
+    }
+    row.update(over)
+    return row
+
+
+async def test_the_compiled_insert_stores_what_core_stores(plat: Platform) -> None:
+    """The journal's SQLite insert (compiled once, the columns' own bind processors, straight to the
+    driver) writes exactly the bytes SQLAlchemy Core's executemany writes for the same row."""
+    from sqlalchemy import insert
+
+    from faasd.state import Execution
+
+    await _deploy(plat)
+    journal = plat.executions.journal
+    journal.done(_journal_row("ex_plan"), "hello")
+    assert journal.flush()
+    assert [p for p in journal._plans.values() if p is not None], "the compiled plan was not used"
+    with plat.db.engine.begin() as conn:
+        conn.execute(insert(Execution.__table__), [_journal_row("ex_core")])  # type: ignore[arg-type]
+    rows = {r[0]: r[1:] for r in _raw(plat, "SELECT * FROM executions WHERE id IN ('ex_plan', 'ex_core')")}
+    assert rows["ex_plan"] == rows["ex_core"]
+    ex = plat.executions.get("ex_plan")
+    assert ex.request_headers == {"x-a": "é", "n": [1, 2]} and ex.request_body == b"\x00hi"
+    assert ex.created_at is not None and ex.created_at.microsecond == 123456
+    await plat.close()
+
+
+async def test_rows_without_a_column_go_through_core(plat: Platform) -> None:
+    """A batch whose later row lacks a column of the first one is handed to Core, which refuses it as it
+    always did (the batch is kept for a retry), instead of failing inside the compiled path."""
+    await _deploy(plat)
+    journal = plat.executions.journal
+    first = _journal_row("ex_full")
+    second = _journal_row("ex_short")
+    del second["stdout"]
+    journal.done(first, "hello")
+    journal.done(second, "hello")
+    assert not journal.flush()
+    assert journal.pending == 2
+    journal._ops.clear()
+    await plat.close()

@@ -6,9 +6,10 @@ import asyncio
 import builtins
 import logging
 import threading
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, insert, update
+from sqlalchemy import Connection, Dialect, Insert, Table, bindparam, func, insert, update
 from sqlalchemy.exc import IntegrityError
 
 from faasd.state import Database, Execution, Function
@@ -42,6 +43,29 @@ _FINISH_DEFAULTS: dict[str, Any] = {
 }
 """Columns a finish may set, with the model's defaults (every inserted row carries all of them so that
 one ``executemany`` INSERT fits a whole batch)."""
+
+
+class _InsertPlan:
+    """An INSERT compiled once for a set of columns, with each bind parameter's processor."""
+
+    def __init__(self, sql: str, procs: Sequence[tuple[str, Callable[[Any], Any] | None]]) -> None:
+        self.sql = sql
+        self.procs = procs
+
+    @classmethod
+    def build(cls, stmt: Insert, dialect: Dialect, keys: tuple[str, ...]) -> _InsertPlan | None:
+        compiled = stmt.compile(dialect=dialect, column_keys=builtins.list(keys))
+        order = compiled.positiontup
+        if not compiled.positional or order is None or not set(order) <= set(keys):
+            return None  # named parameters, or columns the rows lack (Core fills in defaults)
+        procs = [(name, compiled.binds[name].type._cached_bind_processor(dialect)) for name in order]
+        return cls(compiled.string, procs)
+
+    def params(self, row: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(row[k] if p is None else p(row[k]) for k, p in self.procs)
+
+
+_UNPLANNED: Any = object()
 
 
 class ExecutionJournal:
@@ -80,6 +104,7 @@ class ExecutionJournal:
         self.batches_written = 0
         table = cast(Table, Execution.__table__)
         self._insert = insert(table)
+        self._plans: dict[tuple[str, ...], _InsertPlan | None] = {}
         self._updates: dict[tuple[str, ...], Any] = {}
         self._table = table
         ft = cast(Table, Function.__table__)
@@ -195,7 +220,7 @@ class ExecutionJournal:
         t = self._table
         with self.db.engine.begin() as conn:
             if inserts:
-                conn.execute(self._insert, list(inserts.values()))
+                self._insert_rows(conn, builtins.list(inserts.values()))
             by_shape: dict[tuple[str, ...], builtins.list[dict[str, Any]]] = {}
             for u in updates:
                 by_shape.setdefault(tuple(sorted(k for k in u if k != "_id")), []).append(u)
@@ -209,6 +234,26 @@ class ExecutionJournal:
             if counts:
                 conn.execute(self._count, [{"_name": k, "_n": n} for k, n in counts.items()])
         self.batches_written += 1
+
+    def _insert_rows(self, conn: Connection, rows: builtins.list[dict[str, Any]]) -> None:
+        """One ``executemany`` INSERT of ``rows``. On SQLite the statement is compiled once per set of
+        columns and each row goes through the columns' own bind processors straight to the driver: Core's
+        per-execution parameter processing was ~40 % of the daemon's CPU under gateway load (py-spy).
+        Elsewhere (PostgreSQL batches with insertmanyvalues) and for rows that lack a column Core would
+        fill with its default, Core's ``executemany``."""
+        keys = tuple(rows[0])
+        plan = self._plans.get(keys, _UNPLANNED) if self.db.is_sqlite else None
+        if plan is _UNPLANNED:
+            plan = self._plans[keys] = _InsertPlan.build(self._insert, conn.dialect, keys)
+        if plan is None:
+            conn.execute(self._insert, rows)
+            return
+        try:
+            params = [plan.params(r) for r in rows]
+        except KeyError:  # a row without a column the first one has: Core reports it
+            conn.execute(self._insert, rows)
+            return
+        conn.exec_driver_sql(plan.sql, params)
 
     def reopen(self) -> None:
         """Buffer again after :meth:`close` (the service was restarted)."""
