@@ -8,9 +8,10 @@ print a line every 10 ms. "Ready" = the first line of output has been read on th
 Each round, all measured the same way in the same run:
 
 * **cold start**: create + start the program, until its first line (the reference of every ratio);
-* **snapshot** of that running sandbox (it keeps running): the checkpoint's phases (freeze = ``runc
-  pause``, CRIU dump, copy of the overlay upper, thaw) and storing it; *frozen* is how long the
-  source was stopped (pause -> resume);
+* **snapshot** of that running sandbox (it keeps running): the checkpoint's phases and storing it;
+  *frozen* is how long the source stood still: when CRIU runs directly it stops the tasks itself and
+  faasd copies the overlay upper in CRIU's post-dump call-back, and the figure is CRIU's own (its
+  ``stats-dump``: freezing + frozen); through runc it is faasd's freezer write -> thaw;
 * **restore, hot**: the snapshot's unpacked copy exists (a fresh snapshot adopts its checkpoint dir);
 * **restore, from store**: the unpacked copy is evicted first, so unpacking the blobs is included;
 * **branch-N**: N copies of the (hot) snapshot, until every copy printed its first line, against the
@@ -174,7 +175,9 @@ async def scenario(program: str, rounds: int, branch_n: int, concurrency: int,
             cms = {k: float(v) for k, v in snap.meta.extra["checkpoint_ms"].items()}
             for k, v in cms.items():
                 ckpt_parts.setdefault(k, []).append(v)
-            m["frozen"].append(cms["freeze"] + cms["dump"] + cms["copy_upper"] + cms["thaw"])
+            # how long the source stood still: CRIU's own measure when it stopped the tasks itself (its
+            # stats-dump: freezing + frozen), faasd's freeze -> thaw otherwise
+            m["frozen"].append(cms["frozen"])
             engines.add(f"dump: {snap.meta.extra.get('dumped_by')}")
             m["store_ingest"].append(m["snapshot"][-1] - cms["total"])
             if r == 0:
@@ -198,7 +201,7 @@ async def scenario(program: str, rounds: int, branch_n: int, concurrency: int,
                 snap_r = await snapshot_sandbox(store, src)
                 m["snapshot_runc"].append((time.perf_counter() - t0) * 1000)
                 c = {k: float(v) for k, v in snap_r.meta.extra["checkpoint_ms"].items()}
-                m["frozen_runc"].append(c["freeze"] + c["dump"] + c["copy_upper"] + c["thaw"])
+                m["frozen_runc"].append(c["frozen"])
                 assert snap_r.meta.extra.get("dumped_by") == "runc"
                 t0 = time.perf_counter()
                 via_runc = await restore_snapshot(store, snap.id, f"fd-bench-{tag}-u{r}", manager=manager)

@@ -1,11 +1,14 @@
 """CRIU checkpoint/restore of sandboxes through runc.
 
-``checkpoint`` captures a running sandbox *consistently*: the container is frozen (its cgroup freezer,
-written directly: :mod:`faasd.runtime.criu_freeze`; what ``runc pause`` does, minus a runc process),
-dumped with ``runc checkpoint --leave-running`` (CRIU keeps the cgroup frozen because it found it
-frozen), its overlay upper is copied while still frozen, then it is thawed. Files therefore match
-what the dumped processes had open -- CRIU refuses to restore when an open file changed size after
-the dump.
+``checkpoint`` captures a running sandbox *consistently*: its processes and its overlay upper at one
+instant. When CRIU runs directly (:mod:`faasd.runtime.criu_dump`), CRIU stops the processes itself and
+calls faasd back at its post-dump action, while they are still stopped, to copy the upper; CRIU
+resumes them once the copy is done. Otherwise (through runc, or a paused sandbox) the container is
+frozen first (its cgroup freezer, written directly: :mod:`faasd.runtime.criu_freeze`; what ``runc
+pause`` does, minus a runc process), dumped with ``runc checkpoint --leave-running`` (CRIU keeps the
+cgroup frozen because it found it frozen), its upper copied, then thawed. Files therefore match what
+the dumped processes had open -- CRIU refuses to restore when an open file changed size after the
+dump.
 
 ``restore`` starts a *new* sandbox from such a capture: a fresh overlay whose read-only lowers are
 the image layers plus the snapshot's upper dir(s) (copy-on-write: every copy gets its own empty
@@ -50,7 +53,7 @@ from faasd.errors import (
     StorageFullError,
 )
 from faasd.rootfs import mounts
-from faasd.runtime import criu_dump, gvisor_checkpoint
+from faasd.runtime import criu_cli, criu_dump, gvisor_checkpoint
 from faasd.runtime.agent_client import AgentClient
 from faasd.runtime.checkpointable import Checkpointable, CheckpointSource, checkpoint_source
 from faasd.runtime.criu_conf import cgroup_yard, criu_annotations
@@ -118,7 +121,9 @@ async def checkpoint(
     leave_running: bool = True,
     criu_opts: dict[str, bool] | None = None,
 ) -> Checkpoint:
-    """Freeze, dump with CRIU, copy the overlay upper, thaw. ``dest`` must not exist yet.
+    """Freeze, dump with CRIU, copy the overlay upper, thaw. ``dest`` must not exist yet. (For a running
+    sandbox dumped by CRIU directly, CRIU freezes and resumes it and the copy runs in its post-dump
+    call-back: :mod:`faasd.runtime.criu_dump`.) ``timings_ms["frozen"]``: how long it stood still.
 
     On any failure ``dest`` is removed and the sandbox is thawed again (it keeps running when
     ``leave_running``). A full disk raises :class:`StorageFullError`.
@@ -152,24 +157,37 @@ async def checkpoint(
         )
     paused_by_us = False
     cgroup_yard()  # before the freeze: CRIU's kernel probes cached, its cgroup yard ready
+    record = None
+    if src.criu_direct and leave_running and src.runtime.name == "runc":
+        record = criu_dump.read_record(src.runtime.root, src.id)
+    direct = criu_dump.eligible(record)
+    # CRIU stops a running sandbox itself and calls back to copy its files: its start-up and exit stay
+    # outside the window the sandbox stands still
+    called_back = direct and state == "running" and criu_dump.can_call_back()
+    copied: list[float] = []
+
+    upper = src.upper
+
+    async def copy_while_stopped() -> None:
+        copied.append(time.perf_counter())
+        await asyncio.to_thread(copy_upper, upper, upper_dir)
+        copied.append(time.perf_counter())
+
     t0 = time.perf_counter()
     try:
         dest.mkdir(parents=True)
         criu_dir.mkdir()
         work_fd = make_work_dir(work)
-        if state == "running":
+        if state == "running" and not called_back:
             paused_by_us = True  # a failed freeze is thawed too
             await freeze(src.runtime, src.id)
         t1 = time.perf_counter()
         timings["freeze"] = (t1 - t0) * 1000
-        record = None
-        if src.criu_direct and leave_running and src.runtime.name == "runc":
-            record = criu_dump.read_record(src.runtime.root, src.id)
-        direct = criu_dump.eligible(record)
         try:
             if record is not None and direct:
                 await criu_dump.dump(
-                    record, image_path=criu_dir, work_path=work, criu_opts=opts, criu_binary=src.criu_binary
+                    record, image_path=criu_dir, work_path=work, criu_opts=opts, criu_binary=src.criu_binary,
+                    while_frozen=copy_while_stopped if called_back else None,
                 )
             else:
                 await src.runtime.checkpoint(
@@ -189,14 +207,26 @@ async def checkpoint(
                 f"CRIU checkpoint of sandbox {src.id} failed: {exc.message}\n{_tail(log)}", sandbox=src.id
             ) from exc
         t2 = time.perf_counter()
-        timings["dump"] = (t2 - t1) * 1000
-        await asyncio.to_thread(copy_upper, src.upper, upper_dir)
+        if called_back:
+            # dump: CRIU until its call-back; copy_upper: the copy while stopped; thaw: CRIU's resume and
+            # exit after the answer. frozen: CRIU's own measure of how long the tasks stood still.
+            timings["dump"] = (copied[0] - t1) * 1000
+            timings["copy_upper"] = (copied[1] - copied[0]) * 1000
+            timings["thaw"] = (t2 - copied[1]) * 1000
+            stats = criu_cli.read_dump_stats(work)
+            if "frozen_us" in stats:
+                timings["criu_frozen"] = stats["frozen_us"] / 1000
+                timings["frozen"] = (stats.get("freezing_us", 0) + stats["frozen_us"]) / 1000
+        else:
+            timings["dump"] = (t2 - t1) * 1000
+            await asyncio.to_thread(copy_upper, upper, upper_dir)
         bundle_dir.mkdir()
         shutil.copy2(src.bundle / "config.json", bundle_dir / "config.json")
         with contextlib.suppress(OSError):  # runc's record: lets a restore run CRIU without runc
             shutil.copy2(src.runtime.root / src.id / "state.json", bundle_dir / RUNC_STATE_NAME)
         t3 = time.perf_counter()
-        timings["copy_upper"] = (t3 - t2) * 1000
+        if not called_back:
+            timings["copy_upper"] = (t3 - t2) * 1000
     except BaseException as exc:
         shutil.rmtree(dest, ignore_errors=True)
         if paused_by_us and leave_running:
@@ -213,8 +243,11 @@ async def checkpoint(
     remove_work_dir(work, work_fd)
     if paused_by_us and leave_running:
         await thaw(src.runtime, src.id)
-    timings["thaw"] = (time.perf_counter() - t3) * 1000
-    timings["total"] = (time.perf_counter() - t0) * 1000
+    t4 = time.perf_counter()
+    if not called_back:
+        timings["thaw"] = (t4 - t3) * 1000
+        timings["frozen"] = (t4 - t0) * 1000 if state == "running" else 0.0
+    timings["total"] = (t4 - t0) * 1000
     return _finish(
         dest, src, criu_dir, upper_dir, bundle_dir, timings, leave_running=leave_running,
         dumped_by="criu" if direct else "runc",

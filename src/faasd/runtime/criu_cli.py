@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Mapping, Sequence
+import struct
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from faasd.errors import RuntimeFailure
@@ -40,13 +42,19 @@ async def run(
     what: str,
     timeout_s: float,
     details: Mapping[str, Any] | None = None,
+    during: Callable[[asyncio.subprocess.Process], Awaitable[None]] | None = None,
     **spawn: Any,
 ) -> None:
     """Run ``argv`` (a ``criu`` command) to its end; :class:`RuntimeFailure` (with ``details``) naming
-    ``what`` when it fails or outlives ``timeout_s`` (then it is killed). ``spawn``: stdio, cwd and env."""
+    ``what`` when it fails or outlives ``timeout_s`` (then it is killed). ``during(process)`` is awaited
+    first, under the same time limit (a conversation with the running CRIU). ``spawn``: stdio, cwd and
+    env."""
     proc = await asyncio.create_subprocess_exec(*argv, **spawn)
     try:
-        rc = await asyncio.wait_for(proc.wait(), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            if during is not None:
+                await during(proc)
+            rc = await proc.wait()
     except BaseException as exc:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
@@ -56,3 +64,55 @@ async def run(
         raise
     if rc != 0:
         raise RuntimeFailure(f"{what} exited with status {rc}", **(details or {}))
+
+
+STATS_DUMP = "stats-dump"
+"""CRIU's statistics of a dump, written into its work dir."""
+_SERVICE_MAGIC, _STATS_MAGIC = 0x55105940, 0x57093306
+_DUMP_STATS_FIELDS = {1: "freezing_us", 2: "frozen_us", 3: "memdump_us", 4: "memwrite_us", 7: "pages_written"}
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value, pos
+        shift += 7
+
+
+def read_dump_stats(work_dir: Path) -> dict[str, int]:
+    """CRIU's own timings of a dump (``stats-dump``: ``StatsEntry.dump`` of CRIU's ``stats.proto``), in
+    microseconds: ``freezing_us`` (stopping the tasks), ``frozen_us`` (from all stopped until resumed),
+    ``memdump_us``, ``memwrite_us``, and ``pages_written``. Empty when the file is missing or is not
+    what this reader knows (two magics, a length, then protobuf varint and length-delimited fields)."""
+    try:
+        raw = (work_dir / STATS_DUMP).read_bytes()
+        magic1, magic2, size = struct.unpack_from("<III", raw)
+        if (magic1, magic2) != (_SERVICE_MAGIC, _STATS_MAGIC):
+            return {}
+        msg = raw[12 : 12 + size]
+        out: dict[str, int] = {}
+        pos = 0
+        while pos < len(msg):  # StatsEntry: field 1 = DumpStatsEntry
+            key, pos = _varint(msg, pos)
+            if key & 7 != 2:
+                return {}
+            length, pos = _varint(msg, pos)
+            inner, pos = msg[pos : pos + length], pos + length
+            if key >> 3 != 1:
+                continue
+            ipos = 0
+            while ipos < len(inner):
+                ikey, ipos = _varint(inner, ipos)
+                if ikey & 7 != 0:  # DumpStatsEntry has varint fields only
+                    return out
+                value, ipos = _varint(inner, ipos)
+                name = _DUMP_STATS_FIELDS.get(ikey >> 3)
+                if name:
+                    out[name] = value
+        return out
+    except (OSError, struct.error, IndexError):
+        return {}

@@ -8,6 +8,13 @@ while the sandbox is frozen. This module runs one ``criu dump`` with the options
 files as external mounts, the empty network namespace, and writes runc's ``descriptors.json`` (the init's
 fds 0-2) into the image so that either restore path can re-attach the stdio pipes.
 
+With ``while_frozen``, CRIU stops the tasks itself (``--freeze-cgroup`` on a running cgroup) and calls
+faasd back at its ``post-dump`` action (``criu-post-dump.sh``, two FIFOs in the work dir) while they are
+still stopped: faasd copies the sandbox's files there, and CRIU resumes the tasks when faasd answers. So
+CRIU's own start-up (exec, libraries, kdat, options: ~20-30 ms) and exit no longer happen inside the
+window the sandbox stands still, as they did when faasd froze the cgroup before starting CRIU. How long
+the tasks stood still is CRIU's own measure (:func:`faasd.runtime.criu_cli.read_dump_stats`).
+
 Only for sandboxes :func:`eligible` accepts (runc, network and pid namespaces of their own, a record to
 read, a v1/hybrid cgroup host); the sandbox keeps running (a dump that stops the sandbox goes through
 runc, which also removes the container).
@@ -16,19 +23,72 @@ runc, which also removes the container).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
 import stat
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from faasd.errors import RuntimeFailure
 from faasd.runtime import criu_cli
 from faasd.runtime.criu_cli import DESCRIPTORS_JSON
 from faasd.runtime.runc_state import labels
 
 DUMP_LOG = "dump.log"
+POST_DUMP_SCRIPT = Path(__file__).with_name("criu-post-dump.sh")
+POST_DUMP_ENV = "FAASD_POST_DUMP"
+
+
+def can_call_back() -> bool:
+    """Whether CRIU can run faasd's post-dump action script (shipped executable with the package)."""
+    return os.access(POST_DUMP_SCRIPT, os.X_OK)
+
+
+class _PostDump:
+    """faasd's end of the post-dump action script: FIFO ``ready`` (CRIU's script writes a line when the
+    images are written and the tasks still stopped) and ``go`` (faasd writes the script's exit status).
+    Both are opened before CRIU starts: ``ready`` for reading without blocking, ``go`` read-write (so
+    neither side's open ever waits for the other; closing ``go`` ends a waiting script's read)."""
+
+    def __init__(self, work: Path) -> None:
+        self.dir = work
+        os.mkfifo(work / "ready", 0o600)
+        os.mkfifo(work / "go", 0o600)
+        self.ready_fd = os.open(work / "ready", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        self.go_fd = os.open(work / "go", os.O_RDWR | os.O_CLOEXEC)
+
+    async def wait(self, proc: asyncio.subprocess.Process) -> bool:
+        """True once the script says the tasks are stopped and dumped; False if CRIU exits first."""
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:
+            with contextlib.suppress(BlockingIOError):
+                if os.read(self.ready_fd, 64) and not ready.done():
+                    ready.set_result(None)
+
+        loop.add_reader(self.ready_fd, readable)
+        exited: asyncio.Future[Any] = asyncio.ensure_future(proc.wait())
+        waiting: set[asyncio.Future[Any]] = {ready, exited}
+        try:
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            loop.remove_reader(self.ready_fd)
+            if not exited.done():
+                exited.cancel()
+        return ready.done()
+
+    def answer(self, ok: bool) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self.go_fd, b"0\n" if ok else b"1\n")
+
+    def close(self) -> None:
+        for fd in (self.ready_fd, self.go_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def read_record(runc_root: Path, container_id: str) -> dict[str, Any] | None:
@@ -111,9 +171,13 @@ async def dump(
     criu_opts: Mapping[str, bool],
     criu_binary: str = "criu",
     timeout_s: float = 120.0,
+    while_frozen: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
-    """Dump the (frozen) container of ``record`` into ``image_path``; it keeps running. CRIU's log is
-    ``work_path/dump.log``."""
+    """Dump the container of ``record`` into ``image_path``; it keeps running. CRIU's log is
+    ``work_path/dump.log``. Without ``while_frozen`` the caller has frozen the container (CRIU leaves it
+    frozen); with it (needs :func:`can_call_back`) CRIU stops the running container itself and
+    ``while_frozen()`` runs while it is stopped, after the images are written: if it raises, the dump
+    fails (CRIU resumes the container) and the exception propagates."""
     pid = int(record["init_process_pid"])
     masked = await asyncio.to_thread(_masked_files, pid, record["config"])
     image_path.mkdir(mode=0o700, exist_ok=True)
@@ -125,6 +189,36 @@ async def dump(
         work_path=work_path, criu_opts=criu_opts, masked_files=masked,
     )
     devnull = asyncio.subprocess.DEVNULL
-    await criu_cli.run(
-        argv, what="criu dump", timeout_s=timeout_s, stdin=devnull, stdout=devnull, stderr=devnull
-    )
+    if while_frozen is None:
+        await criu_cli.run(
+            argv, what="criu dump", timeout_s=timeout_s, stdin=devnull, stdout=devnull, stderr=devnull
+        )
+        return
+    hook = _PostDump(work_path)
+    failure: list[BaseException] = []
+
+    async def converse(proc: asyncio.subprocess.Process) -> None:
+        if not await hook.wait(proc):
+            return  # CRIU ended before its post-dump action: its exit status tells
+        try:
+            await while_frozen()
+        except BaseException as exc:
+            failure.append(exc)
+            hook.answer(False)
+            return  # CRIU resumes the tasks and fails; the exception is raised once it has
+        hook.answer(True)
+
+    argv += ["--action-script", str(POST_DUMP_SCRIPT)]
+    try:
+        await criu_cli.run(
+            argv, what="criu dump", timeout_s=timeout_s, during=converse,
+            env={**os.environ, POST_DUMP_ENV: str(work_path)}, stdin=devnull, stdout=devnull, stderr=devnull,
+        )
+    except RuntimeFailure:
+        if failure:
+            raise failure[0] from None
+        raise
+    finally:
+        hook.close()
+    if failure:
+        raise failure[0]

@@ -59,3 +59,25 @@ def test_the_yard_config_is_the_base_one_plus_the_yard() -> None:
     assert _options(CRIU_CONFIG_YARD) == {
         **_options(CRIU_CONFIG), "cgroup-yard": str(KDAT_DIR / CGROUP_YARD_NAME),
     }
+
+
+def test_dump_stats_reader_refuses_what_it_does_not_know(tmp_path: Path) -> None:
+    """``read_dump_stats`` reads CRIU's stats-dump (the integration tests read real ones); anything else,
+    missing, truncated or with other magics, gives no figures rather than wrong ones."""
+    import struct
+
+    from faasd.runtime.criu_cli import STATS_DUMP, read_dump_stats
+
+    assert read_dump_stats(tmp_path) == {}
+    f = tmp_path / STATS_DUMP
+    # StatsEntry{dump: DumpStatsEntry{freezing_time: 300, frozen_time: 42000, pages_written: 7}}
+    inner = bytes([0x08, 0xAC, 0x02, 0x10, 0x90, 0xC8, 0x02, 0x38, 0x07])
+    msg = bytes([0x0A, len(inner)]) + inner
+    f.write_bytes(struct.pack("<III", 0x55105940, 0x57093306, len(msg)) + msg)
+    assert read_dump_stats(tmp_path) == {"freezing_us": 300, "frozen_us": 42000, "pages_written": 7}
+    f.write_bytes(struct.pack("<III", 0x54564319, 0x57093306, len(msg)) + msg)  # another magic
+    assert read_dump_stats(tmp_path) == {}
+    f.write_bytes(struct.pack("<III", 0x55105940, 0x57093306, len(msg)) + msg[:4])  # cut short
+    assert read_dump_stats(tmp_path) == {}
+    f.write_bytes(b"\x01")
+    assert read_dump_stats(tmp_path) == {}

@@ -1,0 +1,113 @@
+"""A running sandbox dumped by CRIU directly: CRIU stops it itself and calls faasd back (its post-dump
+action) to copy the sandbox's files while it is still stopped (``faasd.runtime.criu_dump``)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from faasd.runtime import Sandbox, SandboxManager, SandboxSpec, cgroups
+from faasd.runtime import checkpoint as checkpoint_module
+from faasd.runtime.checkpoint import SnapshotDirs, checkpoint, restore
+from faasd.runtime.checkpointable import checkpoint_source
+from fixtures.counter import read_count
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(shutil.which("criu") is None, reason="criu not installed"),
+]
+
+Spec = Callable[..., SandboxSpec]
+
+# Counts in memory, makes one file per count in its root filesystem (the overlay upper) and publishes the
+# count as the counter fixture does.
+FILES = (
+    "import os, time\nos.makedirs('/files', exist_ok=True)\ni = 0\nwhile True:\n    i += 1\n"
+    "    open('/files/%d' % i, 'w').close()\n    tmp = '/run/faasd-io/n.%d' % i\n    try:\n"
+    "        os.symlink(str(i), tmp)\n        os.replace(tmp, '/run/faasd-io/n')\n    except OSError:\n"
+    "        pass\n    time.sleep(0.002)\n"
+)
+
+
+async def _count_above(sb: Sandbox, n: int) -> int:
+    """Waits (up to ~10 s) until the program in ``sb`` counts past ``n``."""
+    for _ in range(500):
+        got = await read_count(sb.io_dir)
+        if got > n:
+            return got
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{sb.id} stopped counting at {n}")
+
+
+def _numbers(d: Path) -> list[int]:
+    return sorted(int(p.name) for p in d.iterdir()) if d.is_dir() else []
+
+
+def _upper(sb: Sandbox) -> Path:
+    upper = checkpoint_source(sb).upper
+    assert upper is not None
+    return upper
+
+
+async def test_files_and_memory_are_captured_at_the_same_instant(
+    manager: SandboxManager, make_spec: Spec, sid: str, leaks_of: Callable[[str], list[str]], tmp_path: Path
+) -> None:
+    sb = await manager.create(make_spec("python3", "-c", FILES), stdin_pipe=False)
+    copy: Sandbox | None = None
+    try:
+        await sb.start()
+        await _count_above(sb, 20)
+        cp = await checkpoint(sb, tmp_path / "cp")
+        assert cp.dumped_by == "criu"
+        # CRIU stopped the tasks (faasd did not freeze them) and measured how long they stood still
+        assert "criu_frozen" in cp.timings_ms
+        assert 0 < cp.timings_ms["frozen"] < cp.timings_ms["total"]
+        assert (await sb.state())["status"] == "running"
+        files = _numbers(cp.upper / "files")
+        assert files == list(range(1, len(files) + 1)) and len(files) >= 20
+        dirs = SnapshotDirs(
+            criu=cp.criu, config_json=cp.bundle / "config.json", lowers=[*sb.spec.lowers, cp.upper]
+        )
+        r = await restore(manager, dirs, sid + "-c", notify_agent=False)
+        copy = r.sandbox
+        await _count_above(copy, len(files) + 3)
+        # the copy's memory held the count of the last file captured: its first new file is the next one
+        assert _numbers(_upper(copy) / "files")[0] == len(files) + 1
+    finally:
+        if copy is not None:
+            await copy.destroy()
+        await sb.destroy()
+    assert leaks_of(sid) == [] and leaks_of(sid + "-c") == []
+
+
+async def test_a_failed_copy_fails_the_dump_and_the_sandbox_runs_on(
+    manager: SandboxManager,
+    make_spec: Spec,
+    sid: str,
+    leaks_of: Callable[[str], list[str]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken_copy(upper: Path, dest: Path) -> None:
+        raise RuntimeError("copy broke")
+
+    monkeypatch.setattr(checkpoint_module, "copy_upper", broken_copy)
+    sb = await manager.create(make_spec("python3", "-c", FILES), stdin_pipe=False)
+    try:
+        await sb.start()
+        await read_count(sb.io_dir)
+        with pytest.raises(RuntimeError, match="copy broke"):
+            await checkpoint(sb, tmp_path / "cp")
+        assert not (tmp_path / "cp").exists()
+        assert not list(sb.bundle.glob("criu-dump-*"))  # CRIU's work dir went too
+        assert (await sb.state())["status"] == "running"
+        freezer = cgroups.controller_dir(sb.id, "freezer")
+        assert freezer is not None and (freezer / "freezer.state").read_text().strip() == "THAWED"
+        await _count_above(sb, await read_count(sb.io_dir) + 3)  # CRIU resumed it
+    finally:
+        await sb.destroy()
+    assert leaks_of(sid) == []
