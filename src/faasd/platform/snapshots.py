@@ -303,14 +303,21 @@ class SnapshotService:
     async def _attach(
         self, snap: Snapshot, restored: Restored, spec: WorkerSpec, started: float, seed: str | None = None
     ) -> tuple[RuntimeWorker, float]:
+        attaching = time.perf_counter()
         try:
             worker = await Worker.attach(restored.sandbox, spec, restored=True, seed=seed)
         except BaseException:
             with contextlib.suppress(Exception):
                 await asyncio.shield(restored.sandbox.destroy())
             raise
-        ms = round((time.perf_counter() - started) * 1000, 3)
+        now = time.perf_counter()
+        ms = round((now - started) * 1000, 3)
         worker.init_ms = ms
+        log.info(
+            "sandbox %s restored from %s in %.1f ms: restore %.1f ms %s, agent attach %.1f ms",
+            restored.sandbox.id, snap.id, ms, (attaching - started) * 1000,
+            {k: round(v, 1) for k, v in restored.timings_ms.items()}, (now - attaching) * 1000,
+        )
         rw = RuntimeWorker(worker, [])
         self.remember(rw, dict(worker_spec_info(self.store, snap)))
         return rw, ms
