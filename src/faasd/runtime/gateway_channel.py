@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import socket
 import struct
 from collections.abc import Callable
@@ -247,7 +248,15 @@ def _requests(records: list[dict[str, Any]], body: bytes) -> tuple[list[HandedRe
     return out, pos
 
 
+EXECUTION_ID = re.compile(r"ex_[0-9a-f]{24}")
+"""The form of an execution id (``faasd.platform.executions.records.new_execution_id``), which the agent
+makes for the requests it serves: anything else in a report is refused (the row's primary key)."""
+
+
 def _request(rec: dict[str, Any], blob: bytes, lens: list[int]) -> HandedRequest:
+    ex_id = str(rec["id"])
+    if not EXECUTION_ID.fullmatch(ex_id):
+        raise ValueError(f"a report names execution {ex_id[:60]!r}, not an execution id")
     parts: list[bytes] = []
     pos = 0
     for n in [*lens, 0, 0, 0, 0][:4]:
@@ -255,7 +264,7 @@ def _request(rec: dict[str, Any], blob: bytes, lens: list[int]) -> HandedRequest
         pos += n
     status = rec.get("status")
     return HandedRequest(
-        id=str(rec["id"]),
+        id=ex_id,
         method=str(rec["method"]),
         path=str(rec["path"]),
         query=str(rec.get("query") or ""),

@@ -90,3 +90,18 @@ async def test_a_limit_that_ends_a_stream_is_its_outcome_and_record(
     assert ex.status == "failed" and ex.http_status == 500 and ex.stdout == "before\n"
     assert ex.error == "the invocation hit its pids limit"
     await platform.close()
+
+
+def test_execution_ids_have_the_agents_form_and_sort_by_creation() -> None:
+    """Ids made later sort later (each journal row lands at the end of the primary-key index), and the
+    gateway accepts the form (the agent makes ids for the requests it serves, in the same form)."""
+    import time
+
+    from faasd.platform.executions.records import new_execution_id
+    from faasd.runtime.gateway_channel import EXECUTION_ID
+
+    first = new_execution_id()
+    time.sleep(0.002)
+    later = [new_execution_id() for _ in range(3)]
+    assert all(EXECUTION_ID.fullmatch(i) for i in [first, *later])
+    assert all(first < i for i in later) and len(set(later)) == 3

@@ -28,6 +28,9 @@ class _Sink:
         back.sock.close()
 
 
+EX_ID = "ex_0123456789abcdef01234567"
+
+
 async def test_reports_become_records_and_a_closed_channel_leaves_the_registry() -> None:
     ours, agent = socket.socketpair()
     registry = GatewayRegistry()
@@ -39,7 +42,7 @@ async def test_reports_become_records_and_a_closed_channel_leaves_the_registry()
     assert registry.pick("fn", {"w1"}) is channel
 
     record = {
-        "id": "ex_1",
+        "id": EX_ID,
         "method": "POST",
         "path": "/function/fn",
         "query": "",
@@ -53,8 +56,18 @@ async def test_reports_become_records_and_a_closed_channel_leaves_the_registry()
     agent.sendall(encode_frame({"type": "report", "records": [record]}, b"hi" + b"echo" + b"out"))
     await asyncio.wait_for(sink.got.wait(), 5)
     (req,) = sink.requests
-    assert (req.id, req.body, req.result, req.stdout, req.stderr) == ("ex_1", b"hi", b"echo", b"out", b"")
+    assert (req.id, req.body, req.result, req.stdout, req.stderr) == (EX_ID, b"hi", b"echo", b"out", b"")
     assert req.status == 200 and req.keep and req.headers == {"x-a": "1"}
+
+    # a report naming something that is not an execution id (the row's primary key) is refused
+    sink.got.clear()
+    for bad in ("ex_1", "ex_" + "A" * 24, "x" * 4000, EX_ID + "0"):
+        agent.sendall(
+            encode_frame({"type": "report", "records": [{**record, "id": bad}]}, b"hi" + b"echo" + b"out")
+        )
+    agent.sendall(encode_frame({"type": "report", "records": [record]}, b"hi" + b"echo" + b"out"))
+    await asyncio.wait_for(sink.got.wait(), 5)
+    assert [r.id for r in sink.requests] == [EX_ID, EX_ID]
 
     agent.close()  # the agent went away: the channel closes and drops out
     for _ in range(100):

@@ -227,7 +227,7 @@ class DirectServer:
         gate = conn.gate
         assert gate is not None and self.gate_invoke is not None
         meta = gate.meta
-        ex_id = "ex_" + os.urandom(12).hex()
+        ex_id = f"ex_{time.time_ns() // 1000 & 0xFFFFFFFFFFFF:012x}{os.urandom(6).hex()}"  # the daemon's form
         started = time.time()
         t0 = time.perf_counter()
         header = {

