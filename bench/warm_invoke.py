@@ -9,8 +9,10 @@ Usage (root): ``.venv/bin/python bench/warm_invoke.py [-n 1000] [-c 8] [--seq-n 
   both sides see the same machine load: ``--seq-n`` requests one at a time (latency), then ``-n``
   requests with ``-c`` in flight (latency under load, throughput).
 * **cold**: an ``ephemeral`` function (a fresh sandbox per request: overlay, netns, runc, python agent
-  start, handler import, reply, teardown) invoked ``--cold-n`` times, next to ``runc run`` of
-  ``python3 -c 'print("hello")'`` on a bare bundle (``bench/cold_start.py``'s floor).
+  start, handler import, reply; the sandbox is torn down after the answer) invoked ``--cold-n`` times,
+  next to ``runc run`` of ``python3 -c 'print("hello")'`` on a bare bundle (``bench/cold_start.py``'s
+  floor, its teardown included), twice: back to back (each start shares the CPU with the previous
+  teardown), and ``--cold-gap-s`` apart on both sides (the idle host a sporadic request finds).
 
 * **isolation** (part of a full run when runsc is installed): the python hello deployed twice in one daemon,
   ``isolation: gvisor`` next to ``isolation: runc`` as the baseline: warm invokes one at a time (interleaved
@@ -141,14 +143,19 @@ async def compare(
     return f, b
 
 
-def cold_api(server: Any, name: str, n: int) -> tuple[list[float], list[float], list[str]]:
-    """Sequential invocations of an ephemeral function: client latency, daemon's X-Duration-Ms, errors."""
+def cold_api(
+    server: Any, name: str, n: int, gap_s: float = 0.0
+) -> tuple[list[float], list[float], list[str]]:
+    """Sequential invocations of an ephemeral function: client latency, daemon's X-Duration-Ms, errors.
+    ``gap_s`` between requests (the daemon tears the sandbox down after its answer: with no gap the next
+    start shares the CPU with that teardown)."""
     client_ms: list[float] = []
     server_ms: list[float] = []
     errors: list[str] = []
     headers = {"Authorization": f"Bearer {server.api_key}"}
     with httpx.Client(base_url=server.url, headers=headers, timeout=120.0) as http:
         for _ in range(n):
+            time.sleep(gap_s)
             t0 = time.perf_counter()
             resp = http.post(f"/api/v1/functions/{name}/invoke", content=b"{}")
             dt = (time.perf_counter() - t0) * 1000
@@ -236,6 +243,9 @@ def main() -> None:
     ap.add_argument("-c", type=int, default=8, help="requests in flight in the concurrent run")
     ap.add_argument("--seq-n", type=int, default=200, help="requests of the sequential run (per side)")
     ap.add_argument("--cold-n", type=int, default=10, help="cold starts (per side)")
+    ap.add_argument("--cold-gap-s", type=float, default=0.3,
+                    help="pause before each cold start of the 'apart' rows (an idle host, as a sporadic "
+                    "request finds it)")
     ap.add_argument("--max-replicas", type=int, default=2, help="warm pool max of the faasd function")
     ap.add_argument("--json", type=Path, default=None, help="default: bench/results/warm_invoke.json")
     ap.add_argument("--isolation-only", action="store_true", help="only the gVisor vs runc python hello part")
@@ -272,6 +282,7 @@ def main() -> None:
         # cold: API ephemeral vs raw runc run
         cold_api(server, cold_name, 1)  # warm-up (page cache), not counted
         cold_client, cold_server, cold_errors = cold_api(server, cold_name, args.cold_n)
+        iso_client, iso_server, iso_errors = cold_api(server, cold_name, args.cold_n, args.cold_gap_s)
         iso_rows, iso_data = (
             isolation_rows(server, min(args.seq_n, 100), args.cold_n) if with_gvisor else ([], {})
         )
@@ -287,6 +298,10 @@ def main() -> None:
 
         bench_raw(1, DEV_ROOTFS, work / "warmup")
         raw_ms = bench_raw(args.cold_n, DEV_ROOTFS, work / "raw")
+        raw_gap_ms: list[float] = []
+        for i in range(args.cold_n):  # spaced like the isolated faasd requests
+            time.sleep(args.cold_gap_s)
+            raw_gap_ms += bench_raw(1, DEV_ROOTFS, work / f"raw-gap-{i}")
     finally:
         subprocess.run(["umount", "-R", "-l", str(work)], capture_output=True, check=False)
         shutil.rmtree(work, ignore_errors=True)
@@ -294,6 +309,7 @@ def main() -> None:
     s = {k: summarize(v.latencies_ms) for k, v in
          {"faasd_seq": f_seq, "base_seq": b_seq, "faasd_conc": f_conc, "base_conc": b_conc}.items()}
     cold_s, cold_srv, raw_s = summarize(cold_client), summarize(cold_server), summarize(raw_ms)
+    iso_s, iso_srv, raw_gap_s = summarize(iso_client), summarize(iso_server), summarize(raw_gap_ms)
     uv = "uvicorn hello"
     rows = [
         Row("warm invoke p50, 1 in flight", s["faasd_seq"]["p50"], s["base_seq"]["p50"], "ms", uv),
@@ -301,11 +317,14 @@ def main() -> None:
         Row(f"warm invoke p50, {args.c} in flight", s["faasd_conc"]["p50"], s["base_conc"]["p50"], "ms", uv),
         Row(f"warm invoke p99, {args.c} in flight", s["faasd_conc"]["p99"], s["base_conc"]["p99"], "ms", uv),
         Row(f"warm throughput, {args.c} in flight", round(f_conc.rps, 1), round(b_conc.rps, 1), "req/s", uv),
-        Row("cold start via API (ephemeral) p50", cold_s.get("p50"), raw_s.get("p50"), "ms", "runc run"),
+        Row("cold start via API (ephemeral) p50, back to back", cold_s.get("p50"), raw_s.get("p50"), "ms",
+            "runc run"),
+        Row(f"cold start via API (ephemeral) p50, {args.cold_gap_s:g} s apart", iso_s.get("p50"),
+            raw_gap_s.get("p50"), "ms", "runc run"),
         *iso_rows,
     ]
     errors = {"faasd_seq": f_seq.errors, "base_seq": b_seq.errors, "faasd_conc": f_conc.errors,
-              "base_conc": b_conc.errors, "cold": cold_errors}
+              "base_conc": b_conc.errors, "cold": cold_errors, "cold_apart": iso_errors}
     print_table(f"warm/cold invoke (load {load_start} -> {load_avg()}, shared 2-core machine)", rows)
     for k, v in errors.items():
         if v:
@@ -326,6 +345,8 @@ def main() -> None:
             "latency_ms": s,
             "throughput_rps": {"faasd": round(f_conc.rps, 1), "uvicorn": round(b_conc.rps, 1)},
             "cold_ms": {"api_client": cold_s, "api_x_duration_ms": cold_srv, "raw_runc_run": raw_s},
+            "cold_apart_ms": {"gap_s": args.cold_gap_s, "api_client": iso_s, "api_x_duration_ms": iso_srv,
+                              "raw_runc_run": raw_gap_s},
             "errors": {k: {"count": len(v), "examples": v[:5]} for k, v in errors.items()},
             "leaked_sandboxes": leaked,
             "isolation": iso_data,

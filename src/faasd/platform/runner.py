@@ -77,18 +77,19 @@ class Handle:
     _released: bool = False
 
     async def release(self, *, broken: bool = False) -> None:
+        """A pool worker goes back to its pool (closed when ``broken``). An ephemeral worker frees its
+        place in the function's scale at once and is closed in the background (the invocation's answer
+        does not wait for the sandbox's teardown); it counts as running (quotas) until it is gone."""
         if self._released:
             return
         self._released = True
         if self._pool is not None and self._lease is not None:
             await self._pool.release(self._lease, broken=broken)
+        elif self._eph is not None:
+            self._eph.done()
+            self._eph.close_later(self.worker)
         else:
-            try:
-                await self.worker.close()
-            finally:
-                if self._eph is not None:
-                    self._eph.running -= 1
-                    self._eph.done()
+            await self.worker.close()
 
 
 @dataclass
@@ -97,8 +98,10 @@ class _Ephemeral:
     queue_size: int
     inflight: int = 0
     running: int = 0
-    """Workers started and not yet closed (the rest of ``inflight`` waits or starts)."""
+    """Workers started and not yet closed (the rest of ``inflight`` waits or starts; some of these
+    already answered and are being closed)."""
     sem: asyncio.Semaphore = field(init=False)
+    closing: set[asyncio.Task[None]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.sem = asyncio.Semaphore(self.limit)
@@ -106,6 +109,25 @@ class _Ephemeral:
     def done(self) -> None:
         self.inflight -= 1
         self.sem.release()
+
+    def close_later(self, worker: PoolWorker) -> None:
+        async def close() -> None:
+            try:
+                await worker.close()
+            except Exception:
+                log.exception("closing ephemeral worker %s failed", getattr(worker, "id", "?"))
+            finally:
+                self.running -= 1
+
+        task = asyncio.get_running_loop().create_task(close())
+        self.closing.add(task)
+        task.add_done_callback(self.closing.discard)
+
+    async def closed(self) -> None:
+        """Wait until every worker handed to :meth:`close_later` is gone (they are never cancelled: a
+        half-closed sandbox would outlive the daemon)."""
+        while self.closing:
+            await asyncio.wait(set(self.closing))
 
 
 class FunctionRunner:
@@ -300,12 +322,20 @@ class FunctionRunner:
         pool = await self.pool_for(fn)
         await pool.scale(min=min, max=max, replicas=replicas)
 
+    async def settled(self, name: str) -> None:
+        """Wait until the ephemeral workers of ``name`` that already answered are closed."""
+        eph = self._ephemeral.get(name)
+        if eph is not None:
+            await eph.closed()
+
     async def drop(self, name: str) -> None:
         """Retire a function's pool (update/delete): idle workers stop now, busy ones after their request."""
         self.unwatch_direct(name)
         async with self._lock:
             pool = self.pools.pop(name, None)
-            self._ephemeral.pop(name, None)
+            eph = self._ephemeral.pop(name, None)
+        if eph is not None:
+            await eph.closed()
         if pool is not None:
             await pool.close(drain=True)
             self._retired = [p for p in self._retired if p.draining]
@@ -322,4 +352,7 @@ class FunctionRunner:
             pools, self.pools = list(self.pools.values()), {}
             pools += self._retired
             self._retired = []
-        await asyncio.gather(*(p.close() for p in pools), return_exceptions=True)
+            ephemeral = list(self._ephemeral.values())
+        await asyncio.gather(
+            *(p.close() for p in pools), *(e.closed() for e in ephemeral), return_exceptions=True
+        )

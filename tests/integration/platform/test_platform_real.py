@@ -105,6 +105,7 @@ async def test_saturation_and_ephemeral(real_platform: Platform, unique_id: str)
     for body in (b"a", b"b"):
         out = await p.executions.invoke(eph, Invocation(body=body))
         assert out.status == "succeeded" and out.cold
+    await p.runner.settled(eph)  # the answers did not wait for the teardowns; they are done now
     assert [c for c in runc_containers(p.settings) if eph in c] == []
 
 
