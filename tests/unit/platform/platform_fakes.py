@@ -49,6 +49,8 @@ class FakeWorker:
         )
 
     async def close(self) -> None:
+        if self.factory.close_gate is not None:
+            await self.factory.close_gate.wait()
         self.closed = True
         self.factory.closed.append(self.id)
 
@@ -80,6 +82,8 @@ class FakeFactory:
         self.active = 0
         self.peak = 0
         self.gate: asyncio.Event | None = None
+        self.close_gate: asyncio.Event | None = None
+        """Set: closing a worker waits for it (a slow sandbox teardown)."""
         self.behaviour: Callable[[FakeWorker, InvokeRequest], InvokeResult] = echo
         self.fail_start: Exception | None = None
         self.orphans: list[str] = []

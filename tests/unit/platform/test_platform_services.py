@@ -88,7 +88,29 @@ async def test_ephemeral_mode_uses_a_fresh_worker_each_time(
     for _ in range(3):
         out = await platform.executions.invoke("hello", Invocation(body=b"x"))
         assert out.cold
+    await platform.runner.settled("hello")
     assert len(fake_factory.started) == 3 and fake_factory.live == 0
+
+
+async def test_ephemeral_answers_before_its_worker_is_closed(
+    platform: Platform, fake_factory: FakeFactory
+) -> None:
+    """The answer does not wait for the sandbox's teardown; the worker frees its place in the scale at
+    once but counts as running (quotas) until closed; delete and shutdown wait for the closes."""
+    await platform.deploy(spec(mode="ephemeral", scale={"min": 0, "max": 1}, queue_size=0))
+    fake_factory.close_gate = asyncio.Event()
+    out = await asyncio.wait_for(platform.executions.invoke("hello", Invocation(body=b"x")), 10)
+    assert out.status == "succeeded" and fake_factory.live == 1  # answered, still being closed
+    assert platform.runner.live_workers("hello") == 1
+    # scale max 1, no queue: the place is free again although the first worker is not gone yet
+    out2 = await asyncio.wait_for(platform.executions.invoke("hello", Invocation(body=b"y")), 10)
+    assert out2.status == "succeeded" and fake_factory.live == 2
+    closing = asyncio.create_task(platform.delete("hello"))
+    await asyncio.sleep(0.05)
+    assert not closing.done()  # deleting the function waits for its workers to be gone
+    fake_factory.close_gate.set()
+    await asyncio.wait_for(closing, 10)
+    assert fake_factory.live == 0
 
 
 async def test_saturated_sync_invoke_raises_capacity_error(
