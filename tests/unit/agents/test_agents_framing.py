@@ -20,7 +20,9 @@ pytestmark = pytest.mark.unit
 
 @pytest.fixture(scope="module")
 def agent_mod() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("faasd_agent_under_test", python_agent_path())
+    spec = importlib.util.spec_from_file_location(
+        "faasd_agent_under_test", python_agent_path().with_name("faasd_agent.py")
+    )
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

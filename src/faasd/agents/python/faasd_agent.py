@@ -1,0 +1,1140 @@
+"""faasd Python agent: runs inside a sandbox as the container's main process.
+
+Standard library only (it runs under the image's own ``python3``, 3.8+). Started through the launcher
+``agent.py`` (which imports this module, so that its bytecode cache is used) as::
+
+    python3 /faasd/agent/python/agent.py --socket /run/faasd-io/agent.sock \\
+        --handler main:handle --code-dir /function [--fork] [--function-name NAME]
+
+It imports the user's handler once, then serves one request per connection on a Unix socket, using
+the frame protocol described in ``../PROTOCOL.md``. Each invoke runs either in-process (fastest
+warm path) or in a child forked from this preloaded process (the "zygote": no state leaks from one
+request to the next, stdout/stderr are captured at the file-descriptor level).
+
+No connection to the host stays open between requests, so a CRIU checkpoint taken between two
+requests never sees an established connection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import hashlib
+import importlib
+import io
+import json
+import os
+import random
+import select
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+import traceback
+
+_AGENT_DIR = os.path.dirname(os.path.abspath(__file__))
+if _AGENT_DIR not in sys.path:
+    sys.path.insert(0, _AGENT_DIR)
+import faasd_direct  # noqa: E402  (direct function address: HTTP on a socket handed in by the host)
+import faasd_runtime  # noqa: E402  (must be importable by user code via sys.modules)
+
+# The agent's own directory must not shadow user modules (a user module named "agent", say).
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _AGENT_DIR]
+
+PROTOCOL_VERSION = 1
+MAX_HEADER_BYTES = 1 << 20
+MAX_BODY_BYTES = 1 << 30
+STREAM_CHUNK = 64 * 1024
+LINE_FLUSH_BYTES = 8 * 1024
+CONN_IO_TIMEOUT_S = 60.0
+_LEN = struct.Struct(">I")
+
+
+# --------------------------------------------------------------------------------------- framing
+class ProtocolError(Exception):
+    pass
+
+
+def encode_frame(header: dict, body: bytes = b"") -> bytes:
+    if body:
+        header = dict(header, body_len=len(body))
+    raw = json.dumps(header, separators=(",", ":"), default=str).encode("utf-8")
+    return _LEN.pack(len(raw)) + raw + bytes(body)
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = sock.recv_into(view[got:], n - got)
+        if k == 0:
+            raise ProtocolError(f"connection closed after {got} of {n} bytes")
+        got += k
+    return bytes(buf)
+
+
+def read_frame(sock: socket.socket) -> tuple[dict, bytes]:
+    (size,) = _LEN.unpack(_recv_exact(sock, 4))
+    if size == 0 or size > MAX_HEADER_BYTES:
+        raise ProtocolError(f"bad header length {size}")
+    try:
+        header = json.loads(_recv_exact(sock, size).decode("utf-8"))
+    except ValueError as exc:
+        raise ProtocolError(f"header is not JSON: {exc}") from None
+    if not isinstance(header, dict) or not isinstance(header.get("type"), str):
+        raise ProtocolError("header must be a JSON object with a string 'type'")
+    body_len = header.get("body_len", 0)
+    if not isinstance(body_len, int) or body_len < 0 or body_len > MAX_BODY_BYTES:
+        raise ProtocolError(f"bad body_len {body_len!r}")
+    body = _recv_exact(sock, body_len) if body_len else b""
+    return header, body
+
+
+def _read_exact_fd(fd: int, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = os.read(fd, min(n - len(buf), 1 << 20))
+        if not chunk:
+            raise ProtocolError(f"pipe closed after {len(buf)} of {n} bytes")
+        buf += chunk
+    return bytes(buf)
+
+
+def _read_frame_fd(fd: int) -> tuple[dict, bytes]:
+    """One frame from a pipe (the request handed to a forked child)."""
+    (size,) = _LEN.unpack(_read_exact_fd(fd, 4))
+    header = json.loads(_read_exact_fd(fd, size).decode("utf-8"))
+    body_len = int(header.get("body_len", 0))
+    return header, _read_exact_fd(fd, body_len) if body_len else b""
+
+
+def parse_frame_bytes(data: bytes) -> tuple[dict, bytes]:
+    """Parse one complete frame held in memory (what a forked child wrote to its result pipe)."""
+    if len(data) < 4:
+        raise ProtocolError("truncated frame")
+    (size,) = _LEN.unpack_from(data)
+    header = json.loads(data[4 : 4 + size].decode("utf-8"))
+    body_len = int(header.get("body_len", 0))
+    body = data[4 + size : 4 + size + body_len]
+    if len(body) != body_len:
+        raise ProtocolError("truncated frame body")
+    return header, body
+
+
+# ------------------------------------------------------------------------- handler result -> HTTP
+class InvalidResponse(Exception):
+    pass
+
+
+def _body_bytes(value: object) -> tuple[bytes, str | None]:
+    if value is None:
+        return b"", None
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value), "application/octet-stream"
+    if isinstance(value, str):
+        return value.encode("utf-8"), "text/plain; charset=utf-8"
+    try:
+        return json.dumps(value).encode("utf-8"), "application/json"
+    except (TypeError, ValueError) as exc:
+        raise InvalidResponse(
+            f"handler returned a {type(value).__name__}, which is not bytes, str or JSON-serialisable: {exc}"
+        ) from None
+
+
+def normalize_result(value: object) -> tuple[int, list[list[str]], bytes]:
+    """Map what ``handle()`` returned to (status, header pairs, body)."""
+    status = 200
+    raw_headers: object = None
+    if isinstance(value, dict) and "statusCode" in value:
+        try:
+            status = int(value["statusCode"])
+        except (TypeError, ValueError):
+            raise InvalidResponse(f"statusCode must be an integer, got {value['statusCode']!r}") from None
+        if not 100 <= status <= 599:
+            raise InvalidResponse(f"statusCode {status} is not an HTTP status")
+        raw_headers = value.get("headers")
+        body_value = value.get("body")
+        if value.get("isBase64Encoded") and isinstance(body_value, (str, bytes)):
+            body_value = base64.b64decode(body_value)
+        body, default_type = _body_bytes(body_value)
+    else:
+        body, default_type = _body_bytes(value)
+    headers: list[list[str]] = []
+    if raw_headers is not None:
+        if not isinstance(raw_headers, dict):
+            raise InvalidResponse("'headers' must be a dict of name -> value (or list of values)")
+        for name, val in raw_headers.items():
+            for item in val if isinstance(val, (list, tuple)) else [val]:
+                headers.append([str(name), str(item)])
+    if default_type and not any(h[0].lower() == "content-type" for h in headers):
+        headers.append(["content-type", default_type])
+    return status, headers, body
+
+
+# ----------------------------------------------------------------------------- in-process capture
+class _FrameStream(io.TextIOBase):
+    """A text stream that forwards what the handler prints as ``stdout``/``stderr`` frames."""
+
+    def __init__(self, send, kind: str, lock: threading.Lock) -> None:
+        super().__init__()
+        self._send = send
+        self._kind = kind
+        self._lock = lock
+        self._buf = bytearray()
+        self.buffer = _BinaryView(self)
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8"
+
+    @property
+    def errors(self) -> str:  # type: ignore[override]
+        return "replace"
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def write(self, s: str) -> int:
+        if not isinstance(s, str):
+            raise TypeError(f"write() argument must be str, not {type(s).__name__}")
+        self.write_bytes(s.encode("utf-8", "replace"))
+        return len(s)
+
+    def write_bytes(self, b: bytes) -> None:
+        with self._lock:
+            self._buf += b
+            if b"\n" in b or len(self._buf) >= LINE_FLUSH_BYTES:
+                self._flush_locked()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        if self._buf:
+            data = bytes(self._buf)
+            self._buf.clear()
+            self._send(self._kind, data)
+
+
+class _BinaryView:
+    """``sys.stdout.buffer`` for code that writes bytes."""
+
+    def __init__(self, stream: _FrameStream) -> None:
+        self._stream = stream
+
+    def write(self, b: bytes) -> int:
+        self._stream.write_bytes(bytes(b))
+        return len(b)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+
+class _HandlerTimeout(BaseException):
+    """Raised in the main thread by SIGALRM; a BaseException so ``except Exception`` cannot eat it."""
+
+
+# ----------------------------------------------------------------------------------------- agent
+class _Child:
+    """A forked request process and the parent's ends of its pipes."""
+
+    def __init__(self, pid: int, req_w: int, out_r: int, err_r: int, res_r: int) -> None:
+        self.pid = pid
+        self.req_w = req_w
+        self.out_r = out_r
+        self.err_r = err_r
+        self.res_r = res_r
+
+    def close_fds(self) -> None:
+        for fd in (self.req_w, self.out_r, self.err_r, self.res_r):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.req_w = self.out_r = self.err_r = self.res_r = -1
+
+    def discard(self) -> None:
+        self.close_fds()  # EOF on its request pipe: it exits by itself
+        _kill_group(self.pid)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+
+
+def seed_prngs(seed: str | None) -> None:
+    """Reseed the PRNGs of this process: ``random`` and, if the handler imported it, numpy's global
+    generator. ``seed`` None: from the kernel (copies differ); a string: deterministically from it."""
+    if seed is None:
+        random.seed()
+    else:
+        random.seed(seed)
+    np = sys.modules.get("numpy")
+    nprandom = getattr(np, "random", None) if np is not None else None
+    if nprandom is not None and hasattr(nprandom, "seed"):
+        try:
+            if seed is None:
+                nprandom.seed()
+            else:
+                nprandom.seed(int.from_bytes(hashlib.sha256(seed.encode()).digest()[:4], "big"))
+        except Exception:
+            pass
+
+
+class Agent:
+    def __init__(self, socket_path: str, handler: str, code_dir: str, function_name: str, fork: bool) -> None:
+        self.socket_path = socket_path
+        self.handler_spec = handler
+        self.code_dir = code_dir
+        self.function_name = function_name
+        self.fork_default = fork
+        self.handler = None
+        self.handler_takes_context = True
+        self.load_error: str | None = None
+        self.listener: socket.socket | None = None
+        self._loop = None  # asyncio loop for async handlers, created on first use
+        self._loop_pid = 0
+        self._in_handler = False
+        self._reap_after_response: list[int] = []
+        self._spare: _Child | None = None
+        self.requests = 0
+        self.seed: str | None = None  # set by a seeded `restored` frame (reproducible branch copy)
+        self._forks = 0
+        self.direct: faasd_direct.DirectServer | None = None
+        self.direct_timeout_s: float | None = None
+
+    # -- startup
+    def load(self) -> None:
+        if self.code_dir:
+            if os.path.isdir(self.code_dir):
+                os.chdir(self.code_dir)
+            sys.path.insert(0, self.code_dir)
+        module_name, _, attr = self.handler_spec.partition(":")
+        attr = attr or "handle"
+        try:
+            module = importlib.import_module(module_name)
+            fn = getattr(module, attr, None)
+            if fn is None:
+                raise AttributeError(f"module {module_name!r} has no attribute {attr!r}")
+            if not callable(fn):
+                raise TypeError(f"{module_name}:{attr} is not callable")
+            self.handler = fn
+            self.handler_takes_context = _accepts_two_args(fn)
+        except BaseException:
+            self.load_error = user_traceback(sys.exc_info()[1])
+            if self.code_dir and not os.path.isdir(self.code_dir):
+                self.load_error += f"(the code directory {self.code_dir} does not exist in the sandbox)\n"
+            print(
+                f"faasd agent: cannot load handler {self.handler_spec!r}:\n{self.load_error}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def listen(self) -> None:
+        # Bound directly under its final name (CRIU re-binds a restored listening socket at the path it
+        # was bound to); a host connecting between bind() and listen() gets ECONNREFUSED and retries.
+        os.makedirs(os.path.dirname(self.socket_path) or ".", exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket_path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)  # 0600: only the host (root) and this user may connect
+        try:
+            sock.bind(self.socket_path)
+        finally:
+            os.umask(old_umask)
+        sock.listen(64)
+        self.listener = sock
+
+    def serve_forever(self) -> None:
+        assert self.listener is not None
+        if self.direct is not None:
+            # Agent socket and direct address from one loop; returns once the host sent `unlisten`.
+            self.direct.serve(
+                self.listener, self.serve_connection, self.direct_invoke, lambda: self.direct is not None
+            )
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except InterruptedError:
+                continue
+            self.serve_connection(conn)
+
+    def serve_connection(self, conn: socket.socket) -> None:
+        try:
+            conn.settimeout(CONN_IO_TIMEOUT_S)
+            self.handle_connection(conn)
+        except Exception:
+            # Never let one bad connection kill the agent; the host sees the connection close.
+            traceback.print_exc()
+        finally:
+            with contextlib.suppress(OSError):
+                conn.close()
+            while self._reap_after_response:
+                pid = self._reap_after_response.pop()
+                _kill_group(pid)  # stragglers the handler left behind do not outlive the request
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+            self.ensure_spare()
+            if os.getpid() == 1:
+                _reap_orphans()
+
+    # -- one connection, one request
+    def handle_connection(self, conn: socket.socket) -> None:
+        try:
+            header, body = read_frame(conn)
+        except (ProtocolError, OSError) as exc:
+            _send_quiet(conn, encode_frame({"type": "error", "kind": "bad_request", "message": str(exc)}))
+            return
+        kind = header["type"]
+        if kind == "ping":
+            self._pong(conn)
+        elif kind == "invoke":
+            self.requests += 1
+            if self.handler is None:
+                _send_quiet(
+                    conn,
+                    encode_frame(
+                        {
+                            "type": "error",
+                            "kind": "not_ready",
+                            "message": f"handler {self.handler_spec!r} failed to load",
+                            "traceback": self.load_error or "",
+                        }
+                    ),
+                )
+                return
+            use_fork = header.get("fork")
+            if use_fork is None:
+                use_fork = self.fork_default
+            if use_fork:
+                self.invoke_fork(conn, header, body)
+            else:
+                self.invoke_inprocess(conn, header, body)
+        elif kind == "restored":
+            self._restored(conn, header)
+        elif kind == "unlisten":
+            # Before a checkpoint: the listening socket belongs to the host's network namespace and must
+            # not be in the image. The other workers of the function keep serving the address.
+            if self.direct is not None:
+                self.direct.close()
+                self.direct = None
+            _send_quiet(conn, encode_frame({"type": "ack", "of": "unlisten"}))
+        else:
+            _send_quiet(
+                conn,
+                encode_frame(
+                    {"type": "error", "kind": "bad_request", "message": f"unknown frame type {kind!r}"}
+                ),
+            )
+
+    def _pong(self, conn: socket.socket) -> None:
+        pong = {
+            "type": "pong",
+            "protocol": PROTOCOL_VERSION,
+            "runtime": "python",
+            "runtime_version": sys.version.split()[0],
+            "pid": os.getpid(),
+            "handler": self.handler_spec,
+            "fork": self.fork_default,
+            "ready": self.handler is not None,
+            "requests": self.requests,
+            "direct": self.direct is not None,
+            "direct_requests": self.direct.requests if self.direct is not None else 0,
+        }
+        if self.load_error:
+            pong["error"] = self.load_error
+        _send_quiet(conn, encode_frame(pong))
+
+    def _restored(self, conn: socket.socket, header: dict) -> None:
+        # Every copy restored from one snapshot starts with the same PRNG state: reseed from the
+        # kernel (os.urandom), or from the seed the host derived for this copy (a reproducible
+        # branch), then let user code fix up its own state.
+        seed = header.get("seed")
+        self.seed = str(seed) if isinstance(seed, str) and seed else None
+        self._forks = 0
+        seed_prngs(self.seed)
+        try:
+            import tempfile
+
+            tempfile._name_sequence = None  # type: ignore[attr-defined]
+        except Exception:
+            pass
+        errors = faasd_runtime.run_after_restore_hooks()
+        # A spare child forked before the snapshot would carry the old PRNG state and miss the hooks'
+        # effects: replace it (serve_forever forks a new one after this response).
+        self.discard_spare()
+        _send_quiet(
+            conn,
+            encode_frame(
+                {
+                    "type": "ack",
+                    "of": "restored",
+                    "hooks_run": faasd_runtime.hook_count(),
+                    "hook_errors": errors,
+                }
+            ),
+        )
+
+    # -- running the handler
+    def _make_event(self, header: dict, body: bytes) -> tuple[object, object]:
+        raw_headers = header.get("headers") or {}
+        headers = (
+            {str(k).lower(): str(v) for k, v in raw_headers.items()} if isinstance(raw_headers, dict) else {}
+        )
+        event = faasd_runtime.Event(
+            body=body,
+            headers=headers,
+            method=str(header.get("method") or "POST"),
+            path=str(header.get("path") or "/"),
+            query=str(header.get("query") or ""),
+        )
+        timeout = header.get("timeout_s")
+        context = faasd_runtime.Context(
+            request_id=str(header.get("id") or ""),
+            function_name=self.function_name,
+            timeout_s=float(timeout) if timeout else None,
+        )
+        return event, context
+
+    def _call_handler(self, event: object, context: object) -> object:
+        assert self.handler is not None
+        result = self.handler(event, context) if self.handler_takes_context else self.handler(event)
+        if hasattr(result, "__await__"):
+            import asyncio  # only functions with async handlers pay for it
+
+            if self._loop is None or self._loop_pid != os.getpid() or self._loop.is_closed():
+                self._loop = asyncio.new_event_loop()
+                self._loop_pid = os.getpid()
+            result = self._loop.run_until_complete(_await(result))
+        return result
+
+    def _timed_handler(self, header: dict, body: bytes, timeout: float | None):
+        """The in-process handler call of one request, bounded by ``timeout`` (SIGALRM), as a thunk for
+        :meth:`_final_frame`."""
+
+        def run() -> object:
+            event, context = self._make_event(header, body)
+            self._in_handler = True
+            if timeout:
+                signal.setitimer(signal.ITIMER_REAL, float(timeout))
+            try:
+                return self._call_handler(event, context)
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                self._in_handler = False
+
+        return run
+
+    def _final_frame(self, fn, run_started: float) -> bytes:
+        """Run ``fn`` (which calls the handler) and turn its outcome into a result or error frame."""
+        return encode_frame(*self._final(fn, run_started))
+
+    def _final(self, fn, run_started: float) -> tuple:
+        """:meth:`_final_frame` as the frame's header and body (not encoded)."""
+        try:
+            value = fn()
+            status, headers, out = normalize_result(value)
+            header = {"type": "result", "status": status, "headers": headers}
+            return _timed(header, run_started, out)
+        except _HandlerTimeout:
+            self._loop = None  # an interrupted event loop is not reusable; drop it
+            return _timed(
+                {
+                    "type": "error",
+                    "kind": "timeout",
+                    "message": "the handler did not return before its timeout",
+                },
+                run_started,
+            )
+        except InvalidResponse as exc:
+            return _timed(
+                {"type": "error", "kind": "invalid_response", "message": str(exc)}, run_started
+            )
+        except BaseException as exc:  # includes SystemExit from sys.exit() in the handler
+            return _timed(
+                {
+                    "type": "error",
+                    "kind": "exception",
+                    "exception": type(exc).__name__,
+                    "message": _exc_message(exc),
+                    "traceback": user_traceback(exc),
+                },
+                run_started,
+            )
+
+    def invoke_inprocess(self, conn: socket.socket, header: dict, body: bytes) -> None:
+        broken = [False]
+
+        def send(kind: str, data: bytes) -> None:
+            if broken[0]:
+                return
+            try:
+                conn.sendall(encode_frame({"type": kind}, data))
+            except OSError:
+                broken[0] = True
+
+        final = self._run_inprocess(header, body, send)
+        if not broken[0]:
+            _send_quiet(conn, final)
+
+    def _run_inprocess(self, header: dict, body: bytes, send, encoded: bool = True):
+        """Run one request in this process with its output going to ``send(kind, data)`` as it is
+        written; returns the final frame (``encoded=False``: its header and body)."""
+        lock = threading.Lock()
+        out = _FrameStream(send, "stdout", lock)
+        err = _FrameStream(send, "stderr", lock)
+        env = header.get("env") or {}
+        saved_env = {k: os.environ.get(k) for k in env}
+        saved_stdio = (sys.stdout, sys.stderr)
+        run = self._timed_handler(header, body, header.get("timeout_s"))
+        started = time.perf_counter()
+        os.environ.update({str(k): str(v) for k, v in env.items()})
+        sys.stdout, sys.stderr = out, err
+        try:
+            final = self._final(run, started)
+        finally:
+            sys.stdout, sys.stderr = saved_stdio
+            self._in_handler = False
+            for k, v in saved_env.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        out.flush()
+        err.flush()
+        return encode_frame(*final) if encoded else final
+
+    def gate_invoke(self, header: dict, body: bytes, output_limit: int) -> tuple:
+        """One request of a connection the daemon's gateway handed over (``faasd_handoff``): run in
+        process with its output captured up to ``output_limit`` bytes per stream. Returns the final
+        frame's header and body, stdout and stderr."""
+        self.requests += 1
+        captured = {"stdout": bytearray(), "stderr": bytearray()}
+
+        def send(kind: str, data: bytes) -> None:
+            buf = captured[kind]
+            room = output_limit - len(buf)
+            if room > 0:
+                buf += data[:room]
+
+        if self.handler is None:
+            fh = {
+                "type": "error",
+                "kind": "not_ready",
+                "message": f"handler {self.handler_spec!r} failed to load",
+                "traceback": self.load_error or "",
+            }
+            fb = b""
+        else:
+            fh, fb = self._run_inprocess(header, body, send, encoded=False)
+            if os.getpid() == 1:
+                _reap_orphans()
+        return fh, fb, captured["stdout"], captured["stderr"]
+
+    def direct_invoke(self, method: str, path: str, query: str, headers: dict, body: bytes) -> tuple:
+        """One request from the direct address: run the handler (in-process, or in a forked child in
+        fork mode) and return ``(status, headers, body)``. Output is not captured: it goes to the
+        sandbox's log, as nothing on the host follows this request."""
+        header = {
+            "type": "invoke",
+            "id": os.urandom(8).hex(),
+            "method": method,
+            "path": path,
+            "query": query,
+            "headers": headers,
+            "timeout_s": self.direct_timeout_s,
+        }
+        if self.handler is None:
+            return 503, [["content-type", "text/plain"]], b"the function's handler failed to load\n"
+        if self.fork_default:
+            final = self._direct_fork(header, body)
+        else:
+            run = self._timed_handler(header, body, self.direct_timeout_s)
+            started = time.perf_counter()
+            try:
+                final = self._final_frame(run, started)
+            finally:
+                self._in_handler = False
+            if os.getpid() == 1:
+                _reap_orphans()
+        out, out_body = parse_frame_bytes(final)
+        if out.get("type") == "result":
+            return int(out.get("status") or 200), out.get("headers") or [], out_body
+        status = 504 if out.get("kind") == "timeout" else 500
+        tb = out.get("traceback") or ""
+        if tb:
+            print(tb, file=sys.stderr, flush=True)
+        message = f"{out.get('kind', 'error')}: {out.get('message', '')}\n".encode("utf-8", "replace")
+        return status, [["content-type", "text/plain; charset=utf-8"]], message
+
+    def _direct_fork(self, header: dict, body: bytes) -> bytes:
+        """Fork mode: the request runs in a child as for the agent socket; its frames are collected."""
+        ours, theirs = socket.socketpair()
+        frames: list[bytes] = []
+
+        def collect() -> None:
+            with contextlib.suppress(Exception):
+                while True:
+                    h, b = read_frame(ours)
+                    if h.get("type") in ("result", "error"):
+                        frames.append(encode_frame(h, b))
+                        return
+
+        reader = threading.Thread(target=collect, daemon=True)
+        reader.start()
+        try:
+            self.invoke_fork(theirs, header, body)
+        finally:
+            with contextlib.suppress(OSError):
+                theirs.shutdown(socket.SHUT_RDWR)
+            reader.join(5.0)
+            theirs.close()
+            ours.close()
+            while self._reap_after_response:
+                pid = self._reap_after_response.pop()
+                _kill_group(pid)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+            self.ensure_spare()
+        if frames:
+            return frames[0]
+        return encode_frame({"type": "error", "kind": "crash", "message": "the request process died"})
+
+    def on_alarm(self, signum: int, frame: object) -> None:
+        if self._in_handler:
+            raise _HandlerTimeout()
+
+    def invoke_fork(self, conn: socket.socket, header: dict, body: bytes) -> None:
+        """Run the request in a child of this preloaded process (a spare forked ahead of time if any)."""
+        timeout = header.get("timeout_s")
+        child = self._spare
+        self._spare = None
+        request = encode_frame(header, body)
+        started = time.perf_counter()
+        if child is not None:
+            try:
+                _write_all(child.req_w, request)
+            except OSError:  # the spare died while idle: fork a fresh one
+                child.discard()
+                child = None
+        if child is None:
+            child = self._fork_child()
+            _write_all(child.req_w, request)
+        os.close(child.req_w)
+        child.req_w = -1
+        try:
+            self._supervise_child(conn, child.pid, started, timeout, child.out_r, child.err_r, child.res_r)
+        finally:
+            child.close_fds()
+
+    def ensure_spare(self) -> None:
+        """Fork the next request's child now, while nobody waits (fork mode only)."""
+        if self.fork_default and self._spare is None and self.handler is not None:
+            try:
+                self._spare = self._fork_child()
+            except OSError:  # e.g. the pids limit: fork on demand instead
+                self._spare = None
+
+    def discard_spare(self) -> None:
+        if self._spare is not None:
+            self._spare.discard()
+            self._spare = None
+
+    def _fork_child(self) -> _Child:
+        """Fork a child that waits for one request frame on a pipe, runs it and exits."""
+        req_r, req_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        res_r, res_w = os.pipe()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                if stream is not None:
+                    stream.flush()
+        self._forks += 1
+        pid = os.fork()
+        if pid == 0:  # ------------------------------------------------------------------ child
+            if self.seed is not None:
+                # CPython reseeds `random` from the kernel in every child; a seeded copy's n-th child
+                # gets a state derived from (seed, n) instead, so its requests repeat exactly
+                seed_prngs(f"{self.seed}:{self._forks}")
+            code = 0
+            try:
+                os.setpgid(0, 0)
+                for fd in (req_w, out_r, err_r, res_r):
+                    os.close(fd)
+                if self.listener is not None:
+                    self.listener.close()
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM):
+                    signal.signal(sig, signal.SIG_DFL)
+                os.dup2(out_w, 1)
+                os.dup2(err_w, 2)
+                os.close(out_w)
+                os.close(err_w)
+                sys.stdout = io.TextIOWrapper(
+                    io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="replace", line_buffering=True
+                )
+                sys.stderr = io.TextIOWrapper(
+                    io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="replace", line_buffering=True
+                )
+                try:
+                    header, body = _read_frame_fd(req_r)
+                except (ProtocolError, OSError):
+                    os._exit(0)  # the agent went away (or discarded this spare) before a request came
+                os.close(req_r)
+                started = time.perf_counter()
+                os.environ.update({str(k): str(v) for k, v in (header.get("env") or {}).items()})
+
+                def run() -> object:
+                    event, context = self._make_event(header, body)
+                    return self._call_handler(event, context)
+
+                final = self._final_frame(run, started)
+                for stream in (sys.stdout, sys.stderr):
+                    with contextlib.suppress(Exception):
+                        stream.flush()
+                _write_all(res_w, final)
+            except BaseException:
+                code = 70
+                with contextlib.suppress(BaseException):
+                    _write_all(
+                        res_w,
+                        encode_frame(
+                            {
+                                "type": "error",
+                                "kind": "crash",
+                                "message": "agent failure in the request process",
+                                "traceback": traceback.format_exc(),
+                            }
+                        ),
+                    )
+            finally:
+                os._exit(code)
+        # ------------------------------------------------------------------------------- parent
+        for fd in (req_r, out_w, err_w, res_w):
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            os.setpgid(pid, pid)
+        return _Child(pid, req_w, out_r, err_r, res_r)
+
+    def _supervise_child(
+        self,
+        conn: socket.socket,
+        pid: int,
+        started: float,
+        timeout: object,
+        out_r: int,
+        err_r: int,
+        res_r: int,
+    ) -> None:
+        deadline = started + float(timeout) if timeout else None  # type: ignore[arg-type]
+        broken = [False]
+
+        def send(data: bytes) -> None:
+            if not broken[0]:
+                try:
+                    conn.sendall(data)
+                except OSError:
+                    broken[0] = True
+
+        try:
+            pidfd: int | None = os.pidfd_open(pid)  # type: ignore[attr-defined]
+        except (AttributeError, OSError):
+            pidfd = None
+        poller = select.poll()
+        names = {out_r: "stdout", err_r: "stderr", res_r: "result"}
+        for fd in names:
+            poller.register(fd, select.POLLIN)
+        if pidfd is not None:
+            poller.register(pidfd, select.POLLIN)
+        # The host hanging up (it gave up on the request) shows as RDHUP on the connection.
+        conn_fd = conn.fileno()
+        poller.register(conn_fd, getattr(select, "POLLRDHUP", 0x2000) | select.POLLHUP)
+        open_fds = set(names)
+        result = bytearray()
+        status: int | None = None
+        timed_out = False
+        early = False
+        drain_until: float | None = None
+
+        def child_exited(st: int) -> None:
+            nonlocal status, drain_until
+            status = st
+            _kill_group(pid)  # stragglers the handler left behind do not outlive the request
+            drain_until = time.monotonic() + 0.2
+
+        try:
+            while True:
+                if status is not None and not open_fds:
+                    break
+                now = time.monotonic()
+                if drain_until is not None:
+                    wait = drain_until - now
+                    if wait <= 0:
+                        break
+                elif deadline is not None and not timed_out:
+                    wait = deadline - time.perf_counter()
+                    if wait <= 0:
+                        timed_out = True
+                        _kill_group(pid)
+                        continue
+                else:
+                    wait = None
+                if pidfd is None:
+                    wait = 0.01 if wait is None else min(wait, 0.01)
+                events = poller.poll(None if wait is None else max(0, int(wait * 1000) + 1))
+                for fd, _ev in events:
+                    if fd == conn_fd:
+                        poller.unregister(conn_fd)
+                        broken[0] = True
+                        _kill_group(pid)  # nobody waits for this request any more
+                        continue
+                    if fd == pidfd:
+                        poller.unregister(pidfd)
+                        _, st = os.waitpid(pid, 0)
+                        child_exited(st)
+                        continue
+                    data = os.read(fd, STREAM_CHUNK)
+                    if not data:
+                        poller.unregister(fd)
+                        open_fds.discard(fd)
+                    elif names[fd] == "result":
+                        result += data
+                        if status is None and _frame_complete(result):
+                            early = True
+                    else:
+                        send(encode_frame({"type": names[fd]}, data))
+                if early:
+                    # The child wrote its whole result: answer now and reap it after the response
+                    # (its exit, i.e. tearing down its address space, is off the critical path).
+                    # Output it wrote before the result is already in the pipes.
+                    for fd in (out_r, err_r):
+                        if fd in open_fds:
+                            for data in _drain(fd):
+                                send(encode_frame({"type": names[fd]}, data))
+                    self._reap_after_response.append(pid)
+                    break
+                if pidfd is None and status is None:
+                    done, st = os.waitpid(pid, os.WNOHANG)
+                    if done:
+                        child_exited(st)
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
+            if status is None and not early:
+                _kill_group(pid)
+                _, status = os.waitpid(pid, 0)
+
+        exit_code = 0 if status is None else _exit_code(status)
+        if timed_out:
+            final = _with_run_ms(
+                {
+                    "type": "error",
+                    "kind": "timeout",
+                    "message": f"the handler did not return within {timeout} s; its process was killed",
+                },
+                started,
+            )
+        else:
+            try:
+                head, out = parse_frame_bytes(bytes(result))
+                head.pop("body_len", None)
+                head["exit_code"] = exit_code
+                final = _with_run_ms(head, started, out)
+            except (ProtocolError, ValueError):
+                if exit_code < 0:
+                    sig = -exit_code
+                    try:
+                        name = signal.Signals(sig).name
+                    except ValueError:
+                        name = str(sig)
+                    how = f"was killed by signal {name}"
+                    if sig == signal.SIGKILL:
+                        how += " (possibly out of memory)"
+                else:
+                    how = f"exited with code {exit_code}"
+                final = _with_run_ms(
+                    {
+                        "type": "error",
+                        "kind": "crash",
+                        "exit_code": exit_code,
+                        "message": f"the function process {how} before returning a result",
+                    },
+                    started,
+                )
+        send(final)
+
+
+# ------------------------------------------------------------------------------------ utilities
+_AGENT_FILE = os.path.abspath(__file__)
+
+
+def user_traceback(exc: BaseException | None, _depth: int = 0) -> str:
+    """The traceback of ``exc`` without the agent's and importlib's own frames: what the user wrote."""
+    if exc is None:
+        return ""
+    frames = [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if os.path.abspath(f.filename) != _AGENT_FILE
+        and not f.filename.startswith("<frozen ")
+        and not f.filename.endswith(os.sep + os.path.join("importlib", "__init__.py"))
+    ]
+    lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames)]
+    lines += traceback.format_exception_only(type(exc), exc)
+    text = "".join(lines)
+    if _depth < 5:
+        if exc.__cause__ is not None:
+            text = (
+                user_traceback(exc.__cause__, _depth + 1) + "\nThe above exception was the direct cause "
+                "of the following exception:\n\n" + text
+            )
+        elif exc.__context__ is not None and not exc.__suppress_context__:
+            text = (
+                user_traceback(exc.__context__, _depth + 1) + "\nDuring handling of the above exception, "
+                "another exception occurred:\n\n" + text
+            )
+    return text
+
+
+async def _await(aw: object) -> object:
+    return await aw  # type: ignore[misc]
+
+
+def _with_run_ms(header: dict, started: float, body: bytes = b"") -> bytes:
+    return encode_frame(*_timed(header, started, body))
+
+
+def _timed(header: dict, started: float, body: bytes = b"") -> tuple:
+    header["run_ms"] = round((time.perf_counter() - started) * 1000, 3)
+    return header, body
+
+
+def _exc_message(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _send_quiet(conn: socket.socket, data: bytes) -> None:
+    with contextlib.suppress(OSError):
+        conn.sendall(data)
+
+
+def _accepts_two_args(fn: object) -> bool:
+    """False for a plain ``def handle(req)`` (OpenFaaS classic style): call it without ``context``."""
+    code = getattr(fn, "__code__", None)
+    if code is None or getattr(fn, "__self__", None) is not None:
+        return True
+    varargs = bool(code.co_flags & 0x04)
+    return varargs or code.co_argcount >= 2
+
+
+def _exit_code(status: int) -> int:
+    """Like ``os.waitstatus_to_exitcode`` (3.9+): the exit code, or -signal."""
+    if os.WIFSIGNALED(status):
+        return -os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def _frame_complete(data: bytearray) -> bool:
+    if len(data) < 4:
+        return False
+    (size,) = _LEN.unpack_from(data)
+    if len(data) < 4 + size:
+        return False
+    try:
+        body_len = int(json.loads(bytes(data[4 : 4 + size])).get("body_len", 0))
+    except (ValueError, AttributeError):
+        return False
+    return len(data) >= 4 + size + body_len
+
+
+def _drain(fd: int) -> list[bytes]:
+    """Whatever is buffered in pipe ``fd`` right now, without blocking."""
+    chunks: list[bytes] = []
+    os.set_blocking(fd, False)
+    while True:
+        try:
+            data = os.read(fd, STREAM_CHUNK)
+        except BlockingIOError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    return chunks
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def _reap_orphans() -> None:
+    """As PID 1 the agent inherits every orphaned process: collect their exit statuses."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="faasd-agent", description=__doc__.splitlines()[0])
+    parser.add_argument("--socket", default="/run/faasd-io/agent.sock")
+    parser.add_argument("--handler", required=True, help="module:function, e.g. handler:handle")
+    parser.add_argument("--code-dir", default="/function")
+    parser.add_argument("--function-name", default="")
+    parser.add_argument("--fork", action="store_true", help="fork a child per request by default")
+    parser.add_argument("--direct-socket", default="", help="receive a listening socket here (SCM_RIGHTS)")
+    parser.add_argument("--direct-timeout-s", type=float, default=0.0)
+    args = parser.parse_args(argv)
+
+    agent = Agent(args.socket, args.handler, args.code_dir, args.function_name, args.fork)
+    if args.direct_socket:
+        try:
+            listener, channel = faasd_direct.receive_listener(args.direct_socket)
+            # Connections from the daemon's gateway are served in process (not in fork mode).
+            gate = None if args.fork else agent.gate_invoke
+            agent.direct = faasd_direct.DirectServer(listener, channel, gate)
+            agent.direct_timeout_s = args.direct_timeout_s or None
+        except OSError as exc:
+            print(f"faasd agent: no direct address: {exc}", file=sys.stderr, flush=True)
+
+    def on_term(signum: int, frame: object) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    signal.signal(signal.SIGALRM, agent.on_alarm)
+    agent.load()
+    if args.fork:
+        # Zygote: move everything imported so far out of the collector's reach, so that children do not
+        # touch (and copy-on-write) those pages when the GC runs.
+        import gc
+
+        gc.collect()
+        gc.freeze()
+    agent.listen()
+    agent.ensure_spare()
+    agent.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
