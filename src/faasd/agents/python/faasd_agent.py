@@ -18,18 +18,15 @@ requests never sees an established connection.
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import hashlib
 import importlib
 import io
-import json
 import os
 import random
 import select
 import signal
 import socket
-import struct
 import sys
 import threading
 import time
@@ -40,202 +37,28 @@ if _AGENT_DIR not in sys.path:
     sys.path.insert(0, _AGENT_DIR)
 import faasd_direct  # noqa: E402  (direct function address: HTTP on a socket handed in by the host)
 import faasd_runtime  # noqa: E402  (must be importable by user code via sys.modules)
+from faasd_frames import (  # noqa: E402
+    ProtocolError,
+    encode_frame,
+    frame_complete,
+    parse_frame_bytes,
+    read_frame,
+    read_frame_fd,
+)
+from faasd_results import (  # noqa: E402
+    FrameStream,
+    InvalidResponse,
+    exc_message,
+    normalize_result,
+    user_traceback,
+)
 
 # The agent's own directory must not shadow user modules (a user module named "agent", say).
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _AGENT_DIR]
 
 PROTOCOL_VERSION = 1
-MAX_HEADER_BYTES = 1 << 20
-MAX_BODY_BYTES = 1 << 30
 STREAM_CHUNK = 64 * 1024
-LINE_FLUSH_BYTES = 8 * 1024
 CONN_IO_TIMEOUT_S = 60.0
-_LEN = struct.Struct(">I")
-
-
-# --------------------------------------------------------------------------------------- framing
-class ProtocolError(Exception):
-    pass
-
-
-def encode_frame(header: dict, body: bytes = b"") -> bytes:
-    if body:
-        header = dict(header, body_len=len(body))
-    raw = json.dumps(header, separators=(",", ":"), default=str).encode("utf-8")
-    return _LEN.pack(len(raw)) + raw + bytes(body)
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray(n)
-    view = memoryview(buf)
-    got = 0
-    while got < n:
-        k = sock.recv_into(view[got:], n - got)
-        if k == 0:
-            raise ProtocolError(f"connection closed after {got} of {n} bytes")
-        got += k
-    return bytes(buf)
-
-
-def read_frame(sock: socket.socket) -> tuple[dict, bytes]:
-    (size,) = _LEN.unpack(_recv_exact(sock, 4))
-    if size == 0 or size > MAX_HEADER_BYTES:
-        raise ProtocolError(f"bad header length {size}")
-    try:
-        header = json.loads(_recv_exact(sock, size).decode("utf-8"))
-    except ValueError as exc:
-        raise ProtocolError(f"header is not JSON: {exc}") from None
-    if not isinstance(header, dict) or not isinstance(header.get("type"), str):
-        raise ProtocolError("header must be a JSON object with a string 'type'")
-    body_len = header.get("body_len", 0)
-    if not isinstance(body_len, int) or body_len < 0 or body_len > MAX_BODY_BYTES:
-        raise ProtocolError(f"bad body_len {body_len!r}")
-    body = _recv_exact(sock, body_len) if body_len else b""
-    return header, body
-
-
-def _read_exact_fd(fd: int, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = os.read(fd, min(n - len(buf), 1 << 20))
-        if not chunk:
-            raise ProtocolError(f"pipe closed after {len(buf)} of {n} bytes")
-        buf += chunk
-    return bytes(buf)
-
-
-def _read_frame_fd(fd: int) -> tuple[dict, bytes]:
-    """One frame from a pipe (the request handed to a forked child)."""
-    (size,) = _LEN.unpack(_read_exact_fd(fd, 4))
-    header = json.loads(_read_exact_fd(fd, size).decode("utf-8"))
-    body_len = int(header.get("body_len", 0))
-    return header, _read_exact_fd(fd, body_len) if body_len else b""
-
-
-def parse_frame_bytes(data: bytes) -> tuple[dict, bytes]:
-    """Parse one complete frame held in memory (what a forked child wrote to its result pipe)."""
-    if len(data) < 4:
-        raise ProtocolError("truncated frame")
-    (size,) = _LEN.unpack_from(data)
-    header = json.loads(data[4 : 4 + size].decode("utf-8"))
-    body_len = int(header.get("body_len", 0))
-    body = data[4 + size : 4 + size + body_len]
-    if len(body) != body_len:
-        raise ProtocolError("truncated frame body")
-    return header, body
-
-
-# ------------------------------------------------------------------------- handler result -> HTTP
-class InvalidResponse(Exception):
-    pass
-
-
-def _body_bytes(value: object) -> tuple[bytes, str | None]:
-    if value is None:
-        return b"", None
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value), "application/octet-stream"
-    if isinstance(value, str):
-        return value.encode("utf-8"), "text/plain; charset=utf-8"
-    try:
-        return json.dumps(value).encode("utf-8"), "application/json"
-    except (TypeError, ValueError) as exc:
-        raise InvalidResponse(
-            f"handler returned a {type(value).__name__}, which is not bytes, str or JSON-serialisable: {exc}"
-        ) from None
-
-
-def normalize_result(value: object) -> tuple[int, list[list[str]], bytes]:
-    """Map what ``handle()`` returned to (status, header pairs, body)."""
-    status = 200
-    raw_headers: object = None
-    if isinstance(value, dict) and "statusCode" in value:
-        try:
-            status = int(value["statusCode"])
-        except (TypeError, ValueError):
-            raise InvalidResponse(f"statusCode must be an integer, got {value['statusCode']!r}") from None
-        if not 100 <= status <= 599:
-            raise InvalidResponse(f"statusCode {status} is not an HTTP status")
-        raw_headers = value.get("headers")
-        body_value = value.get("body")
-        if value.get("isBase64Encoded") and isinstance(body_value, (str, bytes)):
-            body_value = base64.b64decode(body_value)
-        body, default_type = _body_bytes(body_value)
-    else:
-        body, default_type = _body_bytes(value)
-    headers: list[list[str]] = []
-    if raw_headers is not None:
-        if not isinstance(raw_headers, dict):
-            raise InvalidResponse("'headers' must be a dict of name -> value (or list of values)")
-        for name, val in raw_headers.items():
-            for item in val if isinstance(val, (list, tuple)) else [val]:
-                headers.append([str(name), str(item)])
-    if default_type and not any(h[0].lower() == "content-type" for h in headers):
-        headers.append(["content-type", default_type])
-    return status, headers, body
-
-
-# ----------------------------------------------------------------------------- in-process capture
-class _FrameStream(io.TextIOBase):
-    """A text stream that forwards what the handler prints as ``stdout``/``stderr`` frames."""
-
-    def __init__(self, send, kind: str, lock: threading.Lock) -> None:
-        super().__init__()
-        self._send = send
-        self._kind = kind
-        self._lock = lock
-        self._buf = bytearray()
-        self.buffer = _BinaryView(self)
-
-    @property
-    def encoding(self) -> str:  # type: ignore[override]
-        return "utf-8"
-
-    @property
-    def errors(self) -> str:  # type: ignore[override]
-        return "replace"
-
-    def writable(self) -> bool:
-        return True
-
-    def isatty(self) -> bool:
-        return False
-
-    def write(self, s: str) -> int:
-        if not isinstance(s, str):
-            raise TypeError(f"write() argument must be str, not {type(s).__name__}")
-        self.write_bytes(s.encode("utf-8", "replace"))
-        return len(s)
-
-    def write_bytes(self, b: bytes) -> None:
-        with self._lock:
-            self._buf += b
-            if b"\n" in b or len(self._buf) >= LINE_FLUSH_BYTES:
-                self._flush_locked()
-
-    def flush(self) -> None:
-        with self._lock:
-            self._flush_locked()
-
-    def _flush_locked(self) -> None:
-        if self._buf:
-            data = bytes(self._buf)
-            self._buf.clear()
-            self._send(self._kind, data)
-
-
-class _BinaryView:
-    """``sys.stdout.buffer`` for code that writes bytes."""
-
-    def __init__(self, stream: _FrameStream) -> None:
-        self._stream = stream
-
-    def write(self, b: bytes) -> int:
-        self._stream.write_bytes(bytes(b))
-        return len(b)
-
-    def flush(self) -> None:
-        self._stream.flush()
 
 
 class _HandlerTimeout(BaseException):
@@ -552,16 +375,14 @@ class Agent:
                 run_started,
             )
         except InvalidResponse as exc:
-            return _timed(
-                {"type": "error", "kind": "invalid_response", "message": str(exc)}, run_started
-            )
+            return _timed({"type": "error", "kind": "invalid_response", "message": str(exc)}, run_started)
         except BaseException as exc:  # includes SystemExit from sys.exit() in the handler
             return _timed(
                 {
                     "type": "error",
                     "kind": "exception",
                     "exception": type(exc).__name__,
-                    "message": _exc_message(exc),
+                    "message": exc_message(exc),
                     "traceback": user_traceback(exc),
                 },
                 run_started,
@@ -586,8 +407,8 @@ class Agent:
         """Run one request in this process with its output going to ``send(kind, data)`` as it is
         written; returns the final frame (``encoded=False``: its header and body)."""
         lock = threading.Lock()
-        out = _FrameStream(send, "stdout", lock)
-        err = _FrameStream(send, "stderr", lock)
+        out = FrameStream(send, "stdout", lock)
+        err = FrameStream(send, "stderr", lock)
         env = header.get("env") or {}
         saved_env = {k: os.environ.get(k) for k in env}
         saved_stdio = (sys.stdout, sys.stderr)
@@ -782,7 +603,7 @@ class Agent:
                     io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="replace", line_buffering=True
                 )
                 try:
-                    header, body = _read_frame_fd(req_r)
+                    header, body = read_frame_fd(req_r)
                 except (ProtocolError, OSError):
                     os._exit(0)  # the agent went away (or discarded this spare) before a request came
                 os.close(req_r)
@@ -904,7 +725,7 @@ class Agent:
                         open_fds.discard(fd)
                     elif names[fd] == "result":
                         result += data
-                        if status is None and _frame_complete(result):
+                        if status is None and frame_complete(result):
                             early = True
                     else:
                         send(encode_frame({"type": names[fd]}, data))
@@ -970,35 +791,6 @@ class Agent:
 
 
 # ------------------------------------------------------------------------------------ utilities
-_AGENT_FILE = os.path.abspath(__file__)
-
-
-def user_traceback(exc: BaseException | None, _depth: int = 0) -> str:
-    """The traceback of ``exc`` without the agent's and importlib's own frames: what the user wrote."""
-    if exc is None:
-        return ""
-    frames = [
-        f
-        for f in traceback.extract_tb(exc.__traceback__)
-        if os.path.abspath(f.filename) != _AGENT_FILE
-        and not f.filename.startswith("<frozen ")
-        and not f.filename.endswith(os.sep + os.path.join("importlib", "__init__.py"))
-    ]
-    lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames)]
-    lines += traceback.format_exception_only(type(exc), exc)
-    text = "".join(lines)
-    if _depth < 5:
-        if exc.__cause__ is not None:
-            text = (
-                user_traceback(exc.__cause__, _depth + 1) + "\nThe above exception was the direct cause "
-                "of the following exception:\n\n" + text
-            )
-        elif exc.__context__ is not None and not exc.__suppress_context__:
-            text = (
-                user_traceback(exc.__context__, _depth + 1) + "\nDuring handling of the above exception, "
-                "another exception occurred:\n\n" + text
-            )
-    return text
 
 
 async def _await(aw: object) -> object:
@@ -1012,11 +804,6 @@ def _with_run_ms(header: dict, started: float, body: bytes = b"") -> bytes:
 def _timed(header: dict, started: float, body: bytes = b"") -> tuple:
     header["run_ms"] = round((time.perf_counter() - started) * 1000, 3)
     return header, body
-
-
-def _exc_message(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _send_quiet(conn: socket.socket, data: bytes) -> None:
@@ -1038,19 +825,6 @@ def _exit_code(status: int) -> int:
     if os.WIFSIGNALED(status):
         return -os.WTERMSIG(status)
     return os.WEXITSTATUS(status)
-
-
-def _frame_complete(data: bytearray) -> bool:
-    if len(data) < 4:
-        return False
-    (size,) = _LEN.unpack_from(data)
-    if len(data) < 4 + size:
-        return False
-    try:
-        body_len = int(json.loads(bytes(data[4 : 4 + size])).get("body_len", 0))
-    except (ValueError, AttributeError):
-        return False
-    return len(data) >= 4 + size + body_len
 
 
 def _drain(fd: int) -> list[bytes]:

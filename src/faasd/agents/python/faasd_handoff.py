@@ -29,6 +29,8 @@ import struct
 import time
 from http import HTTPStatus
 
+from faasd_frames import encode_frame
+
 MAX_FRAME_HEADER = 1 << 20
 REPORT_BATCH = 128
 """Records sent in one ``report`` at most; a batch goes out once full or :data:`REPORT_DELAY_S` old."""
@@ -41,13 +43,6 @@ OUT_RETRY_S = 0.005
 _FD_SPACE = socket.CMSG_SPACE(array.array("i").itemsize * 8)
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-
-
-def encode(header: dict, body: bytes = b"") -> bytes:
-    if body:
-        header = dict(header, body_len=len(body))
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    return struct.pack(">I", len(raw)) + raw + body
 
 
 class Channel:
@@ -106,7 +101,7 @@ class Channel:
         """Send a frame now (after the queued reports: order is kept), waiting for room if need be."""
         if self.closed:
             return False
-        data = encode(header, body)
+        data = encode_frame(header, body)
         try:
             if self._out:
                 self.sock.sendall(self._out)
@@ -167,7 +162,7 @@ class Channel:
         records, parts = self._records, self._parts
         self._records, self._parts = [], []
         if not self.closed:
-            self._out += encode({"type": "report", "records": records}, b"".join(parts))
+            self._out += encode_frame({"type": "report", "records": records}, b"".join(parts))
         self.push()
 
     def close(self) -> None:
@@ -189,7 +184,16 @@ class Gate:
     """What the daemon allows on one handed-off connection, and how its answers look (the daemon's)."""
 
     __slots__ = (
-        "deny", "drop", "fwd", "limit", "meta", "methods", "openfaas", "prefix", "query_ok", "refuse",
+        "deny",
+        "drop",
+        "fwd",
+        "limit",
+        "meta",
+        "methods",
+        "openfaas",
+        "prefix",
+        "query_ok",
+        "refuse",
     )
 
     def __init__(self, meta: dict) -> None:
