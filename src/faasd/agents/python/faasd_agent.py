@@ -24,7 +24,6 @@ import importlib
 import io
 import os
 import random
-import select
 import signal
 import socket
 import sys
@@ -37,10 +36,16 @@ if _AGENT_DIR not in sys.path:
     sys.path.insert(0, _AGENT_DIR)
 import faasd_direct  # noqa: E402  (direct function address: HTTP on a socket handed in by the host)
 import faasd_runtime  # noqa: E402  (must be importable by user code via sys.modules)
+from faasd_fork import (  # noqa: E402
+    Child,
+    kill_group,
+    supervise_child,
+    timed,
+    write_all,
+)
 from faasd_frames import (  # noqa: E402
     ProtocolError,
     encode_frame,
-    frame_complete,
     parse_frame_bytes,
     read_frame,
     read_frame_fd,
@@ -57,7 +62,6 @@ from faasd_results import (  # noqa: E402
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _AGENT_DIR]
 
 PROTOCOL_VERSION = 1
-STREAM_CHUNK = 64 * 1024
 CONN_IO_TIMEOUT_S = 60.0
 
 
@@ -66,30 +70,6 @@ class _HandlerTimeout(BaseException):
 
 
 # ----------------------------------------------------------------------------------------- agent
-class _Child:
-    """A forked request process and the parent's ends of its pipes."""
-
-    def __init__(self, pid: int, req_w: int, out_r: int, err_r: int, res_r: int) -> None:
-        self.pid = pid
-        self.req_w = req_w
-        self.out_r = out_r
-        self.err_r = err_r
-        self.res_r = res_r
-
-    def close_fds(self) -> None:
-        for fd in (self.req_w, self.out_r, self.err_r, self.res_r):
-            if fd >= 0:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        self.req_w = self.out_r = self.err_r = self.res_r = -1
-
-    def discard(self) -> None:
-        self.close_fds()  # EOF on its request pipe: it exits by itself
-        _kill_group(self.pid)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(self.pid, 0)
-
-
 def seed_prngs(seed: str | None) -> None:
     """Reseed the PRNGs of this process: ``random`` and, if the handler imported it, numpy's global
     generator. ``seed`` None: from the kernel (copies differ); a string: deterministically from it."""
@@ -124,7 +104,7 @@ class Agent:
         self._loop_pid = 0
         self._in_handler = False
         self._reap_after_response: list[int] = []
-        self._spare: _Child | None = None
+        self._spare: Child | None = None
         self.requests = 0
         self.seed: str | None = None  # set by a seeded `restored` frame (reproducible branch copy)
         self._forks = 0
@@ -199,7 +179,7 @@ class Agent:
                 conn.close()
             while self._reap_after_response:
                 pid = self._reap_after_response.pop()
-                _kill_group(pid)  # stragglers the handler left behind do not outlive the request
+                kill_group(pid)  # stragglers the handler left behind do not outlive the request
                 with contextlib.suppress(ChildProcessError):
                     os.waitpid(pid, 0)
             self.ensure_spare()
@@ -363,10 +343,10 @@ class Agent:
             value = fn()
             status, headers, out = normalize_result(value)
             header = {"type": "result", "status": status, "headers": headers}
-            return _timed(header, run_started, out)
+            return timed(header, run_started, out)
         except _HandlerTimeout:
             self._loop = None  # an interrupted event loop is not reusable; drop it
-            return _timed(
+            return timed(
                 {
                     "type": "error",
                     "kind": "timeout",
@@ -375,9 +355,9 @@ class Agent:
                 run_started,
             )
         except InvalidResponse as exc:
-            return _timed({"type": "error", "kind": "invalid_response", "message": str(exc)}, run_started)
+            return timed({"type": "error", "kind": "invalid_response", "message": str(exc)}, run_started)
         except BaseException as exc:  # includes SystemExit from sys.exit() in the handler
-            return _timed(
+            return timed(
                 {
                     "type": "error",
                     "kind": "exception",
@@ -518,7 +498,7 @@ class Agent:
             ours.close()
             while self._reap_after_response:
                 pid = self._reap_after_response.pop()
-                _kill_group(pid)
+                kill_group(pid)
                 with contextlib.suppress(ChildProcessError):
                     os.waitpid(pid, 0)
             self.ensure_spare()
@@ -539,17 +519,26 @@ class Agent:
         started = time.perf_counter()
         if child is not None:
             try:
-                _write_all(child.req_w, request)
+                write_all(child.req_w, request)
             except OSError:  # the spare died while idle: fork a fresh one
                 child.discard()
                 child = None
         if child is None:
             child = self._fork_child()
-            _write_all(child.req_w, request)
+            write_all(child.req_w, request)
         os.close(child.req_w)
         child.req_w = -1
         try:
-            self._supervise_child(conn, child.pid, started, timeout, child.out_r, child.err_r, child.res_r)
+            supervise_child(
+                conn,
+                child.pid,
+                started,
+                timeout,
+                child.out_r,
+                child.err_r,
+                child.res_r,
+                self._reap_after_response,
+            )
         finally:
             child.close_fds()
 
@@ -566,7 +555,7 @@ class Agent:
             self._spare.discard()
             self._spare = None
 
-    def _fork_child(self) -> _Child:
+    def _fork_child(self) -> Child:
         """Fork a child that waits for one request frame on a pipe, runs it and exits."""
         req_r, req_w = os.pipe()
         out_r, out_w = os.pipe()
@@ -618,11 +607,11 @@ class Agent:
                 for stream in (sys.stdout, sys.stderr):
                     with contextlib.suppress(Exception):
                         stream.flush()
-                _write_all(res_w, final)
+                write_all(res_w, final)
             except BaseException:
                 code = 70
                 with contextlib.suppress(BaseException):
-                    _write_all(
+                    write_all(
                         res_w,
                         encode_frame(
                             {
@@ -640,154 +629,7 @@ class Agent:
             os.close(fd)
         with contextlib.suppress(OSError):
             os.setpgid(pid, pid)
-        return _Child(pid, req_w, out_r, err_r, res_r)
-
-    def _supervise_child(
-        self,
-        conn: socket.socket,
-        pid: int,
-        started: float,
-        timeout: object,
-        out_r: int,
-        err_r: int,
-        res_r: int,
-    ) -> None:
-        deadline = started + float(timeout) if timeout else None  # type: ignore[arg-type]
-        broken = [False]
-
-        def send(data: bytes) -> None:
-            if not broken[0]:
-                try:
-                    conn.sendall(data)
-                except OSError:
-                    broken[0] = True
-
-        try:
-            pidfd: int | None = os.pidfd_open(pid)  # type: ignore[attr-defined]
-        except (AttributeError, OSError):
-            pidfd = None
-        poller = select.poll()
-        names = {out_r: "stdout", err_r: "stderr", res_r: "result"}
-        for fd in names:
-            poller.register(fd, select.POLLIN)
-        if pidfd is not None:
-            poller.register(pidfd, select.POLLIN)
-        # The host hanging up (it gave up on the request) shows as RDHUP on the connection.
-        conn_fd = conn.fileno()
-        poller.register(conn_fd, getattr(select, "POLLRDHUP", 0x2000) | select.POLLHUP)
-        open_fds = set(names)
-        result = bytearray()
-        status: int | None = None
-        timed_out = False
-        early = False
-        drain_until: float | None = None
-
-        def child_exited(st: int) -> None:
-            nonlocal status, drain_until
-            status = st
-            _kill_group(pid)  # stragglers the handler left behind do not outlive the request
-            drain_until = time.monotonic() + 0.2
-
-        try:
-            while True:
-                if status is not None and not open_fds:
-                    break
-                now = time.monotonic()
-                if drain_until is not None:
-                    wait = drain_until - now
-                    if wait <= 0:
-                        break
-                elif deadline is not None and not timed_out:
-                    wait = deadline - time.perf_counter()
-                    if wait <= 0:
-                        timed_out = True
-                        _kill_group(pid)
-                        continue
-                else:
-                    wait = None
-                if pidfd is None:
-                    wait = 0.01 if wait is None else min(wait, 0.01)
-                events = poller.poll(None if wait is None else max(0, int(wait * 1000) + 1))
-                for fd, _ev in events:
-                    if fd == conn_fd:
-                        poller.unregister(conn_fd)
-                        broken[0] = True
-                        _kill_group(pid)  # nobody waits for this request any more
-                        continue
-                    if fd == pidfd:
-                        poller.unregister(pidfd)
-                        _, st = os.waitpid(pid, 0)
-                        child_exited(st)
-                        continue
-                    data = os.read(fd, STREAM_CHUNK)
-                    if not data:
-                        poller.unregister(fd)
-                        open_fds.discard(fd)
-                    elif names[fd] == "result":
-                        result += data
-                        if status is None and frame_complete(result):
-                            early = True
-                    else:
-                        send(encode_frame({"type": names[fd]}, data))
-                if early:
-                    # The child wrote its whole result: answer now and reap it after the response
-                    # (its exit, i.e. tearing down its address space, is off the critical path).
-                    # Output it wrote before the result is already in the pipes.
-                    for fd in (out_r, err_r):
-                        if fd in open_fds:
-                            for data in _drain(fd):
-                                send(encode_frame({"type": names[fd]}, data))
-                    self._reap_after_response.append(pid)
-                    break
-                if pidfd is None and status is None:
-                    done, st = os.waitpid(pid, os.WNOHANG)
-                    if done:
-                        child_exited(st)
-        finally:
-            if pidfd is not None:
-                os.close(pidfd)
-            if status is None and not early:
-                _kill_group(pid)
-                _, status = os.waitpid(pid, 0)
-
-        exit_code = 0 if status is None else _exit_code(status)
-        if timed_out:
-            final = _with_run_ms(
-                {
-                    "type": "error",
-                    "kind": "timeout",
-                    "message": f"the handler did not return within {timeout} s; its process was killed",
-                },
-                started,
-            )
-        else:
-            try:
-                head, out = parse_frame_bytes(bytes(result))
-                head.pop("body_len", None)
-                head["exit_code"] = exit_code
-                final = _with_run_ms(head, started, out)
-            except (ProtocolError, ValueError):
-                if exit_code < 0:
-                    sig = -exit_code
-                    try:
-                        name = signal.Signals(sig).name
-                    except ValueError:
-                        name = str(sig)
-                    how = f"was killed by signal {name}"
-                    if sig == signal.SIGKILL:
-                        how += " (possibly out of memory)"
-                else:
-                    how = f"exited with code {exit_code}"
-                final = _with_run_ms(
-                    {
-                        "type": "error",
-                        "kind": "crash",
-                        "exit_code": exit_code,
-                        "message": f"the function process {how} before returning a result",
-                    },
-                    started,
-                )
-        send(final)
+        return Child(pid, req_w, out_r, err_r, res_r)
 
 
 # ------------------------------------------------------------------------------------ utilities
@@ -795,15 +637,6 @@ class Agent:
 
 async def _await(aw: object) -> object:
     return await aw  # type: ignore[misc]
-
-
-def _with_run_ms(header: dict, started: float, body: bytes = b"") -> bytes:
-    return encode_frame(*_timed(header, started, body))
-
-
-def _timed(header: dict, started: float, body: bytes = b"") -> tuple:
-    header["run_ms"] = round((time.perf_counter() - started) * 1000, 3)
-    return header, body
 
 
 def _send_quiet(conn: socket.socket, data: bytes) -> None:
@@ -818,40 +651,6 @@ def _accepts_two_args(fn: object) -> bool:
         return True
     varargs = bool(code.co_flags & 0x04)
     return varargs or code.co_argcount >= 2
-
-
-def _exit_code(status: int) -> int:
-    """Like ``os.waitstatus_to_exitcode`` (3.9+): the exit code, or -signal."""
-    if os.WIFSIGNALED(status):
-        return -os.WTERMSIG(status)
-    return os.WEXITSTATUS(status)
-
-
-def _drain(fd: int) -> list[bytes]:
-    """Whatever is buffered in pipe ``fd`` right now, without blocking."""
-    chunks: list[bytes] = []
-    os.set_blocking(fd, False)
-    while True:
-        try:
-            data = os.read(fd, STREAM_CHUNK)
-        except BlockingIOError:
-            break
-        if not data:
-            break
-        chunks.append(data)
-    return chunks
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
-
-
-def _kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
 
 
 def _reap_orphans() -> None:
