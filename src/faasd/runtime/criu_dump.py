@@ -40,6 +40,7 @@ from faasd.runtime.runc_state import labels
 DUMP_LOG = "dump.log"
 POST_DUMP_SCRIPT = Path(__file__).with_name("criu-post-dump.sh")
 POST_DUMP_ENV = "FAASD_POST_DUMP"
+POST_DUMP_TIMEOUT_ENV = "FAASD_POST_DUMP_TIMEOUT"
 
 
 def can_call_back() -> bool:
@@ -209,10 +210,12 @@ async def dump(
         hook.answer(True)
 
     argv += ["--action-script", str(POST_DUMP_SCRIPT)]
+    wait_s = max(1, int(timeout_s))  # the script's bound on faasd's answer (faasd gone: the dump fails)
     try:
         await criu_cli.run(
             argv, what="criu dump", timeout_s=timeout_s, during=converse,
-            env={**os.environ, POST_DUMP_ENV: str(work_path)}, stdin=devnull, stdout=devnull, stderr=devnull,
+            env={**os.environ, POST_DUMP_ENV: str(work_path), POST_DUMP_TIMEOUT_ENV: str(wait_s)},
+            stdin=devnull, stdout=devnull, stderr=devnull,
         )
     except RuntimeFailure:
         if failure:

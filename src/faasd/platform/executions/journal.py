@@ -58,7 +58,9 @@ class _InsertPlan:
         order = compiled.positiontup
         if not compiled.positional or order is None or not set(order) <= set(keys):
             return None  # named parameters, or columns the rows lack (Core fills in defaults)
-        procs = [(name, compiled.binds[name].type._cached_bind_processor(dialect)) for name in order]
+        # each column's processor as the dialect applies it (what Core's execution runs per row)
+        types = {name: compiled.binds[name].type.dialect_impl(dialect) for name in order}
+        procs = [(name, types[name].bind_processor(dialect)) for name in order]
         return cls(compiled.string, procs)
 
     def params(self, row: dict[str, Any]) -> tuple[Any, ...]:
