@@ -199,7 +199,7 @@ class WarmPool:
             self._changed()
         if closed:
             try:
-                await _close_quietly(worker)
+                await close_quietly(worker)
             finally:
                 async with self._cond:
                     self._late_closes -= 1
@@ -232,15 +232,15 @@ class WarmPool:
                 self._notify_all()
             self._changed()
         if drained:
-            await _close_quietly(slot.worker)
+            await close_quietly(slot.worker)
             return
         if to_close is not None:
             log.info(
                 "worker %s of %s discarded (broken: crashed, timed out or unusable)",
-                getattr(to_close, "id", "?"),
+                to_close.id,
                 self.name,
             )
-            await _close_quietly(to_close)
+            await close_quietly(to_close)
             if not self._closed:
                 self._spawn(self.ensure_min())
 
@@ -348,7 +348,7 @@ class WarmPool:
                 self._changed()
             try:
                 for w in to_close:
-                    await _close_quietly(w)
+                    await close_quietly(w)
             finally:
                 if to_close:
                     async with self._cond:
@@ -377,7 +377,7 @@ class WarmPool:
             if victims:
                 self._changed()
         for v in victims:
-            await _close_quietly(v.worker)
+            await close_quietly(v.worker)
         return len(victims)
 
     async def _trim_to(self, target: int) -> int:
@@ -395,7 +395,7 @@ class WarmPool:
             if victims:
                 self._changed()
         for v in victims:
-            await _close_quietly(v.worker)
+            await close_quietly(v.worker)
         return len(victims)
 
     async def scale(
@@ -480,7 +480,7 @@ class WarmPool:
         for t in list(self._bg):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        await asyncio.gather(*(_close_quietly(s.worker) for s in slots))
+        await asyncio.gather(*(close_quietly(s.worker) for s in slots))
         # a start in flight when the pool closed ends by closing its worker: wait for that, so that no
         # sandbox outlives its pool (the caller may check for leftovers, or the daemon exit, right after)
         async with self._cond:
@@ -496,8 +496,9 @@ builtin_max = max
 builtin_min = min
 
 
-async def _close_quietly(worker: PoolWorker) -> None:
+async def close_quietly(worker: PoolWorker) -> None:
+    """Close ``worker``; a failure is logged, not raised (the caller is tidying up)."""
     try:
         await worker.close()
     except Exception:
-        log.exception("closing worker %s failed", getattr(worker, "id", "?"))
+        log.exception("closing worker %s failed", worker.id)

@@ -16,7 +16,7 @@ from faasd.platform.addresses import DirectAddresses
 from faasd.platform.functions import isolation_of, network_of
 from faasd.platform.metrics import Metrics
 from faasd.platform.pool_models import Lease, PoolConfig
-from faasd.platform.pools import WarmPool
+from faasd.platform.pools import WarmPool, close_quietly
 from faasd.platform.secrets import SecretService
 from faasd.platform.worker_protocol import PoolWorker, WorkerConfig, WorkerFactory
 from faasd.state import Function
@@ -113,9 +113,7 @@ class _Ephemeral:
     def close_later(self, worker: PoolWorker) -> None:
         async def close() -> None:
             try:
-                await worker.close()
-            except Exception:
-                log.exception("closing ephemeral worker %s failed", getattr(worker, "id", "?"))
+                await close_quietly(worker)
             finally:
                 self.running -= 1
 

@@ -45,10 +45,10 @@ class Database:
         parsed = make_url(self.url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         kwargs: dict[str, Any] = {"echo": echo, "future": True}
+        db_path = parsed.database if self.is_sqlite and parsed.database != ":memory:" else None
         if self.is_sqlite:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
-            db_path = parsed.database
-            if db_path and db_path != ":memory:":
+            if db_path:
                 Path(db_path).parent.mkdir(parents=True, exist_ok=True)
                 if not Path(db_path).exists():
                     # Created with 0600: secrets and key hashes live here.
@@ -60,8 +60,7 @@ class Database:
         self._checkpointer: Checkpointer | None = None
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
-            db_path = parsed.database
-            if background_checkpoint and db_path and db_path != ":memory:":
+            if background_checkpoint and db_path:
                 event.listen(self.engine, "connect", _no_autocheckpoint)
                 self._checkpointer = Checkpointer(db_path)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
