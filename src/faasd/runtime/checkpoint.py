@@ -217,6 +217,8 @@ async def checkpoint(
             if "frozen_us" in stats:
                 timings["criu_frozen"] = stats["frozen_us"] / 1000
                 timings["frozen"] = (stats.get("freezing_us", 0) + stats["frozen_us"]) / 1000
+            else:  # no statistics from CRIU: its whole run bounds how long the tasks stood still
+                timings["frozen"] = (t2 - t1) * 1000
         else:
             timings["dump"] = (t2 - t1) * 1000
             await asyncio.to_thread(copy_upper, upper, upper_dir)

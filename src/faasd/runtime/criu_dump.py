@@ -55,7 +55,6 @@ class _PostDump:
     neither side's open ever waits for the other; closing ``go`` ends a waiting script's read)."""
 
     def __init__(self, work: Path) -> None:
-        self.dir = work
         os.mkfifo(work / "ready", 0o600)
         os.mkfifo(work / "go", 0o600)
         self.ready_fd = os.open(work / "ready", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -197,10 +196,12 @@ async def dump(
         return
     hook = _PostDump(work_path)
     failure: list[BaseException] = []
+    called: list[bool] = []
 
     async def converse(proc: asyncio.subprocess.Process) -> None:
         if not await hook.wait(proc):
             return  # CRIU ended before its post-dump action: its exit status tells
+        called.append(True)
         try:
             await while_frozen()
         except BaseException as exc:
@@ -225,3 +226,7 @@ async def dump(
         hook.close()
     if failure:
         raise failure[0]
+    if not called:  # the caller's copy never ran: the capture would lack it
+        raise RuntimeFailure(
+            f"criu dump finished without its post-dump call-back (see {work_path / DUMP_LOG})"
+        )
