@@ -3,7 +3,6 @@ action) to copy the sandbox's files while it is still stopped (``faasd.runtime.c
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +13,7 @@ from faasd.runtime import Sandbox, SandboxManager, SandboxSpec, cgroups
 from faasd.runtime import checkpoint as checkpoint_module
 from faasd.runtime.checkpoint import SnapshotDirs, checkpoint, restore
 from faasd.runtime.checkpointable import checkpoint_source
-from fixtures.counter import read_count
+from fixtures.counter import count_above, read_count
 
 pytestmark = [
     pytest.mark.integration,
@@ -31,16 +30,6 @@ FILES = (
     "        os.symlink(str(i), tmp)\n        os.replace(tmp, '/run/faasd-io/n')\n    except OSError:\n"
     "        pass\n    time.sleep(0.002)\n"
 )
-
-
-async def _count_above(sb: Sandbox, n: int) -> int:
-    """Waits (up to ~10 s) until the program in ``sb`` counts past ``n``."""
-    for _ in range(500):
-        got = await read_count(sb.io_dir)
-        if got > n:
-            return got
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"{sb.id} stopped counting at {n}")
 
 
 def _numbers(d: Path) -> list[int]:
@@ -60,7 +49,7 @@ async def test_files_and_memory_are_captured_at_the_same_instant(
     copy: Sandbox | None = None
     try:
         await sb.start()
-        await _count_above(sb, 20)
+        await count_above(sb.io_dir, 20)
         cp = await checkpoint(sb, tmp_path / "cp")
         assert cp.dumped_by == "criu"
         # CRIU stopped the tasks (faasd did not freeze them) and measured how long they stood still
@@ -74,7 +63,7 @@ async def test_files_and_memory_are_captured_at_the_same_instant(
         )
         r = await restore(manager, dirs, sid + "-c", notify_agent=False)
         copy = r.sandbox
-        await _count_above(copy, len(files) + 3)
+        await count_above(copy.io_dir, len(files) + 3)
         # the copy's memory held the count of the last file captured: its first new file is the next one
         assert _numbers(_upper(copy) / "files")[0] == len(files) + 1
     finally:
@@ -107,7 +96,7 @@ async def test_a_failed_copy_fails_the_dump_and_the_sandbox_runs_on(
         assert (await sb.state())["status"] == "running"
         freezer = cgroups.controller_dir(sb.id, "freezer")
         assert freezer is not None and (freezer / "freezer.state").read_text().strip() == "THAWED"
-        await _count_above(sb, await read_count(sb.io_dir) + 3)  # CRIU resumed it
+        await count_above(sb.io_dir, await read_count(sb.io_dir) + 3)  # CRIU resumed it
     finally:
         await sb.destroy()
     assert leaks_of(sid) == []

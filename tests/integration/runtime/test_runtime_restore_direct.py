@@ -18,7 +18,7 @@ from faasd.errors import RuntimeFailure
 from faasd.runtime import Sandbox, SandboxManager, SandboxSpec, cgroups, ksm
 from faasd.runtime.checkpoint import Checkpoint, SnapshotDirs, checkpoint, restore
 from faasd.runtime.runc_state import RUNC_STATE_NAME
-from fixtures.counter import COUNTER, read_count
+from fixtures.counter import COUNTER, count_above, read_count
 
 pytestmark = [
     pytest.mark.integration,
@@ -32,12 +32,7 @@ async def _counting_on(sb: Sandbox, at_least: int) -> int:
     """The restored program keeps counting from its dumped memory (not from 1)."""
     first = await read_count(sb.io_dir)
     assert first >= at_least
-    for _ in range(250):
-        n = await read_count(sb.io_dir)
-        if n > first:
-            return n
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"the restored program stopped at {first}")
+    return await count_above(sb.io_dir, first, tries=250)
 
 
 def _dirs(cp: Checkpoint, sb: Sandbox) -> SnapshotDirs:
