@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from faasd.errors import CapacityError, InvalidInputError, NotFoundError
 from faasd.platform.pool_models import Lease, PoolConfig, PoolStats, Slot
-from faasd.platform.worker_protocol import PoolWorker
+from faasd.platform.worker_protocol import PoolWorker, close_quietly
 
 log = logging.getLogger(__name__)
 CLOSE_WAIT_FOR_STARTS_S = 120.0
@@ -494,11 +494,3 @@ class WarmPool:
 
 builtin_max = max
 builtin_min = min
-
-
-async def close_quietly(worker: PoolWorker) -> None:
-    """Close ``worker``; a failure is logged, not raised (the caller is tidying up)."""
-    try:
-        await worker.close()
-    except Exception:
-        log.exception("closing worker %s failed", worker.id)

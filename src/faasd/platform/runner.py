@@ -16,9 +16,9 @@ from faasd.platform.addresses import DirectAddresses
 from faasd.platform.functions import isolation_of, network_of
 from faasd.platform.metrics import Metrics
 from faasd.platform.pool_models import Lease, PoolConfig
-from faasd.platform.pools import WarmPool, close_quietly
+from faasd.platform.pools import WarmPool
 from faasd.platform.secrets import SecretService
-from faasd.platform.worker_protocol import PoolWorker, WorkerConfig, WorkerFactory
+from faasd.platform.worker_protocol import PoolWorker, WorkerConfig, WorkerFactory, close_quietly
 from faasd.state import Function
 
 log = logging.getLogger(__name__)

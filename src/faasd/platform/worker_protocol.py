@@ -9,6 +9,7 @@ request and answers with the runtime's result (the platform → runtime seam, se
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from typing import Protocol, runtime_checkable
 
 from faasd.runtime.agent_client import InvokeEvent, InvokeRequest, InvokeResult
 from faasd.runtime.models import Limits
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -87,3 +90,11 @@ class WorkerFactory(Protocol):
     async def cleanup_orphans(self) -> list[str]:
         """Remove sandboxes left by a previous (crashed) daemon; returns their ids."""
         ...
+
+
+async def close_quietly(worker: PoolWorker) -> None:
+    """Close ``worker``; a failure is logged, not raised (the caller is tidying up)."""
+    try:
+        await worker.close()
+    except Exception:
+        log.exception("closing worker %s failed", worker.id)
