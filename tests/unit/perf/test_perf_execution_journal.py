@@ -365,7 +365,9 @@ async def test_the_compiled_insert_stores_what_core_stores(plat: Platform) -> No
     await plat.close()
 
 
-async def test_rows_without_a_column_go_through_core(plat: Platform) -> None:
+async def test_rows_without_a_column_go_through_core(
+    plat: Platform, caplog: pytest.LogCaptureFixture
+) -> None:
     """A batch whose later row lacks a column of the first one is handed to Core, which refuses it as it
     always did (the batch is kept for a retry), instead of failing inside the compiled path."""
     await _deploy(plat)
@@ -377,5 +379,7 @@ async def test_rows_without_a_column_go_through_core(plat: Platform) -> None:
     journal.done(second, "hello")
     assert not journal.flush()
     assert journal.pending == 2
+    # Core's own refusal (a KeyError from the compiled path would be logged instead)
+    assert "A value is required for bind parameter 'stdout'" in caplog.text
     journal._ops.clear()
     await plat.close()
