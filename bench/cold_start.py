@@ -76,27 +76,33 @@ def _raw_bundle(bundle: Path, rootfs: Path) -> None:
     (bundle / "config.json").write_text(json.dumps(config))
 
 
-def bench_raw(n: int, rootfs: Path, work: Path) -> list[float]:
+def _raw_bundle_once(bundle: Path, rootfs: Path) -> None:
+    if not (bundle / "config.json").exists():
+        _raw_bundle(bundle, rootfs)
+
+
+def raw_run_once(rootfs: Path, work: Path) -> float:
+    """One ``runc run`` + ``runc delete`` of the bare bundle, in ms."""
     root = work / "raw-runc-root"
     bundle = work / "raw-bundle"
-    _raw_bundle(bundle, rootfs)
-    out = []
-    for i in range(n):
-        cid = f"fd-bench-raw-{uuid.uuid4().hex[:8]}-{i}"
-        t0 = time.perf_counter()
-        res = subprocess.run(
-            ["runc", "--root", str(root), "run", "--bundle", str(bundle), cid],
-            capture_output=True,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-        subprocess.run(
-            ["runc", "--root", str(root), "delete", "--force", cid], capture_output=True, check=False
-        )
-        out.append((time.perf_counter() - t0) * 1000)
-        if res.stdout.strip() != b"hello":
-            raise SystemExit(f"raw runc run failed: {res.stdout!r} {res.stderr!r}")
-    return out
+    _raw_bundle_once(bundle, rootfs)
+    cid = f"fd-bench-raw-{uuid.uuid4().hex[:10]}"
+    t0 = time.perf_counter()
+    res = subprocess.run(
+        ["runc", "--root", str(root), "run", "--bundle", str(bundle), cid],
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    subprocess.run(["runc", "--root", str(root), "delete", "--force", cid], capture_output=True, check=False)
+    ms = (time.perf_counter() - t0) * 1000
+    if res.stdout.strip() != b"hello":
+        raise SystemExit(f"raw runc run failed: {res.stdout!r} {res.stderr!r}")
+    return ms
+
+
+def bench_raw(n: int, rootfs: Path, work: Path) -> list[float]:
+    return [raw_run_once(rootfs, work) for _ in range(n)]
 
 
 async def bench_loop(n: int, rootfs: Path, settings: Settings) -> list[float]:
@@ -118,16 +124,32 @@ async def bench_loop(n: int, rootfs: Path, settings: Settings) -> list[float]:
     return out
 
 
-async def bench_faasd(n: int, rootfs: Path, settings: Settings) -> tuple[list[float], dict[str, list[float]]]:
+async def bench_faasd(
+    n: int, rootfs: Path, settings: Settings, work: Path
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Per round, one each, interleaved: raw ``runc run``; ``SandboxManager.run`` (teardown awaited);
+    ``SandboxManager.run(background_teardown=True)`` (what the execute API uses: answers once the program
+    has exited and its output is in), whose teardown is then awaited apart (``settle``) and timed, not
+    counted in the run. Then the phases of ``create``/``start``/``wait``/``destroy`` separately."""
     manager = SandboxManager(settings)
-    totals = []
-    for _ in range(n):
+    totals: dict[str, list[float]] = {"raw": [], "faasd": [], "faasd_background": [], "teardown_after": []}
+
+    async def run(background: bool) -> float:
         spec = SandboxSpec(id=f"fd-bench-{uuid.uuid4().hex[:10]}", lowers=[rootfs], args=HELLO)
         t0 = time.perf_counter()
-        res = await manager.run(spec, timeout_s=30)
-        totals.append((time.perf_counter() - t0) * 1000)
+        res = await manager.run(spec, timeout_s=30, background_teardown=background)
+        ms = (time.perf_counter() - t0) * 1000
         if res.exit_code != 0 or res.stdout.strip() != b"hello":
             raise SystemExit(f"faasd run failed: {res}")
+        return ms
+
+    for _ in range(n):
+        totals["raw"].append(raw_run_once(rootfs, work))
+        totals["faasd"].append(await run(False))
+        totals["faasd_background"].append(await run(True))
+        t0 = time.perf_counter()
+        await manager.settle()
+        totals["teardown_after"].append((time.perf_counter() - t0) * 1000)
     phases: dict[str, list[float]] = {"create": [], "start": [], "wait": [], "destroy": []}
     for _ in range(n):
         spec = SandboxSpec(id=f"fd-bench-{uuid.uuid4().hex[:10]}", lowers=[rootfs], args=HELLO)
@@ -291,16 +313,17 @@ def main() -> None:
     settings = Settings(data_dir=work / "data", run_dir=work / "run", cache_dir=work / "cache")
     try:
         # warm-up (page cache, imports), not counted
-        bench_raw(2, args.rootfs, work / "warm")
-        asyncio.run(bench_faasd(2, args.rootfs, settings))
-        raw = bench_raw(args.n, args.rootfs, work)
-        faasd_ms, phases = asyncio.run(bench_faasd(args.n, args.rootfs, settings))
+        asyncio.run(bench_faasd(2, args.rootfs, settings, work / "warm"))
+        totals, phases = asyncio.run(bench_faasd(args.n, args.rootfs, settings, work))
+        raw, faasd_ms = totals["raw"], totals["faasd"]
         loop_ms = asyncio.run(bench_loop(args.n, args.rootfs, settings))
     finally:
         subprocess.run(["umount", "-R", "-l", str(work)], capture_output=True, check=False)
         shutil.rmtree(work, ignore_errors=True)
     rows: dict[str, dict[str, float]] = {
         "faasd SandboxManager.run": _stats(faasd_ms),
+        "faasd run, background teardown": _stats(totals["faasd_background"]),
+        "  its teardown, after the answer": _stats(totals["teardown_after"]),
         "raw runc run": _stats(raw),
         "faasd run, disk_backend=loop": _stats(loop_ms),
     }
@@ -309,6 +332,9 @@ def main() -> None:
     ratio = {
         "p50": rows["faasd SandboxManager.run"]["p50"] / rows["raw runc run"]["p50"],
         "mean": rows["faasd SandboxManager.run"]["mean"] / rows["raw runc run"]["mean"],
+        "p50_background_teardown": (
+            rows["faasd run, background teardown"]["p50"] / rows["raw runc run"]["p50"]
+        ),
     }
     print(f"cold start of {' '.join(HELLO)!r}, n={args.n} each (ms)")
     print(f"{'':34} {'p50':>8} {'p90':>8} {'mean':>8} {'min':>8} {'max':>8}")
@@ -316,7 +342,8 @@ def main() -> None:
         print(
             f"{name:34} {st['p50']:8.1f} {st['p90']:8.1f} {st['mean']:8.1f} {st['min']:8.1f} {st['max']:8.1f}"
         )
-    print(f"ratio faasd/raw: p50 {ratio['p50']:.2f}x, mean {ratio['mean']:.2f}x")
+    print(f"ratio faasd/raw: p50 {ratio['p50']:.2f}x, mean {ratio['mean']:.2f}x; "
+          f"background teardown p50 {ratio['p50_background_teardown']:.2f}x")
     result: dict[str, Any] = {
         "benchmark": "cold_start",
         "command": HELLO,
@@ -326,7 +353,7 @@ def main() -> None:
         "runc": subprocess.run(["runc", "--version"], capture_output=True, text=True).stdout.splitlines()[0],
         "ms": rows,
         "ratio_faasd_over_raw": ratio,
-        "samples_ms": {"faasd": faasd_ms, "raw": raw, "faasd_loop": loop_ms},
+        "samples_ms": {**totals, "faasd_loop": loop_ms},
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -40,6 +40,8 @@ def _cold_rows(doc: dict[str, Any]) -> list[Row]:
     return [
         Row("cold start python print, SandboxManager.run p50", ms["faasd SandboxManager.run"]["p50"],
             ms["raw runc run"]["p50"], "ms", "runc run"),
+        Row("cold start python print, SandboxManager.run p50, background teardown (execute API)",
+            ms["faasd run, background teardown"]["p50"], ms["raw runc run"]["p50"], "ms", "runc run"),
     ]
 
 

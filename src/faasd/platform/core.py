@@ -259,6 +259,8 @@ class Platform:
         if self.instances is not None:
             await self.instances.close()
         await self.runner.close()
+        if self.execute is not None:
+            await self.execute.close()
         if self.addresses is not None:
             await self.addresses.close()
         if self.snapshots is not None:

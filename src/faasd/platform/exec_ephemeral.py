@@ -46,7 +46,11 @@ class SandboxRunner(Protocol):
         timeout_s: float | None = None,
         *,
         output_limit: int = ...,
+        background_teardown: bool = ...,
     ) -> RunResult: ...
+
+    async def settle(self) -> None:
+        """Wait for the teardowns ``run(..., background_teardown=True)`` left running."""
 
 
 class ExecuteRequest(BaseModel):
@@ -117,6 +121,10 @@ class ExecuteService:
         """How an image reference becomes an image (the platform's ``resolve_image``, which pulls a missing
         image when a registry is configured); default: the store."""
 
+    async def close(self) -> None:
+        """Wait until the sandboxes of finished executions are torn down."""
+        await self.sandboxes.settle()
+
     async def execute(
         self,
         req: ExecuteRequest,
@@ -156,8 +164,8 @@ class ExecuteService:
         )
         try:
             data = stdin if stdin is not None else (req.stdin or "").encode()
-            result = await self.sandboxes.run(
-                spec, stdin=data, timeout_s=timeout_s, output_limit=MAX_OUTPUT_BYTES
+            result = await self.sandboxes.run(  # answers before the sandbox is torn down; close() waits
+                spec, stdin=data, timeout_s=timeout_s, output_limit=MAX_OUTPUT_BYTES, background_teardown=True
             )
         except RuntimeFailure as exc:
             bad = _BAD_COMMAND_RE.search(exc.message)

@@ -165,6 +165,7 @@ async def sandbox_manager(settings: Settings) -> AsyncIterator[SandboxManager]:
     try:
         yield m
     finally:
+        await m.settle()  # teardowns run() left in the background
         for sb in list(m._sandboxes.values()):
             try:
                 await sb.destroy()

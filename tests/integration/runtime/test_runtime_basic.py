@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from faasd.errors import ConflictError
+from faasd.errors import ConflictError, RuntimeFailure
 from faasd.runtime import SandboxManager, SandboxSpec
 
 pytestmark = pytest.mark.integration
@@ -34,6 +34,29 @@ async def test_exit_code_and_stdio(
     assert res.stdout == b"out\npiped-in"
     assert res.stderr == b"err\n"
     assert not res.oom_killed and not res.timed_out
+    no_leaks()
+
+
+async def test_run_answers_before_a_background_teardown(
+    manager: SandboxManager, make_spec: Spec, sid: str, no_leaks: Callable[[], None]
+) -> None:
+    res = await manager.run(
+        make_spec("python3", "-c", "print('done')"), timeout_s=20, background_teardown=True
+    )
+    assert res.exit_code == 0 and res.stdout == b"done\n"
+    # answered with the sandbox still there: its teardown is a task of the manager's
+    assert manager.get(sid) is not None
+    await manager.settle()
+    assert manager.get(sid) is None
+    no_leaks()
+
+
+async def test_a_failed_run_tears_down_before_its_error_even_in_background(
+    manager: SandboxManager, make_spec: Spec, sid: str, no_leaks: Callable[[], None]
+) -> None:
+    with pytest.raises(RuntimeFailure):
+        await manager.run(make_spec("/no/such/program"), timeout_s=20, background_teardown=True)
+    assert manager.get(sid) is None  # not left to settle()
     no_leaks()
 
 

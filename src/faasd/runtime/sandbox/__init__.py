@@ -9,6 +9,8 @@
     await sb.destroy()                       # idempotent
 
     result = await manager.run(spec, stdin=b"", timeout_s=5)   # all of the above in one call
+    result = await manager.run(spec, background_teardown=True)  # answers before the teardown...
+    await manager.settle()                                      # ...which this waits for
 
 Bundle layout (``run_dir/sandboxes/<id>/``): ``config.json``, ``rootfs/`` (merged overlay), ``scratch/``
 (size-bounded fs with ``upper/`` and ``work/``), ``io/`` (a 1 MiB tmpfs bind-mounted read-write at

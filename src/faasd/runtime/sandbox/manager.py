@@ -40,6 +40,7 @@ class SandboxManager:
         self.sandboxes_dir = settings.sandboxes_dir
         self.runc_root = settings.runc_root
         self._sandboxes: dict[str, Sandbox] = {}
+        self._teardowns: set[asyncio.Task[None]] = set()
         with contextlib.suppress(OSError):
             reaper.enable_subreaper()
 
@@ -188,12 +189,20 @@ class SandboxManager:
         timeout_s: float | None = None,
         *,
         output_limit: int = OUTPUT_LIMIT_BYTES,
+        background_teardown: bool = False,
     ) -> RunResult:
         """Create, start, feed ``stdin``, wait (killing at ``timeout_s``, default ``limits.timeout_s``, or
         as soon as a fork fails on the pids limit: ``pids_exhausted``) and destroy. ``duration_ms`` is the
-        process's run time (start → exit)."""
+        process's run time (start → exit).
+
+        With ``background_teardown`` the result is returned as soon as the program has exited and its
+        output is in, and the sandbox is destroyed by a task of this manager: :meth:`settle` waits for
+        those (call it before the event loop ends, or they are cancelled half-way and leave their traces
+        to :meth:`cleanup_orphans`). A run that fails tears down before its error propagates, either way.
+        """
         timeout = timeout_s if timeout_s is not None else spec.limits.timeout_s
         sb = await self.create(spec, output_limit=output_limit)
+        done = False
         try:
             await sb.start()
             t0 = time.monotonic()
@@ -202,7 +211,7 @@ class SandboxManager:
             feeder.cancel()
             duration_ms = ((sb.exited_at or time.monotonic()) - t0) * 1000
             seen = sb.pids_seen_at
-            return RunResult(
+            result = RunResult(
                 exit_code=status.exit_code,
                 stdout=sb.stdout(),
                 stderr=sb.stderr(),
@@ -218,8 +227,32 @@ class SandboxManager:
                 stderr_truncated=sb.stderr_truncated,
                 pids_detected_ms=round(max(0.0, seen - t0) * 1000, 3) if seen is not None else None,
             )
+            done = True
         finally:
-            await asyncio.shield(sb.destroy())
+            if not (done and background_teardown):
+                await asyncio.shield(sb.destroy())
+        if background_teardown:
+            self._destroy_later(sb)
+        return result
+
+    def _destroy_later(self, sb: Sandbox) -> None:
+        task = asyncio.ensure_future(self._destroy_logged(sb))
+        self._teardowns.add(task)
+        task.add_done_callback(self._teardowns.discard)
+
+    @staticmethod
+    async def _destroy_logged(sb: Sandbox) -> None:
+        try:
+            await sb.destroy()
+        except RuntimeFailure as exc:  # its bundle stays: cleanup_orphans finishes the job
+            log.error("background teardown of sandbox %s: %s", sb.id, exc.message)
+        except Exception:
+            log.exception("background teardown of sandbox %s failed", sb.id)
+
+    async def settle(self) -> None:
+        """Wait until every teardown :meth:`run` left in the background (``background_teardown``) is over."""
+        while self._teardowns:
+            await asyncio.gather(*self._teardowns, return_exceptions=True)
 
     @staticmethod
     async def _feed(sb: Sandbox, data: bytes) -> None:
