@@ -7,8 +7,26 @@ import contextlib
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
+class PoolGauges:
+    """A warm pool's gauges (``faasd_pool_workers`` busy/idle, ``faasd_pool_queue_depth``): label children
+    looked up once, each set only when its value changed (every acquire and release reports)."""
+
+    def __init__(self, busy: Gauge, idle: Gauge, queued: Gauge) -> None:
+        self._children = (busy, idle, queued)
+        self._last: tuple[int, int, int] | None = None
+
+    def update(self, busy: int, idle: int, queued: int) -> None:
+        values = (busy, idle, queued)
+        last = self._last
+        self._last = values
+        for i, child in enumerate(self._children):
+            if last is None or last[i] != values[i]:
+                child.set(values[i])
+
+
 class Metrics:
     def __init__(self) -> None:
+        self._pool_gauges: dict[str, PoolGauges] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.invocations = Counter(
@@ -60,7 +78,18 @@ class Metrics:
             "faasd_http_requests_total", "HTTP requests", ["method", "route", "status"], registry=r
         )
 
+    def pool_gauges(self, name: str) -> PoolGauges:
+        gauges = self._pool_gauges.get(name)
+        if gauges is None:
+            gauges = self._pool_gauges[name] = PoolGauges(
+                self.pool_workers.labels(name, "busy"),
+                self.pool_workers.labels(name, "idle"),
+                self.pool_queue.labels(name),
+            )
+        return gauges
+
     def forget_function(self, name: str) -> None:
+        self._pool_gauges.pop(name, None)
         for g, labels in (
             (self.pool_workers, [(name, "idle"), (name, "busy")]),
             (self.pool_queue, [(name,)]),

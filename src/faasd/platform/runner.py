@@ -168,9 +168,7 @@ class FunctionRunner:
 
     def _on_pool_change(self, pool: WarmPool) -> None:
         st = pool.stats()
-        self.metrics.pool_workers.labels(pool.name, "busy").set(st.busy)
-        self.metrics.pool_workers.labels(pool.name, "idle").set(st.idle)
-        self.metrics.pool_queue.labels(pool.name).set(st.queued)
+        self.metrics.pool_gauges(pool.name).update(st.busy, st.idle, st.queued)
         if pool.name in self._direct_fns:
             self._arm_direct(pool.name, st.replicas + st.starting == 0 and not pool.closed)
 

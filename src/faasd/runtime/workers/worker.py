@@ -29,7 +29,7 @@ from faasd.runtime.agent_files import init_mount
 from faasd.runtime.direct import Handover
 from faasd.runtime.gateway_channel import GatewayChannel
 from faasd.runtime.models import BindMount, ExitStatus
-from faasd.runtime.sandbox import Sandbox, SandboxManager, pids_limit_hit
+from faasd.runtime.sandbox import PIDS_POLL_S, Sandbox, SandboxManager, pids_limit_hit
 from faasd.runtime.workers.agent_mode import (
     invoke_agent,
     new_agent_client,
@@ -236,12 +236,77 @@ class Worker:
         A function that raised or crashed is *not* an exception here: the result has ``error`` set and
         status 500. After an exception check :attr:`alive`; a dead worker has already been destroyed.
         """
+        self._check_usable()
+        if self.spec.mode == "http" and request.env:
+            raise InvalidInputError(
+                "per-request environment variables are not supported for http-mode functions"
+            )
+        async with self._lock:
+            self._check_usable()
+            self.last_used_at = time.monotonic()
+            oom_before = self._oom_kills()
+            try:
+                return await self._watched_result(request)
+            except FaasdError as exc:
+                await self._after_failure(exc, oom_before)
+                raise
+            finally:
+                self.invocations += 1
+
+    async def _watched_result(self, request: InvokeRequest) -> InvokeResult:
+        """The request's result, watched like :meth:`_watching_pids` but in the calling task, with no task,
+        queue or future per request: a timer reads the pids counter every :data:`PIDS_POLL_S` and, once a
+        fork failed on the limit, cancels this task (told apart from anybody else's cancel as
+        ``asyncio.timeout`` does), which ends the request with ``pids_exhausted``."""
+        baseline = self._pids.read()
+        started = time.monotonic()
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        seen: list[float] = []
+        timer: asyncio.TimerHandle | None = None
+
+        def poll() -> None:
+            nonlocal timer
+            if self._pids.read() > baseline:
+                seen.append(time.monotonic())
+                task.cancel()
+            else:
+                timer = loop.call_later(PIDS_POLL_S, poll)
+
+        timer = loop.call_later(PIDS_POLL_S, poll)
         result: InvokeResult | None = None
-        async for event in self.invoke_stream(request):
-            if isinstance(event, InvokeResult):
-                result = event
+        try:
+            async for event in self._invoke_events(request):
+                if isinstance(event, InvokeResult):
+                    result = event
+        except asyncio.CancelledError:
+            if seen and task.uncancel() == 0:  # ours alone: the limit was hit
+                raise await self._pids_exhausted(seen[0], started) from None
+            raise
+        except Exception as exc:
+            if self._pids.read() > baseline:
+                raise await self._pids_exhausted(time.monotonic(), started) from exc
+            raise
+        finally:
+            timer.cancel()
+        if seen:  # the limit was hit as the result came: the cancel is ours, not the caller's
+            task.uncancel()
+        if seen or self._pids.read() > baseline:
+            raise await self._pids_exhausted(seen[0] if seen else time.monotonic(), started)
         assert result is not None
         return result
+
+    async def _pids_exhausted(self, seen_at: float, started: float) -> ResourceLimitError:
+        # the fork bomb goes with its sandbox at once (SIGKILL of init ends the pid namespace); the worker
+        # is closed by the failure handling, which then need not wait for it to die
+        await self.sandbox.kill()
+        return pids_exhausted(
+            self.spec.limits.pids,
+            "the invocation",
+            worker_usable=False,
+            detected_ms=round((seen_at - started) * 1000, 3),
+        )
 
     async def invoke_stream(self, request: InvokeRequest) -> AsyncIterator[InvokeEvent]:
         """Yield :class:`StreamChunk` while the function runs, then the :class:`InvokeResult`.
@@ -299,15 +364,7 @@ class Worker:
                 queue.put_nowait((None, exc))
 
         async def exhausted(seen_at: float) -> ResourceLimitError:
-            # the fork bomb goes with its sandbox at once (SIGKILL of init ends the pid namespace); the
-            # worker is closed by the failure handling, which then need not wait for it to die
-            await self.sandbox.kill()
-            return pids_exhausted(
-                self.spec.limits.pids,
-                "the invocation",
-                worker_usable=False,
-                detected_ms=round((seen_at - started) * 1000, 3),
-            )
+            return await self._pids_exhausted(seen_at, started)
 
         producer = asyncio.ensure_future(pump())
         watcher = asyncio.ensure_future(pids_limit_hit(self._pids, baseline))
