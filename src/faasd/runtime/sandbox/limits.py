@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Protocol
 
 from faasd.errors import ResourceLimitError, pids_exhausted
-from faasd.runtime import cgroups
 from faasd.runtime.models import ExitStatus, Limits, RunResult
+
+
+class PidsReader(Protocol):
+    """How many forks failed on the sandbox's pids limit so far (``cgroups.PidsCounter``)."""
+
+    def read(self) -> int: ...
 
 
 def raise_for_limits(status: ExitStatus | RunResult, limits: Limits) -> None:
@@ -37,7 +43,7 @@ PIDS_POLL_S = 0.02
 a fork bomb is seen at most this long after the limit is hit, then killed."""
 
 
-async def pids_limit_hit(counter: cgroups.PidsCounter, baseline: int, interval: float = PIDS_POLL_S) -> float:
+async def pids_limit_hit(counter: PidsReader, baseline: int, interval: float = PIDS_POLL_S) -> float:
     """Return once the sandbox's pids counter rises above ``baseline`` (a fork failed on the pids limit):
     the ``time.monotonic()`` when that was seen. Never returns while the limit is not hit."""
     while True:

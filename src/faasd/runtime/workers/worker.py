@@ -20,7 +20,6 @@ from faasd.errors import (
     InvalidInputError,
     ResourceLimitError,
     RuntimeFailure,
-    pids_exhausted,
 )
 from faasd.runtime import cgroups
 from faasd.runtime.adopt import release
@@ -29,7 +28,7 @@ from faasd.runtime.agent_files import init_mount
 from faasd.runtime.direct import Handover
 from faasd.runtime.gateway_channel import GatewayChannel
 from faasd.runtime.models import BindMount, ExitStatus
-from faasd.runtime.sandbox import PIDS_POLL_S, Sandbox, SandboxManager, pids_limit_hit
+from faasd.runtime.sandbox import Sandbox, SandboxManager
 from faasd.runtime.workers.agent_mode import (
     invoke_agent,
     new_agent_client,
@@ -38,6 +37,7 @@ from faasd.runtime.workers.agent_mode import (
 )
 from faasd.runtime.workers.exec_mode import invoke_exec
 from faasd.runtime.workers.http_mode import invoke_http, new_http_client, wait_http_ready
+from faasd.runtime.workers.pids_watch import PidsWatch
 from faasd.runtime.workers.spec import WorkerMode, WorkerSpec
 
 if TYPE_CHECKING:  # http-mode only: imported when such a worker starts (faasd.runtime.netns_http)
@@ -129,6 +129,7 @@ class Worker:
         self._lock = asyncio.Lock()
         self._oom = cgroups.OomCounter(sandbox.id)
         self._pids = cgroups.PidsCounter(sandbox.id)
+        self._pids_watch = PidsWatch(self._pids, sandbox, spec.limits.pids)
         self._client: AgentClient | None = None
         self._http: httpx.AsyncClient | None = None
         if spec.mode in ("python", "node"):
@@ -246,67 +247,12 @@ class Worker:
             self.last_used_at = time.monotonic()
             oom_before = self._oom_kills()
             try:
-                return await self._watched_result(request)
+                return await self._pids_watch.result(self._invoke_events(request))
             except FaasdError as exc:
                 await self._after_failure(exc, oom_before)
                 raise
             finally:
                 self.invocations += 1
-
-    async def _watched_result(self, request: InvokeRequest) -> InvokeResult:
-        """The request's result, watched like :meth:`_watching_pids` but in the calling task, with no task,
-        queue or future per request: a timer reads the pids counter every :data:`PIDS_POLL_S` and, once a
-        fork failed on the limit, cancels this task (told apart from anybody else's cancel as
-        ``asyncio.timeout`` does), which ends the request with ``pids_exhausted``."""
-        baseline = self._pids.read()
-        started = time.monotonic()
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None
-        seen: list[float] = []
-        timer: asyncio.TimerHandle | None = None
-
-        def poll() -> None:
-            nonlocal timer
-            if self._pids.read() > baseline:
-                seen.append(time.monotonic())
-                task.cancel()
-            else:
-                timer = loop.call_later(PIDS_POLL_S, poll)
-
-        timer = loop.call_later(PIDS_POLL_S, poll)
-        result: InvokeResult | None = None
-        try:
-            async for event in self._invoke_events(request):
-                if isinstance(event, InvokeResult):
-                    result = event
-        except asyncio.CancelledError:
-            if seen and task.uncancel() == 0:  # ours alone: the limit was hit
-                raise await self._pids_exhausted(seen[0], started) from None
-            raise
-        except Exception as exc:
-            if self._pids.read() > baseline:
-                raise await self._pids_exhausted(time.monotonic(), started) from exc
-            raise
-        finally:
-            timer.cancel()
-        if seen:  # the limit was hit as the result came: the cancel is ours, not the caller's
-            task.uncancel()
-        if seen or self._pids.read() > baseline:
-            raise await self._pids_exhausted(seen[0] if seen else time.monotonic(), started)
-        assert result is not None
-        return result
-
-    async def _pids_exhausted(self, seen_at: float, started: float) -> ResourceLimitError:
-        # the fork bomb goes with its sandbox at once (SIGKILL of init ends the pid namespace); the worker
-        # is closed by the failure handling, which then need not wait for it to die
-        await self.sandbox.kill()
-        return pids_exhausted(
-            self.spec.limits.pids,
-            "the invocation",
-            worker_usable=False,
-            detected_ms=round((seen_at - started) * 1000, 3),
-        )
 
     async def invoke_stream(self, request: InvokeRequest) -> AsyncIterator[InvokeEvent]:
         """Yield :class:`StreamChunk` while the function runs, then the :class:`InvokeResult`.
@@ -324,7 +270,7 @@ class Worker:
             self.last_used_at = time.monotonic()
             oom_before = self._oom_kills()
             try:
-                async for event in self._watching_pids(self._invoke_events(request)):
+                async for event in self._pids_watch.stream(self._invoke_events(request)):
                     yield event
             except FaasdError as exc:
                 await self._after_failure(exc, oom_before)
@@ -343,57 +289,6 @@ class Worker:
             )
         async for event in events:
             yield event
-
-    async def _watching_pids(self, events: AsyncIterator[InvokeEvent]) -> AsyncIterator[InvokeEvent]:
-        """Pass ``events`` on, but end the request with ``pids_exhausted`` (and recycle the worker: the
-        processes it forked cannot be told apart from the agent's) as soon as a fork fails on the sandbox's
-        pids limit, or if one failed by the time the result arrives.
-
-        The request runs in a task of its own that feeds a queue, so that it keeps one task context
-        (``asyncio.timeout`` inside) while this generator races it against the pids counter."""
-        baseline = self._pids.read()
-        started = time.monotonic()
-        queue: asyncio.Queue[tuple[InvokeEvent | None, BaseException | None]] = asyncio.Queue()
-
-        async def pump() -> None:
-            try:
-                async for ev in events:
-                    queue.put_nowait((ev, None))
-                queue.put_nowait((None, None))
-            except Exception as exc:
-                queue.put_nowait((None, exc))
-
-        async def exhausted(seen_at: float) -> ResourceLimitError:
-            return await self._pids_exhausted(seen_at, started)
-
-        producer = asyncio.ensure_future(pump())
-        watcher = asyncio.ensure_future(pids_limit_hit(self._pids, baseline))
-        getter: asyncio.Future[tuple[InvokeEvent | None, BaseException | None]] | None = None
-        try:
-            while True:
-                getter = asyncio.ensure_future(queue.get())
-                done, _ = await asyncio.wait({getter, watcher}, return_when=asyncio.FIRST_COMPLETED)
-                if getter not in done:
-                    getter.cancel()
-                    raise await exhausted(watcher.result())
-                event, error = getter.result()
-                if error is not None:
-                    if self._pids.read() > baseline:
-                        raise await exhausted(time.monotonic()) from error
-                    raise error
-                if event is None:
-                    return
-                if isinstance(event, InvokeResult) and self._pids.read() > baseline:
-                    raise await exhausted(time.monotonic())  # hit and over before the next poll
-                yield event
-        finally:
-            watcher.cancel()
-            if getter is not None:
-                getter.cancel()
-            if not producer.done():
-                producer.cancel()
-                with contextlib.suppress(BaseException):
-                    await producer
 
     def _oom_kills(self) -> int:
         try:
