@@ -53,7 +53,7 @@ async def test_async_invoke_async_wait_and_stream(monkeypatch: pytest.MonkeyPatc
     async def no_sleep(delay: float) -> None:
         return None
 
-    monkeypatch.setattr("faasd.sdk.client.asyncio.sleep", no_sleep)
+    monkeypatch.setattr("faasd.sdk.async_client.asyncio.sleep", no_sleep)
 
     async def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("/invoke-async"):
