@@ -21,7 +21,6 @@ import argparse
 import contextlib
 import hashlib
 import importlib
-import io
 import os
 import random
 import signal
@@ -36,19 +35,12 @@ if _AGENT_DIR not in sys.path:
     sys.path.insert(0, _AGENT_DIR)
 import faasd_direct  # noqa: E402  (direct function address: HTTP on a socket handed in by the host)
 import faasd_runtime  # noqa: E402  (must be importable by user code via sys.modules)
-from faasd_fork import (  # noqa: E402
-    Child,
-    kill_group,
-    supervise_child,
-    timed,
-    write_all,
-)
+from faasd_fork import Zygote, timed  # noqa: E402
 from faasd_frames import (  # noqa: E402
     ProtocolError,
     encode_frame,
     parse_frame_bytes,
     read_frame,
-    read_frame_fd,
 )
 from faasd_results import (  # noqa: E402
     FrameStream,
@@ -103,11 +95,9 @@ class Agent:
         self._loop = None  # asyncio loop for async handlers, created on first use
         self._loop_pid = 0
         self._in_handler = False
-        self._reap_after_response: list[int] = []
-        self._spare: Child | None = None
         self.requests = 0
         self.seed: str | None = None  # set by a seeded `restored` frame (reproducible branch copy)
-        self._forks = 0
+        self.zygote = Zygote(self._run_in_child, self._in_child)
         self.direct: faasd_direct.DirectServer | None = None
         self.direct_timeout_s: float | None = None
 
@@ -177,11 +167,7 @@ class Agent:
         finally:
             with contextlib.suppress(OSError):
                 conn.close()
-            while self._reap_after_response:
-                pid = self._reap_after_response.pop()
-                kill_group(pid)  # stragglers the handler left behind do not outlive the request
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(pid, 0)
+            self.zygote.reap_stragglers()  # what a forked request left behind does not outlive it
             self.ensure_spare()
             if os.getpid() == 1:
                 _reap_orphans()
@@ -215,7 +201,7 @@ class Agent:
             if use_fork is None:
                 use_fork = self.fork_default
             if use_fork:
-                self.invoke_fork(conn, header, body)
+                self.zygote.invoke(conn, header, body)
             else:
                 self.invoke_inprocess(conn, header, body)
         elif kind == "restored":
@@ -259,7 +245,7 @@ class Agent:
         # branch), then let user code fix up its own state.
         seed = header.get("seed")
         self.seed = str(seed) if isinstance(seed, str) and seed else None
-        self._forks = 0
+        self.zygote.forks = 0
         seed_prngs(self.seed)
         try:
             import tempfile
@@ -270,7 +256,7 @@ class Agent:
         errors = faasd_runtime.run_after_restore_hooks()
         # A spare child forked before the snapshot would carry the old PRNG state and miss the hooks'
         # effects: replace it (serve_forever forks a new one after this response).
-        self.discard_spare()
+        self.zygote.discard_spare()
         _send_quiet(
             conn,
             encode_frame(
@@ -453,7 +439,8 @@ class Agent:
         if self.handler is None:
             return 503, [["content-type", "text/plain"]], b"the function's handler failed to load\n"
         if self.fork_default:
-            final = self._direct_fork(header, body)
+            final = self.zygote.relay(header, body)
+            self.ensure_spare()
         else:
             run = self._timed_handler(header, body, self.direct_timeout_s)
             started = time.perf_counter()
@@ -473,163 +460,31 @@ class Agent:
         message = f"{out.get('kind', 'error')}: {out.get('message', '')}\n".encode("utf-8", "replace")
         return status, [["content-type", "text/plain; charset=utf-8"]], message
 
-    def _direct_fork(self, header: dict, body: bytes) -> bytes:
-        """Fork mode: the request runs in a child as for the agent socket; its frames are collected."""
-        ours, theirs = socket.socketpair()
-        frames: list[bytes] = []
-
-        def collect() -> None:
-            with contextlib.suppress(Exception):
-                while True:
-                    h, b = read_frame(ours)
-                    if h.get("type") in ("result", "error"):
-                        frames.append(encode_frame(h, b))
-                        return
-
-        reader = threading.Thread(target=collect, daemon=True)
-        reader.start()
-        try:
-            self.invoke_fork(theirs, header, body)
-        finally:
-            with contextlib.suppress(OSError):
-                theirs.shutdown(socket.SHUT_RDWR)
-            reader.join(5.0)
-            theirs.close()
-            ours.close()
-            while self._reap_after_response:
-                pid = self._reap_after_response.pop()
-                kill_group(pid)
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(pid, 0)
-            self.ensure_spare()
-        if frames:
-            return frames[0]
-        return encode_frame({"type": "error", "kind": "crash", "message": "the request process died"})
-
     def on_alarm(self, signum: int, frame: object) -> None:
         if self._in_handler:
             raise _HandlerTimeout()
 
-    def invoke_fork(self, conn: socket.socket, header: dict, body: bytes) -> None:
-        """Run the request in a child of this preloaded process (a spare forked ahead of time if any)."""
-        timeout = header.get("timeout_s")
-        child = self._spare
-        self._spare = None
-        request = encode_frame(header, body)
-        started = time.perf_counter()
-        if child is not None:
-            try:
-                write_all(child.req_w, request)
-            except OSError:  # the spare died while idle: fork a fresh one
-                child.discard()
-                child = None
-        if child is None:
-            child = self._fork_child()
-            write_all(child.req_w, request)
-        os.close(child.req_w)
-        child.req_w = -1
-        try:
-            supervise_child(
-                conn,
-                child.pid,
-                started,
-                timeout,
-                child.out_r,
-                child.err_r,
-                child.res_r,
-                self._reap_after_response,
-            )
-        finally:
-            child.close_fds()
-
     def ensure_spare(self) -> None:
-        """Fork the next request's child now, while nobody waits (fork mode only)."""
-        if self.fork_default and self._spare is None and self.handler is not None:
-            try:
-                self._spare = self._fork_child()
-            except OSError:  # e.g. the pids limit: fork on demand instead
-                self._spare = None
+        """Fork mode: fork the next request's child now, while nobody waits."""
+        if self.fork_default and self.handler is not None:
+            self.zygote.ensure_spare()
 
-    def discard_spare(self) -> None:
-        if self._spare is not None:
-            self._spare.discard()
-            self._spare = None
+    def _run_in_child(self, header: dict, body: bytes, started: float) -> bytes:
+        """A request in a forked child (:class:`faasd_fork.Zygote`): the handler's final frame."""
 
-    def _fork_child(self) -> Child:
-        """Fork a child that waits for one request frame on a pipe, runs it and exits."""
-        req_r, req_w = os.pipe()
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        res_r, res_w = os.pipe()
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                if stream is not None:
-                    stream.flush()
-        self._forks += 1
-        pid = os.fork()
-        if pid == 0:  # ------------------------------------------------------------------ child
-            if self.seed is not None:
-                # CPython reseeds `random` from the kernel in every child; a seeded copy's n-th child
-                # gets a state derived from (seed, n) instead, so its requests repeat exactly
-                seed_prngs(f"{self.seed}:{self._forks}")
-            code = 0
-            try:
-                os.setpgid(0, 0)
-                for fd in (req_w, out_r, err_r, res_r):
-                    os.close(fd)
-                if self.listener is not None:
-                    self.listener.close()
-                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM):
-                    signal.signal(sig, signal.SIG_DFL)
-                os.dup2(out_w, 1)
-                os.dup2(err_w, 2)
-                os.close(out_w)
-                os.close(err_w)
-                sys.stdout = io.TextIOWrapper(
-                    io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="replace", line_buffering=True
-                )
-                sys.stderr = io.TextIOWrapper(
-                    io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="replace", line_buffering=True
-                )
-                try:
-                    header, body = read_frame_fd(req_r)
-                except (ProtocolError, OSError):
-                    os._exit(0)  # the agent went away (or discarded this spare) before a request came
-                os.close(req_r)
-                started = time.perf_counter()
-                os.environ.update({str(k): str(v) for k, v in (header.get("env") or {}).items()})
+        def run() -> object:
+            event, context = self._make_event(header, body)
+            return self._call_handler(event, context)
 
-                def run() -> object:
-                    event, context = self._make_event(header, body)
-                    return self._call_handler(event, context)
+        return self._final_frame(run, started)
 
-                final = self._final_frame(run, started)
-                for stream in (sys.stdout, sys.stderr):
-                    with contextlib.suppress(Exception):
-                        stream.flush()
-                write_all(res_w, final)
-            except BaseException:
-                code = 70
-                with contextlib.suppress(BaseException):
-                    write_all(
-                        res_w,
-                        encode_frame(
-                            {
-                                "type": "error",
-                                "kind": "crash",
-                                "message": "agent failure in the request process",
-                                "traceback": traceback.format_exc(),
-                            }
-                        ),
-                    )
-            finally:
-                os._exit(code)
-        # ------------------------------------------------------------------------------- parent
-        for fd in (req_r, out_w, err_w, res_w):
-            os.close(fd)
-        with contextlib.suppress(OSError):
-            os.setpgid(pid, pid)
-        return Child(pid, req_w, out_r, err_r, res_r)
+    def _in_child(self, fork_number: int) -> None:
+        if self.seed is not None:
+            # CPython reseeds `random` from the kernel in every child; a seeded copy's n-th child gets a
+            # state derived from (seed, n) instead, so its requests repeat exactly
+            seed_prngs(f"{self.seed}:{fork_number}")
+        if self.listener is not None:
+            self.listener.close()
 
 
 # ------------------------------------------------------------------------------------ utilities

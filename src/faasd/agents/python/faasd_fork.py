@@ -1,17 +1,29 @@
-"""Fork mode of the Python agent: the request process forked from the preloaded agent (the "zygote"), and
+"""Fork mode of the Python agent: the request process forked from the preloaded agent (:class:`Zygote`), and
 relaying what it writes (stdout, stderr, its result frame) back to the host, with the request's timeout.
 Standard library only (Python 3.8+)."""
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import select
 import signal
 import socket
+import sys
+import threading
 import time
+import traceback
+from collections.abc import Callable
 
-from faasd_frames import ProtocolError, encode_frame, frame_complete, parse_frame_bytes
+from faasd_frames import (
+    ProtocolError,
+    encode_frame,
+    frame_complete,
+    parse_frame_bytes,
+    read_frame,
+    read_frame_fd,
+)
 
 STREAM_CHUNK = 64 * 1024
 
@@ -231,3 +243,162 @@ def supervise_child(
                 started,
             )
     send(final)
+
+
+class Zygote:
+    """Fork mode: every request runs in a child forked from this preloaded process, which never runs a
+    request itself; the next request's child (the spare) is forked ahead of time, while nobody waits.
+
+    ``run(header, body, started)`` runs one request in the child and returns its final frame;
+    ``in_child(n)`` is called first in the ``n``-th child (reseeding, closing the parent's listener)."""
+
+    def __init__(self, run: Callable[[dict, bytes, float], bytes], in_child: Callable[[int], None]) -> None:
+        self._run = run
+        self._in_child = in_child
+        self._spare: Child | None = None
+        self.forks = 0
+        """Children forked so far (a seeded copy derives the n-th child's PRNG state from it)."""
+        self._stragglers: list[int] = []
+        """Process groups of finished requests whose processes may linger (killed after the response)."""
+
+    def invoke(self, conn: socket.socket, header: dict, body: bytes) -> None:
+        """Run the request in a child (the spare if there is one), relaying its frames to ``conn``."""
+        timeout = header.get("timeout_s")
+        child = self._spare
+        self._spare = None
+        request = encode_frame(header, body)
+        started = time.perf_counter()
+        if child is not None:
+            try:
+                write_all(child.req_w, request)
+            except OSError:  # the spare died while idle: fork a fresh one
+                child.discard()
+                child = None
+        if child is None:
+            child = self._fork()
+            write_all(child.req_w, request)
+        os.close(child.req_w)
+        child.req_w = -1
+        try:
+            supervise_child(
+                conn, child.pid, started, timeout, child.out_r, child.err_r, child.res_r, self._stragglers
+            )
+        finally:
+            child.close_fds()
+
+    def relay(self, header: dict, body: bytes) -> bytes:
+        """Run the request in a child as :meth:`invoke` does and return its final frame (output is not
+        kept: the direct address has nobody on the host following the request)."""
+        ours, theirs = socket.socketpair()
+        frames: list[bytes] = []
+
+        def collect() -> None:
+            with contextlib.suppress(Exception):
+                while True:
+                    h, b = read_frame(ours)
+                    if h.get("type") in ("result", "error"):
+                        frames.append(encode_frame(h, b))
+                        return
+
+        reader = threading.Thread(target=collect, daemon=True)
+        reader.start()
+        try:
+            self.invoke(theirs, header, body)
+        finally:
+            with contextlib.suppress(OSError):
+                theirs.shutdown(socket.SHUT_RDWR)
+            reader.join(5.0)
+            theirs.close()
+            ours.close()
+            self.reap_stragglers()
+        if frames:
+            return frames[0]
+        return encode_frame({"type": "error", "kind": "crash", "message": "the request process died"})
+
+    def reap_stragglers(self) -> None:
+        while self._stragglers:
+            pid = self._stragglers.pop()
+            kill_group(pid)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+
+    def ensure_spare(self) -> None:
+        """Fork the next request's child now (on failure, e.g. the pids limit, it is forked on demand)."""
+        if self._spare is None:
+            try:
+                self._spare = self._fork()
+            except OSError:
+                self._spare = None
+
+    def discard_spare(self) -> None:
+        if self._spare is not None:
+            self._spare.discard()
+            self._spare = None
+
+    def _fork(self) -> Child:
+        """Fork a child that waits for one request frame on a pipe, runs it and exits."""
+        req_r, req_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        res_r, res_w = os.pipe()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                if stream is not None:
+                    stream.flush()
+        self.forks += 1
+        pid = os.fork()
+        if pid == 0:
+            self._child(req_r, (req_w, out_r, err_r, res_r), out_w, err_w, res_w)  # never returns
+        for fd in (req_r, out_w, err_w, res_w):
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            os.setpgid(pid, pid)
+        return Child(pid, req_w, out_r, err_r, res_r)
+
+    def _child(self, req_r: int, parents: tuple, out_w: int, err_w: int, res_w: int) -> None:
+        code = 0
+        try:
+            self._in_child(self.forks)
+            os.setpgid(0, 0)
+            for fd in parents:
+                os.close(fd)
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM):
+                signal.signal(sig, signal.SIG_DFL)
+            os.dup2(out_w, 1)
+            os.dup2(err_w, 2)
+            os.close(out_w)
+            os.close(err_w)
+            sys.stdout = io.TextIOWrapper(
+                io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="replace", line_buffering=True
+            )
+            sys.stderr = io.TextIOWrapper(
+                io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="replace", line_buffering=True
+            )
+            try:
+                header, body = read_frame_fd(req_r)
+            except (ProtocolError, OSError):
+                os._exit(0)  # the agent went away (or discarded this spare) before a request came
+            os.close(req_r)
+            started = time.perf_counter()
+            os.environ.update({str(k): str(v) for k, v in (header.get("env") or {}).items()})
+            final = self._run(header, body, started)
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            write_all(res_w, final)
+        except BaseException:
+            code = 70
+            with contextlib.suppress(BaseException):
+                write_all(
+                    res_w,
+                    encode_frame(
+                        {
+                            "type": "error",
+                            "kind": "crash",
+                            "message": "agent failure in the request process",
+                            "traceback": traceback.format_exc(),
+                        }
+                    ),
+                )
+        finally:
+            os._exit(code)
