@@ -84,3 +84,18 @@ def test_missing_gcc_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(agent_files.shutil, "which", lambda name: None)
     with pytest.raises(RuntimeFailure, match="gcc is not installed"):
         agent_files.init_binary(settings)
+
+
+def test_the_python_agent_starts_without_what_only_errors_or_seeds_need() -> None:
+    """Every sandbox start pays for what the agent imports: OpenSSL's hashlib (seeded copies only),
+    ``typing``, ``urllib.parse`` (query parsing) and ``traceback`` (errors) are imported when first used."""
+    agent_dir = str(agent_files.agents_dir() / "python")
+    code = (
+        f"import sys; sys.path.insert(0, {agent_dir!r}); import faasd_agent; "
+        "print(','.join(m for m in ('hashlib', 'typing', 'urllib.parse', 'traceback') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [shutil.which("python3") or "python3", "-I", "-S", "-c", code], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == ""

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import importlib
 import os
 import random
@@ -28,7 +27,6 @@ import socket
 import sys
 import threading
 import time
-import traceback
 
 _AGENT_DIR = os.path.dirname(os.path.abspath(__file__))
 if _AGENT_DIR not in sys.path:
@@ -76,6 +74,8 @@ def seed_prngs(seed: str | None) -> None:
             if seed is None:
                 nprandom.seed()
             else:
+                import hashlib  # here: loading OpenSSL's libcrypto is ~2.5 ms of every sandbox start
+
                 nprandom.seed(int.from_bytes(hashlib.sha256(seed.encode()).digest()[:4], "big"))
         except Exception:
             pass
@@ -163,6 +163,8 @@ class Agent:
             self.handle_connection(conn)
         except Exception:
             # Never let one bad connection kill the agent; the host sees the connection close.
+            import traceback
+
             traceback.print_exc()
         finally:
             with contextlib.suppress(OSError):

@@ -13,7 +13,6 @@ import socket
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable
 
 from faasd_frames import (
@@ -388,6 +387,8 @@ class Zygote:
             write_all(res_w, final)
         except BaseException:
             code = 70
+            import traceback
+
             with contextlib.suppress(BaseException):
                 write_all(
                     res_w,

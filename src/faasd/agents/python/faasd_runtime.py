@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.parse
 from collections.abc import Callable
-from typing import Any
+
+TYPE_CHECKING = False  # `typing` is not imported at run time: ~2 ms of every sandbox start
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["Context", "Event", "register_after_restore", "run_after_restore_hooks"]
 
@@ -68,6 +70,8 @@ class Event:
 
     @property
     def query_params(self) -> dict[str, str]:
+        import urllib.parse  # here, not at the agent's start: ~2 ms of every sandbox start
+
         return dict(urllib.parse.parse_qsl(self.query, keep_blank_values=True))
 
     # dict-style access, for handlers written against Lambda-style dict events
