@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from faasd.errors import InvalidInputError, ResourceLimitError, RuntimeFailure
+from faasd.runtime.agent_ready import ReadySignal
 
 PROTOCOL_VERSION = 1
 MAX_HEADER_BYTES = 1 << 20
@@ -266,11 +267,13 @@ class AgentClient:
         *,
         alive: Callable[[], Awaitable[bool]] | None = None,
         describe_death: Callable[[], Awaitable[str]] | None = None,
+        signal: ReadySignal | None = None,
     ) -> dict[str, Any]:
         """Poll until the agent answers a ping; returns the pong.
 
         ``alive`` is checked between attempts so a sandbox whose process exited fails at once
-        (with ``describe_death()`` in the message) instead of after ``timeout_s``.
+        (with ``describe_death()`` in the message) instead of after ``timeout_s``. ``signal``: the agent's
+        ready FIFO, which ends the pause between two attempts as soon as the agent listens.
         """
         deadline = time.monotonic() + timeout_s
         delay = 0.001
@@ -289,7 +292,10 @@ class AgentClient:
                     f"the agent did not become ready within {timeout_s:.1f} s ({last_error}); "
                     "check that the image has the runtime the function needs"
                 )
-            await asyncio.sleep(delay)
+            if signal is not None:
+                await signal.wait(delay)
+            else:
+                await asyncio.sleep(delay)
             delay = min(delay * 2, READY_POLL_MAX_S)
 
     async def notify_restored(self, timeout_s: float = 30.0, *, seed: str | None = None) -> dict[str, Any]:

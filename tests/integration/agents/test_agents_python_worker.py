@@ -12,7 +12,9 @@ import pytest
 from faasd.config import Settings
 from faasd.errors import InvalidInputError, ResourceLimitError, RuntimeFailure
 from faasd.runtime import Limits, SandboxManager
+from faasd.runtime.agent_ready import ReadySignal
 from faasd.runtime.workers import InvokeRequest, InvokeResult, StreamChunk, WorkerSpec, start_worker
+from faasd.runtime.workers import worker as worker_module
 
 pytestmark = pytest.mark.integration
 
@@ -53,6 +55,23 @@ async def test_python_inprocess_worker(workers, python_rootfs: Path, fn_layer: P
     assert first.stdout == b"request 1\n"
     assert first.timings.init_ms == w.init_ms and first.timings.run_ms is not None
     assert w.invocations == 2
+
+
+async def test_the_python_agent_signals_when_it_listens(
+    workers, python_rootfs: Path, fn_layer: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[ReadySignal] = []
+    real = ReadySignal.create
+
+    def create(io_dir: Path, owner: tuple[int, int] | None) -> ReadySignal:
+        made.append(real(io_dir, owner))
+        return made[-1]
+
+    monkeypatch.setattr(worker_module.ReadySignal, "create", staticmethod(create))
+    w = await workers(_spec(python_rootfs, fn_layer))
+    assert len(made) == 1 and made[0].fired  # the agent wrote to the FIFO: the pause ended there
+    assert not made[0].path.exists()  # removed once the worker started
+    assert json.loads((await w.invoke(InvokeRequest(body=b"x"))).body)["n"] == 1
 
 
 async def test_python_zygote_worker_isolates_requests(workers, python_rootfs: Path, fn_layer: Path) -> None:

@@ -501,6 +501,20 @@ def _send_quiet(conn: socket.socket, data: bytes) -> None:
         conn.sendall(data)
 
 
+def signal_ready(fifo: str) -> None:
+    """Tell the host the agent listens: one byte on its ``ready`` FIFO, if it made one (PROTOCOL.md)."""
+    try:
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:  # absent, or nobody reads it (ENXIO): the host polls
+        return
+    try:
+        os.write(fd, b"r")
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def _accepts_two_args(fn: object) -> bool:
     """False for a plain ``def handle(req)`` (OpenFaaS classic style): call it without ``context``."""
     code = getattr(fn, "__code__", None)
@@ -561,6 +575,7 @@ def main(argv: list[str] | None = None) -> int:
         gc.collect()
         gc.freeze()
     agent.listen()
+    signal_ready(os.path.join(os.path.dirname(args.socket), "ready"))
     agent.ensure_spare()
     agent.serve_forever()
     return 0

@@ -16,6 +16,7 @@ from typing import Any
 from faasd.errors import InvalidInputError
 from faasd.runtime.agent_client import AgentClient, InvokeEvent, InvokeRequest, InvokeResult
 from faasd.runtime.agent_files import AGENT_SOCKET_NAME
+from faasd.runtime.agent_ready import ReadySignal
 from faasd.runtime.sandbox import Sandbox
 from faasd.runtime.workers.spec import WorkerSpec
 
@@ -41,9 +42,10 @@ async def wait_agent_ready(
     *,
     alive: Callable[[], Awaitable[bool]],
     describe_death: Callable[[], Awaitable[str]],
+    signal: ReadySignal | None = None,
 ) -> dict[str, Any]:
     """Wait for the agent's ``pong``; a handler that failed to load is :class:`InvalidInputError`."""
-    pong = await client.wait_ready(timeout_s, alive=alive, describe_death=describe_death)
+    pong = await client.wait_ready(timeout_s, alive=alive, describe_death=describe_death, signal=signal)
     if not pong.get("ready", False):
         raise InvalidInputError(
             f"the handler {pong.get('handler')!r} of function {spec.function!r} "

@@ -25,6 +25,7 @@ from faasd.runtime import cgroups
 from faasd.runtime.adopt import release
 from faasd.runtime.agent_client import AgentClient, InvokeEvent, InvokeRequest, InvokeResult
 from faasd.runtime.agent_files import init_mount
+from faasd.runtime.agent_ready import ReadySignal
 from faasd.runtime.direct import Handover
 from faasd.runtime.gateway_channel import GatewayChannel
 from faasd.runtime.models import BindMount, ExitStatus
@@ -79,17 +80,20 @@ async def start_worker(manager: SandboxManager, spec: WorkerSpec) -> Worker:
     worker: Worker | None = None
     handover: Handover | None = None
     handing: asyncio.Task[socket.socket | None] | None = None
+    ready: ReadySignal | None = None
     # The Python agent in process mode keeps the hand-over connection as its gateway channel.
     gateway = spec.mode == "python" and not spec.fork_per_request
+    user = getattr(sb, "user", None)
+    owner = (user.uid, user.gid) if user is not None else None
     try:
         if spec.direct and spec.direct_listener is not None:
-            user = getattr(sb, "user", None)
-            owner = (user.uid, user.gid) if user is not None else None
             handover = Handover(sandbox_io_dir(sb), spec.direct_listener, owner)
             handing = asyncio.create_task(handover.send(keep=gateway))
+        if spec.mode == "python":  # the Python agent writes to it once it listens (see agent_ready)
+            ready = ReadySignal.create(sandbox_io_dir(sb), owner)
         await sb.start()
         worker = Worker(spec, sb)
-        await worker._wait_ready(spec.ready_timeout_s)
+        await worker._wait_ready(spec.ready_timeout_s, ready)
         if handing is not None:
             # The agent (faasd-init for node) takes the socket before it loads the handler: done by now.
             kept = await asyncio.wait_for(asyncio.shield(handing), 5.0)
@@ -101,6 +105,8 @@ async def start_worker(manager: SandboxManager, spec: WorkerSpec) -> Worker:
             await asyncio.shield(worker.close() if worker is not None else sb.destroy())
         raise
     finally:
+        if ready is not None:
+            ready.close()
         if handing is not None and not handing.done():
             handing.cancel()
         if handover is not None:
@@ -214,10 +220,15 @@ class Worker:
         tail = (err or out)[-2000:].decode("utf-8", "replace").strip()
         return f"({how}); its output:\n{tail}" if tail else f"({how}) without output"
 
-    async def _wait_ready(self, timeout_s: float) -> None:
+    async def _wait_ready(self, timeout_s: float, signal: ReadySignal | None = None) -> None:
         if self._client is not None:
             self.pong = await wait_agent_ready(
-                self._client, self.spec, timeout_s, alive=self._alive, describe_death=self._describe_death
+                self._client,
+                self.spec,
+                timeout_s,
+                alive=self._alive,
+                describe_death=self._describe_death,
+                signal=signal,
             )
         elif self._http is not None:
             await wait_http_ready(
