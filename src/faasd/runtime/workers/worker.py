@@ -248,22 +248,8 @@ class Worker:
         A function that raised or crashed is *not* an exception here: the result has ``error`` set and
         status 500. After an exception check :attr:`alive`; a dead worker has already been destroyed.
         """
-        self._check_usable()
-        if self.spec.mode == "http" and request.env:
-            raise InvalidInputError(
-                "per-request environment variables are not supported for http-mode functions"
-            )
-        async with self._lock:
-            self._check_usable()
-            self.last_used_at = time.monotonic()
-            oom_before = self._oom_kills()
-            try:
-                return await self._pids_watch.result(self._invoke_events(request))
-            except FaasdError as exc:
-                await self._after_failure(exc, oom_before)
-                raise
-            finally:
-                self.invocations += 1
+        async with self._serving(request):
+            return await self._pids_watch.result(self._invoke_events(request))
 
     async def invoke_stream(self, request: InvokeRequest) -> AsyncIterator[InvokeEvent]:
         """Yield :class:`StreamChunk` while the function runs, then the :class:`InvokeResult`.
@@ -271,6 +257,14 @@ class Worker:
         python/node: ``stdout``/``stderr`` chunks as the function writes them; exec: its ``stderr`` once
         it ended; http: ``body`` chunks as the response arrives. Close the iterator (``aclosing``) if you
         stop early: the worker serves nothing else until then."""
+        async with self._serving(request):
+            async for event in self._pids_watch.stream(self._invoke_events(request)):
+                yield event
+
+    @contextlib.asynccontextmanager
+    async def _serving(self, request: InvokeRequest) -> AsyncIterator[None]:
+        """One request at a time on a usable worker; a failure is handled (a dead worker destroyed, an
+        OOM kill named) before it propagates."""
         self._check_usable()
         if self.spec.mode == "http" and request.env:
             raise InvalidInputError(
@@ -281,8 +275,7 @@ class Worker:
             self.last_used_at = time.monotonic()
             oom_before = self._oom_kills()
             try:
-                async for event in self._pids_watch.stream(self._invoke_events(request)):
-                    yield event
+                yield
             except FaasdError as exc:
                 await self._after_failure(exc, oom_before)
                 raise
