@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from faasd.errors import NotFoundError, RuntimeFailure
-from faasd.runtime import execfifo
+from faasd.runtime import execfifo, spawn
 from faasd.runtime.runc_args import OciCommandLine
 
 DEFAULT_CALL_TIMEOUT_S = 60.0
@@ -68,28 +68,21 @@ class OciRuntime(OciCommandLine):
         """
         self.require()
         argv = [*self.global_args(log_file), *args]
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=stdin
-            if stdin is not None
-            else (asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL),
-            stdout=stdout if stdout is not None else asyncio.subprocess.PIPE,
-            stderr=stderr if stderr is not None else asyncio.subprocess.PIPE,
-            env={**os.environ, **env} if env else None,
-        )
         try:
-            out, err = await asyncio.wait_for(proc.communicate(input), timeout_s)
+            done = await spawn.run(
+                argv,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
+                input=input,
+                env={**os.environ, **env} if env else None,
+                timeout_s=timeout_s,
+            )
         except TimeoutError as exc:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
             raise RuntimeFailure(f"{self.name} {args[0]} timed out after {timeout_s:g} s") from exc
-        except BaseException:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-            raise
-        result = CallResult(proc.returncode if proc.returncode is not None else -1, out or b"", err or b"")
+        except OSError as exc:
+            raise RuntimeFailure(f"cannot run {self.name} {args[0]}: {exc}") from exc
+        result = CallResult(done.returncode, done.stdout, done.stderr)
         if check and result.returncode != 0:
             raise self._failure(args, result, log_file)
         return result
