@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from faasd.errors import RuntimeFailure
-from faasd.runtime import cgroups
+from faasd.runtime import cgroups, spawn
 
 DESCRIPTORS_JSON = "descriptors.json"
 """runc's list of the dumped init's fds 0-2 (``pipe:[ino]``, ``/dev/null``, ...), in the CRIU image dir."""
@@ -42,23 +42,26 @@ async def run(
     what: str,
     timeout_s: float,
     details: Mapping[str, Any] | None = None,
-    during: Callable[[asyncio.subprocess.Process], Awaitable[None]] | None = None,
-    **spawn: Any,
+    during: Callable[[spawn.Spawned], Awaitable[None]] | None = None,
+    **stdio: Any,
 ) -> None:
     """Run ``argv`` (a ``criu`` command) to its end; :class:`RuntimeFailure` (with ``details``) naming
     ``what`` when it fails or outlives ``timeout_s`` (then it is killed). ``during(process)`` is awaited
-    first, under the same time limit (a conversation with the running CRIU). ``spawn``: stdio, cwd and
-    env."""
-    proc = await asyncio.create_subprocess_exec(*argv, **spawn)
+    first, under the same time limit (a conversation with the running CRIU). ``stdio``: stdin, stdout,
+    stderr, cwd and env as :func:`faasd.runtime.spawn.start` takes them (spawned with vfork: see there)."""
+    try:
+        proc = spawn.start(argv, **stdio)
+    except OSError as exc:
+        raise RuntimeFailure(f"cannot start {what}: {exc}", **(details or {})) from exc
     try:
         async with asyncio.timeout(timeout_s):
             if during is not None:
                 await during(proc)
             rc = await proc.wait()
     except BaseException as exc:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
+        proc.kill()
+        with contextlib.suppress(Exception):
+            await proc.wait()
         if isinstance(exc, TimeoutError):
             raise RuntimeFailure(f"{what} did not finish within {timeout_s:g} s", **(details or {})) from None
         raise

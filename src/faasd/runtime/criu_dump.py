@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from faasd.errors import RuntimeFailure
-from faasd.runtime import criu_cli
+from faasd.runtime import criu_cli, spawn
 from faasd.runtime.criu_cli import DESCRIPTORS_JSON
 from faasd.runtime.runc_state import labels
 
@@ -60,7 +60,7 @@ class _PostDump:
         self.ready_fd = os.open(work / "ready", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         self.go_fd = os.open(work / "go", os.O_RDWR | os.O_CLOEXEC)
 
-    async def wait(self, proc: asyncio.subprocess.Process) -> bool:
+    async def wait(self, proc: spawn.Spawned) -> bool:
         """True once the script says the tasks are stopped and dumped; False if CRIU exits first."""
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[None] = loop.create_future()
@@ -198,7 +198,7 @@ async def dump(
     failure: list[BaseException] = []
     called: list[bool] = []
 
-    async def converse(proc: asyncio.subprocess.Process) -> None:
+    async def converse(proc: spawn.Spawned) -> None:
         if not await hook.wait(proc):
             return  # CRIU ended before its post-dump action: its exit status tells
         called.append(True)

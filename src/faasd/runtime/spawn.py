@@ -30,6 +30,58 @@ class Completed:
     stderr: bytes
 
 
+class Spawned:
+    """A started helper process; :meth:`wait` may be awaited by several tasks (one reaping task)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.pid = proc.pid
+        self.stdin, self.stdout, self.stderr = proc.stdin, proc.stdout, proc.stderr
+        self._proc = proc
+        self._exit: asyncio.Task[int] | None = None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode
+
+    async def wait(self) -> int:
+        """The exit code, or ``-signal``, once the process has ended (it is reaped then)."""
+        if self._exit is None:
+            self._exit = asyncio.ensure_future(self._reap())
+        return await asyncio.shield(self._exit)
+
+    async def _reap(self) -> int:
+        ended = await reaper.wait_pid(self.pid)
+        self._proc.returncode = -ended.signal if ended.signal is not None else ended.exit_code
+        return self._proc.returncode
+
+    def kill(self) -> None:
+        if self._proc.returncode is None:
+            reaper.kill(self.pid)
+
+
+def start(
+    argv: Sequence[str],
+    *,
+    stdin: int | None = None,
+    stdout: int | None = None,
+    stderr: int | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+) -> Spawned:
+    """Start ``argv`` (vfork); ``stdin``/``stdout``/``stderr`` as :class:`subprocess.Popen` takes them
+    (fds, ``subprocess.PIPE``, ``subprocess.DEVNULL``; None: inherited). Raises OSError."""
+    return Spawned(
+        subprocess.Popen(
+            list(argv),
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+        )
+    )
+
+
 async def run(
     argv: Sequence[str],
     *,
@@ -44,12 +96,12 @@ async def run(
     captured); otherwise stdin is ``input`` (or /dev/null) and stdout/stderr are captured. Raises
     :class:`TimeoutError` after ``timeout_s`` (the process killed and reaped first), and OSError when it
     cannot be started; a cancelled run kills and reaps the process before the cancel propagates."""
-    proc = subprocess.Popen(  # vfork: see the module docstring
-        list(argv),
+    proc = start(
+        argv,
         stdin=subprocess.PIPE if input is not None else (stdin if stdin is not None else subprocess.DEVNULL),
         stdout=stdout if stdout is not None else subprocess.PIPE,
         stderr=stderr if stderr is not None else subprocess.PIPE,
-        env=dict(env) if env is not None else None,
+        env=env,
     )
     loop = asyncio.get_running_loop()
     transports: list[asyncio.BaseTransport] = []
@@ -69,18 +121,16 @@ async def run(
             await asyncio.to_thread(_feed, proc.stdin, input)
         async with asyncio.timeout(timeout_s):
             out, err = await asyncio.gather(*(_read_all(r) for r in readers))
-            ended = await reaper.wait_pid(proc.pid)
+            returncode = await proc.wait()
     except BaseException:
-        reaper.kill(proc.pid)
+        proc.kill()
         with contextlib.suppress(Exception):
-            await asyncio.shield(reaper.wait_pid(proc.pid))
-        proc.returncode = -9
+            await proc.wait()
         raise
     finally:
         for t in transports:
             t.close()
-    proc.returncode = -ended.signal if ended.signal is not None else ended.exit_code
-    return Completed(proc.returncode, out, err)
+    return Completed(returncode, out, err)
 
 
 async def _read_all(reader: asyncio.StreamReader | None) -> bytes:
