@@ -74,3 +74,11 @@ def _cmdline(pid: int) -> str:
 def test_a_missing_program_is_an_os_error(run_on: Loop) -> None:
     with pytest.raises(OSError):
         run_on(spawn.run(["/no/such/program"]))
+
+
+def test_several_tasks_may_wait_for_one_process(run_on: Loop) -> None:
+    async def go() -> list[int]:
+        proc = spawn.start(["sh", "-c", "sleep 0.1; exit 7"])
+        return list(await asyncio.gather(proc.wait(), proc.wait(), proc.wait()))
+
+    assert run_on(go()) == [7, 7, 7]  # reaped once, every waiter gets the status
