@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
+from faasd.background import Background
 from faasd.errors import CapacityError, FaasdError
 from faasd.platform.addresses import DirectAddresses
 from faasd.platform.functions import isolation_of, network_of
@@ -101,7 +102,7 @@ class _Ephemeral:
     """Workers started and not yet closed (the rest of ``inflight`` waits or starts; some of these
     already answered and are being closed)."""
     sem: asyncio.Semaphore = field(init=False)
-    closing: set[asyncio.Task[None]] = field(default_factory=set)
+    closing: Background = field(default_factory=Background)
 
     def __post_init__(self) -> None:
         self.sem = asyncio.Semaphore(self.limit)
@@ -117,15 +118,12 @@ class _Ephemeral:
             finally:
                 self.running -= 1
 
-        task = asyncio.get_running_loop().create_task(close())
-        self.closing.add(task)
-        task.add_done_callback(self.closing.discard)
+        self.closing.spawn(close())
 
     async def closed(self) -> None:
         """Wait until every worker handed to :meth:`close_later` is gone (they are never cancelled: a
         half-closed sandbox would outlive the daemon)."""
-        while self.closing:
-            await asyncio.wait(set(self.closing))
+        await self.closing.drain()
 
 
 class FunctionRunner:

@@ -5,7 +5,6 @@ process, and runc's ``descriptors.json``."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import struct
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -59,9 +58,7 @@ async def run(
                 await during(proc)
             rc = await proc.wait()
     except BaseException as exc:
-        proc.kill()
-        with contextlib.suppress(Exception):
-            await proc.wait()
+        await proc.stop()
         if isinstance(exc, TimeoutError):
             raise RuntimeFailure(f"{what} did not finish within {timeout_s:g} s", **(details or {})) from None
         raise

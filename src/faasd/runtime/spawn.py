@@ -1,4 +1,4 @@
-"""Helper processes (``runc``) spawned without copying the daemon.
+"""Helper processes (``runc``, ``criu``) spawned without copying the daemon.
 
 uvloop, which uvicorn runs the daemon on when it is installed, spawns through libuv's ``fork()``: the
 daemon's address space (~100 MB, several threads) is duplicated page table by page table and then shared
@@ -39,10 +39,6 @@ class Spawned:
         self._proc = proc
         self._exit: asyncio.Task[int] | None = None
 
-    @property
-    def returncode(self) -> int | None:
-        return self._proc.returncode
-
     async def wait(self) -> int:
         """The exit code, or ``-signal``, once the process has ended (it is reaped then)."""
         if self._exit is None:
@@ -57,6 +53,12 @@ class Spawned:
     def kill(self) -> None:
         if self._proc.returncode is None:
             reaper.kill(self.pid)
+
+    async def stop(self) -> None:
+        """Kill the process and reap it (what every failed or cancelled run does before it propagates)."""
+        self.kill()
+        with contextlib.suppress(Exception):
+            await self.wait()
 
 
 def start(
@@ -123,9 +125,7 @@ async def run(
             out, err = await asyncio.gather(*(_read_all(r) for r in readers))
             returncode = await proc.wait()
     except BaseException:
-        proc.kill()
-        with contextlib.suppress(Exception):
-            await proc.wait()
+        await proc.stop()
         raise
     finally:
         for t in transports:

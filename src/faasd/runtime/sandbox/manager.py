@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from faasd.background import Background
 from faasd.config import Settings
 from faasd.errors import ConflictError, FaasdError, InvalidInputError, RuntimeFailure
 from faasd.rootfs import OverlayRootfs
@@ -40,7 +41,7 @@ class SandboxManager:
         self.sandboxes_dir = settings.sandboxes_dir
         self.runc_root = settings.runc_root
         self._sandboxes: dict[str, Sandbox] = {}
-        self._teardowns: set[asyncio.Task[None]] = set()
+        self._teardowns = Background()
         with contextlib.suppress(OSError):
             reaper.enable_subreaper()
 
@@ -232,13 +233,8 @@ class SandboxManager:
             if not (done and background_teardown):
                 await asyncio.shield(sb.destroy())
         if background_teardown:
-            self._destroy_later(sb)
+            self._teardowns.spawn(self._destroy_logged(sb))
         return result
-
-    def _destroy_later(self, sb: Sandbox) -> None:
-        task = asyncio.ensure_future(self._destroy_logged(sb))
-        self._teardowns.add(task)
-        task.add_done_callback(self._teardowns.discard)
 
     @staticmethod
     async def _destroy_logged(sb: Sandbox) -> None:
@@ -251,8 +247,7 @@ class SandboxManager:
 
     async def settle(self) -> None:
         """Wait until every teardown :meth:`run` left in the background (``background_teardown``) is over."""
-        while self._teardowns:
-            await asyncio.gather(*self._teardowns, return_exceptions=True)
+        await self._teardowns.drain()
 
     @staticmethod
     async def _feed(sb: Sandbox, data: bytes) -> None:
