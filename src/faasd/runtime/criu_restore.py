@@ -196,8 +196,18 @@ async def restore(
         await asyncio.to_thread(cgroups.remove, container_id)
         shutil.rmtree(state_dir, ignore_errors=True)
         raise
-    await asyncio.to_thread(mounts.unmount_all_under, criu_root)
-    with contextlib.suppress(OSError):
-        criu_root.rmdir()
+    await asyncio.to_thread(_unmount_criu_root, criu_root)
     return pid
+
+
+def _unmount_criu_root(criu_root: Path) -> None:
+    """Detach the CRIU root (one recursive bind: one ``umount2``) and remove its mount point; through the
+    reader of the host's whole mount table (``unmount_all_under``) only when that fails."""
+    try:
+        mounts.umount(criu_root, mounts.MNT_DETACH | mounts.UMOUNT_NOFOLLOW)
+        criu_root.rmdir()
+    except OSError:
+        mounts.unmount_all_under(criu_root)
+        with contextlib.suppress(OSError):
+            criu_root.rmdir()
 

@@ -57,14 +57,35 @@ def remove_work_dir(work: Path, fd: int | None = None) -> None:
     A failed or killed restore can leave CRIU's cgroup yard (``.criu.cgyard.*``) mounted there;
     removing the directory alone would leak those mounts (and deleting through a mount would empty
     the mounted filesystem), so the tree is only removed once nothing is mounted below it.
+    A work dir holding only files (every successful operation's: CRIU mounts nothing there when faasd
+    gives it a cgroup yard) is removed without reading the host's mount table.
     """
     try:
+        if _remove_flat(work):
+            return
         failed = mounts.unmount_all_under(work)
         if not failed and not mounts.mounts_under(work):
             shutil.rmtree(work, ignore_errors=True)
     finally:
         if fd is not None:
             os.close(fd)
+
+
+def _remove_flat(work: Path) -> bool:
+    """Remove ``work`` if it holds nothing but files and symlinks (nothing can be mounted in it then);
+    False, leaving it as it was, if it holds a directory (or is gone)."""
+    try:
+        with os.scandir(work) as it:
+            entries = list(it)
+        if any(e.is_dir(follow_symlinks=False) for e in entries):
+            return False
+        for e in entries:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(e.path)
+        os.rmdir(work)
+    except OSError:
+        return False
+    return True
 
 
 def _lock_if_free(work: Path) -> int | None:

@@ -184,3 +184,26 @@ async def test_cleanup_during_real_checkpoint_and_restore_removes_nothing_live(
             await restored.sandbox.destroy()
         await sb.destroy()
     assert leaks_of(sid) == [] and leaks_of(new_id) == []
+
+
+def test_remove_work_dir_takes_a_dir_of_files_at_once_and_unmounts_a_mounted_one(tmp_path: Path) -> None:
+    from faasd.runtime.criu_work import remove_work_dir
+
+    flat = tmp_path / "flat"
+    fd = make_work_dir(flat)
+    (flat / "restore.log").write_text("log\n")
+    (flat / "stats-restore").write_bytes(b"\0")
+    os.symlink("restore.log", flat / "link")
+    remove_work_dir(flat, fd)
+    assert not flat.exists()
+    # a mount in it: never deleted through (its file stays), unmounted first, then removed
+    mounted = tmp_path / "mounted"
+    fd = make_work_dir(mounted)
+    (mounted / "restore.log").write_text("log\n")
+    yard = mounted / ".criu.cgyard.test"
+    try:
+        _tmpfs(yard)
+        remove_work_dir(mounted, fd)
+        assert not mounted.exists() and mounts.mounts_under(mounted) == []
+    finally:
+        _force_clean(mounted)

@@ -103,3 +103,25 @@ async def test_direct_freeze_is_what_runc_sees_as_paused(
             await asyncio.sleep(0.02)
     finally:
         await sb.destroy()
+
+
+def test_cgroup_yard_is_made_again_when_it_is_gone() -> None:
+    from faasd.runtime import criu_conf
+
+    base = Path(tempfile.mkdtemp(prefix="faasd-yard-", dir="/var/tmp"))
+    kdat = base / "kdat"
+    try:
+        yard = criu_conf.cgroup_yard(kdat)
+        if yard is None:
+            pytest.skip("no cgroup yard on this host (a hierarchy is not mounted)")
+        links = sorted(p.name for p in yard.iterdir())
+        assert links and all((yard / n).is_symlink() for n in links)
+        assert criu_conf.cgroup_yard(kdat) == yard  # made once: asked again, the same
+        shutil.rmtree(yard)
+        assert criu_conf.cgroup_yard(kdat) == yard and sorted(p.name for p in yard.iterdir()) == links
+        mounts.unmount_all_under(kdat)  # its tmpfs gone too: mounted and made again
+        assert criu_conf.cgroup_yard(kdat) == yard and sorted(p.name for p in yard.iterdir()) == links
+        assert is_tmpfs(kdat)
+    finally:
+        mounts.unmount_all_under(kdat)
+        shutil.rmtree(base, ignore_errors=True)
