@@ -6,10 +6,12 @@
 ...     faas.invoke("hello", {"name": "ada"}).json()
 """
 
+from typing import TYPE_CHECKING, Any
+
 from faasd.sdk._api import DeployOptions, ExecuteOptions
 from faasd.sdk._config import DEFAULT_URL
 from faasd.sdk._streams import ServerSentEvent
-from faasd.sdk.client import AsyncClient, AsyncExecutionHandle, Client, ExecutionHandle
+from faasd.sdk.client import Client, ExecutionHandle
 from faasd.sdk.errors import (
     CapacityExhausted,
     Conflict,
@@ -66,6 +68,19 @@ from faasd.sdk.models import (
     StreamResult,
     StreamStart,
 )
+
+if TYPE_CHECKING:
+    from faasd.sdk.async_client import AsyncClient, AsyncExecutionHandle
+
+
+def __getattr__(name: str) -> Any:
+    """``AsyncClient`` and ``AsyncExecutionHandle``, loaded on first use (they bring asyncio: ~15 ms)."""
+    if name in ("AsyncClient", "AsyncExecutionHandle"):
+        from faasd.sdk import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_URL",

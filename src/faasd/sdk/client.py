@@ -1,5 +1,6 @@
 """``Client`` (blocking): a thin sender of the operations defined in ``_api``; ``AsyncClient``, its awaitable
-twin, is in :mod:`faasd.sdk.async_client` (and importable from here).
+twin, is in :mod:`faasd.sdk.async_client` (and importable from here: loaded on first use, since it brings
+asyncio, ~15 ms a blocking caller such as ``faas`` need not pay).
 
 Both take the same arguments; the base URL and key default to ``FAAS_URL``/``FAAS_API_KEY`` (or the
 admin key file). The SDK never retries on its own: a 429 raises ``RateLimited``/``CapacityExhausted``
@@ -12,7 +13,7 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, Unpack
+from typing import TYPE_CHECKING, Any, Self, Unpack
 
 import httpx
 
@@ -20,7 +21,6 @@ from faasd.sdk import _api
 from faasd.sdk import models as sm
 from faasd.sdk._api import Body, Call, DeployOptions, ExecuteOptions, StreamCall
 from faasd.sdk._base import DEFAULT_LIMITS, DEFAULT_TIMEOUT, ClientBase, T
-from faasd.sdk.async_client import AsyncClient, AsyncExecutionHandle
 from faasd.sdk.errors import Conflict, ExecutionWaitTimeout, error_from_response, request_error
 from faasd.sdk.models import (
     ApiKey,
@@ -38,6 +38,21 @@ from faasd.sdk.models import (
     Secret,
     StreamEvent,
 )
+
+if TYPE_CHECKING:
+    from faasd.sdk.async_client import AsyncClient, AsyncExecutionHandle
+
+_ASYNC_NAMES = ("AsyncClient", "AsyncExecutionHandle")
+
+
+def __getattr__(name: str) -> Any:
+    """``AsyncClient`` and ``AsyncExecutionHandle`` (:mod:`faasd.sdk.async_client`), loaded on first use."""
+    if name in _ASYNC_NAMES:
+        from faasd.sdk import async_client
+
+        return getattr(async_client, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_LIMITS",

@@ -65,7 +65,16 @@ def test_a_daemon_command_loads_the_sdk_but_not_the_optional_imports() -> None:
     with socket.socket() as s:  # a port nobody listens on: the command fails to connect
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    names = ("httpx", "faasd.sdk.client", "httpx._main", "trio", "faasd.config", "faasd.images")
+    names = (
+        "httpx",
+        "faasd.sdk.client",
+        "httpx._main",
+        "trio",
+        "faasd.config",
+        "faasd.images",
+        "faasd.sdk.async_client",
+        "asyncio",  # the blocking client does without them
+    )
     code = _loaded_at_exit(names) + "from faasd.cli.main import main\nsys.argv[0] = 'faas'\nmain()"
     out = _python(code, "--url", f"http://127.0.0.1:{port}", "ls")
     assert out.returncode == 3, out.stdout + out.stderr  # a connection error, told apart without the SDK
@@ -127,3 +136,18 @@ def test_the_faas_program_builds_only_the_command_it_runs_and_it_behaves_the_sam
             )
     assert app_for("no-such-command") is app and app_for(None) is app
     assert len(app.registered_commands) > 1  # the full app is untouched
+
+
+def test_the_async_client_is_loaded_on_first_use() -> None:
+    code = (
+        "import sys, faasd.sdk, faasd.sdk.client\n"
+        "before = 'faasd.sdk.async_client' in sys.modules\n"
+        "from faasd.sdk import AsyncClient, AsyncExecutionHandle\n"
+        "from faasd.sdk.client import AsyncClient as A2\n"
+        "import faasd.sdk.async_client as m\n"
+        "print(before, AsyncClient is A2 is m.AsyncClient, AsyncExecutionHandle is m.AsyncExecutionHandle)\n"
+        "try:\n    faasd.sdk.Nope\nexcept AttributeError as e:\n    print('Nope' in str(e))\n"
+    )
+    out = _python(code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "True", "True", "True"]
