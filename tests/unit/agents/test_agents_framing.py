@@ -18,15 +18,25 @@ from faasd.runtime.agent_files import python_agent_path
 pytestmark = pytest.mark.unit
 
 
-@pytest.fixture(scope="module")
-def agent_mod() -> ModuleType:
+def _load_agent_module(filename: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(
-        "faasd_agent_under_test", python_agent_path().with_name("faasd_agent.py")
+        f"{filename[:-3]}_under_test", python_agent_path().with_name(filename)
     )
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+@pytest.fixture(scope="module")
+def agent_mod() -> ModuleType:
+    return _load_agent_module("faasd_agent.py")
+
+
+@pytest.fixture(scope="module")
+def results_mod() -> ModuleType:
+    """The agent's handler result → HTTP mapping (``faasd_results.py``)."""
+    return _load_agent_module("faasd_results.py")
 
 
 def _reader(data: bytes) -> asyncio.StreamReader:
@@ -134,17 +144,17 @@ def test_agent_rejects_bad_frames(agent_mod: ModuleType) -> None:
     ],
 )
 def test_agent_normalizes_handler_results(
-    agent_mod: ModuleType, value: object, status: int, content_type: str | None, body: bytes
+    results_mod: ModuleType, value: object, status: int, content_type: str | None, body: bytes
 ) -> None:
-    got_status, headers, got_body = agent_mod.normalize_result(value)
+    got_status, headers, got_body = results_mod.normalize_result(value)
     assert got_status == status
     assert got_body == body
     ct = [v for k, v in headers if k.lower() == "content-type"]
     assert ct == ([content_type] if content_type else [])
 
 
-def test_agent_multi_value_headers(agent_mod: ModuleType) -> None:
-    _, headers, _ = agent_mod.normalize_result(
+def test_agent_multi_value_headers(results_mod: ModuleType) -> None:
+    _, headers, _ = results_mod.normalize_result(
         {"statusCode": 200, "headers": {"Set-Cookie": ["a=1", "b=2"]}, "body": ""}
     )
     assert [h for h in headers if h[0] == "Set-Cookie"] == [["Set-Cookie", "a=1"], ["Set-Cookie", "b=2"]]
@@ -153,6 +163,6 @@ def test_agent_multi_value_headers(agent_mod: ModuleType) -> None:
 @pytest.mark.parametrize(
     "value", [{"statusCode": "abc"}, {"statusCode": 99}, {"statusCode": 200, "headers": 5}, object()]
 )
-def test_agent_rejects_unusable_results(agent_mod: ModuleType, value: object) -> None:
-    with pytest.raises(agent_mod.InvalidResponse):
-        agent_mod.normalize_result(value)
+def test_agent_rejects_unusable_results(results_mod: ModuleType, value: object) -> None:
+    with pytest.raises(results_mod.InvalidResponse):
+        results_mod.normalize_result(value)

@@ -8,8 +8,9 @@ Standard library only (it runs under the image's own ``python3``, 3.8+). Started
 
 It imports the user's handler once, then serves one request per connection on a Unix socket, using
 the frame protocol described in ``../PROTOCOL.md``. Each invoke runs either in-process (fastest
-warm path) or in a child forked from this preloaded process (the "zygote": no state leaks from one
-request to the next, stdout/stderr are captured at the file-descriptor level).
+warm path, :mod:`faasd_invoke`) or in a child forked from this preloaded process (the "zygote",
+:mod:`faasd_fork`: no state leaks from one request to the next, stdout/stderr are captured at the
+file-descriptor level).
 
 No connection to the host stays open between requests, so a CRIU checkpoint taken between two
 requests never sees an established connection.
@@ -25,38 +26,27 @@ import random
 import signal
 import socket
 import sys
-import threading
-import time
 
 _AGENT_DIR = os.path.dirname(os.path.abspath(__file__))
 if _AGENT_DIR not in sys.path:
     sys.path.insert(0, _AGENT_DIR)
 import faasd_direct  # noqa: E402  (direct function address: HTTP on a socket handed in by the host)
 import faasd_runtime  # noqa: E402  (must be importable by user code via sys.modules)
-from faasd_fork import Zygote, timed  # noqa: E402
+from faasd_fork import Zygote  # noqa: E402
 from faasd_frames import (  # noqa: E402
     ProtocolError,
     encode_frame,
     parse_frame_bytes,
     read_frame,
 )
-from faasd_results import (  # noqa: E402
-    FrameStream,
-    InvalidResponse,
-    exc_message,
-    normalize_result,
-    user_traceback,
-)
+from faasd_invoke import Invoker  # noqa: E402
+from faasd_results import user_traceback  # noqa: E402
 
 # The agent's own directory must not shadow user modules (a user module named "agent", say).
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _AGENT_DIR]
 
 PROTOCOL_VERSION = 1
 CONN_IO_TIMEOUT_S = 60.0
-
-
-class _HandlerTimeout(BaseException):
-    """Raised in the main thread by SIGALRM; a BaseException so ``except Exception`` cannot eat it."""
 
 
 # ----------------------------------------------------------------------------------------- agent
@@ -86,18 +76,13 @@ class Agent:
         self.socket_path = socket_path
         self.handler_spec = handler
         self.code_dir = code_dir
-        self.function_name = function_name
         self.fork_default = fork
-        self.handler = None
-        self.handler_takes_context = True
         self.load_error: str | None = None
         self.listener: socket.socket | None = None
-        self._loop = None  # asyncio loop for async handlers, created on first use
-        self._loop_pid = 0
-        self._in_handler = False
         self.requests = 0
         self.seed: str | None = None  # set by a seeded `restored` frame (reproducible branch copy)
-        self.zygote = Zygote(self._run_in_child, self._in_child)
+        self.invoker = Invoker(function_name)
+        self.zygote = Zygote(self.invoker.run_in_child, self._in_child)
         self.direct: faasd_direct.DirectServer | None = None
         self.direct_timeout_s: float | None = None
 
@@ -116,8 +101,7 @@ class Agent:
                 raise AttributeError(f"module {module_name!r} has no attribute {attr!r}")
             if not callable(fn):
                 raise TypeError(f"{module_name}:{attr} is not callable")
-            self.handler = fn
-            self.handler_takes_context = _accepts_two_args(fn)
+            self.invoker.set_handler(fn)
         except BaseException:
             self.load_error = user_traceback(sys.exc_info()[1])
             if self.code_dir and not os.path.isdir(self.code_dir):
@@ -186,7 +170,7 @@ class Agent:
             self._pong(conn)
         elif kind == "invoke":
             self.requests += 1
-            if self.handler is None:
+            if self.invoker.handler is None:
                 _send_quiet(
                     conn,
                     encode_frame(
@@ -205,7 +189,7 @@ class Agent:
             if use_fork:
                 self.zygote.invoke(conn, header, body)
             else:
-                self.invoke_inprocess(conn, header, body)
+                self.invoker.invoke(conn, header, body)
         elif kind == "restored":
             self._restored(conn, header)
         elif kind == "unlisten":
@@ -232,7 +216,7 @@ class Agent:
             "pid": os.getpid(),
             "handler": self.handler_spec,
             "fork": self.fork_default,
-            "ready": self.handler is not None,
+            "ready": self.invoker.handler is not None,
             "requests": self.requests,
             "direct": self.direct is not None,
             "direct_requests": self.direct.requests if self.direct is not None else 0,
@@ -271,133 +255,6 @@ class Agent:
             ),
         )
 
-    # -- running the handler
-    def _make_event(self, header: dict, body: bytes) -> tuple[object, object]:
-        raw_headers = header.get("headers") or {}
-        headers = (
-            {str(k).lower(): str(v) for k, v in raw_headers.items()} if isinstance(raw_headers, dict) else {}
-        )
-        event = faasd_runtime.Event(
-            body=body,
-            headers=headers,
-            method=str(header.get("method") or "POST"),
-            path=str(header.get("path") or "/"),
-            query=str(header.get("query") or ""),
-        )
-        timeout = header.get("timeout_s")
-        context = faasd_runtime.Context(
-            request_id=str(header.get("id") or ""),
-            function_name=self.function_name,
-            timeout_s=float(timeout) if timeout else None,
-        )
-        return event, context
-
-    def _call_handler(self, event: object, context: object) -> object:
-        assert self.handler is not None
-        result = self.handler(event, context) if self.handler_takes_context else self.handler(event)
-        if hasattr(result, "__await__"):
-            import asyncio  # only functions with async handlers pay for it
-
-            if self._loop is None or self._loop_pid != os.getpid() or self._loop.is_closed():
-                self._loop = asyncio.new_event_loop()
-                self._loop_pid = os.getpid()
-            result = self._loop.run_until_complete(_await(result))
-        return result
-
-    def _timed_handler(self, header: dict, body: bytes, timeout: float | None):
-        """The in-process handler call of one request, bounded by ``timeout`` (SIGALRM), as a thunk for
-        :meth:`_final_frame`."""
-
-        def run() -> object:
-            event, context = self._make_event(header, body)
-            self._in_handler = True
-            if timeout:
-                signal.setitimer(signal.ITIMER_REAL, float(timeout))
-            try:
-                return self._call_handler(event, context)
-            finally:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-                self._in_handler = False
-
-        return run
-
-    def _final_frame(self, fn, run_started: float) -> bytes:
-        """Run ``fn`` (which calls the handler) and turn its outcome into a result or error frame."""
-        return encode_frame(*self._final(fn, run_started))
-
-    def _final(self, fn, run_started: float) -> tuple:
-        """:meth:`_final_frame` as the frame's header and body (not encoded)."""
-        try:
-            value = fn()
-            status, headers, out = normalize_result(value)
-            header = {"type": "result", "status": status, "headers": headers}
-            return timed(header, run_started, out)
-        except _HandlerTimeout:
-            self._loop = None  # an interrupted event loop is not reusable; drop it
-            return timed(
-                {
-                    "type": "error",
-                    "kind": "timeout",
-                    "message": "the handler did not return before its timeout",
-                },
-                run_started,
-            )
-        except InvalidResponse as exc:
-            return timed({"type": "error", "kind": "invalid_response", "message": str(exc)}, run_started)
-        except BaseException as exc:  # includes SystemExit from sys.exit() in the handler
-            return timed(
-                {
-                    "type": "error",
-                    "kind": "exception",
-                    "exception": type(exc).__name__,
-                    "message": exc_message(exc),
-                    "traceback": user_traceback(exc),
-                },
-                run_started,
-            )
-
-    def invoke_inprocess(self, conn: socket.socket, header: dict, body: bytes) -> None:
-        broken = [False]
-
-        def send(kind: str, data: bytes) -> None:
-            if broken[0]:
-                return
-            try:
-                conn.sendall(encode_frame({"type": kind}, data))
-            except OSError:
-                broken[0] = True
-
-        final = self._run_inprocess(header, body, send)
-        if not broken[0]:
-            _send_quiet(conn, final)
-
-    def _run_inprocess(self, header: dict, body: bytes, send, encoded: bool = True):
-        """Run one request in this process with its output going to ``send(kind, data)`` as it is
-        written; returns the final frame (``encoded=False``: its header and body)."""
-        lock = threading.Lock()
-        out = FrameStream(send, "stdout", lock)
-        err = FrameStream(send, "stderr", lock)
-        env = header.get("env") or {}
-        saved_env = {k: os.environ.get(k) for k in env}
-        saved_stdio = (sys.stdout, sys.stderr)
-        run = self._timed_handler(header, body, header.get("timeout_s"))
-        started = time.perf_counter()
-        os.environ.update({str(k): str(v) for k, v in env.items()})
-        sys.stdout, sys.stderr = out, err
-        try:
-            final = self._final(run, started)
-        finally:
-            sys.stdout, sys.stderr = saved_stdio
-            self._in_handler = False
-            for k, v in saved_env.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-        out.flush()
-        err.flush()
-        return encode_frame(*final) if encoded else final
-
     def gate_invoke(self, header: dict, body: bytes, output_limit: int) -> tuple:
         """One request of a connection the daemon's gateway handed over (``faasd_handoff``): run in
         process with its output captured up to ``output_limit`` bytes per stream. Returns the final
@@ -411,7 +268,7 @@ class Agent:
             if room > 0:
                 buf += data[:room]
 
-        if self.handler is None:
+        if self.invoker.handler is None:
             fh = {
                 "type": "error",
                 "kind": "not_ready",
@@ -420,7 +277,7 @@ class Agent:
             }
             fb = b""
         else:
-            fh, fb = self._run_inprocess(header, body, send, encoded=False)
+            fh, fb = self.invoker.run(header, body, send)
             if os.getpid() == 1:
                 _reap_orphans()
         return fh, fb, captured["stdout"], captured["stderr"]
@@ -438,18 +295,13 @@ class Agent:
             "headers": headers,
             "timeout_s": self.direct_timeout_s,
         }
-        if self.handler is None:
+        if self.invoker.handler is None:
             return 503, [["content-type", "text/plain"]], b"the function's handler failed to load\n"
         if self.fork_default:
             final = self.zygote.relay(header, body)
             self.ensure_spare()
         else:
-            run = self._timed_handler(header, body, self.direct_timeout_s)
-            started = time.perf_counter()
-            try:
-                final = self._final_frame(run, started)
-            finally:
-                self._in_handler = False
+            final = self.invoker.relay(header, body)
             if os.getpid() == 1:
                 _reap_orphans()
         out, out_body = parse_frame_bytes(final)
@@ -462,23 +314,10 @@ class Agent:
         message = f"{out.get('kind', 'error')}: {out.get('message', '')}\n".encode("utf-8", "replace")
         return status, [["content-type", "text/plain; charset=utf-8"]], message
 
-    def on_alarm(self, signum: int, frame: object) -> None:
-        if self._in_handler:
-            raise _HandlerTimeout()
-
     def ensure_spare(self) -> None:
         """Fork mode: fork the next request's child now, while nobody waits."""
-        if self.fork_default and self.handler is not None:
+        if self.fork_default and self.invoker.handler is not None:
             self.zygote.ensure_spare()
-
-    def _run_in_child(self, header: dict, body: bytes, started: float) -> bytes:
-        """A request in a forked child (:class:`faasd_fork.Zygote`): the handler's final frame."""
-
-        def run() -> object:
-            event, context = self._make_event(header, body)
-            return self._call_handler(event, context)
-
-        return self._final_frame(run, started)
 
     def _in_child(self, fork_number: int) -> None:
         if self.seed is not None:
@@ -490,10 +329,6 @@ class Agent:
 
 
 # ------------------------------------------------------------------------------------ utilities
-
-
-async def _await(aw: object) -> object:
-    return await aw  # type: ignore[misc]
 
 
 def _send_quiet(conn: socket.socket, data: bytes) -> None:
@@ -513,15 +348,6 @@ def signal_ready(fifo: str) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def _accepts_two_args(fn: object) -> bool:
-    """False for a plain ``def handle(req)`` (OpenFaaS classic style): call it without ``context``."""
-    code = getattr(fn, "__code__", None)
-    if code is None or getattr(fn, "__self__", None) is not None:
-        return True
-    varargs = bool(code.co_flags & 0x04)
-    return varargs or code.co_argcount >= 2
 
 
 def _reap_orphans() -> None:
@@ -565,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
-    signal.signal(signal.SIGALRM, agent.on_alarm)
+    signal.signal(signal.SIGALRM, agent.invoker.on_alarm)
     agent.load()
     if args.fork:
         # Zygote: move everything imported so far out of the collector's reach, so that children do not
