@@ -22,7 +22,6 @@ from typing import Any
 
 import pytest
 
-import faasd.runtime.checkpoint as checkpoint_mod
 from faasd.config import Settings
 from faasd.errors import RuntimeFailure
 from faasd.runtime import Limits, SandboxManager, SandboxSpec
@@ -54,28 +53,6 @@ while True:
     print(n, flush=True)
     time.sleep(0.02)
 """
-
-
-@pytest.fixture
-def criu_logs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
-    """(name, text) of every CRIU dump.log / restore.log, kept before faasd removes CRIU's work dir."""
-    logs: list[tuple[str, str]] = []
-    remove = checkpoint_mod.remove_work_dir
-
-    def keep(work: Path, fd: int | None = None) -> None:
-        for name in ("dump.log", "restore.log"):
-            if (work / name).is_file():
-                logs.append((name, (work / name).read_text(errors="replace")))
-        remove(work, fd)
-
-    monkeypatch.setattr(checkpoint_mod, "remove_work_dir", keep)
-    return logs
-
-
-def last_log(logs: list[tuple[str, str]], name: str) -> str:
-    texts = [text for n, text in logs if n == name]
-    assert texts, f"no {name} kept"
-    return texts[-1]
 
 
 @pytest.fixture
@@ -211,13 +188,13 @@ def gnu_tar(entries: list[tuple[str, bytes, str]]) -> bytes:
 
 
 async def test_dev_and_cgroup_tmpfs_are_dumped_and_restored_without_tar(
-    env: dict[str, Any], criu_logs: list[tuple[str, str]]
+    env: dict[str, Any], criu_log: Callable[[str], str]
 ) -> None:
     store: SnapshotStore = env["store"]
     src = await start(env, "src")
     snap = await snapshot_sandbox(store, src)
     # /dev and /sys/fs/cgroup: skeletons written by CRIU itself
-    dumped = SKELETON_LINE.findall(last_log(criu_logs, "dump.log"))
+    dumped = SKELETON_LINE.findall(criu_log("dump.log"))
     assert len(dumped) >= 2, (
         "criu lacks scripts/criu-patches/0004-tmpfs-skeleton.patch: run scripts/setup-system.sh"
     )
@@ -238,7 +215,7 @@ async def test_dev_and_cgroup_tmpfs_are_dumped_and_restored_without_tar(
 
     restored = await restore_snapshot(store, snap.id, env["new_id"]("r1"), manager=env["manager"])
     copy = restored.sandbox
-    assert len(SKELETON_LINE.findall(last_log(criu_logs, "restore.log"))) == len(skeletons)
+    assert len(SKELETON_LINE.findall(criu_log("restore.log"))) == len(skeletons)
     assert src.pid is not None and copy.pid is not None
     for path in ("/dev", "/sys/fs/cgroup"):
         assert tmpfs_tree(copy.pid, path) == tmpfs_tree(src.pid, path), path
@@ -255,12 +232,12 @@ async def test_dev_and_cgroup_tmpfs_are_dumped_and_restored_without_tar(
 
 
 async def test_tmpfs_with_content_still_goes_through_tar(
-    env: dict[str, Any], criu_logs: list[tuple[str, str]]
+    env: dict[str, Any], criu_log: Callable[[str], str]
 ) -> None:
     store: SnapshotStore = env["store"]
     src = await start(env, "src", write=True)
     snap = await snapshot_sandbox(store, src)
-    dump_log = last_log(criu_logs, "dump.log")
+    dump_log = criu_log("dump.log")
     assert len(re.findall(r"faasd-tmpfs-skeleton-v1: tmpfs \d+ is not a skeleton, tar", dump_log)) >= 2
     assert len(SKELETON_LINE.findall(dump_log)) >= 2  # /dev and /sys/fs/cgroup still are
     criu_dir = store.materialized(snap.id).criu
@@ -281,7 +258,7 @@ async def test_tmpfs_with_content_still_goes_through_tar(
 
 @pytest.mark.parametrize("trick", ["dotdot", "symlink-parent"])
 async def test_hostile_skeleton_image_fails_the_restore_and_creates_nothing(
-    env: dict[str, Any], criu_logs: list[tuple[str, str]], trick: str
+    env: dict[str, Any], criu_log: Callable[[str], str], trick: str
 ) -> None:
     store: SnapshotStore = env["store"]
     manager: SandboxManager = env["manager"]
@@ -318,7 +295,7 @@ async def test_hostile_skeleton_image_fails_the_restore_and_creates_nothing(
             await restore_snapshot(store, snap.id, new_id, manager=manager)
         assert list(outside.iterdir()) == []
         assert "faasd-tmpfs-skeleton-v1" in info.value.message
-        restore_log = last_log(criu_logs, "restore.log")
+        restore_log = criu_log("restore.log")
         assert reason in restore_log, restore_log[-3000:]
         assert manager.get(new_id) is None
         # the source is unharmed

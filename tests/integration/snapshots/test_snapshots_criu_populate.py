@@ -1,0 +1,82 @@
+"""faasd's CRIU patch 0005 (scripts/criu-patches/0005-populate-before-preadv.patch): the restored pages are
+populated with ``madvise(MADV_POPULATE_WRITE)`` before CRIU reads them in, and the copy's memory is the
+source's (a program checking a checksum of its ~8 MB of state after the restore)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from faasd.config import Settings
+from faasd.runtime import Limits, SandboxManager, SandboxSpec
+from faasd.runtime.sandbox import Sandbox
+from faasd.snapshots.service import restore_snapshot, snapshot_sandbox
+from faasd.snapshots.store import SnapshotStore
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.timeout(240),
+    pytest.mark.skipif(shutil.which("criu") is None, reason="criu not installed"),
+]
+
+POPULATE_LINE = re.compile(r"faasd-populate-v1: (\d+) ranges populated, (\d+) not")
+
+# ~8 MB of state made once; each line re-checks its checksum (a page restored wrong changes it)
+PROG = r"""
+import hashlib, time
+state = [hashlib.sha256(str(i).encode()).hexdigest() * 2 for i in range(60000)]
+digest = hashlib.sha256("".join(state).encode()).hexdigest()
+n = 0
+while True:
+    n += 1
+    ok = hashlib.sha256("".join(state).encode()).hexdigest() == digest
+    print(n, "ok" if ok else "CORRUPT", flush=True)
+    time.sleep(0.02)
+"""
+
+
+async def _lines(sb: Sandbox, count: int) -> list[str]:
+    for _ in range(1500):
+        lines = sb.stdout().decode().splitlines()
+        if len(lines) >= count:
+            return lines
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{sb.id} printed {sb.stdout()[-300:]!r}, stderr {sb.stderr()[-500:]!r}")
+
+
+async def test_restored_pages_are_populated_before_they_are_read_and_equal_the_sources(
+    settings: Settings,
+    unique_id: str,
+    python_rootfs: Path,
+    no_leaks: list[str],
+    criu_log: Callable[[str], str],
+) -> None:
+    manager = SandboxManager(settings)
+    store = SnapshotStore(settings)
+    src_id, copy_id = f"fd-{unique_id}-src", f"fd-{unique_id}-cp"
+    no_leaks += [src_id, copy_id]
+    spec = SandboxSpec(
+        id=src_id,
+        lowers=[python_rootfs],
+        args=["python3", "-c", PROG],
+        limits=Limits(memory_mb=256, disk_mb=64, timeout_s=None),
+    )
+    try:
+        src = await manager.create(spec, stdin_pipe=False)
+        await src.start()
+        await _lines(src, 2)
+        snap = await snapshot_sandbox(store, src)
+        copy = (await restore_snapshot(store, snap.id, copy_id, manager=manager)).sandbox
+        lines = await _lines(copy, 3)
+        assert all(line.endswith(" ok") for line in lines), lines
+        counts = [(int(a), int(b)) for a, b in POPULATE_LINE.findall(criu_log("restore.log"))]
+        assert counts, "criu lacks scripts/criu-patches/0005-populate-before-preadv.patch (setup-system.sh)"
+        assert sum(a for a, _ in counts) > 0 and all(b == 0 for _, b in counts), counts
+    finally:
+        for sb in list(manager._sandboxes.values()):
+            await sb.destroy()
