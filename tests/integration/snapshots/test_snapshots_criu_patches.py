@@ -1,6 +1,7 @@
-"""faasd's CRIU patch 0005 (scripts/criu-patches/0005-populate-before-preadv.patch): the restored pages are
-populated with ``madvise(MADV_POPULATE_WRITE)`` before CRIU reads them in, and the copy's memory is the
-source's (a program checking a checksum of its ~8 MB of state after the restore)."""
+"""faasd's CRIU patches 0005 and 0006 (scripts/criu-patches/): the restored pages are populated with
+``madvise(MADV_POPULATE_WRITE)`` before CRIU reads them in, and the copy's memory is the source's (a program
+checking a checksum of its ~8 MB of state after the restore); CRIU polls the v1 freezer from 1 ms on instead
+of every 100 ms, and a dump's tasks are resumed as before."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ pytestmark = [
 ]
 
 POPULATE_LINE = re.compile(r"faasd-populate-v1: (\d+) ranges populated, (\d+) not")
+FREEZE_LINE = re.compile(r"faasd-freeze-poll-v1: frozen after (\d+) ms of polls")
 
 # ~8 MB of state made once; each line re-checks its checksum (a page restored wrong changes it)
 PROG = r"""
@@ -49,7 +51,7 @@ async def _lines(sb: Sandbox, count: int) -> list[str]:
     raise AssertionError(f"{sb.id} printed {sb.stdout()[-300:]!r}, stderr {sb.stderr()[-500:]!r}")
 
 
-async def test_restored_pages_are_populated_before_they_are_read_and_equal_the_sources(
+async def test_restored_pages_are_populated_and_equal_the_sources_and_the_freezer_is_polled_early(
     settings: Settings,
     unique_id: str,
     python_rootfs: Path,
@@ -71,6 +73,10 @@ async def test_restored_pages_are_populated_before_they_are_read_and_equal_the_s
         await src.start()
         await _lines(src, 2)
         snap = await snapshot_sandbox(store, src)
+        polls = FREEZE_LINE.findall(criu_log("dump.log"))
+        assert polls, "criu lacks scripts/criu-patches/0006-freeze-poll.patch (setup-system.sh)"
+        before = len(src.stdout().decode().splitlines())
+        await _lines(src, before + 2)  # the source was resumed after the dump
         copy = (await restore_snapshot(store, snap.id, copy_id, manager=manager)).sandbox
         lines = await _lines(copy, 3)
         assert all(line.endswith(" ok") for line in lines), lines
