@@ -10,7 +10,6 @@ agent does it itself as PID 1).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 from faasd.errors import InvalidInputError
@@ -21,15 +20,9 @@ from faasd.runtime.sandbox import Sandbox
 from faasd.runtime.workers.spec import WorkerSpec
 
 
-def sandbox_io_dir(sandbox: Sandbox) -> Path:
-    """The sandbox's io dir (agent socket, direct-address handover), mounted at ``/run/faasd-io``."""
-    io_dir = getattr(sandbox, "io_dir", None)
-    return Path(io_dir) if io_dir is not None else Path(sandbox.bundle) / "io"
-
-
 def new_agent_client(sandbox: Sandbox, spec: WorkerSpec) -> AgentClient:
     return AgentClient(
-        sandbox_io_dir(sandbox) / AGENT_SOCKET_NAME,
+        sandbox.io_dir / AGENT_SOCKET_NAME,
         max_body_bytes=spec.max_response_bytes,
         max_output_bytes=spec.max_output_bytes,
     )

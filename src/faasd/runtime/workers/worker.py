@@ -33,7 +33,6 @@ from faasd.runtime.sandbox import Sandbox, SandboxManager
 from faasd.runtime.workers.agent_mode import (
     invoke_agent,
     new_agent_client,
-    sandbox_io_dir,
     wait_agent_ready,
 )
 from faasd.runtime.workers.exec_mode import invoke_exec
@@ -83,14 +82,13 @@ async def start_worker(manager: SandboxManager, spec: WorkerSpec) -> Worker:
     ready: ReadySignal | None = None
     # The Python agent in process mode keeps the hand-over connection as its gateway channel.
     gateway = spec.mode == "python" and not spec.fork_per_request
-    user = getattr(sb, "user", None)
-    owner = (user.uid, user.gid) if user is not None else None
+    owner = (sb.user.uid, sb.user.gid) if sb.user is not None else None
     try:
         if spec.direct and spec.direct_listener is not None:
-            handover = Handover(sandbox_io_dir(sb), spec.direct_listener, owner)
+            handover = Handover(sb.io_dir, spec.direct_listener, owner)
             handing = asyncio.create_task(handover.send(keep=gateway))
         if spec.mode == "python":  # the Python agent writes to it once it listens (see agent_ready)
-            ready = ReadySignal.create(sandbox_io_dir(sb), owner)
+            ready = ReadySignal.create(sb.io_dir, owner)
         await sb.start()
         worker = Worker(spec, sb)
         await worker._wait_ready(spec.ready_timeout_s, ready)
