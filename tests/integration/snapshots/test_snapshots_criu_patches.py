@@ -1,13 +1,15 @@
 """faasd's CRIU patches 0005 and 0006 (scripts/criu-patches/): the restored pages are populated with
 ``madvise(MADV_POPULATE_WRITE)`` before CRIU reads them in, and the copy's memory is the source's (a program
 checking a checksum of its ~8 MB of state after the restore); CRIU polls the v1 freezer from 1 ms on instead
-of every 100 ms, and a dump's tasks are resumed as before."""
+of every 100 ms, and a dump's tasks are resumed as before. The binary is built without GnuTLS and nftables
+(set-up's ``NO_GNUTLS=1 LIB_NFTABLES=``): faasd uses neither, and loading them cost each CRIU run a few ms."""
 
 from __future__ import annotations
 
 import asyncio
 import re
 import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -86,3 +88,11 @@ async def test_restored_pages_are_populated_and_equal_the_sources_and_the_freeze
     finally:
         for sb in list(manager._sandboxes.values()):
             await sb.destroy()
+
+
+def test_criu_loads_neither_gnutls_nor_nftables(settings: Settings) -> None:
+    binary = shutil.which(settings.criu_binary) or settings.criu_binary
+    libs = subprocess.run(["ldd", binary], capture_output=True, text=True, check=True).stdout
+    assert "libprotobuf-c" in libs, libs  # ldd did list the binary's libraries
+    loaded = [line.split()[0] for line in libs.splitlines() if re.search(r"libgnutls|libnftables", line)]
+    assert not loaded, f"{binary} loads {loaded}: rebuild it with scripts/setup-system.sh"
