@@ -16,6 +16,7 @@ import os
 import stat
 import threading
 import uuid
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
@@ -27,7 +28,11 @@ from faasd.snapshots.manifest import Entry, SnapshotSizes
 
 CHUNK_SIZE = 4 * 1024 * 1024
 _INFLIGHT = 4
+"""Chunks' worth of bytes read ahead of the pool while a tree is stored."""
 
+
+_Stored = tuple[str, Path | None, int]
+"""A stored chunk: its digest, its blob if this call wrote it (else None: it existed), the blob's size."""
 
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
@@ -41,6 +46,25 @@ def shared_pool() -> ThreadPoolExecutor:
                 max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="snapstore"
             )
         return _POOL
+
+
+class _Inflight:
+    """Hands chunks to a pool, holding at most ``limit`` bytes of chunks not yet stored (one bigger chunk
+    alone may exceed it)."""
+
+    def __init__(self, pool: ThreadPoolExecutor, limit: int) -> None:
+        self._pool = pool
+        self._limit = limit
+        self._held: dict[Future[_Stored], int] = {}
+
+    def submit(self, store: Callable[[bytes], _Stored], chunk: bytes) -> Future[_Stored]:
+        self._held = {fu: n for fu, n in self._held.items() if not fu.done()}
+        while self._held and sum(self._held.values()) + len(chunk) > self._limit:
+            wait(list(self._held), return_when=FIRST_COMPLETED)
+            self._held = {fu: n for fu, n in self._held.items() if not fu.done()}
+        fu = self._pool.submit(store, chunk)
+        self._held[fu] = len(chunk)
+        return fu
 
 
 class BlobStore:
@@ -59,6 +83,8 @@ class BlobStore:
     def ingest_tree(
         self, root: Path, written: builtins.list[Path], sizes: SnapshotSizes
     ) -> builtins.list[Entry]:
+        """Store the files of ``root``; returns its entries. Every new blob is appended to ``written``
+        (also when this raises), so that the caller can roll them back."""
         entries: builtins.list[Entry] = []
         links: dict[tuple[int, int], str] = {}
         rst = root.lstat()
@@ -73,75 +99,76 @@ class BlobStore:
                 xattrs=_b64(read_xattrs(root)),
             )
         )
-        for rel, path, st in walk_sorted(root):
-            mode = st.st_mode
-            e = Entry(
-                path=rel,
-                type="",
-                mode=mode,
-                uid=st.st_uid,
-                gid=st.st_gid,
-                mtime_ns=st.st_mtime_ns,
-                xattrs=_b64(read_xattrs(path)),
-            )
-            if stat.S_ISDIR(mode):
-                e.type = "dir"
-            elif stat.S_ISREG(mode):
-                key = (st.st_dev, st.st_ino)
-                if st.st_nlink > 1 and key in links:
-                    e.type, e.target = "hardlink", links[key]
+        # the chunks of all files are hashed, compressed and written (fsync included) while the walk
+        # goes on: one file at a time, a snapshot's ~30 small files each waited for the thread pool
+        inflight = _Inflight(self._pool, _INFLIGHT * CHUNK_SIZE)
+        pending: builtins.list[tuple[Entry, builtins.list[Future[_Stored]]]] = []
+        try:
+            for rel, path, st in walk_sorted(root):
+                mode = st.st_mode
+                e = Entry(
+                    path=rel,
+                    type="",
+                    mode=mode,
+                    uid=st.st_uid,
+                    gid=st.st_gid,
+                    mtime_ns=st.st_mtime_ns,
+                    xattrs=_b64(read_xattrs(path)),
+                )
+                if stat.S_ISDIR(mode):
+                    e.type = "dir"
+                elif stat.S_ISREG(mode):
+                    key = (st.st_dev, st.st_ino)
+                    if st.st_nlink > 1 and key in links:
+                        e.type, e.target = "hardlink", links[key]
+                    else:
+                        links[key] = rel
+                        e.type, e.size = "file", st.st_size
+                        pending.append((e, self._submit_file(path, inflight)))
+                        sizes.files += 1
+                        sizes.logical_bytes += st.st_size
+                elif stat.S_ISLNK(mode):
+                    e.type, e.target = "symlink", os.readlink(path)
+                elif stat.S_ISCHR(mode):
+                    e.type, e.rdev = "char", st.st_rdev
+                elif stat.S_ISBLK(mode):
+                    e.type, e.rdev = "block", st.st_rdev
+                elif stat.S_ISFIFO(mode):
+                    e.type = "fifo"
                 else:
-                    links[key] = rel
-                    e.type, e.size = "file", st.st_size
-                    e.chunks = self.ingest_file(path, written, sizes)
-                    sizes.files += 1
-                    sizes.logical_bytes += st.st_size
-            elif stat.S_ISLNK(mode):
-                e.type, e.target = "symlink", os.readlink(path)
-            elif stat.S_ISCHR(mode):
-                e.type, e.rdev = "char", st.st_rdev
-            elif stat.S_ISBLK(mode):
-                e.type, e.rdev = "block", st.st_rdev
-            elif stat.S_ISFIFO(mode):
-                e.type = "fifo"
-            else:
-                continue  # sockets: recreated by whoever binds them
-            entries.append(e)
+                    continue  # sockets: recreated by whoever binds them
+                entries.append(e)
+        finally:  # collect every result (even after an error) so `written` lists every new blob
+            error: BaseException | None = None
+            for e, futures in pending:
+                for fu in futures:
+                    try:
+                        digest, blob, nbytes = fu.result()
+                    except BaseException as exc:
+                        error = error or exc
+                        continue
+                    e.chunks.append(digest)
+                    if blob is not None:
+                        written.append(blob)
+                        sizes.new_bytes += nbytes
+            if error is not None:
+                raise error
         return entries
 
-    def ingest_file(
-        self, path: Path, written: builtins.list[Path], sizes: SnapshotSizes
-    ) -> builtins.list[str]:
-        """Store a file as chunks; hashing/compression of chunks runs on a few threads (both release
-        the GIL), at most ``_INFLIGHT`` chunks in memory."""
-        futures: builtins.list[Future[tuple[str, Path | None, int]]] = []
+    def _submit_file(self, path: Path, inflight: _Inflight) -> builtins.list[Future[_Stored]]:
+        """Read a file as chunks and hand each to the pool (``inflight`` bounds the bytes held)."""
+        futures: builtins.list[Future[_Stored]] = []
         with open(path, "rb") as f:
             while True:
                 chunk = f.read(CHUNK_SIZE)
                 if not chunk and futures:
                     break
-                if sum(1 for fu in futures if not fu.done()) >= _INFLIGHT:
-                    wait([fu for fu in futures if not fu.done()], return_when=FIRST_COMPLETED)
-                futures.append(self._pool.submit(self._store_chunk, chunk))
+                futures.append(inflight.submit(self._store_chunk, chunk))
                 if len(chunk) < CHUNK_SIZE:
                     break
-        digests: builtins.list[str] = []
-        error: BaseException | None = None
-        for fu in futures:  # collect all (even after an error) so `written` lists every new blob
-            try:
-                digest, blob, nbytes = fu.result()
-            except BaseException as exc:
-                error = error or exc
-                continue
-            digests.append(digest)
-            if blob is not None:
-                written.append(blob)
-                sizes.new_bytes += nbytes
-        if error is not None:
-            raise error
-        return digests
+        return futures
 
-    def _store_chunk(self, chunk: bytes) -> tuple[str, Path | None, int]:
+    def _store_chunk(self, chunk: bytes) -> _Stored:
         digest = "sha256:" + hashlib.sha256(chunk).hexdigest()
         blob = self.blob_path(digest)
         if blob.exists():
