@@ -38,7 +38,7 @@ from faasd.runtime.checkpointable import Checkpointable, checkpoint_source
 from faasd.snapshots.layers import flatten_uppers, rebase_upper
 from faasd.snapshots.merge import STRATEGIES, MergeReport, merge_uppers
 from faasd.snapshots.seeds import check_seed, copy_seeds
-from faasd.snapshots.store import Snapshot, SnapshotMeta, SnapshotStore
+from faasd.snapshots.store import MaterializedSnapshot, Snapshot, SnapshotMeta, SnapshotStore
 
 MAX_CHAIN_LENGTH = 8
 """Longest snapshot chain (snapshots, each adding one overlay lower) a persistent instance keeps; a
@@ -242,6 +242,20 @@ def snapshot_lowers(store: SnapshotStore, snapshot_id: str) -> list[Path]:
     return lowers
 
 
+def _leased_lowers(
+    store: SnapshotStore, snapshot_id: str, holder: Path
+) -> tuple[list[Path], MaterializedSnapshot]:
+    """:func:`snapshot_lowers` of a snapshot and its materialised trees, each link of its chain leased to
+    ``holder`` (one pass over the chain). Blocking."""
+    chain = store.chain(snapshot_id)
+    lowers = [Path(p) for p in chain[0].meta.layers]
+    for snap in chain:
+        mat = store.lease(snap.id, holder)
+        if mat.upper is not None:
+            lowers.append(mat.upper)
+    return lowers, mat
+
+
 def flatten_snapshot(
     store: SnapshotStore, snapshot_id: str, meta: SnapshotMeta | None = None, *, onto: str | None = None
 ) -> Snapshot:
@@ -328,13 +342,10 @@ async def restore_snapshot(
             f"snapshot {snapshot_id} has no process image (e.g. a merge result); "
             "start a new sandbox with snapshot_lowers() as its filesystem instead"
         )
-    lowers = await asyncio.to_thread(snapshot_lowers, store, snapshot_id)
-    mat = await asyncio.to_thread(store.materialized, snapshot_id)
+    # the materialised uppers (the overlay lowers) are kept through gc while the sandbox exists
+    lowers, mat = await asyncio.to_thread(_leased_lowers, store, snapshot_id, manager.sandboxes_dir / new_id)
     assert mat.criu is not None and mat.bundle is not None
     dirs = SnapshotDirs(criu=mat.criu, config_json=mat.bundle / "config.json", lowers=lowers)
-    # keep the materialised uppers (our overlay lowers) through gc while the sandbox exists
-    for link in store.chain(snapshot_id):
-        store.lease(link.id, manager.sandboxes_dir / new_id)
     [copy_seed_] = copy_seeds(seed, 1, first=copy)
     return await restore(manager, dirs, new_id, limits=_limits(snap, limits), seed=copy_seed_, **kwargs)
 

@@ -366,15 +366,16 @@ class SnapshotStore:
         parts = rel.parts
         return parts[0] if len(parts) == 2 and parts[1] == "upper" else None
 
-    def lease(self, snapshot_id: str, holder: Path) -> None:
+    def lease(self, snapshot_id: str, holder: Path) -> MaterializedSnapshot:
         """Record that ``holder`` (e.g. a sandbox bundle dir) uses the materialised trees of
-        ``snapshot_id`` (as overlay lowers). :meth:`gc` keeps them while ``holder`` exists, even after
-        the snapshot was deleted."""
-        self.materialized(snapshot_id)
-        leases = self.mnt_dir / snapshot_id / ".leases"
+        ``snapshot_id`` (as overlay lowers), and return them. :meth:`gc` keeps them while ``holder``
+        exists, even after the snapshot was deleted."""
+        mat = self.materialized(snapshot_id)
+        leases = mat.root / ".leases"
         leases.mkdir(exist_ok=True)
         name = hashlib.sha256(str(holder).encode()).hexdigest()[:32]
         (leases / name).write_text(str(holder))
+        return mat
 
     def _in_use(self, path: Path) -> bool:
         leases = path / ".leases"
