@@ -49,7 +49,7 @@ CRIU_RUNDIR=/run/faasd-criu
 # is compiled into the binary, so an installed criu without one of them is rebuilt.
 CRIU_PATCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/criu-patches"
 CRIU_MARKERS=("$CRIU_RUNDIR/criu.kdat" "faasd-tmpfs-empty-v3" "faasd-emptyns-no-ct-v1" "faasd-ksm-env-v1"
-  "faasd-tmpfs-skeleton-v1" "faasd-populate-v1" "faasd-freeze-poll-v1")
+  "faasd-tmpfs-skeleton-v1" "faasd-populate-v1" "faasd-freeze-poll-v1" "faasd-post-dump-fifo-v2")
 
 criu_ok() {
   local bin=${1:-criu}

@@ -5,6 +5,8 @@ process, and runc's ``descriptors.json``."""
 from __future__ import annotations
 
 import asyncio
+import functools
+import mmap
 import os
 import struct
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -27,6 +29,25 @@ def eligible_host() -> bool:
     """Whether this host's cgroups are v1 or hybrid (faasd writes v1 cgroup files for a direct restore, and
     runc hands CRIU other options on v2-only hosts) and faasd runs as root."""
     return not cgroups.is_v2_only() and os.geteuid() == 0
+
+
+def has_patch(binary: str, marker: str) -> bool:
+    """Whether the CRIU executable ``binary`` (a path) carries faasd's patch ``marker`` (each patch of
+    ``scripts/criu-patches`` compiles its marker string into CRIU's log lines). Read once per binary."""
+    try:
+        st = os.stat(binary)
+    except OSError:
+        return False
+    return _has_marker(binary, st.st_mtime_ns, st.st_size, marker.encode())
+
+
+@functools.lru_cache(maxsize=16)
+def _has_marker(binary: str, mtime_ns: int, size: int, marker: bytes) -> bool:
+    try:
+        with open(binary, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return data.find(marker) >= 0
+    except (OSError, ValueError):
+        return False
 
 
 def option_flags(criu_opts: Mapping[str, bool]) -> list[str]:

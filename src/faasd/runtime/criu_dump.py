@@ -9,8 +9,11 @@ files as external mounts, the empty network namespace, and writes runc's ``descr
 fds 0-2) into the image so that either restore path can re-attach the stdio pipes.
 
 With ``while_frozen``, CRIU stops the tasks itself (``--freeze-cgroup`` on a running cgroup) and calls
-faasd back at its ``post-dump`` action (``criu-post-dump.sh``, two FIFOs in the work dir) while they are
-still stopped: faasd copies the sandbox's files there, and CRIU resumes the tasks when faasd answers. So
+faasd back at its ``post-dump`` action (two FIFOs in the work dir) while they are still stopped: faasd
+copies the sandbox's files there, and CRIU resumes the tasks when faasd answers. faasd's CRIU patch 0007
+(:data:`NATIVE_POST_DUMP_MARKER`) does that handshake in CRIU itself; with another CRIU, the action script
+``criu-post-dump.sh`` does it (CRIU then runs a shell at each action: ~5 ms more while the tasks stand
+still). So
 CRIU's own start-up (exec, libraries, kdat, options: ~20-30 ms) and exit no longer happen inside the
 window the sandbox stands still, as they did when faasd froze the cgroup before starting CRIU. How long
 the tasks stood still is CRIU's own measure (:func:`faasd.runtime.criu_cli.read_dump_stats`).
@@ -41,6 +44,10 @@ DUMP_LOG = "dump.log"
 POST_DUMP_SCRIPT = Path(__file__).with_name("criu-post-dump.sh")
 POST_DUMP_ENV = "FAASD_POST_DUMP"
 POST_DUMP_TIMEOUT_ENV = "FAASD_POST_DUMP_TIMEOUT"
+NATIVE_POST_DUMP_MARKER = "faasd-post-dump-fifo-v2"
+"""The marker of scripts/criu-patches/0007: CRIU does the handshake in ``$FAASD_POST_DUMP_FIFOS`` itself
+(a variable of its own, so that CRIU never does it twice should an action script be given too)."""
+NATIVE_POST_DUMP_ENV = "FAASD_POST_DUMP_FIFOS"
 
 
 def can_call_back() -> bool:
@@ -210,12 +217,15 @@ async def dump(
             return  # CRIU resumes the tasks and fails; the exception is raised once it has
         hook.answer(True)
 
-    argv += ["--action-script", str(POST_DUMP_SCRIPT)]
-    wait_s = max(1, int(timeout_s))  # the script's bound on faasd's answer (faasd gone: the dump fails)
+    fifos_env = NATIVE_POST_DUMP_ENV
+    if not criu_cli.has_patch(argv[0], NATIVE_POST_DUMP_MARKER):
+        argv += ["--action-script", str(POST_DUMP_SCRIPT)]
+        fifos_env = POST_DUMP_ENV
+    wait_s = max(1, int(timeout_s))  # the bound on faasd's answer (faasd gone: the dump fails)
     try:
         await criu_cli.run(
             argv, what="criu dump", timeout_s=timeout_s, during=converse,
-            env={**os.environ, POST_DUMP_ENV: str(work_path), POST_DUMP_TIMEOUT_ENV: str(wait_s)},
+            env={**os.environ, fifos_env: str(work_path), POST_DUMP_TIMEOUT_ENV: str(wait_s)},
             stdin=devnull, stdout=devnull, stderr=devnull,
         )
     except RuntimeFailure:

@@ -1,5 +1,6 @@
 """A running sandbox dumped by CRIU directly: CRIU stops it itself and calls faasd back (its post-dump
-action) to copy the sandbox's files while it is still stopped (``faasd.runtime.criu_dump``)."""
+action) to copy the sandbox's files while it is still stopped (``faasd.runtime.criu_dump``). Both ways of
+calling back: CRIU's own handshake (faasd's patch 0007) and the action script any CRIU runs."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from faasd.runtime import Sandbox, SandboxManager, SandboxSpec, cgroups
+from faasd.runtime import Sandbox, SandboxManager, SandboxSpec, cgroups, criu_cli
 from faasd.runtime import checkpoint as checkpoint_module
 from faasd.runtime.checkpoint import SnapshotDirs, checkpoint, restore
 from faasd.runtime.checkpointable import checkpoint_source
@@ -33,6 +34,14 @@ FILES = (
     "        os.symlink(str(i), tmp)\n        os.replace(tmp, '/run/faasd-io/n')\n    except OSError:\n"
     "        pass\n    time.sleep(0.002)\n"
 )
+
+
+@pytest.fixture(params=["native", "script"], autouse=True)
+def handshake(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``script``: the CRIU binary is taken for one without patch 0007 (the action script calls back)."""
+    if request.param == "script":
+        monkeypatch.setattr(criu_cli, "has_patch", lambda binary, marker: False)
+    return str(request.param)
 
 
 def _numbers(d: Path) -> list[int]:

@@ -1,8 +1,10 @@
 """faasd's CRIU patches 0005 and 0006 (scripts/criu-patches/): the restored pages are populated with
 ``madvise(MADV_POPULATE_WRITE)`` before CRIU reads them in, and the copy's memory is the source's (a program
 checking a checksum of its ~8 MB of state after the restore); CRIU polls the v1 freezer from 1 ms on instead
-of every 100 ms, and a dump's tasks are resumed as before. The binary is built without GnuTLS and nftables
-(set-up's ``NO_GNUTLS=1 LIB_NFTABLES=``): faasd uses neither, and loading them cost each CRIU run a few ms."""
+of every 100 ms, and a dump's tasks are resumed as before; CRIU calls faasd back at post-dump itself
+(0007: no action script, no shell started at each action while the tasks stand still). The binary is
+built without GnuTLS and nftables (set-up's ``NO_GNUTLS=1 LIB_NFTABLES=``): faasd uses neither, and
+loading them cost each CRIU run a few ms."""
 
 from __future__ import annotations
 
@@ -75,8 +77,11 @@ async def test_restored_pages_are_populated_and_equal_the_sources_and_the_freeze
         await src.start()
         await _lines(src, 2)
         snap = await snapshot_sandbox(store, src)
-        polls = FREEZE_LINE.findall(criu_log("dump.log"))
+        dump_log = criu_log("dump.log")
+        polls = FREEZE_LINE.findall(dump_log)
         assert polls, "criu lacks scripts/criu-patches/0006-freeze-poll.patch (setup-system.sh)"
+        assert "faasd-post-dump-fifo-v2: answered 0" in dump_log, "criu lacks 0007-post-dump-fifo.patch"
+        assert "criu-post-dump.sh" not in dump_log  # no action script ran
         before = len(src.stdout().decode().splitlines())
         await _lines(src, before + 2)  # the source was resumed after the dump
         copy = (await restore_snapshot(store, snap.id, copy_id, manager=manager)).sandbox

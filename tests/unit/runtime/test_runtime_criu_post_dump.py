@@ -72,3 +72,15 @@ def test_without_faasd_it_gives_up(tmp_path: Path) -> None:
     work = _fifos(tmp_path)
     res = _run(work, wait_s=1)
     assert res.returncode != 0
+
+
+def test_a_patched_criu_is_told_apart_by_its_marker(tmp_path: Path) -> None:
+    from faasd.runtime import criu_cli
+    from faasd.runtime.criu_dump import NATIVE_POST_DUMP_MARKER
+
+    binary = tmp_path / "criu"
+    binary.write_bytes(b"\x7fELF" + b"\0" * 4096 + b"log: faasd-freeze-poll-v1: frozen\0")
+    assert not criu_cli.has_patch(str(binary), NATIVE_POST_DUMP_MARKER)
+    binary.write_bytes(binary.read_bytes() + NATIVE_POST_DUMP_MARKER.encode() + b": answered %d\n\0")
+    assert criu_cli.has_patch(str(binary), NATIVE_POST_DUMP_MARKER)  # a rebuilt binary is read again
+    assert not criu_cli.has_patch(str(tmp_path / "missing"), NATIVE_POST_DUMP_MARKER)
