@@ -199,7 +199,8 @@ async def _first_line(sb: Sandbox, timeout_s: float = 60.0) -> None:
 async def bench_restore(n: int, rootfs: Path, settings: Settings) -> dict[str, list[float]]:
     """Per isolation: cold start of TICK to its first line, and restore of a capture of it to its first
     new line (runc: CRIU, gvisor: runsc checkpoint/restore), all interleaved one by one."""
-    from faasd.runtime.checkpoint import SnapshotDirs, checkpoint, restore
+    from faasd.runtime.checkpoint import checkpoint
+    from faasd.runtime.restore import SnapshotDirs, restore
 
     manager = SandboxManager(settings)
     runtimes: tuple[Literal["runc", "runsc"], ...] = ("runsc", "runc")

@@ -61,7 +61,7 @@ from faasd.platform.snapshot_meta import (
 from faasd.platform.snapshot_modes import FunctionSnapshotModes
 from faasd.platform.worker_protocol import PoolWorker, WorkerConfig, WorkerFactory
 from faasd.runtime.adopt import write_record
-from faasd.runtime.checkpoint import Restored
+from faasd.runtime.restore import Restored
 from faasd.runtime.sandbox import SandboxManager
 from faasd.runtime.workers import Worker, WorkerSpec
 from faasd.snapshots.seeds import copy_seeds

@@ -29,6 +29,19 @@ _NEW_GRACE_S = 600.0
 """A ``.new-*`` dir (created, not yet locked and renamed) older than this was left by a crash."""
 
 
+def read_log(path: Path) -> str:
+    """A CRIU log (empty when there is none to read)."""
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def log_tail(text: str, lines: int = 15) -> str:
+    """The last ``lines`` lines of a log, for an error message."""
+    return "\n".join(text.splitlines()[-lines:])
+
+
 def make_work_dir(work: Path) -> int:
     """Create the CRIU work dir ``work`` (must not exist) locked by an exclusive ``flock`` on the
     directory for the duration of one operation. Returns the fd holding the lock (released by

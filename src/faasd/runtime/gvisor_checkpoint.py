@@ -2,7 +2,7 @@
 
 gVisor saves the whole sentry (the guest kernel with every process, its memory and its open files) into
 one file, ``checkpoint.img``; CRIU is not involved. :func:`faasd.runtime.checkpoint.checkpoint` hands a
-runsc sandbox to :func:`checkpoint_gvisor` and :func:`faasd.runtime.checkpoint.restore` restores a
+runsc sandbox to :func:`checkpoint_gvisor` and :func:`faasd.runtime.restore.restore` restores a
 snapshot whose config.json says ``faasd.isolation: gvisor`` under runsc. A capture directory has the
 same layout as CRIU's (``criu/`` then holds ``checkpoint.img``), so the snapshot store keeps both kinds
 the same way; the kind is the :data:`ISOLATION_ANNOTATION` of the stored config.json.

@@ -33,8 +33,9 @@ from typing import Any, Literal
 
 from faasd.errors import InvalidInputError, NotFoundError
 from faasd.runtime import Limits, SandboxManager
-from faasd.runtime.checkpoint import Restored, SnapshotDirs, checkpoint, restore
+from faasd.runtime.checkpoint import checkpoint
 from faasd.runtime.checkpointable import Checkpointable, checkpoint_source
+from faasd.runtime.restore import Restored, SnapshotDirs, restore
 from faasd.snapshots.layers import flatten_uppers, rebase_upper
 from faasd.snapshots.merge import STRATEGIES, MergeReport, merge_uppers
 from faasd.snapshots.seeds import check_seed, copy_seeds

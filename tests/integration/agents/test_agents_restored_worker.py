@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from faasd.runtime import Limits, SandboxManager
-from faasd.runtime.checkpoint import SnapshotDirs, checkpoint, restore
+from faasd.runtime.checkpoint import checkpoint
+from faasd.runtime.restore import SnapshotDirs, restore
 from faasd.runtime.workers import InvokeRequest, Worker, WorkerSpec, start_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]

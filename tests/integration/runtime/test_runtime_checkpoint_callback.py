@@ -12,8 +12,9 @@ import pytest
 
 from faasd.runtime import Sandbox, SandboxManager, SandboxSpec, cgroups, criu_cli
 from faasd.runtime import checkpoint as checkpoint_module
-from faasd.runtime.checkpoint import SnapshotDirs, checkpoint, restore
+from faasd.runtime.checkpoint import checkpoint
 from faasd.runtime.checkpointable import checkpoint_source
+from faasd.runtime.restore import SnapshotDirs, restore
 from fixtures.counter import count_above, read_count
 
 pytestmark = [

@@ -148,7 +148,7 @@ async def test_cleanup_during_real_checkpoint_and_restore_removes_nothing_live(
     leaks_of: Callable[[str], list[str]],
 ) -> None:
     """cleanup_criu_work_dirs racing a real CRIU dump and restore never takes their work dirs."""
-    from faasd.runtime.checkpoint import SnapshotDirs, restore
+    from faasd.runtime.restore import SnapshotDirs, restore
 
     sb = await manager.create(make_spec("sleep", "1000"), stdin_pipe=False)
     new_id = sid + "-r"

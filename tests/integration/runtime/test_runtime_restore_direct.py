@@ -16,7 +16,8 @@ import pytest
 
 from faasd.errors import RuntimeFailure
 from faasd.runtime import Sandbox, SandboxManager, SandboxSpec, cgroups, ksm
-from faasd.runtime.checkpoint import Checkpoint, SnapshotDirs, checkpoint, restore
+from faasd.runtime.checkpoint import Checkpoint, checkpoint
+from faasd.runtime.restore import SnapshotDirs, restore
 from faasd.runtime.runc_state import RUNC_STATE_NAME
 from fixtures.counter import COUNTER, count_above, read_count
 
@@ -186,7 +187,8 @@ async def test_a_daemon_dying_mid_restore_leaves_nothing_cleanup_cannot_take(
         from pathlib import Path
         from faasd.config import Settings
         from faasd.runtime import SandboxManager, SandboxSpec, criu_restore
-        from faasd.runtime.checkpoint import SnapshotDirs, checkpoint, restore
+        from faasd.runtime.checkpoint import checkpoint
+        from faasd.runtime.restore import SnapshotDirs, restore
         def crash(*args, **kwargs):
             print("crashing", flush=True)
             os._exit(9)

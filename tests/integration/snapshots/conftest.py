@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import faasd.runtime.checkpoint as checkpoint_mod
+import faasd.runtime.restore as restore_mod
 from faasd.config import Settings
 from faasd.rootfs import mounts
 from faasd.testing.leaks import find_leaks
@@ -34,7 +35,8 @@ def criu_logs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
                 logs.append((name, (work / name).read_text(errors="replace")))
         remove(work, fd)
 
-    monkeypatch.setattr(checkpoint_mod, "remove_work_dir", keep)
+    monkeypatch.setattr(checkpoint_mod, "remove_work_dir", keep)  # dumps
+    monkeypatch.setattr(restore_mod, "remove_work_dir", keep)  # restores
     return logs
 
 

@@ -11,7 +11,7 @@ from faasd.config import Settings
 from faasd.runtime import Limits, SandboxManager, SandboxSpec
 from faasd.runtime.agent_client import AgentClient, InvokeRequest
 from faasd.runtime.agent_files import agent_mount, python_agent_args
-from faasd.runtime.checkpoint import Restored
+from faasd.runtime.restore import Restored
 from faasd.snapshots.service import branch, snapshot_sandbox
 from faasd.snapshots.store import SnapshotStore
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from faasd.runtime import SandboxSpec
-from faasd.runtime.checkpoint import rewrite_config
 from faasd.runtime.criu_conf import CRIU_CONFIG, CRIU_CONFIG_ANNOTATION, criu_annotations
+from faasd.runtime.restore import rewrite_config
 from faasd.runtime.spec import ContainerPaths, ProcessUser, build_config
 
 pytestmark = pytest.mark.unit

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from faasd.errors import ConflictError, RuntimeFailure, StorageFullError
-from faasd.runtime.checkpoint import CheckpointSource, checkpoint, rewrite_config
+from faasd.runtime.checkpoint import CheckpointSource, checkpoint
+from faasd.runtime.restore import rewrite_config
 from faasd.runtime.runc import OciRuntime
 
 pytestmark = pytest.mark.unit

@@ -148,7 +148,7 @@ class Worker:
         """A worker around an already running sandbox (e.g. one restored from a CRIU snapshot).
 
         Waits until the function answers; with ``restored`` the agent is told it was restored (it reseeds
-        its PRNGs and runs the function's after-restore hooks). ``faasd.runtime.checkpoint.restore`` already
+        its PRNGs and runs the function's after-restore hooks). ``faasd.runtime.restore.restore`` already
         does that unless called with ``notify_agent=False``: then pass ``restored=False`` here.
         """
         started = time.perf_counter()
