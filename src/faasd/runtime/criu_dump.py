@@ -56,8 +56,9 @@ def can_call_back() -> bool:
 
 
 class _PostDump:
-    """faasd's end of the post-dump action script: FIFO ``ready`` (CRIU's script writes a line when the
-    images are written and the tasks still stopped) and ``go`` (faasd writes the script's exit status).
+    """faasd's end of the post-dump handshake: FIFO ``ready`` (CRIU, or its action script, writes a line
+    when the images are written and the tasks still stopped) and ``go`` (faasd writes the status: 0 lets
+    the dump finish, anything else fails it).
     Both are opened before CRIU starts: ``ready`` for reading without blocking, ``go`` read-write (so
     neither side's open ever waits for the other; closing ``go`` ends a waiting script's read)."""
 

@@ -4,13 +4,15 @@ calling back: CRIU's own handshake (faasd's patch 0007) and the action script an
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from faasd.runtime import Sandbox, SandboxManager, SandboxSpec, cgroups, criu_cli
+from faasd.errors import RuntimeFailure
+from faasd.runtime import Sandbox, SandboxManager, SandboxSpec, cgroups, criu_cli, criu_dump
 from faasd.runtime import checkpoint as checkpoint_module
 from faasd.runtime.checkpoint import checkpoint
 from faasd.runtime.checkpointable import checkpoint_source
@@ -106,6 +108,39 @@ async def test_a_failed_copy_fails_the_dump_and_the_sandbox_runs_on(
             await checkpoint(sb, tmp_path / "cp")
         assert not (tmp_path / "cp").exists()
         assert not list(sb.bundle.glob("criu-dump-*"))  # CRIU's work dir went too
+        assert (await sb.state())["status"] == "running"
+        freezer = cgroups.controller_dir(sb.id, "freezer")
+        assert freezer is not None and (freezer / "freezer.state").read_text().strip() == "THAWED"
+        await count_above(sb.io_dir, await read_count(sb.io_dir) + 3)  # CRIU resumed it
+    finally:
+        await sb.destroy()
+    assert leaks_of(sid) == []
+
+
+async def test_faasd_gone_without_an_answer_fails_the_dump_and_the_sandbox_runs_on(
+    manager: SandboxManager,
+    make_spec: Spec,
+    sid: str,
+    leaks_of: Callable[[str], list[str]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """faasd's end of ``go`` closes without an answer (as when the daemon dies mid-dump): CRIU reads end
+    of file, fails the dump at once (not after its time limit) and resumes the tasks."""
+
+    def gone(hook: criu_dump._PostDump, ok: bool) -> None:
+        os.close(hook.go_fd)
+        hook.go_fd = -1  # closing it again is a no-op, never another descriptor
+
+    monkeypatch.setattr(criu_dump._PostDump, "answer", gone)
+    sb = await manager.create(make_spec("python3", "-c", FILES), stdin_pipe=False)
+    try:
+        await sb.start()
+        await read_count(sb.io_dir)
+        # CRIU itself failed the dump ("exited with status"), not faasd's time limit ("did not finish")
+        with pytest.raises(RuntimeFailure, match="criu dump exited with status"):
+            await checkpoint(sb, tmp_path / "cp")
+        assert not (tmp_path / "cp").exists()
         assert (await sb.state())["status"] == "running"
         freezer = cgroups.controller_dir(sb.id, "freezer")
         assert freezer is not None and (freezer / "freezer.state").read_text().strip() == "THAWED"
