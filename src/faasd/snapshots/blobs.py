@@ -140,6 +140,7 @@ class BlobStore:
                 entries.append(e)
         finally:  # collect every result (even after an error) so `written` lists every new blob
             error: BaseException | None = None
+            seen = set(written)  # equal chunks in flight together may each write the blob: count it once
             for e, futures in pending:
                 for fu in futures:
                     try:
@@ -148,7 +149,8 @@ class BlobStore:
                         error = error or exc
                         continue
                     e.chunks.append(digest)
-                    if blob is not None:
+                    if blob is not None and blob not in seen:
+                        seen.add(blob)
                         written.append(blob)
                         sizes.new_bytes += nbytes
             if error is not None:

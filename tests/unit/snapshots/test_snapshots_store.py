@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -194,3 +195,24 @@ def test_a_restore_leases_every_link_of_its_chain(tmp_path: Path) -> None:
     assert all((p / n).exists() for p, n in zip(lowers[1:], ("f", "g"), strict=True))
     holder.rmdir()
     assert st.gc().removed_materialized == 2
+
+
+def test_equal_files_stored_together_count_one_blob(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Equal chunks of several files are in flight at once (renames slowed down so that several workers
+    find the blob missing and write it): one blob, counted once, and every file comes back."""
+    real_rename = os.rename
+
+    def slow_rename(src: str | Path, dst: str | Path) -> None:
+        time.sleep(0.05)
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", slow_rename)
+    files = {f"same-{i}": b"x" * 1000 for i in range(12)} | {f"empty-{i}": b"" for i in range(12)}
+    st = SnapshotStore(tmp_path / "store", threads=4)
+    snap = st.create({"upper": _tree(tmp_path / "a", files)})
+    assert snap.sizes.chunks == 2  # the 1000 x's and the empty chunk
+    blobs = [st.blob_path(d) for d in snap.digests()]
+    assert snap.sizes.new_bytes == sum(b.stat().st_size for b in blobs)
+    out = st.materialized(snap.id).upper
+    assert out is not None
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == files
