@@ -88,23 +88,14 @@ async def test_files_and_memory_are_captured_at_the_same_instant(
     assert leaks_of(sid) == [] and leaks_of(sid + "-c") == []
 
 
-async def test_a_failed_copy_fails_the_dump_and_the_sandbox_runs_on(
-    manager: SandboxManager,
-    make_spec: Spec,
-    sid: str,
-    leaks_of: Callable[[str], list[str]],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+async def _dump_fails_and_the_sandbox_runs_on(
+    manager: SandboxManager, make_spec: Spec, tmp_path: Path, error: type[Exception], match: str
 ) -> None:
-    def broken_copy(upper: Path, dest: Path) -> None:
-        raise RuntimeError("copy broke")
-
-    monkeypatch.setattr(checkpoint_module, "copy_upper", broken_copy)
     sb = await manager.create(make_spec("python3", "-c", FILES), stdin_pipe=False)
     try:
         await sb.start()
         await read_count(sb.io_dir)
-        with pytest.raises(RuntimeError, match="copy broke"):
+        with pytest.raises(error, match=match):
             await checkpoint(sb, tmp_path / "cp")
         assert not (tmp_path / "cp").exists()
         assert not list(sb.bundle.glob("criu-dump-*"))  # CRIU's work dir went too
@@ -114,37 +105,34 @@ async def test_a_failed_copy_fails_the_dump_and_the_sandbox_runs_on(
         await count_above(sb.io_dir, await read_count(sb.io_dir) + 3)  # CRIU resumed it
     finally:
         await sb.destroy()
+
+
+async def test_a_failed_copy_fails_the_dump_and_the_sandbox_runs_on(
+    manager: SandboxManager, make_spec: Spec, sid: str, leaks_of: Callable[[str], list[str]],
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken_copy(upper: Path, dest: Path) -> None:
+        raise RuntimeError("copy broke")
+
+    monkeypatch.setattr(checkpoint_module, "copy_upper", broken_copy)
+    await _dump_fails_and_the_sandbox_runs_on(manager, make_spec, tmp_path, RuntimeError, "copy broke")
     assert leaks_of(sid) == []
 
 
 async def test_faasd_gone_without_an_answer_fails_the_dump_and_the_sandbox_runs_on(
-    manager: SandboxManager,
-    make_spec: Spec,
-    sid: str,
-    leaks_of: Callable[[str], list[str]],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    manager: SandboxManager, make_spec: Spec, sid: str, leaks_of: Callable[[str], list[str]],
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """faasd's end of ``go`` closes without an answer (as when the daemon dies mid-dump): CRIU reads end
-    of file, fails the dump at once (not after its time limit) and resumes the tasks."""
+    of file and fails the dump itself ("exited with status", not faasd's time limit, "did not finish"),
+    and the tasks are resumed."""
 
     def gone(hook: criu_dump._PostDump, ok: bool) -> None:
         os.close(hook.go_fd)
         hook.go_fd = -1  # closing it again is a no-op, never another descriptor
 
     monkeypatch.setattr(criu_dump._PostDump, "answer", gone)
-    sb = await manager.create(make_spec("python3", "-c", FILES), stdin_pipe=False)
-    try:
-        await sb.start()
-        await read_count(sb.io_dir)
-        # CRIU itself failed the dump ("exited with status"), not faasd's time limit ("did not finish")
-        with pytest.raises(RuntimeFailure, match="criu dump exited with status"):
-            await checkpoint(sb, tmp_path / "cp")
-        assert not (tmp_path / "cp").exists()
-        assert (await sb.state())["status"] == "running"
-        freezer = cgroups.controller_dir(sb.id, "freezer")
-        assert freezer is not None and (freezer / "freezer.state").read_text().strip() == "THAWED"
-        await count_above(sb.io_dir, await read_count(sb.io_dir) + 3)  # CRIU resumed it
-    finally:
-        await sb.destroy()
+    await _dump_fails_and_the_sandbox_runs_on(
+        manager, make_spec, tmp_path, RuntimeFailure, "criu dump exited with status"
+    )
     assert leaks_of(sid) == []
