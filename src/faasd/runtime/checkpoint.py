@@ -46,9 +46,6 @@ from faasd.runtime.runc_state import RUNC_STATE_NAME
 CRIU_OPTS: dict[str, bool] = {"tcp_established": True, "file_locks": True, "ext_unix_sk": True}
 """CRIU options used for both dump and restore (they must match)."""
 
-IO_DIR_NAME = "io"
-AGENT_SOCKET = "agent.sock"
-
 
 @dataclass
 class Checkpoint:

@@ -30,7 +30,8 @@ from faasd.errors import FaasdError, InvalidInputError, RuntimeFailure
 from faasd.rootfs import mounts
 from faasd.runtime import gvisor_checkpoint
 from faasd.runtime.agent_client import AgentClient
-from faasd.runtime.checkpoint import AGENT_SOCKET, CRIU_OPTS
+from faasd.runtime.agent_files import AGENT_SOCKET_NAME
+from faasd.runtime.checkpoint import CRIU_OPTS
 from faasd.runtime.criu_conf import cgroup_yard, criu_annotations
 from faasd.runtime.criu_work import RESTORE_WORK_DIR, log_tail, make_work_dir, read_log, remove_work_dir
 from faasd.runtime.models import SANDBOX_ID_RE, Limits, NetworkSpec, SandboxSpec, UserNamespace
@@ -198,8 +199,8 @@ async def restore(
     ack = None
     try:
         _publish_agent_socket(sb.io_dir)
-        if notify_agent and (sb.io_dir / AGENT_SOCKET).exists():
-            ack = await notify_restored(sb.io_dir / AGENT_SOCKET, agent_timeout_s, seed=seed)
+        if notify_agent and (sb.io_dir / AGENT_SOCKET_NAME).exists():
+            ack = await notify_restored(sb.io_dir / AGENT_SOCKET_NAME, agent_timeout_s, seed=seed)
             timings["notify_agent"] = (time.perf_counter() - t2) * 1000
     except BaseException as exc:
         with contextlib.suppress(Exception):
@@ -218,10 +219,10 @@ def _publish_agent_socket(io_dir: Path) -> None:
     and renames it into place (so the host never sees a half-ready socket) comes back under the
     temporary name. The io dir is ours, so rename it again.
     """
-    final = io_dir / AGENT_SOCKET
+    final = io_dir / AGENT_SOCKET_NAME
     if final.exists():
         return
-    for p in sorted(io_dir.glob(AGENT_SOCKET + ".*")):
+    for p in sorted(io_dir.glob(AGENT_SOCKET_NAME + ".*")):
         with contextlib.suppress(OSError):
             if stat.S_ISSOCK(p.lstat().st_mode):
                 os.rename(p, final)

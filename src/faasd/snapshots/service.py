@@ -234,24 +234,18 @@ def snapshot_upper(
 def snapshot_lowers(store: SnapshotStore, snapshot_id: str) -> list[Path]:
     """Overlay lowers (lowest first) that reproduce a snapshot's filesystem: image layers, then the
     materialised uppers of its chain (root ancestor first)."""
-    chain = store.chain(snapshot_id)
-    lowers = [Path(p) for p in chain[0].meta.layers]
-    for snap in chain:
-        mat = store.materialized(snap.id)
-        if mat.upper is not None:
-            lowers.append(mat.upper)
-    return lowers
+    return _chain_lowers(store, snapshot_id, None)[0]
 
 
-def _leased_lowers(
-    store: SnapshotStore, snapshot_id: str, holder: Path
+def _chain_lowers(
+    store: SnapshotStore, snapshot_id: str, holder: Path | None
 ) -> tuple[list[Path], MaterializedSnapshot]:
-    """:func:`snapshot_lowers` of a snapshot and its materialised trees, each link of its chain leased to
-    ``holder`` (one pass over the chain). Blocking."""
+    """:func:`snapshot_lowers` of a snapshot and its own materialised trees, in one pass over its chain;
+    with ``holder``, each link is leased to it (kept through gc while it exists). Blocking."""
     chain = store.chain(snapshot_id)
     lowers = [Path(p) for p in chain[0].meta.layers]
     for snap in chain:
-        mat = store.lease(snap.id, holder)
+        mat = store.materialized(snap.id) if holder is None else store.lease(snap.id, holder)
         if mat.upper is not None:
             lowers.append(mat.upper)
     return lowers, mat
@@ -344,7 +338,7 @@ async def restore_snapshot(
             "start a new sandbox with snapshot_lowers() as its filesystem instead"
         )
     # the materialised uppers (the overlay lowers) are kept through gc while the sandbox exists
-    lowers, mat = await asyncio.to_thread(_leased_lowers, store, snapshot_id, manager.sandboxes_dir / new_id)
+    lowers, mat = await asyncio.to_thread(_chain_lowers, store, snapshot_id, manager.sandboxes_dir / new_id)
     assert mat.criu is not None and mat.bundle is not None
     dirs = SnapshotDirs(criu=mat.criu, config_json=mat.bundle / "config.json", lowers=lowers)
     [copy_seed_] = copy_seeds(seed, 1, first=copy)

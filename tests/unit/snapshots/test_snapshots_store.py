@@ -179,14 +179,14 @@ def test_enospc_rolls_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_a_restore_leases_every_link_of_its_chain(tmp_path: Path) -> None:
-    from faasd.snapshots.service import _leased_lowers
+    from faasd.snapshots.service import _chain_lowers
 
     st = SnapshotStore(tmp_path / "store")
     root = st.create({"upper": _tree(tmp_path / "a", {"f": b"root"})}, SnapshotMeta(layers=["/layer/0"]))
     child = st.create({"upper": _tree(tmp_path / "b", {"g": b"child"})}, SnapshotMeta(parent=root.id))
     holder = tmp_path / "sandbox-bundle"
     holder.mkdir()
-    lowers, mat = _leased_lowers(st, child.id, holder)
+    lowers, mat = _chain_lowers(st, child.id, holder)
     assert lowers == [Path("/layer/0"), st.materialized(root.id).upper, st.materialized(child.id).upper]
     assert mat.root == st.materialized(child.id).root
     st.delete(child.id)
