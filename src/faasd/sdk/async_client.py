@@ -15,6 +15,7 @@ from faasd.sdk import models as sm
 from faasd.sdk._api import Body, Call, DeployOptions, ExecuteOptions, StreamCall
 from faasd.sdk._base import DEFAULT_LIMITS, ClientBase, T
 from faasd.sdk.errors import Conflict, ExecutionWaitTimeout, error_from_response, request_error
+from faasd.sdk.instance_ops import AsyncInstanceOps
 from faasd.sdk.models import (
     ApiKey,
     CreatedApiKey,
@@ -62,7 +63,7 @@ class AsyncExecutionHandle:
         return f"AsyncExecutionHandle({self.id!r})"
 
 
-class AsyncClient(ClientBase):
+class AsyncClient(ClientBase, AsyncInstanceOps):
     """Asynchronous client of the faasd API; same methods as :class:`Client`, awaitable."""
 
     def __init__(
@@ -434,94 +435,3 @@ class AsyncClient(ClientBase):
         return await self._call(
             _api.invoke_sandbox(sandbox_id, data, content_type=content_type, headers=headers, timeout=timeout)
         )
-
-    # -- persistent instances and jobs
-    async def start_instance(
-        self,
-        image: str | None = None,
-        *,
-        snapshot_id: str | None = None,
-        name: str | None = None,
-        cpu_cores: float = 1.0,
-        memory_mb: int = 512,
-        disk_gb: float = 1.0,
-        ttl_s: float | None = None,
-        env: Mapping[str, str] | None = None,
-        isolation: str | None = None,
-        pids: int | None = None,
-    ) -> sm.Instance:
-        """Start a persistent instance from an image (default faasd/python:latest) or a snapshot."""
-        return await self._call(
-            _api.start_instance(
-                image=image,
-                snapshot_id=snapshot_id,
-                name=name,
-                cpu_cores=cpu_cores,
-                memory_mb=memory_mb,
-                disk_gb=disk_gb,
-                ttl_s=ttl_s,
-                env=dict(env or {}),
-                isolation=isolation,
-                pids=pids,
-            )
-        )
-
-    async def list_instances(self) -> list[sm.Instance]:
-        return await self._call(_api.list_instances())
-
-    async def get_instance(self, instance_id: str) -> sm.Instance:
-        return await self._call(_api.get_instance(instance_id))
-
-    async def pull_image(self, ref: str) -> sm.Image:
-        """Have the daemon pull ``ref`` from its registry (see ``Client.pull_image``)."""
-        return await self._call(_api.pull_image(ref))
-
-    async def push_image(self, ref: str, *, source: str | None = None) -> sm.PushResult:
-        """Have the daemon push its image ``source`` (default: the one named ``ref``) to ``ref``."""
-        return await self._call(_api.push_image(ref, source))
-
-    async def delete_instance(self, instance_id: str) -> None:
-        await self._call(_api.delete_instance(instance_id))
-
-    async def instance_action(self, instance_id: str, action: str) -> sm.Instance:
-        """``action``: start | stop | pause | resume."""
-        return await self._call(_api.instance_action(instance_id, action))
-
-    async def exec_instance(
-        self,
-        instance_id: str,
-        command: list[str] | str,
-        *,
-        stdin: bytes | str | None = None,
-        env: Mapping[str, str] | None = None,
-        cwd: str | None = None,
-        timeout_s: float = 60.0,
-    ) -> sm.InstanceExecResult:
-        return await self._call(
-            _api.exec_instance(instance_id, command, stdin=stdin, env=env, cwd=cwd, timeout_s=timeout_s)
-        )
-
-    async def upload_to_instance(
-        self, instance_id: str, target_path: str, files: Mapping[str, bytes]
-    ) -> sm.UploadResult:
-        return await self._call(_api.upload_instance_files(instance_id, target_path, files))
-
-    async def upload_tar_to_instance(
-        self, instance_id: str, target_path: str, archive: bytes
-    ) -> sm.UploadResult:
-        return await self._call(_api.upload_instance_tar(instance_id, target_path, archive))
-
-    async def download_from_instance(self, instance_id: str, path: str) -> bytes:
-        """A tar archive of ``path`` inside the instance."""
-        return await self._call(_api.download_instance(instance_id, path))
-
-    async def expose_port(
-        self, instance_id: str, internal_port: int, *, protocol: str = "http", subdomain: str | None = None
-    ) -> sm.InstancePort:
-        return await self._call(_api.expose_instance_port(instance_id, internal_port, protocol, subdomain))
-
-    async def run_job(self, type: int | str, args: Mapping[str, Any] | None = None) -> sm.Job:
-        return await self._call(_api.run_job(type, args or {}))
-
-    async def get_job(self, job_id: str) -> sm.Job:
-        return await self._call(_api.get_job(job_id))

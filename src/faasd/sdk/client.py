@@ -22,6 +22,7 @@ from faasd.sdk import models as sm
 from faasd.sdk._api import Body, Call, DeployOptions, ExecuteOptions, StreamCall
 from faasd.sdk._base import DEFAULT_LIMITS, DEFAULT_TIMEOUT, ClientBase, T
 from faasd.sdk.errors import Conflict, ExecutionWaitTimeout, error_from_response, request_error
+from faasd.sdk.instance_ops import InstanceOps
 from faasd.sdk.models import (
     ApiKey,
     CreatedApiKey,
@@ -93,7 +94,7 @@ class ExecutionHandle:
         return f"ExecutionHandle({self.id!r})"
 
 
-class Client(ClientBase):
+class Client(ClientBase, InstanceOps):
     """Blocking client of the faasd API.
 
     >>> with Client() as faas:
@@ -481,92 +482,3 @@ class Client(ClientBase):
         return self._call(
             _api.invoke_sandbox(sandbox_id, data, content_type=content_type, headers=headers, timeout=timeout)
         )
-
-    # -- persistent instances and jobs
-    def start_instance(
-        self,
-        image: str | None = None,
-        *,
-        snapshot_id: str | None = None,
-        name: str | None = None,
-        cpu_cores: float = 1.0,
-        memory_mb: int = 512,
-        disk_gb: float = 1.0,
-        ttl_s: float | None = None,
-        env: Mapping[str, str] | None = None,
-        isolation: str | None = None,
-        pids: int | None = None,
-    ) -> sm.Instance:
-        """Start a persistent instance from an image (default faasd/python:latest) or a snapshot."""
-        return self._call(
-            _api.start_instance(
-                image=image,
-                snapshot_id=snapshot_id,
-                name=name,
-                cpu_cores=cpu_cores,
-                memory_mb=memory_mb,
-                disk_gb=disk_gb,
-                ttl_s=ttl_s,
-                env=dict(env or {}),
-                isolation=isolation,
-                pids=pids,
-            )
-        )
-
-    def list_instances(self) -> list[sm.Instance]:
-        return self._call(_api.list_instances())
-
-    def get_instance(self, instance_id: str) -> sm.Instance:
-        return self._call(_api.get_instance(instance_id))
-
-    def pull_image(self, ref: str) -> sm.Image:
-        """Have the daemon pull ``ref`` from its registry (``alpine`` is docker.io/library/alpine:latest)."""
-        return self._call(_api.pull_image(ref))
-
-    def push_image(self, ref: str, *, source: str | None = None) -> sm.PushResult:
-        """Have the daemon push its image ``source`` (default: the one named ``ref``) to ``ref``."""
-        return self._call(_api.push_image(ref, source))
-
-    def delete_instance(self, instance_id: str) -> None:
-        self._call(_api.delete_instance(instance_id))
-
-    def instance_action(self, instance_id: str, action: str) -> sm.Instance:
-        """``action``: start | stop | pause | resume."""
-        return self._call(_api.instance_action(instance_id, action))
-
-    def exec_instance(
-        self,
-        instance_id: str,
-        command: list[str] | str,
-        *,
-        stdin: bytes | str | None = None,
-        env: Mapping[str, str] | None = None,
-        cwd: str | None = None,
-        timeout_s: float = 60.0,
-    ) -> sm.InstanceExecResult:
-        return self._call(
-            _api.exec_instance(instance_id, command, stdin=stdin, env=env, cwd=cwd, timeout_s=timeout_s)
-        )
-
-    def upload_to_instance(
-        self, instance_id: str, target_path: str, files: Mapping[str, bytes]
-    ) -> sm.UploadResult:
-        return self._call(_api.upload_instance_files(instance_id, target_path, files))
-
-    def upload_tar_to_instance(self, instance_id: str, target_path: str, archive: bytes) -> sm.UploadResult:
-        return self._call(_api.upload_instance_tar(instance_id, target_path, archive))
-
-    def download_from_instance(self, instance_id: str, path: str) -> bytes:
-        """A tar archive of ``path`` inside the instance."""
-        return self._call(_api.download_instance(instance_id, path))
-
-    def expose_port(
-        self, instance_id: str, internal_port: int, *, protocol: str = "http", subdomain: str | None = None
-    ) -> sm.InstancePort:
-        return self._call(_api.expose_instance_port(instance_id, internal_port, protocol, subdomain))
-
-    def run_job(self, type: int | str, args: Mapping[str, Any] | None = None) -> sm.Job:
-        return self._call(_api.run_job(type, args or {}))
-
-    def get_job(self, job_id: str) -> sm.Job:
-        return self._call(_api.get_job(job_id))
