@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from faasd.api import fastpath
 from faasd.api.accesslog import AccessLog
@@ -225,6 +228,31 @@ def test_access_log_lines_match_the_json_formatter(capsys: pytest.CaptureFixture
     finally:
         logger.handlers[:] = []
         logger.propagate = True
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    at=st.floats(min_value=0, max_value=4e9, allow_nan=False),
+    method=st.text(max_size=8),
+    path=st.text(max_size=40),
+    route=st.text(max_size=40),
+    status=st.integers(min_value=100, max_value=599),
+    ms=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(0, 10**6)),
+    key=st.one_of(st.none(), st.text(max_size=12)),
+)
+def test_access_log_template_writes_what_json_dumps_writes(
+    at: float, method: str, path: str, route: str, status: int, ms: float, key: str | None
+) -> None:
+    """The templated line is the exact text of ``json.dumps`` of the formatter's fields (any strings,
+    escapes, non-ASCII; floats that JSON writes oddly and ints go through ``json.dumps`` itself)."""
+    from faasd.api.accesslog import _fields, json_line
+
+    e = (at, method, path, route, status, ms, key)
+    ts = datetime.fromtimestamp(at, UTC).isoformat().replace("+00:00", "Z")
+    msg = f"{method} {path} {status}"
+    want: dict[str, object] = {"ts": ts, "level": "info", "logger": "faasd.access", "msg": msg}
+    want.update(_fields(e))
+    assert json_line("faasd.access", e) == json.dumps(want, ensure_ascii=False)
 
 
 def test_unexpected_errors_are_json_500s(

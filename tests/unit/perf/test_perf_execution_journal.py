@@ -8,12 +8,17 @@ are still committed before ``submit`` returns; a failed write is retried, not lo
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import sqlite3
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy.exc import OperationalError
 
 from faasd.config import Settings
@@ -383,3 +388,53 @@ async def test_rows_without_a_column_go_through_core(
     assert "A value is required for bind parameter 'stdout'" in caplog.text
     journal._ops.clear()
     await plat.close()
+
+
+@functools.cache
+def _sqlite_processors() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The journal plan's processors of every ``executions`` column on SQLite, and the dialect's own."""
+    from sqlalchemy import insert
+    from sqlalchemy.dialects import sqlite
+
+    from faasd.platform.executions.journal import _InsertPlan
+    from faasd.state import Execution
+
+    table = Execution.__table__
+    dialect = sqlite.dialect()
+    plan = _InsertPlan.build(insert(table), dialect, tuple(c.name for c in table.columns))  # type: ignore[arg-type]
+    assert plan is not None
+    own = {c.name: c.type.dialect_impl(dialect).bind_processor(dialect) for c in table.columns}
+    return dict(plan.procs), own
+
+
+_HEADERS = st.dictionaries(st.text(max_size=12), st.text(max_size=24), max_size=5)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    when=st.datetimes(
+        min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31), timezones=st.sampled_from([None, UTC])
+    ),
+    headers=st.one_of(_HEADERS, st.dictionaries(st.text(max_size=4), st.lists(st.integers()), max_size=2)),
+    flag=st.one_of(st.none(), st.booleans(), st.sampled_from([0, 1])),
+)
+def test_the_plans_cheaper_processors_give_the_dialects_values(
+    when: datetime, headers: dict[str, Any], flag: bool | int | None
+) -> None:
+    """On SQLite the compiled insert's datetime, JSON and boolean processors are stand-ins for the
+    dialect's own: for any time (naive or UTC, microseconds or none, any year), any headers (repeated, or
+    with values JSON must nest) and any flag each gives exactly the dialect processor's value."""
+    procs, own = _sqlite_processors()
+    checks = (
+        ("created_at", when), ("request_headers", headers), ("result_headers", headers), ("cold_start", flag)
+    )
+    for column, value in checks:
+        proc, reference = procs[column], own[column]
+        assert proc is not None and reference is not None
+        assert proc is not reference, f"{column} keeps the dialect's processor"
+        assert proc(value) == reference(value)
+        assert proc(value) == reference(value)  # a repeated value (memo) too
+        assert proc(None) == reference(None)
+    same_items, proc, reference = dict(headers), procs["request_headers"], own["request_headers"]
+    assert proc is not None and reference is not None
+    assert proc(same_items) == reference(same_items)  # equal items in another dict: the memo's text

@@ -71,12 +71,31 @@ def receive_listener(path: str, timeout_s: float = 30.0) -> tuple[socket.socket,
 
 
 class _Conn:
+    """A client connection. Its socket is non-blocking (Python polls before every operation on a socket
+    with a timeout: two more system calls per request); the select loop says when to read, and
+    :meth:`send` waits (at most :data:`IO_TIMEOUT_S`) only for what the kernel did not take at once."""
+
     __slots__ = ("buf", "gate", "sock")
 
     def __init__(self, sock: socket.socket, gate: faasd_handoff.Gate | None = None) -> None:
+        sock.setblocking(False)
         self.sock = sock
         self.buf = bytearray()
         self.gate = gate
+
+    def send(self, data: bytes) -> None:
+        """All of ``data``, or OSError (also when the client takes nothing for :data:`IO_TIMEOUT_S`)."""
+        sock = self.sock
+        try:
+            sent = sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        if sent < len(data):
+            sock.settimeout(IO_TIMEOUT_S)
+            try:
+                sock.sendall(memoryview(data)[sent:])
+            finally:
+                sock.setblocking(False)
 
 
 class DirectServer:
@@ -164,7 +183,6 @@ class DirectServer:
                 return  # another worker sharing the listener took it
             except OSError:
                 return
-            sock.settimeout(IO_TIMEOUT_S)
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = _Conn(sock)
@@ -189,7 +207,6 @@ class DirectServer:
                     self._hand_back(refused)
                     sock.close()
                     continue
-                sock.settimeout(IO_TIMEOUT_S)
                 conn = _Conn(sock, gate)
                 conn.buf += body
                 self._conns[sock.fileno()] = conn
@@ -270,7 +287,7 @@ class DirectServer:
             status, fh.get("headers") or [], ex_id, duration, b"" if method == "HEAD" else fb, keep
         )
         try:
-            conn.sock.sendall(data)
+            conn.send(data)
         except OSError:
             keep = False
         record["ms"] = round((time.perf_counter() - t0) * 1000, 3)
@@ -375,7 +392,7 @@ class DirectServer:
             parts.append("connection: close\r\n")
         parts.append("\r\n")
         try:
-            conn.sock.sendall("".join(parts).encode("latin-1", "replace") + body)
+            conn.send("".join(parts).encode("latin-1", "replace") + body)
         except OSError:
             return False
         return keep

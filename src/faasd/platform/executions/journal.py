@@ -7,12 +7,15 @@ import builtins
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Dialect, Insert, Table, bindparam, func, insert, update
+from sqlalchemy import JSON, Boolean, Connection, Dialect, Insert, Table, bindparam, func, insert, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.types import TypeEngine
 
 from faasd.state import Database, Execution, Function
+from faasd.state.models import UTCDateTime
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +61,96 @@ class _InsertPlan:
         order = compiled.positiontup
         if not compiled.positional or order is None or not set(order) <= set(keys):
             return None  # named parameters, or columns the rows lack (Core fills in defaults)
-        # each column's processor as the dialect applies it (what Core's execution runs per row)
-        types = {name: compiled.binds[name].type.dialect_impl(dialect) for name in order}
-        procs = [(name, types[name].bind_processor(dialect)) for name in order]
+        # each column's processor as the dialect applies it (what Core's execution runs per row), or an
+        # equivalent that gives the same values for less (see _fast_processor)
+        procs = []
+        for name in order:
+            col_type = compiled.binds[name].type
+            proc = col_type.dialect_impl(dialect).bind_processor(dialect)
+            procs.append((name, _fast_processor(col_type, dialect, proc)))
         return cls(compiled.string, procs)
 
     def params(self, row: dict[str, Any]) -> tuple[Any, ...]:
         return tuple(row[k] if p is None else p(row[k]) for k, p in self.procs)
+
+
+def _fast_processor(
+    col_type: TypeEngine[Any], dialect: Dialect, proc: Callable[[Any], Any] | None
+) -> Callable[[Any], Any] | None:
+    """A cheaper stand-in for ``proc`` where one gives the same value on SQLite (``executemany`` of a batch
+    runs each column's processor per row: under gateway load the JSON and datetime columns' were ~30 %
+    of the daemon's CPU, py-spy). Anything else keeps its own processor."""
+    if proc is None or dialect.name != "sqlite":
+        return proc
+    if isinstance(col_type, UTCDateTime):
+        impl = col_type.impl_instance.dialect_impl(dialect)
+        if getattr(impl, "_storage_format", None) == _SQLITE_DATETIME_FORMAT:
+            return _sqlite_datetime(proc)
+    if isinstance(col_type, JSON):
+        return _memo_json(proc)
+    if isinstance(col_type, Boolean) and not dialect.supports_native_boolean:
+        return _sqlite_boolean(proc)
+    return proc
+
+
+_SQLITE_DATETIME_FORMAT = (
+    "%(year)04d-%(month)02d-%(day)02d %(hour)02d:%(minute)02d:%(second)02d.%(microsecond)06d"
+)
+"""SQLAlchemy's default storage format of SQLite ``DATETIME`` (what :func:`_sqlite_datetime` writes)."""
+
+
+def _sqlite_datetime(proc: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``UTCDateTime`` on SQLite: the wall time as ``YYYY-MM-DD HH:MM:SS.ffffff`` (the tzinfo dropped, as
+    the dialect does), with C ``isoformat`` instead of a ``%`` format of seven looked-up fields."""
+
+    def process(value: Any) -> Any:
+        if type(value) is datetime and value.year >= 1000:
+            return value.isoformat(" ", "microseconds")[:26]
+        return proc(value)
+
+    return process
+
+
+def _sqlite_boolean(proc: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A boolean column on SQLite: ``True``/``False`` as the 1/0 the dialect's processor makes of them
+    (``None`` stays ``None``), anything else through it (which refuses what is not a boolean)."""
+
+    def process(value: Any) -> Any:
+        if value is True:
+            return 1
+        if value is False:
+            return 0
+        if value is None:
+            return None
+        return proc(value)
+
+    return process
+
+
+def _memo_json(proc: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A JSON column whose values repeat (headers): each distinct flat ``str -> str`` dict is serialised
+    once (keyed by its items in order, so the text is exactly what ``proc`` gives); other values go
+    through ``proc``. At most 1024 texts are kept."""
+    memo: dict[tuple[tuple[str, str], ...], Any] = {}
+
+    def process(value: Any) -> Any:
+        if type(value) is not dict:
+            return proc(value)
+        try:
+            key = tuple(value.items())
+            text = memo.get(key)
+        except TypeError:  # an unhashable value: not a flat header dict
+            return proc(value)
+        if text is None:
+            if not all(type(k) is str and type(v) is str for k, v in key):
+                return proc(value)
+            text = proc(value)
+            if len(memo) >= 1024:
+                memo.clear()
+            memo[key] = text
+        return text
+
+    return process
 
 
 _UNPLANNED: Any = object()
