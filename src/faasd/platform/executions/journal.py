@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import logging
+import operator
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -54,6 +55,11 @@ class _InsertPlan:
     def __init__(self, sql: str, procs: Sequence[tuple[str, Callable[[Any], Any] | None]]) -> None:
         self.sql = sql
         self.procs = procs
+        names = [name for name, _ in procs]
+        self._values: Callable[[dict[str, Any]], Sequence[Any]] = (
+            operator.itemgetter(*names) if len(names) > 1 else lambda row: (row[names[0]],)
+        )
+        self._convert = [(i, p) for i, (_, p) in enumerate(procs) if p is not None]
 
     @classmethod
     def build(cls, stmt: Insert, dialect: Dialect, keys: tuple[str, ...]) -> _InsertPlan | None:
@@ -71,7 +77,12 @@ class _InsertPlan:
         return cls(compiled.string, procs)
 
     def params(self, row: dict[str, Any]) -> tuple[Any, ...]:
-        return tuple(row[k] if p is None else p(row[k]) for k, p in self.procs)
+        """The row's values in the statement's order, each through its column's processor (KeyError for a
+        missing column)."""
+        values = builtins.list(self._values(row))
+        for i, proc in self._convert:
+            values[i] = proc(values[i])
+        return tuple(values)  # SQLAlchemy's raw executemany takes tuples (or dicts) only
 
 
 def _fast_processor(
@@ -104,6 +115,8 @@ def _sqlite_datetime(proc: Callable[[Any], Any]) -> Callable[[Any], Any]:
     the dialect does), with C ``isoformat`` instead of a ``%`` format of seven looked-up fields."""
 
     def process(value: Any) -> Any:
+        if value is None:
+            return None
         if type(value) is datetime and value.year >= 1000:
             return value.isoformat(" ", "microseconds")[:26]
         return proc(value)
