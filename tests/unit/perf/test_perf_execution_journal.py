@@ -304,7 +304,10 @@ async def test_a_handed_request_is_one_row_written_once(plat: Platform) -> None:
     assert ex.status == "succeeded" and ex.http_status == 201 and ex.result_body == b"made"
     assert ex.request_body == b"hi" and ex.cold_start is False and ex.run_ms == 0.5
     assert "authorization" not in ex.request_headers and ex.result_headers == {"x-a": "1"}
-    assert ex.created_at is not None and ex.finished_at is not None and ex.created_at < ex.finished_at
+    assert ex.created_at is not None and ex.finished_at is not None
+    assert ex.created_at.timestamp() == pytest.approx(handed.started, abs=1e-5)
+    # the end the worker reported (started + wall time), not when the daemon read the report (1 s later)
+    assert (ex.finished_at - ex.created_at).total_seconds() == pytest.approx(0.0007, abs=1e-5)
     assert plat.functions.get("hello").invocation_count == 1
     assert "printed" in "".join(e.text for e in plat.logs.for_execution(handed.id))
     await plat.close()

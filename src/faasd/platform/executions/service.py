@@ -167,10 +167,14 @@ class ExecutionService:
 
     @staticmethod
     def _finished(
-        outcome: Outcome | None, *, status: str | None = None, error: str | None = None
+        outcome: Outcome | None,
+        *,
+        status: str | None = None,
+        error: str | None = None,
+        at: datetime | None = None,
     ) -> dict[str, Any]:
-        """The columns the end of an execution sets."""
-        values: dict[str, Any] = {"finished_at": utcnow()}
+        """The columns the end of an execution (at ``at``, default now) sets."""
+        values: dict[str, Any] = {"finished_at": at or utcnow()}
         if outcome is not None:
             values["result_body"], values["result_truncated"] = cut(outcome.body, STORED_BODY_LIMIT)
             values.update(
@@ -335,6 +339,8 @@ class ExecutionService:
         fn = self.function_record(name)
         req = self._request(fn, inv, handed.id)
         row = self._row(fn, req, "sync", status="running", now=datetime.fromtimestamp(handed.started, UTC))
+        # when the worker served it, not when its report was read (reports come in batches, later under load)
+        ended = datetime.fromtimestamp(handed.started + handed.wall_ms / 1000, UTC)
         truncated = len(handed.stdout) >= output_limit or len(handed.stderr) >= output_limit
         try:
             result = final_result(
@@ -351,11 +357,11 @@ class ExecutionService:
             outcome = Outcome.of_limit(exc, wall_ms=handed.wall_ms)
         except FaasdError as exc:
             self.metrics.errors.labels(exc.code).inc()
-            row.update(self._finished(None, status="failed", error=exc.message))
+            row.update(self._finished(None, status="failed", error=exc.message, at=ended))
             self.journal.done(row, name)
             raise
         self._complete(outcome, fn, handed.id, cold=False, init_ms=0.0, wait_ms=0.0)
-        row.update(self._finished(outcome))
+        row.update(self._finished(outcome, at=ended))
         self.journal.done(row, name)  # created and finished in one INSERT
         self._store_output(name, handed.id, outcome)
         if outcome.status == "timeout":
