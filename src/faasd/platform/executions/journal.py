@@ -114,11 +114,17 @@ def _sqlite_datetime(proc: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """``UTCDateTime`` on SQLite: the wall time as ``YYYY-MM-DD HH:MM:SS.ffffff`` (the tzinfo dropped, as
     the dialect does), with C ``isoformat`` instead of a ``%`` format of seven looked-up fields."""
 
+    last: list[Any] = [None, None]  # the last datetime and its text (a row's created_at is its started_at)
+
     def process(value: Any) -> Any:
         if value is None:
             return None
+        if value is last[0]:
+            return last[1]
         if type(value) is datetime and value.year >= 1000:
-            return value.isoformat(" ", "microseconds")[:26]
+            text = value.isoformat(" ", "microseconds")[:26]
+            last[0], last[1] = value, text
+            return text
         return proc(value)
 
     return process
