@@ -82,6 +82,8 @@ BENCHMARKS: dict[str, tuple[list[str], str, Callable[[dict[str, Any]], list[Row]
                      rows_from_json),
     "load": (["--levels", "1,8,64", "--seconds-per-level", "1", "--json", "{json}"], "load.json",
              rows_from_json),
+    "gateway_records": (["-n", "10000", "--rounds", "2", "--json", "{json}"], "gateway_records.json",
+                        rows_from_json),
     "seed_perf": (["--cold-n", "10", "--restore-n", "5", "--concurrent", "1000", "--json", "{json}"],
                   "seed_perf.json", rows_from_json),
 }
