@@ -177,12 +177,14 @@ class GatewayHandoff:
 
     # -- GatewaySink: what the workers send back
     def reported(self, channel: GatewayChannel, requests: list[HandedRequest]) -> None:
-        for req in requests:
-            m = match(req.method, req.path, req.query.encode("latin-1"))
+        matched = [match(req.method, req.path, req.query.encode("latin-1")) for req in requests]
+        served = [(req, m.path if m is not None else "/") for req, m in zip(requests, matched, strict=True)]
+        for i in self.platform.executions.record_served(channel.function, served):
             try:
-                self._record(channel, req, m)
+                self._record(channel, requests[i], matched[i])
             except FaasdError as exc:
-                log.warning("execution %s of %s: %s", req.id, channel.function, exc.message)
+                log.warning("execution %s of %s: %s", requests[i].id, channel.function, exc.message)
+        for req, m in zip(requests, matched, strict=True):
             assert req.status is not None
             self._count(req, m, req.status)
 

@@ -240,11 +240,21 @@ class ExecutionJournal:
         row["_function"] = function
         self._record(("done", str(row["id"]), row))
 
-    def _record(self, op: tuple[str, str, dict[str, Any]]) -> None:
-        values = op[2]
-        size = len(values.get("request_body") or b"") + len(values.get("result_body") or b"")
+    def done_many(self, rows: builtins.list[dict[str, Any]], function: str) -> None:
+        """:meth:`done` of each row, appended at once."""
+        if not rows:
+            return
+        for row in rows:
+            row["_function"] = function
+        self._record(*[("done", str(row["id"]), row) for row in rows])
+
+    def _record(self, *ops: tuple[str, str, dict[str, Any]]) -> None:
+        size = 0
+        for op in ops:
+            values = op[2]
+            size += len(values.get("request_body") or b"") + len(values.get("result_body") or b"")
         with self._lock:
-            self._ops.append(op)
+            self._ops.extend(ops)
             self._bytes += size
             n, total = len(self._ops), self._bytes
         if self._closed or n >= JOURNAL_MAX_PENDING or total >= JOURNAL_MAX_BYTES:

@@ -4,6 +4,7 @@ their ``executions`` records and metrics."""
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import time
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ from faasd.platform.executions.records import (
     log_text,
     new_execution_id,
 )
+from faasd.platform.executions.served import plain_row
 from faasd.platform.executions.streaming import StreamSession, release_handle
 from faasd.platform.functions import FunctionService
 from faasd.platform.invocation import Invocation, Outcome, invoke_request
@@ -275,7 +277,8 @@ class ExecutionService:
         self._observe(fn.name, outcome.status, cold, outcome.duration_ms)
         return outcome
 
-    def _observe(self, name: str, status: str, cold: bool, duration_ms: float) -> None:
+    def _observe(self, name: str, status: str, cold: bool, *durations_ms: float) -> None:
+        """Count invocations of ``name`` that ended with ``status``, one per duration."""
         key = (name, status, cold)
         children = self._children.get(key)
         if children is None:
@@ -289,11 +292,13 @@ class ExecutionService:
                 m.errors.labels("function_" + status) if status != "succeeded" else None,
             )
         invocations, duration, starts, errors = children
-        invocations.inc()
-        duration.observe(duration_ms / 1000)
-        starts.inc()
+        n = len(durations_ms)
+        invocations.inc(n)
+        for ms in durations_ms:
+            duration.observe(ms / 1000)
+        starts.inc(n)
         if errors is not None:
-            errors.inc()
+            errors.inc(n)
 
     async def invoke(self, name: str, inv: Invocation) -> Outcome:
         """Synchronous invocation. Raises :class:`InvocationTimeoutError` (504) after recording a time-out."""
@@ -328,6 +333,32 @@ class ExecutionService:
             execution_id=ex_id,
             timeout_s=fn.timeout_s,
         )
+
+    def record_served(
+        self, name: str, served: builtins.list[tuple[HandedRequest, str]]
+    ) -> builtins.list[int]:
+        """Record, in bulk, the requests of one worker report (each with the function path its route
+        matched) that the worker answered plainly (:func:`~faasd.platform.executions.served.plain_row`):
+        the rows and metrics :meth:`record_handed` makes for them, for a fraction of its CPU (the daemon's
+        part of every handed request). Returns the indexes of the others, for :meth:`record_handed`."""
+        try:
+            fn = self.function_record(name)
+        except FaasdError:
+            return builtins.list(range(len(served)))  # record_handed reports it for each
+        rows: builtins.list[dict[str, Any]] = []
+        run_ms: dict[str, builtins.list[float]] = {}
+        left: builtins.list[int] = []
+        for i, (handed, path) in enumerate(served):
+            row = plain_row(fn.name, handed, path)
+            if row is None:
+                left.append(i)
+                continue
+            rows.append(row)
+            run_ms.setdefault(row["status"], []).append(row["run_ms"])
+        for status, durations in run_ms.items():
+            self._observe(fn.name, status, False, *durations)
+        self.journal.done_many(rows, name)
+        return left
 
     def record_handed(
         self, name: str, inv: Invocation, handed: HandedRequest, *, output_limit: int
