@@ -387,6 +387,12 @@ class AgentClient:
         )
 
 
+def header_pairs(raw: list[Any]) -> list[tuple[str, str]]:
+    """The ``(name, value)`` pairs of a result frame's ``headers`` list (entries that are not
+    two-element lists are dropped)."""
+    return [(str(h[0]), str(h[1])) for h in raw if isinstance(h, list) and len(h) == 2]
+
+
 def final_result(
     header: dict[str, Any],
     body: bytes,
@@ -414,8 +420,7 @@ def final_result(
         raw_headers = header.get("headers") or []
         if not isinstance(status, int) or not isinstance(raw_headers, list):
             raise ProtocolError("the agent sent a malformed result frame")
-        headers = [(str(h[0]), str(h[1])) for h in raw_headers if isinstance(h, list) and len(h) == 2]
-        return InvokeResult(status=status, headers=headers, body=body, **common)
+        return InvokeResult(status=status, headers=header_pairs(raw_headers), body=body, **common)
     if kind == "error":
         err_kind = str(header.get("kind", "exception"))
         message = str(header.get("message", ""))

@@ -237,8 +237,7 @@ class ExecutionJournal:
     def done(self, row: dict[str, Any], function: str) -> None:
         """A finished execution recorded in one go (created and finished at once: one INSERT, counted in
         ``invocation_count``). ``row`` must carry every column :data:`_FINISH_DEFAULTS` names."""
-        row["_function"] = function
-        self._record(("done", str(row["id"]), row))
+        self.done_many([row], function)
 
     def done_many(self, rows: builtins.list[dict[str, Any]], function: str) -> None:
         """:meth:`done` of each row, appended at once."""

@@ -16,7 +16,17 @@ from typing import Any
 
 from faasd.platform.executions.records import STORED_BODY_LIMIT, cut, forwardable_headers
 from faasd.platform.invocation import header_dict
+from faasd.runtime.agent_client import header_pairs
 from faasd.runtime.gateway_channel import HandedRequest
+
+
+def served_times(handed: HandedRequest) -> tuple[datetime, datetime]:
+    """When the worker began and finished serving ``handed`` (not when its report was read: reports come
+    in batches, later under load)."""
+    return (
+        datetime.fromtimestamp(handed.started, UTC),
+        datetime.fromtimestamp(handed.started + handed.wall_ms / 1000, UTC),
+    )
 
 
 def plain_row(function: str, handed: HandedRequest, path: str) -> dict[str, Any] | None:
@@ -38,7 +48,7 @@ def plain_row(function: str, handed: HandedRequest, path: str) -> dict[str, Any]
         return None
     body, body_cut = cut(handed.body, STORED_BODY_LIMIT)
     result, result_cut = cut(handed.result, STORED_BODY_LIMIT)
-    started = datetime.fromtimestamp(handed.started, UTC)
+    started, ended = served_times(handed)
     return {  # the columns in the order record_handed sets them
         "id": handed.id,
         "function": function,
@@ -55,13 +65,11 @@ def plain_row(function: str, handed: HandedRequest, path: str) -> dict[str, Any]
         "attempts": 1,
         "started_at": started,
         "not_before": None,
-        "finished_at": datetime.fromtimestamp(handed.started + handed.wall_ms / 1000, UTC),
+        "finished_at": ended,
         "result_body": result,
         "result_truncated": result_cut,
         "http_status": status,
-        "result_headers": header_dict(
-            [(str(p[0]), str(p[1])) for p in pairs if isinstance(p, list) and len(p) == 2]
-        ),
+        "result_headers": header_dict(header_pairs(pairs)),
         "error": None,
         "exit_code": exit_code,
         "stdout": "",

@@ -7,7 +7,7 @@ import asyncio
 import builtins
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, select
@@ -26,7 +26,7 @@ from faasd.platform.executions.records import (
     log_text,
     new_execution_id,
 )
-from faasd.platform.executions.served import plain_row
+from faasd.platform.executions.served import plain_row, served_times
 from faasd.platform.executions.streaming import StreamSession, release_handle
 from faasd.platform.functions import FunctionService
 from faasd.platform.invocation import Invocation, Outcome, invoke_request
@@ -369,9 +369,8 @@ class ExecutionService:
         timed out or the agent refused the request (the gateway then answers that error)."""
         fn = self.function_record(name)
         req = self._request(fn, inv, handed.id)
-        row = self._row(fn, req, "sync", status="running", now=datetime.fromtimestamp(handed.started, UTC))
-        # when the worker served it, not when its report was read (reports come in batches, later under load)
-        ended = datetime.fromtimestamp(handed.started + handed.wall_ms / 1000, UTC)
+        started, ended = served_times(handed)
+        row = self._row(fn, req, "sync", status="running", now=started)
         truncated = len(handed.stdout) >= output_limit or len(handed.stderr) >= output_limit
         try:
             result = final_result(
