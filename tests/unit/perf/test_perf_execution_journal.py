@@ -9,101 +9,29 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import itertools
-import sqlite3
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from perf_fakes import FakeFactory, deploy, raw_rows
 from sqlalchemy.exc import OperationalError
 
-from faasd.config import Settings
 from faasd.errors import NotFoundError
-from faasd.platform.core import Platform, PlatformOptions
+from faasd.platform.core import Platform
 from faasd.platform.functions import FunctionSpec
 from faasd.platform.invocation import Invocation
-from faasd.platform.worker_protocol import WorkerConfig
-from faasd.runtime.agent_client import InvokeEvent, InvokeRequest, InvokeResult, StreamChunk
 
 pytestmark = pytest.mark.unit
-
-_ids = itertools.count(1)
-
-
-class _Worker:
-    def __init__(self, gate: asyncio.Event | None) -> None:
-        self.id = f"perf-fake-{next(_ids)}"
-        self.gate = gate
-
-    @property
-    def alive(self) -> bool:
-        return True
-
-    async def invoke(self, request: InvokeRequest) -> InvokeResult:
-        if self.gate is not None:
-            await self.gate.wait()
-        out = b"printed\n" if request.body == b"print" else b""
-        return InvokeResult(status=200, headers=[], body=b"echo:" + request.body, stdout=out)
-
-    async def invoke_stream(self, request: InvokeRequest) -> AsyncIterator[InvokeEvent]:
-        yield StreamChunk("stdout", b"chunk\n")
-        yield InvokeResult(status=200, headers=[], body=request.body.upper())
-
-    async def close(self) -> None:
-        return None
-
-
-class _Factory:
-    def __init__(self) -> None:
-        self.gate: asyncio.Event | None = None
-
-    async def start(self, config: WorkerConfig) -> _Worker:
-        return _Worker(self.gate)
-
-    async def cleanup_orphans(self) -> list[str]:
-        return []
-
-
-@pytest.fixture
-def factory() -> _Factory:
-    return _Factory()
-
-
-@pytest.fixture
-def plat(tmp_path: Path, factory: _Factory) -> Platform:
-    s = Settings(
-        data_dir=tmp_path / "data", run_dir=tmp_path / "run", cache_dir=tmp_path / "cache", auth=False
-    )
-    s.data_dir.mkdir(parents=True)
-    return Platform(s, factory, options=PlatformOptions(poll_interval_s=0.05))
-
-
-def _raw(plat: Platform, sql: str, *args: object) -> list[tuple[object, ...]]:
-    """Read the database file with a separate sqlite3 connection: no session, so no journal flush."""
-    path = plat.db.engine.url.database
-    assert path
-    with sqlite3.connect(path) as conn:
-        return list(conn.execute(sql, args))
-
-
-async def _deploy(plat: Platform, name: str = "hello", **kw: object) -> None:
-    await plat.deploy(
-        FunctionSpec.model_validate(
-            {"name": name, "image": "faasd/python:latest", "scale": {"min": 0, "max": 4}, **kw}
-        )
-    )
 
 
 async def test_sync_records_are_buffered_and_every_session_sees_them(plat: Platform) -> None:
     plat.executions.journal.delay_s = 60.0  # only an explicit read may write them here
-    await _deploy(plat)
+    await deploy(plat)
     out = await plat.executions.invoke("hello", Invocation(body=b"hi"))
     assert plat.executions.journal.pending == 2  # create + finish, nothing written yet
-    assert _raw(plat, "SELECT id FROM executions WHERE id = ?", out.execution_id) == []
+    assert raw_rows(plat, "SELECT id FROM executions WHERE id = ?", out.execution_id) == []
     # any read through a session writes the pending rows first
     ex = plat.executions.get(out.execution_id)
     assert plat.executions.journal.pending == 0
@@ -114,9 +42,9 @@ async def test_sync_records_are_buffered_and_every_session_sees_them(plat: Platf
     await plat.close()
 
 
-async def test_running_row_is_visible_while_the_invocation_runs(plat: Platform, factory: _Factory) -> None:
+async def test_running_row_is_visible_while_the_invocation_runs(plat: Platform, factory: FakeFactory) -> None:
     plat.executions.journal.delay_s = 60.0
-    await _deploy(plat)
+    await deploy(plat)
     factory.gate = asyncio.Event()
     task = asyncio.create_task(plat.executions.invoke("hello", Invocation(body=b"slow")))
     for _ in range(100):
@@ -134,55 +62,55 @@ async def test_running_row_is_visible_while_the_invocation_runs(plat: Platform, 
 
 
 async def test_concurrent_invocations_are_written_in_batches(plat: Platform) -> None:
-    await _deploy(plat)
+    await deploy(plat)
     before = plat.executions.journal.batches_written
     outs = await asyncio.gather(
         *(plat.executions.invoke("hello", Invocation(body=b"%d" % i)) for i in range(40))
     )
     await asyncio.sleep(plat.executions.journal.delay_s * 3)  # the timer writes them, no session needed
     assert plat.executions.journal.pending == 0
-    rows = dict(_raw(plat, "SELECT id, status FROM executions"))  # type: ignore[arg-type]
+    rows = dict(raw_rows(plat, "SELECT id, status FROM executions"))  # type: ignore[arg-type]
     assert {o.execution_id for o in outs} <= set(rows) and set(rows.values()) == {"succeeded"}
-    assert _raw(plat, "SELECT invocation_count FROM functions WHERE name = 'hello'") == [(40,)]
+    assert raw_rows(plat, "SELECT invocation_count FROM functions WHERE name = 'hello'") == [(40,)]
     assert plat.executions.journal.batches_written - before < 40  # batched, not one write per request
     await plat.close()
 
 
 async def test_close_flushes_everything(plat: Platform) -> None:
     plat.executions.journal.delay_s = 60.0
-    await _deploy(plat)
+    await deploy(plat)
     outs = [await plat.executions.invoke("hello", Invocation(body=b"x")) for _ in range(3)]
     assert plat.executions.journal.pending == 6  # (the async loop is not started: it reads through sessions)
     await plat.close()
     assert plat.executions.journal.pending == 0
-    got = _raw(plat, "SELECT status FROM executions WHERE kind = 'sync'")
+    got = raw_rows(plat, "SELECT status FROM executions WHERE kind = 'sync'")
     assert [r[0] for r in got] == ["succeeded"] * 3 and len(outs) == 3
-    assert _raw(plat, "SELECT invocation_count FROM functions WHERE name = 'hello'") == [(3,)]
+    assert raw_rows(plat, "SELECT invocation_count FROM functions WHERE name = 'hello'") == [(3,)]
     # after shutdown a record is written at once
     out = await plat.executions.invoke("hello", Invocation(body=b"late"))
-    assert _raw(plat, "SELECT status FROM executions WHERE id = ?", out.execution_id) == [("succeeded",)]
+    assert raw_rows(plat, "SELECT status FROM executions WHERE id = ?", out.execution_id) == [("succeeded",)]
     await plat.close()
 
 
 async def test_async_submit_is_committed_before_it_returns(plat: Platform) -> None:
     plat.executions.journal.delay_s = 60.0
-    await _deploy(plat)
+    await deploy(plat)
     ex = plat.executions.submit("hello", Invocation(body=b"later"))
     # visible to another connection at once: durable before the 202, not in the journal
-    assert _raw(plat, "SELECT status, request_body FROM executions WHERE id = ?", ex.id) == [
+    assert raw_rows(plat, "SELECT status, request_body FROM executions WHERE id = ?", ex.id) == [
         ("queued", b"later")
     ]
     assert plat.executions.journal.pending == 0
     plat.executions.start()
     await plat.executions.wait_idle(10)
     # the async result is written directly too
-    assert _raw(plat, "SELECT status FROM executions WHERE id = ?", ex.id) == [("succeeded",)]
+    assert raw_rows(plat, "SELECT status FROM executions WHERE id = ?", ex.id) == [("succeeded",)]
     await plat.close()
 
 
 async def test_log_lines_are_stored_after_their_execution_row(plat: Platform) -> None:
     plat.executions.journal.delay_s = 60.0
-    await _deploy(plat)
+    await deploy(plat)
     out = await plat.executions.invoke("hello", Invocation(body=b"print"))
     entries = plat.logs.for_execution(out.execution_id)
     assert [e.text for e in entries] == ["printed"]
@@ -192,7 +120,7 @@ async def test_log_lines_are_stored_after_their_execution_row(plat: Platform) ->
 
 async def test_stream_records_go_through_the_journal(plat: Platform) -> None:
     plat.executions.journal.delay_s = 60.0
-    await _deploy(plat)
+    await deploy(plat)
     session = await plat.executions.open_stream("hello", Invocation(body=b"abc"))
     events = [e async for e in session.events()]
     assert events[-1].body == b"ABC"  # type: ignore[union-attr]
@@ -206,7 +134,7 @@ async def test_a_failed_write_is_kept_and_retried_in_order(
 ) -> None:
     journal = plat.executions.journal
     journal.delay_s = 60.0
-    await _deploy(plat)
+    await deploy(plat)
     first = await plat.executions.invoke("hello", Invocation(body=b"1"))
     real_write = journal._write
     calls: list[int] = []
@@ -235,7 +163,7 @@ async def test_unknown_function_is_a_404_and_records_nothing(plat: Platform) -> 
 
 
 async def test_function_update_is_seen_by_the_next_invocation(plat: Platform) -> None:
-    await _deploy(plat, env={"A": "1"}, limits={"timeout_s": 5})
+    await deploy(plat, env={"A": "1"}, limits={"timeout_s": 5})
     out = await plat.executions.invoke("hello", Invocation(body=b"a"))
     assert out.runtime == "python"
     await plat.update(
@@ -253,63 +181,13 @@ async def test_large_bodies_are_written_at_once(plat: Platform, monkeypatch: pyt
 
     monkeypatch.setattr(executions, "JOURNAL_MAX_BYTES", 1000)
     plat.executions.journal.delay_s = 60.0
-    await _deploy(plat)
+    await deploy(plat)
     small = await plat.executions.invoke("hello", Invocation(body=b"s"))
     assert plat.executions.journal.pending == 2
     big = await plat.executions.invoke("hello", Invocation(body=b"b" * 2000))
     assert plat.executions.journal.pending == 0  # the buffer's memory is bounded
-    got = dict(_raw(plat, "SELECT id, length(request_body) FROM executions"))  # type: ignore[arg-type]
+    got = dict(raw_rows(plat, "SELECT id, length(request_body) FROM executions"))  # type: ignore[arg-type]
     assert got == {small.execution_id: 1, big.execution_id: 2000}
-    await plat.close()
-
-
-async def test_a_handed_request_is_one_row_written_once(plat: Platform) -> None:
-    """A request a worker served on a handed-over connection: one journal operation (created and finished
-    at once), the same row and counts as a proxied invocation, its output stored as log lines."""
-    import time
-
-    from faasd.runtime.gateway_channel import HandedRequest
-
-    plat.executions.journal.delay_s = 60.0
-    await _deploy(plat)
-    handed = HandedRequest(
-        id="ex_" + "ab" * 12,
-        method="POST",
-        path="/function/hello",
-        query="",
-        headers={"content-type": "text/plain", "authorization": "Bearer secret"},
-        final={"type": "result", "status": 201, "headers": [["x-a", "1"]], "run_ms": 0.5},
-        body=b"hi",
-        result=b"made",
-        stdout=b"printed\n",
-        stderr=b"",
-        wall_ms=0.7,
-        started=time.time() - 1,
-        status=201,
-    )
-    journal = plat.executions.journal
-    kinds: list[str] = []
-    record = journal._record
-
-    def counting(op: tuple[str, str, dict[str, object]]) -> None:
-        kinds.append(op[0])
-        record(op)  # type: ignore[arg-type]
-
-    journal._record = counting  # type: ignore[method-assign]
-    inv = Invocation(body=b"hi", headers=handed.headers, path="/", method="POST")
-    out = plat.executions.record_handed("hello", inv, handed, output_limit=1 << 20)
-    assert out.execution_id == handed.id and out.http_status == 201 and out.status == "succeeded"
-    assert kinds == ["done"]
-    ex = plat.executions.get(handed.id)
-    assert ex.status == "succeeded" and ex.http_status == 201 and ex.result_body == b"made"
-    assert ex.request_body == b"hi" and ex.cold_start is False and ex.run_ms == 0.5
-    assert "authorization" not in ex.request_headers and ex.result_headers == {"x-a": "1"}
-    assert ex.created_at is not None and ex.finished_at is not None
-    assert ex.created_at.timestamp() == pytest.approx(handed.started, abs=1e-5)
-    # the end the worker reported (started + wall time), not when the daemon read the report (1 s later)
-    assert (ex.finished_at - ex.created_at).total_seconds() == pytest.approx(0.0007, abs=1e-5)
-    assert plat.functions.get("hello").invocation_count == 1
-    assert "printed" in "".join(e.text for e in plat.logs.for_execution(handed.id))
     await plat.close()
 
 
@@ -358,14 +236,15 @@ async def test_the_compiled_insert_stores_what_core_stores(plat: Platform) -> No
 
     from faasd.state import Execution
 
-    await _deploy(plat)
+    await deploy(plat)
     journal = plat.executions.journal
     journal.done(_journal_row("ex_plan"), "hello")
     assert journal.flush()
     assert [p for p in journal._plans.values() if p is not None], "the compiled plan was not used"
     with plat.db.engine.begin() as conn:
         conn.execute(insert(Execution.__table__), [_journal_row("ex_core")])  # type: ignore[arg-type]
-    rows = {r[0]: r[1:] for r in _raw(plat, "SELECT * FROM executions WHERE id IN ('ex_plan', 'ex_core')")}
+    both = raw_rows(plat, "SELECT * FROM executions WHERE id IN ('ex_plan', 'ex_core')")
+    rows = {r[0]: r[1:] for r in both}
     assert rows["ex_plan"] == rows["ex_core"]
     ex = plat.executions.get("ex_plan")
     assert ex.request_headers == {"x-a": "é", "n": [1, 2]} and ex.request_body == b"\x00hi"
@@ -378,7 +257,7 @@ async def test_rows_without_a_column_go_through_core(
 ) -> None:
     """A batch whose later row lacks a column of the first one is handed to Core, which refuses it as it
     always did (the batch is kept for a retry), instead of failing inside the compiled path."""
-    await _deploy(plat)
+    await deploy(plat)
     journal = plat.executions.journal
     first = _journal_row("ex_full")
     second = _journal_row("ex_short")
@@ -441,100 +320,3 @@ def test_the_plans_cheaper_processors_give_the_dialects_values(
     same_items, proc, reference = dict(headers), procs["request_headers"], own["request_headers"]
     assert proc is not None and reference is not None
     assert proc(same_items) == reference(same_items)  # equal items in another dict: the memo's text
-
-
-def _handed(i: int, **over: Any) -> Any:
-    import time
-
-    from faasd.runtime.gateway_channel import HandedRequest
-
-    fields: dict[str, Any] = {
-        "id": f"ex_{i:024x}",
-        "method": "POST",
-        "path": "/function/hello/sub",
-        "query": "a=1",
-        "headers": {"content-type": "text/plain", "authorization": "Bearer secret", "x-trace": "t"},
-        "final": {"type": "result", "status": 200, "headers": [["x-a", "1"], ["X-A", "2"]], "run_ms": 0.5},
-        "body": b"hi",
-        "result": b"made",
-        "stdout": b"",
-        "stderr": b"",
-        "wall_ms": 0.7,
-        "started": time.time() - 1,
-        "status": 200,
-    }
-    fields.update(over)
-    return HandedRequest(**fields)
-
-
-def _plain_reports() -> list[Any]:
-    from faasd.platform.executions.records import STORED_BODY_LIMIT
-
-    return [
-        _handed(1),
-        _handed(2, final={"type": "result", "status": 500, "headers": [], "run_ms": None, "exit_code": 0}),
-        _handed(3, final={"type": "result", "status": 201, "headers": [["k", "v"], ["bad"]], "run_ms": 3}),
-        _handed(4, body=b"x" * (STORED_BODY_LIMIT + 1), result=b"y" * (STORED_BODY_LIMIT + 1), query=""),
-        _handed(5, final={"type": "result"}, headers={}),
-    ]
-
-
-def _samples(plat: Platform) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    out = {}
-    for metric in plat.metrics.registry.collect():
-        for s in metric.samples:
-            if s.name.endswith("_created"):  # when the series was made
-                continue
-            if s.labels.get("function") == "hello" or s.name.startswith("faasd_errors"):
-                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
-
-
-async def test_plain_reports_in_bulk_make_the_rows_and_metrics_record_handed_makes(
-    tmp_path: Path, factory: _Factory
-) -> None:
-    """``record_served`` builds the rows of plainly answered requests directly (``served.plain_row``);
-    every column of every row, and every metric, is what ``record_handed`` makes of the same reports
-    (statuses below and above 500, a run time missing or an int, repeated and malformed header pairs,
-    bodies over the stored limit, credentials among the request headers)."""
-    plats = []
-    for side in ("bulk", "one"):
-        s = Settings(
-            data_dir=tmp_path / side / "data", run_dir=tmp_path / side / "run", cache_dir=tmp_path / "cache",
-            auth=False,
-        )
-        s.data_dir.mkdir(parents=True)
-        plat = Platform(s, factory, options=PlatformOptions(poll_interval_s=0.05))
-        await _deploy(plat)
-        plats.append(plat)
-    bulk, one = plats
-    reports = _plain_reports()
-    path = "/sub"
-    assert bulk.executions.record_served("hello", [(h, path) for h in reports]) == []
-    for h in reports:
-        inv = Invocation(body=h.body, headers=h.headers, path=path, method=h.method, query=h.query)
-        one.executions.record_handed("hello", inv, h, output_limit=1 << 20)
-    for plat in plats:
-        assert plat.executions.journal.flush()
-    rows = [_raw(plat, "SELECT * FROM executions ORDER BY id") for plat in plats]
-    assert len(rows[0]) == len(reports) and rows[0] == rows[1]
-    assert _samples(bulk) == pytest.approx(_samples(one))  # sums: observed in another order
-    assert bulk.functions.get("hello").invocation_count == len(reports)
-    for plat in plats:
-        await plat.close()
-
-
-async def test_reports_that_are_not_plain_are_left_to_record_handed(plat: Platform) -> None:
-    await _deploy(plat)
-    reports = [
-        _handed(1, stdout=b"printed\n"),
-        _handed(2),
-        _handed(3, final={"type": "error", "kind": "timeout", "message": "late"}),
-        _handed(4, final={"type": "result", "status": "200"}),
-        _handed(5, final={"type": "result", "status": 200, "run_ms": "fast"}),
-    ]
-    assert plat.executions.record_served("hello", [(h, "/") for h in reports]) == [0, 2, 3, 4]
-    assert plat.executions.record_served("nope", [(h, "/") for h in reports[:2]]) == [0, 1]
-    assert plat.executions.journal.flush()
-    assert [r[0] for r in _raw(plat, "SELECT id FROM executions")] == [reports[1].id]
-    await plat.close()
