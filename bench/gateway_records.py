@@ -101,40 +101,42 @@ async def _one(variant: str, n: int) -> float:
         )
         settings.data_dir.mkdir(parents=True)
         plat = Platform(settings, _NoWorkers(), options=PlatformOptions(poll_interval_s=0.05))
-        spec = {"name": "hello", "image": "faasd/python:latest", "scale": {"min": 0, "max": 4}}
-        await plat.deploy(FunctionSpec.model_validate(spec))
         logger = logging.getLogger(f"faasd.bench.access.{os.getpid()}")
-        with open(os.devnull, "w") as devnull:
-            handler = logging.StreamHandler(devnull)
-            handler.setFormatter(JsonFormatter())
-            logger.handlers[:] = [handler]
-            logger.propagate = False
-            logger.setLevel(logging.INFO if variant == "full" else logging.WARNING)
-            journal = plat.executions.journal
-            if variant in ("decode", "+ record"):
-                journal._write = lambda ops: None  # type: ignore[method-assign]
-            handoff = GatewayHandoff(plat, AccessLog(logger), RequestCounter(plat.metrics.http_requests))
-            channel = GatewayChannel.__new__(GatewayChannel)  # only its function is read
-            channel.function = "hello"
-            frames = _frames(n)
-            t0 = time.process_time()
-            for head, body in frames:
-                reqs, _ = _requests(json.loads(head)["records"], body)
-                if variant != "decode":
-                    handoff.reported(channel, reqs)
-                await asyncio.sleep(0)  # the journal's and access log's timers run as in the daemon
-            journal.flush()
-            handoff.access.flush()
-            cpu = time.process_time() - t0
-            if variant in ("+ journal", "full"):
-                with plat.db.engine.connect() as conn:
-                    from sqlalchemy import text
+        try:
+            spec = {"name": "hello", "image": "faasd/python:latest", "scale": {"min": 0, "max": 4}}
+            await plat.deploy(FunctionSpec.model_validate(spec))
+            with open(os.devnull, "w") as devnull:
+                handler = logging.StreamHandler(devnull)
+                handler.setFormatter(JsonFormatter())
+                logger.handlers[:] = [handler]
+                logger.propagate = False
+                logger.setLevel(logging.INFO if variant == "full" else logging.WARNING)
+                journal = plat.executions.journal
+                if variant in ("decode", "+ record"):
+                    journal._write = lambda ops: None  # type: ignore[method-assign]
+                handoff = GatewayHandoff(plat, AccessLog(logger), RequestCounter(plat.metrics.http_requests))
+                channel = GatewayChannel.__new__(GatewayChannel)  # only its function is read
+                channel.function = "hello"
+                frames = _frames(n)
+                t0 = time.process_time()
+                for head, body in frames:
+                    reqs, _ = _requests(json.loads(head)["records"], body)
+                    if variant != "decode":
+                        handoff.reported(channel, reqs)
+                    await asyncio.sleep(0)  # the journal's and access log's timers run as in the daemon
+                journal.flush()
+                handoff.access.flush()
+                cpu = time.process_time() - t0
+                if variant in ("+ journal", "full"):
+                    with plat.db.engine.connect() as conn:
+                        from sqlalchemy import text
 
-                    written = conn.execute(text("SELECT count(*) FROM executions")).scalar_one()
-                if written != n:
-                    raise SystemExit(f"{variant}: {written} of {n} records written")
+                        written = conn.execute(text("SELECT count(*) FROM executions")).scalar_one()
+                    if written != n:
+                        raise SystemExit(f"{variant}: {written} of {n} records written")
+        finally:  # also when a check fails: the platform's database and threads are closed
             logger.handlers[:] = []
-        await plat.close()
+            await plat.close()
     return cpu / n * 1e6
 
 
