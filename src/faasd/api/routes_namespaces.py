@@ -14,7 +14,7 @@ from faasd.platform.core import Platform
 from faasd.platform.keys import KeyInfo
 from faasd.platform.namespaces import Quotas
 from faasd.state import Namespace
-from faasd.state.models import iso
+from faasd.state.models import INT_COLUMN_MAX, iso
 
 router = APIRouter(prefix="/api/v1")
 invoke_scope = Depends(require("invoke"))
@@ -25,10 +25,10 @@ Quota = int | None
 
 class QuotaFields(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    max_sandboxes: Quota = Field(default=None, ge=0)
-    max_memory_mb: Quota = Field(default=None, ge=0)
-    max_disk_mb: Quota = Field(default=None, ge=0)
-    max_snapshots: Quota = Field(default=None, ge=0)
+    max_sandboxes: Quota = Field(default=None, ge=0, le=INT_COLUMN_MAX)
+    max_memory_mb: Quota = Field(default=None, ge=0, le=INT_COLUMN_MAX)
+    max_disk_mb: Quota = Field(default=None, ge=0, le=INT_COLUMN_MAX)
+    max_snapshots: Quota = Field(default=None, ge=0, le=INT_COLUMN_MAX)
 
 
 class NamespaceCreate(QuotaFields):

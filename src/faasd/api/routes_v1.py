@@ -36,7 +36,7 @@ from faasd.platform.namespaces import (
 )
 from faasd.platform.secrets import display_name as secret_display_name
 from faasd.platform.source_deploy import build_source_image, default_base_image, source_ref
-from faasd.state.models import iso
+from faasd.state.models import INT_COLUMN_MAX, iso
 
 router = APIRouter(prefix="/api/v1")
 
@@ -74,7 +74,7 @@ class KeyCreate(BaseModel):
     name: str = Field(min_length=1, max_length=128)
     scopes: list[str] = Field(min_length=1)
     rate_limit_rps: float | None = Field(default=None, gt=0)
-    burst: int | None = Field(default=None, ge=1)
+    burst: int | None = Field(default=None, ge=1, le=INT_COLUMN_MAX)
     namespace: str | None = Field(default=None, min_length=1, max_length=63)
 
 

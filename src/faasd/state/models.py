@@ -44,6 +44,11 @@ DEFAULT_NAMESPACE = "openfaas-fn"
 """The namespace of everything created without one (and of every row written before namespaces existed):
 OpenFaaS's default function namespace, so ``faas-cli`` and ``/function/<name>.openfaas-fn`` keep working."""
 
+INT_COLUMN_MAX = 2**31 - 1
+"""The largest number an ``Integer`` column holds on every backend (32-bit on PostgreSQL; SQLite refuses
+what does not fit 64 bits): the bound of API fields stored in one, so a larger number is a 422, not a 500
+from the database."""
+
 KEY_LENGTH = 63
 """Length of columns holding a function id: ``name`` in the default namespace, ``name.namespace``
 elsewhere (so outside the default namespace, name + namespace fit in 62 characters)."""

@@ -289,6 +289,23 @@ def test_namespace_lifecycle(t: Tenants) -> None:
     err(t.c.post("/api/v1/functions", json={**FN, "namespace": "team-a"}, headers=t.admin), 404, "not_found")
 
 
+def test_quotas_beyond_a_database_integer_are_refused_with_422(t: Tenants) -> None:
+    """A quota the database columns cannot hold (found by the contract test: 2**77 was a 500) is a 422 on
+    create and on update, and creates or changes nothing; the largest one is taken."""
+    too_big = 2**31
+    for field in ("max_sandboxes", "max_memory_mb", "max_disk_mb", "max_snapshots"):
+        body = {"name": "team-big", field: too_big}
+        err(t.c.post("/api/v1/namespaces", json=body, headers=t.admin), 422, "validation_error")
+        err(t.c.get("/api/v1/namespaces/team-big", headers=t.admin), 404, "not_found")
+        patch = t.c.patch("/api/v1/namespaces/team-a", json={field: 2**77}, headers=t.admin)
+        err(patch, 422, "validation_error")
+        assert t.c.get("/api/v1/namespaces/team-a", headers=t.admin).json()["quotas"][field] is None
+    largest = {"name": "team-big", "max_sandboxes": too_big - 1}
+    r = t.c.post("/api/v1/namespaces", json=largest, headers=t.admin)
+    assert r.status_code == 201, r.text
+    assert r.json()["quotas"]["max_sandboxes"] == too_big - 1
+
+
 def test_shared_state_features_refuse_namespaced_keys(t: Tenants) -> None:
     for method, path, body in [
         ("POST", "/ui/api/session", None),

@@ -249,6 +249,19 @@ def test_auth_required_and_scopes(auth_client: tuple[TestClient, str]) -> None:
     assert_error(c.post("/api/v1/functions/hello/invoke", content=b"x", headers=hi), 401, "unauthorized")
 
 
+def test_a_burst_beyond_a_database_integer_is_refused_with_422(auth_client: tuple[TestClient, str]) -> None:
+    """A key's burst the database column cannot hold was a 500 from the database; now a 422 that creates
+    no key, and the largest one is taken."""
+    c, admin = auth_client
+    h = {"Authorization": f"Bearer {admin}"}
+    before = len(c.get("/api/v1/keys", headers=h).json()["keys"])
+    body = {"name": "huge", "scopes": ["invoke"], "rate_limit_rps": 1.0, "burst": 2**31}
+    assert_error(c.post("/api/v1/keys", json=body, headers=h), 422, "validation_error")
+    assert len(c.get("/api/v1/keys", headers=h).json()["keys"]) == before
+    r = c.post("/api/v1/keys", json={**body, "burst": 2**31 - 1}, headers=h)
+    assert r.status_code == 201, r.text
+
+
 def test_rate_limit_per_key(auth_client: tuple[TestClient, str]) -> None:
     c, admin = auth_client
     h = {"Authorization": f"Bearer {admin}"}
