@@ -18,6 +18,7 @@ import pytest
 
 from faasd.config import Settings
 from faasd.runtime import SandboxManager
+from faasd.snapshots.image_cache import sweep_orphans
 from faasd.testing.leaks import sandbox_manager
 from faasd.testing.server import private_direct_pool
 
@@ -71,6 +72,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         d.mkdir(parents=True, exist_ok=True)
     yield s
     subprocess.run(["umount", "-R", "-l", str(base)], capture_output=True, check=False)
+    shutil.rmtree(s.image_cache_dir, ignore_errors=True)  # snapshots' process images in memory
 
 
 @pytest.fixture
@@ -125,6 +127,9 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # snapshots' process images in memory (/dev/shm) of this session's data dirs, e.g. of Settings made
+    # outside the fixture
+    sweep_orphans(under=session.config._tmp_path_factory.getbasetemp())  # type: ignore[attr-defined]
     is_root = os.geteuid() == 0 and shutil.which("runc") is not None
     if _skipped and is_root and exitstatus == 0:
         print(f"\n{len(_skipped)} test(s) skipped on a machine with root and runc (FAASD_NO_SKIPS=1):")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -41,6 +42,14 @@ class Settings(BaseSettings):
     disk_reserve_mb: int = 2048
     """Free space of data_dir's filesystem that no sandbox's disk limit may claim: a requested ``disk_mb``
     above (free - reserve) is refused with a 400 before anything is created."""
+    snapshot_image_cache_mb: int = 1024
+    """Memory (a tmpfs) for the process images of snapshots unpacked from the store: a restore from the
+    store writes a snapshot's CRIU images there instead of to data_dir's disk, the least recently used
+    going first when full (``faasd.snapshots.image_cache``). 0: they are unpacked to disk. Emptied when the
+    daemon stops."""
+    snapshot_image_cache_dir: Path | None = None
+    """Where that memory is: a directory on a tmpfs (default ``/dev/shm/faasd-snapimg-<hash of data_dir>``;
+    not on a tmpfs: the cache is off)."""
     isolation: Literal["runc", "gvisor"] = "runc"
     """Default isolation backend of functions, instances and executes that do not name one: ``runc``
     (namespaces + seccomp on the host kernel) or ``gvisor`` (``runsc``: a user-space kernel)."""
@@ -100,6 +109,14 @@ class Settings(BaseSettings):
     @property
     def snapshots_dir(self) -> Path:
         return self.data_dir / "snapshots"
+
+    @property
+    def image_cache_dir(self) -> Path:
+        """``snapshot_image_cache_dir``, or its default for this data dir."""
+        if self.snapshot_image_cache_dir is not None:
+            return self.snapshot_image_cache_dir
+        digest = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:12]
+        return Path("/dev/shm") / f"faasd-snapimg-{digest}"
 
     @property
     def sandboxes_dir(self) -> Path:

@@ -64,6 +64,7 @@ from faasd.runtime.adopt import write_record
 from faasd.runtime.restore import Restored
 from faasd.runtime.sandbox import SandboxManager
 from faasd.runtime.workers import Worker, WorkerSpec
+from faasd.snapshots.image_cache import sweep_orphans
 from faasd.snapshots.seeds import copy_seeds
 from faasd.snapshots.service import branch as branch_snapshot
 from faasd.snapshots.service import forget_sandbox, restore_snapshot, snapshot_sandbox
@@ -141,6 +142,7 @@ class SnapshotService:
         """The service when the platform runs real sandboxes (a :class:`RuntimeWorkerFactory`), else None."""
         if not isinstance(factory, RuntimeWorkerFactory):
             return None
+        sweep_orphans(settings.image_cache_dir.parent)  # process images in memory of data dirs now gone
         return cls(settings, SnapshotStore(settings), factory.manager, factory, runner, functions, metrics)
 
     # ------------------------------------------------------------------ helpers
@@ -472,3 +474,4 @@ class SnapshotService:
     async def close(self) -> None:
         entries, self.sandboxes = list(self.sandboxes.values()), {}
         await asyncio.gather(*(e.worker.close() for e in entries), return_exceptions=True)
+        await asyncio.to_thread(self.store.image_cache.clear)  # unpacked process images: memory back

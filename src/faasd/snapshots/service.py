@@ -23,6 +23,7 @@ merge of branches; the platform, the API, the jobs and the CLI all go through it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import time
@@ -301,8 +302,9 @@ def flatten_snapshot(
             trees["upper"].mkdir()
         if "criu" in tip.trees and "bundle" in tip.trees:
             mat = store.materialized(tip.id)
-            assert mat.criu is not None and mat.bundle is not None
-            trees["criu"], trees["bundle"] = mat.criu, mat.bundle
+            assert mat.bundle is not None
+            with store.process_image(tip.id) as criu:
+                return store.create({**trees, "criu": criu, "bundle": mat.bundle}, meta)
         return store.create(trees, meta)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
@@ -339,10 +341,12 @@ async def restore_snapshot(
         )
     # the materialised uppers (the overlay lowers) are kept through gc while the sandbox exists
     lowers, mat = await asyncio.to_thread(_chain_lowers, store, snapshot_id, manager.sandboxes_dir / new_id)
-    assert mat.criu is not None and mat.bundle is not None
-    dirs = SnapshotDirs(criu=mat.criu, config_json=mat.bundle / "config.json", lowers=lowers)
+    assert mat.bundle is not None
     [copy_seed_] = copy_seeds(seed, 1, first=copy)
-    return await restore(manager, dirs, new_id, limits=_limits(snap, limits), seed=copy_seed_, **kwargs)
+    with contextlib.ExitStack() as pins:  # the process image stays in memory until CRIU has read it
+        criu = await asyncio.to_thread(pins.enter_context, store.process_image(snapshot_id))
+        dirs = SnapshotDirs(criu=criu, config_json=mat.bundle / "config.json", lowers=lowers)
+        return await restore(manager, dirs, new_id, limits=_limits(snap, limits), seed=copy_seed_, **kwargs)
 
 
 async def branch(

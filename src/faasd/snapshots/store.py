@@ -10,7 +10,9 @@ plus metadata. On disk (under ``settings.snapshots_dir``)::
     manifests/<snapshot-id>.json the snapshot: metadata + for each tree a list of entries
                                  (path, type, mode, uid, gid, mtime, xattrs, chunk digests, ...)
     tmp/                         staging for blobs, manifests and checkpoints (same fs: atomic rename)
-    mnt/<snapshot-id>/           the snapshot written back once (criu/, upper/, bundle/), shared read-only
+    mnt/<snapshot-id>/           the snapshot written back once (criu/, upper/, bundle/), shared read-only;
+                                 unpacked from the blobs, its criu/ goes to memory instead when it fits
+                                 (:mod:`faasd.snapshots.image_cache`)
                                  (a snapshot created from trees staged in tmp/ -- a checkpoint -- adopts
                                  them here by rename: it is hot at once, no unpacking before a restore)
                                  by every sandbox restored from it (its upper is an overlay lower);
@@ -47,6 +49,7 @@ from faasd.config import Settings
 from faasd.errors import ConflictError, FaasdError, InvalidInputError, NotFoundError, StorageFullError
 from faasd.filelock import locked_file
 from faasd.snapshots.blobs import CHUNK_SIZE, BlobStore, shared_pool
+from faasd.snapshots.image_cache import ImageCache
 from faasd.snapshots.manifest import (
     MANIFEST_VERSION,
     TREES,
@@ -93,6 +96,12 @@ class SnapshotStore:
         self._lock_path = self.root / ".lock"
         pool = shared_pool() if threads is None else ThreadPoolExecutor(max_workers=threads)
         self.blobs = BlobStore(self.blobs_dir, self.tmp_dir, level=level, pool=pool)
+        if isinstance(settings, Settings):
+            budget = settings.snapshot_image_cache_mb * 1024 * 1024
+            self.image_cache = ImageCache(settings.image_cache_dir, budget, settings.data_dir)
+        else:  # a bare directory (tests, tools): everything on its disk
+            self.image_cache = ImageCache(self.root, 0, self.root)
+        self.image_cache.sweep()
 
     # ------------------------------------------------------------------ locking / paths
     @contextlib.contextmanager
@@ -257,6 +266,7 @@ class SnapshotStore:
                     children=kids,
                 )
             path.unlink()
+        self.image_cache.drop(snapshot_id)  # its memory goes back now (if a restore pins it: at gc)
 
     # ------------------------------------------------------------------ gc
     def _referenced_digests(self) -> set[str]:
@@ -285,6 +295,7 @@ class SnapshotStore:
                 if d.name not in live and not self._in_use(d):
                     shutil.rmtree(d, ignore_errors=True)
                     report.removed_materialized += 1
+            report.removed_materialized += self.image_cache.drop_unless(lambda sid: sid in live)
             # Nothing can be mid-create while we hold the exclusive lock, except checkpoints staging
             # into tmp/ without the lock: leave stage dirs younger than an hour alone.
             for p in self.tmp_dir.iterdir():
@@ -321,34 +332,99 @@ class SnapshotStore:
         return out
 
     def materialized(self, snapshot_id: str) -> MaterializedSnapshot:
-        """The snapshot's trees under ``mnt/<id>/``, written once and shared read-only.
+        """The snapshot's trees, written once and shared read-only: ``mnt/<id>/``, except its process
+        image (``criu``), which a restore from the store unpacks into memory (:attr:`image_cache`) when
+        it fits there.
 
         Restores use ``upper`` as a read-only overlay lower, so any number of branches share one copy.
+        A restore keeps the process image from eviction with :meth:`process_image`.
         """
-        self.get(snapshot_id)
+        snap = self.get(snapshot_id)
         final = self.mnt_dir / snapshot_id
+        cached = self.image_cache.enabled and "criu" in snap.trees
         if not (final / ".complete").exists():
             with self._locked(exclusive=False):
                 if not (final / ".complete").exists():
-                    tmp = self.tmp_dir / f"mnt-{snapshot_id}-{uuid.uuid4().hex[:8]}"
-                    try:
-                        self.materialize(snapshot_id, tmp)
-                        (tmp / ".complete").write_text(now())
-                        try:
-                            os.rename(tmp, final)
-                        except OSError as exc:
-                            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                                raise
-                    finally:
-                        shutil.rmtree(tmp, ignore_errors=True)
-        return MaterializedSnapshot(
+                    trees = tuple(t for t in TREES if not (cached and t == "criu"))
+                    self._write_back(snapshot_id, final, trees)
+        out = MaterializedSnapshot(
             root=final, **{t: (final / t if (final / t).is_dir() else None) for t in TREES}
+        )
+        if out.criu is None and "criu" in snap.trees:
+            out.criu = self._unpack_image(snap)
+        return out
+
+    def _write_back(self, snapshot_id: str, final: Path, trees: tuple[str, ...]) -> None:
+        tmp = self.tmp_dir / f"mnt-{snapshot_id}-{uuid.uuid4().hex[:8]}"
+        try:
+            self.materialize(snapshot_id, tmp, trees)
+            (tmp / ".complete").write_text(now())
+            try:
+                os.rename(tmp, final)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _unpack_image(self, snap: Snapshot) -> Path:
+        """The process image of ``snap``, from the memory cache, unpacked into it, or (when it does not
+        fit there) unpacked to ``mnt/<id>/criu`` on disk."""
+        hit = self.image_cache.get(snap.id)
+        if hit is not None:
+            return hit
+        entries = snap.trees["criu"]
+        size = sum(e.size for e in entries if e.type == "file")
+        try:
+            filled = self.image_cache.fill(snap.id, size, lambda dest: self.blobs.write_tree(entries, dest))
+        except OSError as exc:
+            raise FaasdError(
+                f"unpacking the process image of snapshot {snap.id} into memory failed: {exc}"
+            ) from exc
+        if filled is not None:
+            return filled
+        on_disk = self.mnt_dir / snap.id / "criu"
+        with self._locked(exclusive=False):
+            if not on_disk.is_dir():
+                tmp = self.tmp_dir / f"mnt-{snap.id}-criu-{uuid.uuid4().hex[:8]}"
+                try:
+                    self.materialize(snap.id, tmp, ("criu",))
+                    try:
+                        os.rename(tmp / "criu", on_disk)
+                    except OSError as exc:
+                        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                            raise
+                finally:
+                    shutil.rmtree(tmp, ignore_errors=True)
+        return on_disk
+
+    @contextlib.contextmanager
+    def process_image(self, snapshot_id: str) -> Iterator[Path]:
+        """The process image (``criu`` tree) of a snapshot, kept where it is until the block ends (a
+        restore reads it: the memory cache must not evict it meanwhile). Blocking."""
+        for _ in range(5):
+            criu = self.materialized(snapshot_id).criu
+            if criu is None:
+                raise InvalidInputError(f"snapshot {snapshot_id} has no process image")
+            if not self.image_cache.holds(criu):
+                yield criu
+                return
+            with self.image_cache.pinned(snapshot_id) as held:
+                if held:
+                    yield criu
+                    return
+        raise FaasdError(
+            f"the process image of snapshot {snapshot_id} was evicted from memory again and again "
+            "before a restore could read it; raise snapshot_image_cache_mb"
         )
 
     def evict(self, snapshot_id: str) -> bool:
-        """Drop the materialised copy ``mnt/<id>/`` of a snapshot (its blobs stay: the next restore
-        unpacks it again). Refused (False) while a sandbox uses it. Returns whether it was removed."""
+        """Drop the materialised copy ``mnt/<id>/`` of a snapshot and its process image in memory (its
+        blobs stay: the next restore unpacks it again). Refused (False) while a sandbox uses it or a
+        restore reads its image. Returns whether it was removed."""
         final = self.mnt_dir / snapshot_id
+        if not self.image_cache.drop(snapshot_id):
+            return False
         with self._locked(exclusive=True):
             if not final.exists() or self._in_use(final):
                 return False

@@ -41,6 +41,7 @@ from faasd.config import Settings
 from faasd.runtime import SandboxManager, userns
 from faasd.runtime import cgroups as cg
 from faasd.runtime import network as net
+from faasd.runtime.sandbox.userns_setup import restore_images_dirs
 
 if TYPE_CHECKING:
     from faasd.images.store import ImageStore
@@ -123,7 +124,7 @@ def _leaks_of(settings: Settings, sandbox_id: str, host: _HostState) -> list[str
     for p in (
         userns.userns_path(sandbox_id),
         userns.STAGE_DIR / sandbox_id,
-        settings.data_dir / "scratch" / f"{sandbox_id}.criu-images",
+        *restore_images_dirs(settings, sandbox_id),
     ):
         if p.exists():
             found.append(f"user namespace pin or stage dir {p}")

@@ -1,5 +1,6 @@
-"""Real runc + CRIU: a fresh snapshot is hot (adopted, no unpack), evicting it forces an unpack, restored
-copies are opted into KSM and ksmd really merges the pages they share (kernel counters, not timings)."""
+"""Real runc + CRIU: a fresh snapshot is hot (adopted, no unpack), evicting it forces an unpack (the process
+image into memory, or to disk over the budget), restored copies are opted into KSM and ksmd really merges
+the pages they share (kernel counters, not timings)."""
 
 from __future__ import annotations
 
@@ -89,8 +90,33 @@ async def test_fresh_snapshot_is_hot_and_evict_forces_unpack(env: Env, unique_id
     r2 = await restore_snapshot(store, snap.id, f"fd-{unique_id}-r2", manager=manager)  # unpacks again
     await first_line(r2.sandbox)
     assert (store.mnt_dir / snap.id / ".complete").exists()
+    # the process image was unpacked into memory (a tmpfs), the files next to the other snapshots
+    cache = store.image_cache
+    assert cache.enabled and cache.get(snap.id) == cache.root / snap.id / "criu"
+    assert (cache.root / snap.id / "criu" / "inventory.img").is_file()
+    assert not (store.mnt_dir / snap.id / "criu").exists()
+    assert (store.mnt_dir / snap.id / "upper").is_dir()
+    # the restore's own image dir (user namespace rewritten) was made there too, and is gone again
+    assert list((cache.root / "restores").iterdir()) == []
     await r2.sandbox.destroy()
+    assert store.evict(snap.id) is True and cache.get(snap.id) is None
     await src.destroy()
+
+
+async def test_a_process_image_over_the_memory_budget_is_unpacked_to_disk(
+    settings: Settings, env: Env, unique_id: str
+) -> None:
+    manager, _, ids, _ = env
+    src, snap = await _snapshot(env, f"fd-{unique_id}-src")
+    await src.destroy()
+    small = SnapshotStore(settings.model_copy(update={"snapshot_image_cache_mb": 1}))  # image: ~30 MB
+    assert small.evict(snap.id) is True
+    ids.append(f"fd-{unique_id}-d")
+    r = await restore_snapshot(small, snap.id, f"fd-{unique_id}-d", manager=manager)
+    await first_line(r.sandbox)
+    assert (small.mnt_dir / snap.id / "criu" / "inventory.img").is_file()
+    assert small.image_cache.entries() == []
+    await r.sandbox.destroy()
 
 
 @pytest.mark.skipif(not ksm.supported(), reason="needs per-process KSM (Linux >= 6.4)")

@@ -131,8 +131,8 @@ async def create_steps(
         config = restore.config(sb) if callable(restore.config) else restore.config
         config = await loop.run_in_executor(None, restore_config, sb, config)
         if sb.userns is not None:
-            # next to the snapshots (data_dir), so the images are hard links, not copies
-            images = restore_images_dir(settings.data_dir, spec.id)
+            # on the images' filesystem, so they are hard links, not copies
+            images = restore_images_dir(settings, spec.id, restore.image_path)
             image_path = await loop.run_in_executor(
                 None, userns.images_for, restore.image_path, images, sb.userns
             )

@@ -28,7 +28,7 @@ from faasd.runtime.sandbox.registry import LIVE
 from faasd.runtime.sandbox.sandbox import Sandbox
 from faasd.runtime.sandbox.storage import storage_full_error
 from faasd.runtime.sandbox.teardown import teardown
-from faasd.runtime.sandbox.userns_setup import restore_images_dir
+from faasd.runtime.sandbox.userns_setup import restore_images_dirs
 
 log = logging.getLogger(__name__)
 
@@ -175,9 +175,9 @@ class SandboxManager:
             raise
         return sb
 
-    def _restore_images(self, sandbox_id: str) -> Path:
-        """Per-restore CRIU image dir of a sandbox with a user namespace (removed after the restore)."""
-        return restore_images_dir(self.settings.data_dir, sandbox_id)
+    def _restore_images(self, sandbox_id: str) -> tuple[Path, ...]:
+        """Where a restore of a sandbox with a user namespace may have left its image dir."""
+        return restore_images_dirs(self.settings, sandbox_id)
 
     def _wants_userns(self, spec: SandboxSpec) -> bool:
         return wants_userns(self.settings, spec)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from faasd.errors import RuntimeFailure
@@ -15,7 +16,8 @@ from faasd.runtime.runc import ContainerNotFound, OciRuntime
 
 
 async def teardown(
-    sandbox_id: str, bundle: Path, runtime: OciRuntime, rootfs: OverlayRootfs | None, *, restore_images: Path
+    sandbox_id: str, bundle: Path, runtime: OciRuntime, rootfs: OverlayRootfs | None, *,
+    restore_images: Sequence[Path],
 ) -> None:
     """Remove every trace of ``sandbox_id``; collects errors and raises one RuntimeFailure at the end."""
     problems: list[str] = []
@@ -46,7 +48,8 @@ async def teardown(
         network.delete_netns(sandbox_id)
     except Exception as exc:
         problems.append(str(exc))
-    shutil.rmtree(restore_images, ignore_errors=True)  # left by a crash mid-restore
+    for left_images in restore_images:  # left by a crash mid-restore
+        shutil.rmtree(left_images, ignore_errors=True)
     staged = await loop.run_in_executor(None, userns.remove, sandbox_id)
     if staged:
         problems.append(f"could not unmount {', '.join(staged)}")

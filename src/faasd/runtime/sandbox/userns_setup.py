@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from faasd.config import Settings
 from faasd.errors import InvalidInputError
 from faasd.rootfs import idmap
 from faasd.rootfs import mounts as _mounts
@@ -151,6 +152,15 @@ def make_mountpoints(sb: Sandbox, cfg: Mapping[str, Any]) -> None:
     idmap.as_mounter(sb.userns.host_id, make)
 
 
-def restore_images_dir(data_dir: Path, sandbox_id: str) -> Path:
-    """Per-restore CRIU image dir of a sandbox with a user namespace (removed after the restore)."""
-    return data_dir / "scratch" / f"{sandbox_id}.criu-images"
+def restore_images_dirs(settings: Settings, sandbox_id: str) -> tuple[Path, Path]:
+    """Where a restore of ``sandbox_id`` with a user namespace may make its per-restore CRIU image dir
+    (removed after the restore): under data_dir, and in the snapshot image cache (a tmpfs)."""
+    name = f"{sandbox_id}.criu-images"
+    return settings.data_dir / "scratch" / name, settings.image_cache_dir / "restores" / name
+
+
+def restore_images_dir(settings: Settings, sandbox_id: str, image_path: Path) -> Path:
+    """The per-restore image dir for images at ``image_path``: on their filesystem (hard links, not
+    copies), i.e. in the image cache for images unpacked there, else under data_dir."""
+    disk, memory = restore_images_dirs(settings, sandbox_id)
+    return memory if Path(image_path).is_relative_to(settings.image_cache_dir) else disk
