@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from faasd.errors import ConflictError, InvalidInputError, NotFoundError, StorageFullError
+from faasd.errors import ConflictError, FaasdError, InvalidInputError, NotFoundError, StorageFullError
 from faasd.snapshots import blobs as blobs_mod
 from faasd.snapshots import store as store_mod
 from faasd.snapshots.fstree import walk_sorted
@@ -104,6 +104,21 @@ def test_large_file_chunks(tmp_path: Path) -> None:
     s = st.create({"criu": a})
     assert len(next(e for e in s.trees["criu"] if e.path == "big").chunks) == 3
     assert (st.materialize(s.id, tmp_path / "o").criu / "big").read_bytes() == data  # type: ignore[operator]
+
+
+def test_a_damaged_chunk_of_a_large_file_fails_the_write_back(tmp_path: Path) -> None:
+    import zstandard
+
+    data = os.urandom(store_mod.CHUNK_SIZE * 2 + 17)
+    st = SnapshotStore(tmp_path / "store")
+    s = st.create({"criu": _tree(tmp_path / "a", {"big": data})})
+    chunks = next(e for e in s.trees["criu"] if e.path == "big").chunks
+    st.blob_path(chunks[0]).write_bytes(zstandard.ZstdCompressor().compress(b"short"))  # not a whole chunk
+    with pytest.raises(FaasdError, match=r"holds 5 bytes.*store damaged"):
+        st.materialize(s.id, tmp_path / "o")
+    st.blob_path(chunks[0]).unlink()
+    with pytest.raises(FaasdError, match="is missing"):
+        st.materialize(s.id, tmp_path / "o2")
 
 
 def test_list_delete_gc(tmp_path: Path) -> None:
