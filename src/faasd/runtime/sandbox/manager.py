@@ -17,7 +17,7 @@ from faasd.background import Background
 from faasd.config import Settings
 from faasd.errors import ConflictError, FaasdError, InvalidInputError, RuntimeFailure
 from faasd.rootfs import OverlayRootfs
-from faasd.runtime import network, reaper
+from faasd.runtime import cgroup_moves, network, reaper
 from faasd.runtime.criu_work import remove_stale_work_dirs
 from faasd.runtime.models import RunResult, SandboxInfo, SandboxSpec
 from faasd.runtime.runc import OciRuntime, make_runtime
@@ -44,6 +44,8 @@ class SandboxManager:
         self._teardowns = Background()
         with contextlib.suppress(OSError):
             reaper.enable_subreaper()
+        if settings.cgroup_favordynmods and os.geteuid() == 0:
+            cgroup_moves.favor_dynamic_moves()
 
     def runtime(self, name: str = "runc") -> OciRuntime:
         root = self.runc_root if name == "runc" else self.settings.run_dir / "runsc"
