@@ -76,12 +76,16 @@ class ImageCache:
         self.budget_bytes = max(0, budget_bytes)
         self.enabled = self.budget_bytes > 0 and is_tmpfs(self.root)
         self.tmp_dir = self.root / "tmp"
+        self._data_dir = str(Path(data_dir).resolve())
         if self.enabled:
-            self.tmp_dir.mkdir(parents=True, exist_ok=True)
-            os.chmod(self.root, 0o700)
-            marker = self.root / _DATA_DIR
-            if not marker.exists():
-                marker.write_text(str(Path(data_dir).resolve()))
+            self._ensure_dirs()
+
+    def _ensure_dirs(self) -> None:
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)
+        marker = self.root / _DATA_DIR
+        if not marker.exists():
+            marker.write_text(self._data_dir)
 
     def _entry(self, snapshot_id: str) -> Path:
         return self.root / snapshot_id
@@ -112,6 +116,7 @@ class ImageCache:
             return None
         tmp = self.tmp_dir / f"{snapshot_id}-{uuid.uuid4().hex[:8]}"
         try:
+            self._ensure_dirs()
             tmp.mkdir()
             write(tmp / "criu")
             (tmp / _COMPLETE).write_text(str(size))
@@ -131,7 +136,7 @@ class ImageCache:
     def entries(self) -> list[tuple[float, str, int]]:
         """``(last use, snapshot id, bytes)`` of every complete entry, least recently used first."""
         out: list[tuple[float, str, int]] = []
-        if not self.enabled:
+        if not self.enabled or not self.root.is_dir():
             return out
         for d in self.root.iterdir():
             done = d / _COMPLETE
@@ -200,11 +205,14 @@ class ImageCache:
         return sum(1 for _, sid, _ in self.entries() if not keep(sid) and self.drop(sid))
 
     def clear(self) -> None:
-        """Evict every unpinned entry and stale work dirs (the daemon stops; memory goes back)."""
+        """Evict every unpinned entry and the work dirs, and remove the cache dir once nothing is pinned
+        (the daemon stops; memory goes back). A later fill makes the dir again."""
         if not self.enabled:
             return
         self.drop_unless(lambda _: False)
         self.sweep(max_age_s=0.0)
+        if not self.entries():
+            shutil.rmtree(self.root, ignore_errors=True)
 
     def sweep(self, max_age_s: float = _STALE_S) -> int:
         """Remove work dirs (``tmp/``, ``restores/``) older than ``max_age_s``: left by a crash."""

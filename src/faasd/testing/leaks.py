@@ -237,6 +237,16 @@ async def leak_checked_platform(
         await manager.cleanup_orphans()
         p.db.dispose()
     assert_no_leaks(settings, env.sandbox_ids)
+    held = memory_images(settings)
+    assert not held, f"snapshot process images still held in memory after the platform closed: {held}"
+
+
+def memory_images(settings: Settings) -> list[str]:
+    """Snapshot ids whose process image is unpacked in the image cache (a tmpfs) of ``settings``."""
+    root = settings.image_cache_dir
+    if not root.is_dir():
+        return []
+    return sorted(d.name for d in root.iterdir() if (d / ".complete").exists())
 
 
 @contextlib.contextmanager

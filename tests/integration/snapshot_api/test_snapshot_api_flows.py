@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from snapshot_api_helpers import SnapEnv
 
+from faasd.testing.leaks import memory_images
+
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 
@@ -70,6 +72,28 @@ async def test_snapshot_restore_counter_continues(snap_env: SnapEnv, unique_id: 
     assert gc["removed_blobs"] > 0
     metrics = (await env.client.get("/metrics")).text
     assert 'faasd_snapshot_operations_total{op="restore",result="ok"} 1.0' in metrics
+
+
+async def test_a_restore_from_the_store_unpacks_the_process_image_into_memory(
+    snap_env: SnapEnv, unique_id: str
+) -> None:
+    env = snap_env
+    await _deploy(env, unique_id)
+    first, _ = await _invoke(env, unique_id)
+    r = await env.client.post("/api/v1/snapshots", json={"function": unique_id})
+    assert r.status_code == 201, r.text
+    snap = r.json()
+    env.sandbox_ids.add(snap["source_sandbox"])
+    assert env.platform.snapshots is not None
+    store = env.platform.snapshots.store
+    assert store.evict(snap["id"]) is True  # only the blobs are left: the next restore unpacks
+    r = await env.client.post(f"/api/v1/snapshots/{snap['id']}/restore")
+    assert r.status_code == 201, r.text
+    restored = await _invoke_sb(env, r.json()["id"])
+    assert restored["n"] == first["n"] + 1 and restored["init"] == first["init"]
+    assert memory_images(env.settings) == [snap["id"]]
+    assert not (store.mnt_dir / snap["id"] / "criu").exists()
+    # closing the platform gives that memory back: leak_checked_platform checks it after the test
 
 
 async def test_branch_copies_are_independent(snap_env: SnapEnv, unique_id: str) -> None:

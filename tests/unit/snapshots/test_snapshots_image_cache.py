@@ -148,8 +148,15 @@ def test_clear_sweep_and_orphans(shm_dir: Path, tmp_path: Path) -> None:
     assert cache.sweep() == 0  # young work dirs may be in use
     os.utime(stale, (time.time() - 7200, time.time() - 7200))
     assert cache.sweep() == 1 and not stale.exists()
+    with cache.pinned("snap-a"):
+        cache.clear()  # a pinned entry stays, and so does the dir
+        assert cache.get("snap-a") is not None and list((shm_dir / "restores").iterdir()) == []
     cache.clear()
-    assert cache.entries() == [] and list((shm_dir / "restores").iterdir()) == []
+    assert not shm_dir.exists()  # nothing held: the dir goes too
+    assert cache.fill("snap-b", MiB, _writer(MiB)) is not None  # and comes back on demand
+    assert (shm_dir / ".data_dir").read_text() == str(data.resolve())
+    cache.clear()
+    cache = ImageCache(shm_dir, 4 * MiB, data)
     assert sweep_orphans(shm_dir.parent) == [] and shm_dir.exists()  # its data dir exists
     assert sweep_orphans(shm_dir.parent, under=tmp_path) == [shm_dir] and not shm_dir.exists()
     other = ImageCache(shm_dir, MiB, tmp_path / "gone")
