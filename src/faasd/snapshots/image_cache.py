@@ -28,13 +28,16 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import logging
 import os
 import shutil
+import stat
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+log = logging.getLogger(__name__)
 _COMPLETE = ".complete"
 _DATA_DIR = ".data_dir"
 ORPHAN_PREFIX = "faasd-snapimg-"
@@ -77,15 +80,31 @@ class ImageCache:
         self.enabled = self.budget_bytes > 0 and is_tmpfs(self.root)
         self.tmp_dir = self.root / "tmp"
         self._data_dir = str(Path(data_dir).resolve())
-        if self.enabled:
-            self._ensure_dirs()
+        if self.enabled and not self._ensure_dirs():
+            self.enabled = False
 
-    def _ensure_dirs(self) -> None:
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+    def _ensure_dirs(self) -> bool:
+        """Make the cache dir (0700); False (with a warning) when the path exists and is not a directory
+        of this user: e.g. made beforehand by another user of the world-writable ``/dev/shm`` to read the
+        images (the memory of sandboxes) or to swap them."""
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            self.root.mkdir(mode=0o700)
+        st = os.lstat(self.root)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+            log.warning(
+                "%s exists and is not a directory of uid %d: snapshot process images are unpacked to "
+                "disk instead of into memory (remove it, or set snapshot_image_cache_dir)",
+                self.root,
+                os.geteuid(),
+            )
+            return False
         os.chmod(self.root, 0o700)
+        self.tmp_dir.mkdir(exist_ok=True)
         marker = self.root / _DATA_DIR
         if not marker.exists():
             marker.write_text(self._data_dir)
+        return True
 
     def _entry(self, snapshot_id: str) -> Path:
         return self.root / snapshot_id
@@ -114,9 +133,10 @@ class ImageCache:
             return None
         if not self._make_room(size, keep=snapshot_id):
             return None
+        if not self._ensure_dirs():
+            return None
         tmp = self.tmp_dir / f"{snapshot_id}-{uuid.uuid4().hex[:8]}"
         try:
-            self._ensure_dirs()
             tmp.mkdir()
             write(tmp / "criu")
             (tmp / _COMPLETE).write_text(str(size))

@@ -137,6 +137,22 @@ def test_disabled_when_not_on_a_tmpfs_or_without_budget(tmp_path: Path, shm_dir:
     assert not (tmp_path / "c").exists() and not shm_dir.exists()  # nothing made
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a dir of another user needs root")
+def test_a_dir_someone_else_made_is_not_used(shm_dir: Path, tmp_path: Path) -> None:
+    shm_dir.parent.mkdir()
+    shm_dir.mkdir(mode=0o777)
+    os.chown(shm_dir, 65534, 65534)  # e.g. made by another user of /dev/shm before the daemon started
+    cache = ImageCache(shm_dir, 4 * MiB, tmp_path)
+    assert not cache.enabled and cache.fill("snap-a", 1, _writer(1)) is None
+    assert os.listdir(shm_dir) == []  # nothing written there
+    shm_dir.rmdir()
+    elsewhere = shm_dir.parent / "theirs"  # on the tmpfs too
+    elsewhere.mkdir()
+    shm_dir.symlink_to(elsewhere)  # a symlink to a dir of theirs
+    assert not ImageCache(shm_dir, 4 * MiB, tmp_path).enabled
+    assert os.listdir(elsewhere) == []
+
+
 def test_clear_sweep_and_orphans(shm_dir: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
