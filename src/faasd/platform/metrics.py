@@ -74,6 +74,11 @@ class Metrics:
             ["op", "result"],
             registry=r,
         )
+        self.snapshot_image_cache = Gauge(
+            "faasd_snapshot_image_cache_bytes",
+            "Bytes of snapshot process images unpacked in memory (faasd.snapshots.image_cache)",
+            registry=r,
+        )
         self.http_requests = Counter(
             "faasd_http_requests_total", "HTTP requests", ["method", "route", "status"], registry=r
         )

@@ -120,6 +120,7 @@ class SnapshotService:
         self.runner = runner
         self.functions = functions
         self.metrics = metrics
+        metrics.snapshot_image_cache.set_function(lambda: float(store.image_cache.used_bytes()))
         self.hold_timeout_s = hold_timeout_s
         self.sandboxes: dict[str, RestoredSandbox] = {}
         self._info: dict[str, dict[str, Any]] = {}

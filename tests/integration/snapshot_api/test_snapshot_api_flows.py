@@ -93,6 +93,9 @@ async def test_a_restore_from_the_store_unpacks_the_process_image_into_memory(
     assert restored["n"] == first["n"] + 1 and restored["init"] == first["init"]
     assert memory_images(env.settings) == [snap["id"]]
     assert not (store.mnt_dir / snap["id"] / "criu").exists()
+    metrics = (await env.client.get("/metrics")).text
+    held = next(ln for ln in metrics.splitlines() if ln.startswith("faasd_snapshot_image_cache_bytes "))
+    assert float(held.split()[1]) == store.image_cache.used_bytes() > 1_000_000
     # closing the platform gives that memory back: leak_checked_platform checks it after the test
 
 
