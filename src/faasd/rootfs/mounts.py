@@ -8,6 +8,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 MS_RDONLY = 0x1
@@ -72,6 +73,47 @@ def mountpoints() -> list[str]:
     with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
         lines = f.read().splitlines()
     return [_unescape(parts[4]) for parts in (ln.split(" ", 5) for ln in lines) if len(parts) > 4]
+
+
+@dataclass(frozen=True)
+class MountEntry:
+    """One line of ``/proc/self/mountinfo``: mount point, filesystem type and super options."""
+
+    point: str
+    fstype: str
+    options: tuple[str, ...]
+
+
+def parse_mountinfo(text: str) -> list[MountEntry]:
+    """The entries of ``/proc/self/mountinfo`` text, in mount order (malformed lines skipped; pure)."""
+    out: list[MountEntry] = []
+    for line in text.splitlines():
+        left, sep, right = line.partition(" - ")
+        fields, rfields = left.split(" "), right.split(" ")
+        if sep and len(fields) >= 5 and len(rfields) >= 3:
+            out.append(MountEntry(_unescape(fields[4]), rfields[0], tuple(rfields[2].split(","))))
+    return out
+
+
+def mount_table() -> list[MountEntry]:
+    """This mount namespace's mounts, in mount order."""
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        return parse_mountinfo(f.read())
+
+
+def fstype_of(path: Path) -> str | None:
+    """The filesystem type of the mount holding ``path`` (or, when it does not exist yet, its nearest
+    existing parent); None when no mount holds it."""
+    path = Path(os.path.abspath(path))
+    while not path.exists():
+        path = path.parent
+    real = os.path.realpath(path)
+    best: MountEntry | None = None
+    for e in mount_table():  # the last mount on a point is the one in effect
+        inside = real == e.point or real.startswith(e.point.rstrip("/") + "/")
+        if inside and (best is None or len(e.point) >= len(best.point)):
+            best = e
+    return best.fstype if best is not None else None
 
 
 def mounts_under(prefix: Path) -> list[str]:

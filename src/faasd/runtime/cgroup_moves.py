@@ -18,17 +18,17 @@ import subprocess
 from functools import lru_cache
 from pathlib import Path
 
+from faasd.rootfs import mounts
+
 log = logging.getLogger(__name__)
 OPTION = "favordynmods"
 
 
 def cgroup2_mount(mountinfo: str) -> tuple[Path, list[str]] | None:
     """The host's cgroup2 mount point and its super options, from ``/proc/self/mountinfo`` text (pure)."""
-    for line in mountinfo.splitlines():
-        left, _, right = line.partition(" - ")
-        fields, rfields = left.split(), right.split()
-        if len(fields) >= 5 and len(rfields) >= 3 and rfields[0] == "cgroup2":
-            return Path(fields[4]), rfields[2].split(",")
+    for e in mounts.parse_mountinfo(mountinfo):
+        if e.fstype == "cgroup2":
+            return Path(e.point), list(e.options)
     return None
 
 

@@ -12,6 +12,8 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
+from faasd.rootfs import mounts
+
 PARENT = "faasd"
 
 
@@ -19,24 +21,16 @@ PARENT = "faasd"
 def hierarchies() -> tuple[tuple[str, Path], ...]:
     """(kind, mount point) for every cgroup hierarchy: kind is the v1 controller list or ``unified``."""
     found: list[tuple[str, Path]] = []
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            fields = left.split()
-            rfields = right.split()
-            if len(rfields) < 3 or len(fields) < 5:
-                continue
-            fstype, opts = rfields[0], rfields[2]
-            mnt = Path(fields[4])
-            if fstype == "cgroup2":
-                found.append(("unified", mnt))
-            elif fstype == "cgroup":
-                ctrls = [
-                    o
-                    for o in opts.split(",")
-                    if o not in ("rw", "ro", "relatime", "nosuid", "nodev", "noexec", "clone_children")
-                ]
-                found.append((",".join(ctrls), mnt))
+    for e in mounts.mount_table():
+        if e.fstype == "cgroup2":
+            found.append(("unified", Path(e.point)))
+        elif e.fstype == "cgroup":
+            ctrls = [
+                o
+                for o in e.options
+                if o not in ("rw", "ro", "relatime", "nosuid", "nodev", "noexec", "clone_children")
+            ]
+            found.append((",".join(ctrls), Path(e.point)))
     # de-duplicate (bind mounts of the same hierarchy)
     seen: set[str] = set()
     unique = []

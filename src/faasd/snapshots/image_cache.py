@@ -37,6 +37,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from faasd.rootfs import mounts
+
 log = logging.getLogger(__name__)
 _COMPLETE = ".complete"
 _DATA_DIR = ".data_dir"
@@ -46,26 +48,8 @@ _STALE_S = 3600.0
 
 
 def is_tmpfs(path: Path) -> bool:
-    """Whether ``path`` (or the nearest existing parent) is on a tmpfs (``/proc/self/mountinfo``)."""
-    path = Path(os.path.abspath(path))
-    while not path.exists():
-        path = path.parent
-    real = os.path.realpath(path)
-    best, fstype = "", ""
-    try:
-        lines = Path("/proc/self/mountinfo").read_text().splitlines()
-    except OSError:
-        return False
-    for line in lines:
-        left, _, right = line.partition(" - ")
-        fields = left.split()
-        if len(fields) < 5 or not right:
-            continue
-        point = fields[4].replace("\\040", " ")
-        inside = real == point or real.startswith(point.rstrip("/") + "/")
-        if inside and len(point) >= len(best):
-            best, fstype = point, right.split()[0]
-    return fstype == "tmpfs"
+    """Whether ``path`` (or the nearest existing parent) is on a tmpfs."""
+    return mounts.fstype_of(path) == "tmpfs"
 
 
 class ImageCache:
