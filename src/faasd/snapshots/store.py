@@ -346,7 +346,7 @@ class SnapshotStore:
             with self._locked(exclusive=False):
                 if not (final / ".complete").exists():
                     trees = tuple(t for t in TREES if not (cached and t == "criu"))
-                    self._write_back(snapshot_id, final, trees)
+                    self._write_back(snapshot_id, trees, final)
         out = MaterializedSnapshot(
             root=final, **{t: (final / t if (final / t).is_dir() else None) for t in TREES}
         )
@@ -354,13 +354,19 @@ class SnapshotStore:
             out.criu = self._unpack_image(snap)
         return out
 
-    def _write_back(self, snapshot_id: str, final: Path, trees: tuple[str, ...]) -> None:
+    def _write_back(
+        self, snapshot_id: str, trees: tuple[str, ...], dest: Path, *, tree: str | None = None
+    ) -> None:
+        """Unpack ``trees`` of a snapshot into a fresh dir of ``tmp/`` and rename it to ``dest``, marked
+        ``.complete`` (with ``tree``: only that tree's dir, unmarked). Losing a race to the same ``dest``
+        keeps the winner's copy."""
         tmp = self.tmp_dir / f"mnt-{snapshot_id}-{uuid.uuid4().hex[:8]}"
         try:
             self.materialize(snapshot_id, tmp, trees)
-            (tmp / ".complete").write_text(now())
+            if tree is None:
+                (tmp / ".complete").write_text(now())
             try:
-                os.rename(tmp, final)
+                os.rename(tmp if tree is None else tmp / tree, dest)
             except OSError as exc:
                 if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                     raise
@@ -386,16 +392,7 @@ class SnapshotStore:
         on_disk = self.mnt_dir / snap.id / "criu"
         with self._locked(exclusive=False):
             if not on_disk.is_dir():
-                tmp = self.tmp_dir / f"mnt-{snap.id}-criu-{uuid.uuid4().hex[:8]}"
-                try:
-                    self.materialize(snap.id, tmp, ("criu",))
-                    try:
-                        os.rename(tmp / "criu", on_disk)
-                    except OSError as exc:
-                        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                            raise
-                finally:
-                    shutil.rmtree(tmp, ignore_errors=True)
+                self._write_back(snap.id, ("criu",), on_disk, tree="criu")
         return on_disk
 
     @contextlib.contextmanager
