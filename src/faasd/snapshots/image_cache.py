@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from faasd.rootfs import mounts
+from faasd.runtime.sandbox.userns_setup import RESTORES_SUBDIR
 
 log = logging.getLogger(__name__)
 _COMPLETE = ".complete"
@@ -139,15 +140,7 @@ class ImageCache:
 
     def entries(self) -> list[tuple[float, str, int]]:
         """``(last use, snapshot id, bytes)`` of every complete entry, least recently used first."""
-        out: list[tuple[float, str, int]] = []
-        if not self.enabled or not self.root.is_dir():
-            return out
-        for d in self.root.iterdir():
-            done = d / _COMPLETE
-            with contextlib.suppress(OSError, ValueError):
-                out.append((done.stat().st_mtime, d.name, int(done.read_text() or 0)))
-        out.sort()
-        return out
+        return entries_in(self.root) if self.enabled else []
 
     def used_bytes(self) -> int:
         return sum(size for _, _, size in self.entries())
@@ -224,7 +217,7 @@ class ImageCache:
         if not self.enabled:
             return removed
         cutoff = time.time() - max_age_s
-        for parent in (self.tmp_dir, self.root / "restores"):
+        for parent in (self.tmp_dir, self.root / RESTORES_SUBDIR):
             with contextlib.suppress(FileNotFoundError):
                 for p in parent.iterdir():
                     with contextlib.suppress(FileNotFoundError):
@@ -232,6 +225,20 @@ class ImageCache:
                             shutil.rmtree(p, ignore_errors=True)
                             removed += 1
         return removed
+
+
+def entries_in(root: Path) -> list[tuple[float, str, int]]:
+    """``(last use, snapshot id, bytes)`` of every complete entry of the cache dir ``root`` (none when it
+    does not exist), least recently used first."""
+    out: list[tuple[float, str, int]] = []
+    if not root.is_dir():
+        return out
+    for d in root.iterdir():
+        done = d / _COMPLETE
+        with contextlib.suppress(OSError, ValueError):
+            out.append((done.stat().st_mtime, d.name, int(done.read_text() or 0)))
+    out.sort()
+    return out
 
 
 def sweep_orphans(parent: Path = Path("/dev/shm"), *, under: Path | None = None) -> list[Path]:

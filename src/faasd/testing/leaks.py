@@ -42,6 +42,7 @@ from faasd.runtime import SandboxManager, userns
 from faasd.runtime import cgroups as cg
 from faasd.runtime import network as net
 from faasd.runtime.sandbox.userns_setup import restore_images_dirs
+from faasd.snapshots.image_cache import entries_in
 
 if TYPE_CHECKING:
     from faasd.images.store import ImageStore
@@ -243,10 +244,7 @@ async def leak_checked_platform(
 
 def memory_images(settings: Settings) -> list[str]:
     """Snapshot ids whose process image is unpacked in the image cache (a tmpfs) of ``settings``."""
-    root = settings.image_cache_dir
-    if not root.is_dir():
-        return []
-    return sorted(d.name for d in root.iterdir() if (d / ".complete").exists())
+    return sorted(sid for _, sid, _ in entries_in(settings.image_cache_dir))
 
 
 @contextlib.contextmanager

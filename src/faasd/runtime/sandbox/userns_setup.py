@@ -152,11 +152,15 @@ def make_mountpoints(sb: Sandbox, cfg: Mapping[str, Any]) -> None:
     idmap.as_mounter(sb.userns.host_id, make)
 
 
+RESTORES_SUBDIR = "restores"
+"""The per-restore image dirs' dir inside the snapshot image cache (its sweep removes leftovers there)."""
+
+
 def restore_images_dirs(settings: Settings, sandbox_id: str) -> tuple[Path, Path]:
     """Where a restore of ``sandbox_id`` with a user namespace may make its per-restore CRIU image dir
     (removed after the restore): under data_dir, and in the snapshot image cache (a tmpfs)."""
     name = f"{sandbox_id}.criu-images"
-    return settings.data_dir / "scratch" / name, settings.image_cache_dir / "restores" / name
+    return settings.data_dir / "scratch" / name, settings.image_cache_dir / RESTORES_SUBDIR / name
 
 
 def restore_images_dir(settings: Settings, sandbox_id: str, image_path: Path) -> Path:
