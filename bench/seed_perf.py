@@ -116,7 +116,7 @@ async def cold_and_restore(work: Path, cold_n: int, restore_n: int) -> dict[str,
     finally:
         for src in sources:
             await src.destroy()
-        shutil.rmtree(store.image_cache.root, ignore_errors=True)  # process images in memory (/dev/shm)
+        store.image_cache.clear()  # process images unpacked into memory (/dev/shm), and their dir
     return out
 
 

@@ -243,8 +243,7 @@ async def scenario(program: str, rounds: int, branch_n: int, concurrency: int,
         for sb in list(manager._sandboxes.values()):
             await sb.destroy()
         subprocess.run(["umount", "-R", "-l", str(base)], capture_output=True, check=False)
-        store.image_cache.clear()  # process images unpacked into memory (/dev/shm)
-        shutil.rmtree(store.image_cache.root, ignore_errors=True)
+        store.image_cache.clear()  # process images unpacked into memory (/dev/shm), and their dir
         shutil.rmtree(base, ignore_errors=True)
     cold = med(m["cold"])
     one = med(m["hot"])
