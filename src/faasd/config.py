@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     """The gateway hands a new connection whose first request invokes a function with a warm Python worker
     to that worker (:mod:`faasd.api.handoff`): later requests on it skip the daemon. False: the daemon
     serves every request."""
+    gateway_relay: bool = True
+    """With the hand-off on, a connection whose first request invokes such a worker with an API key (the
+    SDK, ``faas``) is relayed to it: the daemon checks and removes the key from each request and the
+    worker serves it (:mod:`faasd.api.relay`). False: the daemon serves keyed requests itself."""
     direct_pool: str = "127.77.0.0/16"
     """Direct function addresses are taken from this range (must lie inside 127.0.0.0/8; added to
     ``lo`` with the label ``lo:faas``). Empty: functions get no direct address."""

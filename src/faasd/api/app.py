@@ -169,9 +169,12 @@ def create_app(
         try:
             yield
         finally:
+            handoff: GatewayHandoff = _app.state.handoff
+            handoff.closing = True
             access.flush()
             if manage_platform:
                 await plat.close()
+            handoff.close()
 
     app = FastAPI(title="faasd", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.platform = plat

@@ -21,6 +21,8 @@ connection (:meth:`GatewayHandoff.resume`).
 later is read there first. faasd's own credentials never go into a sandbox (``runtime.headers.CREDENTIALS``),
 so only connections whose first request carries neither ``Authorization`` nor ``Cookie`` are handed: the
 OpenFaaS routes while ``FAASD_FUNCTION_AUTH`` is off (they need no key), the API route only when auth is off.
+A connection whose first request invokes with an API key where one is needed is *relayed* instead
+(:mod:`faasd.api.relay`): the worker gets one end of a socket pair, the key stays in the daemon.
 A later request with either header is given back (the gate's ``refuse``) -- but the sandbox has seen it by
 then: a client should not send faasd credentials on a connection it used for an unauthenticated function
 call (the SDK and faas-cli set credentials per client, on every request, so their connections are never
@@ -40,15 +42,16 @@ import contextlib
 import logging
 import socket
 import time
+from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Literal
 
 from starlette.responses import Response
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from faasd.api.accesslog import AccessLog
-from faasd.api.auth import ANONYMOUS
+from faasd.api.auth import ANONYMOUS, token_from_header
 from faasd.api.fastpath import (
     FUNCTION_METHODS,
     RequestCounter,
@@ -58,11 +61,13 @@ from faasd.api.fastpath import (
     match,
 )
 from faasd.api.invoke import RESPONSE_DROP, function_response
+from faasd.api.relay import KeyedRelay, admit_head, socket_inode
 from faasd.api.routes_openfaas import address_function_id
 from faasd.errors import FaasdError
 from faasd.platform.core import Platform
 from faasd.platform.executions.records import FORWARDED_HEADER_PREFIXES, NOT_FORWARDED, STORED_BODY_LIMIT
 from faasd.platform.invocation import Invocation, Outcome
+from faasd.platform.keys import KeyInfo
 from faasd.platform.namespaces import function_id
 from faasd.runtime.agent_client import DEFAULT_MAX_OUTPUT_BYTES
 from faasd.runtime.gateway_channel import GatewayChannel, HandedBack, HandedRequest
@@ -96,15 +101,24 @@ class GatewayHandoff:
         }
         """The part of every gate that does not depend on the connection."""
         self._openfaas_methods = sorted(FUNCTION_METHODS)
+        self.relay_keyed = platform.settings.gateway_relay
+        self._credentials = _PlatformCredentials(platform)
+        self._relays: dict[int, KeyedRelay] = {}
+        """Relayed connections by the inode of the worker's end of their socket pair."""
+        self.closing = False
         self._protocol: tuple[Any, Any, Any] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.protocol_class = protocol_for(self)
         """The uvicorn ``http`` protocol class of a server with this hand-off."""
 
     # -- the first request of a connection
-    def try_hand(self, sock: socket.socket | None, data: bytes) -> bool:
-        """Hand the connection whose first bytes are ``data`` to a worker; False: serve it here."""
-        if not self.enabled or sock is None:
+    def offer(self, proto: HandoffHttpProtocol, data: bytes) -> bool:
+        """Hand (or relay) the connection whose first bytes are ``data`` to a worker; False: serve it here."""
+        if not self.enabled:
+            return False
+        transport = proto.transport
+        sock = transport.get_extra_info("socket")
+        if sock is None:
             return False
         end = data.find(b"\r\n\r\n")
         if end < 0:
@@ -131,13 +145,16 @@ class GatewayHandoff:
             return False
         if "close" in headers.get("connection", "").lower():
             return False
-        if not CREDENTIALS.isdisjoint(headers):
-            return False  # faasd's credentials never go into a sandbox (see the module)
+        if "cookie" in headers:
+            return False  # a console session: the app's (CSRF checks live there)
         declared = headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
             return False
+        keyed = self._keyed(m, headers.get("authorization"), data[: end + 4])
+        if keyed is False:
+            return False  # faasd's credentials never go into a sandbox (see the module)
         try:
-            fid = self._target(m.openfaas, m.name)
+            fid = self._target(m.openfaas, m.name) if keyed is None else self._keyed_target(m, keyed.key)
             fn = self.platform.executions.function_record(fid)
         except (FaasdError, _NotHanded):
             return False  # served here: the app answers what needs answering
@@ -158,9 +175,67 @@ class GatewayHandoff:
             "openfaas": m.openfaas,
             "timeout_s": fn.timeout_s,
         }
+        if keyed is not None:
+            return self._relay(proto, channel, fid, gate, data, keyed)
         if not channel.hand(sock, data, gate):
             return False
         self.platform.metrics.handoffs.labels(fid).inc()
+        transport.close()  # the worker holds the connection now
+        return True
+
+    def _keyed(self, m: RouteMatch, authorization: str | None, head: bytes) -> _Keyed | Literal[False] | None:
+        """For a request with an ``Authorization`` header: its key when the route needs one, this one may
+        invoke and the relay passes the head (the connection is relayed); False when it is the app's to
+        serve; None: no such header."""
+        if authorization is None:
+            return None
+        settings = self.platform.settings
+        if (m.openfaas and not settings.function_auth) or not settings.auth or not self.relay_keyed:
+            return False  # the header is the function's (not ours to keep), or no key is needed
+        admitted = admit_head(head)
+        if admitted is None:
+            return False
+        try:
+            token = token_from_header(authorization)
+            if token is None:
+                return False
+            key = self.platform.keys.verify(token)
+            key.require("invoke")
+        except FaasdError:
+            return False  # the app answers 401 / 403
+        return _Keyed(token, key, admitted[1])
+
+    def _keyed_target(self, m: RouteMatch, key: KeyInfo) -> str:
+        if m.openfaas:
+            return address_function_id(m.name, key)
+        return function_id(m.name, self.platform.namespaces.require(key.access.target(None)))
+
+    def _relay(
+        self,
+        proto: HandoffHttpProtocol,
+        channel: GatewayChannel,
+        fid: str,
+        gate: dict[str, Any],
+        data: bytes,
+        keyed: _Keyed,
+    ) -> bool:
+        """Relay the connection to ``channel``'s worker (:mod:`faasd.api.relay`): the key stays here."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            worker_inode = socket_inode(theirs)
+            if not channel.hand(theirs, b"", {**gate, "tag": keyed.key.id}):
+                ours.close()
+                return False
+        finally:
+            theirs.close()  # the worker's copy is the one that counts
+        proto.connections.discard(proto)  # uvicorn's protocol steps aside for the relay
+        relay = KeyedRelay(
+            self, proto.transport, ours, keyed.value, keyed.token, keyed.key, self._credentials, worker_inode
+        )
+        self._relays[worker_inode] = relay
+        self.platform.metrics.relays.labels(fid).inc()
+        self.platform.metrics.relays_open.inc()
+        relay.data_received(data)
         return True
 
     def _target(self, openfaas: bool, name: str) -> str:
@@ -196,7 +271,7 @@ class GatewayHandoff:
 
     async def resume(self, channel: GatewayChannel, back: HandedBack) -> None:
         """Serve a connection a worker gave back: first the answer to its failed request (if any), then
-        whatever the client sent after it, on this server."""
+        whatever the client sent after it, on this server (a relayed one: through its relay)."""
         answer = b""
         keep = True
         if back.request is not None:
@@ -213,7 +288,14 @@ class GatewayHandoff:
                 response = internal_error_answer(self.platform, req.method, req.path, exc)
             self._count(req, m, response.status_code)
             answer = render(response, keep)
-        if self._protocol is None:
+        relay = self._relays.get(socket_inode(back.sock))
+        if relay is not None:
+            relay.given_back(back.sock, back.rest, answer, keep)
+            return
+        if back.sock.family == socket.AF_UNIX:  # the end of a relay that is gone with its client
+            back.sock.close()
+            return
+        if self._protocol is None or self.closing:
             back.sock.close()
             return
         config, server_state, app_state = self._protocol
@@ -230,6 +312,28 @@ class GatewayHandoff:
         with contextlib.suppress(OSError):
             back.sock.close()
 
+    # -- RelayOwner: relayed connections coming back to this server
+    def serve_here(self, transport: asyncio.Transport, answer: bytes, keep: bool, rest: bytes) -> None:
+        if self._protocol is None or self.closing:
+            if answer:
+                transport.write(answer)
+            transport.close()
+            return
+        config, server_state, app_state = self._protocol
+        proto = _resumed_protocol(self, config, server_state, app_state, answer, keep, rest)
+        transport.set_protocol(proto)
+        proto.connection_made(transport)
+
+    def relay_ended(self, relay: KeyedRelay) -> None:
+        if self._relays.pop(relay.worker_inode, None) is not None:
+            self.platform.metrics.relays_open.dec()
+
+    def close(self) -> None:
+        """The server is stopping: relayed connections end (given-back ones are not served any more)."""
+        self.closing = True
+        for relay in list(self._relays.values()):
+            relay.end()
+
     def _record(self, channel: GatewayChannel, req: HandedRequest, m: RouteMatch | None) -> Outcome:
         path = m.path if m is not None else "/"
         inv = Invocation(body=req.body, headers=req.headers, path=path, method=req.method, query=req.query)
@@ -240,11 +344,27 @@ class GatewayHandoff:
     def _count(self, req: HandedRequest, m: RouteMatch | None, status: int) -> None:
         route = m.route if m is not None else req.path
         self.requests.count(req.method, route, status)
-        self.access.record(req.started, req.method, req.path, route, status, req.wall_ms, None)
+        self.access.record(req.started, req.method, req.path, route, status, req.wall_ms, req.tag)
 
     def remember(self, config: Any, server_state: Any, app_state: Any) -> None:
         if self._protocol is None:
             self._protocol = (config, server_state, app_state)
+
+
+@dataclass(frozen=True, slots=True)
+class _Keyed:
+    token: str
+    key: KeyInfo
+    value: bytes
+    """The ``Authorization`` header's value as the client sent it."""
+
+
+class _PlatformCredentials:
+    """:class:`faasd.api.relay.Credentials` from the platform's key service and rate limiter."""
+
+    def __init__(self, platform: Platform) -> None:
+        self.verify = platform.keys.verify
+        self.check_rate = platform.rate_limiter.check
 
 
 class _NotHanded(Exception):
@@ -295,11 +415,8 @@ class HandoffHttpProtocol(HttpToolsProtocol):
         if self._fresh:
             self._fresh = False
             handoff = self.handoff
-            if handoff is not None:
-                sock = self.transport.get_extra_info("socket")
-                if handoff.try_hand(sock, data):
-                    self.transport.close()
-                    return
+            if handoff is not None and handoff.offer(self, data):
+                return
         super().data_received(data)
 
 

@@ -54,6 +54,15 @@ class Metrics:
             ["function"],
             registry=r,
         )
+        self.relays = Counter(
+            "faasd_gateway_relays_total",
+            "Client connections with an API key the gateway relayed to a warm worker (see faasd.api.relay)",
+            ["function"],
+            registry=r,
+        )
+        self.relays_open = Gauge(
+            "faasd_gateway_relays_open", "Relayed client connections open now", registry=r
+        )
         self.cold_starts = Counter(
             "faasd_cold_starts_total", "Invocations that had to start a worker", ["function"], registry=r
         )

@@ -64,6 +64,8 @@ class HandedRequest:
     """The HTTP status the agent sent (None: the daemon answers, see :attr:`HandedBack.request`)."""
     keep: bool = True
     """The client keeps the connection open after this request."""
+    tag: str | None = None
+    """The connection's ``tag`` from its gate (a relayed connection's API key id)."""
 
 
 @dataclass
@@ -101,6 +103,8 @@ class GatewayChannel:
         self.connections = 0
         """Connections handed over and not given back (as far as the daemon knows)."""
         self.closed = False
+        self.tags: set[str] = set()
+        """The ``tag`` of every gate handed over this channel: a report naming another is not believed."""
         self._reader = _Reader()
         self._drained: asyncio.Event | None = None
         self._loop = asyncio.get_running_loop()
@@ -130,6 +134,9 @@ class GatewayChannel:
             except OSError:
                 self.close()
         self.connections += 1
+        tag = gate.get("tag")
+        if tag is not None:
+            self.tags.add(str(tag))
         return True
 
     def _send_rest(self, data: bytes) -> None:
@@ -214,6 +221,9 @@ class GatewayChannel:
         if kind == "report":
             records = header.get("records") or []
             reqs, _ = _requests(records, body)
+            for served in reqs:
+                if served.tag is not None and served.tag not in self.tags:
+                    served.tag = None
             if self.sink is not None and reqs:
                 self.sink.reported(self, reqs)
         elif kind == "back":
@@ -222,6 +232,8 @@ class GatewayChannel:
             lens = [int(x) for x in header.get("lens") or []]
             used = sum(lens)
             req = _request(record, body[:used], lens) if record else None
+            if req is not None and req.tag is not None and req.tag not in self.tags:
+                req.tag = None
             self.connections = max(0, self.connections - 1)
             if fd is None:
                 log.error("worker %s gave a connection back without its socket", self.worker_id)
@@ -278,6 +290,7 @@ def _request(rec: dict[str, Any], blob: bytes, lens: list[int]) -> HandedRequest
         started=float(rec.get("t") or 0.0),
         status=int(status) if status is not None else None,
         keep=bool(rec.get("keep", True)),
+        tag=str(rec["tag"]) if rec.get("tag") is not None else None,
     )
 
 

@@ -8,68 +8,15 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import re
-import subprocess
-import time
 
 import httpx
 import pytest
 
 from fixtures.daemon import Daemon, daemon_env
+from fixtures.gateway import call, execution, holders_of, in_sandbox, metric
 
 pytestmark = pytest.mark.integration
 __all__ = ["daemon_env"]
-
-
-def holders_of(client: http.client.HTTPConnection) -> list[int]:
-    """Pids holding the server side of ``client``'s TCP connection (as ``ss`` sees them)."""
-    assert client.sock is not None
-    port = client.sock.getsockname()[1]
-    out = subprocess.run(
-        ["ss", "-Htnp", "state", "established", f"( dport = :{port} )"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return sorted({int(p) for p in re.findall(r"pid=(\d+)", out)})
-
-
-def in_sandbox(pids: list[int]) -> bool:
-    host_ns = os.readlink("/proc/self/ns/net")
-    return bool(pids) and all(os.readlink(f"/proc/{p}/ns/net") != host_ns for p in pids)
-
-
-def call(
-    conn: http.client.HTTPConnection,
-    method: str,
-    path: str,
-    body: bytes = b"",
-    headers: dict[str, str] | None = None,
-) -> tuple[int, dict[str, str], bytes]:
-    conn.request(method, path, body=body, headers=headers or {})
-    r = conn.getresponse()
-    return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
-
-
-def metric(c: httpx.Client, name: str, **labels: str) -> float:
-    text = c.get("/metrics").text
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
-def execution(c: httpx.Client, ex_id: str) -> dict:  # type: ignore[type-arg]
-    """The record of ``ex_id`` (the worker reports it just after answering: wait for it)."""
-    deadline = time.monotonic() + 20
-    while True:
-        r = c.get(f"/api/v1/executions/{ex_id}")
-        if (r.status_code == 200 and r.json()["status"] != "running") or time.monotonic() > deadline:
-            assert r.status_code == 200, r.text
-            return dict(r.json())
-        time.sleep(0.05)
 
 
 def test_gateway_hands_connections_to_warm_workers(daemon_env: tuple[Daemon, str], unique_id: str) -> None:

@@ -275,6 +275,9 @@ class DirectServer:
             "ms": 0.0,
             "keep": keep,
         }
+        tag = meta.get("tag")
+        if tag is not None:
+            record["tag"] = tag
         parts = [body[:store], fb[:store], bytes(out), bytes(err)]
         if fh.get("type") != "result":
             record["ms"] = round((time.perf_counter() - t0) * 1000, 3)
