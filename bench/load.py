@@ -7,7 +7,8 @@ Same run, same client, same request (``POST`` with a 5-byte body, keep-alive con
 * **uvicorn**: bare Starlette/uvicorn hello endpoint (``bench/hello_app.py``, one process) — the baseline;
 * **openfaas**: ``POST /function/<name>`` through a real ``faasd`` daemon (auth on; the route itself is open
   unless ``FAASD_FUNCTION_AUTH``, so no key is sent and the gateway may hand the connection to the worker);
-* **api**: ``POST /api/v1/functions/<name>/invoke`` through the same daemon (with the key: never handed);
+* **api**: ``POST /api/v1/functions/<name>/invoke`` through the same daemon, with the key (the SDK's and
+  ``faas``'s way): relayed to the worker, the daemon checking and removing the key (``faasd.api.relay``);
 * **direct**: ``POST http://<direct address>/`` (the function's ``lo:faas`` address, no gateway).
 
 The function is the Python hello handler, mode ``cached``, ``scale`` min 1 max 4 (a warm worker is up).
@@ -127,7 +128,7 @@ def main() -> int:
         targets: dict[str, tuple[str, dict[str, str]]] = {
             "uvicorn": (uv_url, {}),
             # The OpenFaaS route is open (FAASD_FUNCTION_AUTH off), as OpenFaaS clients call it: no key sent,
-            # so the gateway may hand the connection to the worker. The API route needs the key: never handed.
+            # so the gateway may hand the connection to the worker. The API route needs the key: relayed.
             "openfaas": (f"{server.url}/function/{name}", {}),
             "api": (f"{server.url}/api/v1/functions/{name}/invoke", auth),
         }
