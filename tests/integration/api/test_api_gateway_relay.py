@@ -73,6 +73,10 @@ def test_gateway_relays_keyed_connections_to_warm_workers(
             assert (status, out) == (200, b"echo:" + body)
             assert headers["x-cold-start"] == "false" and "x-call-id" not in headers
             ids.append(headers["x-execution-id"])
+        # a body and an answer larger than the socket buffers go through whole (flow control both ways)
+        big = b"x" * (3 << 20)
+        status, headers, out = call(conn, "POST", invoke, big, auth)
+        assert (status, len(out), out[:9]) == (200, len(big) + 5, b"echo:xxxx")
         assert holders_of(conn) == [d.proc.pid]
         assert metric(c, "faasd_gateway_relays_total", function=fn) >= 1
         assert metric(c, "faasd_gateway_relays_open") >= 1
