@@ -32,7 +32,7 @@ from faasd.platform.keys import KeyInfo
 
 HEAD_LIMIT = 64 * 1024
 """A request head longer than this goes to the app (which answers it)."""
-READ_BYTES = 256 * 1024
+READ_BYTES = 64 * 1024
 _AUTH = b"\r\nauthorization:"
 _LENGTH = b"\r\ncontent-length:"
 
@@ -182,7 +182,7 @@ class KeyedRelay(asyncio.Protocol):
             return None
         try:
             key = self.credentials.verify(self.token)
-            if key != self.key:
+            if key is not self.key and key != self.key:
                 return None
             self.credentials.check_rate(key)
         except FaasdError:
