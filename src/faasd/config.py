@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     """The gateway hands a new connection whose first request invokes a function with a warm Python worker
     to that worker (:mod:`faasd.api.handoff`): later requests on it skip the daemon. False: the daemon
     serves every request."""
+    ephemeral_spare_ttl_s: float = 60.0
+    """An ``ephemeral`` function's next sandbox is created (not started) after each invocation's start,
+    for the next one (:mod:`faasd.platform.spares`); unused this long it is destroyed. 0: no spares."""
     gateway_relay: bool = True
     """With the hand-off on, a connection whose first request invokes such a worker with an API key (the
     SDK, ``faas``) is relayed to it: the daemon checks and removes the key from each request and the

@@ -33,8 +33,9 @@ from faasd.platform.secrets import SecretService
 from faasd.platform.seed_execute import WORKSPACE_PREFIX, SeedExecuteService
 from faasd.platform.snapshots import SnapshotService
 from faasd.platform.source_deploy import SOURCE_REF_PREFIX
+from faasd.platform.spares import Spares
 from faasd.platform.tenancy import Tenancy
-from faasd.platform.worker_protocol import WorkerFactory
+from faasd.platform.worker_protocol import PreparingFactory, WorkerFactory
 from faasd.runtime.gateway_channel import GatewayRegistry
 from faasd.runtime.sandbox import SandboxManager
 from faasd.state import Database, Function
@@ -88,6 +89,8 @@ class Platform:
         self.runner = FunctionRunner(
             worker_factory, self.secrets, self.metrics, reaper_interval_s=self.options.reaper_interval_s
         )
+        if settings.ephemeral_spare_ttl_s > 0 and isinstance(worker_factory, PreparingFactory):
+            self.runner.spares = Spares(worker_factory, settings.ephemeral_spare_ttl_s, self.metrics.spares)
         self.executions = ExecutionService(
             self.db,
             self.functions,

@@ -63,6 +63,11 @@ class Metrics:
         self.relays_open = Gauge(
             "faasd_gateway_relays_open", "Relayed client connections open now", registry=r
         )
+        self.spares = Gauge(
+            "faasd_ephemeral_spares",
+            "Spare sandboxes of ephemeral functions, created and not started",
+            registry=r,
+        )
         self.cold_starts = Counter(
             "faasd_cold_starts_total", "Invocations that had to start a worker", ["function"], registry=r
         )

@@ -12,13 +12,14 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 from faasd.background import Background
-from faasd.errors import CapacityError, FaasdError
+from faasd.errors import CapacityError, FaasdError, RuntimeFailure
 from faasd.platform.addresses import DirectAddresses
 from faasd.platform.functions import isolation_of, network_of
 from faasd.platform.metrics import Metrics
 from faasd.platform.pool_models import Lease, PoolConfig
 from faasd.platform.pools import WarmPool
 from faasd.platform.secrets import SecretService
+from faasd.platform.spares import Spares
 from faasd.platform.worker_protocol import PoolWorker, WorkerConfig, WorkerFactory, close_quietly
 from faasd.state import Function
 
@@ -152,6 +153,8 @@ class FunctionRunner:
         self._bg: set[asyncio.Task[None]] = set()
         self.start_gate: StartGate | None = None
         """Quota check around every worker start (set by the platform)."""
+        self.spares: Spares | None = None
+        """Spare sandboxes of ephemeral functions (set by the platform when its factory can make them)."""
 
     def _gate(self, fn: Function) -> AbstractContextManager[None]:
         return self.start_gate(fn) if self.start_gate is not None else contextlib.nullcontext()
@@ -278,12 +281,26 @@ class FunctionRunner:
         t1 = time.monotonic()
         try:
             with self._gate(fn):
-                worker = await self.factory.start(self._starter(fn))
+                config = self._starter(fn)
+                worker = await self._start_ephemeral(fn, config)
         except BaseException:
             eph.done()
             raise
         eph.running += 1
+        if self.spares is not None:
+            self.spares.refill(fn, config, self._gate)
         return Handle(worker, True, (t1 - t0) * 1000, (time.monotonic() - t1) * 1000, _eph=eph)
+
+    async def _start_ephemeral(self, fn: Function, config: WorkerConfig) -> PoolWorker:
+        """A fresh worker for one invocation: the function's spare sandbox started when it has one
+        (:mod:`faasd.platform.spares`), else one created now."""
+        prepared = await self.spares.take(fn.name, config) if self.spares is not None else None
+        if prepared is not None:
+            try:
+                return await prepared.launch(ahead=True)
+            except RuntimeFailure as exc:  # a spare that broke while it waited: a fresh one instead
+                log.warning("the spare sandbox of %s did not start (%s); creating one", fn.name, exc.message)
+        return await self.factory.start(config)
 
     def status(self, fn: Function) -> dict[str, int]:
         pool = self.pools.get(fn.name)
@@ -328,6 +345,8 @@ class FunctionRunner:
         async with self._lock:
             pool = self.pools.pop(name, None)
             eph = self._ephemeral.pop(name, None)
+        if self.spares is not None:
+            await self.spares.drop(name)
         if eph is not None:
             await eph.closed()
         if pool is not None:
@@ -348,5 +367,8 @@ class FunctionRunner:
             self._retired = []
             ephemeral = list(self._ephemeral.values())
         await asyncio.gather(
-            *(p.close() for p in pools), *(e.closed() for e in ephemeral), return_exceptions=True
+            *(p.close() for p in pools),
+            *(e.closed() for e in ephemeral),
+            *([self.spares.close()] if self.spares is not None else []),
+            return_exceptions=True,
         )

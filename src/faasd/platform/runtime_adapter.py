@@ -1,4 +1,5 @@
-"""The real worker factory: :func:`faasd.runtime.workers.start_worker` on image layers from the store.
+"""The real worker factory: :func:`faasd.runtime.workers.prepare_worker` / ``launch`` on image layers from the
+store (a sandbox may be created ahead of its start: :mod:`faasd.platform.spares`).
 
 Requests and results pass through as the runtime's own types (the platform → runtime seam, see
 :mod:`faasd.platform.invocation`). Writes the function's secrets to a private directory (0700/0400)
@@ -28,7 +29,15 @@ from faasd.runtime.models import (
     NetworkSpec,
 )
 from faasd.runtime.sandbox import SandboxManager
-from faasd.runtime.workers import InvokeEvent, InvokeRequest, InvokeResult, Worker, WorkerSpec, start_worker
+from faasd.runtime.workers import (
+    InvokeEvent,
+    InvokeRequest,
+    InvokeResult,
+    PreparedWorker,
+    Worker,
+    WorkerSpec,
+    prepare_worker,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +91,47 @@ class RuntimeWorker:
         try:
             await self._worker.close()
         finally:
-            for cb in self._on_close:
-                with contextlib.suppress(Exception):
-                    await asyncio.to_thread(cb)
-            self._on_close = []
+            await _run_cleanups(self._on_close)
+
+
+async def _run_cleanups(cleanups: list[Any]) -> None:
+    for cb in cleanups:
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(cb)
+    cleanups.clear()
+
+
+class PreparedRuntimeWorker:
+    """:class:`faasd.platform.worker_protocol.PreparedPoolWorker` over a created, not started runtime
+    worker (its secrets written and its image leased)."""
+
+    def __init__(
+        self,
+        factory: RuntimeWorkerFactory,
+        config: WorkerConfig,
+        prepared: PreparedWorker,
+        cleanups: list[Any],
+    ) -> None:
+        self.factory = factory
+        self.config = config
+        self._prepared = prepared
+        self._cleanups = cleanups
+
+    async def launch(self, *, ahead: bool = False) -> PoolWorker:
+        try:
+            worker = await self._prepared.launch(count_prepare=not ahead)
+        except BaseException:
+            await _run_cleanups(self._cleanups)
+            raise
+        if worker.gateway is not None:
+            self.factory.gateways.add(self.config.function, worker.gateway)
+        return RuntimeWorker(worker, self._cleanups)
+
+    async def discard(self) -> None:
+        try:
+            await self._prepared.discard()
+        finally:
+            await _run_cleanups(self._cleanups)
 
 
 class RuntimeWorkerFactory:
@@ -117,6 +163,11 @@ class RuntimeWorkerFactory:
             shutil.rmtree(d, ignore_errors=True)
 
     async def start(self, config: WorkerConfig) -> PoolWorker:
+        prepared = await self.prepare(config)
+        return await prepared.launch()
+
+    async def prepare(self, config: WorkerConfig) -> PreparedRuntimeWorker:
+        """The worker's sandbox created, not started (see :class:`PreparedRuntimeWorker`)."""
         image = await asyncio.to_thread(self.images.get, config.image)
         lowers = await asyncio.to_thread(self.images.layer_dirs, image)
         spec = WorkerSpec(
@@ -145,15 +196,11 @@ class RuntimeWorkerFactory:
             if hasattr(self.images, "lease"):
                 await asyncio.to_thread(self.images.lease, image.id, sandbox_id)
                 cleanups.append(lambda: self.images.release(image.id, sandbox_id))
-            worker = await start_worker(self.manager, spec)
+            prepared = await prepare_worker(self.manager, spec)
         except BaseException:
-            for cb in cleanups:
-                with contextlib.suppress(Exception):
-                    cb()
+            await _run_cleanups(cleanups)
             raise
-        if worker.gateway is not None:
-            self.gateways.add(config.function, worker.gateway)
-        return RuntimeWorker(worker, cleanups)
+        return PreparedRuntimeWorker(self, config, prepared, cleanups)
 
     async def cleanup_orphans(self) -> list[str]:
         removed = list(await self.manager.cleanup_orphans())

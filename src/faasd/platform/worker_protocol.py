@@ -92,6 +92,28 @@ class WorkerFactory(Protocol):
         ...
 
 
+class PreparedPoolWorker(Protocol):
+    """A worker whose sandbox is created and not started: launch or discard it exactly once."""
+
+    @property
+    def config(self) -> WorkerConfig: ...
+
+    async def launch(self, *, ahead: bool = False) -> PoolWorker:
+        """Start it and wait until it takes requests (errors as :meth:`WorkerFactory.start`; nothing is
+        left behind on failure). ``ahead``: it was made ahead of time, its ``init_ms`` counts the start
+        only."""
+        ...
+
+    async def discard(self) -> None: ...
+
+
+@runtime_checkable
+class PreparingFactory(WorkerFactory, Protocol):
+    """A factory that can create a worker's sandbox ahead of its start (:mod:`faasd.platform.spares`)."""
+
+    async def prepare(self, config: WorkerConfig) -> PreparedPoolWorker: ...
+
+
 async def close_quietly(worker: PoolWorker) -> None:
     """Close ``worker``; a failure is logged, not raised (the caller is tidying up)."""
     try:

@@ -38,7 +38,7 @@ from faasd.runtime.agent_client import (
 )
 from faasd.runtime.workers.http_mode import open_sandbox_connection
 from faasd.runtime.workers.spec import MODES, WorkerMode, WorkerSpec
-from faasd.runtime.workers.worker import Worker, start_worker
+from faasd.runtime.workers.worker import PreparedWorker, Worker, prepare_worker, start_worker
 
 __all__ = [
     "MODES",
@@ -46,11 +46,13 @@ __all__ = [
     "InvokeEvent",
     "InvokeRequest",
     "InvokeResult",
+    "PreparedWorker",
     "StreamChunk",
     "Timings",
     "Worker",
     "WorkerMode",
     "WorkerSpec",
     "open_sandbox_connection",
+    "prepare_worker",
     "start_worker",
 ]

@@ -1,5 +1,6 @@
 """A running function instance (:class:`Worker`): one sandbox, readiness, invocations with the pids
-watch and failure handling, control messages; :func:`start_worker` starts one.
+watch and failure handling, control messages; :func:`start_worker` starts one (:func:`prepare_worker`
+then :meth:`PreparedWorker.launch`: a sandbox can be created ahead of its start).
 
 The per-mode request paths live in :mod:`.agent_mode` (python/node), :mod:`.exec_mode` and
 :mod:`.http_mode`.
@@ -59,6 +60,14 @@ async def start_worker(manager: SandboxManager, spec: WorkerSpec) -> Worker:
     (handler does not import, server exits), :class:`RuntimeFailure` for platform problems; the sandbox
     is destroyed on every failure path.
     """
+    prepared = await prepare_worker(manager, spec)
+    return await prepared.launch()
+
+
+async def prepare_worker(manager: SandboxManager, spec: WorkerSpec) -> PreparedWorker:
+    """Create the worker's sandbox (namespaces, cgroups, mounts, ``runc create``) without starting it:
+    :meth:`PreparedWorker.launch` starts it later (a spare for the next invocation of an ephemeral
+    function), :meth:`PreparedWorker.discard` destroys it unused."""
     spec.validate()
     started = time.perf_counter()
     extra: list[BindMount] = []
@@ -76,41 +85,65 @@ async def start_worker(manager: SandboxManager, spec: WorkerSpec) -> Worker:
                 cause=exc.message,
             ) from exc
         raise
-    worker: Worker | None = None
-    handover: Handover | None = None
-    handing: asyncio.Task[socket.socket | None] | None = None
-    ready: ReadySignal | None = None
-    # The Python agent in process mode keeps the hand-over connection as its gateway channel.
-    gateway = spec.mode == "python" and not spec.fork_per_request
-    owner = (sb.user.uid, sb.user.gid) if sb.user is not None else None
-    try:
-        if spec.direct and spec.direct_listener is not None:
-            handover = Handover(sb.io_dir, spec.direct_listener, owner)
-            handing = asyncio.create_task(handover.send(keep=gateway))
-        if spec.mode == "python":  # the Python agent writes to it once it listens (see agent_ready)
-            ready = ReadySignal.create(sb.io_dir, owner)
-        await sb.start()
-        worker = Worker(spec, sb)
-        await worker._wait_ready(spec.ready_timeout_s, ready)
-        if handing is not None:
-            # The agent (faasd-init for node) takes the socket before it loads the handler: done by now.
-            kept = await asyncio.wait_for(asyncio.shield(handing), 5.0)
-            worker.direct = True
-            if kept is not None:
-                worker.gateway = GatewayChannel(kept, spec.function, worker.id)
-    except BaseException:
-        with contextlib.suppress(Exception):
-            await asyncio.shield(worker.close() if worker is not None else sb.destroy())
-        raise
-    finally:
-        if ready is not None:
-            ready.close()
-        if handing is not None and not handing.done():
-            handing.cancel()
-        if handover is not None:
-            handover.close()
-    worker.init_ms = round((time.perf_counter() - started) * 1000, 3)
-    return worker
+    return PreparedWorker(spec, sb, started)
+
+
+class PreparedWorker:
+    """A worker whose sandbox is created and not started (:func:`prepare_worker`); launch or discard it
+    exactly once."""
+
+    def __init__(self, spec: WorkerSpec, sandbox: Sandbox, started: float) -> None:
+        self.spec = spec
+        self.sandbox = sandbox
+        self.started = started
+        """``time.perf_counter()`` when preparing began: the worker's ``init_ms`` counts from here unless
+        :meth:`launch` is told otherwise."""
+
+    async def launch(self, *, count_prepare: bool = True) -> Worker:
+        """Start the sandbox and wait until the function can take requests (errors: see
+        :func:`start_worker`; the sandbox is destroyed on every failure path). ``count_prepare``: the
+        worker's ``init_ms`` includes the sandbox's creation (False for a spare made ahead of time)."""
+        spec, sb = self.spec, self.sandbox
+        started = self.started if count_prepare else time.perf_counter()
+        worker: Worker | None = None
+        handover: Handover | None = None
+        handing: asyncio.Task[socket.socket | None] | None = None
+        ready: ReadySignal | None = None
+        # The Python agent in process mode keeps the hand-over connection as its gateway channel.
+        gateway = spec.mode == "python" and not spec.fork_per_request
+        owner = (sb.user.uid, sb.user.gid) if sb.user is not None else None
+        try:
+            if spec.direct and spec.direct_listener is not None:
+                handover = Handover(sb.io_dir, spec.direct_listener, owner)
+                handing = asyncio.create_task(handover.send(keep=gateway))
+            if spec.mode == "python":  # the Python agent writes to it once it listens (see agent_ready)
+                ready = ReadySignal.create(sb.io_dir, owner)
+            await sb.start()
+            worker = Worker(spec, sb)
+            await worker._wait_ready(spec.ready_timeout_s, ready)
+            if handing is not None:
+                # The agent (faasd-init for node) takes the socket before it loads the handler: done by now.
+                kept = await asyncio.wait_for(asyncio.shield(handing), 5.0)
+                worker.direct = True
+                if kept is not None:
+                    worker.gateway = GatewayChannel(kept, spec.function, worker.id)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(worker.close() if worker is not None else sb.destroy())
+            raise
+        finally:
+            if ready is not None:
+                ready.close()
+            if handing is not None and not handing.done():
+                handing.cancel()
+            if handover is not None:
+                handover.close()
+        worker.init_ms = round((time.perf_counter() - started) * 1000, 3)
+        return worker
+
+    async def discard(self) -> None:
+        """Destroy the sandbox unused."""
+        await self.sandbox.destroy()
 
 
 class Worker:
