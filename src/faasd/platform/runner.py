@@ -287,20 +287,25 @@ class FunctionRunner:
             eph.done()
             raise
         eph.running += 1
-        if self.spares is not None:
-            self.spares.refill(fn, config, self._gate)
         return Handle(worker, True, (t1 - t0) * 1000, (time.monotonic() - t1) * 1000, _eph=eph)
 
     async def _start_ephemeral(self, fn: Function, config: WorkerConfig) -> PoolWorker:
         """A fresh worker for one invocation: the function's spare sandbox started when it has one
-        (:mod:`faasd.platform.spares`), else one created now."""
-        prepared = await self.spares.take(fn.name, config) if self.spares is not None else None
+        (:mod:`faasd.platform.spares`), else one created now; the next spare is made meanwhile (while a
+        spare starts) or after (a sandbox being created now has the machine to itself)."""
+        spares = self.spares
+        if spares is None:
+            return await self.factory.start(config)
+        prepared = await spares.take(fn.name, config)
         if prepared is not None:
+            spares.refill(fn, config, self._gate)
             try:
                 return await prepared.launch(ahead=True)
             except RuntimeFailure as exc:  # a spare that broke while it waited: a fresh one instead
                 log.warning("the spare sandbox of %s did not start (%s); creating one", fn.name, exc.message)
-        return await self.factory.start(config)
+        worker = await self.factory.start(config)
+        spares.refill(fn, config, self._gate)
+        return worker
 
     def status(self, fn: Function) -> dict[str, int]:
         pool = self.pools.get(fn.name)
