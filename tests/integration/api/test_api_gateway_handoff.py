@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from fixtures.daemon import Daemon, daemon_env
-from fixtures.gateway import call, execution, holders_of, in_sandbox, metric
+from fixtures.gateway import admin_auth, call, deploy_warm, execution, holders_of, in_sandbox, metric
 
 pytestmark = pytest.mark.integration
 __all__ = ["daemon_env"]
@@ -22,12 +22,10 @@ __all__ = ["daemon_env"]
 def test_gateway_hands_connections_to_warm_workers(daemon_env: tuple[Daemon, str], unique_id: str) -> None:
     d, image = daemon_env
     d.start()
-    key = (d.settings.data_dir / "admin.key").read_text().strip()
-    auth = {"Authorization": f"Bearer {key}"}
+    auth = admin_auth(d.settings.data_dir)
     fn = unique_id
     with httpx.Client(base_url=d.url, headers=auth, timeout=60) as c:
-        r = c.post("/api/v1/functions", json={"name": fn, "image": image, "scale": {"min": 1, "max": 1}})
-        assert r.status_code == 201, r.text
+        deploy_warm(c, fn, image)
         assert c.post(f"/function/{fn}", content=b"warm").text == "echo:warm"  # a warm worker is up
 
         # 1. /function/<name>: the connection goes to the worker; the gateway's answers, the daemon's records
@@ -108,12 +106,8 @@ def test_handoff_off_serves_every_request_in_the_daemon(
     monkeypatch.setenv("FAASD_GATEWAY_HANDOFF", "false")
     d, image = daemon_env
     d.start()
-    key = (d.settings.data_dir / "admin.key").read_text().strip()
-    with httpx.Client(base_url=d.url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as c:
-        r = c.post(
-            "/api/v1/functions", json={"name": unique_id, "image": image, "scale": {"min": 1, "max": 1}}
-        )
-        assert r.status_code == 201, r.text
+    with httpx.Client(base_url=d.url, headers=admin_auth(d.settings.data_dir), timeout=60) as c:
+        deploy_warm(c, unique_id, image)
         assert c.post(f"/function/{unique_id}", content=b"warm").text == "echo:warm"
         conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=60)
         assert call(conn, "POST", f"/function/{unique_id}", b"a")[2] == b"echo:a"

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from fixtures.daemon import Daemon, daemon_env
-from fixtures.gateway import call, execution, holders_of, metric
+from fixtures.gateway import admin_auth, call, deploy_warm, execution, holders_of, metric
 
 pytestmark = pytest.mark.integration
 __all__ = ["daemon_env"]
@@ -49,12 +49,10 @@ def test_gateway_relays_keyed_connections_to_warm_workers(
 ) -> None:
     d, image = daemon_env
     d.start()
-    admin = (d.settings.data_dir / "admin.key").read_text().strip()
     fn = unique_id
     invoke = f"/api/v1/functions/{fn}/invoke"
-    with httpx.Client(base_url=d.url, headers={"Authorization": f"Bearer {admin}"}, timeout=60) as c:
-        r = c.post("/api/v1/functions", json={"name": fn, "image": image, "scale": {"min": 1, "max": 1}})
-        assert r.status_code == 201, r.text
+    with httpx.Client(base_url=d.url, headers=admin_auth(d.settings.data_dir), timeout=60) as c:
+        deploy_warm(c, fn, image)
         assert c.post(invoke, content=b"warm").text == "echo:warm"  # a warm worker is up
         inv = c.post("/api/v1/keys", json={"name": f"inv-{fn}", "scopes": ["invoke"]}).json()
         other = c.post("/api/v1/keys", json={"name": f"other-{fn}", "scopes": ["invoke"]}).json()
@@ -142,13 +140,8 @@ def test_relay_off_serves_keyed_requests_in_the_daemon(
     monkeypatch.setenv("FAASD_GATEWAY_RELAY", "false")
     d, image = daemon_env
     d.start()
-    admin = (d.settings.data_dir / "admin.key").read_text().strip()
-    auth = {"Authorization": f"Bearer {admin}"}
-    with httpx.Client(base_url=d.url, headers=auth, timeout=60) as c:
-        r = c.post(
-            "/api/v1/functions", json={"name": unique_id, "image": image, "scale": {"min": 1, "max": 1}}
-        )
-        assert r.status_code == 201, r.text
+    with httpx.Client(base_url=d.url, headers=admin_auth(d.settings.data_dir), timeout=60) as c:
+        deploy_warm(c, unique_id, image)
         invoke = f"/api/v1/functions/{unique_id}/invoke"
         assert c.post(invoke, content=b"warm").text == "echo:warm"
         assert c.post(invoke, content=b"again").text == "echo:again"

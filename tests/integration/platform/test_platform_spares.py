@@ -96,3 +96,12 @@ async def test_no_spares_when_turned_off(real_platform: Platform, unique_id: str
     await invoke(p, unique_id, b"x")
     await p.runner.settled(unique_id)
     assert p.runner.spares.count() == 0 and states(p, unique_id) == {}
+
+
+async def test_closing_the_runner_destroys_the_spare(real_platform: Platform, unique_id: str) -> None:
+    p = real_platform
+    await p.deploy(FunctionSpec(name=unique_id, image=f"{unique_id}:1", mode="ephemeral"))
+    await invoke(p, unique_id, b"x")
+    await until(lambda: p.runner.spares is not None and p.runner.spares.count() == 1)
+    await p.runner.close()  # what the platform's close does first for functions (the fixture closes it too)
+    assert states(p, unique_id) == {}

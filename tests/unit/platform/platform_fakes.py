@@ -16,6 +16,23 @@ from faasd.runtime.agent_client import FunctionError, InvokeEvent, InvokeRequest
 _ids = itertools.count(1)
 
 
+CFG = WorkerConfig(  # a function's worker configuration for tests that need one
+    function="f",
+    image="img",
+    runtime="python",
+    handler="handler.handle",
+    command=None,
+    port=None,
+    env={},
+    secrets={},
+    memory_mb=128,
+    cpu_cores=1,
+    pids=64,
+    timeout_s=5,
+    disk_mb=64,
+)
+
+
 class FakeWorker:
     def __init__(self, factory: FakeFactory, config: WorkerConfig) -> None:
         self.id = f"fake-{next(_ids)}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from platform_fakes import FakeFactory
+from platform_fakes import CFG, FakeFactory
 
 from faasd.errors import CapacityError, InvalidInputError, NotFoundError
 from faasd.platform.pool_models import PoolConfig
@@ -15,21 +15,6 @@ from faasd.runtime.agent_client import InvokeRequest
 
 pytestmark = pytest.mark.unit
 
-CFG = WorkerConfig(
-    function="f",
-    image="img",
-    runtime="python",
-    handler="handler.handle",
-    command=None,
-    port=None,
-    env={},
-    secrets={},
-    memory_mb=128,
-    cpu_cores=1,
-    pids=64,
-    timeout_s=5,
-    disk_mb=64,
-)
 
 
 class FakeClock:

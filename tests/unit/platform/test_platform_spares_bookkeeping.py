@@ -9,6 +9,7 @@ import dataclasses
 from collections.abc import Iterator
 
 import pytest
+from platform_fakes import CFG
 
 from faasd.errors import FaasdError
 from faasd.platform.spares import Spares
@@ -17,21 +18,7 @@ from faasd.state import Function
 
 pytestmark = pytest.mark.unit
 
-CONFIG = WorkerConfig(
-    function="f",
-    image="img",
-    runtime="python",
-    handler="h:h",
-    command=None,
-    port=None,
-    env={"A": "1"},
-    secrets={},
-    memory_mb=64,
-    cpu_cores=1.0,
-    pids=64,
-    timeout_s=5.0,
-    disk_mb=64,
-)
+CONFIG = CFG
 FN = Function(name="f", image="img")
 
 
