@@ -100,17 +100,35 @@ def test_gateway_hands_connections_to_warm_workers(daemon_env: tuple[Daemon, str
         conn.close()
 
 
-def test_handoff_off_serves_every_request_in_the_daemon(
-    daemon_env: tuple[Daemon, str], unique_id: str, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("switch", "route", "keyed", "counter"),
+    [
+        ("FAASD_GATEWAY_HANDOFF", "/function/{}", False, "faasd_gateway_handoffs_total"),
+        ("FAASD_GATEWAY_RELAY", "/api/v1/functions/{}/invoke", True, "faasd_gateway_relays_total"),
+    ],
+)
+def test_switched_off_the_daemon_serves_every_request(
+    daemon_env: tuple[Daemon, str],
+    unique_id: str,
+    monkeypatch: pytest.MonkeyPatch,
+    switch: str,
+    route: str,
+    keyed: bool,
+    counter: str,
 ) -> None:
-    monkeypatch.setenv("FAASD_GATEWAY_HANDOFF", "false")
+    """``FAASD_GATEWAY_HANDOFF=false``: no connection is handed; ``FAASD_GATEWAY_RELAY=false``: no keyed
+    connection is relayed (the API route with a key is served by the daemon, as before the relay)."""
+    monkeypatch.setenv(switch, "false")
     d, image = daemon_env
     d.start()
-    with httpx.Client(base_url=d.url, headers=admin_auth(d.settings.data_dir), timeout=60) as c:
+    auth = admin_auth(d.settings.data_dir)
+    path = route.format(unique_id)
+    with httpx.Client(base_url=d.url, headers=auth, timeout=60) as c:
         deploy_warm(c, unique_id, image)
-        assert c.post(f"/function/{unique_id}", content=b"warm").text == "echo:warm"
+        assert c.post(path, content=b"warm").text == "echo:warm"
         conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=60)
-        assert call(conn, "POST", f"/function/{unique_id}", b"a")[2] == b"echo:a"
+        for body in (b"a", b"b"):
+            assert call(conn, "POST", path, body, auth if keyed else None)[2] == b"echo:" + body
         assert d.proc is not None and holders_of(conn) == [d.proc.pid]
         conn.close()
-        assert metric(c, "faasd_gateway_handoffs_total", function=unique_id) == 0
+        assert metric(c, counter, function=unique_id) == 0

@@ -132,17 +132,3 @@ def test_gateway_relays_keyed_connections_to_warm_workers(
         assert status == 404, out
         wait_metric(c, "faasd_gateway_relays_open", 0)
         conn.close()
-
-
-def test_relay_off_serves_keyed_requests_in_the_daemon(
-    daemon_env: tuple[Daemon, str], unique_id: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("FAASD_GATEWAY_RELAY", "false")
-    d, image = daemon_env
-    d.start()
-    with httpx.Client(base_url=d.url, headers=admin_auth(d.settings.data_dir), timeout=60) as c:
-        deploy_warm(c, unique_id, image)
-        invoke = f"/api/v1/functions/{unique_id}/invoke"
-        assert c.post(invoke, content=b"warm").text == "echo:warm"
-        assert c.post(invoke, content=b"again").text == "echo:again"
-        assert metric(c, "faasd_gateway_relays_total", function=unique_id) == 0
