@@ -98,6 +98,7 @@ class GatewayHandoff:
             "output_limit": DEFAULT_MAX_OUTPUT_BYTES,
             "store_limit": STORED_BODY_LIMIT,
             "server": SERVER_HEADER,
+            "idle_s": platform.settings.keep_alive_s,
         }
         """The part of every gate that does not depend on the connection."""
         self._openfaas_methods = sorted(FUNCTION_METHODS)

@@ -132,3 +132,30 @@ def test_gateway_relays_keyed_connections_to_warm_workers(
         assert status == 404, out
         wait_metric(c, "faasd_gateway_relays_open", 0)
         conn.close()
+
+
+def test_idle_handed_and_relayed_connections_are_closed(
+    daemon_env: tuple[Daemon, str], unique_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the daemon's own server closes a connection idle for ``FAASD_KEEP_ALIVE_S``, so does the worker
+    for connections handed or relayed to it (else each idle one would hold descriptors for ever)."""
+    monkeypatch.setenv("FAASD_KEEP_ALIVE_S", "1")
+    d, image = daemon_env
+    d.start()
+    auth = admin_auth(d.settings.data_dir)
+    fn = unique_id
+    with httpx.Client(base_url=d.url, headers=auth, timeout=60) as c:
+        deploy_warm(c, fn, image)
+        invoke = f"/api/v1/functions/{fn}/invoke"
+        assert c.post(invoke, content=b"warm").text == "echo:warm"
+        handed = socket.create_connection(("127.0.0.1", d.port), timeout=30)
+        relayed = socket.create_connection(("127.0.0.1", d.port), timeout=30)
+        with handed, relayed:
+            handed.sendall(f"POST /function/{fn} HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\na".encode())
+            assert read_response(handed.makefile("rb"))[2] == b"echo:a"
+            relayed.sendall(request(invoke, auth["Authorization"].split()[1], b"b"))
+            assert read_response(relayed.makefile("rb"))[2] == b"echo:b"
+            assert metric(c, "faasd_gateway_relays_open") == 1
+            # idle for longer than the keep-alive time: both are closed by the side serving them
+            assert handed.recv(1) == b"" and relayed.recv(1) == b""
+        wait_metric(c, "faasd_gateway_relays_open", 0)

@@ -28,6 +28,8 @@ import faasd_handoff
 MAX_HEAD_BYTES = 64 * 1024
 MAX_BODY_BYTES = 64 * 1024 * 1024
 IO_TIMEOUT_S = 60.0
+SWEEP_S = 1.0
+"""How often idle handed connections are looked for (see ``Gate.idle_s``)."""
 _REASONS = {
     200: "OK",
     201: "Created",
@@ -75,13 +77,15 @@ class _Conn:
     with a timeout: two more system calls per request); the select loop says when to read, and
     :meth:`send` waits (at most :data:`IO_TIMEOUT_S`) only for what the kernel did not take at once."""
 
-    __slots__ = ("buf", "gate", "sock")
+    __slots__ = ("buf", "gate", "last", "sock")
 
     def __init__(self, sock: socket.socket, gate: faasd_handoff.Gate | None = None) -> None:
         sock.setblocking(False)
         self.sock = sock
         self.buf = bytearray()
         self.gate = gate
+        self.last = time.monotonic()
+        """When the client last sent something or was last answered (idle connections are closed)."""
 
     def send(self, data: bytes) -> None:
         """All of ``data``, or OSError (also when the client takes nothing for :data:`IO_TIMEOUT_S`)."""
@@ -114,6 +118,7 @@ class DirectServer:
         """``gate_invoke(header, body, output_limit)``: the final frame (header, body), stdout, stderr."""
         self._sel: selectors.BaseSelector | None = None
         self._conns: dict[int, _Conn] = {}
+        self._next_sweep = time.monotonic() + SWEEP_S
 
     def close(self) -> None:
         """Stop serving the direct address in this sandbox (open connections are closed; those the gateway
@@ -155,6 +160,12 @@ class DirectServer:
                     if timeout is not None and timeout <= 0:
                         channel.flush()
                         timeout = channel.due()
+                if self._conns:
+                    now = time.monotonic()
+                    if now >= self._next_sweep:
+                        self._sweep(now)
+                    left = self._next_sweep - now
+                    timeout = left if timeout is None else min(timeout, left)
                 for key, _ in sel.select(timeout):
                     if key.data == "channel":
                         self._channel_events(sel, invoke)
@@ -328,6 +339,16 @@ class DirectServer:
             return
         conn.buf += data
         self._serve_buffered(conn, invoke)
+        conn.last = time.monotonic()
+
+    def _sweep(self, now: float) -> None:
+        """Close handed connections idle (nothing buffered) for longer than their gate's ``idle_s``, as the
+        daemon's HTTP server closes its own idle connections."""
+        self._next_sweep = now + SWEEP_S
+        for c in list(self._conns.values()):
+            idle = c.gate.idle_s if c.gate is not None else None
+            if idle is not None and not c.buf and now - c.last > idle:
+                self._drop(c)
 
     def _one_request(self, conn: _Conn, invoke):
         """Serve the first complete request in ``conn.buf``: True (keep the connection), False (close it),

@@ -187,6 +187,7 @@ class Gate:
         "deny",
         "drop",
         "fwd",
+        "idle_s",
         "limit",
         "meta",
         "methods",
@@ -207,6 +208,9 @@ class Gate:
         self.fwd = tuple(meta["fwd"])
         self.deny = frozenset(meta["deny"])
         self.drop = frozenset(meta["drop"])
+        idle = meta.get("idle_s")
+        self.idle_s = float(idle) if idle is not None else None
+        """An idle connection (nothing buffered) is closed after this long (None: never)."""
 
     def function_path(self, method: str, path: str, query: str, headers: dict, length: int):
         """The path the function sees for this request, or None: the daemon serves it."""
