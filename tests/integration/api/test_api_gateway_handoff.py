@@ -9,24 +9,18 @@ from __future__ import annotations
 import http.client
 import json
 
-import httpx
 import pytest
 
 from fixtures.daemon import Daemon, daemon_env
-from fixtures.gateway import admin_auth, call, deploy_warm, execution, holders_of, in_sandbox, metric
+from fixtures.gateway import call, execution, holders_of, in_sandbox, metric, warm_daemon
 
 pytestmark = pytest.mark.integration
 __all__ = ["daemon_env"]
 
 
 def test_gateway_hands_connections_to_warm_workers(daemon_env: tuple[Daemon, str], unique_id: str) -> None:
-    d, image = daemon_env
-    d.start()
-    auth = admin_auth(d.settings.data_dir)
     fn = unique_id
-    with httpx.Client(base_url=d.url, headers=auth, timeout=60) as c:
-        deploy_warm(c, fn, image)
-        assert c.post(f"/function/{fn}", content=b"warm").text == "echo:warm"  # a warm worker is up
+    with warm_daemon(daemon_env, fn, f"/function/{fn}") as (d, c, auth):
 
         # 1. /function/<name>: the connection goes to the worker; the gateway's answers, the daemon's records
         conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=60)
@@ -40,10 +34,10 @@ def test_gateway_hands_connections_to_warm_workers(daemon_env: tuple[Daemon, str
         holders = holders_of(conn)
         assert in_sandbox(holders), f"the connection is not held in the sandbox: {holders}"
         assert d.proc is not None and d.proc.pid not in holders
-        for ex_id, body in zip(ids, ("a", "b", "c"), strict=True):
+        for ex_id, sent in zip(ids, ("a", "b", "c"), strict=True):
             ex = execution(c, ex_id)
             assert ex["function"] == fn and ex["status"] == "succeeded" and ex["http_status"] == 200
-            assert ex["result"] == f"echo:{body}" and ex["cold_start"] is False and ex["kind"] == "sync"
+            assert ex["result"] == f"echo:{sent}" and ex["cold_start"] is False and ex["kind"] == "sync"
         logs = c.get(f"/api/v1/functions/{fn}/logs").text
         assert "got b" in logs  # the handler's output, captured in the sandbox, stored by the daemon
         assert metric(c, "faasd_gateway_handoffs_total", function=fn) >= 1
@@ -119,13 +113,8 @@ def test_switched_off_the_daemon_serves_every_request(
     """``FAASD_GATEWAY_HANDOFF=false``: no connection is handed; ``FAASD_GATEWAY_RELAY=false``: no keyed
     connection is relayed (the API route with a key is served by the daemon, as before the relay)."""
     monkeypatch.setenv(switch, "false")
-    d, image = daemon_env
-    d.start()
-    auth = admin_auth(d.settings.data_dir)
     path = route.format(unique_id)
-    with httpx.Client(base_url=d.url, headers=auth, timeout=60) as c:
-        deploy_warm(c, unique_id, image)
-        assert c.post(path, content=b"warm").text == "echo:warm"
+    with warm_daemon(daemon_env, unique_id, path) as (d, c, auth):
         conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=60)
         for body in (b"a", b"b"):
             assert call(conn, "POST", path, body, auth if keyed else None)[2] == b"echo:" + body

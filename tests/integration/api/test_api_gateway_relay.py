@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from fixtures.daemon import Daemon, daemon_env
-from fixtures.gateway import admin_auth, call, deploy_warm, execution, holders_of, metric
+from fixtures.gateway import call, execution, holders_of, metric, warm_daemon
 
 pytestmark = pytest.mark.integration
 __all__ = ["daemon_env"]
@@ -47,13 +47,9 @@ def wait_metric(c: httpx.Client, name: str, want: float, **labels: str) -> None:
 def test_gateway_relays_keyed_connections_to_warm_workers(
     daemon_env: tuple[Daemon, str], unique_id: str
 ) -> None:
-    d, image = daemon_env
-    d.start()
     fn = unique_id
     invoke = f"/api/v1/functions/{fn}/invoke"
-    with httpx.Client(base_url=d.url, headers=admin_auth(d.settings.data_dir), timeout=60) as c:
-        deploy_warm(c, fn, image)
-        assert c.post(invoke, content=b"warm").text == "echo:warm"  # a warm worker is up
+    with warm_daemon(daemon_env, fn, invoke) as (d, c, _):
         inv = c.post("/api/v1/keys", json={"name": f"inv-{fn}", "scopes": ["invoke"]}).json()
         other = c.post("/api/v1/keys", json={"name": f"other-{fn}", "scopes": ["invoke"]}).json()
         limited = c.post(
@@ -78,9 +74,9 @@ def test_gateway_relays_keyed_connections_to_warm_workers(
         assert holders_of(conn) == [d.proc.pid]
         assert metric(c, "faasd_gateway_relays_total", function=fn) >= 1
         assert metric(c, "faasd_gateway_relays_open") >= 1
-        for ex_id, body in zip(ids, "abc", strict=True):
+        for ex_id, sent in zip(ids, "abc", strict=True):
             ex = execution(c, ex_id)
-            assert ex["status"] == "succeeded" and ex["result"] == f"echo:{body}" and ex["kind"] == "sync"
+            assert ex["status"] == "succeeded" and ex["result"] == f"echo:{sent}" and ex["kind"] == "sync"
         logs = c.get(f"/api/v1/functions/{fn}/logs").text
         assert "got b" in logs  # printed in the sandbox, reported by its agent
         # the access log names the key of relayed requests (from the connection's gate)
@@ -140,14 +136,9 @@ def test_idle_handed_and_relayed_connections_are_closed(
     """As the daemon's own server closes a connection idle for ``FAASD_KEEP_ALIVE_S``, so does the worker
     for connections handed or relayed to it (else each idle one would hold descriptors for ever)."""
     monkeypatch.setenv("FAASD_KEEP_ALIVE_S", "1")
-    d, image = daemon_env
-    d.start()
-    auth = admin_auth(d.settings.data_dir)
     fn = unique_id
-    with httpx.Client(base_url=d.url, headers=auth, timeout=60) as c:
-        deploy_warm(c, fn, image)
-        invoke = f"/api/v1/functions/{fn}/invoke"
-        assert c.post(invoke, content=b"warm").text == "echo:warm"
+    invoke = f"/api/v1/functions/{fn}/invoke"
+    with warm_daemon(daemon_env, fn, invoke) as (d, c, auth):
         handed = socket.create_connection(("127.0.0.1", d.port), timeout=30)
         relayed = socket.create_connection(("127.0.0.1", d.port), timeout=30)
         with handed, relayed:
