@@ -98,14 +98,15 @@ class FunctionSnapshotModes:
         return self._fn_locks.setdefault(name, asyncio.Lock())
 
     def checkpoint_of(self, function: str, version: str | None = None) -> Snapshot | None:
-        for snap in self.store.list():
-            lb = snap.meta.labels
+        for head in self.store.heads():  # every checkpointed cold start: not every manifest's file list
+            lb = head.meta.labels
             if (
                 lb.get(KIND_LABEL) == CHECKPOINT_KIND
                 and lb.get(FUNCTION_LABEL) == function
                 and (version is None or lb.get(VERSION_LABEL) == version)
             ):
-                return snap
+                with contextlib.suppress(NotFoundError):
+                    return self.store.get(head.id)
         return None
 
     def _track(

@@ -49,6 +49,7 @@ from faasd.config import Settings
 from faasd.errors import ConflictError, FaasdError, InvalidInputError, NotFoundError, StorageFullError
 from faasd.filelock import locked_file
 from faasd.snapshots.blobs import CHUNK_SIZE, BlobStore, shared_pool
+from faasd.snapshots.heads import ManifestHeads, SnapshotHead
 from faasd.snapshots.image_cache import ImageCache
 from faasd.snapshots.manifest import (
     MANIFEST_VERSION,
@@ -70,6 +71,7 @@ __all__ = [
     "GcReport",
     "MaterializedSnapshot",
     "Snapshot",
+    "SnapshotHead",
     "SnapshotMeta",
     "SnapshotSizes",
     "SnapshotStore",
@@ -94,6 +96,7 @@ class SnapshotStore:
         for d in (self.blobs_dir, self.manifests_dir, self.tmp_dir, self.mnt_dir):
             d.mkdir(parents=True, exist_ok=True)
         self._lock_path = self.root / ".lock"
+        self._heads = ManifestHeads(self.manifests_dir, _ID_PREFIX)
         pool = shared_pool() if threads is None else ThreadPoolExecutor(max_workers=threads)
         self.blobs = BlobStore(self.blobs_dir, self.tmp_dir, level=level, pool=pool)
         if isinstance(settings, Settings):
@@ -232,8 +235,12 @@ class SnapshotStore:
         out.sort(key=lambda s: s.created)
         return out
 
+    def heads(self) -> builtins.list[SnapshotHead]:
+        """Every snapshot without its file trees, oldest first (cheap: :mod:`faasd.snapshots.heads`)."""
+        return self._heads.list()
+
     def children(self, snapshot_id: str) -> builtins.list[Snapshot]:
-        return [s for s in self.list() if s.meta.parent == snapshot_id]
+        return [self.get(h.id) for h in self.heads() if h.meta.parent == snapshot_id]
 
     def chain(self, snapshot_id: str) -> builtins.list[Snapshot]:
         """The snapshot and its ancestors, root first (the order of their uppers as overlay lowers)."""
