@@ -229,6 +229,8 @@ class KeyedRelay(asyncio.Protocol):
         self.body_left = 0
         if passed:
             self._send(b"".join(passed))
+            if self.state == ENDED:  # the pair broke: the relay and the client's connection are closed
+                return
         if len(self.held) > HEAD_LIMIT:
             self._pause_client()
         if not self.out:

@@ -243,3 +243,10 @@ async def test_given_back_restores_every_passed_request_in_order() -> None:
     worker.recv(len(one[0]) + len(b"boom"))  # the worker read (and failed on) the first request only
     relay.given_back(worker, b"", b"ERR", True)
     assert owner.served == [(b"ERR", True, second + third[:30])]
+
+
+async def test_a_worker_gone_while_taking_back_closes_the_connection() -> None:
+    relay, worker, transport, owner = relay_on_pair(FakeCredentials())
+    worker.close()  # the worker's end is gone (its sandbox died)
+    relay.data_received(req(b"a") + req(b"b", value=b"Bearer other"))  # one to pass, one to hold
+    assert transport.closed and owner.ended == [relay] and owner.served == []
