@@ -220,10 +220,7 @@ class GatewayChannel:
         kind = header.get("type")
         if kind == "report":
             records = header.get("records") or []
-            reqs, _ = _requests(records, body)
-            for served in reqs:
-                if served.tag is not None and served.tag not in self.tags:
-                    served.tag = None
+            reqs, _ = _requests(records, body, self.tags)
             if self.sink is not None and reqs:
                 self.sink.reported(self, reqs)
         elif kind == "back":
@@ -231,9 +228,7 @@ class GatewayChannel:
             record = header.get("record")
             lens = [int(x) for x in header.get("lens") or []]
             used = sum(lens)
-            req = _request(record, body[:used], lens) if record else None
-            if req is not None and req.tag is not None and req.tag not in self.tags:
-                req.tag = None
+            req = _request(record, body[:used], lens, self.tags) if record else None
             self.connections = max(0, self.connections - 1)
             if fd is None:
                 log.error("worker %s gave a connection back without its socket", self.worker_id)
@@ -249,13 +244,15 @@ class GatewayChannel:
                 self._drained.set()
 
 
-def _requests(records: list[dict[str, Any]], body: bytes) -> tuple[list[HandedRequest], int]:
+def _requests(
+    records: list[dict[str, Any]], body: bytes, tags: set[str]
+) -> tuple[list[HandedRequest], int]:
     out: list[HandedRequest] = []
     pos = 0
     for rec in records:
         lens = [int(x) for x in rec.get("lens") or []]
         total = sum(lens)
-        out.append(_request(rec, body[pos : pos + total], lens))
+        out.append(_request(rec, body[pos : pos + total], lens, tags))
         pos += total
     return out, pos
 
@@ -265,7 +262,9 @@ EXECUTION_ID = re.compile(r"ex_[0-9a-f]{24}")
 makes for the requests it serves: anything else in a report is refused (the row's primary key)."""
 
 
-def _request(rec: dict[str, Any], blob: bytes, lens: list[int]) -> HandedRequest:
+def _request(rec: dict[str, Any], blob: bytes, lens: list[int], tags: set[str]) -> HandedRequest:
+    """One record of a report (or of a ``back``); its ``tag`` is kept only if it is one of ``tags``, those
+    the daemon handed over the channel."""
     ex_id = str(rec["id"])
     if not EXECUTION_ID.fullmatch(ex_id):
         raise ValueError(f"a report names execution {ex_id[:60]!r}, not an execution id")
@@ -275,6 +274,7 @@ def _request(rec: dict[str, Any], blob: bytes, lens: list[int]) -> HandedRequest
         parts.append(blob[pos : pos + n])
         pos += n
     status = rec.get("status")
+    tag = rec.get("tag")
     return HandedRequest(
         id=ex_id,
         method=str(rec["method"]),
@@ -290,7 +290,7 @@ def _request(rec: dict[str, Any], blob: bytes, lens: list[int]) -> HandedRequest
         started=float(rec.get("t") or 0.0),
         status=int(status) if status is not None else None,
         keep=bool(rec.get("keep", True)),
-        tag=str(rec["tag"]) if rec.get("tag") is not None else None,
+        tag=tag if isinstance(tag, str) and tag in tags else None,
     )
 
 

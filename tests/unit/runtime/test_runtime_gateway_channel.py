@@ -76,3 +76,30 @@ async def test_reports_become_records_and_a_closed_channel_leaves_the_registry()
         await asyncio.sleep(0.01)
     assert channel.closed and registry.channel_count() == 0
     assert registry.pick("fn", {"w1"}) is None
+
+
+async def test_a_reported_tag_is_believed_only_if_handed_over_that_channel() -> None:
+    ours, agent = socket.socketpair()
+    channel = GatewayChannel(ours, "fn", "w1")
+    sink = _Sink()
+    channel.sink = sink
+    conn, other = socket.socketpair()
+    with conn, other:
+        assert channel.hand(conn, b"", {"tag": "key_a"})
+    record = {
+        "id": EX_ID,
+        "method": "POST",
+        "path": "/function/fn",
+        "final": {"type": "result"},
+        "status": 200,
+        "lens": [0, 0, 0, 0],
+    }
+    for tag in ("key_a", "key_b", ["key_a"]):  # handed; another key's id; not even a string
+        agent.sendall(encode_frame({"type": "report", "records": [{**record, "tag": tag}]}))
+    for _ in range(100):
+        if len(sink.requests) == 3:
+            break
+        await asyncio.sleep(0.01)
+    assert [r.tag for r in sink.requests] == ["key_a", None, None]
+    channel.close()
+    agent.close()
