@@ -41,6 +41,7 @@ from faasd.api.errors import error_response, faasd_error_response, http_status
 from faasd.api.invoke import function_response
 from faasd.api.namespacing import target_namespace
 from faasd.api.routes_openfaas import address_function_id
+from faasd.config import Settings
 from faasd.errors import FaasdError
 from faasd.platform.core import Platform
 from faasd.platform.invocation import Invocation
@@ -161,10 +162,7 @@ class InvokeFastPath:
         token = token_from_header(headers.get("authorization"))
         if token is None:
             raise _Fallback  # a console session cookie, or the app's "authentication required"
-        key = self.platform.keys.verify(token)
-        self.platform.rate_limiter.check(key)
-        key.require("invoke")
-        return key
+        return invoking_key(self.platform, token)
 
     async def _invoke(
         self,
@@ -246,6 +244,22 @@ class InvokeFastPath:
                 (time.perf_counter() - started) * 1000,
                 key.id if key is not None else None,
             )
+
+
+def route_needs_key(settings: Settings, openfaas: bool) -> bool:
+    """Whether an invocation route takes an API key: the API route while auth is on, ``/function/*`` only
+    with ``FAASD_FUNCTION_AUTH`` too (otherwise its ``Authorization`` header is the function's)."""
+    return settings.auth and (not openfaas or settings.function_auth)
+
+
+def invoking_key(platform: Platform, token: str, *, check_rate: bool = True) -> KeyInfo:
+    """The key of ``token``: valid, within its rate limit (unless ``check_rate`` is False: the gateway
+    relay checks that per request) and allowed to invoke; else the :class:`FaasdError` the app answers."""
+    key = platform.keys.verify(token)
+    if check_rate:
+        platform.rate_limiter.check(key)
+    key.require("invoke")
+    return key
 
 
 def error_answer(platform: Platform, exc: FaasdError) -> Response:

@@ -58,7 +58,9 @@ from faasd.api.fastpath import (
     RouteMatch,
     error_answer,
     internal_error_answer,
+    invoking_key,
     match,
+    route_needs_key,
 )
 from faasd.api.invoke import RESPONSE_DROP, function_response
 from faasd.api.relay import KeyedRelay, admit_head, socket_inode
@@ -190,8 +192,7 @@ class GatewayHandoff:
         serve; None: no such header."""
         if authorization is None:
             return None
-        settings = self.platform.settings
-        if (m.openfaas and not settings.function_auth) or not settings.auth or not self.relay_keyed:
+        if not route_needs_key(self.platform.settings, m.openfaas) or not self.relay_keyed:
             return False  # the header is the function's (not ours to keep), or no key is needed
         admitted = admit_head(head)
         if admitted is None:
@@ -200,8 +201,7 @@ class GatewayHandoff:
             token = token_from_header(authorization)
             if token is None:
                 return False
-            key = self.platform.keys.verify(token)
-            key.require("invoke")
+            key = invoking_key(self.platform, token, check_rate=False)  # the relay checks it per request
         except FaasdError:
             return False  # the app answers 401 / 403
         return _Keyed(token, key, admitted[1])
