@@ -19,7 +19,7 @@ from faasd.platform.metrics import Metrics
 from faasd.platform.pool_models import Lease, PoolConfig
 from faasd.platform.pools import WarmPool
 from faasd.platform.secrets import SecretService
-from faasd.platform.spares import Spares
+from faasd.platform.spares import Spares, StartGate
 from faasd.platform.worker_protocol import PoolWorker, WorkerConfig, WorkerFactory, close_quietly
 from faasd.state import Function
 
@@ -29,9 +29,6 @@ POOLED_MODES = ("cached", "checkpointed", "branched")
 """Modes served by a warm pool (checkpointed/branched workers are CRIU restores, see platform.snapshots)."""
 
 ModeStarter = Callable[[Function, WorkerConfig], Awaitable[PoolWorker]]
-StartGate = Callable[[Function], AbstractContextManager[None]]
-"""Held around every worker start: raises when the function's namespace may not start one more sandbox
-(its quotas, :class:`faasd.platform.quotas.QuotaGuard`)."""
 
 
 def worker_config(fn: Function, secrets: dict[str, bytes]) -> WorkerConfig:

@@ -40,7 +40,8 @@ from faasd.state import Function
 log = logging.getLogger(__name__)
 
 StartGate = Callable[[Function], AbstractContextManager[None]]
-"""The runner's quota check around a worker start (:data:`faasd.platform.runner.StartGate`)."""
+"""Held around every worker start (the runner's, and a spare's): raises when the function's namespace may not
+start one more sandbox (its quotas, :class:`faasd.platform.quotas.QuotaGuard`)."""
 
 
 @dataclass
