@@ -359,7 +359,7 @@ class Platform:
                 own_layer = str(self.images.layer_dirs(self.images.get(image))[-1])  # the source layer
             except (FaasdError, IndexError):
                 return False
-            for snap in self.snapshots.list():
+            for snap in self.snapshots.store.heads():
                 named = (snap.meta.image_ref, (snap.meta.extra.get("worker") or {}).get("image"))
                 if image in named or own_layer in map(str, snap.meta.layers):
                     return True

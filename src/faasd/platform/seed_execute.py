@@ -258,9 +258,9 @@ class SeedExecuteService:
             snap = await self.instances.snapshot(ws.instance_id, labels={"faasd.execute.branch-of": ref})
             ws.last_used = time.monotonic()
             return snap.id, True
-        for snap in await asyncio.to_thread(self.snapshots.store.list):
-            if snap.meta.labels.get(REQUEST_LABEL) == ref:
-                return snap.id, False
+        for head in await asyncio.to_thread(self.snapshots.store.heads):
+            if head.meta.labels.get(REQUEST_LABEL) == ref:
+                return head.id, False
         raise NotFoundError(
             f"nothing to branch from {ref!r}: not a snapshot id, the request_id of a checkpointed execution "
             "or a live persistent workspace",

@@ -202,7 +202,7 @@ class FunctionSnapshotModes:
         """Drop the checkpoints of ``function`` (after an update or delete). Returns their ids."""
         removed: builtins.list[str] = []
         async with self._lock_for(function):
-            for snap in await asyncio.to_thread(self.store.list):
+            for snap in await asyncio.to_thread(self.store.heads):
                 lb = snap.meta.labels
                 if lb.get(KIND_LABEL) == CHECKPOINT_KIND and lb.get(FUNCTION_LABEL) == function:
                     kids = self.snapshots.children(snap.id)

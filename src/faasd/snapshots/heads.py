@@ -13,30 +13,9 @@ from __future__ import annotations
 import json
 import os
 import threading
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from faasd.snapshots.manifest import SnapshotMeta, SnapshotSizes
-
-
-@dataclass(frozen=True)
-class SnapshotHead:
-    """A snapshot's id, creation time, meta and sizes (its manifest without the trees). Shared: read only."""
-
-    id: str
-    created: str
-    meta: SnapshotMeta
-    sizes: SnapshotSizes
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> SnapshotHead:
-        return cls(
-            id=data["id"],
-            created=data["created"],
-            meta=SnapshotMeta(**data["meta"]),
-            sizes=SnapshotSizes(**data["sizes"]),
-        )
+from faasd.snapshots.manifest import SnapshotHead
 
 
 class ManifestHeads:

@@ -59,6 +59,26 @@ class SnapshotSizes:
     chunks: int = 0
 
 
+@dataclass(frozen=True)
+class SnapshotHead:
+    """A snapshot's id, creation time, meta and sizes: its manifest without the file trees (listing a store
+    holding many snapshots: :mod:`faasd.snapshots.heads`). Shared: read only."""
+
+    id: str
+    created: str
+    meta: SnapshotMeta
+    sizes: SnapshotSizes
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SnapshotHead:
+        return cls(
+            id=data["id"],
+            created=data["created"],
+            meta=SnapshotMeta(**data["meta"]),
+            sizes=SnapshotSizes(**data["sizes"]),
+        )
+
+
 @dataclass
 class Snapshot:
     id: str
@@ -79,11 +99,12 @@ class Snapshot:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Snapshot:
+        head = SnapshotHead.from_json(data)
         return cls(
-            id=data["id"],
-            created=data["created"],
-            meta=SnapshotMeta(**data["meta"]),
-            sizes=SnapshotSizes(**data["sizes"]),
+            id=head.id,
+            created=head.created,
+            meta=head.meta,
+            sizes=head.sizes,
             trees={name: [Entry(**e) for e in entries] for name, entries in data["trees"].items()},
         )
 

@@ -49,7 +49,7 @@ from faasd.config import Settings
 from faasd.errors import ConflictError, FaasdError, InvalidInputError, NotFoundError, StorageFullError
 from faasd.filelock import locked_file
 from faasd.snapshots.blobs import CHUNK_SIZE, BlobStore, shared_pool
-from faasd.snapshots.heads import ManifestHeads, SnapshotHead
+from faasd.snapshots.heads import ManifestHeads
 from faasd.snapshots.image_cache import ImageCache
 from faasd.snapshots.manifest import (
     MANIFEST_VERSION,
@@ -58,6 +58,7 @@ from faasd.snapshots.manifest import (
     GcReport,
     MaterializedSnapshot,
     Snapshot,
+    SnapshotHead,
     SnapshotMeta,
     SnapshotSizes,
     now,
@@ -239,8 +240,9 @@ class SnapshotStore:
         """Every snapshot without its file trees, oldest first (cheap: :mod:`faasd.snapshots.heads`)."""
         return self._heads.list()
 
-    def children(self, snapshot_id: str) -> builtins.list[Snapshot]:
-        return [self.get(h.id) for h in self.heads() if h.meta.parent == snapshot_id]
+    def children(self, snapshot_id: str) -> builtins.list[SnapshotHead]:
+        """The snapshots whose parent is ``snapshot_id`` (their heads: every caller wants their ids)."""
+        return [h for h in self.heads() if h.meta.parent == snapshot_id]
 
     def chain(self, snapshot_id: str) -> builtins.list[Snapshot]:
         """The snapshot and its ancestors, root first (the order of their uppers as overlay lowers)."""

@@ -293,7 +293,7 @@ def _stop_snapshot_of(store: SnapshotStore, inst: Instance) -> str | None:
     stored one before it could record it."""
     if not inst.sandbox_id:
         return None
-    for snap in store.list():
+    for snap in store.heads():
         labels = snap.meta.labels
         if (
             labels.get(LABEL) == inst.id

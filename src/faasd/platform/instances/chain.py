@@ -91,7 +91,7 @@ def delete_unreferenced(store: SnapshotStore, instance_id: str, refs: set[str]) 
                 referenced.update(s.id for s in store.chain(ref))
         while True:
             progress = False
-            for snap in store.list():
+            for snap in store.heads():
                 labels = snap.meta.labels
                 if labels.get(LABEL) != instance_id or labels.get("kind") != STOP_KIND:
                     continue
