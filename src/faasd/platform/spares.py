@@ -56,13 +56,14 @@ class Spares:
     def __init__(self, factory: PreparingFactory, ttl_s: float, gauge: Gauge | None = None) -> None:
         self.factory = factory
         self.ttl_s = ttl_s
-        self._gauge = gauge
         self._ready: dict[str, _Spare] = {}
         self._making: dict[str, asyncio.Task[None]] = {}
         self._generation: dict[str, int] = {}
         """Bumped when a function's spares are dropped: a spare made for an older generation is discarded."""
         self._discards = Background()
         self._closed = False
+        if gauge is not None:
+            gauge.set_function(lambda: float(len(self._ready)))
 
     def count(self) -> int:
         return len(self._ready)
@@ -72,11 +73,9 @@ class Spares:
         making = self._making.get(name)
         if making is not None:
             await asyncio.shield(making)
-        spare = self._ready.pop(name, None)
+        spare = self._pop(name)
         if spare is None:
             return None
-        spare.expiry.cancel()
-        self._changed()
         if spare.prepared.config != config:
             self._discard(spare.prepared)
             return None
@@ -107,13 +106,11 @@ class Spares:
             return
         expiry = asyncio.get_running_loop().call_later(self.ttl_s, self._expire, name, prepared)
         self._ready[name] = _Spare(prepared, expiry)
-        self._changed()
 
     def _expire(self, name: str, prepared: PreparedPoolWorker) -> None:
         spare = self._ready.get(name)
         if spare is not None and spare.prepared is prepared:
             del self._ready[name]
-            self._changed()
             self._discard(prepared)
 
     def _discard(self, prepared: PreparedPoolWorker) -> None:
@@ -125,9 +122,11 @@ class Spares:
 
         self._discards.spawn(discard())
 
-    def _changed(self) -> None:
-        if self._gauge is not None:
-            self._gauge.set(len(self._ready))
+    def _pop(self, name: str) -> _Spare | None:
+        spare = self._ready.pop(name, None)
+        if spare is not None:
+            spare.expiry.cancel()
+        return spare
 
     async def drop(self, name: str) -> None:
         """Destroy the function's spare (and one being made) and wait until it is gone."""
@@ -136,10 +135,8 @@ class Spares:
         if making is not None:
             with contextlib.suppress(Exception):
                 await asyncio.shield(making)
-        spare = self._ready.pop(name, None)
+        spare = self._pop(name)
         if spare is not None:
-            spare.expiry.cancel()
-            self._changed()
             self._discard(spare.prepared)
         await self._discards.drain()
 

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 from platform_fakes import CFG
+from prometheus_client import CollectorRegistry, Gauge
 
 from faasd.errors import FaasdError
 from faasd.platform.spares import Spares
@@ -77,15 +78,19 @@ def spares(factory: Factory, ttl_s: float = 60.0) -> Spares:
 
 async def test_a_spare_is_made_once_and_taken_for_the_same_configuration() -> None:
     f = Factory()
-    s = spares(f)
+    gauge = Gauge("spares", "spares ready", registry=CollectorRegistry())
+    assert isinstance(f, PreparingFactory)
+    s = Spares(f, 60.0, gauge)
     s.refill(FN, CONFIG, open_gate)
     s.refill(FN, CONFIG, open_gate)  # one is being made: not a second
     await settle()
     s.refill(FN, CONFIG, open_gate)  # one is ready: not a second
     await settle()
     assert len(f.made) == 1 and s.count() == 1
+    assert gauge.collect()[0].samples[0].value == 1  # faasd_ephemeral_spares
     assert await s.take("f", CONFIG) is f.made[0]
     assert s.count() == 0 and await s.take("f", CONFIG) is None
+    assert gauge.collect()[0].samples[0].value == 0
     await s.close()
 
 
