@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import gc
 import logging
 import os
 from collections.abc import Sequence
@@ -101,11 +102,30 @@ def build_platform(settings: Settings, base_images: Sequence[str] = ()) -> Platf
     return Platform(settings, factory, db=db, images=store, sandboxes=manager, gateways=factory.gateways)
 
 
-def release_free_heap() -> None:
-    """Hand the heap start-up freed (base image import, schema checks) back to the OS: glibc keeps freed
-    memory in the process otherwise, and the idle daemon's RSS would carry it (a few MB). No-op elsewhere."""
+GC_THRESHOLDS = (10_000, 20, 20)
+"""The collector's thresholds once the daemon is up (CPython's are 700, 10, 10). Under gateway load the
+journal holds up to 512 rows (a few thousand containers) between writes: at 700 that alone set off a
+young-generation collection every few dozen requests, each walking what the journal held and promoting it
+to the older generations. Measured on the daemon's handling of worker reports (the records of handed
+requests, ``record_served`` to SQLite, in one process, 40,000 records): the collector took 5.7-7.1 us per
+record with the defaults (~13 % of the path), 1.4-1.6 us after :func:`settle_heap`'s freeze and none with
+these thresholds (no collection ran: what the journal holds never reaches 10,000)."""
+
+
+def settle_heap() -> None:
+    """Once start-up is done: collect its garbage, hand the freed heap back to the OS (glibc keeps it
+    otherwise and the idle daemon's RSS would carry a few MB), move what survives (modules, classes, the
+    platform: ~120,000-140,000 objects) out of the collector's reach for good (``gc.freeze``) and raise its
+    thresholds (:data:`GC_THRESHOLDS`). Without the freeze each full collection walks those objects again:
+    120-140 ms each on this VM, a pause of every request in flight (two in a 40,000-request ``hey`` run of
+    the gateway); after it ~17 ms. Two daemons side by side under ``hey`` (8 in flight, alternating, the
+    sides swapped between two runs: the second daemon started was ~14 % faster either way): the daemon's CPU
+    per handed request 50-54 us against 57-58 us before."""
+    gc.collect()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -135,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings.port,
         )
     app = create_app(settings, platform)
-    release_free_heap()
+    settle_heap()
     config = uvicorn.Config(
         app,
         host=settings.host,
