@@ -252,6 +252,48 @@ async def test_the_compiled_insert_stores_what_core_stores(plat: Platform) -> No
     await plat.close()
 
 
+async def test_a_batch_converted_column_by_column_stores_what_core_stores(plat: Platform) -> None:
+    """A batch goes to the driver a column at a time: a column whose values are all bytes, bools, floats
+    or None as they are, the others through their processors, a column holding the same objects as one
+    already converted (a row's ``created_at`` is its ``started_at``) reusing its values. Whatever the mix,
+    every row is stored exactly as Core stores it alone."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import insert
+
+    from faasd.state import Execution
+
+    await deploy(plat)
+    base = _journal_row("x")["created_at"]
+    assert isinstance(base, datetime)
+    later = base + timedelta(seconds=1)
+    variants: list[dict[str, object]] = [
+        {},  # created_at is started_at (the same object)
+        {"started_at": later, "finished_at": later + timedelta(microseconds=1)},
+        {"created_at": datetime(2026, 12, 6, 12, 0, 0)},  # naive: UTC, no microseconds
+        {"init_ms": 3, "wait_ms": None, "run_ms": 2.0},  # an int among floats: the column is converted
+        {"request_body": b"", "result_body": b"\xff" * 3, "request_truncated": False, "cold_start": None},
+        {"request_headers": {"a": "b"}, "result_headers": {"a": "b"}, "not_before": later},
+    ]
+    journal = plat.executions.journal
+    journal.done_many([_journal_row(f"ex_plan{i}", **v) for i, v in enumerate(variants)], "hello")
+    assert journal.flush()
+    with plat.db.engine.begin() as conn:
+        for i, v in enumerate(variants):
+            conn.execute(insert(Execution.__table__), [_journal_row(f"ex_core{i}", **v)])  # type: ignore[arg-type]
+    rows = {r[0]: r[1:] for r in raw_rows(plat, "SELECT * FROM executions")}
+    types = {
+        r[0]: r[1:]
+        for r in raw_rows(plat, "SELECT id, typeof(init_ms), typeof(request_body) FROM executions")
+    }
+    for i in range(len(variants)):
+        assert rows[f"ex_plan{i}"] == rows[f"ex_core{i}"], variants[i]
+        assert types[f"ex_plan{i}"] == types[f"ex_core{i}"], variants[i]
+    ex = plat.executions.get("ex_plan1")
+    assert ex.started_at == later.replace(tzinfo=UTC) and ex.created_at == base
+    await plat.close()
+
+
 async def test_rows_without_a_column_go_through_core(
     plat: Platform, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -11,7 +11,20 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import JSON, Boolean, Connection, Dialect, Insert, Table, bindparam, func, insert, update
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Connection,
+    Dialect,
+    Float,
+    Insert,
+    LargeBinary,
+    Table,
+    bindparam,
+    func,
+    insert,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.types import TypeEngine
 
@@ -52,14 +65,20 @@ one ``executemany`` INSERT fits a whole batch)."""
 class _InsertPlan:
     """An INSERT compiled once for a set of columns, with each bind parameter's processor."""
 
-    def __init__(self, sql: str, procs: Sequence[tuple[str, Callable[[Any], Any] | None]]) -> None:
+    def __init__(
+        self,
+        sql: str,
+        procs: Sequence[tuple[str, Callable[[Any], Any] | None]],
+        native: Sequence[frozenset[type]] = (),
+    ) -> None:
         self.sql = sql
         self.procs = procs
         names = [name for name, _ in procs]
         self._values: Callable[[dict[str, Any]], Sequence[Any]] = (
             operator.itemgetter(*names) if len(names) > 1 else lambda row: (row[names[0]],)
         )
-        self._convert = [(i, p) for i, (_, p) in enumerate(procs) if p is not None]
+        natives = [*native, *[frozenset[type]()] * (len(procs) - len(native))]
+        self._convert = [(i, p, natives[i]) for i, (_, p) in enumerate(procs) if p is not None]
 
     @classmethod
     def build(cls, stmt: Insert, dialect: Dialect, keys: tuple[str, ...]) -> _InsertPlan | None:
@@ -70,19 +89,40 @@ class _InsertPlan:
         # each column's processor as the dialect applies it (what Core's execution runs per row), or an
         # equivalent that gives the same values for less (see _fast_processor)
         procs = []
+        native = []
+        shared: dict[str, Callable[[Any], Any] | None] = {}  # one stand-in per column type (its memo too)
         for name in order:
             col_type = compiled.binds[name].type
-            proc = col_type.dialect_impl(dialect).bind_processor(dialect)
-            procs.append((name, _fast_processor(col_type, dialect, proc)))
-        return cls(compiled.string, procs)
+            kind = repr(col_type)
+            if kind not in shared:
+                proc = col_type.dialect_impl(dialect).bind_processor(dialect)
+                shared[kind] = _fast_processor(col_type, dialect, proc)
+            procs.append((name, shared[kind]))
+            native.append(_native_types(col_type, dialect))
+        return cls(compiled.string, procs, native)
 
-    def params(self, row: dict[str, Any]) -> tuple[Any, ...]:
-        """The row's values in the statement's order, each through its column's processor (KeyError for a
-        missing column)."""
-        values = builtins.list(self._values(row))
-        for i, proc in self._convert:
-            values[i] = proc(values[i])
-        return tuple(values)  # SQLAlchemy's raw executemany takes tuples (or dicts) only
+    def params(self, rows: Sequence[dict[str, Any]]) -> builtins.list[tuple[Any, ...]]:
+        """Each row's values in the statement's order (KeyError for a missing column), converted a column at
+        a time: a column whose values are all of types the driver binds as its processor would (bytes, bool,
+        float, None on SQLite: :func:`_native_types`) goes as it is, any other through the processor. Per
+        value, a processor call was ~0.5 us, 14 columns of every gateway row had one."""
+        values = [self._values(row) for row in rows]
+        if not values or not self._convert:
+            return [tuple(v) for v in values]
+        columns: builtins.list[Sequence[Any]] = builtins.list(zip(*values, strict=True))
+        done: builtins.list[tuple[Sequence[Any], Sequence[Any], Callable[[Any], Any]]] = []
+        for i, proc, native in self._convert:
+            column = columns[i]
+            if native and set(map(type, column)) <= native:
+                continue
+            for before, converted, by in done:  # a row's created_at is its started_at: formatted once
+                if by is proc and all(map(operator.is_, column, before)):
+                    columns[i] = converted
+                    break
+            else:
+                columns[i] = builtins.list(map(proc, column))
+                done.append((column, columns[i], proc))
+        return builtins.list(zip(*columns, strict=True))  # SQLAlchemy's raw executemany takes tuples only
 
 
 def _fast_processor(
@@ -102,6 +142,22 @@ def _fast_processor(
     if isinstance(col_type, Boolean) and not dialect.supports_native_boolean:
         return _sqlite_boolean(proc)
     return proc
+
+
+def _native_types(col_type: TypeEngine[Any], dialect: Dialect) -> frozenset[type]:
+    """The Python types whose values the SQLite driver stores exactly as the column's processor would have
+    them stored: ``bytes`` in a binary column (the processor wraps them in a ``memoryview``), ``bool`` in a
+    boolean one (it turns them into 1 and 0, which is how the driver binds a ``bool``), ``float`` in a float
+    one (it calls ``float``); ``None`` in each. Empty elsewhere and for other columns."""
+    if dialect.name != "sqlite":
+        return frozenset()
+    if isinstance(col_type, LargeBinary):
+        return frozenset({bytes, type(None)})
+    if isinstance(col_type, Boolean) and not dialect.supports_native_boolean:
+        return frozenset({bool, type(None)})
+    if isinstance(col_type, Float) and not col_type.asdecimal:
+        return frozenset({float, type(None)})
+    return frozenset()
 
 
 _SQLITE_DATETIME_FORMAT = (
@@ -365,7 +421,7 @@ class ExecutionJournal:
             conn.execute(self._insert, rows)
             return
         try:
-            params = [plan.params(r) for r in rows]
+            params = plan.params(rows)
         except KeyError:  # a row without a column the first one has: Core reports it
             conn.execute(self._insert, rows)
             return
