@@ -9,8 +9,9 @@ throughput. This benchmark feeds the daemon's own report path (``gateway_channel
 ``GatewayHandoff.reported`` → ``ExecutionService.record_handed`` → the write-behind journal on a real SQLite
 database → the access log as JSON lines) with reports shaped as the Python agent sends them for ``hey``'s
 requests (64 records a frame), and measures process CPU time per record. No sandbox is started: the
-function is deployed with ``scale.min`` 0 and never invoked. Variants, each in a fresh platform and
-alternated ``--rounds`` times (medians):
+function is deployed with ``scale.min`` 0 and never invoked. The process's collector is set as the
+daemon's once started (``faasd.daemon.settle_heap``: start-up objects frozen, raised thresholds). Variants,
+each in a fresh platform and alternated ``--rounds`` times (medians):
 
 * ``decode``: the frames parsed into requests only;
 * ``+ record``: and recorded (journal rows made, metrics), rows not written, access log off;
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -90,10 +92,12 @@ async def _one(variant: str, n: int) -> float:
     from faasd.api.handoff import GatewayHandoff
     from faasd.api.logging import JsonFormatter
     from faasd.config import Settings
+    from faasd.daemon import settle_heap
     from faasd.platform.core import Platform, PlatformOptions
     from faasd.platform.functions import FunctionSpec
     from faasd.runtime.gateway_channel import GatewayChannel, _requests
 
+    thresholds = gc.get_threshold()
     with tempfile.TemporaryDirectory(prefix="faasd-gwrec-") as tmp:
         root = Path(tmp)
         settings = Settings(
@@ -105,6 +109,7 @@ async def _one(variant: str, n: int) -> float:
         try:
             spec = {"name": "hello", "image": "faasd/python:latest", "scale": {"min": 0, "max": 4}}
             await plat.deploy(FunctionSpec.model_validate(spec))
+            settle_heap()  # the daemon's collector as it runs once started (faasd.daemon.settle_heap)
             with open(os.devnull, "w") as devnull:
                 handler = logging.StreamHandler(devnull)
                 handler.setFormatter(JsonFormatter())
@@ -120,7 +125,7 @@ async def _one(variant: str, n: int) -> float:
                 frames = _frames(n)
                 t0 = time.process_time()
                 for head, body in frames:
-                    reqs, _ = _requests(json.loads(head)["records"], body)
+                    reqs, _ = _requests(json.loads(head)["records"], body, set())
                     if variant != "decode":
                         handoff.reported(channel, reqs)
                     await asyncio.sleep(0)  # the journal's and access log's timers run as in the daemon
@@ -137,6 +142,8 @@ async def _one(variant: str, n: int) -> float:
         finally:  # also when a check fails: the platform's database and threads are closed
             logger.handlers[:] = []
             await plat.close()
+            gc.unfreeze()  # the next variant's platform is frozen afresh, this one collected
+            gc.set_threshold(*thresholds)
     return cpu / n * 1e6
 
 
