@@ -69,19 +69,20 @@ class Invoker:
         lock = threading.Lock()
         out = FrameStream(send, "stdout", lock)
         err = FrameStream(send, "stderr", lock)
-        env = header.get("env") or {}
-        saved_env = {k: os.environ.get(k) for k in env}
+        env = header.get("env")
+        saved_env = {k: os.environ.get(k) for k in env} if env else None
         saved_stdio = (sys.stdout, sys.stderr)
         run = self._timed_handler(header, body, header.get("timeout_s"))
         started = time.perf_counter()
-        os.environ.update({str(k): str(v) for k, v in env.items()})
+        if env:
+            os.environ.update({str(k): str(v) for k, v in env.items()})
         sys.stdout, sys.stderr = out, err
         try:
             final = self._final(run, started)
         finally:
             sys.stdout, sys.stderr = saved_stdio
             self._in_handler = False
-            for k, v in saved_env.items():
+            for k, v in (saved_env or {}).items():
                 if v is None:
                     os.environ.pop(k, None)
                 else:

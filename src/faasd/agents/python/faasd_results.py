@@ -72,7 +72,14 @@ class FrameStream(io.TextIOBase):
         self._kind = kind
         self._lock = lock
         self._buf = bytearray()
-        self.buffer = BinaryView(self)
+        self._buffer: BinaryView | None = None
+
+    @property
+    def buffer(self) -> BinaryView:
+        """``sys.stdout.buffer``: made when first used (most handlers never write bytes)."""
+        if self._buffer is None:
+            self._buffer = BinaryView(self)
+        return self._buffer
 
     @property
     def encoding(self) -> str:  # type: ignore[override]
