@@ -49,6 +49,7 @@ class HandedRequest:
     """The request's path as the client sent it (the gateway route, not the function's path)."""
     query: str
     headers: dict[str, str]
+    """The request headers the function saw (the gate's forwarding rule: the agent reports no others)."""
     final: dict[str, Any]
     """The agent's final frame header (``result`` or ``error``; agent protocol)."""
     body: bytes

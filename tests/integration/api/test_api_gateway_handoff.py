@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import sqlite3
 
 import pytest
 
@@ -31,6 +32,16 @@ def test_gateway_hands_connections_to_warm_workers(daemon_env: tuple[Daemon, str
             assert headers["x-call-id"] == headers["x-execution-id"] and headers["x-cold-start"] == "false"
             assert headers["server"] == "uvicorn" and float(headers["x-duration-ms"]) >= 0
             ids.append(headers["x-execution-id"])
+        # the record keeps the headers the function saw (the worker reports no others)
+        sent = {"X-Trace": "t1", "Accept": "text/plain", "Cookie-Jar": "c"}
+        status, headers, _ = call(conn, "POST", f"/function/{fn}", b"h", sent)
+        assert status == 200
+        ex_id = headers["x-execution-id"]
+        assert execution(c, ex_id)["status"] == "succeeded"
+        with sqlite3.connect(d.settings.data_dir / "faasd.db") as db:
+            (stored,) = db.execute("SELECT request_headers FROM executions WHERE id = ?", (ex_id,)).fetchone()
+        # http.client adds Host, Content-Length and Accept-Encoding; Cookie-Jar is not forwarded
+        assert json.loads(stored) == {"x-trace": "t1", "accept": "text/plain", "accept-encoding": "identity"}
         holders = holders_of(conn)
         assert in_sandbox(holders), f"the connection is not held in the sandbox: {holders}"
         assert d.proc is not None and d.proc.pid not in holders

@@ -258,13 +258,14 @@ class DirectServer:
         ex_id = f"ex_{time.time_ns() // 1000 & 0xFFFFFFFFFFFF:012x}{os.urandom(6).hex()}"  # the daemon's form
         started = time.time()
         t0 = time.perf_counter()
+        seen = gate.event_headers(headers)  # what the function sees, and all the daemon records
         header = {
             "type": "invoke",
             "id": ex_id,
             "method": method,
             "path": fn_path,
             "query": query,
-            "headers": gate.event_headers(headers),
+            "headers": seen,
             "timeout_s": meta.get("timeout_s"),
         }
         channel = self.channel
@@ -280,7 +281,7 @@ class DirectServer:
             "method": method,
             "path": path,
             "query": query,
-            "headers": headers,
+            "headers": seen,
             "final": fh,
             "t": started,
             "ms": 0.0,
