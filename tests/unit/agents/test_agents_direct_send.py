@@ -4,34 +4,20 @@ nothing for the I/O time limit."""
 
 from __future__ import annotations
 
-import importlib.util
 import socket
-import sys
 import threading
 import time
 from types import ModuleType
 
 import pytest
-
-from faasd.runtime.agent_files import python_agent_path
+from agent_modules import load_agent_module
 
 pytestmark = pytest.mark.unit
 
 
 @pytest.fixture(scope="module")
 def direct() -> ModuleType:
-    agent_dir = str(python_agent_path().parent)
-    sys.path.insert(0, agent_dir)  # faasd_direct imports its sibling faasd_handoff
-    try:
-        spec = importlib.util.spec_from_file_location(
-            "faasd_direct_under_test", f"{agent_dir}/faasd_direct.py"
-        )
-        assert spec is not None and spec.loader is not None
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod
-    finally:
-        sys.path.remove(agent_dir)
+    return load_agent_module("faasd_direct")  # it imports its sibling faasd_handoff
 
 
 def _pair() -> tuple[socket.socket, socket.socket]:

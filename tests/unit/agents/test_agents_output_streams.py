@@ -6,34 +6,21 @@ cycles per request, a young-generation collection every few hundred handed reque
 from __future__ import annotations
 
 import gc
-import importlib.util
-import sys
 import threading
 import weakref
 from types import ModuleType
 
 import pytest
+from agent_modules import load_agent_module
 
 from faasd.runtime.agent_client import InvokeRequest
-from faasd.runtime.agent_files import python_agent_path
 
 pytestmark = pytest.mark.unit
 
 
 @pytest.fixture(scope="module")
 def results() -> ModuleType:
-    agent_dir = str(python_agent_path().parent)
-    sys.path.insert(0, agent_dir)
-    try:
-        spec = importlib.util.spec_from_file_location(
-            "faasd_results_under_test", f"{agent_dir}/faasd_results.py"
-        )
-        assert spec is not None and spec.loader is not None
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod
-    finally:
-        sys.path.remove(agent_dir)
+    return load_agent_module("faasd_results")
 
 
 def test_a_stream_unused_as_bytes_is_freed_without_the_collector(results: ModuleType) -> None:
