@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -20,6 +21,7 @@ from faasd.platform.merges import MAX_BRANCHES, MergeService
 from faasd.platform.namespaces import DEFAULT_NAMESPACE, function_id
 from faasd.platform.snapshots import SnapshotService, missing_sandbox
 from faasd.runtime.headers import relayable
+from faasd.snapshots import SnapshotHead, SnapshotInfo
 from faasd.snapshots.merge import STRATEGIES
 from faasd.snapshots.seeds import SEED_MAX
 
@@ -75,9 +77,11 @@ class MergeRequest(BaseModel):
 
 
 # -- snapshots ----------------------------------------------------------------------------------
-def snapshot_view(request: Request, svc: SnapshotService, snap: Any) -> dict[str, Any]:
+def snapshot_view(
+    request: Request, svc: SnapshotService, snap: SnapshotInfo, heads: Sequence[SnapshotHead] | None = None
+) -> dict[str, Any]:
     p: Platform = request.app.state.platform
-    return {**svc.view(snap), "namespace": p.tenancy.snapshot_namespace(snap)}
+    return {**svc.view(snap, heads), "namespace": p.tenancy.snapshot_namespace(snap)}
 
 
 def sandbox_view(request: Request, entry: Any) -> dict[str, Any]:
@@ -121,11 +125,12 @@ async def list_snapshots(
     svc = service_of(request)
     p: Platform = request.app.state.platform
     namespace = list_namespace(request, key)
-    snaps = p.tenancy.snapshots_of(namespace)
+    heads = svc.list()
+    snaps = p.tenancy.snapshots_of(namespace, heads)
     if function is not None:
         fid = function_id(function, namespace or target_namespace(request, key))
         snaps = [s for s in snaps if s.id in {x.id for x in svc.list(fid)}]
-    return {"snapshots": [snapshot_view(request, svc, s) for s in snaps]}
+    return {"snapshots": [snapshot_view(request, svc, s, heads) for s in snaps]}
 
 
 @router.post("/snapshots/gc")

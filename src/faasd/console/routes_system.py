@@ -28,7 +28,7 @@ async def lineage(request: Request, _k: KeyInfo = invoke_scope) -> dict[str, Any
     svc = p.snapshots
     if svc is None:
         return {"available": False, "snapshots": [], "sandboxes": [], "instances": [], "functions": []}
-    snaps = await asyncio.to_thread(lambda: [svc.view(s) for s in svc.list()])
+    snaps = await asyncio.to_thread(lambda: [svc.view(s, heads) for heads in [svc.list()] for s in heads])
     instances = []
     if p.instances is not None:
         for inst in p.instances.list():

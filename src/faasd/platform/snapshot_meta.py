@@ -26,6 +26,7 @@ from faasd.platform.runtime_adapter import RuntimeWorker, function_network
 from faasd.platform.worker_protocol import WorkerConfig
 from faasd.runtime.models import Limits
 from faasd.runtime.workers import Worker, WorkerSpec
+from faasd.snapshots.manifest import SnapshotInfo
 from faasd.snapshots.seeds import check_seed
 from faasd.snapshots.store import Snapshot, SnapshotStore
 
@@ -133,13 +134,13 @@ def version_key(config: WorkerConfig, image_id: str) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def function_of(snap: Snapshot) -> str | None:
+def function_of(snap: SnapshotInfo) -> str | None:
     fn = snap.meta.function or (snap.meta.extra.get("worker") or {}).get("function")
     return str(fn) if fn else None
 
 
 def snapshot_dict(
-    snap: Snapshot, *, children: Sequence[str] = (), users: Sequence[str] = ()
+    snap: SnapshotInfo, *, children: Sequence[str] = (), users: Sequence[str] = ()
 ) -> dict[str, Any]:
     meta = snap.meta
     return {
@@ -148,8 +149,8 @@ def snapshot_dict(
         "parent": meta.parent,
         "function": function_of(snap),
         "source_sandbox": meta.source_sandbox,
-        "kind": "process" if "criu" in snap.trees else "filesystem",
-        "restorable": "criu" in snap.trees and "bundle" in snap.trees,
+        "kind": "process" if "criu" in snap.tree_names else "filesystem",
+        "restorable": "criu" in snap.tree_names and "bundle" in snap.tree_names,
         "labels": {k: v for k, v in meta.labels.items() if k != NAMESPACE_LABEL},  # shown as "namespace"
         "sizes": asdict(snap.sizes),
         "merge": meta.extra.get("merge"),

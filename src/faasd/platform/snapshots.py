@@ -29,11 +29,11 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from faasd.config import Settings
-from faasd.errors import ConflictError, FaasdError, InvalidInputError, NotFoundError, ResourceLimitError
+from faasd.errors import ConflictError, InvalidInputError, NotFoundError, ResourceLimitError
 from faasd.platform.functions import BRANCH_FROM_ANNOTATION, FunctionService
 from faasd.platform.invocation import Invocation, Outcome, invoke_request
 from faasd.platform.metrics import Metrics
@@ -65,6 +65,7 @@ from faasd.runtime.restore import Restored
 from faasd.runtime.sandbox import SandboxManager
 from faasd.runtime.workers import Worker, WorkerSpec
 from faasd.snapshots.image_cache import sweep_orphans
+from faasd.snapshots.manifest import SnapshotHead, SnapshotInfo
 from faasd.snapshots.seeds import copy_seeds
 from faasd.snapshots.service import branch as branch_snapshot
 from faasd.snapshots.service import forget_sandbox, restore_snapshot, snapshot_sandbox
@@ -176,8 +177,10 @@ class SnapshotService:
             )
         return self.store.get(snapshot_id)
 
-    def list(self, function: str | None = None) -> builtins.list[Snapshot]:
-        snaps = sorted(self.store.list(), key=lambda s: s.created)
+    def list(self, function: str | None = None) -> builtins.list[SnapshotHead]:
+        """Stored snapshots (of ``function``: taken from its workers), oldest first, without their file
+        trees (:meth:`get` reads one whole)."""
+        snaps = self.store.heads()
         if function is not None:
             snaps = [s for s in snaps if function_of(s) == function]
         return snaps
@@ -185,24 +188,38 @@ class SnapshotService:
     def children(self, snapshot_id: str) -> builtins.list[str]:
         return [s.id for s in self.store.children(snapshot_id)]
 
-    def users(self, snapshot_id: str) -> builtins.list[str]:
-        """Live sandboxes and functions that depend on ``snapshot_id`` (directly or as an ancestor)."""
+    def users(self, snapshot_id: str, heads: Sequence[SnapshotHead] | None = None) -> builtins.list[str]:
+        """Live sandboxes and functions that depend on ``snapshot_id`` (directly or as an ancestor);
+        ``heads``: the store's, when the caller has them (a listing)."""
         out: builtins.list[str] = []
+        parents = {h.id: h.meta.parent for h in (self.store.heads() if heads is None else heads)}
+
+        def depends(sid: str | None) -> bool:  # sid or one of its ancestors is snapshot_id
+            seen: set[str] = set()
+            while sid is not None and sid not in seen:
+                if sid == snapshot_id:
+                    return True
+                seen.add(sid)
+                sid = parents.get(sid)
+            return False
+
         for sb in self.sandboxes.values():
-            with contextlib.suppress(FaasdError):
-                if snapshot_id in [s.id for s in self.store.chain(sb.snapshot_id)]:
-                    out.append(sb.id)
+            if depends(sb.snapshot_id):
+                out.append(sb.id)
         for wid, sid in list(self.restored_workers.items()):
-            with contextlib.suppress(FaasdError):
-                if snapshot_id in [s.id for s in self.store.chain(sid)]:
-                    out.append(wid)
+            if depends(sid):
+                out.append(wid)
         for fn in self.functions.list():
             if fn.mode == "branched" and (fn.annotations or {}).get(BRANCH_FROM_ANNOTATION) == snapshot_id:
                 out.append(f"function:{fn.name}")
         return out
 
-    def view(self, snap: Snapshot) -> dict[str, Any]:
-        return snapshot_dict(snap, children=self.children(snap.id), users=self.users(snap.id))
+    def view(self, snap: SnapshotInfo, heads: Sequence[SnapshotHead] | None = None) -> dict[str, Any]:
+        """``snap`` as the API shows it; ``heads``: every stored snapshot's, when the caller lists them
+        (read once for the whole listing instead of twice per snapshot)."""
+        heads = self.store.heads() if heads is None else heads
+        children = [h.id for h in heads if h.meta.parent == snap.id]
+        return snapshot_dict(snap, children=children, users=self.users(snap.id, heads))
 
     def _find_pool_worker(self, sandbox_id: str) -> tuple[WarmPool, str] | None:
         for pool in list(self.runner.pools.values()):

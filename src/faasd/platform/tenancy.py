@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from faasd.platform.instances import InstanceService
     from faasd.platform.runner import FunctionRunner
     from faasd.platform.snapshots import SnapshotService
-    from faasd.snapshots.store import Snapshot
+    from faasd.snapshots.manifest import SnapshotHead, SnapshotInfo
 
 INSTANCE_LABEL = "faasd.instance"
 LIVE_INSTANCE = ("running", "paused")
@@ -45,7 +45,7 @@ MiB = 1024 * 1024
 _MAX_DEPTH = 256
 
 
-def own_namespace(snap: Snapshot, instance_namespace: Callable[[str], str | None]) -> str | None:
+def own_namespace(snap: SnapshotInfo, instance_namespace: Callable[[str], str | None]) -> str | None:
     """The namespace ``snap`` names itself (label, function id, instance), or None: its parent's."""
     labels = snap.meta.labels or {}
     if labels.get(NAMESPACE_LABEL):
@@ -60,13 +60,13 @@ def own_namespace(snap: Snapshot, instance_namespace: Callable[[str], str | None
 
 
 def snapshot_namespace(
-    snap: Snapshot,
+    snap: SnapshotInfo,
     instance_namespace: Callable[[str], str | None],
-    parent_of: Callable[[str], Snapshot | None] = lambda _id: None,
+    parent_of: Callable[[str], SnapshotInfo | None] = lambda _id: None,
 ) -> str:
     """The namespace owning ``snap``: its own (:func:`own_namespace`), else its nearest ancestor's, else
     the default namespace."""
-    current: Snapshot | None = snap
+    current: SnapshotInfo | None = snap
     for _ in range(_MAX_DEPTH):
         if current is None:
             break
@@ -106,15 +106,16 @@ class Tenancy:
                 self._instance_ns[instance_id] = ns
         return ns
 
-    def _stored(self, snapshot_id: str) -> Snapshot | None:
+    def _stored(self, snapshot_id: str) -> SnapshotHead | None:
+        """A stored snapshot's head (no file trees: all ownership and quotas read), None if there is none."""
         if self.snapshots is None:
             return None
         try:
-            return self.snapshots.store.get(snapshot_id)
+            return self.snapshots.store.head(snapshot_id)
         except FaasdError:
             return None
 
-    def snapshot_namespace(self, snap: Snapshot) -> str:
+    def snapshot_namespace(self, snap: SnapshotInfo) -> str:
         return snapshot_namespace(snap, self.instance_namespace, self._stored)
 
     def snapshot_namespace_of(self, snapshot_id: str) -> str | None:
@@ -122,17 +123,20 @@ class Tenancy:
         snap = self._stored(snapshot_id)
         return self.snapshot_namespace(snap) if snap is not None else None
 
-    def snapshots_of(self, namespace: str | None) -> list[Snapshot]:
-        """Snapshots of ``namespace`` (None: all), oldest first."""
+    def snapshots_of(
+        self, namespace: str | None, heads: list[SnapshotHead] | None = None
+    ) -> list[SnapshotHead]:
+        """Snapshots of ``namespace`` (None: all), oldest first, without their file trees; ``heads``: every
+        stored snapshot's, when the caller has them."""
         if self.snapshots is None:
             return []
-        snaps = self.snapshots.list()
+        snaps = self.snapshots.list() if heads is None else heads
         if namespace is None:
             return snaps
         by_id = {s.id: s for s in snaps}
         memo: dict[str, str] = {}
 
-        def ns_of(snap: Snapshot) -> str:
+        def ns_of(snap: SnapshotHead) -> str:
             if snap.id not in memo:
                 memo[snap.id] = snapshot_namespace(snap, self.instance_namespace, by_id.get)
             return memo[snap.id]

@@ -5,6 +5,7 @@
 restore/branch/merge of sandboxes and snapshots through :mod:`faasd.runtime.checkpoint`).
 """
 
+from faasd.snapshots.manifest import SnapshotHead, SnapshotInfo
 from faasd.snapshots.merge import Conflict, MergeReport, merge_uppers
 from faasd.snapshots.store import GcReport, MaterializedSnapshot, Snapshot, SnapshotMeta, SnapshotStore
 
@@ -14,6 +15,8 @@ __all__ = [
     "MaterializedSnapshot",
     "MergeReport",
     "Snapshot",
+    "SnapshotHead",
+    "SnapshotInfo",
     "SnapshotMeta",
     "SnapshotStore",
     "merge_uppers",

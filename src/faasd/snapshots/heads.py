@@ -39,22 +39,9 @@ class ManifestHeads:
                 if not (name.startswith(self.prefix) and name.endswith(".json")):
                     continue
                 try:
-                    st = entry.stat()
+                    head = self._read(name, entry.path, entry.stat())
                 except FileNotFoundError:
                     continue  # deleted meanwhile
-                key = (st.st_ino, st.st_mtime_ns, st.st_size)
-                with self._lock:
-                    hit = self._heads.get(name)
-                if hit is not None and hit[0] == key:
-                    head = hit[1]
-                else:
-                    try:
-                        head = SnapshotHead.from_json(json.loads(Path(entry.path).read_bytes()))
-                    except FileNotFoundError:
-                        continue
-                    with self._lock:
-                        self._heads[name] = (key, head)
-                        self.reads += 1
                 seen.add(name)
                 out.append(head)
         with self._lock:
@@ -62,3 +49,24 @@ class ManifestHeads:
                 del self._heads[gone]
         out.sort(key=lambda h: h.created)
         return out
+
+    def get(self, name: str) -> SnapshotHead | None:
+        """The head of the manifest file ``name`` in the directory (None: there is none)."""
+        path = self.dir / name
+        try:
+            return self._read(name, str(path), path.stat())
+        except FileNotFoundError:
+            return None
+
+    def _read(self, name: str, path: str, st: os.stat_result) -> SnapshotHead:
+        """``name``'s head: the one kept if the file is the one it was read from, else read now."""
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        with self._lock:
+            hit = self._heads.get(name)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        head = SnapshotHead.from_json(json.loads(Path(path).read_bytes()))
+        with self._lock:
+            self._heads[name] = (key, head)
+            self.reads += 1
+        return head

@@ -68,6 +68,8 @@ class SnapshotHead:
     created: str
     meta: SnapshotMeta
     sizes: SnapshotSizes
+    tree_names: tuple[str, ...] = ()
+    """The file trees the snapshot has (``criu``, ``bundle``, ``upper``, ...), without their entries."""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SnapshotHead:
@@ -76,6 +78,7 @@ class SnapshotHead:
             created=data["created"],
             meta=SnapshotMeta(**data["meta"]),
             sizes=SnapshotSizes(**data["sizes"]),
+            tree_names=tuple(data.get("trees") or ()),
         )
 
 
@@ -110,6 +113,15 @@ class Snapshot:
 
     def digests(self) -> set[str]:
         return {d for entries in self.trees.values() for e in entries for d in e.chunks}
+
+    @property
+    def tree_names(self) -> tuple[str, ...]:
+        return tuple(self.trees)
+
+
+SnapshotInfo = SnapshotHead | Snapshot
+"""What a listing, a view or an ownership check reads of a snapshot: its head is enough (id, creation time,
+meta, sizes, the names of its trees); a whole manifest will do too."""
 
 
 @dataclass

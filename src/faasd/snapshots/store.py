@@ -240,6 +240,14 @@ class SnapshotStore:
         """Every snapshot without its file trees, oldest first (cheap: :mod:`faasd.snapshots.heads`)."""
         return self._heads.list()
 
+    def head(self, snapshot_id: str) -> SnapshotHead:
+        """One snapshot without its file trees (read once: :mod:`faasd.snapshots.heads`)."""
+        path = self._manifest_path(snapshot_id)
+        head = self._heads.get(path.name)
+        if head is None:
+            raise NotFoundError(f"snapshot {snapshot_id} does not exist; list snapshots to see ids")
+        return head
+
     def children(self, snapshot_id: str) -> builtins.list[SnapshotHead]:
         """The snapshots whose parent is ``snapshot_id`` (their heads: every caller wants their ids)."""
         return [h for h in self.heads() if h.meta.parent == snapshot_id]

@@ -51,3 +51,26 @@ def test_heads_are_read_once_and_follow_the_directory(tmp_path: Path) -> None:
     write(store, 3, "2026-12-07T00:00:03Z", parent=None, files=1)  # rewritten (a new file): read again
     assert store.heads()[-1].meta.parent is None and store._heads.reads == 4
     assert store.children(a) == []
+
+
+def test_one_head_by_id_is_read_once_and_knows_its_trees(tmp_path: Path) -> None:
+    """``SnapshotStore.head``: one snapshot without its entries, read once while its file is the same, the
+    names of its trees kept (a view tells a process snapshot by them); a deleted one is not found."""
+    from faasd.errors import NotFoundError
+    from faasd.platform.snapshot_meta import snapshot_dict
+
+    store = SnapshotStore(tmp_path)
+    a = write(store, 1, "2026-12-07T00:00:01Z", files=2000)
+    head = store.head(a)
+    assert head.tree_names == ("upper",) and head.meta.labels == {"n": "1"}
+    assert store.head(a) is head and store._heads.reads == 1
+    assert store.heads() == [head] and store._heads.reads == 1  # listing shares what was read
+    full = store.get(a)
+    assert full.tree_names == head.tree_names
+    assert snapshot_dict(head) == snapshot_dict(full)  # a view from the head is the whole manifest's
+    assert snapshot_dict(head)["kind"] == "filesystem" and not snapshot_dict(head)["restorable"]
+    (store.manifests_dir / f"{a}.json").unlink()
+    with pytest.raises(NotFoundError):
+        store.head(a)
+    with pytest.raises(NotFoundError):
+        store.head("../etc/passwd")
