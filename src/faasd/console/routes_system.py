@@ -28,7 +28,12 @@ async def lineage(request: Request, _k: KeyInfo = invoke_scope) -> dict[str, Any
     svc = p.snapshots
     if svc is None:
         return {"available": False, "snapshots": [], "sandboxes": [], "instances": [], "functions": []}
-    snaps = await asyncio.to_thread(lambda: [svc.view(s, heads) for heads in [svc.list()] for s in heads])
+
+    def views() -> list[dict[str, Any]]:
+        heads = svc.list()  # read once for every snapshot's view
+        return [svc.view(s, heads) for s in heads]
+
+    snaps = await asyncio.to_thread(views)
     instances = []
     if p.instances is not None:
         for inst in p.instances.list():

@@ -185,8 +185,8 @@ class SnapshotService:
             snaps = [s for s in snaps if function_of(s) == function]
         return snaps
 
-    def children(self, snapshot_id: str) -> builtins.list[str]:
-        return [s.id for s in self.store.children(snapshot_id)]
+    def children(self, snapshot_id: str, heads: Sequence[SnapshotHead] | None = None) -> builtins.list[str]:
+        return [s.id for s in self.store.children(snapshot_id, heads)]
 
     def users(self, snapshot_id: str, heads: Sequence[SnapshotHead] | None = None) -> builtins.list[str]:
         """Live sandboxes and functions that depend on ``snapshot_id`` (directly or as an ancestor);
@@ -218,8 +218,7 @@ class SnapshotService:
         """``snap`` as the API shows it; ``heads``: every stored snapshot's, when the caller lists them
         (read once for the whole listing instead of twice per snapshot)."""
         heads = self.store.heads() if heads is None else heads
-        children = [h.id for h in heads if h.meta.parent == snap.id]
-        return snapshot_dict(snap, children=children, users=self.users(snap.id, heads))
+        return snapshot_dict(snap, children=self.children(snap.id, heads), users=self.users(snap.id, heads))
 
     def _find_pool_worker(self, sandbox_id: str) -> tuple[WarmPool, str] | None:
         for pool in list(self.runner.pools.values()):

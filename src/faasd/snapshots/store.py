@@ -40,7 +40,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -223,7 +223,7 @@ class SnapshotStore:
         try:
             data = json.loads(path.read_text())
         except FileNotFoundError:
-            raise NotFoundError(f"snapshot {snapshot_id} does not exist; list snapshots to see ids") from None
+            raise _not_found(snapshot_id) from None
         return Snapshot.from_json(data)
 
     inspect = get
@@ -245,12 +245,15 @@ class SnapshotStore:
         path = self._manifest_path(snapshot_id)
         head = self._heads.get(path.name)
         if head is None:
-            raise NotFoundError(f"snapshot {snapshot_id} does not exist; list snapshots to see ids")
+            raise _not_found(snapshot_id)
         return head
 
-    def children(self, snapshot_id: str) -> builtins.list[SnapshotHead]:
-        """The snapshots whose parent is ``snapshot_id`` (their heads: every caller wants their ids)."""
-        return [h for h in self.heads() if h.meta.parent == snapshot_id]
+    def children(
+        self, snapshot_id: str, heads: Sequence[SnapshotHead] | None = None
+    ) -> builtins.list[SnapshotHead]:
+        """The snapshots whose parent is ``snapshot_id`` (their heads: every caller wants their ids);
+        ``heads``: the store's, when the caller has them (a listing)."""
+        return [h for h in (self.heads() if heads is None else heads) if h.meta.parent == snapshot_id]
 
     def chain(self, snapshot_id: str) -> builtins.list[Snapshot]:
         """The snapshot and its ancestors, root first (the order of their uppers as overlay lowers)."""
@@ -479,3 +482,7 @@ class SnapshotStore:
         except OSError:
             return True
         return str(path) in text
+
+
+def _not_found(snapshot_id: str) -> NotFoundError:
+    return NotFoundError(f"snapshot {snapshot_id} does not exist; list snapshots to see ids")

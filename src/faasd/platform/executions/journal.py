@@ -69,16 +69,17 @@ class _InsertPlan:
         self,
         sql: str,
         procs: Sequence[tuple[str, Callable[[Any], Any] | None]],
-        native: Sequence[frozenset[type]] = (),
+        native: Sequence[frozenset[type]],
     ) -> None:
+        """``native``: per entry of ``procs``, the types passed to the driver as they are
+        (:func:`_native_types`)."""
         self.sql = sql
         self.procs = procs
         names = [name for name, _ in procs]
         self._values: Callable[[dict[str, Any]], Sequence[Any]] = (
             operator.itemgetter(*names) if len(names) > 1 else lambda row: (row[names[0]],)
         )
-        natives = [*native, *[frozenset[type]()] * (len(procs) - len(native))]
-        self._convert = [(i, p, natives[i]) for i, (_, p) in enumerate(procs) if p is not None]
+        self._convert = [(i, p, native[i]) for i, (_, p) in enumerate(procs) if p is not None]
 
     @classmethod
     def build(cls, stmt: Insert, dialect: Dialect, keys: tuple[str, ...]) -> _InsertPlan | None:
