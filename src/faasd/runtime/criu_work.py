@@ -107,10 +107,21 @@ def _lock_if_free(work: Path) -> int | None:
         fd = os.open(work, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
-    if not flock(fd, blocking=False):
+    if not flock(fd, blocking=False) or not _still_named(fd, work):
         os.close(fd)
         return None
     return fd
+
+
+def _still_named(fd: int, work: Path) -> bool:
+    """Whether ``fd`` (opened from ``work``) is still the directory at ``work``: its owner may have
+    removed it and released the lock between the open and the ``flock``, and a removal by the owner is
+    not a crash's leftover."""
+    try:
+        st, now = os.fstat(fd), os.lstat(work)
+    except OSError:
+        return False
+    return st.st_nlink > 0 and (st.st_dev, st.st_ino) == (now.st_dev, now.st_ino)
 
 
 def work_dir_locked(work: Path) -> bool:
