@@ -22,6 +22,7 @@ from typing import Any
 from faasd.errors import NotFoundError, RuntimeFailure
 from faasd.runtime import execfifo, spawn
 from faasd.runtime.runc_args import OciCommandLine
+from faasd.runtime.runc_delete import remove_stopped
 
 DEFAULT_CALL_TIMEOUT_S = 60.0
 
@@ -265,6 +266,13 @@ ContainerNotFound = _NotFoundFailure
 
 class Runc(OciRuntime):
     name = "runc"
+
+    async def delete(self, container_id: str, *, force: bool = False) -> None:
+        """Delete a container; a stopped one is removed as ``runc delete`` would, without its process
+        (:func:`faasd.runtime.runc_delete.remove_stopped`), whenever that is sure to be the same."""
+        if await asyncio.to_thread(remove_stopped, self.root / container_id):
+            return
+        await super().delete(container_id, force=force)
 
     async def start(self, container_id: str) -> None:
         """Start a created container by reading its exec FIFO (:mod:`faasd.runtime.execfifo`: what
