@@ -1,27 +1,26 @@
-"""Addresses on the host loopback labelled ``lo:faas`` (direct function addresses), via netlink.
+"""Addresses on the host loopback labelled ``lo:faas`` (direct function addresses), through iproute2's ``ip``.
 
 Only addresses inside ``127.0.0.0/8`` are ever touched, and only as ``/32`` with the label
 ``lo:faas``, so the host's own ``127.0.0.1/8`` and anything another tool put on ``lo`` stay alone.
-Blocking (netlink round trips of well under a millisecond); pyroute2's synchronous API cannot run on a
-thread with a running event loop, so there the work moves to a short-lived thread (async code should
-call these through ``asyncio.to_thread`` anyway).
+Blocking (one short ``ip`` process per call: async code calls these through ``asyncio.to_thread``).
+
+Why ``ip`` and not pyroute2 (which :mod:`faasd.runtime.network` uses for egress links): importing pyroute2
+loads its whole package (NDB, IPDB, conntrack, ...), 10.3 MB of resident memory in the daemon, which every
+daemon paid at start for these four calls; the idle daemon's budget is 100 MB (``bench/daemon_rss.py``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import errno
 import ipaddress
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+import json
+import subprocess
+from typing import Any
 
 from faasd.errors import InvalidInputError, RuntimeFailure
 
-T = TypeVar("T")
-
 LABEL = "lo:faas"
 LOOPBACK_NET = ipaddress.IPv4Network("127.0.0.0/8")
+IP_TIMEOUT_S = 10.0
 
 
 def check_loopback(address: str) -> ipaddress.IPv4Address:
@@ -34,87 +33,65 @@ def check_loopback(address: str) -> ipaddress.IPv4Address:
     return ip
 
 
-def _lo_index(ipr: object) -> int:
-    idx = ipr.link_lookup(ifname="lo")  # type: ignore[attr-defined]
-    if not idx:
-        raise RuntimeFailure("the host has no loopback interface 'lo'")
-    return int(idx[0])
-
-
-def _iproute() -> object:
-    from pyroute2 import IPRoute
-
-    return IPRoute()
-
-
-def _off_loop(fn: Callable[[], T]) -> T:
+def _ip(*args: str) -> subprocess.CompletedProcess[str]:
     try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return fn()
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(fn).result()
+        return subprocess.run(
+            ["ip", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=IP_TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
+        )
+    except FileNotFoundError:
+        raise RuntimeFailure("the `ip` command is not installed: install iproute2") from None
+    except subprocess.TimeoutExpired:
+        raise RuntimeFailure(f"`ip {' '.join(args)}` did not answer within {IP_TIMEOUT_S:.0f} s") from None
+
+
+def _lo_addresses() -> list[dict[str, Any]]:
+    """The IPv4 addresses of ``lo`` as ``ip -j`` gives them (``local``, ``prefixlen``, ``label``, ...)."""
+    res = _ip("-4", "-j", "addr", "show", "dev", "lo")
+    if res.returncode != 0:
+        raise RuntimeFailure(f"cannot list the addresses of lo: {res.stderr.strip() or res.returncode}")
+    try:
+        links = json.loads(res.stdout or "[]")
+    except ValueError as exc:
+        raise RuntimeFailure(f"cannot read `ip -j addr show dev lo`: {exc}") from exc
+    if not links:
+        raise RuntimeFailure("the host has no loopback interface 'lo'")
+    return [a for link in links for a in link.get("addr_info", []) if a.get("family") == "inet"]
 
 
 def list_labelled() -> set[str]:
     """Every IPv4 address on ``lo`` with the label ``lo:faas``."""
-    return _off_loop(_list_labelled)
+    return {str(a["local"]) for a in _lo_addresses() if a.get("label") == LABEL}
 
 
 def list_all() -> set[str]:
     """Every IPv4 address on ``lo`` (any label): a direct address must not collide with one of them."""
-    return _off_loop(_list_all)
+    return {str(a["local"]) for a in _lo_addresses()}
 
 
 def add(address: str) -> bool:
     """Add ``address/32`` labelled ``lo:faas`` to ``lo``; False if it was already there."""
     check_loopback(address)
-    return _off_loop(lambda: _add(address))
+    res = _ip("addr", "add", f"{address}/32", "dev", "lo", "label", LABEL, "scope", "host")
+    if res.returncode == 0:
+        return True
+    if address in list_all():  # "Address already assigned" (or added meanwhile)
+        return False
+    raise RuntimeFailure(f"cannot add {address}/32 to lo: {res.stderr.strip() or res.returncode}")
 
 
 def remove(address: str) -> bool:
     """Remove ``address/32`` from ``lo`` if it carries the ``lo:faas`` label; False if it was not there."""
     check_loopback(address)
-    return _off_loop(lambda: _remove(address))
-
-
-def _list_labelled() -> set[str]:
-    with _iproute() as ipr:  # type: ignore[attr-defined]
-        out = set()
-        for a in ipr.get_addr(family=2, index=_lo_index(ipr)):
-            if a.get_attr("IFA_LABEL") == LABEL:
-                out.add(str(a.get_attr("IFA_ADDRESS")))
-        return out
-
-
-def _list_all() -> set[str]:
-    with _iproute() as ipr:  # type: ignore[attr-defined]
-        return {str(a.get_attr("IFA_ADDRESS")) for a in ipr.get_addr(family=2, index=_lo_index(ipr))}
-
-
-def _add(address: str) -> bool:
-    from pyroute2.netlink.exceptions import NetlinkError
-
-    with _iproute() as ipr:  # type: ignore[attr-defined]
-        try:
-            ipr.addr("add", index=_lo_index(ipr), address=address, prefixlen=32, label=LABEL, scope=254)
-        except NetlinkError as exc:
-            if exc.code == errno.EEXIST:
-                return False
-            raise RuntimeFailure(f"cannot add {address}/32 to lo: {exc}") from exc
-    return True
-
-
-def _remove(address: str) -> bool:
-    if address not in _list_labelled():
+    if address not in list_labelled():
         return False
-    from pyroute2.netlink.exceptions import NetlinkError
-
-    with _iproute() as ipr:  # type: ignore[attr-defined]
-        try:
-            ipr.addr("del", index=_lo_index(ipr), address=address, prefixlen=32)
-        except NetlinkError as exc:
-            if exc.code == errno.EADDRNOTAVAIL:
-                return False
-            raise RuntimeFailure(f"cannot remove {address}/32 from lo: {exc}") from exc
-    return True
+    res = _ip("addr", "del", f"{address}/32", "dev", "lo")
+    if res.returncode == 0:
+        return True
+    if address not in list_labelled():  # "Address not found": removed meanwhile
+        return False
+    raise RuntimeFailure(f"cannot remove {address}/32 from lo: {res.stderr.strip() or res.returncode}")
