@@ -54,7 +54,7 @@ class LoopbackAddresses(Protocol):
     def list_all(self) -> set[str]: ...
 
 
-class _Netlink:
+class _IpCommand:
     def add(self, address: str) -> bool:
         return loaddr.add(address)
 
@@ -101,7 +101,7 @@ class DirectAddresses:
         self.db = db
         self.pool = parse_pool(pool)
         self.port = port
-        self.lo: LoopbackAddresses = lo or _Netlink()
+        self.lo: LoopbackAddresses = lo or _IpCommand()
         self._held: dict[str, _Held] = {}
         with db.session() as s:
             for row in s.scalars(select(FunctionAddress)):
