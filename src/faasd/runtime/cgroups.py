@@ -202,6 +202,20 @@ def procs(sandbox_id: str) -> list[int]:
     return sorted(pids)
 
 
+def remove_tree(path: Path) -> list[Path]:
+    """Remove the cgroup dir ``path`` and every dir below it, children first; returns those still in use
+    (a task in them). A dir already gone counts as removed."""
+    left = []
+    for sub in sorted((Path(s) for s, _, _ in os.walk(path)), key=lambda p: len(p.parts), reverse=True):
+        try:
+            sub.rmdir()
+        except FileNotFoundError:
+            pass
+        except OSError:
+            left.append(sub)
+    return left
+
+
 def remove(sandbox_id: str, *, timeout_s: float = 2.0) -> list[Path]:
     """Remove the sandbox's cgroup dirs everywhere (children first), killing stragglers.
 
@@ -210,16 +224,7 @@ def remove(sandbox_id: str, *, timeout_s: float = 2.0) -> list[Path]:
     deadline = time.monotonic() + timeout_s
     left: list[Path] = []
     while True:
-        left = []
-        for d in dirs(sandbox_id):
-            subdirs = sorted((Path(s) for s, _, _ in os.walk(d)), key=lambda p: len(p.parts), reverse=True)
-            for sub in subdirs:
-                try:
-                    sub.rmdir()
-                except FileNotFoundError:
-                    pass
-                except OSError:
-                    left.append(sub)
+        left = [sub for d in dirs(sandbox_id) for sub in remove_tree(d)]
         if not left or time.monotonic() > deadline:
             return left
         # a frozen cgroup cannot be emptied: thaw it; then kill what is left

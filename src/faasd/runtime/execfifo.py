@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from faasd.errors import RuntimeFailure
+from faasd.runtime import procstat
 
 FIFO_NAME = "exec.fifo"
 POLL_S = 0.1
@@ -26,10 +27,9 @@ POLL_S = 0.1
 def _dead(pid: int) -> bool:
     """Whether ``pid`` is gone or a zombie (ended, not yet reaped)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return procstat.read(pid).ended
     except OSError:
         return True
-    return stat[stat.rindex(")") + 2 :].startswith(("Z", "X"))
 
 
 def start_via_fifo(state_dir: Path, timeout_s: float) -> bool:

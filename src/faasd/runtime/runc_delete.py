@@ -18,6 +18,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from faasd.runtime import cgroups, procstat
+
 STATE_FILE = "state.json"
 
 
@@ -29,9 +31,9 @@ def remove_stopped(state_dir: Path) -> bool:
     if record is None or not _removable(record) or _init_alive(record) or not _flat(state_dir):
         return False
     paths = [Path(p) for p in record.get("cgroup_paths", {}).values() if p]
-    for path in sorted(paths, key=lambda p: len(p.parts), reverse=True):
-        if not _remove_cgroup(path):
-            return False
+    for path in paths:
+        if cgroups.remove_tree(path):
+            return False  # still in use
     for entry in os.scandir(state_dir):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(entry.path)
@@ -74,16 +76,12 @@ def _init_alive(record: dict[str, Any]) -> bool:
     if pid <= 0:
         return False
     try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
+        stat = procstat.read(pid)
     except FileNotFoundError:
         return False
-    except OSError:
+    except (OSError, IndexError, ValueError):
         return True  # unreadable: not sure, so alive
-    fields = stat[stat.rfind(b")") + 2 :].split()
-    state, start = fields[0], fields[19]
-    if state in (b"Z", b"X"):
-        return False
-    return start.decode() == str(record.get("init_process_start"))
+    return not stat.ended and str(stat.start_ticks) == str(record.get("init_process_start"))
 
 
 def _flat(state_dir: Path) -> bool:
@@ -93,16 +91,3 @@ def _flat(state_dir: Path) -> bool:
             return not any(e.is_dir(follow_symlinks=False) for e in it)
     except OSError:
         return False
-
-
-def _remove_cgroup(path: Path) -> bool:
-    """Remove a cgroup dir and the dirs below it (children first); False if one is still in use."""
-    subdirs = sorted((Path(d) for d, _, _ in os.walk(path)), key=lambda p: len(p.parts), reverse=True)
-    for sub in subdirs or [path]:
-        try:
-            sub.rmdir()
-        except FileNotFoundError:
-            pass
-        except OSError:
-            return False
-    return True

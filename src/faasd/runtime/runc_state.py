@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from faasd.runtime import procstat
+
 RUNC_STATE_NAME = "runc-state.json"
 """A snapshot's copy of runc's record of the sandbox it was taken from (beside ``config.json``)."""
 
@@ -225,12 +227,6 @@ def cgroup_writes(config: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     return out
 
 
-def _start_time(pid: int) -> int:
-    """Field 22 of ``/proc/<pid>/stat`` (start time in clock ticks): runc's identity check of the init."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return int(stat[stat.rindex(")") + 2 :].split()[19])
-
-
 def record(container_id: str, pid: int, state_plan: StatePlan) -> dict[str, Any]:
     """runc's record of the restored sandbox ``container_id`` whose init is ``pid``."""
     created = datetime.datetime.now(datetime.UTC)
@@ -243,7 +239,7 @@ def record(container_id: str, pid: int, state_plan: StatePlan) -> dict[str, Any]
     return {
         "id": container_id,
         "init_process_pid": pid,
-        "init_process_start": _start_time(pid),
+        "init_process_start": procstat.read(pid).start_ticks,  # runc's identity check of the init
         "created": created.strftime("%Y-%m-%dT%H:%M:%S.") + f"{created.microsecond * 1000:09d}Z",
         "config": state_plan.config,
         "rootless": False,

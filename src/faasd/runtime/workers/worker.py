@@ -22,7 +22,7 @@ from faasd.errors import (
     ResourceLimitError,
     RuntimeFailure,
 )
-from faasd.runtime import cgroups
+from faasd.runtime import cgroups, procstat
 from faasd.runtime.adopt import release
 from faasd.runtime.agent_client import AgentClient, InvokeEvent, InvokeRequest, InvokeResult
 from faasd.runtime.agent_files import init_mount
@@ -438,8 +438,6 @@ class Worker:
 
 def _pid_running(pid: int) -> bool:
     try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            state = fh.read().rsplit(b")", 1)[1].split()[0]
-    except (OSError, IndexError):
+        return not procstat.read(pid).ended
+    except (OSError, IndexError, ValueError):
         return False
-    return state not in (b"Z", b"X")
