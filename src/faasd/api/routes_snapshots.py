@@ -129,7 +129,8 @@ async def list_snapshots(
     snaps = p.tenancy.snapshots_of(namespace, heads)
     if function is not None:
         fid = function_id(function, namespace or target_namespace(request, key))
-        snaps = [s for s in snaps if s.id in {x.id for x in svc.list(fid)}]
+        of_function = {x.id for x in svc.list(fid)}  # once, not once per snapshot
+        snaps = [s for s in snaps if s.id in of_function]
     return {"snapshots": [snapshot_view(request, svc, s, heads) for s in snaps]}
 
 
