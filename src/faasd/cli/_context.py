@@ -1,6 +1,6 @@
 """How commands get their API client: one replaceable factory, so tests can inject a mock transport.
 
-The SDK (httpx, pydantic) is imported when a command asks for its client, not when ``faas`` starts.
+The SDK (httpx, msgspec) is imported when a command asks for its client, not when ``faas`` starts.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Printing: rich tables for people, ``--json`` for machines, errors in red on stderr.
 
-rich and pydantic are imported only when something is printed with them (``faas`` starts in a fraction
+rich and the SDK are imported only when something is printed with them (``faas`` starts in a fraction
 of their import time; ``tests/unit/cli/test_cli_footprint.py`` keeps it so).
 """
 
@@ -40,15 +40,17 @@ def text(message: str = "", style: str = "") -> Text:
     return Text(message, style=style)
 
 
-def _is_model(value: object) -> bool:
-    """A pydantic model (pydantic not loaded yet: nothing can be one)."""
-    pydantic = sys.modules.get("pydantic")
-    return pydantic is not None and isinstance(value, pydantic.BaseModel)
+def _is_api_object(value: object) -> bool:
+    """An SDK object (``msgspec.Struct``; msgspec not loaded yet: nothing can be one)."""
+    msgspec = sys.modules.get("msgspec")
+    return msgspec is not None and isinstance(value, msgspec.Struct)
 
 
 def to_jsonable(value: Any) -> Any:
-    if _is_model(value):
-        return value.model_dump(mode="json")
+    if _is_api_object(value):
+        from faasd.sdk.models import to_builtins
+
+        return to_builtins(value)
     if isinstance(value, list | tuple):
         return [to_jsonable(v) for v in value]
     if isinstance(value, dict):

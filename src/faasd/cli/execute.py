@@ -131,7 +131,7 @@ def fork(
     with client(ctx) as c:
         results = c.fork(source, list(commands), **options)
     if json_:
-        out.print_json([r.model_dump(mode="json") for r in results])
+        out.print_json(results)
         return
     for cmd, r in zip(commands, results, strict=True):
         out.info(f"$ {cmd}  -> exit {r.exit_code} ({r.request_id})")

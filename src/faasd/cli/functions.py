@@ -175,7 +175,7 @@ def describe(ctx: typer.Context, name: str, json_: Json = False) -> None:
     if json_:
         out.print_json(fn)
         return
-    data = fn.model_dump(mode="json", exclude_none=True)
+    data = fn.to_json()
     out.print_table(["FIELD", "VALUE"], [(k, v) for k, v in data.items()])
 
 

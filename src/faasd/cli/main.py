@@ -5,7 +5,7 @@ Every command talks to the daemon through :class:`faasd.sdk.Client` (``--url``/`
 the local image store). Errors are printed in red with a non-zero exit code, never as a traceback.
 
 Start-up cost: this module and the command modules import only typer and the standard library at the
-top; the SDK (httpx, pydantic), rich and the server packages are imported by the command that uses them
+top; the SDK (httpx, msgspec), rich and the server packages are imported by the command that uses them
 (``bench/cli_footprint.py`` measures it, ``tests/unit/cli/test_cli_footprint.py`` keeps it so).
 """
 

@@ -202,7 +202,7 @@ def merge(
     """Merge the file changes of branches into a new snapshot, against their common base snapshot
     (live sandboxes and instances are snapshotted first)."""
     from faasd.sdk.errors import Conflict
-    from faasd.sdk.models import MergeReport
+    from faasd.sdk.models import MergeReport, convert
 
     with client(ctx) as c:
         try:
@@ -214,7 +214,7 @@ def merge(
             if json_:
                 out.print_json({"error": "conflict", "report": report})
             else:
-                print_merge_report(MergeReport.model_validate(report))
+                print_merge_report(convert(report, MergeReport))
             out.fail(exc.message if hasattr(exc, "message") else str(exc))
     if json_:
         out.print_json(result)

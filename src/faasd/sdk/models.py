@@ -1,16 +1,16 @@
 """Typed request and response objects of the faasd API (see ``docs/API.md``).
 
-Response models accept unknown fields (``extra="allow"``) so an older SDK keeps working against a
-newer daemon; request models drop ``None`` fields when serialised so the server's defaults apply.
+Response objects ignore fields they do not know, so an older SDK keeps working against a newer daemon;
+request objects drop ``None`` fields when serialised (``to_json``) so the server's defaults apply.
 """
 
 from __future__ import annotations
 
 import base64
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+import msgspec
 
 from faasd.sdk.results import InvokeResult as InvokeResult
 from faasd.sdk.results import StreamEvent as StreamEvent
@@ -22,19 +22,45 @@ Runtime = Literal["python", "node", "exec", "http"]
 Mode = Literal["ephemeral", "cached", "checkpointed", "branched", "persistent"]
 ExecutionStatus = Literal["queued", "running", "succeeded", "failed", "timeout"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "timeout"})
+M = TypeVar("M")
 
 
-class _Model(BaseModel):
-    # defer_build: a model's validator is built when first used, not when this module is imported (most
-    # programs, and every `faas` command, use a few of these ~35 models).
-    model_config = ConfigDict(extra="allow", populate_by_name=True, defer_build=True)
+class _Model(msgspec.Struct, kw_only=True):  # each subclass says kw_only too: msgspec does not inherit it
+    """The base of every API object: a ``msgspec.Struct`` (typed attributes, validated when read from an
+    answer), not a pydantic model: class creation and validation need no schema building, so ``faas``
+    commands start without pydantic (see the README's footprint section)."""
 
     def to_json(self) -> dict[str, Any]:
-        """The request/response body as JSON-ready data, without unset optional fields."""
-        return self.model_dump(mode="json", exclude_none=True)
+        """The request/response body as JSON-ready data, without the fields that are None."""
+        return _without_none(self)
 
 
-class Limits(_Model):
+def _without_none(obj: msgspec.Struct) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in msgspec.structs.asdict(obj).items():
+        if value is None:
+            continue
+        if isinstance(value, msgspec.Struct):
+            out[name] = _without_none(value)
+        elif isinstance(value, list):
+            out[name] = [_without_none(v) if isinstance(v, msgspec.Struct) else to_builtins(v) for v in value]
+        else:
+            out[name] = msgspec.to_builtins(value)
+    return out
+
+
+def to_builtins(value: Any) -> Any:
+    """``value`` (API objects, lists and dicts of them, datetimes) as JSON-ready data, every field kept."""
+    return msgspec.to_builtins(value)
+
+
+def convert(data: Any, type_: type[M]) -> M:
+    """``data`` (parsed JSON) as the API object ``type_``; ``msgspec.ValidationError`` (a ValueError)
+    names the first field that does not fit."""
+    return msgspec.convert(data, type_, strict=False)
+
+
+class Limits(_Model, kw_only=True):
     memory_mb: int | None = None
     cpu_cores: float | None = None
     pids: int | None = None
@@ -42,12 +68,12 @@ class Limits(_Model):
     disk_mb: int | None = None
 
 
-class ScaleBounds(_Model):
+class ScaleBounds(_Model, kw_only=True):
     min: int | None = None
     max: int | None = None
 
 
-class PoolStatus(_Model):
+class PoolStatus(_Model, kw_only=True):
     replicas: int = 0
     busy: int = 0
     queued: int = 0
@@ -55,7 +81,7 @@ class PoolStatus(_Model):
     max: int | None = None
 
 
-class FunctionSpec(_Model):
+class FunctionSpec(_Model, kw_only=True):
     """What you deploy. Only ``name`` and ``image`` are required; the daemon fills in the rest."""
 
     name: str
@@ -66,8 +92,8 @@ class FunctionSpec(_Model):
     handler: str | None = None
     command: list[str] | None = None
     port: int | None = None
-    env: dict[str, str] = Field(default_factory=dict)
-    secrets: list[str] = Field(default_factory=list)
+    env: dict[str, str] = msgspec.field(default_factory=dict)
+    secrets: list[str] = msgspec.field(default_factory=list)
     limits: Limits | None = None
     scale: ScaleBounds | None = None
     concurrency: int | None = None
@@ -80,11 +106,11 @@ class FunctionSpec(_Model):
     """``none`` (only the sandbox's own loopback, the default) or ``egress`` (outgoing connections)."""
     isolation: str | None = None
     """``runc`` or ``gvisor`` (runsc); default: the daemon's ``FAASD_ISOLATION``."""
-    labels: dict[str, str] = Field(default_factory=dict)
-    annotations: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = msgspec.field(default_factory=dict)
+    annotations: dict[str, str] = msgspec.field(default_factory=dict)
 
 
-class Function(FunctionSpec):
+class Function(FunctionSpec, kw_only=True):
     """A deployed function as the daemon reports it."""
 
     created_at: datetime | None = None
@@ -98,10 +124,10 @@ class Function(FunctionSpec):
 
     def spec(self) -> FunctionSpec:
         """The deployable part, e.g. to change a field and ``update()``."""
-        return FunctionSpec.model_validate(self.model_dump(include=set(FunctionSpec.model_fields)))
+        return convert(to_builtins(self), FunctionSpec)
 
 
-class ScaleResult(_Model):
+class ScaleResult(_Model, kw_only=True):
     name: str
     namespace: str | None = None
     min: int | None = None
@@ -109,7 +135,7 @@ class ScaleResult(_Model):
     replicas: int | None = None
 
 
-class Execution(_Model):
+class Execution(_Model, kw_only=True):
     id: str
     function: str | None = None
     namespace: str | None = None
@@ -148,19 +174,19 @@ class Execution(_Model):
         return self.result.encode()
 
 
-class ExecutionAccepted(_Model):
+class ExecutionAccepted(_Model, kw_only=True):
     execution_id: str
     status: str = "queued"
     status_url: str | None = None
 
 
-class ExecutionLogs(_Model):
+class ExecutionLogs(_Model, kw_only=True):
     execution_id: str
     stdout: str = ""
     stderr: str = ""
 
 
-class ExecuteRequest(_Model):
+class ExecuteRequest(_Model, kw_only=True):
     """A one-off run: either ``command`` (argv list or shell string) or ``code`` + ``language``."""
 
     command: list[str] | str | None = None
@@ -185,7 +211,7 @@ class ExecuteRequest(_Model):
     ttl_s: float | None = None
 
 
-class ExecuteResult(_Model):
+class ExecuteResult(_Model, kw_only=True):
     request_id: str
     exit_code: int | None = None
     stdout: str = ""
@@ -216,17 +242,17 @@ class ExecuteResult(_Model):
         return self.exit_code == 0 and not self.timed_out
 
 
-class Secret(_Model):
+class Secret(_Model, kw_only=True):
     name: str
     namespace: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
 
 
-class ApiKey(_Model):
+class ApiKey(_Model, kw_only=True):
     id: str
     name: str | None = None
-    scopes: list[str] = Field(default_factory=list)
+    scopes: list[str] = msgspec.field(default_factory=list)
     rate_limit_rps: float | None = None
     burst: int | None = None
     namespace: str | None = None
@@ -235,7 +261,7 @@ class ApiKey(_Model):
     last_used_at: datetime | None = None
 
 
-class NamespaceQuotas(_Model):
+class NamespaceQuotas(_Model, kw_only=True):
     """A namespace's bounds (None: unlimited); see docs/API.md "Namespaces" for what each counts."""
 
     max_sandboxes: int | None = None
@@ -244,30 +270,30 @@ class NamespaceQuotas(_Model):
     max_snapshots: int | None = None
 
 
-class NamespaceUsage(_Model):
+class NamespaceUsage(_Model, kw_only=True):
     sandboxes: int = 0
     memory_mb: int = 0
     disk_mb: int = 0
     snapshots: int = 0
 
 
-class Namespace(_Model):
+class Namespace(_Model, kw_only=True):
     """A tenant: it owns functions, secrets, snapshots, instances, executions and jobs."""
 
     name: str
-    quotas: NamespaceQuotas = Field(default_factory=NamespaceQuotas)
-    usage: NamespaceUsage = Field(default_factory=NamespaceUsage)
-    labels: dict[str, str] = Field(default_factory=dict)
+    quotas: NamespaceQuotas = msgspec.field(default_factory=NamespaceQuotas)
+    usage: NamespaceUsage = msgspec.field(default_factory=NamespaceUsage)
+    labels: dict[str, str] = msgspec.field(default_factory=dict)
     created_at: datetime | None = None
     updated_at: datetime | None = None
 
 
-class CreatedApiKey(ApiKey):
+class CreatedApiKey(ApiKey, kw_only=True):
     key: str
     """The plaintext key: shown once, store it now."""
 
 
-class LogLine(_Model):
+class LogLine(_Model, kw_only=True):
     function: str | None = None
     execution_id: str | None = None
     stream: str | None = None
@@ -276,28 +302,28 @@ class LogLine(_Model):
     instance: str | None = None
 
 
-class Health(_Model):
+class Health(_Model, kw_only=True):
     status: str
     version: str | None = None
 
 
-class Info(_Model):
+class Info(_Model, kw_only=True):
     version: str | None = None
     auth: bool | None = None
     max_payload_bytes: int | None = None
-    runtimes: list[str] = Field(default_factory=list)
-    modes: list[str] = Field(default_factory=list)
+    runtimes: list[str] = msgspec.field(default_factory=list)
+    modes: list[str] = msgspec.field(default_factory=list)
     execute: bool | None = None
     source_deploy: bool = False
     """True when deploy requests may carry a source directory (multipart upload)."""
     isolation: str | None = None
     """The daemon's default isolation (``FAASD_ISOLATION``)."""
-    isolations: list[str] = Field(default_factory=list)
+    isolations: list[str] = msgspec.field(default_factory=list)
     """Isolation backends this daemon can run (``gvisor`` only when runsc is installed)."""
 
 
 # -- snapshots, restored sandboxes, merges ------------------------------------------------------------
-class Snapshot(_Model):
+class Snapshot(_Model, kw_only=True):
     id: str
     namespace: str | None = None
     created_at: str | None = None
@@ -307,14 +333,14 @@ class Snapshot(_Model):
     kind: str = "process"
     """``process`` (CRIU image + files: restorable) or ``filesystem`` (files only, e.g. a merge)."""
     restorable: bool = True
-    labels: dict[str, str] = Field(default_factory=dict)
-    sizes: dict[str, int] = Field(default_factory=dict)
+    labels: dict[str, str] = msgspec.field(default_factory=dict)
+    sizes: dict[str, int] = msgspec.field(default_factory=dict)
     merge: dict[str, Any] | None = None
-    children: list[str] = Field(default_factory=list)
-    in_use_by: list[str] = Field(default_factory=list)
+    children: list[str] = msgspec.field(default_factory=list)
+    in_use_by: list[str] = msgspec.field(default_factory=list)
 
 
-class RestoredSandbox(_Model):
+class RestoredSandbox(_Model, kw_only=True):
     id: str
     namespace: str | None = None
     snapshot_id: str
@@ -329,34 +355,34 @@ class RestoredSandbox(_Model):
     created_at: str | None = None
 
 
-class MergeConflict(_Model):
+class MergeConflict(_Model, kw_only=True):
     path: str
     kind: str
-    sides: dict[str, str] = Field(default_factory=dict)
+    sides: dict[str, str] = msgspec.field(default_factory=dict)
     resolution: str = ""
-    kept_copies: dict[str, str] = Field(default_factory=dict)
+    kept_copies: dict[str, str] = msgspec.field(default_factory=dict)
 
 
-class MergeReport(_Model):
+class MergeReport(_Model, kw_only=True):
     strategy: str
-    branches: list[str] = Field(default_factory=list)
-    taken: dict[str, list[str]] = Field(default_factory=dict)
-    identical: list[str] = Field(default_factory=list)
-    conflicts: list[MergeConflict] = Field(default_factory=list)
-    dropped: dict[str, list[str]] = Field(default_factory=dict)
+    branches: list[str] = msgspec.field(default_factory=list)
+    taken: dict[str, list[str]] = msgspec.field(default_factory=dict)
+    identical: list[str] = msgspec.field(default_factory=list)
+    conflicts: list[MergeConflict] = msgspec.field(default_factory=list)
+    dropped: dict[str, list[str]] = msgspec.field(default_factory=dict)
     result: str = ""
 
 
-class MergeResult(_Model):
+class MergeResult(_Model, kw_only=True):
     snapshot: Snapshot
     report: MergeReport
     base: str | None = None
     """The common base snapshot the branches were merged against."""
-    branches: list[str] = Field(default_factory=list)
+    branches: list[str] = msgspec.field(default_factory=list)
     """The snapshot each branch was resolved to (live sandboxes/instances are snapshotted)."""
 
 
-class SnapshotGcReport(_Model):
+class SnapshotGcReport(_Model, kw_only=True):
     removed_blobs: int = 0
     freed_bytes: int = 0
     kept_blobs: int = 0
@@ -367,7 +393,7 @@ class SnapshotGcReport(_Model):
 # ------------------------------------------------------------------------------------- instances, jobs
 
 
-class InstancePort(_Model):
+class InstancePort(_Model, kw_only=True):
     internal_port: int
     protocol: str = "http"
     subdomain: str | None = None
@@ -375,7 +401,7 @@ class InstancePort(_Model):
     url: str | None = None
 
 
-class Instance(_Model):
+class Instance(_Model, kw_only=True):
     id: str
     namespace: str | None = None
     name: str | None = None
@@ -399,7 +425,7 @@ class Instance(_Model):
     last_active_at: str | None = None
 
 
-class InstanceExecResult(_Model):
+class InstanceExecResult(_Model, kw_only=True):
     exit_code: int
     stdout: str = ""
     stderr: str = ""
@@ -410,13 +436,13 @@ class InstanceExecResult(_Model):
     duration_ms: float = 0.0
 
 
-class UploadResult(_Model):
+class UploadResult(_Model, kw_only=True):
     target_path: str
     files: int
     bytes: int
 
 
-class Job(_Model):
+class Job(_Model, kw_only=True):
     job_id: str
     namespace: str | None = None
     type: int
@@ -429,7 +455,7 @@ class Job(_Model):
     finished_at: str | None = None
 
 
-class ImageLayer(_Model):
+class ImageLayer(_Model, kw_only=True):
     digest: str
     diff_id: str
     chain_id: str
@@ -437,28 +463,28 @@ class ImageLayer(_Model):
     size: int
 
 
-class Image(_Model):
+class Image(_Model, kw_only=True):
     """An image in the daemon's store (``pull_image``)."""
 
     id: str
     short_id: str
     manifest_digest: str
-    refs: list[str] = Field(default_factory=list)
+    refs: list[str] = msgspec.field(default_factory=list)
     architecture: str | None = None
     os: str | None = None
     created: str | None = None
     size: int = 0
-    config: dict[str, Any] = Field(default_factory=dict)
-    layers: list[ImageLayer] = Field(default_factory=list)
-    leases: list[str] = Field(default_factory=list)
+    config: dict[str, Any] = msgspec.field(default_factory=dict)
+    layers: list[ImageLayer] = msgspec.field(default_factory=list)
+    leases: list[str] = msgspec.field(default_factory=list)
 
 
-class PushResult(_Model):
+class PushResult(_Model, kw_only=True):
     """What ``push_image`` sent: the manifest digest the registry serves, and what happened to each blob."""
 
     ref: str
     digest: str
     size: int
-    uploaded: list[str] = Field(default_factory=list)
-    mounted: list[str] = Field(default_factory=list)
-    existing: list[str] = Field(default_factory=list)
+    uploaded: list[str] = msgspec.field(default_factory=list)
+    mounted: list[str] = msgspec.field(default_factory=list)
+    existing: list[str] = msgspec.field(default_factory=list)

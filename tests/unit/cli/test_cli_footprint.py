@@ -1,6 +1,7 @@
 """``faas`` starts light: importing the CLI loads typer and the standard library only; the SDK (httpx,
-pydantic models), rich, settings and the server packages are imported by the command that uses them, and
-the ``faas`` program never loads what its libraries import opportunistically (httpx's own CLI, trio).
+msgspec objects), rich, settings and the server packages are imported by the command that uses them, and
+the ``faas`` program never loads what its libraries import opportunistically (httpx's own CLI, trio) nor
+pydantic (~70 ms of imports: the SDK's objects are not pydantic models, typer is < 0.29).
 ``bench/cli_footprint.py`` measures the wall time; these tests fail if an eager import comes back."""
 
 from __future__ import annotations
@@ -10,7 +11,12 @@ import os
 import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+import pytest
 
 SRC = Path(__file__).resolve().parents[3] / "src"
 
@@ -80,6 +86,65 @@ def test_a_daemon_command_loads_the_sdk_but_not_the_optional_imports() -> None:
     assert out.returncode == 3, out.stdout + out.stderr  # a connection error, told apart without the SDK
     assert "error" in out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1]) == ["httpx", "faasd.sdk.client"]
+
+
+FUNCTION = {
+    "name": "hello",
+    "image": "faasd/python:latest",
+    "namespace": "openfaas-fn",
+    "runtime": "python",
+    "scale": {"min": 0, "max": 4},
+    "status": {"replicas": 1, "busy": 0, "queued": 0},
+    "address": "127.0.0.42",
+    "created_at": "2026-12-07T10:00:00Z",
+    "a_field_from_a_newer_daemon": True,
+}
+
+
+class _Functions(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = json.dumps({"functions": [FUNCTION]}).encode()
+        self.send_response(200 if self.path.startswith("/api/v1/functions") else 404)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def daemon_url() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Functions)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.mark.parametrize("json_out", [False, True])
+def test_faas_ls_reads_the_answer_without_pydantic(
+    daemon_url: str, json_out: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "250")
+    names = ("pydantic", "pydantic_core", "typer._adapters", "msgspec")
+    code = _loaded_at_exit(names) + "from faasd.cli.main import main\nsys.argv[0] = 'faas'\nmain()"
+    out = _python(code, "--url", daemon_url, "ls", *(["--json"] if json_out else []))
+    assert out.returncode == 0, out.stdout + out.stderr
+    *printed, loaded = out.stdout.strip().splitlines()
+    assert json.loads(loaded) == ["msgspec"]
+    if json_out:
+        (listed,) = json.loads("\n".join(printed))
+        assert listed["name"] == "hello" and listed["status"]["replicas"] == 1
+        assert listed["created_at"] == "2026-12-07T10:00:00Z" and "a_field_from_a_newer_daemon" not in listed
+    else:
+        row = next(line for line in printed if line.startswith("hello"))
+        assert "127.0.0.42" in row and "0-4" in row
 
 
 def test_embedding_the_app_keeps_optional_imports_available() -> None:

@@ -191,8 +191,13 @@ def test_invoke_timeout_with_execution_id_is_still_an_api_error() -> None:
 
 
 def test_response_of_the_wrong_shape_is_a_protocol_error() -> None:
-    with pytest.raises(ProtocolError, match=r"unexpected answer .* at 0\.name"):
+    missing = r"unexpected answer .* missing required field `name` - at `\$\[0\]`"
+    with pytest.raises(ProtocolError, match=missing):
         _client(httpx.Response(200, json={"functions": [{"image": "x"}]})).list_functions()
+    wrong_type = r"unexpected answer .* Expected `int \| null`, got `str` - at `\$\[0\]\.port`"
+    answer = {"functions": [{"name": "f", "image": "x", "port": "web"}]}
+    with pytest.raises(ProtocolError, match=wrong_type):
+        _client(httpx.Response(200, json=answer)).list_functions()
 
 
 def test_undecodable_body_is_a_protocol_error() -> None:

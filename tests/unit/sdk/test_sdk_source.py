@@ -81,3 +81,53 @@ def test_function_spec_merges_over_a_base() -> None:
     assert merged.scale is not None and (merged.scale.min, merged.scale.max) == (1, 2)
     with pytest.raises(ValueError, match="image is required"):
         function_spec("f", None, {})
+    with pytest.raises(ValueError, match="unknown deploy option"):
+        function_spec("f", "img:1", {"memroy_mb": 128})  # type: ignore[typeddict-unknown-key]
+    with pytest.raises(ValueError, match=r"Expected `int \| null`, got `str` - at `\$.port`"):
+        function_spec("f", "img:1", {"port": "web"})  # type: ignore[typeddict-item]
+
+
+def test_api_objects_serialise_without_none_and_copy_their_spec() -> None:
+    from faasd.sdk.models import Function, MergeResult, convert, to_builtins
+
+    fn = convert(
+        {
+            "name": "f",
+            "image": "i",
+            "limits": {"memory_mb": 64},
+            "env": {"A": "1"},
+            "created_at": "2026-12-07T10:00:00Z",
+        },
+        Function,
+    )
+    assert fn.to_json() == {
+        "name": "f",
+        "image": "i",
+        "env": {"A": "1"},
+        "secrets": [],
+        "limits": {"memory_mb": 64},
+        "labels": {},
+        "annotations": {},
+        "created_at": "2026-12-07T10:00:00Z",
+    }
+    assert to_builtins(fn)["limits"] == {
+        "memory_mb": 64,
+        "cpu_cores": None,
+        "pids": None,
+        "timeout_s": None,
+        "disk_mb": None,
+    }
+    spec = fn.spec()
+    spec.env["B"] = "2"
+    assert fn.env == {"A": "1"} and type(spec).__name__ == "FunctionSpec" and not hasattr(spec, "created_at")
+    merged = convert(
+        {
+            "snapshot": {"id": "s"},
+            "report": {"strategy": "ours", "conflicts": [{"path": "a", "kind": "both"}]},
+        },
+        MergeResult,
+    )
+    assert merged.to_json()["report"]["conflicts"] == [
+        {"path": "a", "kind": "both", "sides": {}, "resolution": "", "kept_copies": {}}
+    ]
+    assert "parent" not in merged.to_json()["snapshot"]

@@ -4,22 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import TypeAdapter
-
 from faasd.sdk._api.calls import API, Call, _model, _none, _p
 from faasd.sdk.models import ApiKey, CreatedApiKey, Secret
 
 
 def list_secrets() -> Call[list[Secret]]:
-    return Call("GET", f"{API}/secrets", _model(TypeAdapter(list[Secret]), "secrets"))
+    return Call("GET", f"{API}/secrets", _model(list[Secret], "secrets"))
 
 
 def create_secret(name: str, value: str) -> Call[Secret]:
-    return Call("POST", f"{API}/secrets", _model(TypeAdapter(Secret)), json={"name": name, "value": value})
+    return Call("POST", f"{API}/secrets", _model(Secret), json={"name": name, "value": value})
 
 
 def update_secret(name: str, value: str) -> Call[Secret]:
-    return Call("PUT", f"{API}/secrets/{_p(name)}", _model(TypeAdapter(Secret)), json={"value": value})
+    return Call("PUT", f"{API}/secrets/{_p(name)}", _model(Secret), json={"value": value})
 
 
 def delete_secret(name: str) -> Call[None]:
@@ -27,7 +25,7 @@ def delete_secret(name: str) -> Call[None]:
 
 
 def list_api_keys() -> Call[list[ApiKey]]:
-    return Call("GET", f"{API}/keys", _model(TypeAdapter(list[ApiKey]), "keys"))
+    return Call("GET", f"{API}/keys", _model(list[ApiKey], "keys"))
 
 
 def create_api_key(
@@ -44,7 +42,7 @@ def create_api_key(
         body["burst"] = burst
     if namespace is not None:  # the key acts in that namespace only
         body["namespace"] = namespace
-    return Call("POST", f"{API}/keys", _model(TypeAdapter(CreatedApiKey)), json=body)
+    return Call("POST", f"{API}/keys", _model(CreatedApiKey), json=body)
 
 
 def delete_api_key(key_id: str) -> Call[None]:

@@ -10,9 +10,10 @@ from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import quote
 
 import httpx
-from pydantic import TypeAdapter, ValidationError
+from msgspec import ValidationError
 
 from faasd.sdk.errors import ProtocolError, error_from_response
+from faasd.sdk.models import convert
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
@@ -34,7 +35,9 @@ def _json(response: httpx.Response) -> Any:
         ) from exc
 
 
-def _model(adapter: TypeAdapter[T], key: str | None = None) -> Callable[[httpx.Response], T]:
+def _model(type_: type[T], key: str | None = None) -> Callable[[httpx.Response], T]:
+    """A parser of answers holding a ``type_`` (an API object or a list of them), at ``key`` if given."""
+
     def parse(response: httpx.Response) -> T:
         body = _json(response)
         if key is not None:
@@ -42,12 +45,10 @@ def _model(adapter: TypeAdapter[T], key: str | None = None) -> Callable[[httpx.R
                 raise ProtocolError(f"expected a JSON object with {key!r} from {response.request.url}")
             body = body[key]
         try:
-            return adapter.validate_python(body)
+            return convert(body, type_)
         except ValidationError as exc:
             raise ProtocolError(
-                f"unexpected answer from {response.request.method} {response.request.url}: "
-                f"{exc.error_count()} field error(s), first: {exc.errors()[0]['msg']} at "
-                f"{'.'.join(str(p) for p in exc.errors()[0]['loc'])}"
+                f"unexpected answer from {response.request.method} {response.request.url}: {exc}"
             ) from exc
 
     return parse

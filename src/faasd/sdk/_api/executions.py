@@ -9,24 +9,23 @@ from typing import Any, TypedDict
 from urllib.parse import quote
 
 import httpx
-from pydantic import TypeAdapter
 
 from faasd.sdk._api.calls import API, Call, _model, _obj, _p
 from faasd.sdk.models import ExecuteRequest, ExecuteResult, Execution, ExecutionLogs
 
 
 def get_execution(execution_id: str) -> Call[Execution]:
-    return Call("GET", f"{API}/executions/{_p(execution_id)}", _model(TypeAdapter(Execution)))
+    return Call("GET", f"{API}/executions/{_p(execution_id)}", _model(Execution))
 
 
 def list_executions(function: str | None, status: str | None, limit: int | None) -> Call[list[Execution]]:
     pairs = (("function", function), ("status", status), ("limit", limit))
     params = {k: v for k, v in pairs if v is not None}
-    return Call("GET", f"{API}/executions", _model(TypeAdapter(list[Execution]), "executions"), params=params)
+    return Call("GET", f"{API}/executions", _model(list[Execution], "executions"), params=params)
 
 
 def execution_logs(execution_id: str) -> Call[ExecutionLogs]:
-    return Call("GET", f"{API}/executions/{_p(execution_id)}/logs", _model(TypeAdapter(ExecutionLogs)))
+    return Call("GET", f"{API}/executions/{_p(execution_id)}/logs", _model(ExecutionLogs))
 
 
 def next_poll_delay(previous: float | None) -> float:
@@ -71,7 +70,7 @@ def fork_execution(
     return Call(
         "POST",
         f"{API}/executions/{quote(parent_id, safe='')}/fork",
-        _model(TypeAdapter(ExecuteResult)),
+        _model(ExecuteResult),
         json={"command": command, **_body(options)},
         timeout=_run_timeout(options),
     )
@@ -83,7 +82,7 @@ def fork(
     return Call(
         "POST",
         f"{API}/fork",
-        _model(TypeAdapter(list[ExecuteResult])),
+        _model(list[ExecuteResult]),
         json={"branch_from": branch_from, "commands": commands, **_body(options)},
         timeout=_run_timeout(options, len(commands)),
     )
@@ -121,7 +120,7 @@ def execute(
     return Call(
         "POST",
         f"{API}/execute",
-        _model(TypeAdapter(ExecuteResult)),
+        _model(ExecuteResult),
         json=request.to_json(),
         timeout=httpx.Timeout(timeout_ms / 1000 + 60.0, connect=10.0),
     )

@@ -7,11 +7,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypedDict
 
-from pydantic import TypeAdapter
-
 from faasd.sdk._api.calls import API, Call, _model, _none, _p
 from faasd.sdk._api.source import pack_source
-from faasd.sdk.models import Function, FunctionSpec, Limits, LogLine, ScaleBounds, ScaleResult
+from faasd.sdk.models import Function, FunctionSpec, LogLine, ScaleResult, convert
 
 
 class DeployOptions(TypedDict, total=False):
@@ -50,7 +48,7 @@ def function_spec(
     base: FunctionSpec | None = None,
 ) -> FunctionSpec:
     """Merge flattened options over ``base`` (an existing spec, for updates) into a :class:`FunctionSpec`."""
-    data: dict[str, Any] = base.model_dump(exclude_none=True) if base is not None else {}
+    data: dict[str, Any] = base.to_json() if base is not None else {}
     data["name"] = name
     if image is not None:
         data["image"] = image
@@ -70,11 +68,14 @@ def function_spec(
     for key, value in opts.items():
         if value is not None:
             data[key] = dict(value) if isinstance(value, Mapping) else value
+    unknown = sorted(set(data) - set(FunctionSpec.__struct_fields__))
+    if unknown:
+        raise ValueError(f"unknown deploy option(s): {', '.join(unknown)}")
     if limits:
-        data["limits"] = Limits(**limits)
+        data["limits"] = limits
     if scale:
-        data["scale"] = ScaleBounds(**scale)
-    return FunctionSpec.model_validate(data)
+        data["scale"] = scale
+    return convert(data, FunctionSpec)
 
 
 BASE_IMAGES = {"python": "faasd/python:latest", "node": "faasd/node:latest"}
@@ -107,24 +108,24 @@ def deploy_request(
 
 
 def create_function(spec: FunctionSpec, source: bytes | None = None) -> Call[Function]:
-    return Call("POST", f"{API}/functions", _model(TypeAdapter(Function)), **_function_body(spec, source))
+    return Call("POST", f"{API}/functions", _model(Function), **_function_body(spec, source))
 
 
 def update_function(spec: FunctionSpec, source: bytes | None = None) -> Call[Function]:
     return Call(
         "PUT",
         f"{API}/functions/{_p(spec.name)}",
-        _model(TypeAdapter(Function)),
+        _model(Function),
         **_function_body(spec, source),
     )
 
 
 def get_function(name: str) -> Call[Function]:
-    return Call("GET", f"{API}/functions/{_p(name)}", _model(TypeAdapter(Function)))
+    return Call("GET", f"{API}/functions/{_p(name)}", _model(Function))
 
 
 def list_functions() -> Call[list[Function]]:
-    return Call("GET", f"{API}/functions", _model(TypeAdapter(list[Function]), "functions"))
+    return Call("GET", f"{API}/functions", _model(list[Function], "functions"))
 
 
 def delete_function(name: str) -> Call[None]:
@@ -135,11 +136,11 @@ def scale_function(name: str, replicas: int | None, min: int | None, max: int | 
     body = {k: v for k, v in (("replicas", replicas), ("min", min), ("max", max)) if v is not None}
     if not body:
         raise ValueError("scale needs replicas, min or max")
-    return Call("POST", f"{API}/functions/{_p(name)}/scale", _model(TypeAdapter(ScaleResult)), json=body)
+    return Call("POST", f"{API}/functions/{_p(name)}/scale", _model(ScaleResult), json=body)
 
 
 def function_logs(name: str, tail: int | None, since: str | None) -> Call[list[LogLine]]:
     params = {k: v for k, v in (("tail", tail), ("since", since)) if v is not None}
     return Call(
-        "GET", f"{API}/functions/{_p(name)}/logs", _model(TypeAdapter(list[LogLine]), "lines"), params=params
+        "GET", f"{API}/functions/{_p(name)}/logs", _model(list[LogLine], "lines"), params=params
     )

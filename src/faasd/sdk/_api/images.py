@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import httpx
-from pydantic import TypeAdapter
 
 from faasd.sdk import models as sm
 from faasd.sdk._api.calls import API, Call, _model
@@ -14,12 +13,12 @@ PULL_TIMEOUT = httpx.Timeout(1800.0, connect=10.0)
 
 def pull_image(ref: str) -> Call[sm.Image]:
     return Call(
-        "POST", f"{API}/images/pull", _model(TypeAdapter(sm.Image)), json={"ref": ref}, timeout=PULL_TIMEOUT
+        "POST", f"{API}/images/pull", _model(sm.Image), json={"ref": ref}, timeout=PULL_TIMEOUT
     )
 
 
 def push_image(ref: str, source: str | None) -> Call[sm.PushResult]:
     body = {"ref": ref} if source is None else {"ref": ref, "source": source}
     return Call(
-        "POST", f"{API}/images/push", _model(TypeAdapter(sm.PushResult)), json=body, timeout=PULL_TIMEOUT
+        "POST", f"{API}/images/push", _model(sm.PushResult), json=body, timeout=PULL_TIMEOUT
     )

@@ -6,7 +6,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
-from pydantic import TypeAdapter
 
 from faasd.sdk import models as sm
 from faasd.sdk._api.calls import API, Call, _model, _none, _p
@@ -21,18 +20,18 @@ def start_instance(**fields: Any) -> Call[sm.Instance]:
     return Call(
         "POST",
         f"{API}/instances",
-        _model(TypeAdapter(sm.Instance)),
+        _model(sm.Instance),
         json=body,
         timeout=INSTANCE_TIMEOUT,
     )
 
 
 def list_instances() -> Call[list[sm.Instance]]:
-    return Call("GET", f"{API}/instances", _model(TypeAdapter(list[sm.Instance]), "instances"))
+    return Call("GET", f"{API}/instances", _model(list[sm.Instance], "instances"))
 
 
 def get_instance(instance_id: str) -> Call[sm.Instance]:
-    return Call("GET", f"{API}/instances/{_p(instance_id)}", _model(TypeAdapter(sm.Instance)))
+    return Call("GET", f"{API}/instances/{_p(instance_id)}", _model(sm.Instance))
 
 
 def delete_instance(instance_id: str) -> Call[None]:
@@ -45,7 +44,7 @@ def instance_action(instance_id: str, action: str) -> Call[sm.Instance]:
     return Call(
         "POST",
         f"{API}/instances/{_p(instance_id)}/{action}",
-        _model(TypeAdapter(sm.Instance)),
+        _model(sm.Instance),
         timeout=INSTANCE_TIMEOUT,
     )
 
@@ -75,7 +74,7 @@ def exec_instance(
     return Call(
         "POST",
         f"{API}/instances/{_p(instance_id)}/exec",
-        _model(TypeAdapter(sm.InstanceExecResult)),
+        _model(sm.InstanceExecResult),
         json=body,
         timeout=httpx.Timeout(timeout_s + 60.0, connect=10.0),
     )
@@ -85,7 +84,7 @@ def upload_instance_tar(instance_id: str, path: str, archive: bytes) -> Call[sm.
     return Call(
         "PUT",
         f"{API}/instances/{_p(instance_id)}/files",
-        _model(TypeAdapter(sm.UploadResult)),
+        _model(sm.UploadResult),
         params={"path": path},
         content=archive,
         headers={"content-type": "application/x-tar"},
@@ -105,7 +104,7 @@ def upload_instance_files(
     return Call(
         "PUT",
         f"{API}/instances/{_p(instance_id)}/files",
-        _model(TypeAdapter(sm.UploadResult)),
+        _model(sm.UploadResult),
         json=body,
         timeout=INSTANCE_TIMEOUT,
     )
@@ -128,5 +127,5 @@ def expose_instance_port(
     if subdomain is not None:
         body["subdomain"] = subdomain
     return Call(
-        "POST", f"{API}/instances/{_p(instance_id)}/ports", _model(TypeAdapter(sm.InstancePort)), json=body
+        "POST", f"{API}/instances/{_p(instance_id)}/ports", _model(sm.InstancePort), json=body
     )

@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import httpx
-from pydantic import TypeAdapter
 
 from faasd.sdk._api.calls import API, Call, StreamCall, _model, _p
 from faasd.sdk._streams import SSEDecoder
@@ -146,7 +145,7 @@ def invoke_async(
     return Call(
         "POST",
         f"{API}/functions/{_p(name)}/invoke-async",
-        _model(TypeAdapter(ExecutionAccepted)),
+        _model(ExecutionAccepted),
         params=query,
         content=content,
         headers=hdrs,

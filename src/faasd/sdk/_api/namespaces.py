@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import TypeAdapter
-
 from faasd.sdk._api.calls import API, Call, _model, _none, _p
 from faasd.sdk.models import Namespace
 
@@ -28,11 +26,11 @@ def quotas(
 
 
 def list_namespaces() -> Call[list[Namespace]]:
-    return Call("GET", f"{API}/namespaces", _model(TypeAdapter(list[Namespace]), "namespaces"))
+    return Call("GET", f"{API}/namespaces", _model(list[Namespace], "namespaces"))
 
 
 def get_namespace(name: str) -> Call[Namespace]:
-    return Call("GET", f"{API}/namespaces/{_p(name)}", _model(TypeAdapter(Namespace)))
+    return Call("GET", f"{API}/namespaces/{_p(name)}", _model(Namespace))
 
 
 def create_namespace(
@@ -41,12 +39,12 @@ def create_namespace(
     body: dict[str, Any] = {"name": name, **_quotas(quotas)}
     if labels:
         body["labels"] = labels
-    return Call("POST", f"{API}/namespaces", _model(TypeAdapter(Namespace)), json=body)
+    return Call("POST", f"{API}/namespaces", _model(Namespace), json=body)
 
 
 def set_namespace_quotas(name: str, quotas: dict[str, int | None]) -> Call[Namespace]:
     path = f"{API}/namespaces/{_p(name)}"
-    return Call("PATCH", path, _model(TypeAdapter(Namespace)), json=_quotas(quotas))
+    return Call("PATCH", path, _model(Namespace), json=_quotas(quotas))
 
 
 def delete_namespace(name: str) -> Call[None]:

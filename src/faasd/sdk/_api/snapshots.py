@@ -6,7 +6,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
-from pydantic import TypeAdapter
 
 from faasd.sdk import models as sm
 from faasd.sdk._api.calls import API, Call, _model, _none, _p
@@ -44,17 +43,17 @@ def create_snapshot(
     if timeout_s is not None:
         body["timeout_s"] = timeout_s
     return Call(
-        "POST", f"{API}/snapshots", _model(TypeAdapter(sm.Snapshot)), json=body, timeout=SNAPSHOT_TIMEOUT
+        "POST", f"{API}/snapshots", _model(sm.Snapshot), json=body, timeout=SNAPSHOT_TIMEOUT
     )
 
 
 def list_snapshots(function: str | None) -> Call[list[sm.Snapshot]]:
     params = {"function": function} if function is not None else None
-    return Call("GET", f"{API}/snapshots", _model(TypeAdapter(list[sm.Snapshot]), "snapshots"), params=params)
+    return Call("GET", f"{API}/snapshots", _model(list[sm.Snapshot], "snapshots"), params=params)
 
 
 def get_snapshot(snapshot_id: str) -> Call[sm.Snapshot]:
-    return Call("GET", f"{API}/snapshots/{_p(snapshot_id)}", _model(TypeAdapter(sm.Snapshot)))
+    return Call("GET", f"{API}/snapshots/{_p(snapshot_id)}", _model(sm.Snapshot))
 
 
 def delete_snapshot(snapshot_id: str, force: bool) -> Call[None]:
@@ -64,7 +63,7 @@ def delete_snapshot(snapshot_id: str, force: bool) -> Call[None]:
 
 def gc_snapshots() -> Call[sm.SnapshotGcReport]:
     return Call(
-        "POST", f"{API}/snapshots/gc", _model(TypeAdapter(sm.SnapshotGcReport)), timeout=SNAPSHOT_TIMEOUT
+        "POST", f"{API}/snapshots/gc", _model(sm.SnapshotGcReport), timeout=SNAPSHOT_TIMEOUT
     )
 
 
@@ -72,7 +71,7 @@ def restore_snapshot(snapshot_id: str, seed: int | None = None) -> Call[sm.Resto
     return Call(
         "POST",
         f"{API}/snapshots/{_p(snapshot_id)}/restore",
-        _model(TypeAdapter(sm.RestoredSandbox)),
+        _model(sm.RestoredSandbox),
         json={"seed": seed} if seed is not None else None,
         timeout=SNAPSHOT_TIMEOUT,
     )
@@ -85,7 +84,7 @@ def branch_snapshot(snapshot_id: str, count: int, seed: int | None = None) -> Ca
     return Call(
         "POST",
         f"{API}/snapshots/{_p(snapshot_id)}/branch",
-        _model(TypeAdapter(list[sm.RestoredSandbox]), "sandboxes"),
+        _model(list[sm.RestoredSandbox], "sandboxes"),
         json=body,
         timeout=SNAPSHOT_TIMEOUT,
     )
@@ -110,16 +109,16 @@ def merge(
     if branches:
         body["branches"] = list(branches)
     return Call(
-        "POST", f"{API}/merges", _model(TypeAdapter(sm.MergeResult)), json=body, timeout=SNAPSHOT_TIMEOUT
+        "POST", f"{API}/merges", _model(sm.MergeResult), json=body, timeout=SNAPSHOT_TIMEOUT
     )
 
 
 def list_sandboxes() -> Call[list[sm.RestoredSandbox]]:
-    return Call("GET", f"{API}/sandboxes", _model(TypeAdapter(list[sm.RestoredSandbox]), "sandboxes"))
+    return Call("GET", f"{API}/sandboxes", _model(list[sm.RestoredSandbox], "sandboxes"))
 
 
 def get_sandbox(sandbox_id: str) -> Call[sm.RestoredSandbox]:
-    return Call("GET", f"{API}/sandboxes/{_p(sandbox_id)}", _model(TypeAdapter(sm.RestoredSandbox)))
+    return Call("GET", f"{API}/sandboxes/{_p(sandbox_id)}", _model(sm.RestoredSandbox))
 
 
 def delete_sandbox(sandbox_id: str) -> Call[None]:

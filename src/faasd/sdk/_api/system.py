@@ -5,19 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from pydantic import TypeAdapter
 
 from faasd.sdk._api.calls import API, Call, StreamCall, _model
 from faasd.sdk._streams import decode_ndjson_line
-from faasd.sdk.models import Health, Info, LogLine
+from faasd.sdk.models import Health, Info, LogLine, convert
 
 
 def health() -> Call[Health]:
-    return Call("GET", "/healthz", _model(TypeAdapter(Health)))
+    return Call("GET", "/healthz", _model(Health))
 
 
 def info() -> Call[Info]:
-    return Call("GET", f"{API}/info", _model(TypeAdapter(Info)))
+    return Call("GET", f"{API}/info", _model(Info))
 
 
 def metrics() -> Call[str]:
@@ -36,7 +35,7 @@ class LogFollowDecoder:
             return []
         if "function" not in obj and "name" in obj:
             obj = {**obj, "function": obj["name"]}
-        return [LogLine.model_validate(obj)]
+        return [convert(obj, LogLine)]
 
     def end(self) -> list[LogLine]:
         return []
