@@ -71,6 +71,11 @@ def _snapshot_rows(doc: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def _faas_rows(doc: dict[str, Any]) -> list[Row]:
+    """The ``faas`` commands' rows (the bare httpx GET is a baseline, shown beside them)."""
+    return [r for r in rows_from_json(doc) if r.metric.startswith("faas ")]
+
+
 BENCHMARKS: dict[str, tuple[list[str], str, Callable[[dict[str, Any]], list[Row]]]] = {
     # name: (argv after the script, json file, how to get the headline rows)
     "cold_start": (["-n", "10", "--json", "{json}"], "cold_start.json", _cold_rows),
@@ -86,6 +91,7 @@ BENCHMARKS: dict[str, tuple[list[str], str, Callable[[dict[str, Any]], list[Row]
                         rows_from_json),
     "seed_perf": (["--cold-n", "10", "--restore-n", "5", "--concurrent", "1000", "--json", "{json}"],
                   "seed_perf.json", rows_from_json),
+    "cli_footprint": (["-n", "10", "--json", "{json}"], "cli_footprint.json", _faas_rows),
 }
 
 
