@@ -336,6 +336,12 @@ def test_execute_one_off_request_shape() -> None:
         client.execute(["true"], code="x", language="python")
     with pytest.raises(ValueError):
         client.execute(code="x")
+    sent = len(rec.requests)
+    with pytest.raises(ValueError, match=r"Expected `int \| null`, got `str` - at `\$.timeout_ms`"):
+        client.execute(["true"], timeout_ms="soon")  # type: ignore[typeddict-item]
+    with pytest.raises(ValueError, match="unknown execute option"):
+        client.execute(["true"], timeout=5)  # type: ignore[typeddict-unknown-key]
+    assert len(rec.requests) == sent  # refused before anything was sent
 
 
 def test_secrets_and_keys() -> None:
