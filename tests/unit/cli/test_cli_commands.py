@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from faasd.cli import _context
 from faasd.cli.main import app
 from faasd.sdk import Client
+from fixtures.api_answers import FUNCTION
 
 pytestmark = pytest.mark.unit
 
@@ -63,15 +64,7 @@ def run(*args: str, input: str | bytes | None = None) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-FN = {
-    "name": "hello",
-    "image": "faasd/python:latest",
-    "runtime": "python",
-    "mode": "cached",
-    "scale": {"min": 0, "max": 4},
-    "status": {"replicas": 1, "busy": 0, "queued": 0},
-    "created_at": "2026-11-23T16:30:00Z",
-}
+FN = FUNCTION
 
 
 def test_global_options_reach_the_client(api: Api) -> None:

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from fixtures import api_answers
+
 SRC = Path(__file__).resolve().parents[3] / "src"
 
 HEAVY = (
@@ -89,14 +91,9 @@ def test_a_daemon_command_loads_the_sdk_but_not_the_optional_imports() -> None:
 
 
 FUNCTION = {
-    "name": "hello",
-    "image": "faasd/python:latest",
+    **api_answers.FUNCTION,
     "namespace": "openfaas-fn",
-    "runtime": "python",
-    "scale": {"min": 0, "max": 4},
-    "status": {"replicas": 1, "busy": 0, "queued": 0},
     "address": "127.0.0.42",
-    "created_at": "2026-12-07T10:00:00Z",
     "a_field_from_a_newer_daemon": True,
 }
 
@@ -141,7 +138,7 @@ def test_faas_ls_reads_the_answer_without_pydantic(
     if json_out:
         (listed,) = json.loads("\n".join(printed))
         assert listed["name"] == "hello" and listed["status"]["replicas"] == 1
-        assert listed["created_at"] == "2026-12-07T10:00:00Z" and "a_field_from_a_newer_daemon" not in listed
+        assert listed["created_at"] == "2026-11-23T16:30:00Z" and "a_field_from_a_newer_daemon" not in listed
     else:
         row = next(line for line in printed if line.startswith("hello"))
         assert "127.0.0.42" in row and "0-4" in row
