@@ -23,6 +23,7 @@ Mode = Literal["ephemeral", "cached", "checkpointed", "branched", "persistent"]
 ExecutionStatus = Literal["queued", "running", "succeeded", "failed", "timeout"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "timeout"})
 M = TypeVar("M")
+R = TypeVar("R", bound="_Model")
 
 
 class _Model(msgspec.Struct, kw_only=True):  # each subclass says kw_only too: msgspec does not inherit it
@@ -45,7 +46,7 @@ def _without_none(obj: msgspec.Struct) -> dict[str, Any]:
         elif isinstance(value, list):
             out[name] = [_without_none(v) if isinstance(v, msgspec.Struct) else to_builtins(v) for v in value]
         else:
-            out[name] = msgspec.to_builtins(value)
+            out[name] = to_builtins(value)
     return out
 
 
@@ -58,6 +59,16 @@ def convert(data: Any, type_: type[M]) -> M:
     """``data`` (parsed JSON) as the API object ``type_``; ``msgspec.ValidationError`` (a ValueError)
     names the first field that does not fit."""
     return msgspec.convert(data, type_, strict=False)
+
+
+def request_from(data: dict[str, Any], type_: type[R], what: str) -> R:
+    """The request object ``type_`` built from caller-given ``data`` (``what``: its options, for messages):
+    a ValueError naming any key that is not one of its fields, or the first value of the wrong type,
+    before anything is sent (the constructor checks neither)."""
+    unknown = sorted(set(data) - set(type_.__struct_fields__))
+    if unknown:
+        raise ValueError(f"unknown {what} option(s): {', '.join(unknown)}")
+    return convert(data, type_)
 
 
 class Limits(_Model, kw_only=True):

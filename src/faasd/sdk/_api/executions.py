@@ -11,7 +11,7 @@ from urllib.parse import quote
 import httpx
 
 from faasd.sdk._api.calls import API, Call, _model, _obj, _p
-from faasd.sdk.models import ExecuteRequest, ExecuteResult, Execution, ExecutionLogs, convert
+from faasd.sdk.models import ExecuteRequest, ExecuteResult, Execution, ExecutionLogs, request_from
 
 
 def get_execution(execution_id: str) -> Call[Execution]:
@@ -115,11 +115,9 @@ def execute(
     if code is not None and not language:
         raise ValueError("execute with code needs a language: python, node or shell")
     fields: dict[str, Any] = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in options.items()}
-    unknown = sorted(set(fields) - set(ExecuteRequest.__struct_fields__))
-    if unknown:
-        raise ValueError(f"unknown execute option(s): {', '.join(unknown)}")
-    # convert, not the constructor: it checks the types (a ValueError naming the field, before any request)
-    request = convert({**fields, "command": command, "code": code, "language": language}, ExecuteRequest)
+    request = request_from(
+        {**fields, "command": command, "code": code, "language": language}, ExecuteRequest, "execute"
+    )
     timeout_ms = request.timeout_ms or 30_000
     return Call(
         "POST",

@@ -9,7 +9,7 @@ from typing import Any, TypedDict
 
 from faasd.sdk._api.calls import API, Call, _model, _none, _p
 from faasd.sdk._api.source import pack_source
-from faasd.sdk.models import Function, FunctionSpec, LogLine, ScaleResult, convert
+from faasd.sdk.models import Function, FunctionSpec, LogLine, ScaleResult, request_from
 
 
 class DeployOptions(TypedDict, total=False):
@@ -68,14 +68,11 @@ def function_spec(
     for key, value in opts.items():
         if value is not None:
             data[key] = dict(value) if isinstance(value, Mapping) else value
-    unknown = sorted(set(data) - set(FunctionSpec.__struct_fields__))
-    if unknown:
-        raise ValueError(f"unknown deploy option(s): {', '.join(unknown)}")
     if limits:
         data["limits"] = limits
     if scale:
         data["scale"] = scale
-    return convert(data, FunctionSpec)
+    return request_from(data, FunctionSpec, "deploy")
 
 
 BASE_IMAGES = {"python": "faasd/python:latest", "node": "faasd/node:latest"}
