@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import base64
 from datetime import datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import msgspec
 
+from faasd.sdk._codec import convert as convert
+from faasd.sdk._codec import request_from as request_from
+from faasd.sdk._codec import to_builtins as to_builtins
+from faasd.sdk._codec import without_none
 from faasd.sdk.results import InvokeResult as InvokeResult
 from faasd.sdk.results import StreamEvent as StreamEvent
 from faasd.sdk.results import StreamOutput as StreamOutput
@@ -22,8 +26,6 @@ Runtime = Literal["python", "node", "exec", "http"]
 Mode = Literal["ephemeral", "cached", "checkpointed", "branched", "persistent"]
 ExecutionStatus = Literal["queued", "running", "succeeded", "failed", "timeout"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "timeout"})
-M = TypeVar("M")
-R = TypeVar("R", bound="_Model")
 
 
 class _Model(msgspec.Struct, kw_only=True):  # each subclass says kw_only too: msgspec does not inherit it
@@ -33,42 +35,7 @@ class _Model(msgspec.Struct, kw_only=True):  # each subclass says kw_only too: m
 
     def to_json(self) -> dict[str, Any]:
         """The request/response body as JSON-ready data, without the fields that are None."""
-        return _without_none(self)
-
-
-def _without_none(obj: msgspec.Struct) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, value in msgspec.structs.asdict(obj).items():
-        if value is None:
-            continue
-        if isinstance(value, msgspec.Struct):
-            out[name] = _without_none(value)
-        elif isinstance(value, list):
-            out[name] = [_without_none(v) if isinstance(v, msgspec.Struct) else to_builtins(v) for v in value]
-        else:
-            out[name] = to_builtins(value)
-    return out
-
-
-def to_builtins(value: Any) -> Any:
-    """``value`` (API objects, lists and dicts of them, datetimes) as JSON-ready data, every field kept."""
-    return msgspec.to_builtins(value)
-
-
-def convert(data: Any, type_: type[M]) -> M:
-    """``data`` (parsed JSON) as the API object ``type_``; ``msgspec.ValidationError`` (a ValueError)
-    names the first field that does not fit."""
-    return msgspec.convert(data, type_, strict=False)
-
-
-def request_from(data: dict[str, Any], type_: type[R], what: str) -> R:
-    """The request object ``type_`` built from caller-given ``data`` (``what``: its options, for messages):
-    a ValueError naming any key that is not one of its fields, or the first value of the wrong type,
-    before anything is sent (the constructor checks neither)."""
-    unknown = sorted(set(data) - set(type_.__struct_fields__))
-    if unknown:
-        raise ValueError(f"unknown {what} option(s): {', '.join(unknown)}")
-    return convert(data, type_)
+        return without_none(self)
 
 
 class Limits(_Model, kw_only=True):

@@ -12,8 +12,8 @@ from urllib.parse import quote
 import httpx
 from msgspec import ValidationError
 
+from faasd.sdk._codec import convert
 from faasd.sdk.errors import ProtocolError, error_from_response
-from faasd.sdk.models import convert
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
